@@ -1,0 +1,43 @@
+"""minimallm: large batches of chat-completion calls, fast, polite and resumable."""
+
+from minimallm._context import (
+    get_force_refresh,
+    get_last_cached,
+    reset_force_refresh,
+    set_force_refresh,
+    set_last_cached,
+)
+from minimallm._errors import (
+    BackendClosedError,
+    BatchAbortedError,
+    ConfigError,
+    MinimaLlmError,
+    UsageError,
+)
+from minimallm._types import (
+    AsyncMinimaLlmBackend,
+    MinimaLlmFailure,
+    MinimaLlmRequest,
+    MinimaLlmResponse,
+    MinimaLlmResult,
+)
+from minimallm._version import __version__
+
+__all__ = [
+    "AsyncMinimaLlmBackend",
+    "BackendClosedError",
+    "BatchAbortedError",
+    "ConfigError",
+    "MinimaLlmError",
+    "MinimaLlmFailure",
+    "MinimaLlmRequest",
+    "MinimaLlmResponse",
+    "MinimaLlmResult",
+    "UsageError",
+    "__version__",
+    "get_force_refresh",
+    "get_last_cached",
+    "reset_force_refresh",
+    "set_force_refresh",
+    "set_last_cached",
+]

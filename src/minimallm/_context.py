@@ -1,0 +1,50 @@
+"""The documented context variables (force_refresh, last_cached).
+
+They let an adapter (DSPy) ask for a cache bypass, or learn whether an answer was
+cached, without changing the signatures between the caller and ``generate``.
+``generate`` reads them at call time, on the caller's side, and carries the value
+inside its messages: long-lived actors cannot see a caller's context.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+
+__all__ = [
+    "get_force_refresh",
+    "get_last_cached",
+    "reset_force_refresh",
+    "set_force_refresh",
+    "set_last_cached",
+]
+
+_force_refresh: ContextVar[bool] = ContextVar("minimallm_force_refresh", default=False)
+_last_cached: ContextVar[bool] = ContextVar("minimallm_last_cached", default=False)
+
+
+def set_force_refresh(force: bool) -> Token[bool]:
+    """Ask the next ``generate`` calls in this context to bypass the cache read.
+
+    Returns the token for :func:`reset_force_refresh` (call it in ``finally``).
+    """
+    return _force_refresh.set(bool(force))
+
+
+def get_force_refresh() -> bool:
+    """True when a cache bypass was requested in this context."""
+    return _force_refresh.get()
+
+
+def reset_force_refresh(token: Token[bool]) -> None:
+    """Restore the force-refresh flag to what it was before ``set_force_refresh``."""
+    _force_refresh.reset(token)
+
+
+def set_last_cached(cached: bool) -> None:
+    """Record whether the last answer in this context came from the cache."""
+    _last_cached.set(bool(cached))
+
+
+def get_last_cached() -> bool:
+    """Whether the last answer recorded in this context came from the cache."""
+    return _last_cached.get()
