@@ -1,0 +1,490 @@
+"""Configuration: :class:`MinimaLlmConfig` and :class:`BatchConfig`, from code or the environment.
+
+One set of defaults lives in the field definitions; ``from_env`` overrides only the
+settings whose variable is set (empty counts as unset, except ``BATCH_MAX_FAILURES``
+where empty, like ``none``, means "never abort"). The variables, all optional except
+the first two (units: seconds for ``*_S``, requests per minute for ``RPM``):
+
+``OPENAI_BASE_URL`` (http(s)://..., ``/v1`` optional), ``OPENAI_MODEL``,
+``OPENAI_API_KEY`` (else ``OPENAI_TOKEN``; none: no Authorization header),
+``BATCH_NUM_WORKERS=64``, ``BATCH_MAX_FAILURES=25``, ``BATCH_HEARTBEAT_S=10`` (0: off),
+``BATCH_STALL_S=300``, ``BATCH_PRINT_FIRST_FAILURES=5``, ``BATCH_KEEP_FAILURE_SUMMARIES=20``,
+``MAX_OUTSTANDING=32``, ``RPM=600`` (0: no pacing), ``TIMEOUT_S=60`` (one whole attempt),
+``MAX_ATTEMPTS=6`` (0: until success), ``BASE_BACKOFF_S=0.5``, ``MAX_BACKOFF_S=20``,
+``JITTER=0.2`` (+-20 %), ``COOLDOWN_FLOOR_S=0``, ``COOLDOWN_CAP_S=30``,
+``COOLDOWN_HALFLIFE_S=20``, ``COMPRESS_GZIP=0`` (1/0, true/false, yes/no, on/off),
+``CACHE_DIR`` (unset: no cache).
+
+Invalid settings raise one :class:`~minimallm.ConfigError` listing every problem, named
+by environment variable (``from_env``) or by field (constructor), never showing the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, NoReturn, Self
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo
+from pydantic import field_validator as _validates
+from pydantic_core import PydanticCustomError
+
+from minimallm._errors import ConfigError
+
+__all__ = ["BatchConfig", "MinimaLlmConfig"]
+
+_CUSTOM = "minimallm_config"  # error type of our own checks; ctx carries the reason
+_SECRET_FIELDS = frozenset({"api_key"})
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True}
+_BOOLS |= {"0": False, "false": False, "no": False, "off": False}
+
+
+class _Problem(NamedTuple):
+    """One bad setting, named by field; :func:`_render` renames it for the environment."""
+
+    field: str
+    reason: str  # may contain "{other}": the display name of ``other``
+    shown: str | None = None  # the offending value as displayed; None: not shown
+    other: str | None = None
+    missing: bool = False
+
+
+def _render(problems: Iterable[_Problem], names: Mapping[str, str]) -> str:
+    problems = list(problems)
+    missing = [names.get(p.field, p.field) for p in problems if p.missing]
+    lines = [f"{', '.join(missing)}: required, not set"] if missing else []
+    for p in problems:
+        if not p.missing:
+            reason = p.reason.replace("{other}", names.get(p.other or "", p.other or ""))
+            name = names.get(p.field, p.field)
+            lines.append(name + ("" if p.shown is None else f"={p.shown}") + f": {reason}")
+    noun = "problem" if len(lines) == 1 else "problems"
+    head = f"Invalid minimallm configuration ({len(lines)} {noun}):"
+    return "\n".join([head, *(f"  {line}" for line in lines)])
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _show_raw(raw: str) -> str:
+    """An environment value as written: numbers bare (``RPM=-5``), text quoted."""
+    try:
+        float(raw)
+    except ValueError:
+        return _show(raw)
+    return raw
+
+
+def _custom(reason: str, other: str | None = None) -> PydanticCustomError:
+    return PydanticCustomError(_CUSTOM, "{reason}", {"reason": reason, "other": other})
+
+
+def _at_least(value: float, info: ValidationInfo, other: str) -> float:
+    bound = info.data.get(other)
+    if isinstance(bound, float) and value < bound:
+        raise _custom(f"must be a number >= {{other}} ({bound:g})", other)
+    return value
+
+
+def _optional_int(raw: str) -> int | None:
+    return None if raw.lower() in ("", "none") else int(raw)
+
+
+def _bool(raw: str) -> bool:
+    if raw.lower() not in _BOOLS:
+        raise ValueError(raw)
+    return _BOOLS[raw.lower()]
+
+
+_Spec = tuple[str, Callable[[str], object], str]  # (env variable, parser, what is allowed)
+
+
+class _Settings(BaseModel):
+    """Shared machinery: strict validation, one ConfigError, environment reading."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        strict=True,  # no True for an int, no "5" from code: env text is parsed by us
+        allow_inf_nan=False,
+        hide_input_in_errors=True,  # pydantic's own messages must never echo a key
+    )
+    _SPECS: ClassVar[Mapping[str, _Spec]] = {}  # field -> spec, for every env-read field
+    _REQUIREMENTS: ClassVar[Mapping[str, str]] = {}  # fields not read from the env
+    _EMPTY_IS_NONE: ClassVar[frozenset[str]] = frozenset()
+    _UNKNOWN_HINTS: ClassVar[Mapping[str, str]] = {}
+
+    def _fill(self, data: Mapping[str, Any]) -> list[_Problem]:
+        try:  # BaseModel.__init__ directly: validates into self, no recursion into ours
+            BaseModel.__init__(self, **data)
+        except ValidationError as exc:
+            errors = exc.errors()
+        else:
+            return []
+        return self._problems(errors)  # outside `except`: no chained error holding inputs
+
+    def _settings_init(self, /, **data: Any) -> None:
+        problems = self._fill(data)
+        if problems:
+            raise ConfigError(_render(problems, {}))
+
+    if not TYPE_CHECKING:  # type checkers keep pydantic's field-typed signature
+        __init__ = _settings_init
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError(
+            f"{type(self).__name__} is immutable: build a new one with with_changes({name}=...)"
+        )
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    @classmethod
+    def _problems(cls, errors: Iterable[Any]) -> list[_Problem]:
+        problems: list[_Problem] = []
+        seen: set[str] = set()
+        for err in errors:
+            field = str(err["loc"][0]) if err["loc"] else ""
+            if field in seen:  # one line per setting
+                continue
+            seen.add(field)
+            shown = "<hidden>" if field in _SECRET_FIELDS else _show(err["input"])
+            if err["type"] == "missing":
+                problems.append(_Problem(field, "required, not set", missing=True))
+            elif err["type"] == "extra_forbidden":  # value never shown: maybe a misnamed key
+                problems.append(_Problem(field, cls._unknown(field)))
+            elif err["type"] == _CUSTOM:
+                problems.append(_Problem(field, err["ctx"]["reason"], shown, err["ctx"]["other"]))
+            else:
+                reason = cls._requirement(field, err["msg"])
+                if err["type"] == "finite_number":
+                    reason = reason.replace("a number", "a finite number")
+                problems.append(_Problem(field, reason, shown))
+        return problems
+
+    @classmethod
+    def _requirement(cls, field: str, default: str) -> str:
+        spec = cls._SPECS.get(field)
+        return spec[2] if spec else cls._REQUIREMENTS.get(field, default)
+
+    @classmethod
+    def _unknown(cls, field: str) -> str:
+        if field in cls._UNKNOWN_HINTS:
+            return cls._UNKNOWN_HINTS[field]
+        close = difflib.get_close_matches(field, list(cls.model_fields), n=1)
+        return "unknown setting" + (f" (did you mean {close[0]}?)" if close else "")
+
+    @classmethod
+    def _env_names(cls) -> dict[str, str]:
+        return {field: spec[0] for field, spec in cls._SPECS.items()}
+
+    @classmethod
+    def _attempt(cls, data: Mapping[str, Any]) -> tuple[Self | None, list[_Problem]]:
+        instance = cls.__new__(cls)
+        problems = instance._fill(data)
+        return (None if problems else instance), problems
+
+    @classmethod
+    def _read_env(cls, env: Mapping[str, str]) -> tuple[dict[str, object], dict[str, str]]:
+        """Parse this class's variables: (values, texts as written), by field.
+
+        A text its parser refuses is left out of the values: validation then reports
+        it as missing or falls back to a default, and :meth:`_check_env` replaces
+        that by the real problem.
+        """
+        data: dict[str, object] = {}
+        raws: dict[str, str] = {}
+        for field, (var, parse, _) in cls._SPECS.items():
+            raw = env.get(var, "").strip()
+            if not raw and not (field in cls._EMPTY_IS_NONE and var in env):
+                continue
+            raws[field] = raw
+            try:
+                data[field] = parse(raw)
+            except ValueError:
+                continue
+        return data, raws
+
+    @classmethod
+    def _check_env(
+        cls, data: Mapping[str, object], raws: Mapping[str, str]
+    ) -> tuple[Self | None, list[_Problem]]:
+        """Validate parsed values; problems show each value as written, not as parsed."""
+        unparsed = [f for f in raws if f not in data]
+        problems = [_Problem(f, cls._SPECS[f][2], _show_raw(raws[f])) for f in unparsed]
+        instance, more = cls._attempt(data)
+        for p in more:
+            if p.field in unparsed or p.other in unparsed:  # not what the user wrote
+                continue
+            problems.append(p._replace(shown=_show_raw(raws[p.field])) if p.field in raws else p)
+        return (instance if not problems else None), problems
+
+    def with_changes(self, **changes: Any) -> Self:
+        """A new configuration with ``changes`` applied, validated like the constructor.
+
+        Use this rather than pydantic's ``model_copy(update=...)``, which skips
+        validation. Raises one ConfigError naming every bad change.
+        """
+        current = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**{**current, **changes})
+
+
+class BatchConfig(_Settings):
+    """How a batch runs: items in progress, failure budget, progress reports. Frozen."""
+
+    num_workers: int = Field(default=64, ge=1, description="Items in progress at once.")
+    max_failures: int | None = Field(default=25, ge=0, description="Abort past this; None: never.")
+    heartbeat_s: float = Field(default=10.0, ge=0, description="Seconds between reports; 0: off.")
+    stall_s: float = Field(default=300.0, gt=0, description="Seconds idle before a warning.")
+    print_first_failures: int = Field(default=5, ge=0, description="Failures printed in full.")
+    keep_failure_summaries: int = Field(default=20, ge=0, description="Failures kept for reports.")
+
+    _SPECS = {
+        "num_workers": ("BATCH_NUM_WORKERS", int, "must be an integer >= 1"),
+        "max_failures": (
+            "BATCH_MAX_FAILURES",
+            _optional_int,
+            "must be an integer >= 0, or none to never abort",
+        ),
+        "heartbeat_s": (
+            "BATCH_HEARTBEAT_S",
+            float,
+            "must be a number >= 0 (seconds; 0 disables the heartbeat)",
+        ),
+        "stall_s": ("BATCH_STALL_S", float, "must be a number > 0 (seconds)"),
+        "print_first_failures": ("BATCH_PRINT_FIRST_FAILURES", int, "must be an integer >= 0"),
+        "keep_failure_summaries": ("BATCH_KEEP_FAILURE_SUMMARIES", int, "must be an integer >= 0"),
+    }
+    _EMPTY_IS_NONE = frozenset({"max_failures"})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        """Read only the ``BATCH_*`` variables of ``env`` (default: ``os.environ``).
+
+        Unset variables keep their defaults. Raises one ConfigError naming every bad one.
+        """
+        instance, problems = cls._check_env(*cls._read_env(os.environ if env is None else env))
+        if instance is None:
+            raise ConfigError(_render(problems, cls._env_names()))
+        return instance
+
+
+_SECONDS_GE0 = "must be a number >= 0 (seconds)"
+
+
+class MinimaLlmConfig(_Settings):
+    """Everything a backend needs: endpoint, key, limits, retries, cooldown, cache.
+
+    Build it in code (``MinimaLlmConfig(base_url=..., model=...)``) or with
+    :meth:`from_env`; both share one set of defaults. Frozen: :meth:`with_changes`
+    makes a validated copy (pydantic's ``model_copy(update=...)`` does not validate).
+
+    The key is a ``SecretStr`` (a plain ``str`` is accepted): it shows as ``***`` in
+    repr, str and :meth:`describe`, never in error messages, and a *pickled* config
+    carries no key: it unpickles with ``api_key=None``, so re-read the key from the
+    environment in the receiving process. :meth:`api_key_value` alone unwraps it.
+    """
+
+    base_url: str = Field(description="http(s)://host[:port][/path], /v1 optional.")
+    model: str = Field(description="Model name sent with every request.")
+    api_key: SecretStr | None = Field(default=None, description="Bearer key; None: no header.")
+    batch: BatchConfig = Field(default=BatchConfig(), description="Frozen, so shared safely.")
+    max_outstanding: int = Field(default=32, ge=1, description="HTTP requests in flight.")
+    rpm: int = Field(default=600, ge=0, description="Requests per minute; 0: no pacing.")
+    timeout_s: float = Field(default=60.0, gt=0, description="Seconds for a whole attempt.")
+    max_attempts: int = Field(default=6, ge=0, description="Per request; 0: until success.")
+    base_backoff_s: float = Field(default=0.5, ge=0, description="Seconds before attempt 2.")
+    max_backoff_s: float = Field(
+        default=20.0, ge=0, validate_default=True, description="Backoff ceiling, seconds."
+    )
+    jitter: float = Field(default=0.2, ge=0, le=1, description="Backoff spread, 0.2 = +-20 %.")
+    cooldown_floor_s: float = Field(default=0.0, ge=0, description="Least cooldown, seconds.")
+    cooldown_cap_s: float = Field(
+        default=30.0, ge=0, validate_default=True, description="Most cooldown, seconds."
+    )
+    cooldown_halflife_s: float = Field(default=20.0, gt=0, description="Decay, seconds.")
+    compress_gzip: bool = Field(default=False, description="Gzip request bodies.")
+    cache_dir: str | None = Field(default=None, description="SQLite cache directory; None: off.")
+
+    _SPECS = {
+        "base_url": ("OPENAI_BASE_URL", str, "must be a string like http://localhost:8000/v1"),
+        "model": ("OPENAI_MODEL", str, "must be a non-empty string"),
+        "max_outstanding": ("MAX_OUTSTANDING", int, "must be an integer >= 1"),
+        "rpm": ("RPM", int, "must be an integer >= 0 (0 disables pacing)"),
+        "timeout_s": ("TIMEOUT_S", float, "must be a number > 0 (seconds)"),
+        "max_attempts": ("MAX_ATTEMPTS", int, "must be an integer >= 0 (0 retries until success)"),
+        "base_backoff_s": ("BASE_BACKOFF_S", float, _SECONDS_GE0),
+        "max_backoff_s": ("MAX_BACKOFF_S", float, _SECONDS_GE0),
+        "jitter": ("JITTER", float, "must be a number between 0 and 1"),
+        "cooldown_floor_s": ("COOLDOWN_FLOOR_S", float, _SECONDS_GE0),
+        "cooldown_cap_s": ("COOLDOWN_CAP_S", float, _SECONDS_GE0),
+        "cooldown_halflife_s": ("COOLDOWN_HALFLIFE_S", float, "must be a number > 0 (seconds)"),
+        "compress_gzip": ("COMPRESS_GZIP", _bool, "must be true or false (1/0, yes/no, on/off)"),
+        "cache_dir": ("CACHE_DIR", str, "must be a directory path"),
+    }
+    _REQUIREMENTS = {"api_key": "must be a string", "batch": "must be a BatchConfig"}
+    _UNKNOWN_HINTS = {
+        name: f"is a batch setting: pass batch=BatchConfig({name}=...)"
+        for name in BatchConfig.model_fields
+    }
+
+    @_validates("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if not value.strip().lower().startswith(("http://", "https://")):
+            raise _custom("must start with http:// or https://")
+        try:
+            host, _ = parts.hostname, parts.port  # .port raises on a bad port
+        except ValueError:
+            raise _custom("has an invalid host or port") from None
+        if not host:
+            raise _custom("must name a host, e.g. http://localhost:8000/v1")
+        if parts.query or parts.fragment:
+            raise _custom("must not contain a query (?) or fragment (#)")
+        return value.strip().rstrip("/")
+
+    @_validates("model")
+    @classmethod
+    def _check_model(cls, value: str) -> str:
+        if not value.strip():
+            raise _custom("must be a non-empty string")
+        return value.strip()
+
+    @_validates("api_key", mode="before")
+    @classmethod
+    def _blank_key_is_none(cls, value: object) -> object:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):  # a stray newline from `$(cat keyfile)` breaks headers
+            return SecretStr(value.strip()) if value.strip() else None
+        return value
+
+    @_validates("cache_dir", mode="before")
+    @classmethod
+    def _path_to_str(cls, value: object) -> object:
+        value = os.fspath(value) if isinstance(value, os.PathLike) else value
+        return None if value == "" else value
+
+    @_validates("max_backoff_s")
+    @classmethod
+    def _backoff_order(cls, value: float, info: ValidationInfo) -> float:
+        return _at_least(value, info, "base_backoff_s")
+
+    @_validates("cooldown_cap_s")
+    @classmethod
+    def _cooldown_order(cls, value: float, info: ValidationInfo) -> float:
+        return _at_least(value, info, "cooldown_floor_s")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        """Read every variable listed in the module docstring from ``env``.
+
+        ``env`` defaults to ``os.environ``. The key comes from ``OPENAI_API_KEY``, else
+        ``OPENAI_TOKEN`` (empty counts as unset). Raises one ConfigError naming every
+        bad or missing variable.
+        """
+        env = os.environ if env is None else env
+        data, raws = cls._read_env(env)
+        key = env.get("OPENAI_API_KEY", "").strip() or env.get("OPENAI_TOKEN", "").strip()
+        if key:
+            data["api_key"] = key
+        batch, problems = BatchConfig._check_env(*BatchConfig._read_env(env))
+        if batch is not None:
+            data["batch"] = batch
+        instance, own = cls._check_env(data, raws)
+        if instance is None or problems:
+            names = {**cls._env_names(), **BatchConfig._env_names()}
+            raise ConfigError(_render(own + problems, names))
+        return instance
+
+    def with_changes(self, **changes: Any) -> Self:
+        """A new configuration with ``changes`` applied, validated like the constructor.
+
+        Batch fields may be given directly (``with_changes(max_failures=10)``): they
+        go into a new ``batch``. Raises one ConfigError naming every bad change.
+        """
+        batch_changes = {k: changes.pop(k) for k in list(changes) if k in BatchConfig.model_fields}
+        batch = changes.get("batch", self.batch)
+        problems: list[_Problem] = []
+        if batch_changes and isinstance(batch, BatchConfig):
+            new_batch, problems = BatchConfig._attempt({**dict(batch), **batch_changes})
+            changes["batch"] = new_batch or batch
+        current = {name: getattr(self, name) for name in type(self).model_fields}
+        instance, own = type(self)._attempt({**current, **changes})
+        if instance is None or problems:
+            raise ConfigError(_render(own + problems, {}))
+        return instance
+
+    def api_key_value(self) -> str | None:
+        """The plain key, for the Authorization header only; None when no key is set."""
+        return None if self.api_key is None else self.api_key.get_secret_value()
+
+    @property
+    def api_base(self) -> str:
+        """The API root, always ending in ``/v1`` (added when ``base_url`` lacks it)."""
+        return self.base_url if self.base_url.endswith("/v1") else self.base_url + "/v1"
+
+    @property
+    def chat_completions_url(self) -> str:
+        """Where chat completions are POSTed: ``<api_base>/chat/completions``."""
+        return self.api_base + "/chat/completions"
+
+    @property
+    def models_url(self) -> str:
+        """The model listing: ``<api_base>/models``."""
+        return self.api_base + "/models"
+
+    @property
+    def num_workers(self) -> int:
+        """Same as ``batch.num_workers`` (items in progress at once)."""
+        return self.batch.num_workers
+
+    @property
+    def max_failures(self) -> int | None:
+        """Same as ``batch.max_failures`` (None: never abort)."""
+        return self.batch.max_failures
+
+    @property
+    def heartbeat_s(self) -> float:
+        """Same as ``batch.heartbeat_s`` (seconds; 0: no heartbeat)."""
+        return self.batch.heartbeat_s
+
+    @property
+    def stall_s(self) -> float:
+        """Same as ``batch.stall_s`` (seconds without a completion before a warning)."""
+        return self.batch.stall_s
+
+    @property
+    def print_first_failures(self) -> int:
+        """Same as ``batch.print_first_failures``."""
+        return self.batch.print_first_failures
+
+    @property
+    def keep_failure_summaries(self) -> int:
+        """Same as ``batch.keep_failure_summaries``."""
+        return self.batch.keep_failure_summaries
+
+    def describe(self) -> str:
+        """Every setting, one per line, for logs and a CLI; the key shown as ``***``."""
+        lines = [f"MinimaLlmConfig (POST {self.chat_completions_url})"]
+        for name in type(self).model_fields:
+            if name == "api_key":
+                lines.append(f"  api_key={'None' if self.api_key is None else '*** (set)'}")
+            elif name != "batch":
+                lines.append(f"  {name}={getattr(self, name)}")
+        lines += [
+            f"  batch.{name}={getattr(self.batch, name)}" for name in BatchConfig.model_fields
+        ]
+        return "\n".join(lines)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        """Pickle without the key (see the class docstring)."""
+        state = super().__getstate__()
+        state["__dict__"] = {**state["__dict__"], "api_key": None}
+        state["__pydantic_fields_set__"] = state["__pydantic_fields_set__"] - {"api_key"}
+        return state
