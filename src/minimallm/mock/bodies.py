@@ -1,0 +1,67 @@
+"""The JSON bodies the mock server answers (pure functions, OpenAI-shaped)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["completion_body", "error_body", "models_body", "seconds_text", "word_count"]
+
+
+def seconds_text(seconds: float) -> str:
+    """A ``Retry-After`` value in seconds: ``1.0`` -> ``"1"``, ``0.5`` -> ``"0.5"``."""
+    return f"{seconds:g}"
+
+
+def word_count(text: object) -> int:
+    """Whitespace word count of a string (0 for anything else): the mock's "tokens"."""
+    return len(text.split()) if isinstance(text, str) else 0
+
+
+def error_body(status: int, message: str) -> bytes:
+    """OpenAI's error shape: ``{"error": {"message", "type", "code"}}``."""
+    body = {"error": {"message": message, "type": "mock_error", "code": status}}
+    return json.dumps(body).encode()
+
+
+def models_body(model: str) -> bytes:
+    """The ``GET /v1/models`` answer listing the one served model."""
+    entry = {"id": model, "object": "model", "created": 0, "owned_by": "minimallm-mock"}
+    return json.dumps({"object": "list", "data": [entry]}).encode()
+
+
+def completion_body(
+    request: Mapping[str, Any],
+    text: str | None,
+    *,
+    number: int,
+    default_model: str,
+    with_choices: bool = True,
+) -> bytes:
+    """A ``chat.completion`` answer with ``text`` as the assistant content.
+
+    ``model`` echoes the request's model (else ``default_model``); usage counts words:
+    prompt = all message contents, completion = ``text``. ``with_choices=False`` leaves
+    ``choices`` out (the ``nochoices`` fault); ``text=None`` gives ``content: null``.
+    """
+    messages = request.get("messages", [])
+    prompt = sum(word_count(m.get("content")) for m in messages if isinstance(m, dict))
+    completion = word_count(text)
+    model = request.get("model")
+    out: dict[str, Any] = {
+        "id": f"chatcmpl-mock-{number}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model if isinstance(model, str) else default_model,
+    }
+    if with_choices:
+        message = {"role": "assistant", "content": text}
+        out["choices"] = [{"index": 0, "message": message, "finish_reason": "stop"}]
+    out["usage"] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    return json.dumps(out, separators=(",", ":")).encode()
