@@ -1,0 +1,167 @@
+"""OpenAIMinimaLlm: the documented backend, one object for trio, asyncio and sync code.
+
+Under trio the call runs natively in the caller's run (no bridge); the backend keeps
+one :class:`~minimallm._runtime.Runtime` per trio run, hosted in a system task of that
+run, so it needs no nursery from the caller and ends with the run. Under asyncio and
+from plain threads the call crosses ``minimallm._bridge`` into the process's trio
+thread, where the same kind of runtime serves it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from types import TracebackType
+from typing import NoReturn, Self
+
+import trio
+
+from minimallm import _bridge
+from minimallm._config import MinimaLlmConfig
+from minimallm._context import get_force_refresh, set_last_cached
+from minimallm._errors import UsageError
+from minimallm._runtime import Runtime, RuntimeOptions
+from minimallm._types import MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
+
+__all__ = ["OpenAIMinimaLlm"]
+
+
+def _current_trio_token() -> trio.lowlevel.TrioToken | None:
+    try:
+        return trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return None
+
+
+class OpenAIMinimaLlm:
+    """A backend for an OpenAI-compatible ``/v1/chat/completions`` endpoint.
+
+    ``generate`` returns a :class:`MinimaLlmResponse` or a :class:`MinimaLlmFailure`
+    (never raises for a failed request). Close it with ``aclose()`` (or use it as an
+    async context manager) to release connections; it can be used again afterwards.
+    """
+
+    def __init__(self, cfg: MinimaLlmConfig, *, options: RuntimeOptions | None = None) -> None:
+        if not isinstance(cfg, MinimaLlmConfig):
+            raise TypeError(f"OpenAIMinimaLlm needs a MinimaLlmConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self._options = options or RuntimeOptions()
+        self._runtimes: dict[trio.lowlevel.TrioToken, Runtime] = {}
+
+    @classmethod
+    def from_env(cls) -> Self:
+        """Build the backend from the environment variables (see ``MinimaLlmConfig``)."""
+        return cls(MinimaLlmConfig.from_env())
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAIMinimaLlm(model={self.cfg.model!r}, base_url={self.cfg.base_url!r}, "
+            f"runtimes={len(self._runtimes)})"
+        )
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError(
+            "OpenAIMinimaLlm holds live connections and cannot be pickled; pickle its "
+            "`.cfg` (which carries no API key) and build a new backend from it"
+        )
+
+    # -- the request path -----------------------------------------------------------
+
+    async def generate(
+        self, req: MinimaLlmRequest, *, force_refresh: bool = False
+    ) -> MinimaLlmResult:
+        """Answer one request. ``force_refresh`` (or the ``set_force_refresh`` context
+        variable) skips the cache read; the answer still overwrites the cache entry."""
+        force = force_refresh or get_force_refresh()
+        if _current_trio_token() is not None:
+            result = await self._generate_here(req, force)
+        else:
+            result = await _bridge.await_in_trio(functools.partial(self._generate_here, req, force))
+        if isinstance(result, MinimaLlmResponse):
+            set_last_cached(result.cached)
+        return result
+
+    def generate_sync(
+        self, req: MinimaLlmRequest, *, force_refresh: bool = False
+    ) -> MinimaLlmResult:
+        """``generate`` for synchronous code (not on a thread with a running event loop)."""
+        self._refuse_sync_in_trio("generate_sync")
+        force = force_refresh or get_force_refresh()
+        result = _bridge.call_blocking(functools.partial(self._generate_here, req, force))
+        if isinstance(result, MinimaLlmResponse):
+            set_last_cached(result.cached)
+        return result
+
+    async def _generate_here(self, req: MinimaLlmRequest, force_refresh: bool) -> MinimaLlmResult:
+        runtime = await self._runtime_here()
+        return await runtime.generate(req, force_refresh=force_refresh)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def _runtime_here(self) -> Runtime:
+        """The runtime of the current trio run, started on first use."""
+        token = trio.lowlevel.current_trio_token()
+        runtime = self._runtimes.get(token)
+        if runtime is None or runtime.closed:
+            runtime = Runtime(self.cfg, self._options)
+            self._runtimes[token] = runtime
+            trio.lowlevel.spawn_system_task(
+                self._host,
+                token,
+                runtime,
+                name=f"minimallm-runtime-{self.cfg.model}",
+                context=contextvars.Context(),
+            )
+        await runtime.wait_ready()
+        return runtime
+
+    async def _host(self, token: trio.lowlevel.TrioToken, runtime: Runtime) -> None:
+        # A system task that raises crashes the whole trio run: keep any failure on the
+        # runtime, where its callers see it as BackendClosedError.
+        try:
+            await runtime.serve()
+        except Exception as exc:
+            runtime.failure = exc
+        finally:
+            if self._runtimes.get(token) is runtime:
+                del self._runtimes[token]
+
+    async def aclose(self) -> None:
+        """Close connections and stop the actors serving this caller's runtime."""
+        token = _current_trio_token()
+        if token is not None:
+            await self._close_runtime(token)
+            return
+        thread = _bridge.current_thread_if_running()
+        if thread is not None and thread.token in self._runtimes:
+            await _bridge.await_in_trio(functools.partial(self._close_runtime, thread.token))
+
+    def close_sync(self) -> None:
+        """``aclose`` for synchronous code."""
+        self._refuse_sync_in_trio("close_sync")
+        thread = _bridge.current_thread_if_running()
+        if thread is not None and thread.token in self._runtimes:
+            _bridge.call_blocking(functools.partial(self._close_runtime, thread.token))
+
+    async def _close_runtime(self, token: trio.lowlevel.TrioToken) -> None:
+        runtime = self._runtimes.pop(token, None)
+        if runtime is not None:
+            await runtime.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @staticmethod
+    def _refuse_sync_in_trio(name: str) -> None:
+        if _current_trio_token() is not None:
+            raise UsageError(
+                f"{name}() was called inside a trio run; use the async method with await"
+            )

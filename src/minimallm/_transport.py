@@ -1,0 +1,276 @@
+"""HTTP for one attempt: payload encoding, the single-connection client, and the one
+place where transport exceptions and HTTP answers become attempt outcomes.
+
+Each Worker owns one :class:`SingleConnectionTransport` (httpcore directly, one
+connection): httpcore's pool is quadratic in its connection count and httpx's layer
+costs ~35% more CPU per request (measured, see DESIGN.md). All clients share one
+``SSLContext`` because building one costs ~65 ms of CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import httpcore
+
+from minimallm._attempts import AttemptError, AttemptOutcome, AttemptSuccess
+from minimallm._policy import is_overload_status, is_retryable_status, parse_retry_after
+from minimallm._types import MinimaLlmRequest
+
+__all__ = [
+    "HttpReply",
+    "HttpTransport",
+    "SingleConnectionTransport",
+    "build_payload",
+    "encode_body",
+    "outcome_from_exception",
+    "outcome_from_reply",
+    "request_headers",
+    "shared_ssl_context",
+    "timeout_outcome",
+]
+
+BODY_SNIPPET_CHARS = 300
+"""How much of a server's body a failure keeps (reference: first 300 characters)."""
+
+
+class HttpReply:
+    """A complete HTTP answer: status, lower-cased headers, body bytes."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"<HttpReply {self.status} {len(self.body)} bytes>"
+
+
+class HttpTransport(Protocol):
+    """What a Worker needs from HTTP: POST a body, get the whole answer, close."""
+
+    async def post(self, headers: tuple[tuple[bytes, bytes], ...], body: bytes) -> HttpReply:
+        """Send one POST to the chat-completions URL and read the whole answer."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connection (idempotent)."""
+        ...
+
+
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """The process-wide client SSLContext, built on first use (not at import)."""
+    import certifi  # httpx's own CA bundle dependency
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+class SingleConnectionTransport:
+    """One keep-alive connection to one URL; reconnects when the server closes it."""
+
+    __slots__ = ("_pool", "_url")
+
+    def __init__(self, url: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._url = httpcore.URL(url)
+        needs_tls = url.startswith("https:")
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=(ssl_context or shared_ssl_context()) if needs_tls else None,
+            max_connections=1,
+            max_keepalive_connections=1,
+            retries=0,
+        )
+
+    def __repr__(self) -> str:
+        return f"<SingleConnectionTransport {self._url!r}>"
+
+    async def post(self, headers: tuple[tuple[bytes, bytes], ...], body: bytes) -> HttpReply:
+        """POST ``body``; the pool adds Host and Content-Length."""
+        response = await self._pool.request(b"POST", self._url, headers=list(headers), content=body)
+        return HttpReply(response.status, _LazyHeaders(response.headers), response.content)
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        await self._pool.aclose()
+
+
+class _LazyHeaders(Mapping[str, str]):
+    """Response headers decoded only if somebody looks (only failures do)."""
+
+    __slots__ = ("_decoded", "_raw")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._decoded: dict[str, str] | None = None
+
+    def _map(self) -> dict[str, str]:
+        if self._decoded is None:
+            self._decoded = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self._raw}
+        return self._decoded
+
+    def __getitem__(self, key: str) -> str:
+        return self._map()[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._map())
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+# -- request side ---------------------------------------------------------------------
+
+
+def build_payload(model: str, req: MinimaLlmRequest) -> dict[str, Any]:
+    """The JSON payload: model, messages as given, temperature and max_tokens when not
+    None, then ``extra`` merged at the top level (it may override anything)."""
+    payload: dict[str, Any] = {"model": model, "messages": [dict(m) for m in req.messages]}
+    if req.temperature is not None:
+        payload["temperature"] = req.temperature
+    if req.max_tokens is not None:
+        payload["max_tokens"] = req.max_tokens
+    if req.extra:
+        payload.update(req.extra)
+    return payload
+
+
+def encode_body(payload: Mapping[str, Any], *, compress: bool) -> bytes:
+    """Serialise (and gzip when ``compress``) the payload."""
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return gzip.compress(body, compresslevel=5) if compress else body
+
+
+def request_headers(api_key: str | None, *, compress: bool) -> tuple[tuple[bytes, bytes], ...]:
+    """Headers shared by every request of a backend (built once)."""
+    headers = [(b"content-type", b"application/json"), (b"accept", b"application/json")]
+    if compress:
+        headers.append((b"content-encoding", b"gzip"))
+    if api_key:
+        headers.append((b"authorization", b"Bearer " + api_key.encode("latin-1")))
+    return tuple(headers)
+
+
+# -- outcomes -------------------------------------------------------------------------
+
+
+def _snippet(body: bytes) -> str:
+    return body[: BODY_SNIPPET_CHARS * 4].decode("utf-8", "replace")[:BODY_SNIPPET_CHARS]
+
+
+def outcome_from_reply(
+    reply: HttpReply, *, wall_clock: Callable[[], float] = time.time
+) -> AttemptOutcome:
+    """Classify a complete HTTP answer (SPEC §3.4)."""
+    status = reply.status
+    if 200 <= status < 300:
+        return _parse_success(reply)
+    retry_after = None
+    overload = is_overload_status(status)
+    if overload or status in (408, 425):
+        retry_after = parse_retry_after(reply.headers, now_wall=wall_clock())
+    return AttemptError(
+        error_type="HTTPError",
+        message=f"HTTP {status}",
+        retryable=is_retryable_status(status),
+        overload=overload,
+        status=status,
+        body_snippet=_snippet(reply.body),
+        retry_after_s=retry_after,
+    )
+
+
+def _parse_success(reply: HttpReply) -> AttemptOutcome:
+    try:
+        data = json.loads(reply.body)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        return _bad_body(reply, "MalformedResponse", f"2xx body is not JSON: {exc}", True)
+    if not isinstance(data, dict):
+        return _bad_body(reply, "MalformedResponse", "2xx body is not a JSON object", True)
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return _bad_body(reply, "MalformedResponse", "2xx body has no 'choices'", True)
+    first = choices[0]
+    message = first.get("message") if isinstance(first, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        # A refusal or a tool call: asking again gives the same answer.
+        kind = "null" if content is None else type(content).__name__
+        return _bad_body(
+            reply, "EmptyContent", f"choices[0].message.content is {kind}, not text", False
+        )
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        return AttemptSuccess(
+            content,
+            data,
+            _int_or_none(usage.get("prompt_tokens")),
+            _int_or_none(usage.get("completion_tokens")),
+            _int_or_none(usage.get("total_tokens")),
+        )
+    return AttemptSuccess(content, data)
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _bad_body(reply: HttpReply, error_type: str, message: str, retryable: bool) -> AttemptError:
+    return AttemptError(
+        error_type=error_type,
+        message=message,
+        retryable=retryable,
+        status=reply.status,
+        body_snippet=_snippet(reply.body),
+    )
+
+
+# Every exception the transport can raise, mapped once: (error_type, retryable).
+# Order matters: subclasses before their bases.
+_EXCEPTION_TABLE: tuple[tuple[type[BaseException], str, bool], ...] = (
+    (httpcore.ConnectTimeout, "ConnectError", True),
+    (httpcore.ConnectError, "ConnectError", True),
+    (httpcore.ReadTimeout, "TimeoutError", True),
+    (httpcore.WriteTimeout, "TimeoutError", True),
+    (httpcore.PoolTimeout, "TimeoutError", True),
+    (httpcore.ReadError, "ConnectionError", True),
+    (httpcore.WriteError, "ConnectionError", True),
+    (httpcore.RemoteProtocolError, "RemoteProtocolError", True),
+    (httpcore.LocalProtocolError, "LocalProtocolError", False),
+    (httpcore.ProtocolError, "RemoteProtocolError", True),
+    (httpcore.UnsupportedProtocol, "UnsupportedProtocol", False),
+    (httpcore.ProxyError, "ProxyError", True),
+    (httpcore.ConnectionNotAvailable, "ConnectionError", True),  # pool-internal, mapped anyway
+    (httpcore.NetworkError, "ConnectionError", True),
+    (httpcore.TimeoutException, "TimeoutError", True),
+    (OSError, "ConnectionError", True),
+)
+
+TRANSPORT_EXCEPTIONS: tuple[type[BaseException], ...] = tuple(row[0] for row in _EXCEPTION_TABLE)
+"""What a Worker catches around ``post``: everything else is a bug and propagates."""
+
+
+def outcome_from_exception(exc: BaseException) -> AttemptError:
+    """Map a transport exception to an outcome (the only place this is done)."""
+    for cls, error_type, retryable in _EXCEPTION_TABLE:
+        if isinstance(exc, cls):
+            status = 408 if error_type == "TimeoutError" else None
+            detail = str(exc) or type(exc).__name__
+            return AttemptError(
+                error_type, f"{type(exc).__name__}: {detail}", retryable, False, status
+            )
+    raise TypeError(f"unmapped transport exception {type(exc).__name__}") from exc
+
+
+def timeout_outcome(timeout_s: float) -> AttemptError:
+    """The attempt did not finish within TIMEOUT_S (connect + send + wait + read)."""
+    return AttemptError(
+        "TimeoutError", f"attempt exceeded timeout_s={timeout_s:g}", True, False, 408
+    )

@@ -1,0 +1,95 @@
+"""A scriptable in-process HTTP transport for virtual-time tests of the actors.
+
+Every attempt is recorded with its (virtual) send and end time, and the concurrency
+seen by the "server" is tracked, so tests can assert limits and pacing exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from minimallm._transport import HttpReply
+
+OK_BODY = {"choices": [{"message": {"role": "assistant", "content": ""}}]}
+
+
+@dataclass
+class Script:
+    """What the fake server does for one attempt: wait ``latency`` then answer
+    ``status`` (or raise ``raises``)."""
+
+    latency: float = 0.0
+    status: int = 200
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raises: BaseException | None = None
+
+
+@dataclass
+class Sent:
+    content: str
+    start: float
+    end: float | None = None
+    cancelled: bool = False
+
+
+class FakeServer:
+    """Shared by all FakeTransports of a runtime; ``responder(content, n)`` scripts the
+    n-th attempt (0-based) for a prompt content."""
+
+    def __init__(self, responder: Callable[[str, int], Script] | None = None) -> None:
+        self.responder = responder or (lambda content, n: Script())
+        self.sent: list[Sent] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.attempts_by_content: dict[str, int] = {}
+        self.transports: list[FakeTransport] = []
+
+    def transport(self, url: str) -> FakeTransport:
+        t = FakeTransport(self)
+        self.transports.append(t)
+        return t
+
+    async def handle(self, body: bytes) -> HttpReply:
+        payload = json.loads(body)
+        content = payload["messages"][-1]["content"]
+        n = self.attempts_by_content.get(content, 0)
+        self.attempts_by_content[content] = n + 1
+        script = self.responder(content, n)
+        record = Sent(content, trio.current_time())
+        self.sent.append(record)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await trio.sleep(script.latency)
+        except trio.Cancelled:
+            record.cancelled = True
+            raise
+        finally:
+            self.in_flight -= 1
+            record.end = trio.current_time()
+        if script.raises is not None:
+            raise script.raises
+        if script.body is not None:
+            return HttpReply(script.status, script.headers, script.body)
+        answer = {
+            "choices": [{"message": {"role": "assistant", "content": f"echo: {content}"}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        }
+        return HttpReply(script.status, script.headers, json.dumps(answer).encode())
+
+
+class FakeTransport:
+    def __init__(self, server: FakeServer) -> None:
+        self.server = server
+        self.closed = False
+
+    async def post(self, headers: tuple[tuple[bytes, bytes], ...], body: bytes) -> HttpReply:
+        return await self.server.handle(body)
+
+    async def aclose(self) -> None:
+        self.closed = True
