@@ -157,6 +157,9 @@ class _Settings(BaseModel):
                 problems.append(_Problem(field, "required, not set", missing=True))
             elif err["type"] == "extra_forbidden":  # value never shown: maybe a misnamed key
                 problems.append(_Problem(field, cls._unknown(field)))
+            elif err["type"] == _CUSTOM and err["ctx"].get("nested"):
+                nested: list[_Problem] = err["ctx"]["nested"]
+                problems += [p._replace(field=f"{field}.{p.field}") for p in nested]
             elif err["type"] == _CUSTOM:
                 problems.append(_Problem(field, err["ctx"]["reason"], shown, err["ctx"]["other"]))
             else:
@@ -326,7 +329,10 @@ class MinimaLlmConfig(_Settings):
         "compress_gzip": ("COMPRESS_GZIP", _bool, "must be true or false (1/0, yes/no, on/off)"),
         "cache_dir": ("CACHE_DIR", str, "must be a directory path"),
     }
-    _REQUIREMENTS = {"api_key": "must be a string", "batch": "must be a BatchConfig"}
+    _REQUIREMENTS = {
+        "api_key": "must be a string",
+        "batch": "must be a BatchConfig or a dict of its fields",
+    }
     _UNKNOWN_HINTS = {
         name: f"is a batch setting: pass batch=BatchConfig({name}=...)"
         for name in BatchConfig.model_fields
@@ -362,6 +368,16 @@ class MinimaLlmConfig(_Settings):
             value = value.get_secret_value()
         if isinstance(value, str):  # a stray newline from `$(cat keyfile)` breaks headers
             return SecretStr(value.strip()) if value.strip() else None
+        return value
+
+    @_validates("batch", mode="before")
+    @classmethod
+    def _batch_from_mapping(cls, value: object) -> object:
+        if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+            batch, problems = BatchConfig._attempt(value)
+            if batch is None:
+                raise PydanticCustomError(_CUSTOM, "invalid", {"nested": problems})
+            return batch
         return value
 
     @_validates("cache_dir", mode="before")
