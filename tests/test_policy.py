@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import math
 import random
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 
+import minimallm._policy as policy_module
 from minimallm._policy import (
     OVERLOAD_STATUSES,
     RETRYABLE_STATUSES,
@@ -204,6 +209,27 @@ def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> N
         assert got is None
     else:
         assert got == pytest.approx(expected)
+
+
+@pytest.fixture
+def far_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run with a local time zone 5 hours off UTC, so naive-local mistakes show."""
+    if not hasattr(time, "tzset"):
+        pytest.skip("time.tzset is POSIX-only")
+    monkeypatch.setenv("TZ", "EST+05")
+    time.tzset()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.usefixtures("far_from_utc")
+def test_parse_retry_after_minus_zero_zone_is_utc_not_local_time() -> None:
+    assert time.timezone == 5 * 3600
+    header = {"retry-after": "Tue, 14 Nov 2023 22:14:00 -0000"}
+    assert parse_retry_after(header, now_wall=NOW_WALL) == 40.0
 
 
 def test_parse_retry_after_accepts_httpx_headers() -> None:
@@ -408,3 +434,15 @@ def test_pacing_repr_shows_live_state() -> None:
     ps.take_slot(3.0)
     assert "rpm=60" in repr(ps)
     assert "next_free=4.000000" in repr(ps)
+
+
+def test_policy_module_is_sans_io() -> None:
+    """The cores import only pure stdlib modules: no trio, httpx, time or I/O."""
+    source = Path(policy_module.__file__).read_text(encoding="utf-8")
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert imported <= {"__future__", "collections", "datetime", "email", "math", "random", "re"}
