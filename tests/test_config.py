@@ -429,6 +429,7 @@ def test_base_url_variants(given_url: str, stored: str, api_base: str) -> None:
         ("http://", "must name a host"),
         ("http://:8000/v1", "must name a host"),
         ("http://h:99999", "has an invalid host or port"),
+        ("http://[::1:8000/v1", "has an invalid host or port"),
         ("http://h/v1?key=1", "must not contain a query"),
     ],
 )

@@ -152,16 +152,19 @@ class _Settings(BaseModel):
             if field in seen:  # one line per setting
                 continue
             seen.add(field)
-            shown = "<hidden>" if field in _SECRET_FIELDS else _show(err["input"])
-            if err["type"] == "missing":
+            if err["type"] == "missing":  # its input is the whole input, key included
                 problems.append(_Problem(field, "required, not set", missing=True))
-            elif err["type"] == "extra_forbidden":  # value never shown: maybe a misnamed key
+                continue
+            if err["type"] == "extra_forbidden":  # value never shown: maybe a misnamed key
                 problems.append(_Problem(field, cls._unknown(field)))
-            elif err["type"] == _CUSTOM and err["ctx"].get("nested"):
-                nested: list[_Problem] = err["ctx"]["nested"]
+                continue
+            shown = "<hidden>" if field in _SECRET_FIELDS else _show(err["input"])
+            ctx = err.get("ctx", {})
+            if err["type"] == _CUSTOM and "nested" in ctx:
+                nested: list[_Problem] = ctx["nested"]
                 problems += [p._replace(field=f"{field}.{p.field}") for p in nested]
             elif err["type"] == _CUSTOM:
-                problems.append(_Problem(field, err["ctx"]["reason"], shown, err["ctx"]["other"]))
+                problems.append(_Problem(field, ctx["reason"], shown, ctx["other"]))
             else:
                 reason = cls._requirement(field, err["msg"])
                 if err["type"] == "finite_number":
@@ -341,11 +344,11 @@ class MinimaLlmConfig(_Settings):
     @_validates("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        parts = urlsplit(value.strip())
         if not value.strip().lower().startswith(("http://", "https://")):
             raise _custom("must start with http:// or https://")
-        try:
-            host, _ = parts.hostname, parts.port  # .port raises on a bad port
+        try:  # urlsplit raises on a bad IPv6 literal, .port on a bad port
+            parts = urlsplit(value.strip())
+            host, _ = parts.hostname, parts.port
         except ValueError:
             raise _custom("has an invalid host or port") from None
         if not host:
