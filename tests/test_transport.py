@@ -187,3 +187,10 @@ def test_headers_carry_the_key_only_when_set() -> None:
     assert (b"authorization", b"Bearer sk-x") in request_headers("sk-x", compress=False)
     assert all(k != b"authorization" for k, _ in request_headers(None, compress=True))
     assert (b"content-encoding", b"gzip") in request_headers(None, compress=True)
+
+
+def test_retry_after_applies_to_any_retried_status_only() -> None:
+    outcome = outcome_from_reply(HttpReply(500, {"retry-after": "3"}, b""))
+    assert isinstance(outcome, AttemptError) and outcome.retry_after_s == 3.0
+    outcome = outcome_from_reply(HttpReply(400, {"retry-after": "3"}, b""))
+    assert isinstance(outcome, AttemptError) and outcome.retry_after_s is None

@@ -172,15 +172,13 @@ def outcome_from_reply(
     status = reply.status
     if 200 <= status < 300:
         return _parse_success(reply)
-    retry_after = None
-    overload = is_overload_status(status)
-    if overload or status in (408, 425):
-        retry_after = parse_retry_after(reply.headers, now_wall=wall_clock())
+    retryable = is_retryable_status(status)
+    retry_after = parse_retry_after(reply.headers, now_wall=wall_clock()) if retryable else None
     return AttemptError(
         error_type="HTTPError",
         message=f"HTTP {status}",
-        retryable=is_retryable_status(status),
-        overload=overload,
+        retryable=retryable,
+        overload=is_overload_status(status),
         status=status,
         body_snippet=_snippet(reply.body),
         retry_after_s=retry_after,
