@@ -70,7 +70,7 @@ def test_cancelled_task_cancels_the_attempt_and_closes_its_connection(
 
     async def main() -> None:
         task = asyncio.create_task(backend.generate(ask("#mock:fault=hang")))
-        while mock_server.stats.in_flight == 0:
+        while mock_server.stats.in_flight == 0:  # noqa: ASYNC110 - server thread state
             await asyncio.sleep(0.005)
         loop = asyncio.get_running_loop()
         start = loop.time()
