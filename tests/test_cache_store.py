@@ -275,19 +275,19 @@ def _hold_write_lock(path: Path) -> sqlite3.Connection:
 
 def test_a_lock_released_during_backoff_is_waited_out(tmp_path: Path) -> None:
     delays: list[float] = []
-    with PromptCache.open(tmp_path, busy_timeout_s=0, sleep=delays.append) as cache:
+    blockers: list[sqlite3.Connection] = []
+
+    def sleep(d: float) -> None:  # the other process finishes while we back off
+        delays.append(d)
+        blockers[0].execute("COMMIT")
+
+    with PromptCache.open(tmp_path, busy_timeout_s=0, sleep=sleep) as cache:
         cache.put_many([("a", "1", None)])
-        blocker = _hold_write_lock(cache.path)
-
-        def sleep(d: float) -> None:
-            delays.append(d)
-            blocker.execute("COMMIT")
-
-        cache._sleep = sleep  # the other process finishes while we back off
+        blockers.append(_hold_write_lock(cache.path))
         cache.put_many([("b", "2", None)])
         assert delays == [0.05]
         assert set(cache.get_many(["a", "b", "pending"])) == {"a", "b", "pending"}
-        blocker.close()
+    blockers[0].close()
 
 
 def test_a_lock_held_beyond_the_budget_is_a_clear_write_error(tmp_path: Path) -> None:

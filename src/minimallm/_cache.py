@@ -74,9 +74,9 @@ _INSERT_SQL = (
     "INSERT OR REPLACE INTO cache (key, response_text, response_raw, created_at) "
     "VALUES (?, ?, ?, ?)"
 )
-# One SELECT per this many keys: far below SQLite's 32,766 host-parameter limit, and
-# large enough that the per-statement overhead vanishes (measured: 250 → 500 → 1000
-# keys per query changes throughput by a few percent only).
+# One SELECT per this many keys, far below SQLite's 32,766 host-parameter limit.
+# Measured on 20,000 keys: 100 to 500 keys per query within a few percent of each
+# other; 1,000 and 2,000 about 12% and 17% slower.
 _READ_CHUNK = 500
 
 # Our retry loop after SQLite's busy handler gives up, or when SQLite reports
