@@ -28,6 +28,15 @@ def _fault_rate(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected KIND=PROBABILITY, got {text!r}") from None
 
 
+def _seed(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
+
+
 def build_parser(prog: str = "python -m minimallm.mock") -> argparse.ArgumentParser:
     """The argument parser (exposed so a ``minimallm mock`` subcommand can reuse it)."""
     p = argparse.ArgumentParser(
@@ -55,7 +64,9 @@ def build_parser(prog: str = "python -m minimallm.mock") -> argparse.ArgumentPar
         "--fault-rate", type=_fault_rate, action="append", default=[], metavar="KIND=P",
         help="random fault probability per request, e.g. 429=0.01, reset=0.001 (repeatable)",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=d.seed, help="seed for jitter and faults")
+    p.add_argument(
+        "--seed", type=_seed, default=d.seed, help="seed for jitter and faults ('none': unseeded)"
+    )
     p.add_argument("--max-records", type=int, default=d.max_records, help="recent requests kept")
     return p
 
@@ -94,8 +105,7 @@ def config_to_argv(config: MockServerConfig) -> list[str]:
     ]  # fmt: skip
     if config.capacity is not None:
         argv += ["--capacity", str(config.capacity)]
-    if config.seed is not None:
-        argv += ["--seed", str(config.seed)]
+    argv += ["--seed", str(config.seed)]
     for kind, rate in config.fault_rates.items():
         argv += ["--fault-rate", f"{kind}={rate!r}"]
     return argv

@@ -6,9 +6,8 @@ render of a typical request: ~15 µs here against ~120-150 µs with h11 0.16, wh
 whole server spends ~125 µs of CPU per request (7,000 req/s on one core).
 
 It supports what OpenAI clients send: keep-alive, pipelining, ``Content-Length``
-bodies, ``Expect: 100-continue`` and
-``Content-Encoding: gzip``. Chunked request bodies are refused with 411 (no OpenAI
-client sends them for a JSON body).
+bodies, ``Expect: 100-continue`` and ``Content-Encoding: gzip``. Chunked request bodies
+are refused with 411 (no OpenAI client sends them for a JSON body).
 """
 
 from __future__ import annotations

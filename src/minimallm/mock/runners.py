@@ -160,6 +160,8 @@ class MockServerProcess:
         self._proc: subprocess.Popen[str] | None = None
         self._host = ""
         self.port = 0
+        self.returncode: int | None = None
+        """The child's exit status once stopped (0: it shut down cleanly on SIGTERM)."""
 
     @property
     def base_url(self) -> str:
@@ -221,6 +223,7 @@ class MockServerProcess:
                 proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+        self.returncode = proc.returncode
 
     def _call(self, method: str, path: str) -> Any:
         host = self._host.removeprefix("http://").strip("[]")
