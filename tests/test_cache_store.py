@@ -171,6 +171,16 @@ def test_put_many_replaces_and_later_rows_win(tmp_path: Path) -> None:
     assert rows["b"] == ("b1", None, 10.0)
 
 
+def test_a_lone_surrogate_does_not_sink_its_batch(tmp_path: Path) -> None:
+    bad = json.loads('"half a pair: \\ud83d!"')  # valid JSON, invalid Unicode
+    with PromptCache.open(tmp_path) as cache:
+        cache.put_many([("good", "fine “quoted”", None), ("bad", bad, f'{{"t":"{bad}"}}')])
+        assert cache.get_many(["good", "bad"]) == {
+            "good": CachedAnswer("fine “quoted”", None),
+            "bad": CachedAnswer("half a pair: \ufffd!", '{"t":"half a pair: \ufffd!"}'),
+        }
+
+
 def test_reads_a_cache_built_by_hand_in_the_original_layout(tmp_path: Path) -> None:
     req = MinimaLlmRequest("q1", [{"role": "user", "content": "What is 2+2?"}], 0.7, 50)
     canonical = json.dumps(

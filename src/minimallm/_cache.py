@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -346,7 +347,8 @@ class PromptCache:
     def put_many(self, rows: Sequence[tuple[str, str, str | None]]) -> None:
         """Write ``(key, text, raw_json)`` rows in one transaction; later rows win.
 
-        ``INSERT OR REPLACE``, so a forced refresh overwrites the old answer.
+        ``INSERT OR REPLACE``, so a forced refresh overwrites the old answer. Lone
+        surrogates, which UTF-8 cannot hold, are stored as U+FFFD.
         ``created_at`` is one ``wall_clock()`` reading for the whole batch (seconds
         since the epoch). All or nothing: on failure the batch is rolled back and
         :class:`CacheWriteError` is raised; rows written earlier stay intact.
@@ -358,7 +360,13 @@ class PromptCache:
         with self._write_lock:
             conn = self._usable(self._writer, CacheWriteError)
             try:
-                _with_lock_retry(lambda: _write_batch(conn, params), self._sleep)
+                try:
+                    _with_lock_retry(lambda: _write_batch(conn, params), self._sleep)
+                except UnicodeEncodeError:
+                    # A lone surrogate (a server may send one as a JSON escape) cannot
+                    # be stored as UTF-8: keep the batch, with U+FFFD in its place.
+                    params = [_scrub(p) for p in params]
+                    _with_lock_retry(lambda: _write_batch(conn, params), self._sleep)
             except sqlite3.Error as exc:
                 if not _is_environmental(exc):
                     raise
@@ -452,6 +460,17 @@ def _write_batch(
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
         raise
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _scrub(
+    row: tuple[str, str, str | None, float],
+) -> tuple[str, str, str | None, float]:
+    key, text, raw, now = row
+    raw = None if raw is None else _SURROGATE.sub("\ufffd", raw)
+    return _SURROGATE.sub("\ufffd", key), _SURROGATE.sub("\ufffd", text), raw, now
 
 
 _SELECT_PREFIX = "SELECT key, response_text, response_raw FROM cache WHERE key IN ("
