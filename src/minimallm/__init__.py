@@ -1,5 +1,8 @@
 """minimallm: large batches of chat-completion calls, fast, polite and resumable."""
 
+from minimallm._backend import OpenAIMinimaLlm
+from minimallm._batch import run_batched_callable
+from minimallm._config import BatchConfig, MinimaLlmConfig
 from minimallm._context import (
     get_force_refresh,
     get_last_cached,
@@ -27,17 +30,21 @@ __all__ = [
     "AsyncMinimaLlmBackend",
     "BackendClosedError",
     "BatchAbortedError",
+    "BatchConfig",
     "ConfigError",
+    "MinimaLlmConfig",
     "MinimaLlmError",
     "MinimaLlmFailure",
     "MinimaLlmRequest",
     "MinimaLlmResponse",
     "MinimaLlmResult",
+    "OpenAIMinimaLlm",
     "UsageError",
     "__version__",
     "get_force_refresh",
     "get_last_cached",
     "reset_force_refresh",
+    "run_batched_callable",
     "set_force_refresh",
     "set_last_cached",
 ]

@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import contextvars
 import functools
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import NoReturn, Self
+from typing import NoReturn, Self, TypeVar
 
 import trio
 
 from minimallm import _bridge
+from minimallm._batch import (
+    ItemResult,
+    Progress,
+    make_emitter,
+    response_item,
+    run_batch,
+    run_batched_callable,
+)
 from minimallm._config import MinimaLlmConfig
 from minimallm._context import get_force_refresh, set_last_cached
 from minimallm._errors import UsageError
@@ -24,6 +33,9 @@ from minimallm._runtime import Runtime, RuntimeOptions
 from minimallm._types import MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
 
 __all__ = ["OpenAIMinimaLlm"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _current_trio_token() -> trio.lowlevel.TrioToken | None:
@@ -95,6 +107,59 @@ class OpenAIMinimaLlm:
     async def _generate_here(self, req: MinimaLlmRequest, force_refresh: bool) -> MinimaLlmResult:
         runtime = await self._runtime_here()
         return await runtime.generate(req, force_refresh=force_refresh)
+
+    # -- batches --------------------------------------------------------------------
+
+    async def run_batched(
+        self, requests: Sequence[MinimaLlmRequest], *, progress: Progress = None
+    ) -> list[MinimaLlmResult]:
+        """Answer every request with the batch machinery (``cfg.batch``): exactly one
+        result per request, index-aligned. Raises :class:`BatchAbortedError` (a
+        RuntimeError carrying the partial results) after more than ``max_failures``."""
+        reqs = list(requests)
+        force = get_force_refresh()
+        emit = make_emitter(progress)
+        if _current_trio_token() is not None:
+            results = await self._run_batched_here(reqs, force, emit)
+        else:
+            results = await _bridge.await_in_trio(
+                functools.partial(self._run_batched_here, reqs, force, emit)
+            )
+        return results
+
+    def run_batched_sync(
+        self, requests: Sequence[MinimaLlmRequest], *, progress: Progress = None
+    ) -> list[MinimaLlmResult]:
+        """``run_batched`` for synchronous code; Ctrl-C cancels the batch."""
+        self._refuse_sync_in_trio("run_batched_sync")
+        emit = make_emitter(progress)
+        return _bridge.call_blocking(
+            functools.partial(self._run_batched_here, list(requests), get_force_refresh(), emit)
+        )
+
+    async def run_batched_callable(
+        self,
+        items: Sequence[T],
+        fn: Callable[[T], Awaitable[R]],
+        *,
+        progress: Progress = None,
+    ) -> list[R | None]:
+        """``minimallm.run_batched_callable(items, fn, self.cfg.batch)``."""
+        return await run_batched_callable(items, fn, self.cfg.batch, progress=progress)
+
+    async def _run_batched_here(
+        self, reqs: list[MinimaLlmRequest], force: bool, emit: Callable[[str], None]
+    ) -> list[MinimaLlmResult]:
+        runtime = await self._runtime_here()
+
+        async def one(i: int, req: MinimaLlmRequest) -> ItemResult[MinimaLlmResult]:
+            result, attempts = await runtime.generate_traced(req, force_refresh=force)
+            return response_item(result, attempts)
+
+        results = await run_batch(
+            reqs, one, self.cfg.batch, emit=emit, runtime_view=runtime.stall_view
+        )
+        return results  # type: ignore[return-value]  # every slot is filled unless aborted
 
     # -- lifecycle ------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import contextvars
 import os
 import threading
 import weakref
@@ -26,7 +28,13 @@ import trio
 
 from minimallm._errors import BackendClosedError, UsageError
 
-__all__ = ["TrioThread", "await_in_trio", "call_blocking", "current_thread_if_running"]
+__all__ = [
+    "TrioThread",
+    "asyncio_fn_for_trio",
+    "await_in_trio",
+    "call_blocking",
+    "current_thread_if_running",
+]
 
 T = TypeVar("T")
 _STOP_JOIN_TIMEOUT_S = 10.0
@@ -312,3 +320,50 @@ def call_blocking(fn: Callable[[], Awaitable[T]]) -> T:
         done.wait(_STOP_JOIN_TIMEOUT_S)
         raise
     return box[0].unwrap()
+
+
+def asyncio_fn_for_trio(
+    async_fn: Callable[[Any], Awaitable[T]],
+) -> Callable[[Any], Awaitable[tuple[T, bool]]]:
+    """Wrap an asyncio coroutine function so trio code (the batch engine, in the trio
+    thread) can await it: each call runs as a task on the *calling* asyncio loop, in a
+    copy of the caller's context, and returns ``(value, get_last_cached())`` read in
+    that task. Cancelling the trio side cancels the asyncio task. Call this on the
+    loop's thread."""
+    from minimallm._context import get_last_cached, set_last_cached
+
+    loop = asyncio.get_running_loop()
+    caller_context = contextvars.copy_context()
+
+    async def run_item(item: Any) -> tuple[T, bool]:
+        set_last_cached(False)
+        value = await async_fn(item)
+        return value, get_last_cached()
+
+    async def in_trio(item: Any) -> tuple[T, bool]:
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        holder: list[asyncio.Task[tuple[T, bool]]] = []
+
+        def wake(_: object) -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(done.set)
+
+        def start() -> None:
+            task = loop.create_task(run_item(item), context=caller_context.copy())
+            task.add_done_callback(wake)
+            holder.append(task)
+
+        loop.call_soon_threadsafe(start)
+        try:
+            await done.wait()
+        except BaseException:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(lambda: holder and holder[0].cancel())
+            raise
+        task = holder[0]
+        if task.cancelled():
+            raise BackendClosedError("the item's asyncio task was cancelled")
+        return task.result()
+
+    return in_trio

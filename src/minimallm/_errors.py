@@ -1,10 +1,10 @@
 """The exception tree. Single-request failures are values (MinimaLlmFailure), not these.
 
-    MinimaLlmError
-    ├── ConfigError (also ValueError)      bad configuration, raised at construction
-    ├── BackendClosedError                 use of a runtime after it was shut down
-    ├── UsageError (also RuntimeError)     an entry point called where it cannot work
-    └── BatchAbortedError (also RuntimeError)  a batch exceeded max_failures
+MinimaLlmError
+├── ConfigError (also ValueError)      bad configuration, raised at construction
+├── BackendClosedError                 use of a runtime after it was shut down
+├── UsageError (also RuntimeError)     an entry point called where it cannot work
+└── BatchAbortedError (also RuntimeError)  a batch exceeded max_failures
 """
 
 from __future__ import annotations

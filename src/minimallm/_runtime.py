@@ -162,12 +162,30 @@ class Runtime:
         assert self._limiter is not None and self._gate is not None, "runtime not started"
         return RuntimeStatistics(self._limiter.statistics(), self._gate.statistics())
 
+    def stall_view(self) -> tuple[int | None, int | None, float, int]:
+        """(HTTP in flight, limit, cooldown deadline, overloads) for stall warnings."""
+        if self._limiter is None or self._gate is None:
+            return None, None, 0.0, 0
+        stats = self.statistics()
+        return (
+            stats.limiter.in_flight,
+            stats.limiter.limit,
+            stats.cooldown.deadline,
+            stats.cooldown.overloads,
+        )
+
     # -- the request path ---------------------------------------------------------------
 
     async def generate(
         self, req: MinimaLlmRequest, *, force_refresh: bool = False
     ) -> MinimaLlmResult:
         """Attempt until success, a final failure, or MAX_ATTEMPTS (0 = no limit)."""
+        return (await self.generate_traced(req, force_refresh=force_refresh))[0]
+
+    async def generate_traced(
+        self, req: MinimaLlmRequest, *, force_refresh: bool = False
+    ) -> tuple[MinimaLlmResult, int]:
+        """:meth:`generate`, also returning how many HTTP attempts were sent."""
         del force_refresh  # meaningful once the cache is wired in
         cfg = self._cfg
         body = encode_body(build_payload(cfg.model, req), compress=cfg.compress_gzip)
@@ -177,7 +195,7 @@ class Runtime:
             attempt += 1
             outcome = await self._one_attempt(body, sent_at)
             if isinstance(outcome, AttemptSuccess):
-                return MinimaLlmResponse(
+                response = MinimaLlmResponse(
                     req.request_id,
                     outcome.text,
                     outcome.raw,
@@ -186,8 +204,9 @@ class Runtime:
                     outcome.completion_tokens,
                     outcome.total_tokens,
                 )
+                return response, len(sent_at)
             if not outcome.retryable or (cfg.max_attempts and attempt >= cfg.max_attempts):
-                return self._failure(req, outcome, attempt, sent_at)
+                return self._failure(req, outcome, attempt, sent_at), len(sent_at)
             await trio.sleep(
                 retry_delay(
                     attempt,
