@@ -321,26 +321,35 @@ def test_cooldown_floor_and_cap() -> None:
     assert cd.on_overload(0.0) == 5.0  # cap wins over floor and initial
 
 
-def test_cooldown_retry_after_raises_level_capped() -> None:
+def test_cooldown_retry_after_moves_the_deadline_not_the_level() -> None:
     cd = _cooldown()
     assert cd.on_overload(10.0, retry_after_s=7.0) == 17.0
-    assert cd.level(10.0) == 7.0
-    assert cd.on_overload(10.0, retry_after_s=1.0) == 24.0  # doubling (14) beats 1
+    assert cd.level(10.0) == 0.5  # the server's word about now, not our escalation
     cd = _cooldown()
-    assert cd.on_overload(10.0, retry_after_s=3600.0) == 40.0
-    assert cd.level(10.0) == 30.0
+    assert cd.on_overload(10.0, retry_after_s=3600.0) == 40.0  # capped at cap_s = 30
 
 
 def test_cooldown_deadline_never_moves_back() -> None:
     cd = _cooldown()
     cd.on_overload(0.0, retry_after_s=30.0)
-    # 25 s later the decayed level is ~12.6; doubled and capped 25.2 -> deadline 50.2
-    assert cd.on_overload(25.0) == pytest.approx(25.0 + 2 * 30.0 * 0.5 ** (25 / 20))
+    assert cd.on_overload(25.0) == 30.0  # the new level (1 s) would end earlier
     cd = _cooldown(halflife_s=0.0)
     assert cd.on_overload(0.0, retry_after_s=20.0) == 20.0
     # half-life 0 forgot the level: the new level is initial_s, but the deadline stays
     assert cd.on_overload(1.0) == 20.0
     assert cd.level(1.0) == 0.5
+
+
+def test_cooldown_grows_once_per_episode() -> None:
+    """Attempts already in flight when the cooldown began do not grow it again."""
+    cd = _cooldown(halflife_s=math.inf)
+    assert cd.on_overload(10.0, sent_at=9.0) == 10.5
+    for _ in range(63):  # the other 63 attempts sent before t=10 answer 429 too
+        assert cd.on_overload(10.2, sent_at=9.5) == 10.5
+    assert cd.level(10.2) == 0.5
+    # an attempt sent after the cooldown began still meets overload: the pause was too short
+    assert cd.on_overload(11.0, sent_at=10.6) == 12.0
+    assert cd.level(11.0) == 1.0
 
 
 def test_cooldown_zero_halflife_keeps_level_at_same_instant() -> None:

@@ -246,15 +246,25 @@ class CooldownState:
 
         level(now) = L * 0.5 ** ((now - t0) / halflife_s)
 
-    On an overload at ``now`` (optionally with the server's Retry-After ``ra``)::
+    On an overload at ``now`` for an attempt sent at ``sent`` (optionally with the
+    server's Retry-After ``ra``)::
 
-        L        = min(cap_s, max(floor_s, initial_s, 2 * level(now)))
-        L        = max(L, min(ra, cap_s))              if ra is given
-        t0       = now
-        deadline = max(deadline, now + L)
+        if sent is None or sent > t0:                  # a new congestion episode
+            L        = min(cap_s, max(floor_s, initial_s, 2 * level(now)))
+            t0       = now
+            deadline = max(deadline, now + L)
+        if ra is given:
+            deadline = max(deadline, now + min(ra, cap_s))
 
-    Hence consecutive overloads double the cooldown up to ``cap_s``; quiet periods let
-    it decay back towards zero; the deadline never moves backwards; and the gate is
+    An attempt sent before the last growth (``sent <= t0``) was already in flight when
+    the cooldown began: its overload is the same episode, so 64 simultaneous 429s grow
+    the level once, not 64 times (TCP reacts once per round trip for the same reason).
+    A Retry-After moves the deadline but not the level: it is the server's word about
+    now, not evidence that our own pauses are too short.
+
+    Hence overloads that persist after a pause double the cooldown up to ``cap_s``;
+    quiet periods let it decay back towards zero; the deadline never moves backwards;
+    and the gate is
     open again (``remaining == 0``) at most ``cap_s`` after the last overload, unlike a
     tax that never reaches zero. ``floor_s`` may be 0; if ``floor_s`` or ``initial_s``
     exceed ``cap_s``, ``cap_s`` wins. ``halflife_s = 0`` forgets the level at once
@@ -293,18 +303,22 @@ class CooldownState:
         decay: float = 0.5 ** (elapsed / self._halflife_s)
         return self._level * decay
 
-    def on_overload(self, now: float, retry_after_s: float | None = None) -> float:
+    def on_overload(
+        self, now: float, retry_after_s: float | None = None, sent_at: float | None = None
+    ) -> float:
         """Record an overload answer received at ``now``; return the new deadline (seconds).
 
-        ``retry_after_s`` is the server's parsed Retry-After, if any: it raises the
-        level to at least ``min(retry_after_s, cap_s)``.
+        ``sent_at`` is when the overloaded attempt was sent (None: unknown, counts as a
+        new episode); ``retry_after_s`` is the server's parsed Retry-After, if any: the
+        gate stays closed at least ``min(retry_after_s, cap_s)`` from ``now``.
         """
-        level = min(self._cap_s, max(self._floor_s, self._initial_s, 2.0 * self.level(now)))
+        if sent_at is None or sent_at > self._t0:
+            level = min(self._cap_s, max(self._floor_s, self._initial_s, 2.0 * self.level(now)))
+            self._level = level
+            self._t0 = now
+            self._deadline = max(self._deadline, now + level)
         if retry_after_s is not None:
-            level = max(level, min(retry_after_s, self._cap_s))
-        self._level = level
-        self._t0 = now
-        self._deadline = max(self._deadline, now + level)
+            self._deadline = max(self._deadline, now + min(retry_after_s, self._cap_s))
         return self._deadline
 
     def deadline(self) -> float:

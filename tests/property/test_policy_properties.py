@@ -200,7 +200,7 @@ def test_cooldown_deadline_monotone_bounded_and_expiring(
         level = cd.level(now)
         assert min(cap_s, max(floor_s, initial_s)) <= level <= cap_s
         if retry_after_s is not None:
-            assert level >= min(retry_after_s, cap_s)
+            assert deadline >= now + min(retry_after_s, cap_s)
         assert cd.remaining(now) == max(0.0, deadline - now)
         # decay between overloads: the level never grows on its own and stays <= cap
         assert cd.level(now + probe) <= level

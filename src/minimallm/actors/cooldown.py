@@ -21,10 +21,12 @@ __all__ = ["CooldownGate", "CooldownStatistics", "Overload"]
 
 @dataclass(frozen=True, slots=True)
 class Overload:
-    """A server said it is overloaded at trio time ``at`` (seconds)."""
+    """A server said it is overloaded at trio time ``at`` (seconds) to an attempt sent
+    at ``sent_at``."""
 
     at: float
     retry_after_s: float | None = None
+    sent_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,4 +81,4 @@ class CooldownGate:
             except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
                 return
             self._seen += 1
-            self._state.on_overload(event.at, event.retry_after_s)
+            self._state.on_overload(event.at, event.retry_after_s, event.sent_at)
