@@ -1,0 +1,162 @@
+"""How one DSPy LM call reaches the backend, whatever DSPy version serves it.
+
+Shared by the DSPy 3.4 engine (``_lm``) and the DSPy 3.0-3.3 ``forward`` LM
+(``_legacy``): request ids, the per-unit-of-work :class:`CallTrace`, and which way a
+synchronous call goes:
+
+* on a thread started by ``trio.to_thread.run_sync``: back into that trio run with
+  ``trio.from_thread.run(backend.generate, ...)`` (same runtime, cancelled with the
+  task waiting for the thread);
+* on a thread with a running event loop: refused (it would block the loop);
+* anywhere else: ``backend.generate_sync`` (minimallm's trio thread serves it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from minimallm._context import get_force_refresh, set_last_cached
+from minimallm._errors import UsageError
+from minimallm._types import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
+
+__all__ = [
+    "SYNC_IN_LOOP",
+    "CallTrace",
+    "agenerate",
+    "generate_blocking",
+    "loop_library",
+    "next_request_id",
+    "record",
+    "refuse_sync_in_loop",
+    "request_tag",
+]
+
+SYNC_IN_LOOP = (
+    "MinimaLlmDSPyLM was called synchronously inside a running event loop ({library}). "
+    "Use `await predictor.acall(...)` instead of `predictor(...)` under asyncio; under trio, "
+    "run the program in a worker thread: `await minimallm.dspy.acall_program(predictor, ...)`."
+)
+"""The documented error text for a synchronous call on a thread with a running loop."""
+
+_request_seq = itertools.count(1)
+
+
+@dataclass(slots=True)
+class CallTrace:
+    """What the LM calls made under one :func:`request_tag` did.
+
+    Shared by reference with worker threads (contexts are copied, this object is
+    not), so counts made in a DSPy thread are seen by the task waiting for it.
+    ``calls``: LM calls made; ``cached``: answers served from minimallm's cache;
+    ``failure``: the last request that failed, if any.
+    """
+
+    tag: str
+    calls: int = 0
+    cached: int = 0
+    failure: MinimaLlmFailure | None = None
+
+    def next_request_id(self) -> str:
+        """``<tag>:c<n>``, numbering this tag's LM calls from 1."""
+        self.calls += 1
+        return f"{self.tag}:c{self.calls}"
+
+
+_trace: ContextVar[CallTrace | None] = ContextVar("minimallm_dspy_trace", default=None)
+
+
+@contextmanager
+def request_tag(tag: str) -> Iterator[CallTrace]:
+    """Name the LM calls made inside the block ``<tag>:c1``, ``<tag>:c2`` … (their
+    request ids, seen in failures and logs) and count them in the yielded trace."""
+    trace = CallTrace(tag)
+    token = _trace.set(trace)
+    try:
+        yield trace
+    finally:
+        _trace.reset(token)
+
+
+def next_request_id() -> str:
+    """The id of the next LM call: ``<tag>:c<n>`` under :func:`request_tag`, else
+    ``dspy-<n>`` numbered per process."""
+    trace = _trace.get()
+    return trace.next_request_id() if trace is not None else f"dspy-{next(_request_seq)}"
+
+
+def loop_library() -> str | None:
+    """The event loop running on this thread ("trio" or "asyncio"), or None."""
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        pass
+    else:
+        return "trio"
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return "asyncio"
+
+
+def refuse_sync_in_loop() -> None:
+    """Raise the documented UsageError on a thread with a running event loop."""
+    library = loop_library()
+    if library is not None:
+        raise UsageError(SYNC_IN_LOOP.format(library=library))
+
+
+def _in_trio_worker_thread() -> bool:
+    # check_cancelled raises trio.Cancelled when the waiting task was cancelled:
+    # then nothing new should start, and Cancelled unwinds DSPy (a BaseException).
+    try:
+        trio.from_thread.check_cancelled()
+    except RuntimeError:
+        return False
+    return True
+
+
+def generate_blocking(backend: Any, req: MinimaLlmRequest) -> MinimaLlmResult:
+    """Answer ``req`` from synchronous code (see the module docstring for the ways)."""
+    force = get_force_refresh()
+    if _in_trio_worker_thread():
+        generate = functools.partial(backend.generate, req, force_refresh=force)
+        result: MinimaLlmResult = trio.from_thread.run(generate)
+        return result
+    refuse_sync_in_loop()
+    sync = getattr(backend, "generate_sync", None)
+    if sync is None:
+        raise UsageError(
+            f"{type(backend).__name__} has no generate_sync(); call DSPy with "
+            "`await predictor.acall(...)` from asyncio instead"
+        )
+    result = sync(req, force_refresh=force)
+    return result
+
+
+async def agenerate(backend: Any, req: MinimaLlmRequest) -> MinimaLlmResult:
+    """Answer ``req`` from async code (asyncio, or trio for a trio-aware backend)."""
+    result: MinimaLlmResult = await backend.generate(req, force_refresh=get_force_refresh())
+    return result
+
+
+def record(result: MinimaLlmResult) -> MinimaLlmResponse | MinimaLlmFailure:
+    """Note the result in the current trace and in ``set_last_cached``."""
+    trace = _trace.get()
+    if isinstance(result, MinimaLlmFailure):
+        if trace is not None:
+            trace.failure = result
+        return result
+    set_last_cached(result.cached)
+    if trace is not None and result.cached:
+        trace.cached += 1
+    return result
