@@ -72,7 +72,9 @@ class Worker:
                             # Buffered to MAX_OUTSTANDING, one report per attempt in
                             # flight, drained before each admission: never blocks.
                             self._overloads.send_nowait(
-                                Overload(trio.current_time(), outcome.retry_after_s, job.reply.sent_at)
+                                Overload(
+                                    trio.current_time(), outcome.retry_after_s, job.reply.sent_at
+                                )
                             )
                         job.reply.resolve(outcome)
                     finally:
