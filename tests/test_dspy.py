@@ -7,6 +7,7 @@ HTTP call counts (one DSPy parse failure = two calls: ChatAdapter, then JSONAdap
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import subprocess
 import sys
@@ -32,10 +33,12 @@ from minimallm import (  # noqa: E402
 from minimallm._backend import OpenAIMinimaLlm  # noqa: E402
 from minimallm._config import BatchConfig, MinimaLlmConfig  # noqa: E402
 from minimallm.dspy import (  # noqa: E402
+    REQUEST_ERRORS,
     SYNC_IN_LOOP,
     DSPyBatchError,
     MinimaLlmDSPyLM,
     acall_program,
+    failure_of,
     request_tag,
     run_dspy_batch,
 )
@@ -184,7 +187,7 @@ def test_responder_directives_and_fallback() -> None:
 
 def test_sync_predict_and_chain_of_thought(backend: Recording, mock: MockServerThread) -> None:
     lm = MinimaLlmDSPyLM(backend, temperature=0.25, max_tokens=64, top_p=0.5)
-    assert (lm.cache, lm.num_retries, lm.model) == (False, 0, "mock-model")
+    assert (lm.cache, lm.model) == (False, "mock-model")
     with dspy.context(lm=lm):
         plain = dspy.Predict(Judge)(query="q1", passage="p1")
         with request_tag("doc-7") as trace:
@@ -298,15 +301,19 @@ async def test_trio_cancellation_reaches_the_request_in_flight(
     await backend.aclose()
 
 
-def test_failed_request_raises_dspy_lm_error_without_json_fallback(
+def test_failed_request_raises_dspy_lm_error_and_dspy_does_not_retry(
     backend: Recording, mock: MockServerThread
 ) -> None:
     lm = MinimaLlmDSPyLM(backend)
-    with dspy.context(lm=lm), pytest.raises(dspy.utils.exceptions.LMError) as info:
-        dspy.Predict(Judge)(query="#mock:fault=400", passage="p")
-    failure = info.value.__cause__.minimallm_failure
-    assert failure.status == 400 and failure.request_id.startswith("dspy-")
-    assert len(mock.requests) == 1  # not retried by DSPy, no JSONAdapter fallback
+    with dspy.context(lm=lm), pytest.raises(REQUEST_ERRORS) as info:
+        dspy.Predict(Judge)(query="#mock:fault=500*99", passage="p")
+    failure = failure_of(info.value)
+    assert failure is not None and failure.status == 500
+    assert failure.request_id.startswith("dspy-") and failure.attempts == 6
+    # minimallm's own 6 attempts, no DSPy retries on top, no JSONAdapter fallback;
+    # DSPy < 3.3 (no LMError) falls back to JSONAdapter on any error: a second chain.
+    chains = 1 if hasattr(dspy.utils.exceptions, "LMError") else 2
+    assert len(mock.requests) == 6 * chains
 
 
 def test_dspy_cache_and_retries_cannot_be_turned_on(backend: Recording) -> None:
@@ -314,7 +321,10 @@ def test_dspy_cache_and_retries_cannot_be_turned_on(backend: Recording) -> None:
         MinimaLlmDSPyLM(backend, cache=True)
     with pytest.raises(TypeError, match="num_retries"):
         MinimaLlmDSPyLM(backend).copy(num_retries=3)
-    assert MinimaLlmDSPyLM(backend).copy(temperature=0.5).kwargs["temperature"] == 0.5
+    lm = MinimaLlmDSPyLM(backend, temperature=0.1)
+    assert lm.copy(temperature=0.5).kwargs["temperature"] == 0.5
+    twin = copy.deepcopy(lm)  # DSPy deep-copies programs; the backend is shared
+    assert twin.backend is backend and twin.kwargs == lm.kwargs and twin.kwargs is not lm.kwargs
 
 
 # -- run_dspy_batch ------------------------------------------------------------------------

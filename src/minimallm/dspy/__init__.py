@@ -5,10 +5,11 @@ Needs the optional extra (``pip install 'minimallm[dspy]'``, DSPy >= 3.0, < 3.5)
 
 * :class:`MinimaLlmDSPyLM` — ``dspy.context(lm=MinimaLlmDSPyLM(backend))``. On DSPy
   3.4 it is a ``dspy.LM`` with a minimallm engine (the supported contract there); on
-  DSPy 3.0-3.3 a ``dspy.BaseLM`` with ``forward``/``aforward``.
+  DSPy 3.0-3.3 a ``dspy.LM`` with its own ``forward``/``aforward``.
 * :func:`run_dspy_batch` — a signature over many pydantic annotation objects.
 * :func:`acall_program` — call a DSPy program from asyncio or trio alike.
 * :func:`request_tag` — name the request ids of the LM calls made in a block.
+* :func:`failure_of` — the ``MinimaLlmFailure`` behind an error DSPy raised.
 """
 
 import inspect
@@ -21,7 +22,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from minimallm.dspy._batch import CONVERTER_ERRORS, DSPyBatchError, acall_program, run_dspy_batch
-from minimallm.dspy._calls import SYNC_IN_LOOP, CallTrace, request_tag
+from minimallm.dspy._calls import SYNC_IN_LOOP, CallTrace, failure_of, request_tag
 
 ENGINE_API: bool = "engine" in inspect.signature(dspy.LM.__init__).parameters
 """True on DSPy 3.4+, where LMs are served through engines (``complete(Request)``)."""
@@ -40,6 +41,7 @@ __all__ = [
     "DSPyBatchError",
     "MinimaLlmDSPyLM",
     "acall_program",
+    "failure_of",
     "request_tag",
     "run_dspy_batch",
 ]

@@ -32,6 +32,7 @@ __all__ = [
     "SYNC_IN_LOOP",
     "CallTrace",
     "agenerate",
+    "failure_of",
     "generate_blocking",
     "loop_library",
     "next_request_id",
@@ -160,3 +161,15 @@ def record(result: MinimaLlmResult) -> MinimaLlmResponse | MinimaLlmFailure:
     if trace is not None and result.cached:
         trace.cached += 1
     return result
+
+
+def failure_of(exc: BaseException) -> MinimaLlmFailure | None:
+    """The :class:`MinimaLlmFailure` behind an error a DSPy program raised (DSPy wraps
+    minimallm's error, so the chain of causes is searched), or None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        failure = getattr(seen, "minimallm_failure", None)
+        if isinstance(failure, MinimaLlmFailure):
+            return failure
+        seen = seen.__cause__
+    return None

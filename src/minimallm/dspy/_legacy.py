@@ -1,14 +1,17 @@
-"""MinimaLlmDSPyLM for DSPy 3.0-3.3: a ``dspy.BaseLM`` with ``forward``/``aforward``.
+"""MinimaLlmDSPyLM for DSPy 3.0-3.3: a ``dspy.LM`` with its own ``forward``/``aforward``.
 
 Before 3.4, a custom LM implements ``forward(prompt, messages, **kwargs)`` returning
-an OpenAI-shaped completion, and DSPy's ``BaseLM`` keeps history, usage and
-callbacks. Messages are sent exactly as DSPy built them; ``lm.kwargs`` merged with
-the call's kwargs become ``temperature``, ``max_tokens`` and ``extra``. DSPy 3.4+
+an OpenAI-shaped completion, and DSPy's LM layer keeps history, usage and callbacks
+(it is a ``dspy.LM`` subclass because DSPy 3.0 sends LM callbacks to ``dspy.LM``s
+only; LiteLLM is never called). Messages are sent exactly as DSPy built them;
+``lm.kwargs`` merged with the call's kwargs become ``temperature``, ``max_tokens``
+and ``extra``. DSPy 3.4+
 uses the engine-based class in ``_lm`` instead (this contract is deprecated there).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,7 +74,7 @@ class _Choice:
 
 @dataclass(slots=True)
 class _Completion:
-    """The OpenAI-shaped object DSPy's BaseLM reads (attribute access)."""
+    """The OpenAI-shaped object DSPy's LM layer reads (attribute access)."""
 
     id: str
     model: str
@@ -110,7 +113,7 @@ def _completion(result: MinimaLlmResponse, model: str) -> _Completion:
     )
 
 
-class MinimaLlmDSPyLM(dspy.BaseLM):  # type: ignore[misc]
+class MinimaLlmDSPyLM(dspy.LM):  # type: ignore[misc]
     """A DSPy language model served by a minimallm backend (DSPy 3.0-3.3).
 
     Same constructor and behaviour as the DSPy 3.4 class: keyword arguments become
@@ -140,6 +143,16 @@ class MinimaLlmDSPyLM(dspy.BaseLM):  # type: ignore[misc]
         super().__init__(model or model_name, cache=False, num_retries=0, **kwargs)
         self.backend = backend
         self.extra_body: dict[str, Any] = dict(extra_body or {})
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MinimaLlmDSPyLM:
+        # DSPy deep-copies LMs (copy(), optimizers); the backend holds live
+        # connections and is shared, DSPy's own state is not.
+        new: MinimaLlmDSPyLM = copy.copy(self)
+        new.kwargs = copy.deepcopy(self.kwargs, memo)
+        new.history = []
+        new.callbacks = list(self.callbacks)
+        new.extra_body = dict(self.extra_body)
+        return new
 
     def __repr__(self) -> str:
         return f"MinimaLlmDSPyLM(model={self.model!r}, kwargs={self.kwargs!r})"
@@ -183,7 +196,7 @@ class MinimaLlmDSPyLM(dspy.BaseLM):  # type: ignore[misc]
         return self._finish(await agenerate(self.backend, req))
 
     def copy(self, **kwargs: Any) -> MinimaLlmDSPyLM:
-        """``BaseLM.copy``, keeping DSPy's cache and retries off."""
+        """``dspy.LM.copy``, keeping DSPy's cache and retries off."""
         own = sorted(k for k in _OWN_SETTINGS if k in kwargs)
         if own:
             raise TypeError(f"MinimaLlmDSPyLM.copy cannot change {own}")

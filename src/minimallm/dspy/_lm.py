@@ -170,6 +170,11 @@ class MinimaLlmDSPyLM(dspy.LM):  # type: ignore[misc]
     def __repr__(self) -> str:
         return f"MinimaLlmDSPyLM(model={self.model!r}, kwargs={self.kwargs!r})"
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> MinimaLlmDSPyLM:
+        # DSPy deep-copies programs (optimizers, Module.deepcopy); the backend holds
+        # live connections and is shared, DSPy's own state is isolated by copy().
+        return self.copy()
+
     def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
         """DSPy's synchronous call (refused on a thread with a running event loop)."""
         refuse_sync_in_loop()
