@@ -1,10 +1,9 @@
 """OpenAIMinimaLlm: the documented backend, one object for trio, asyncio and sync code.
 
 Under trio the call runs natively in the caller's run (no bridge); the backend keeps
-one :class:`~minimallm._runtime.Runtime` per trio run, hosted in a system task of that
-run, so it needs no nursery from the caller and ends with the run. Under asyncio and
-from plain threads the call crosses ``minimallm._bridge`` into the process's trio
-thread, where the same kind of runtime serves it.
+one :class:`~minimallm._session.Session` (runtime + cache) per trio run. Under asyncio
+and from plain threads the call crosses ``minimallm._bridge`` into the process's trio
+thread, where the same kind of session serves it.
 """
 
 from __future__ import annotations
@@ -29,7 +28,8 @@ from minimallm._batch import (
 from minimallm._config import MinimaLlmConfig
 from minimallm._context import get_force_refresh, set_last_cached
 from minimallm._errors import UsageError
-from minimallm._runtime import Runtime, RuntimeOptions
+from minimallm._runtime import RuntimeOptions
+from minimallm._session import Session
 from minimallm._types import MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
 
 __all__ = ["OpenAIMinimaLlm"]
@@ -58,7 +58,7 @@ class OpenAIMinimaLlm:
             raise TypeError(f"OpenAIMinimaLlm needs a MinimaLlmConfig, got {type(cfg).__name__}")
         self.cfg = cfg
         self._options = options or RuntimeOptions()
-        self._runtimes: dict[trio.lowlevel.TrioToken, Runtime] = {}
+        self._sessions: dict[trio.lowlevel.TrioToken, Session] = {}
 
     @classmethod
     def from_env(cls) -> Self:
@@ -68,7 +68,7 @@ class OpenAIMinimaLlm:
     def __repr__(self) -> str:
         return (
             f"OpenAIMinimaLlm(model={self.cfg.model!r}, base_url={self.cfg.base_url!r}, "
-            f"runtimes={len(self._runtimes)})"
+            f"sessions={len(self._sessions)})"
         )
 
     def __reduce__(self) -> NoReturn:
@@ -105,8 +105,8 @@ class OpenAIMinimaLlm:
         return result
 
     async def _generate_here(self, req: MinimaLlmRequest, force_refresh: bool) -> MinimaLlmResult:
-        runtime = await self._runtime_here()
-        return await runtime.generate(req, force_refresh=force_refresh)
+        session = await self._session_here()
+        return (await session.generate_traced(req, force_refresh=force_refresh))[0]
 
     # -- batches --------------------------------------------------------------------
 
@@ -150,68 +150,79 @@ class OpenAIMinimaLlm:
     async def _run_batched_here(
         self, reqs: list[MinimaLlmRequest], force: bool, emit: Callable[[str], None]
     ) -> list[MinimaLlmResult]:
-        runtime = await self._runtime_here()
+        session = await self._session_here()
+        use_cache = session.cache is not None and not force
 
         async def one(i: int, req: MinimaLlmRequest) -> ItemResult[MinimaLlmResult]:
-            result, attempts = await runtime.generate_traced(req, force_refresh=force)
+            result, attempts = await session.generate_traced(
+                req, force_refresh=force, known_miss=use_cache
+            )
             return response_item(result, attempts)
 
-        results = await run_batch(
-            reqs, one, self.cfg.batch, emit=emit, runtime_view=runtime.stall_view
-        )
+        async def lookup(indices: list[int]) -> dict[int, ItemResult[MinimaLlmResult]]:
+            hits = await session.lookup_many([reqs[i] for i in indices])
+            return {i: ItemResult(h, "cached") for i, h in zip(indices, hits, strict=True) if h}
+
+        try:
+            results = await run_batch(
+                reqs,
+                one,
+                self.cfg.batch,
+                emit=emit,
+                runtime_view=session.runtime.stall_view,
+                lookup=lookup if use_cache else None,
+            )
+        finally:
+            await session.flush()  # shielded: even an aborted or cancelled batch loses nothing
         return results  # type: ignore[return-value]  # every slot is filled unless aborted
 
     # -- lifecycle ------------------------------------------------------------------
 
-    async def _runtime_here(self) -> Runtime:
-        """The runtime of the current trio run, started on first use."""
+    async def _session_here(self) -> Session:
+        """The session of the current trio run, started on first use."""
         token = trio.lowlevel.current_trio_token()
-        runtime = self._runtimes.get(token)
-        if runtime is None or runtime.closed:
-            runtime = Runtime(self.cfg, self._options)
-            self._runtimes[token] = runtime
+        session = self._sessions.get(token)
+        if session is None or session.closed:
+            session = Session(self.cfg, self._options)
+            self._sessions[token] = session
             trio.lowlevel.spawn_system_task(
                 self._host,
                 token,
-                runtime,
-                name=f"minimallm-runtime-{self.cfg.model}",
+                session,
+                name=f"minimallm-session-{self.cfg.model}",
                 context=contextvars.Context(),
             )
-        await runtime.wait_ready()
-        return runtime
+        await session.wait_ready()
+        return session
 
-    async def _host(self, token: trio.lowlevel.TrioToken, runtime: Runtime) -> None:
-        # A system task that raises crashes the whole trio run: keep any failure on the
-        # runtime, where its callers see it as BackendClosedError.
+    async def _host(self, token: trio.lowlevel.TrioToken, session: Session) -> None:
         try:
-            await runtime.serve()
-        except Exception as exc:
-            runtime.failure = exc
+            await session.host(self.cfg)
         finally:
-            if self._runtimes.get(token) is runtime:
-                del self._runtimes[token]
+            if self._sessions.get(token) is session:
+                del self._sessions[token]
 
     async def aclose(self) -> None:
         """Close connections and stop the actors serving this caller's runtime."""
         token = _current_trio_token()
         if token is not None:
-            await self._close_runtime(token)
+            await self._close_session(token)
             return
         thread = _bridge.current_thread_if_running()
-        if thread is not None and thread.token in self._runtimes:
-            await _bridge.await_in_trio(functools.partial(self._close_runtime, thread.token))
+        if thread is not None and thread.token in self._sessions:
+            await _bridge.await_in_trio(functools.partial(self._close_session, thread.token))
 
     def close_sync(self) -> None:
         """``aclose`` for synchronous code."""
         self._refuse_sync_in_trio("close_sync")
         thread = _bridge.current_thread_if_running()
-        if thread is not None and thread.token in self._runtimes:
-            _bridge.call_blocking(functools.partial(self._close_runtime, thread.token))
+        if thread is not None and thread.token in self._sessions:
+            _bridge.call_blocking(functools.partial(self._close_session, thread.token))
 
-    async def _close_runtime(self, token: trio.lowlevel.TrioToken) -> None:
-        runtime = self._runtimes.pop(token, None)
-        if runtime is not None:
-            await runtime.aclose()
+    async def _close_session(self, token: trio.lowlevel.TrioToken) -> None:
+        session = self._sessions.pop(token, None)
+        if session is not None:
+            await session.aclose()
 
     async def __aenter__(self) -> Self:
         return self

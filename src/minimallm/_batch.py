@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TextIO, TypeAlias, TypeVar
 
@@ -24,7 +24,7 @@ from minimallm._context import get_last_cached, set_last_cached
 from minimallm._errors import BatchAbortedError
 from minimallm._progress import StallContext, failure_summary
 from minimallm._types import MinimaLlmFailure, MinimaLlmResponse
-from minimallm.actors.monitor import EVENT_BUFFER, ItemFinished, ItemKind, Monitor
+from minimallm.actors.monitor import EVENT_BUFFER, CachedItems, ItemFinished, ItemKind, Monitor
 
 __all__ = [
     "PROGRAMMING_ERRORS",
@@ -122,6 +122,12 @@ class FailureBudget:
         return "\n".join(lines)
 
 
+LOOKUP_CHUNK = 512
+"""Items asked of the cache per thread hop when a batch starts from the cache."""
+
+Lookup: TypeAlias = Callable[[list[int]], Awaitable[dict[int, "ItemResult[R]"]]]
+"""Hits by index for a chunk of indices (the prompt cache, in bulk)."""
+
 StallInfo: TypeAlias = Callable[[], tuple[int | None, int | None, float, int]]
 """Runtime view for stall messages: (http_in_flight, http_limit, cooldown_deadline, overloads)."""
 
@@ -133,17 +139,25 @@ async def run_batch(
     *,
     emit: Callable[[str], None],
     runtime_view: StallInfo | None = None,
+    lookup: Lookup[R] | None = None,
 ) -> list[R | None]:
-    """Run ``fn`` over every item with ``cfg.num_workers`` workers; see module doc."""
+    """Run ``fn`` over every item with ``cfg.num_workers`` workers; see module doc.
+
+    With ``lookup`` (the prompt cache), a feeder asks it about ``LOOKUP_CHUNK`` items
+    at a time: hits are filled in directly (one Monitor event per chunk), only misses
+    go to the workers, through a channel bounded by the worker count.
+    """
     n = len(items)
     results: list[R | None] = [None] * n
     budget = FailureBudget(cfg.max_failures, cfg.keep_failure_summaries)
     started: dict[int, float] = {}
-    # Workers take indices from one shared iterator: next() never awaits, so no two
-    # workers get the same index, and nothing is created per item up front.
+    # Without a lookup, workers take indices from one shared iterator: next() never
+    # awaits, so no two workers get the same index, and nothing is made per item up
+    # front. With one, the feeder sends misses through a channel bounded by the workers.
     feed = iter(range(n))
+    misses_send, misses_recv = trio.open_memory_channel[int](cfg.num_workers)
     fatal: list[BaseException] = []
-    events_send, events_recv = trio.open_memory_channel[ItemFinished](EVENT_BUFFER)
+    events_send, events_recv = trio.open_memory_channel[ItemFinished | CachedItems](EVENT_BUFFER)
 
     def stall_context(now: float) -> StallContext:
         oldest = now - min(started.values()) if started else None
@@ -156,42 +170,74 @@ async def run_batch(
 
     monitor = Monitor(cfg, n, events_recv, emit, stall_context)
 
-    async def worker(batch_scope: trio.CancelScope) -> None:
-        for i in feed:
-            start = trio.current_time()
-            started[i] = start
-            try:
-                item = await fn(i, items[i])
-            except PROGRAMMING_ERRORS as exc:
-                fatal.append(exc)
-                batch_scope.cancel()
+    async def feeder() -> None:
+        assert lookup is not None
+        async with misses_send:
+            for first in range(0, n, LOOKUP_CHUNK):
+                chunk = list(range(first, min(n, first + LOOKUP_CHUNK)))
+                hits = await lookup(chunk)
+                for i, hit in hits.items():
+                    results[i] = hit.value
+                if hits:
+                    await events_send.send(CachedItems(len(hits), trio.current_time()))
+                for i in chunk:
+                    if i not in hits:
+                        await misses_send.send(i)
+
+    async def worker(
+        batch_scope: trio.CancelScope, source: Iterator[int] | trio.MemoryReceiveChannel[int]
+    ) -> None:
+        if isinstance(source, trio.MemoryReceiveChannel):
+            async with source:
+                async for i in source:
+                    if not await one_item(batch_scope, i):
+                        return
+            return
+        for i in source:
+            if not await one_item(batch_scope, i):
                 return
-            finally:
-                del started[i]
-            results[i] = item.value
-            event = ItemFinished(
-                start,
-                trio.current_time(),
-                item.kind,
-                item.attempts,
-                item.prompt_tokens,
-                item.completion_tokens,
-                item.failure,
-            )
-            try:
-                events_send.send_nowait(event)
-            except trio.WouldBlock:
-                await events_send.send(event)
-            if item.failure is not None and budget.record(item.failure):
-                batch_scope.cancel()
-                return
+
+    async def one_item(batch_scope: trio.CancelScope, i: int) -> bool:
+        """Run item ``i``; False when the batch must stop."""
+        start = trio.current_time()
+        started[i] = start
+        try:
+            item = await fn(i, items[i])
+        except PROGRAMMING_ERRORS as exc:
+            fatal.append(exc)
+            batch_scope.cancel()
+            return False
+        finally:
+            del started[i]
+        results[i] = item.value
+        event = ItemFinished(
+            start,
+            trio.current_time(),
+            item.kind,
+            item.attempts,
+            item.prompt_tokens,
+            item.completion_tokens,
+            item.failure,
+        )
+        try:
+            events_send.send_nowait(event)
+        except trio.WouldBlock:
+            await events_send.send(event)
+        if item.failure is not None and budget.record(item.failure):
+            batch_scope.cancel()
+            return False
+        return True
 
     try:
         async with trio.open_nursery() as batch:
             await batch.start(monitor.run)
             async with trio.open_nursery() as workers:
+                if lookup is not None:
+                    workers.start_soon(feeder)
                 for _ in range(min(cfg.num_workers, n)):
-                    workers.start_soon(worker, batch.cancel_scope)
+                    source = misses_recv.clone() if lookup is not None else feed
+                    workers.start_soon(worker, batch.cancel_scope, source)
+                misses_recv.close()
             await events_send.aclose()
     finally:
         monitor.finish()

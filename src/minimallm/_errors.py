@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "BackendClosedError",
     "BatchAbortedError",
+    "CacheWarning",
     "ConfigError",
     "MinimaLlmError",
     "UsageError",
@@ -49,3 +50,8 @@ class BatchAbortedError(MinimaLlmError, RuntimeError):
         super().__init__(message)
         self.results = list(results)
         self.failures = list(failures)
+
+
+class CacheWarning(UserWarning):
+    """The prompt cache could not be used for a while (unreadable, read-only, disk
+    full): requests still go out and results are still returned, uncached."""

@@ -29,7 +29,7 @@ from minimallm._progress import (
 )
 from minimallm._types import MinimaLlmFailure
 
-__all__ = ["EVENT_BUFFER", "ItemFinished", "Monitor"]
+__all__ = ["EVENT_BUFFER", "CachedItems", "ItemFinished", "Monitor"]
 
 EVENT_BUFFER = 1024
 """Events buffered between batch workers and the Monitor (bounded: backpressure)."""
@@ -51,6 +51,14 @@ class ItemFinished:
     failure: MinimaLlmFailure | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CachedItems:
+    """``count`` items were answered from the cache in bulk at trio time ``at``."""
+
+    count: int
+    at: float
+
+
 class Monitor:
     """Owns the batch's tally; writes progress lines through ``emit``."""
 
@@ -70,7 +78,7 @@ class Monitor:
         self,
         cfg: BatchConfig,
         total: int,
-        inbox: trio.MemoryReceiveChannel[ItemFinished],
+        inbox: trio.MemoryReceiveChannel[ItemFinished | CachedItems],
         emit: Callable[[str], None],
         stall_context: Callable[[float], StallContext],
     ) -> None:
@@ -131,8 +139,14 @@ class Monitor:
                 return
             self._record(event)
 
-    def _record(self, e: ItemFinished) -> None:
+    def _record(self, e: ItemFinished | CachedItems) -> None:
         t = self.tally
+        if isinstance(e, CachedItems):
+            t.done += e.count
+            t.ok += e.count
+            t.cached += e.count
+            self._last_progress = max(self._last_progress, e.at)
+            return
         t.done += 1
         t.sent += e.attempts
         t.retries += max(0, e.attempts - 1)

@@ -1,0 +1,214 @@
+"""The prompt cache in the request path: lookups, single-flight, writes.
+
+One :class:`CacheLayer` per runtime (per trio run). ``generate`` asks it first: a hit
+returns ``cached=True`` at once, without pacing or limits; a miss goes to the runtime,
+and identical requests in flight at the same time share that one HTTP call. Successes
+are handed to the :class:`~minimallm.actors.cache_writer.CacheWriter`. Reads run in a
+worker thread; batches read in bulk (:meth:`lookup_many`: one thread hop per chunk,
+not per request).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import trio
+
+from minimallm._cache import CachedAnswer, CacheUnavailableError, PromptCache, cache_key
+from minimallm._config import MinimaLlmConfig
+from minimallm._errors import CacheWarning
+from minimallm._runtime import Runtime
+from minimallm._types import MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
+from minimallm.actors.cache_writer import CacheRow, CacheWriter, Flush
+
+__all__ = ["CacheLayer", "warn_cache"]
+
+RECENT_ANSWERS = 4096
+"""Answers kept in memory so a process reads its own writes before they commit."""
+
+WRITE_BUFFER = 1024
+"""Answers buffered for the CacheWriter (bounded: a slow disk slows the senders)."""
+
+
+def warn_cache(message: str) -> None:
+    """Cache trouble never stops a batch: it is a warning (category CacheWarning)."""
+    warnings.warn(message, CacheWarning, stacklevel=2)
+
+
+class _Flight:
+    """An HTTP call for one cache key that others may join."""
+
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: MinimaLlmResult | None = None
+
+
+class CacheLayer:
+    """Cache in front of one runtime."""
+
+    __slots__ = ("_cache", "_flights", "_model", "_recent", "_writes")
+
+    def __init__(
+        self, model: str, cache: PromptCache, writes: trio.MemorySendChannel[CacheRow | Flush]
+    ) -> None:
+        self._model = model
+        self._cache = cache
+        self._writes = writes
+        self._flights: dict[str, _Flight] = {}
+        # Answers of this process, newest last: a read sees its own writes at once,
+        # before the writer's next commit (bounded, oldest dropped first).
+        self._recent: OrderedDict[str, MinimaLlmResponse] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"<CacheLayer {self._cache!r} in_flight={len(self._flights)}>"
+
+    @classmethod
+    async def open(cls, cfg: MinimaLlmConfig, nursery: trio.Nursery) -> CacheLayer | None:
+        """Open the cache and start its writer in ``nursery``; None (with a warning)
+        when the cache cannot be used — requests still go out, uncached."""
+        assert cfg.cache_dir is not None
+        try:
+            cache = await trio.to_thread.run_sync(PromptCache.open, cfg.cache_dir)
+        except CacheUnavailableError as exc:
+            warn_cache(f"minimallm: running WITHOUT the prompt cache: {exc}")
+            return None
+        send, recv = trio.open_memory_channel[CacheRow | Flush](WRITE_BUFFER)
+        await nursery.start(CacheWriter(cache, recv, warn_cache).run)
+        return cls(cfg.model, cache, send)
+
+    def key(self, req: MinimaLlmRequest) -> str:
+        """The cache key of ``req`` (model, messages, temperature, max_tokens, extra)."""
+        return cache_key(self._model, req)
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def lookup_many(self, reqs: Sequence[MinimaLlmRequest]) -> list[MinimaLlmResponse | None]:
+        """Hits for ``reqs`` (None for a miss), keys computed and read in one thread hop."""
+        return await trio.to_thread.run_sync(self._lookup_many_blocking, reqs)
+
+    def _lookup_many_blocking(
+        self, reqs: Sequence[MinimaLlmRequest]
+    ) -> list[MinimaLlmResponse | None]:
+        keys = [cache_key(self._model, r) for r in reqs]
+        try:
+            found = self._cache.get_many(keys)
+        except CacheUnavailableError as exc:
+            warn_cache(f"minimallm: cache read failed, asking the server instead: {exc}")
+            return [None] * len(reqs)
+        return [
+            None if (hit := found.get(k)) is None else cached_response(r, hit)
+            for r, k in zip(reqs, keys, strict=True)
+        ]
+
+    # -- the request path -------------------------------------------------------------
+
+    async def generate_traced(
+        self,
+        runtime: Runtime,
+        req: MinimaLlmRequest,
+        *,
+        force_refresh: bool,
+        known_miss: bool = False,
+    ) -> tuple[MinimaLlmResult, int]:
+        """A hit at once (unless ``force_refresh``/``known_miss``), else one shared HTTP
+        call per key; a success is queued for writing."""
+        key = self.key(req)
+        if not force_refresh:
+            recent = self._recent.get(key)
+            if recent is not None:
+                return dataclasses.replace(recent, request_id=req.request_id, cached=True), 0
+            if not known_miss:
+                [hit] = await self.lookup_many([req])
+                if hit is not None:
+                    return hit, 0
+        while (flight := self._flights.get(key)) is not None:
+            await flight.done.wait()
+            if flight.result is not None:
+                return dataclasses.replace(flight.result, request_id=req.request_id), 0
+            # the leader was cancelled: try to lead ourselves
+        flight = self._flights[key] = _Flight()
+        try:
+            result, attempts = await runtime.generate_traced(req, force_refresh=force_refresh)
+            flight.result = result
+        finally:
+            del self._flights[key]
+            flight.done.set()
+        if isinstance(result, MinimaLlmResponse):
+            await self._store(key, result)
+        return result, attempts
+
+    # -- writes -----------------------------------------------------------------------
+
+    async def _store(self, key: str, response: MinimaLlmResponse) -> None:
+        self._recent[key] = response
+        self._recent.move_to_end(key)
+        if len(self._recent) > RECENT_ANSWERS:
+            self._recent.popitem(last=False)
+        raw = None if response.raw is None else json.dumps(response.raw, separators=(",", ":"))
+        row = CacheRow(key, response.text, raw)
+        try:
+            self._writes.send_nowait(row)
+        except trio.WouldBlock:
+            await self._writes.send(row)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            warn_cache("minimallm: the cache writer has stopped; an answer was not cached")
+
+    async def flush(self) -> None:
+        """Wait until every answer queued so far is committed (shielded: runs even
+        while the caller is being cancelled, so a cancelled batch loses nothing)."""
+        done = trio.Event()
+        with trio.CancelScope(shield=True):
+            try:
+                await self._writes.send(Flush(done))
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            await done.wait()
+
+
+def cached_response(req: MinimaLlmRequest, hit: CachedAnswer) -> MinimaLlmResponse:
+    """The response for a cache hit; its ``raw`` body is decoded only if somebody reads
+    it (decoding every hit would triple the cost of a fully cached rerun)."""
+    raw = None if not hit.raw_json else LazyJson(hit.raw_json)
+    return MinimaLlmResponse(req.request_id, hit.text, raw, True)
+
+
+class LazyJson(Mapping[str, Any]):
+    """A JSON object decoded on first access; pickles and compares as a plain dict.
+    Text that is not a JSON object reads as an empty mapping."""
+
+    __slots__ = ("_data", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._data: dict[str, Any] | None = None
+
+    def _decoded(self) -> dict[str, Any]:
+        if self._data is None:
+            try:
+                value = json.loads(self._text)
+            except ValueError:
+                value = None
+            self._data = value if isinstance(value, dict) else {}
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __repr__(self) -> str:
+        return repr(self._decoded())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (self._decoded(),))

@@ -1,0 +1,94 @@
+"""A backend's life inside one trio run: the runtime's actors plus the prompt cache.
+
+The backend keeps one :class:`Session` per trio run (the caller's own run, or the
+bridge thread's), hosted in a *system task* of that run, so a trio caller needs no
+nursery of its own and everything ends with the run. :meth:`Session.host` is the
+one place that starts the session's services, in one nursery, in order: the cache
+(and its writer) first, then the runtime's actors; they stop in reverse, the writer's
+final commit last.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from minimallm._cache_layer import CacheLayer
+from minimallm._config import MinimaLlmConfig
+from minimallm._errors import BackendClosedError
+from minimallm._runtime import Runtime, RuntimeOptions
+from minimallm._types import MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
+
+__all__ = ["Session"]
+
+
+class Session:
+    """Runtime + cache of one backend in one trio run."""
+
+    __slots__ = ("_done", "_ready", "cache", "runtime")
+
+    def __init__(self, cfg: MinimaLlmConfig, options: RuntimeOptions) -> None:
+        self.runtime = Runtime(cfg, options)
+        self.cache: CacheLayer | None = None
+        self._ready = trio.Event()
+        self._done = trio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Session {self.runtime!r} cache={self.cache!r}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once a stop was asked for or the session ended."""
+        return self.runtime.closed or self._done.is_set()
+
+    async def host(self, cfg: MinimaLlmConfig) -> None:
+        """Run every service until :meth:`aclose` (or the end of the trio run)."""
+        try:
+            async with trio.open_nursery() as services:
+                if cfg.cache_dir is not None:
+                    self.cache = await CacheLayer.open(cfg, services)
+                services.start_soon(self._mark_ready)
+                await self.runtime.serve()
+                services.cancel_scope.cancel()
+        except Exception as exc:
+            self.runtime.failure = exc
+        finally:
+            self._ready.set()
+            self._done.set()
+
+    async def _mark_ready(self) -> None:
+        await self.runtime.wait_ready()
+        self._ready.set()
+
+    async def wait_ready(self) -> None:
+        """Wait until the services run; BackendClosedError if the session ended."""
+        await self._ready.wait()
+        if self._done.is_set():
+            raise BackendClosedError("the minimallm runtime has stopped") from self.runtime.failure
+
+    async def aclose(self) -> None:
+        """Stop the runtime, then wait for the cache writer's final commit."""
+        self.runtime.stop()
+        await self._done.wait()
+
+    # -- the request path -------------------------------------------------------------
+
+    async def generate_traced(
+        self, req: MinimaLlmRequest, *, force_refresh: bool, known_miss: bool = False
+    ) -> tuple[MinimaLlmResult, int]:
+        """Through the cache when there is one; (result, HTTP attempts)."""
+        if self.cache is None:
+            return await self.runtime.generate_traced(req, force_refresh=force_refresh)
+        return await self.cache.generate_traced(
+            self.runtime, req, force_refresh=force_refresh, known_miss=known_miss
+        )
+
+    async def flush(self) -> None:
+        """Every answer so far is committed to the cache (no-op without one)."""
+        if self.cache is not None:
+            await self.cache.flush()
+
+    async def lookup_many(self, reqs: list[MinimaLlmRequest]) -> list[MinimaLlmResponse | None]:
+        """Cache hits in bulk (all misses without a cache)."""
+        if self.cache is None:
+            return [None] * len(reqs)
+        return await self.cache.lookup_many(reqs)

@@ -1,0 +1,139 @@
+"""CacheWriter: batches answers into SQLite transactions, off the trio thread.
+
+Answers arrive on a channel (``send_nowait`` into a bounded buffer; a full buffer
+makes the sender wait, which is the backpressure). The writer commits when it holds
+``max_rows`` rows or the oldest has waited ``max_delay_s`` seconds, in a worker
+thread, so SQLite never blocks the event loop. A :class:`Flush` message commits at
+once and answers when done (batches flush when they end). On cancellation — close,
+abort, Ctrl-C — whatever is buffered or still in the channel is written in a
+shielded final commit: nothing paid for is lost on an orderly stop. A SIGKILL loses
+at most the rows younger than ``max_delay_s`` (documented in the README). The writer
+closes the store after its final commit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from minimallm._cache import CacheWriteError, PromptCache
+
+__all__ = ["CacheRow", "CacheWriter", "Flush"]
+
+Row = tuple[str, str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRow:
+    """One answer to store: key, text, the server's JSON body as text."""
+
+    key: str
+    text: str
+    raw_json: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Commit everything buffered now; ``done`` is set when it is on disk."""
+
+    done: trio.Event
+
+
+class CacheWriter:
+    """Owns the pending rows; commits them in batches."""
+
+    __slots__ = (
+        "_cache",
+        "_inbox",
+        "_max_delay_s",
+        "_max_rows",
+        "_pending",
+        "_warn",
+        "_warned",
+        "written",
+    )
+
+    def __init__(
+        self,
+        cache: PromptCache,
+        inbox: trio.MemoryReceiveChannel[CacheRow | Flush],
+        warn: Callable[[str], None],
+        *,
+        max_rows: int = 256,
+        max_delay_s: float = 0.5,
+    ) -> None:
+        self._cache = cache
+        self._inbox = inbox
+        self._warn = warn
+        self._max_rows = max_rows
+        self._max_delay_s = max_delay_s
+        self._pending: dict[str, Row] = {}
+        self._warned = False
+        self.written = 0
+
+    def __repr__(self) -> str:
+        return f"<CacheWriter pending={len(self._pending)} written={self.written}>"
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Collect and commit until cancelled or the inbox closes; then commit the rest."""
+        waiters: list[trio.Event] = []
+        try:
+            task_status.started()
+            deadline = math.inf
+            while True:
+                with trio.move_on_at(deadline) as timer:
+                    try:
+                        message = await self._inbox.receive()
+                    except trio.EndOfChannel:
+                        break
+                if timer.cancelled_caught:  # the oldest row has waited max_delay_s
+                    await self._commit(waiters)
+                    deadline = math.inf
+                    continue
+                self._absorb(message, waiters)
+                self._drain(waiters)
+                if waiters or len(self._pending) >= self._max_rows:
+                    await self._commit(waiters)
+                    deadline = math.inf
+                elif deadline == math.inf:
+                    deadline = trio.current_time() + self._max_delay_s
+        finally:
+            with trio.CancelScope(shield=True):
+                self._drain(waiters)
+                await self._commit(waiters)
+                # The writer stops last among the cache's users: it closes the store.
+                await trio.to_thread.run_sync(self._cache.close)
+
+    def _absorb(self, message: CacheRow | Flush, waiters: list[trio.Event]) -> None:
+        if isinstance(message, Flush):
+            waiters.append(message.done)
+        else:
+            self._pending[message.key] = (message.key, message.text, message.raw_json)
+
+    def _drain(self, waiters: list[trio.Event]) -> None:
+        while True:
+            try:
+                message = self._inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            self._absorb(message, waiters)
+
+    async def _commit(self, waiters: list[trio.Event]) -> None:
+        """Write the pending rows in one transaction (in a thread), then wake flushers."""
+        rows = list(self._pending.values())
+        self._pending.clear()
+        try:
+            if rows:
+                await trio.to_thread.run_sync(self._cache.put_many, rows)
+                self.written += len(rows)
+        except CacheWriteError as exc:
+            if not self._warned:
+                self._warned = True
+                self._warn(f"minimallm: answers are not being cached: {exc}")
+        finally:
+            for done in waiters:
+                done.set()
+            waiters.clear()
