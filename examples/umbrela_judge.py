@@ -69,7 +69,7 @@ PAIRS = [
         "q1",
         "d1",
         "how do bees make honey",
-        "Bees turn nectar into honey by evaporating nectar.",
+        "Bees make honey by evaporating water from nectar.",
     ),
     ("q1", "d2", "how do bees make honey", "Honey prices rose sharply across Europe last year."),
     ("q1", "d3", "how do bees make honey", "A bee colony has one queen and thousands of workers."),

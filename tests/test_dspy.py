@@ -371,6 +371,8 @@ async def test_run_dspy_batch_under_trio_with_configurable_attempts(
     with pytest.raises(DSPyBatchError):
         await run_dspy_batch(Judge, objs, fill, backend, max_parse_attempts=2)
     assert queries(mock)["broken #dspy:unparseable=99"] == 4
+    broken = sorted((rid, force) for rid, force, _ in backend.calls if rid.startswith("Judge:6:"))
+    assert [force for _, force in broken] == [False, False, True, True]  # a1 x2, a2 x2
     assert all(obj.grade in range(4) for obj in objs[:6])
     here = trio.lowlevel.current_trio_token()
     assert {token for _, _, token in backend.calls} == {here}
@@ -427,18 +429,14 @@ def test_run_dspy_batch_without_a_backend_uses_the_environment(
 
 def test_the_cache_then_holds_the_good_answer(mock: MockServerThread, tmp_path: Any) -> None:
     real = OpenAIMinimaLlm(make_config(mock, cache_dir=str(tmp_path)))
-    probe = MinimaLlmRequest("probe", [{"role": "user", "content": "probe"}])
-    real.generate_sync(probe)
-    if not real.generate_sync(probe).cached:
-        real.close_sync()
-        pytest.skip("the prompt cache is not wired into the backend yet")
-    mock.reset()
     objs = annotations(0, "flaky #dspy:unparseable=2")
     asyncio.run(run_dspy_batch(Judge, objs, fill, real))
     assert len(mock.requests) == 3
     again = annotations(0, "flaky #dspy:unparseable=2")
-    asyncio.run(run_dspy_batch(Judge, again, fill, real))
+    lines: list[str] = []
+    asyncio.run(run_dspy_batch(Judge, again, fill, real, progress=lines.append))
     assert len(mock.requests) == 3  # served from the cache: the refreshed, good answer
+    assert "cached 1" in lines[-1]  # the batch counted the item as cached
     assert again[0].grade == objs[0].grade
     real.close_sync()
 
