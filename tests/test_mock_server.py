@@ -432,6 +432,7 @@ async def test_random_fault_rates_are_seeded(nursery: trio.Nursery) -> None:
 
 
 def test_thread_runner_serves_and_stops_cleanly() -> None:
+    before = {t for t in threading.enumerate() if t.name == "minimallm-mock"}  # other fixtures'
     with MockServerThread(MockServerConfig(model="t")) as mock:
         assert mock.base_url == f"http://127.0.0.1:{mock.port}/v1"
         with sclient(mock.base_url) as client:
@@ -441,7 +442,7 @@ def test_thread_runner_serves_and_stops_cleanly() -> None:
         mock.reset()
         assert mock.stats.requests_total == 0
         port = mock.port
-    assert not [t for t in threading.enumerate() if t.name == "minimallm-mock"]
+    assert not [t for t in threading.enumerate() if t.name == "minimallm-mock" and t not in before]
     with pytest.raises(httpx.ConnectError), sclient() as client:
         client.get(f"http://127.0.0.1:{port}/v1/models")
 
