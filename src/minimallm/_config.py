@@ -17,229 +17,36 @@ the first two (units: seconds for ``*_S``, requests per minute for ``RPM``):
 
 Invalid settings raise one :class:`~minimallm.ConfigError` listing every problem, named
 by environment variable (``from_env``) or by field (constructor), never showing the key.
+The machinery both models share (strict validation, collecting and rendering the
+problems, reading the environment) is :mod:`minimallm._config_base`.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, NoReturn, Self
+from collections.abc import Mapping
+from typing import Any, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo
+from pydantic import Field, SecretStr, ValidationInfo
 from pydantic import field_validator as _validates
-from pydantic_core import PydanticCustomError
 
+from minimallm._config_base import (
+    Problem,
+    Settings,
+    at_least,
+    custom_error,
+    nested_error,
+    optional_int,
+    parse_bool,
+    render,
+)
 from minimallm._errors import ConfigError
 
 __all__ = ["BatchConfig", "MinimaLlmConfig"]
 
-_CUSTOM = "minimallm_config"  # error type of our own checks; ctx carries the reason
-_SECRET_FIELDS = frozenset({"api_key"})
-_BOOLS = {"1": True, "true": True, "yes": True, "on": True}
-_BOOLS |= {"0": False, "false": False, "no": False, "off": False}
 
-
-class _Problem(NamedTuple):
-    """One bad setting, named by field; :func:`_render` renames it for the environment."""
-
-    field: str
-    reason: str  # may contain "{other}": the display name of ``other``
-    shown: str | None = None  # the offending value as displayed; None: not shown
-    other: str | None = None
-    missing: bool = False
-
-
-def _render(problems: Iterable[_Problem], names: Mapping[str, str]) -> str:
-    problems = list(problems)
-    missing = [names.get(p.field, p.field) for p in problems if p.missing]
-    lines = [f"{', '.join(missing)}: required, not set"] if missing else []
-    for p in problems:
-        if not p.missing:
-            reason = p.reason.replace("{other}", names.get(p.other or "", p.other or ""))
-            name = names.get(p.field, p.field)
-            lines.append(name + ("" if p.shown is None else f"={p.shown}") + f": {reason}")
-    noun = "problem" if len(lines) == 1 else "problems"
-    head = f"Invalid minimallm configuration ({len(lines)} {noun}):"
-    return "\n".join([head, *(f"  {line}" for line in lines)])
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _show_raw(raw: str) -> str:
-    """An environment value as written: numbers bare (``RPM=-5``), text quoted."""
-    try:
-        float(raw)
-    except ValueError:
-        return _show(raw)
-    return raw
-
-
-def _custom(reason: str, other: str | None = None) -> PydanticCustomError:
-    return PydanticCustomError(_CUSTOM, "{reason}", {"reason": reason, "other": other})
-
-
-def _at_least(value: float, info: ValidationInfo, other: str) -> float:
-    bound = info.data.get(other)
-    if isinstance(bound, float) and value < bound:
-        raise _custom(f"must be a number >= {{other}} ({bound:g})", other)
-    return value
-
-
-def _optional_int(raw: str) -> int | None:
-    return None if raw.lower() in ("", "none") else int(raw)
-
-
-def _bool(raw: str) -> bool:
-    if raw.lower() not in _BOOLS:
-        raise ValueError(raw)
-    return _BOOLS[raw.lower()]
-
-
-_Spec = tuple[str, Callable[[str], object], str]  # (env variable, parser, what is allowed)
-
-
-class _Settings(BaseModel):
-    """Shared machinery: strict validation, one ConfigError, environment reading."""
-
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        strict=True,  # no True for an int, no "5" from code: env text is parsed by us
-        allow_inf_nan=False,
-        hide_input_in_errors=True,  # pydantic's own messages must never echo a key
-    )
-    _SPECS: ClassVar[Mapping[str, _Spec]] = {}  # field -> spec, for every env-read field
-    _REQUIREMENTS: ClassVar[Mapping[str, str]] = {}  # fields not read from the env
-    _EMPTY_IS_NONE: ClassVar[frozenset[str]] = frozenset()
-    _UNKNOWN_HINTS: ClassVar[Mapping[str, str]] = {}
-
-    def _fill(self, data: Mapping[str, Any]) -> list[_Problem]:
-        try:  # BaseModel.__init__ directly: validates into self, no recursion into ours
-            BaseModel.__init__(self, **data)
-        except ValidationError as exc:
-            errors = exc.errors()
-        else:
-            return []
-        return self._problems(errors)  # outside `except`: no chained error holding inputs
-
-    def _settings_init(self, /, **data: Any) -> None:
-        problems = self._fill(data)
-        if problems:
-            raise ConfigError(_render(problems, {}))
-
-    if not TYPE_CHECKING:  # type checkers keep pydantic's field-typed signature
-        __init__ = _settings_init
-
-    def __setattr__(self, name: str, value: object) -> NoReturn:
-        raise AttributeError(
-            f"{type(self).__name__} is immutable: build a new one with with_changes({name}=...)"
-        )
-
-    def __delattr__(self, name: str) -> NoReturn:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    @classmethod
-    def _problems(cls, errors: Iterable[Any]) -> list[_Problem]:
-        problems: list[_Problem] = []
-        seen: set[str] = set()
-        for err in errors:
-            field = str(err["loc"][0]) if err["loc"] else ""
-            if field in seen:  # one line per setting
-                continue
-            seen.add(field)
-            if err["type"] == "missing":  # its input is the whole input, key included
-                problems.append(_Problem(field, "required, not set", missing=True))
-                continue
-            if err["type"] == "extra_forbidden":  # value never shown: maybe a misnamed key
-                problems.append(_Problem(field, cls._unknown(field)))
-                continue
-            shown = "<hidden>" if field in _SECRET_FIELDS else _show(err["input"])
-            ctx = err.get("ctx", {})
-            if err["type"] == _CUSTOM and "nested" in ctx:
-                nested: list[_Problem] = ctx["nested"]
-                problems += [p._replace(field=f"{field}.{p.field}") for p in nested]
-            elif err["type"] == _CUSTOM:
-                problems.append(_Problem(field, ctx["reason"], shown, ctx["other"]))
-            else:
-                reason = cls._requirement(field, err["msg"])
-                if err["type"] == "finite_number":
-                    reason = reason.replace("a number", "a finite number")
-                problems.append(_Problem(field, reason, shown))
-        return problems
-
-    @classmethod
-    def _requirement(cls, field: str, default: str) -> str:
-        spec = cls._SPECS.get(field)
-        return spec[2] if spec else cls._REQUIREMENTS.get(field, default)
-
-    @classmethod
-    def _unknown(cls, field: str) -> str:
-        if field in cls._UNKNOWN_HINTS:
-            return cls._UNKNOWN_HINTS[field]
-        close = difflib.get_close_matches(field, list(cls.model_fields), n=1)
-        return "unknown setting" + (f" (did you mean {close[0]}?)" if close else "")
-
-    @classmethod
-    def _env_names(cls) -> dict[str, str]:
-        return {field: spec[0] for field, spec in cls._SPECS.items()}
-
-    @classmethod
-    def _attempt(cls, data: Mapping[str, Any]) -> tuple[Self | None, list[_Problem]]:
-        instance = cls.__new__(cls)
-        problems = instance._fill(data)
-        return (None if problems else instance), problems
-
-    @classmethod
-    def _read_env(cls, env: Mapping[str, str]) -> tuple[dict[str, object], dict[str, str]]:
-        """Parse this class's variables: (values, texts as written), by field.
-
-        A text its parser refuses is left out of the values: validation then reports
-        it as missing or falls back to a default, and :meth:`_check_env` replaces
-        that by the real problem.
-        """
-        data: dict[str, object] = {}
-        raws: dict[str, str] = {}
-        for field, (var, parse, _) in cls._SPECS.items():
-            raw = env.get(var, "").strip()
-            if not raw and not (field in cls._EMPTY_IS_NONE and var in env):
-                continue
-            raws[field] = raw
-            try:
-                data[field] = parse(raw)
-            except ValueError:
-                continue
-        return data, raws
-
-    @classmethod
-    def _check_env(
-        cls, data: Mapping[str, object], raws: Mapping[str, str]
-    ) -> tuple[Self | None, list[_Problem]]:
-        """Validate parsed values; problems show each value as written, not as parsed."""
-        unparsed = [f for f in raws if f not in data]
-        problems = [_Problem(f, cls._SPECS[f][2], _show_raw(raws[f])) for f in unparsed]
-        instance, more = cls._attempt(data)
-        for p in more:
-            if p.field in unparsed or p.other in unparsed:  # not what the user wrote
-                continue
-            problems.append(p._replace(shown=_show_raw(raws[p.field])) if p.field in raws else p)
-        return (instance if not problems else None), problems
-
-    def with_changes(self, **changes: Any) -> Self:
-        """A new configuration with ``changes`` applied, validated like the constructor.
-
-        Use this rather than pydantic's ``model_copy(update=...)``, which skips
-        validation. Raises one ConfigError naming every bad change.
-        """
-        current = {name: getattr(self, name) for name in type(self).model_fields}
-        return type(self)(**{**current, **changes})
-
-
-class BatchConfig(_Settings):
+class BatchConfig(Settings):
     """How a batch runs: items in progress, failure budget, progress reports. Frozen."""
 
     num_workers: int = Field(default=64, ge=1, description="Items in progress at once.")
@@ -253,7 +60,7 @@ class BatchConfig(_Settings):
         "num_workers": ("BATCH_NUM_WORKERS", int, "must be an integer >= 1"),
         "max_failures": (
             "BATCH_MAX_FAILURES",
-            _optional_int,
+            optional_int,
             "must be an integer >= 0, or none to never abort",
         ),
         "heartbeat_s": (
@@ -275,14 +82,14 @@ class BatchConfig(_Settings):
         """
         instance, problems = cls._check_env(*cls._read_env(os.environ if env is None else env))
         if instance is None:
-            raise ConfigError(_render(problems, cls._env_names()))
+            raise ConfigError(render(problems, cls._env_names()))
         return instance
 
 
 _SECONDS_GE0 = "must be a number >= 0 (seconds)"
 
 
-class MinimaLlmConfig(_Settings):
+class MinimaLlmConfig(Settings):
     """Everything a backend needs: endpoint, key, limits, retries, cooldown, cache.
 
     Build it in code (``MinimaLlmConfig(base_url=..., model=...)``) or with
@@ -329,7 +136,11 @@ class MinimaLlmConfig(_Settings):
         "cooldown_floor_s": ("COOLDOWN_FLOOR_S", float, _SECONDS_GE0),
         "cooldown_cap_s": ("COOLDOWN_CAP_S", float, _SECONDS_GE0),
         "cooldown_halflife_s": ("COOLDOWN_HALFLIFE_S", float, "must be a number > 0 (seconds)"),
-        "compress_gzip": ("COMPRESS_GZIP", _bool, "must be true or false (1/0, yes/no, on/off)"),
+        "compress_gzip": (
+            "COMPRESS_GZIP",
+            parse_bool,
+            "must be true or false (1/0, yes/no, on/off)",
+        ),
         "cache_dir": ("CACHE_DIR", str, "must be a directory path"),
     }
     _REQUIREMENTS = {
@@ -345,23 +156,23 @@ class MinimaLlmConfig(_Settings):
     @classmethod
     def _check_base_url(cls, value: str) -> str:
         if not value.strip().lower().startswith(("http://", "https://")):
-            raise _custom("must start with http:// or https://")
+            raise custom_error("must start with http:// or https://")
         try:  # urlsplit raises on a bad IPv6 literal, .port on a bad port
             parts = urlsplit(value.strip())
             host, _ = parts.hostname, parts.port
         except ValueError:
-            raise _custom("has an invalid host or port") from None
+            raise custom_error("has an invalid host or port") from None
         if not host:
-            raise _custom("must name a host, e.g. http://localhost:8000/v1")
+            raise custom_error("must name a host, e.g. http://localhost:8000/v1")
         if parts.query or parts.fragment:
-            raise _custom("must not contain a query (?) or fragment (#)")
+            raise custom_error("must not contain a query (?) or fragment (#)")
         return value.strip().rstrip("/")
 
     @_validates("model")
     @classmethod
     def _check_model(cls, value: str) -> str:
         if not value.strip():
-            raise _custom("must be a non-empty string")
+            raise custom_error("must be a non-empty string")
         return value.strip()
 
     @_validates("api_key", mode="before")
@@ -379,7 +190,7 @@ class MinimaLlmConfig(_Settings):
         if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
             batch, problems = BatchConfig._attempt(value)
             if batch is None:
-                raise PydanticCustomError(_CUSTOM, "invalid", {"nested": problems})
+                raise nested_error(problems)
             return batch
         return value
 
@@ -392,12 +203,12 @@ class MinimaLlmConfig(_Settings):
     @_validates("max_backoff_s")
     @classmethod
     def _backoff_order(cls, value: float, info: ValidationInfo) -> float:
-        return _at_least(value, info, "base_backoff_s")
+        return at_least(value, info, "base_backoff_s")
 
     @_validates("cooldown_cap_s")
     @classmethod
     def _cooldown_order(cls, value: float, info: ValidationInfo) -> float:
-        return _at_least(value, info, "cooldown_floor_s")
+        return at_least(value, info, "cooldown_floor_s")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -418,7 +229,7 @@ class MinimaLlmConfig(_Settings):
         instance, own = cls._check_env(data, raws)
         if instance is None or problems:
             names = {**cls._env_names(), **BatchConfig._env_names()}
-            raise ConfigError(_render(own + problems, names))
+            raise ConfigError(render(own + problems, names))
         return instance
 
     def with_changes(self, **changes: Any) -> Self:
@@ -429,14 +240,14 @@ class MinimaLlmConfig(_Settings):
         """
         batch_changes = {k: changes.pop(k) for k in list(changes) if k in BatchConfig.model_fields}
         batch = changes.get("batch", self.batch)
-        problems: list[_Problem] = []
+        problems: list[Problem] = []
         if batch_changes and isinstance(batch, BatchConfig):
             new_batch, problems = BatchConfig._attempt({**dict(batch), **batch_changes})
             changes["batch"] = new_batch or batch
         current = {name: getattr(self, name) for name in type(self).model_fields}
         instance, own = type(self)._attempt({**current, **changes})
         if instance is None or problems:
-            raise ConfigError(_render(own + problems, {}))
+            raise ConfigError(render(own + problems, {}))
         return instance
 
     def api_key_value(self) -> str | None:
