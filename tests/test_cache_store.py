@@ -25,10 +25,10 @@ from minimallm._cache import (
     CacheUnavailableError,
     CacheWriteError,
     PromptCache,
-    _with_lock_retry,
     cache_key,
     canonical_request_json,
 )
+from minimallm._cache_sqlite import with_lock_retry
 from minimallm._errors import MinimaLlmError
 from minimallm._types import MinimaLlmRequest
 
@@ -265,14 +265,14 @@ def test_retry_backs_off_on_locks_only() -> None:
             raise exc
         return "done"
 
-    assert _with_lock_retry(flaky, delays.append) == "done"
+    assert with_lock_retry(flaky, delays.append) == "done"
     assert delays == BACKOFFS[:3]
 
     def broken() -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
     with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
-        _with_lock_retry(broken, delays.append)
+        with_lock_retry(broken, delays.append)
     assert delays == BACKOFFS[:3]
 
 

@@ -20,20 +20,22 @@ with bounded backoff, so "database is locked" never reaches the user as such: af
 the whole budget it becomes a :class:`CacheWriteError` / :class:`CacheUnavailableError`
 that names the file.
 
-Errors defined here (the runtime decides whether they warn or stop)::
+Errors it raises (defined in :mod:`minimallm._errors`, re-exported here; the runtime
+decides whether they warn or stop)::
 
     MinimaLlmError
     ├── CacheUnavailableError   the cache cannot be opened or read
     └── CacheWriteError         a batch of answers could not be written
+
+The keys (:func:`cache_key`, :func:`canonical_request_json`) come from
+:mod:`minimallm._cache_keys` and the SQL, schema check and lock waits from
+:mod:`minimallm._cache_sqlite`; the keys and errors are re-exported here, so callers
+import the whole store from this module.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -42,10 +44,22 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
 
-from minimallm._errors import MinimaLlmError
-from minimallm._types import MinimaLlmRequest
+from minimallm._cache_keys import cache_key, canonical_request_json
+from minimallm._cache_sqlite import (
+    LOCK_RETRIES,
+    READ_CHUNK,
+    connect,
+    is_busy,
+    is_environmental,
+    open_hint,
+    prepare,
+    scrub_surrogates,
+    select_chunk,
+    with_lock_retry,
+    write_batch,
+)
+from minimallm._errors import CacheUnavailableError, CacheWriteError, MinimaLlmError
 
 __all__ = [
     "DB_FILENAME",
@@ -57,56 +71,8 @@ __all__ = [
     "canonical_request_json",
 ]
 
-_T = TypeVar("_T")
-
 DB_FILENAME = "minima_llm.db"
 """The database's file name inside ``cache_dir`` (the original implementation's)."""
-
-_CREATE_SQL = (
-    "CREATE TABLE IF NOT EXISTS cache ("
-    "key TEXT PRIMARY KEY, response_text TEXT NOT NULL, "
-    "response_raw TEXT, created_at REAL)"
-)
-# Exactly json.dumps(obj, sort_keys=True, ensure_ascii=True, separators=(",", ":")),
-# built once: json.dumps builds a new encoder per call (measured ~45% of the key's cost).
-_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=True, separators=(",", ":"))
-_COLUMNS = frozenset({"key", "response_text", "response_raw", "created_at"})
-_INSERT_SQL = (
-    "INSERT OR REPLACE INTO cache (key, response_text, response_raw, created_at) "
-    "VALUES (?, ?, ?, ?)"
-)
-# One SELECT per this many keys, far below SQLite's 32,766 host-parameter limit.
-# Measured on 20,000 keys: 100 to 500 keys per query within a few percent of each
-# other; 1,000 and 2,000 about 12% and 17% slower.
-_READ_CHUNK = 500
-
-# Our retry loop after SQLite's busy handler gives up, or when SQLite reports
-# BUSY without calling it (WAL recovery, a lock upgrade): delays in seconds.
-_LOCK_RETRIES = 6
-_FIRST_BACKOFF_S = 0.05
-_MAX_BACKOFF_S = 2.0
-_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
-
-
-class CacheUnavailableError(MinimaLlmError):
-    """The prompt cache cannot be opened or read.
-
-    Raised for a ``cache_dir`` that is a file or cannot be created, a directory
-    where the database cannot be created, a file that is not an SQLite database
-    (never deleted nor overwritten), a table with the wrong columns, a read that
-    fails (corruption, I/O error), a lock held elsewhere beyond the whole wait
-    budget, and use after :meth:`PromptCache.close`. The message names the path and
-    the cause.
-    """
-
-
-class CacheWriteError(MinimaLlmError):
-    """A batch of answers could not be written to the prompt cache.
-
-    Raised by :meth:`PromptCache.put_many` for a read-only database or directory,
-    a full disk, an I/O error or a lock held elsewhere beyond the whole wait budget.
-    The failed batch is rolled back as a whole; rows written before stay intact.
-    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,85 +81,6 @@ class CachedAnswer:
 
     text: str
     raw_json: str | None
-
-
-def canonical_request_json(model: str, req: MinimaLlmRequest) -> str:
-    """The canonical JSON text that :func:`cache_key` hashes (useful to debug a miss).
-
-    ``model`` and ``messages`` always; ``temperature`` and ``max_tokens`` when not
-    None; ``extra`` when non-empty; keys sorted, ASCII only, no spaces, exactly as the
-    original implementation did, so its caches keep hitting.
-    """
-    # json only encodes real dicts; copying the ones that already are costs time.
-    messages = [m if type(m) is dict else dict(m) for m in req.messages]
-    obj: dict[str, Any] = {"model": model, "messages": messages}
-    if req.temperature is not None:
-        obj["temperature"] = req.temperature
-    if req.max_tokens is not None:
-        obj["max_tokens"] = req.max_tokens
-    if req.extra:
-        obj["extra"] = dict(req.extra)
-    return _CANONICAL.encode(obj)
-
-
-def cache_key(model: str, req: MinimaLlmRequest) -> str:
-    """The cache key of ``req`` sent to ``model``: SHA-256 hex of the canonical JSON.
-
-    ``request_id`` is not part of it: identical prompts share one entry.
-    """
-    return hashlib.sha256(canonical_request_json(model, req).encode("ascii")).hexdigest()
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    """True when ``exc`` means another connection holds a lock (worth waiting for)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int):
-        return (code & 0xFF) in _BUSY_CODES
-    msg = str(exc).lower()
-    return "database is locked" in msg or "database table is locked" in msg
-
-
-def _is_environmental(exc: sqlite3.Error) -> bool:
-    """True for errors the world causes (disk, permissions, locks, corruption).
-
-    Programming errors (``ProgrammingError``, ``IntegrityError`` …) are not: they
-    propagate unchanged.
-    """
-    return type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError)
-
-
-def _with_lock_retry(fn: Callable[[], _T], sleep: Callable[[float], None]) -> _T:
-    """Call ``fn``; while it fails with a lock error, back off and call it again.
-
-    Delays before attempt n+1 (seconds): ``min(2.0, 0.05·2^(n-1))``, i.e. 0.05, 0.1,
-    0.2, 0.4, 0.8, 1.6, then the last error propagates. Each attempt may itself wait
-    up to the busy timeout inside SQLite.
-    """
-    delay = _FIRST_BACKOFF_S
-    for _ in range(_LOCK_RETRIES):
-        try:
-            return fn()
-        except sqlite3.OperationalError as exc:
-            if not _is_busy(exc):
-                raise
-        sleep(delay)
-        delay = min(_MAX_BACKOFF_S, delay * 2)
-    return fn()
-
-
-def _connect(db_path: Path, busy_timeout_s: float) -> sqlite3.Connection:
-    # isolation_level=None: we issue BEGIN/COMMIT ourselves (BEGIN IMMEDIATE takes
-    # the write lock up front, where SQLite's busy handler can wait for it).
-    # check_same_thread=False: a lock per connection serialises its users instead.
-    conn = sqlite3.connect(
-        db_path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-    )
-    try:
-        conn.execute("PRAGMA synchronous=NORMAL")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
 
 
 class PromptCache:
@@ -284,19 +171,19 @@ class PromptCache:
             )
         opened: list[sqlite3.Connection] = []
         try:
-            writer = _connect(db_path, busy_timeout_s)
+            writer = connect(db_path, busy_timeout_s)
             opened.append(writer)
-            journal_mode = _with_lock_retry(lambda: _prepare(writer, db_path), sleep)
-            reader = _connect(db_path, busy_timeout_s)
+            journal_mode = with_lock_retry(lambda: prepare(writer, db_path), sleep)
+            reader = connect(db_path, busy_timeout_s)
             opened.append(reader)
             reader.execute("PRAGMA query_only=ON")
         except sqlite3.Error as exc:
             for conn in opened:
                 conn.close()
-            if not _is_environmental(exc):
+            if not is_environmental(exc):
                 raise
             raise CacheUnavailableError(
-                f"cannot open the prompt cache {str(db_path)!r}: {exc}{_hint(exc, directory)}"
+                f"cannot open the prompt cache {str(db_path)!r}: {exc}{open_hint(exc, directory)}"
             ) from exc
         except CacheUnavailableError:
             for conn in opened:
@@ -330,13 +217,13 @@ class PromptCache:
         with self._read_lock:
             conn = self._usable(self._reader, CacheUnavailableError)
             try:
-                for start in range(0, len(unique), _READ_CHUNK):
-                    chunk = unique[start : start + _READ_CHUNK]
-                    rows = _with_lock_retry(partial(_select, conn, chunk), self._sleep)
+                for start in range(0, len(unique), READ_CHUNK):
+                    chunk = unique[start : start + READ_CHUNK]
+                    rows = with_lock_retry(partial(select_chunk, conn, chunk), self._sleep)
                     for key, text, raw in rows:
                         found[key] = CachedAnswer(text, raw)
             except sqlite3.Error as exc:
-                if not _is_environmental(exc):
+                if not is_environmental(exc):
                     raise
                 raise CacheUnavailableError(
                     f"cannot read the prompt cache {str(self._db_path)!r}: "
@@ -361,14 +248,14 @@ class PromptCache:
             conn = self._usable(self._writer, CacheWriteError)
             try:
                 try:
-                    _with_lock_retry(lambda: _write_batch(conn, params), self._sleep)
+                    with_lock_retry(lambda: write_batch(conn, params), self._sleep)
                 except UnicodeEncodeError:
                     # A lone surrogate (a server may send one as a JSON escape) cannot
                     # be stored as UTF-8: keep the batch, with U+FFFD in its place.
-                    params = [_scrub(p) for p in params]
-                    _with_lock_retry(lambda: _write_batch(conn, params), self._sleep)
+                    params = [scrub_surrogates(p) for p in params]
+                    with_lock_retry(lambda: write_batch(conn, params), self._sleep)
             except sqlite3.Error as exc:
-                if not _is_environmental(exc):
+                if not is_environmental(exc):
                     raise
                 raise CacheWriteError(
                     f"could not write {len(params)} answers to the prompt cache "
@@ -420,81 +307,9 @@ class PromptCache:
         return conn
 
     def _lock_note(self, exc: sqlite3.Error) -> str:
-        if not _is_busy(exc):
+        if not is_busy(exc):
             return ""
         return (
-            f" (still locked by another connection after {_LOCK_RETRIES + 1} attempts "
+            f" (still locked by another connection after {LOCK_RETRIES + 1} attempts "
             f"of up to {self._busy_timeout_s:g} s each)"
         )
-
-
-def _prepare(writer: sqlite3.Connection, db_path: Path) -> str:
-    """Switch to WAL, make the table if missing, check its columns; return the mode."""
-    row = writer.execute("PRAGMA journal_mode=WAL").fetchone()
-    journal_mode = str(row[0]) if row else "unknown"
-    exists = writer.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cache'"
-    ).fetchone()
-    if exists is None:
-        # IF NOT EXISTS: another process may create it between our check and here.
-        writer.execute(_CREATE_SQL)
-    columns = {str(r[1]) for r in writer.execute("PRAGMA table_info(cache)").fetchall()}
-    if not _COLUMNS.issubset(columns):
-        raise CacheUnavailableError(
-            f"the prompt cache {str(db_path)!r} has a table 'cache' with columns "
-            f"{sorted(columns)}; expected at least {sorted(_COLUMNS)}"
-        )
-    return journal_mode
-
-
-def _write_batch(
-    conn: sqlite3.Connection, params: list[tuple[str, str, str | None, float]]
-) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.executemany(_INSERT_SQL, params)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            # SQLite may have rolled back already (e.g. SQLITE_FULL): keep the cause.
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _scrub(
-    row: tuple[str, str, str | None, float],
-) -> tuple[str, str, str | None, float]:
-    key, text, raw, now = row
-    raw = None if raw is None else _SURROGATE.sub("\ufffd", raw)
-    return _SURROGATE.sub("\ufffd", key), _SURROGATE.sub("\ufffd", text), raw, now
-
-
-_SELECT_PREFIX = "SELECT key, response_text, response_raw FROM cache WHERE key IN ("
-_FULL_CHUNK_SQL = _SELECT_PREFIX + ",".join("?" * _READ_CHUNK) + ")"
-
-
-def _select(conn: sqlite3.Connection, chunk: list[str]) -> list[Any]:
-    sql = _FULL_CHUNK_SQL if len(chunk) == _READ_CHUNK else _select_sql(len(chunk))
-    return conn.execute(sql, chunk).fetchall()
-
-
-def _select_sql(n: int) -> str:
-    return _SELECT_PREFIX + ",".join("?" * n) + ")"
-
-
-def _hint(exc: sqlite3.Error, directory: Path) -> str:
-    """A human hint for the usual causes of an open failure."""
-    msg = str(exc).lower()
-    if "not a database" in msg:
-        return " (the file was left untouched; move it away or point cache_dir elsewhere)"
-    if "unable to open" in msg or "readonly" in msg:
-        writable = os.access(directory, os.W_OK)
-        return (
-            " (is the directory writable? SQLite needs to create the database and "
-            f"its -wal/-shm files there; os.access says writable={writable})"
-        )
-    return ""

@@ -4,7 +4,11 @@ MinimaLlmError
 ├── ConfigError (also ValueError)      bad configuration, raised at construction
 ├── BackendClosedError                 use of a runtime after it was shut down
 ├── UsageError (also RuntimeError)     an entry point called where it cannot work
-└── BatchAbortedError (also RuntimeError)  a batch exceeded max_failures
+├── BatchAbortedError (also RuntimeError)  a batch exceeded max_failures
+├── CacheUnavailableError              the prompt cache cannot be opened or read
+└── CacheWriteError                    a batch of answers could not be written
+
+The runtime decides whether a cache error warns (:class:`CacheWarning`) or stops.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from typing import Any
 __all__ = [
     "BackendClosedError",
     "BatchAbortedError",
+    "CacheUnavailableError",
     "CacheWarning",
+    "CacheWriteError",
     "ConfigError",
     "MinimaLlmError",
     "UsageError",
@@ -50,6 +56,28 @@ class BatchAbortedError(MinimaLlmError, RuntimeError):
         super().__init__(message)
         self.results = list(results)
         self.failures = list(failures)
+
+
+class CacheUnavailableError(MinimaLlmError):
+    """The prompt cache cannot be opened or read.
+
+    Raised for a ``cache_dir`` that is a file or cannot be created, a directory
+    where the database cannot be created, a file that is not an SQLite database
+    (never deleted nor overwritten), a table with the wrong columns, a read that
+    fails (corruption, I/O error), a lock held elsewhere beyond the whole wait
+    budget, and use after :meth:`~minimallm._cache.PromptCache.close`. The message
+    names the path and the cause.
+    """
+
+
+class CacheWriteError(MinimaLlmError):
+    """A batch of answers could not be written to the prompt cache.
+
+    Raised by :meth:`~minimallm._cache.PromptCache.put_many` for a read-only database or
+    directory, a full disk, an I/O error or a lock held elsewhere beyond the whole wait
+    budget.
+    The failed batch is rolled back as a whole; rows written before stay intact.
+    """
 
 
 class CacheWarning(UserWarning):
