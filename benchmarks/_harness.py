@@ -8,7 +8,9 @@ between rounds (the machine is noisy); a row's figure is the median over rounds.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -206,6 +208,23 @@ def run_scenario(
     return [Row(c, scenario, tuple(runs[c])) for c in clients]
 
 
+def source_fingerprint() -> str:
+    """A short hash of minimallm's source files: compare before and after a run to
+    notice that the code under test changed while it ran (rows not comparable)."""
+    import minimallm
+
+    root = Path(minimallm.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def machine_load() -> str:
+    """The 1-minute load average and core count, so a reader can judge the noise."""
+    return f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
@@ -218,7 +237,7 @@ def cpu_ratio(row: Row, rows: Iterable[Row], baseline: str) -> float | None:
     return None
 
 
-def markdown_table(rows: Sequence[Row], rounds: int) -> str:
+def markdown_table(rows: Sequence[Row], rounds: int, conditions: str = "") -> str:
     """One line per (scenario, client): medians, efficiency and CPU ratios."""
     baselines = [c for c in dict.fromkeys(r.client for r in rows) if CLIENTS[c].reference]
     head = [
@@ -234,7 +253,7 @@ def markdown_table(rows: Sequence[Row], rounds: int) -> str:
     ]
     lines = [
         f"N = {rows[0].scenario.n}, concurrency = {rows[0].scenario.concurrency}, "
-        f"median of {rounds} round(s)",
+        f"median of {rounds} round(s){conditions}",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",
@@ -262,10 +281,17 @@ def ratio_lines(rows: Sequence[Row]) -> list[str]:
     for row in rows:
         if CLIENTS[row.client].kind == "minimallm" and row.efficiency is not None:
             ideal = row.scenario.ideal_rps
+            same_run = ", ".join(
+                f"{b.client} {b.efficiency:.3f}"
+                for b in rows
+                if CLIENTS[b.client].kind == "baseline"
+                and b.scenario == row.scenario
+                and b.efficiency is not None
+            )
             out.append(
                 f"- efficiency {row.client} at {row.scenario.concurrency} concurrent, "
                 f"{row.scenario.latency_s * 1000:g} ms: {row.rps:.0f} / {ideal:.0f} req/s "
-                f"= **{row.efficiency:.3f}**"
+                f"= **{row.efficiency:.3f}**" + (f" (same run: {same_run})" if same_run else "")
             )
     lowest = min(r.scenario.latency_s for r in rows)
     for row in rows:

@@ -1,6 +1,6 @@
 """Benchmark ``generate()`` against the mock server, next to plain baseline clients.
 
-    python benchmarks/bench_generate.py --n 5000 --concurrency 64 --latency 0.1 0 --rounds 3
+    python benchmarks/bench_generate.py --n 4000 --concurrency 64 --latency 0.1 0 --rounds 3
     python benchmarks/bench_generate.py --quick          # a few seconds, for CI
 
 Each row runs in its own process (its CPU and RSS are its own); the mock server runs
@@ -31,7 +31,7 @@ QUICK = {
 def build_parser() -> argparse.ArgumentParser:
     """The command line (defaults: the acceptance scenario, about two minutes)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=5000, help="timed requests per row (default 5000)")
+    p.add_argument("--n", type=int, default=4000, help="timed requests per row (default 4000)")
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight (default 64)")
     p.add_argument(
         "--latency", type=float, nargs="+", default=[0.1, 0.0],
@@ -43,10 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="untimed requests first (default: concurrency), to open connections",
     )  # fmt: skip
     p.add_argument(
-        "--clients", nargs="+", choices=[*CLIENTS, "all"], default=DEFAULT_CLIENTS,
-        help=f"rows to run, or 'all' (default: {' '.join(DEFAULT_CLIENTS)})",
+        "--clients", nargs="+", choices=[*CLIENTS, "all"], default=DEFAULT_CLIENTS, metavar="NAME",
+        help=f"rows to run: {', '.join(CLIENTS)}, or all (default: {' '.join(DEFAULT_CLIENTS)})",
     )  # fmt: skip
-    p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK} unless given")
+    p.add_argument(
+        "--quick", action="store_true",
+        help="smoke run in seconds: N=200, concurrency 16, latency 0, one round, plus httpx-trio",
+    )  # fmt: skip
     p.add_argument("--json", type=Path, default=None, help="also write results here")
     p.add_argument("--profile", type=Path, default=None, help="cProfile each row into DIR")
     p.add_argument("--quiet", action="store_true", help="no per-run progress on stderr")
@@ -70,16 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     log = None if args.quiet else sys.stderr
     if args.profile is not None:
         return _profile(args, warmup)
+    source, load_before = _harness.source_fingerprint(), _harness.machine_load()
     rows: list[_harness.Row] = []
     for latency in args.latency:
         scenario = _harness.Scenario(args.n, args.concurrency, latency, warmup)
         rows += _harness.run_scenario(args.clients, scenario, args.rounds, log=log)
-    print(_harness.markdown_table(rows, args.rounds))
+    conditions = f"; {load_before} before, {_harness.machine_load()} after; src {source}"
+    print(_harness.markdown_table(rows, args.rounds, conditions))
     print()
     print("\n".join(_harness.ratio_lines(rows)))
+    changed = _harness.source_fingerprint() != source
+    if changed:
+        print("\nWARNING: minimallm's source changed during the run: rows are not comparable.")
     if args.json is not None:
         args.json.write_text(json.dumps(_harness.rows_as_json(rows), indent=2))
-    return 1 if any(r.failures for r in rows) else 0
+    return 1 if changed or any(r.failures for r in rows) else 0
 
 
 def _profile(args: argparse.Namespace, warmup: int) -> int:

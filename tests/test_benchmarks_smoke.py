@@ -18,14 +18,10 @@ from typing import Any
 
 import pytest
 
-from minimallm._backend import OpenAIMinimaLlm
-
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-N = 120
+N = 100
 CONCURRENCY = 8
-ROWS = ["minimallm-trio", "minimallm-asyncio", "aiohttp-asyncio", "httpx-trio"]
-if hasattr(OpenAIMinimaLlm, "run_batched"):
-    ROWS.append("minimallm-batched")
+ROWS = ["minimallm-trio", "minimallm-asyncio", "minimallm-batched", "aiohttp-asyncio", "httpx-trio"]
 
 
 @pytest.fixture

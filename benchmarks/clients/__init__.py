@@ -11,13 +11,11 @@ A client module defines:
 The child process (``_child.py``) opens the client, runs a warm-up (connections
 opened, runtime started), then times ``run`` on the measured ids.
 
-To add a row, write a module here and add an entry to CLIENTS. The
-``minimallm-batched`` row appears by itself once ``OpenAIMinimaLlm.run_batched`` exists.
+To add a row, write a module here and add an entry to CLIENTS.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -96,9 +94,6 @@ CLIENTS: dict[str, ClientInfo] = {
     ),
 }
 """Every row a benchmark can show, in display order."""
-
-if not hasattr(importlib.import_module("minimallm._backend").OpenAIMinimaLlm, "run_batched"):
-    del CLIENTS["minimallm-batched"]  # the batch runner is not there yet
 
 DEFAULT_CLIENTS: list[str] = [name for name, info in CLIENTS.items() if info.default]
 """The rows of a default run (kept under about three minutes)."""

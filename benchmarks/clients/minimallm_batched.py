@@ -1,13 +1,10 @@
 """minimallm's batch runner under trio: ``await backend.run_batched(requests)`` with
-``num_workers`` = MAX_OUTSTANDING = concurrency, heartbeat off, never aborting.
-
-Registered only once ``OpenAIMinimaLlm.run_batched`` exists (see ``clients.CLIENTS``)."""
+``num_workers`` = MAX_OUTSTANDING = concurrency, heartbeat off, never aborting."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from clients._minimallm_common import bench_config, make_request
 from minimallm._backend import OpenAIMinimaLlm
@@ -17,7 +14,7 @@ LOOP = "trio"
 
 
 class _Client:
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: OpenAIMinimaLlm) -> None:
         self._backend = backend
 
     async def run(self, ids: range) -> tuple[int, int]:
