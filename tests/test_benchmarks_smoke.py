@@ -8,6 +8,7 @@ exactly one HTTP request, and the reported numbers are sane.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import subprocess
 import sys
@@ -22,6 +23,8 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 N = 100
 CONCURRENCY = 8
 ROWS = ["minimallm-trio", "minimallm-asyncio", "minimallm-batched", "aiohttp-asyncio", "httpx-trio"]
+if importlib.util.find_spec("aiohttp") is None:  # only in the `bench` extra
+    ROWS.remove("aiohttp-asyncio")
 
 
 @pytest.fixture
