@@ -10,9 +10,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+import minimallm._cooldown as cooldown_module
+import minimallm._pacing as pacing_module
 import minimallm._policy as policy_module
 from minimallm._policy import (
     OVERLOAD_STATUSES,
@@ -445,13 +448,22 @@ def test_pacing_repr_shows_live_state() -> None:
     assert "next_free=4.000000" in repr(ps)
 
 
-def test_policy_module_is_sans_io() -> None:
-    """The cores import only pure stdlib modules: no trio, httpx, time or I/O."""
-    source = Path(policy_module.__file__).read_text(encoding="utf-8")
+CORE_MODULES = [policy_module, cooldown_module, pacing_module]
+CORE_NAMES = {module.__name__ for module in CORE_MODULES}
+
+
+@pytest.mark.parametrize("module", CORE_MODULES, ids=lambda module: module.__name__)
+def test_policy_module_is_sans_io(module: ModuleType) -> None:
+    """The cores import only pure stdlib modules (and each other): no trio, httpx, time or I/O."""
+    assert module.__file__ is not None
+    source = Path(module.__file__).read_text(encoding="utf-8")
     imported: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module in CORE_NAMES:
+            imported.add(node.module)  # a sibling core, itself checked here
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
-    assert imported <= {"__future__", "collections", "datetime", "email", "math", "random", "re"}
+    stdlib = {"__future__", "collections", "datetime", "email", "math", "random", "re"}
+    assert imported <= stdlib | CORE_NAMES

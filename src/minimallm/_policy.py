@@ -6,6 +6,12 @@ argument, and every random choice comes from an injected :class:`random.Random`,
 the actors that wrap these cores stay thin and the cores are tested exhaustively
 (``tests/test_policy.py``, ``tests/property/test_policy_properties.py``).
 
+This module holds the per-request decisions (is a status worth retrying, how long to
+back off, what the server's Retry-After says). The two shared gates live beside it,
+:class:`CooldownState` in :mod:`minimallm._cooldown` and :class:`PacingSchedule` in
+:mod:`minimallm._pacing`, and are re-exported here, so every core can be imported from
+this one module.
+
 Vocabulary (used the same way everywhere in minimallm):
 
 - *attempt* ``n`` is 1-based; the *failed attempt* is the one that just failed, and the
@@ -24,6 +30,9 @@ import re
 from collections.abc import Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+
+from minimallm._cooldown import CooldownState
+from minimallm._pacing import PacingSchedule
 
 __all__ = [
     "OVERLOAD_STATUSES",
@@ -227,199 +236,3 @@ def retry_delay(
     if retry_after_s is not None:
         return min(cap_s, max(0.0, retry_after_s))
     return backoff_delay(failed_attempt, base_s=base_s, max_s=max_s, jitter=jitter, rng=rng)
-
-
-# --------------------------------------------------------------------------- cooldown
-
-
-def _check_seconds(name: str, value: float, *, allow_inf: bool = False) -> None:
-    if not (value >= 0.0 and (allow_inf or math.isfinite(value))):  # also rejects NaN
-        kind = "number" if allow_inf else "finite number"
-        raise ValueError(f"{name} must be a {kind} >= 0 seconds, got {value!r}")
-
-
-class CooldownState:
-    """Shared back-off after overload (429/502/503/504): a deadline that expires.
-
-    The state is a cooldown *level* ``L`` (seconds) stamped at time ``t0``, which decays
-    with half-life ``halflife_s``, and a *deadline* before which the gate is closed::
-
-        level(now) = L * 0.5 ** ((now - t0) / halflife_s)
-
-    On an overload at ``now`` for an attempt sent at ``sent`` (optionally with the
-    server's Retry-After ``ra``)::
-
-        if sent is None or sent > t0:                  # a new congestion episode
-            L        = min(cap_s, max(floor_s, initial_s, 2 * level(now)))
-            t0       = now
-            deadline = max(deadline, now + L)
-        if ra is given:
-            deadline = max(deadline, now + min(ra, cap_s))
-
-    An attempt sent before the last growth (``sent <= t0``) was already in flight when
-    the cooldown began: its overload is the same episode, so 64 simultaneous 429s grow
-    the level once, not 64 times (TCP reacts once per round trip for the same reason).
-    A Retry-After moves the deadline but not the level: it is the server's word about
-    now, not evidence that our own pauses are too short.
-
-    Hence overloads that persist after a pause double the cooldown up to ``cap_s``;
-    quiet periods let it decay back towards zero; the deadline never moves backwards;
-    and the gate is
-    open again (``remaining == 0``) at most ``cap_s`` after the last overload, unlike a
-    tax that never reaches zero. ``floor_s`` may be 0; if ``floor_s`` or ``initial_s``
-    exceed ``cap_s``, ``cap_s`` wins. ``halflife_s = 0`` forgets the level at once
-    (every overload starts again from ``initial_s``); ``math.inf`` never forgets.
-
-    Times are seconds on the caller's clock (``trio.current_time()``); nothing here
-    reads a clock.
-    """
-
-    __slots__ = ("_cap_s", "_deadline", "_floor_s", "_halflife_s", "_initial_s", "_level", "_t0")
-
-    def __init__(
-        self, *, floor_s: float, cap_s: float, halflife_s: float, initial_s: float
-    ) -> None:
-        _check_seconds("floor_s", floor_s)
-        _check_seconds("cap_s", cap_s)
-        _check_seconds("halflife_s", halflife_s, allow_inf=True)
-        _check_seconds("initial_s", initial_s)
-        self._floor_s = floor_s
-        self._cap_s = cap_s
-        self._halflife_s = halflife_s
-        self._initial_s = initial_s
-        self._level = 0.0
-        self._t0 = -math.inf
-        self._deadline = -math.inf
-
-    def level(self, now: float) -> float:
-        """The current cooldown length in seconds, decayed to ``now`` (0 before any overload)."""
-        if self._level == 0.0:
-            return 0.0
-        elapsed = max(0.0, now - self._t0)
-        if elapsed == 0.0:
-            return self._level
-        if self._halflife_s == 0.0:
-            return 0.0
-        decay: float = 0.5 ** (elapsed / self._halflife_s)
-        return self._level * decay
-
-    def on_overload(
-        self, now: float, retry_after_s: float | None = None, sent_at: float | None = None
-    ) -> float:
-        """Record an overload answer received at ``now``; return the new deadline (seconds).
-
-        ``sent_at`` is when the overloaded attempt was sent (None: unknown, counts as a
-        new episode); ``retry_after_s`` is the server's parsed Retry-After, if any: the
-        gate stays closed at least ``min(retry_after_s, cap_s)`` from ``now``.
-        """
-        if sent_at is None or sent_at > self._t0:
-            level = min(self._cap_s, max(self._floor_s, self._initial_s, 2.0 * self.level(now)))
-            self._level = level
-            self._t0 = now
-            self._deadline = max(self._deadline, now + level)
-        if retry_after_s is not None:
-            self._deadline = max(self._deadline, now + min(retry_after_s, self._cap_s))
-        return self._deadline
-
-    def deadline(self) -> float:
-        """The moment (seconds) the gate opens; closed while ``now < deadline()``.
-
-        ``-inf`` before any overload, so the gate starts open on any clock.
-        """
-        return self._deadline
-
-    def remaining(self, now: float) -> float:
-        """Seconds until the gate opens, ``max(0, deadline - now)``."""
-        return max(0.0, self._deadline - now)
-
-    def __repr__(self) -> str:
-        return (
-            f"<CooldownState level={self._level:.3f}s at t0={self._t0:.3f}"
-            f" deadline={self._deadline:.3f} floor_s={self._floor_s} cap_s={self._cap_s}"
-            f" halflife_s={self._halflife_s} initial_s={self._initial_s}>"
-        )
-
-
-# --------------------------------------------------------------------------- pacing
-
-# Slots live on a grid of 2**-20 s (~0.95 us) counted in Python ints: grid values below
-# 2**33 s (~272 years of clock) are exact floats, so sums never drift and the spacing and
-# per-minute guarantees hold exactly in float arithmetic, not merely "up to rounding".
-_GRID_BITS = 20
-
-
-class PacingSchedule:
-    """RPM pacing on absolute deadlines: sends spaced at least ``60 / rpm`` s apart, no drift.
-
-    Internally every time is an integer number of ticks of ``2**-20`` s::
-
-        interval = ceil(60 * 2**20 / rpm) ticks        (>= 60 / rpm seconds)
-        slot     = max(ceil(now * 2**20), next_free)   then next_free = slot + interval
-
-    Guarantees, exact (no tolerance) while the clock reads below ``2**33`` seconds:
-
-    - slots are non-decreasing, each ``>= now`` at the call that took it;
-    - consecutive slots are at least ``interval_s >= 60 / rpm`` apart;
-    - hence no 60-second window holds more than ``rpm`` slots;
-    - back-to-back slots are ``first + k * interval`` from an integer count, so no
-      error accumulates; after an idle gap the schedule re-anchors at ``now`` (unused
-      slots are not banked, so there is no burst after a pause).
-
-    The price of exactness: ``interval_s`` is ``60 / rpm`` rounded *up* to the grid (by
-    less than a microsecond, e.g. 0.1000004 s for rpm=600), and a slot taken when idle
-    is ``now`` rounded up by less than a microsecond. ``rpm == 0`` disables pacing:
-    every slot is ``now`` itself.
-    """
-
-    __slots__ = ("_interval_ticks", "_next_tick", "_rpm")
-
-    def __init__(self, rpm: int) -> None:
-        if rpm < 0:
-            raise ValueError(f"rpm must be >= 0 (0 disables pacing), got {rpm!r}")
-        self._rpm = rpm
-        self._interval_ticks = -(-(60 << _GRID_BITS) // rpm) if rpm else 0
-        self._next_tick: int | None = None
-
-    @property
-    def rpm(self) -> int:
-        """Requests per minute this schedule allows; 0 means pacing is disabled."""
-        return self._rpm
-
-    @property
-    def interval_s(self) -> float:
-        """Minimum spacing between slots in seconds (``>= 60 / rpm``); 0.0 when disabled."""
-        return math.ldexp(self._interval_ticks, -_GRID_BITS)
-
-    def _slot_tick(self, now: float) -> int:
-        now_tick = math.ceil(math.ldexp(now, _GRID_BITS))
-        if self._next_tick is None or now_tick >= self._next_tick:
-            return now_tick
-        return self._next_tick
-
-    def peek(self, now: float) -> float:
-        """The send time (seconds) :meth:`take_slot` would return at ``now``, not reserved."""
-        if not self._rpm:
-            return now
-        return math.ldexp(self._slot_tick(now), -_GRID_BITS)
-
-    def take_slot(self, now: float) -> float:
-        """Reserve the next send time (seconds, ``>= now``) and return it.
-
-        The caller sleeps until the returned time and then sends; the slot is spent
-        whether or not it does, so take it only when the attempt can go out at once.
-        """
-        if not self._rpm:
-            return now
-        tick = self._slot_tick(now)
-        self._next_tick = tick + self._interval_ticks
-        return math.ldexp(tick, -_GRID_BITS)
-
-    def __repr__(self) -> str:
-        if self._next_tick is None:
-            next_free = "now"
-        else:
-            next_free = f"{math.ldexp(self._next_tick, -_GRID_BITS):.6f}"
-        return (
-            f"<PacingSchedule rpm={self._rpm} interval_s={self.interval_s:.7f}"
-            f" next_free={next_free}>"
-        )
