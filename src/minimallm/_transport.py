@@ -1,10 +1,12 @@
 """HTTP for one attempt: payload encoding, the single-connection client, and the one
 place where transport exceptions and HTTP answers become attempt outcomes.
 
-Each Worker owns one :class:`SingleConnectionTransport` (httpcore directly, one
-connection): httpcore's pool is quadratic in its connection count and httpx's layer
-costs ~35% more CPU per request (measured, see DESIGN.md). All clients share one
-``SSLContext`` because building one costs ~65 ms of CPU.
+Each Worker owns one :class:`SingleConnectionTransport`: one connection of the
+project's own small HTTP/1.1 client (``_http11``; httpcore's pool is quadratic in its
+connection count, and even one httpcore connection costs ~5x the CPU per request,
+see that module). Its errors are httpcore's exception classes, mapped to outcomes
+here in one table. All clients share one ``SSLContext`` because building one costs
+~65 ms of CPU.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Protocol
 import httpcore
 
 from minimallm._attempts import AttemptError, AttemptOutcome, AttemptSuccess
+from minimallm._http11 import Http11Connection
 from minimallm._policy import is_overload_status, is_retryable_status, parse_retry_after
 from minimallm._types import MinimaLlmRequest
 
@@ -75,31 +78,27 @@ def shared_ssl_context() -> ssl.SSLContext:
 
 
 class SingleConnectionTransport:
-    """One keep-alive connection to one URL; reconnects when the server closes it."""
+    """One keep-alive connection to one URL (:class:`~minimallm._http11.Http11Connection`);
+    reconnects when the server closes it."""
 
-    __slots__ = ("_pool", "_url")
+    __slots__ = ("_conn",)
 
     def __init__(self, url: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
-        self._url = httpcore.URL(url)
-        needs_tls = url.startswith("https:")
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=(ssl_context or shared_ssl_context()) if needs_tls else None,
-            max_connections=1,
-            max_keepalive_connections=1,
-            retries=0,
-        )
+        if url.startswith("https:") and ssl_context is None:
+            ssl_context = shared_ssl_context()
+        self._conn = Http11Connection(url, ssl_context=ssl_context)
 
     def __repr__(self) -> str:
-        return f"<SingleConnectionTransport {self._url!r}>"
+        return f"<SingleConnectionTransport {self._conn!r}>"
 
     async def post(self, headers: tuple[tuple[bytes, bytes], ...], body: bytes) -> HttpReply:
-        """POST ``body``; the pool adds Host and Content-Length."""
-        response = await self._pool.request(b"POST", self._url, headers=list(headers), content=body)
-        return HttpReply(response.status, _LazyHeaders(response.headers), response.content)
+        """POST ``body``; the connection adds Host and Content-Length."""
+        status, fields, answer = await self._conn.post(headers, body)
+        return HttpReply(status, _LazyHeaders(fields), answer)
 
     async def aclose(self) -> None:
         """Close the connection."""
-        await self._pool.aclose()
+        await self._conn.aclose()
 
 
 class _LazyHeaders(Mapping[str, str]):
