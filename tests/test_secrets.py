@@ -68,13 +68,16 @@ async def test_a_server_echoing_the_key_does_not_leak_it_into_failures(tmp_path:
 async def test_no_log_line_carries_the_key(
     make_backend: Callable[..., OpenAIMinimaLlm], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)  # every logger, httpcore's included
-    async with make_backend() as backend:
-        await backend.generate(
-            MinimaLlmRequest("r", [{"role": "user", "content": "#mock:fault=401"}])
-        )
-        await backend.generate(MinimaLlmRequest("r", [{"role": "user", "content": "hello"}]))
-    assert caplog.records, "expected debug logs from the HTTP stack"
+    """Every logger at DEBUG (the HTTP stack's included), progress sent to a logger."""
+    caplog.set_level(logging.DEBUG)
+    progress = logging.getLogger("minimallm.test.progress")
+    reqs = [
+        MinimaLlmRequest(f"r{i}", [{"role": "user", "content": c}])
+        for i, c in enumerate(["#mock:fault=401", "hello", "#mock:fault=500*9"])
+    ]
+    async with make_backend(max_attempts=2, batch=BatchConfig(heartbeat_s=0.01)) as backend:
+        await backend.run_batched(reqs, progress=progress)
+    assert any(r.getMessage().startswith("Failure 1:") for r in caplog.records)
     for record in caplog.records:
         assert SECRET not in record.getMessage()
         assert SECRET not in repr(record.args)
