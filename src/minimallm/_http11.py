@@ -27,6 +27,7 @@ the connection at once: a half-read answer can never be reused.
 
 from __future__ import annotations
 
+import logging
 import select
 import ssl
 from collections.abc import Sequence
@@ -36,6 +37,9 @@ import httpcore
 import trio
 
 __all__ = ["MAX_HEAD_BYTES", "Http11Connection", "RawReply"]
+
+_log = logging.getLogger("minimallm.http")
+"""Debug lines per connection (connect, close), never per request; no headers."""
 
 MAX_HEAD_BYTES = 64 * 1024
 """Longest response head (status line + headers) accepted, bytes."""
@@ -142,6 +146,7 @@ class Http11Connection:
     # -- connection -------------------------------------------------------------------
 
     async def _connect(self) -> None:
+        _log.debug("connecting to %s:%d (tls=%s)", self._host, self._port, bool(self._ssl_context))
         try:
             tcp = await trio.open_tcp_stream(self._host, self._port)
         except OSError as exc:
@@ -170,6 +175,7 @@ class Http11Connection:
         self._stream = None
         self._buf.clear()
         if self._sock is not None:
+            _log.debug("closing connection to %s:%d", self._host, self._port)
             self._sock.close()  # trio wakes any waiter on it (notify_closing)
             self._sock = None
 

@@ -1,9 +1,10 @@
 """The runtime: one nursery per backend per trio run, holding every actor.
 
-:meth:`Runtime.serve` is the one place where channels are made and actors started,
-so the whole wiring reads top to bottom. :meth:`Runtime.generate` is the request
-path on trio: build the body once, then attempt → classify → back off → attempt,
-each attempt admitted by the actors.
+:meth:`Runtime.serve` is the one place where actors are built and started, so the
+whole wiring reads top to bottom. :meth:`Runtime.generate` is the request path on
+trio: build the body once, then admit → attempt → classify → back off → admit …;
+each attempt is admitted by the Admission actor and runs on the Worker it lends
+(in the caller's own task, see ``actors/admission.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import trio
 
-from minimallm._attempts import AttemptError, AttemptJob, AttemptReply, AttemptSuccess
+from minimallm._attempts import AttemptError, AttemptOutcome, AttemptSuccess
 from minimallm._config import MinimaLlmConfig
 from minimallm._errors import BackendClosedError
 from minimallm._policy import CooldownState, PacingSchedule, retry_delay
@@ -27,7 +28,7 @@ from minimallm._transport import (
     request_headers,
 )
 from minimallm._types import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
-from minimallm.actors import CooldownGate, Limiter, Overload, Pacer, Worker
+from minimallm.actors import Admission, Cooldown, Limiter, Pacer, Worker
 from minimallm.actors.cooldown import CooldownStatistics
 from minimallm.actors.limiter import LimiterStatistics
 
@@ -65,17 +66,14 @@ class Runtime:
         self._ready = trio.Event()
         self._stopped = trio.Event()
         self._stop_requested = trio.Event()
-        self._jobs: trio.MemorySendChannel[AttemptJob] | None = None
-        self._pending: set[AttemptReply] = set()
-        self._limiter: Limiter | None = None
-        self._gate: CooldownGate | None = None
+        self._admission: Admission | None = None
         self.failure: BaseException | None = None
 
     def __repr__(self) -> str:
         state = (
             "stopped" if self._stopped.is_set() else "running" if self._ready.is_set() else "new"
         )
-        return f"<Runtime {state} pending={len(self._pending)} {self._limiter!r} {self._gate!r}>"
+        return f"<Runtime {state} {self._admission!r}>"
 
     @property
     def closed(self) -> bool:
@@ -85,62 +83,36 @@ class Runtime:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def serve(self) -> None:
-        """Wire every channel and actor in one nursery; run until :meth:`stop`."""
+        """Build every actor and start it in one nursery; run until :meth:`stop`."""
         cfg = self._cfg
-        n_workers = cfg.max_outstanding
+        url = cfg.chat_completions_url
+        workers = [
+            Worker(self._options.transport_factory(url), cfg.timeout_s, self._options.wall_clock)
+            for _ in range(cfg.max_outstanding)
+        ]
+        cooldown = CooldownState(
+            floor_s=cfg.cooldown_floor_s,
+            cap_s=cfg.cooldown_cap_s,
+            halflife_s=cfg.cooldown_halflife_s,
+            initial_s=max(cfg.base_backoff_s, 0.1),
+        )
+        admission = Admission(Limiter(workers), Cooldown(cooldown), Pacer(PacingSchedule(cfg.rpm)))
+        self._admission = admission
         try:
             async with trio.open_nursery() as nursery:
-                jobs_send, to_limiter = trio.open_memory_channel[AttemptJob](0)
-                limiter_out, to_gate = trio.open_memory_channel[AttemptJob](0)
-                gate_out, to_pacer = trio.open_memory_channel[AttemptJob](0)
-                # At most one token per attempt in flight and one overload report per
-                # attempt between two admissions: both buffers are bounded by n_workers.
-                tokens_send, tokens_recv = trio.open_memory_channel[None](n_workers)
-                overload_send, overload_recv = trio.open_memory_channel[Overload](n_workers)
-
-                self._limiter = Limiter(n_workers, to_limiter, limiter_out, tokens_recv)
-                self._gate = CooldownGate(
-                    CooldownState(
-                        floor_s=cfg.cooldown_floor_s,
-                        cap_s=cfg.cooldown_cap_s,
-                        halflife_s=cfg.cooldown_halflife_s,
-                        initial_s=max(cfg.base_backoff_s, 0.1),
-                    ),
-                    to_gate,
-                    gate_out,
-                    overload_recv,
-                )
-                await nursery.start(self._limiter.run)
-                await nursery.start(self._gate.run)
-                if cfg.rpm > 0:
-                    pacer_out, to_workers = trio.open_memory_channel[AttemptJob](0)
-                    await nursery.start(Pacer(PacingSchedule(cfg.rpm), to_pacer, pacer_out).run)
-                else:
-                    to_workers = to_pacer
-                url = cfg.chat_completions_url
-                for _ in range(n_workers):
-                    worker = Worker(
-                        self._options.transport_factory(url),
-                        cfg.timeout_s,
-                        to_workers.clone(),
-                        tokens_send.clone(),
-                        overload_send.clone(),
-                        self._options.wall_clock,
-                    )
-                    await nursery.start(worker.run)
-                await to_workers.aclose()
-                await tokens_send.aclose()
-                await overload_send.aclose()
-                self._jobs = jobs_send
+                await nursery.start(admission.run)
                 self._ready.set()
                 await self._stop_requested.wait()
-                await jobs_send.aclose()
                 nursery.cancel_scope.cancel()
         finally:
+            admission.close()  # callers waiting in line: BackendClosedError
+            for worker in workers:
+                worker.stop()  # attempts in flight end; their callers: BackendClosedError
+            with trio.CancelScope(shield=True):
+                for worker in workers:
+                    await worker.aclose()
             self._stopped.set()
             self._ready.set()  # wake anyone waiting for a start that will not come
-            for reply in list(self._pending):
-                reply.resolve(None)
 
     async def wait_ready(self) -> None:
         """Wait until the actors run; raise BackendClosedError if the runtime ended."""
@@ -159,12 +131,14 @@ class Runtime:
 
     def statistics(self) -> RuntimeStatistics:
         """Limiter and cooldown state now (for stall messages)."""
-        assert self._limiter is not None and self._gate is not None, "runtime not started"
-        return RuntimeStatistics(self._limiter.statistics(), self._gate.statistics())
+        assert self._admission is not None, "runtime not started"
+        return RuntimeStatistics(
+            self._admission.limiter.statistics(), self._admission.cooldown.statistics()
+        )
 
     def stall_view(self) -> tuple[int | None, int | None, float, int]:
         """(HTTP in flight, limit, cooldown deadline, overloads) for stall warnings."""
-        if self._limiter is None or self._gate is None:
+        if self._admission is None:
             return None, None, 0.0, 0
         stats = self.statistics()
         return (
@@ -219,28 +193,17 @@ class Runtime:
                 )
             )
 
-    async def _one_attempt(
-        self, body: bytes, sent_at: list[float]
-    ) -> AttemptSuccess | AttemptError:
-        if self._jobs is None or self.closed:
+    async def _one_attempt(self, body: bytes, sent_at: list[float]) -> AttemptOutcome:
+        admission = self._admission
+        if admission is None or self.closed:
             raise BackendClosedError("the minimallm runtime has stopped")
-        reply = AttemptReply()
-        self._pending.add(reply)
+        worker = admission.try_admit() or await admission.admit()
+        outcome: AttemptOutcome | None = None
         try:
-            try:
-                await self._jobs.send(AttemptJob(body, self._headers, reply))
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                raise BackendClosedError("the minimallm runtime has stopped") from None
-            outcome = await reply.wait()
-        except BaseException:
-            reply.abandon()
-            raise
+            outcome = await worker.attempt(self._headers, body)
+            sent_at.append(worker.sent_at)
         finally:
-            self._pending.discard(reply)
-        if reply.sent_at is not None:
-            sent_at.append(reply.sent_at)
-        if outcome is None:
-            raise BackendClosedError("the minimallm runtime stopped during the request")
+            admission.finish(worker, outcome)
         return outcome
 
     def _failure(

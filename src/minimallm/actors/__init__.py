@@ -1,18 +1,19 @@
-"""The actors: each owns its state and talks only through trio memory channels.
+"""The actors. Admission owns the three gates every HTTP attempt passes; Workers own
+the connections::
 
-Admission pipeline for one HTTP attempt::
+    caller ─► Admission [ Limiter (a free Worker) · Cooldown · Pacer ] ─► Worker.attempt
+                 ▲                                                          │
+                 └──── finish: overload → Cooldown, Worker → Limiter ───────┘
 
-    caller ─► Limiter ─► CooldownGate ─► Pacer ─► Worker (MAX_OUTSTANDING of them)
-                 ▲                                  │
-                 └──────── token (attempt over) ────┤
-                               CooldownGate ◄───────┘ overload (429/502/503/504)
-
-The wiring (which channel goes where) is in one place: ``minimallm._runtime``.
+Admission's fast path is a synchronous check and the attempt runs in the caller's
+task; only callers that must wait park in its line (see ``actors/admission.py`` for
+the measured reason). The wiring is in one place: ``minimallm._runtime``.
 """
 
-from minimallm.actors.cooldown import CooldownGate, Overload
+from minimallm.actors.admission import Admission
+from minimallm.actors.cooldown import Cooldown, Overload
 from minimallm.actors.limiter import Limiter
 from minimallm.actors.pacer import Pacer
 from minimallm.actors.worker import Worker
 
-__all__ = ["CooldownGate", "Limiter", "Overload", "Pacer", "Worker"]
+__all__ = ["Admission", "Cooldown", "Limiter", "Overload", "Pacer", "Worker"]

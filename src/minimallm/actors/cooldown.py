@@ -1,22 +1,20 @@
-"""CooldownGate: after an overload (429/502/503/504) nobody sends until the shared
+"""Cooldown: after an overload (429/502/503/504) nobody sends until the shared
 cooldown deadline has passed.
 
-Workers report overloads on a channel; the gate folds them into a
-:class:`~minimallm._policy.CooldownState` (pure: growth, decay, cap) and holds each
-job until the deadline. Overloads are read before every job and again after every
-wait, so one that arrives while the gate sleeps extends the wait.
+The rules (growth once per congestion episode, decay, cap, Retry-After) are the pure
+:class:`~minimallm._cooldown.CooldownState`; this part of the Admission actor counts
+the overloads and answers "when may the next attempt go". Workers' callers report an
+overload *before* they give their Worker back, so the next attempt admitted already
+sees the new deadline.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import trio
-
-from minimallm._attempts import AttemptJob
 from minimallm._policy import CooldownState
 
-__all__ = ["CooldownGate", "CooldownStatistics", "Overload"]
+__all__ = ["Cooldown", "CooldownStatistics", "Overload"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,48 +35,27 @@ class CooldownStatistics:
     overloads: int
 
 
-class CooldownGate:
-    """Holds jobs until the cooldown deadline; owns the cooldown state."""
+class Cooldown:
+    """The shared cooldown deadline. Owned by the Admission actor."""
 
-    __slots__ = ("_inbox", "_outbox", "_overloads", "_seen", "_state")
+    __slots__ = ("_state", "overloads")
 
-    def __init__(
-        self,
-        state: CooldownState,
-        inbox: trio.MemoryReceiveChannel[AttemptJob],
-        outbox: trio.MemorySendChannel[AttemptJob],
-        overloads: trio.MemoryReceiveChannel[Overload],
-    ) -> None:
+    def __init__(self, state: CooldownState) -> None:
         self._state = state
-        self._inbox = inbox
-        self._outbox = outbox
-        self._overloads = overloads
-        self._seen = 0
+        self.overloads = 0
 
     def __repr__(self) -> str:
-        return f"<CooldownGate deadline={self._state.deadline():.3f} overloads={self._seen}>"
+        return f"<Cooldown deadline={self._state.deadline():.3f} overloads={self.overloads}>"
+
+    def deadline(self) -> float:
+        """Trio time (seconds) before which nobody sends; ``-inf`` before any overload."""
+        return self._state.deadline()
+
+    def report(self, overload: Overload) -> None:
+        """Fold one overload answer into the state (the deadline never moves back)."""
+        self.overloads += 1
+        self._state.on_overload(overload.at, overload.retry_after_s, overload.sent_at)
 
     def statistics(self) -> CooldownStatistics:
-        """The current deadline (after folding in pending overloads)."""
-        self._fold_overloads()
-        return CooldownStatistics(deadline=self._state.deadline(), overloads=self._seen)
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Forward each job once ``now >= deadline``."""
-        async with self._inbox, self._outbox, self._overloads:
-            task_status.started()
-            async for job in self._inbox:
-                self._fold_overloads()
-                while not job.reply.abandoned and self._state.deadline() > trio.current_time():
-                    await trio.sleep_until(self._state.deadline())
-                    self._fold_overloads()
-                await self._outbox.send(job)
-
-    def _fold_overloads(self) -> None:
-        while True:
-            try:
-                event = self._overloads.receive_nowait()
-            except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
-                return
-            self._seen += 1
-            self._state.on_overload(event.at, event.retry_after_s, event.sent_at)
+        """The current deadline and the overload count."""
+        return CooldownStatistics(deadline=self._state.deadline(), overloads=self.overloads)

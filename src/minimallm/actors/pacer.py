@@ -1,46 +1,41 @@
-"""Pacer: RPM pacing on absolute deadlines (the schedule is a pure
-:class:`~minimallm._policy.PacingSchedule`; this actor only sleeps until each slot).
+"""Pacer: RPM pacing on absolute deadlines. The schedule is the pure
+:class:`~minimallm._pacing.PacingSchedule`; this part of the Admission actor only
+says from when the next send may go, and spends a slot when one does.
 
-Jobs reach it only after the Limiter gave them a token and the cooldown gate let them
-through, so the slot it takes is used at once: sends keep the paced spacing on the wire.
+A slot is taken only at the moment an attempt is admitted, i.e. when it can go out
+at once (it already holds a Worker and the cooldown is over): sends keep the paced
+spacing on the wire. Admission happens at ``now >= not_before``, where
+``not_before`` is the previous slot plus the interval, exactly (both are on the
+schedule's 2**-20 s grid): so the spacing between two admissions is at least
+``interval_s >= 60 / rpm`` even though the slot itself is ``now`` rounded up to the
+grid.
 """
 
 from __future__ import annotations
 
-import trio
+import math
 
-from minimallm._attempts import AttemptJob
 from minimallm._policy import PacingSchedule
 
 __all__ = ["Pacer"]
 
 
 class Pacer:
-    """Sends each job on at its slot time."""
+    """When the next send may go. Owned by the Admission actor."""
 
-    __slots__ = ("_inbox", "_outbox", "_schedule", "_sent")
+    __slots__ = ("_schedule", "not_before", "sent")
 
-    def __init__(
-        self,
-        schedule: PacingSchedule,
-        inbox: trio.MemoryReceiveChannel[AttemptJob],
-        outbox: trio.MemorySendChannel[AttemptJob],
-    ) -> None:
+    def __init__(self, schedule: PacingSchedule) -> None:
         self._schedule = schedule
-        self._inbox = inbox
-        self._outbox = outbox
-        self._sent = 0
+        self.not_before = -math.inf
+        """Trio time (seconds) from which the next send may go (``-inf`` without RPM)."""
+        self.sent = 0
 
     def __repr__(self) -> str:
-        return f"<Pacer {self._schedule!r} sent={self._sent}>"
+        return f"<Pacer {self._schedule!r} sent={self.sent}>"
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Take a slot per job (abandoned jobs take none) and forward at that time."""
-        async with self._inbox, self._outbox:
-            task_status.started()
-            async for job in self._inbox:
-                if not job.reply.abandoned:
-                    slot = self._schedule.take_slot(trio.current_time())
-                    await trio.sleep_until(slot)
-                    self._sent += 1
-                await self._outbox.send(job)
+    def take(self, now: float) -> None:
+        """Spend the slot at ``now`` (callers check ``now >= not_before`` first)."""
+        self.sent += 1
+        if self._schedule.rpm:
+            self.not_before = self._schedule.take_slot(now) + self._schedule.interval_s

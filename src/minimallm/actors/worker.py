@@ -1,11 +1,18 @@
-"""Worker: makes HTTP attempts on its own single connection.
+"""Worker: one connection, one HTTP attempt at a time.
 
-There are exactly MAX_OUTSTANDING workers. Each attempt runs inside a cancel scope
-bound to the job's reply (the caller can stop it) and under ``move_on_after(TIMEOUT_S)``
-(the timeout bounds the whole attempt: connect + send + wait + read). When the attempt
-ends, the Worker reports an overload to the cooldown gate (if any), answers the
-caller, and returns its token to the Limiter — in that order, so the next job admitted
-already sees the cooldown.
+There are exactly MAX_OUTSTANDING Workers; the Limiter lends one to each admitted
+attempt. The attempt runs *in the caller's task* (see ``actors/admission.py`` for
+the measured reason), which keeps the guarantees simple:
+
+- ``TIMEOUT_S`` bounds the whole attempt (connect + send + wait + read): one cancel
+  scope with that deadline;
+- a caller that is cancelled (or whose batch aborts) cancels its own attempt at once,
+  and the transport closes the half-used connection on the way out;
+- when the runtime stops, :meth:`Worker.stop` cancels the running attempt and its
+  caller gets :class:`BackendClosedError`.
+
+``sent_at`` is read from the trio clock just before the request goes to the
+transport: failures report these as ``attempt_timestamps``.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ from collections.abc import Callable
 
 import trio
 
-from minimallm._attempts import AttemptError, AttemptJob, AttemptOutcome
+from minimallm._attempts import AttemptOutcome
+from minimallm._errors import BackendClosedError
 from minimallm._transport import (
     TRANSPORT_EXCEPTIONS,
     HttpTransport,
@@ -22,80 +30,60 @@ from minimallm._transport import (
     outcome_from_reply,
     timeout_outcome,
 )
-from minimallm.actors.cooldown import Overload
 
 __all__ = ["Worker"]
 
 
 class Worker:
-    """One connection, one attempt at a time."""
+    """Owns one transport (one connection); lent to one attempt at a time."""
 
-    __slots__ = (
-        "_attempts",
-        "_inbox",
-        "_overloads",
-        "_timeout_s",
-        "_tokens",
-        "_transport",
-        "_wall",
-    )
+    __slots__ = ("_scope", "_stopped", "_timeout_s", "_transport", "_wall", "attempts", "sent_at")
 
     def __init__(
-        self,
-        transport: HttpTransport,
-        timeout_s: float,
-        inbox: trio.MemoryReceiveChannel[AttemptJob],
-        tokens: trio.MemorySendChannel[None],
-        overloads: trio.MemorySendChannel[Overload],
-        wall_clock: Callable[[], float],
+        self, transport: HttpTransport, timeout_s: float, wall_clock: Callable[[], float]
     ) -> None:
         self._transport = transport
         self._timeout_s = timeout_s
-        self._inbox = inbox
-        self._tokens = tokens
-        self._overloads = overloads
         self._wall = wall_clock
-        self._attempts = 0
+        self._scope: trio.CancelScope | None = None
+        self._stopped = False
+        self.attempts = 0
+        self.sent_at = 0.0
+        """Trio time (seconds) the current or last attempt was sent."""
 
     def __repr__(self) -> str:
-        return f"<Worker attempts={self._attempts} {self._transport!r}>"
+        busy = " busy" if self._scope is not None else ""
+        return f"<Worker{busy} attempts={self.attempts} {self._transport!r}>"
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve jobs until the inbox closes; close the connection on the way out."""
-        try:
-            async with self._inbox, self._tokens, self._overloads:
-                task_status.started()
-                async for job in self._inbox:
-                    try:
-                        outcome = None if job.reply.abandoned else await self._attempt(job)
-                        if isinstance(outcome, AttemptError) and outcome.overload:
-                            # Buffered to MAX_OUTSTANDING, one report per attempt in
-                            # flight, drained before each admission: never blocks.
-                            self._overloads.send_nowait(
-                                Overload(
-                                    trio.current_time(), outcome.retry_after_s, job.reply.sent_at
-                                )
-                            )
-                        job.reply.resolve(outcome)
-                    finally:
-                        # Buffered to MAX_OUTSTANDING: at most that many tokens are out,
-                        # so this never blocks.
-                        self._tokens.send_nowait(None)
-        finally:
-            with trio.CancelScope(shield=True):
-                await self._transport.aclose()
+    async def attempt(
+        self, headers: tuple[tuple[bytes, bytes], ...], body: bytes
+    ) -> AttemptOutcome:
+        """One HTTP attempt, bounded by TIMEOUT_S; its outcome (never raises for HTTP
+        or transport trouble). Raises BackendClosedError if the runtime stops meanwhile."""
+        # A caller cancelled after it was admitted (say, by a batch abort) sends nothing.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self.attempts += 1
+        self.sent_at = now = trio.current_time()
+        with trio.CancelScope(deadline=now + self._timeout_s) as scope:
+            self._scope = scope
+            try:
+                reply = await self._transport.post(headers, body)
+            except TRANSPORT_EXCEPTIONS as exc:
+                return outcome_from_exception(exc)
+            finally:
+                self._scope = None
+            return outcome_from_reply(reply, wall_clock=self._wall)
+        if self._stopped:
+            raise BackendClosedError("the minimallm runtime stopped during the request")
+        return timeout_outcome(self._timeout_s)
 
-    async def _attempt(self, job: AttemptJob) -> AttemptOutcome | None:
-        self._attempts += 1
-        with trio.CancelScope() as caller_scope:
-            job.reply.bind_scope(caller_scope)
-            with trio.move_on_after(self._timeout_s) as timeout_scope:
-                job.reply.sent_at = trio.current_time()
-                try:
-                    reply = await self._transport.post(job.headers, job.body)
-                except TRANSPORT_EXCEPTIONS as exc:
-                    return outcome_from_exception(exc)
-                return outcome_from_reply(reply, wall_clock=self._wall)
-            if timeout_scope.cancelled_caught:
-                return timeout_outcome(self._timeout_s)
-        return None  # the caller abandoned the attempt
+    def stop(self) -> None:
+        """The runtime is ending: cancel the running attempt (if any); its caller gets
+        BackendClosedError."""
+        self._stopped = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        await self._transport.aclose()
