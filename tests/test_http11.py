@@ -14,7 +14,7 @@ import httpcore
 import pytest
 import trio
 
-from minimallm._http11 import Http11Connection
+from minimallm._http11 import Http11Connection, _LazyHeaders
 
 Handler = Callable[[trio.SocketStream, int], Awaitable[None]]
 HEADERS = ((b"content-type", b"application/json"), (b"authorization", b"Bearer k"))
@@ -112,9 +112,14 @@ async def scripted(*answers: bytes) -> AsyncIterator[tuple[Http11Connection, Pee
 
 async def test_request_on_the_wire_and_keep_alive() -> None:
     async with scripted(ok(b"one"), ok(b"two", b"x-id: 7\r\n")) as (conn, peer):
-        assert await conn.post(HEADERS, b"hello") == (200, [(b"content-length", b"3")], b"one")
-        status, fields, body = await conn.post(HEADERS, b"again")
-        assert (status, body, (b"x-id", b"7") in fields) == (200, b"two", True)
+        reply = await conn.post(HEADERS, b"hello")
+        assert (reply.status, dict(reply.headers), reply.body) == (
+            200,
+            {"content-length": "3"},
+            b"one",
+        )
+        reply = await conn.post(HEADERS, b"again")
+        assert (reply.status, reply.body, reply.headers["x-id"]) == (200, b"two", "7")
     assert peer.connections == 1
     head, body = peer.requests[0]
     assert head.split(b"\r\n") == [
@@ -133,8 +138,8 @@ async def test_chunked_answer_with_extension_and_trailer() -> None:
         b"4;ext=1\r\nWiki\r\n6\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\nx-t: 1\r\n\r\n"
     )
     async with scripted(answer, ok(b"next")) as (conn, peer):
-        assert (await conn.post(HEADERS, b"x"))[2] == b"Wikipedia in \r\n\r\nchunks."
-        assert (await conn.post(HEADERS, b"y"))[2] == b"next"
+        assert (await conn.post(HEADERS, b"x")).body == b"Wikipedia in \r\n\r\nchunks."
+        assert (await conn.post(HEADERS, b"y")).body == b"next"
     assert peer.connections == 1  # the chunked answer left the connection reusable
 
 
@@ -145,8 +150,10 @@ async def test_interim_1xx_is_skipped_and_204_has_no_body() -> None:
         conn,
         _,
     ):
-        assert (await conn.post(HEADERS, b"x"))[::2] == (200, b"a")
-        assert (await conn.post(HEADERS, b"x"))[::2] == (204, b"")
+        reply = await conn.post(HEADERS, b"x")
+        assert (reply.status, reply.body) == (200, b"a")
+        reply = await conn.post(HEADERS, b"x")
+        assert (reply.status, reply.body) == (204, b"")
 
 
 async def test_answer_framed_by_close_then_reconnect() -> None:
@@ -161,8 +168,8 @@ async def test_answer_framed_by_close_then_reconnect() -> None:
     async with serve(handler) as (url, peer):
         box.append(peer)
         conn = Http11Connection(url)
-        assert (await conn.post(HEADERS, b"x"))[2] == b"until close"
-        assert (await conn.post(HEADERS, b"x"))[2] == b"until close"
+        assert (await conn.post(HEADERS, b"x")).body == b"until close"
+        assert (await conn.post(HEADERS, b"x")).body == b"until close"
         await conn.aclose()
     assert peer.connections == 2
 
@@ -182,8 +189,8 @@ async def test_connection_close_and_http10_are_not_reused(first: bytes) -> None:
     async with serve(handler) as (url, peer):
         box.append(peer)
         conn = Http11Connection(url)
-        assert (await conn.post(HEADERS, b"x"))[2] == b"a"
-        assert (await conn.post(HEADERS, b"x"))[2] == b"b"
+        assert (await conn.post(HEADERS, b"x")).body == b"a"
+        assert (await conn.post(HEADERS, b"x")).body == b"b"
         await conn.aclose()
     assert peer.connections == 2
 
@@ -202,9 +209,9 @@ async def test_idle_connection_closed_by_the_server_is_replaced() -> None:
     async with serve(handler) as (url, peer):
         box.append(peer)
         conn = Http11Connection(url)
-        assert (await conn.post(HEADERS, b"x"))[2] == b"c0"
+        assert (await conn.post(HEADERS, b"x")).body == b"c0"
         await closed.wait()  # on loopback the FIN is queued before close() returns
-        assert (await conn.post(HEADERS, b"x"))[2] == b"c1"
+        assert (await conn.post(HEADERS, b"x")).body == b"c1"
         await conn.aclose()
     assert peer.connections == 2
 
@@ -215,7 +222,7 @@ BROKEN = [
     (b"HTTP/1.1 200 OK\r\ncont", "inside the response head"),
     (b"HTTP/2 200 OK\r\n\r\n", "malformed status line"),
     (b"HTTP/1.1 2x0 OK\r\n\r\n", "malformed status line"),
-    (b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", "malformed header"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length : 1\r\n\r\na", "malformed Content-Length"),
     (b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", "bad Content-Length"),
     (b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab", "conflicting"),
     (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
@@ -318,11 +325,22 @@ async def test_tls_with_the_given_context_and_keep_alive(tmp_path: Path) -> None
     async with serve(answering(ok(b"s1"), ok(b"s2"), peer_box=box), server_ctx) as (url, peer):
         box.append(peer)
         conn = Http11Connection(url, ssl_context=client_ctx)
-        assert (await conn.post(HEADERS, b"x"))[2] == b"s1"
-        assert (await conn.post(HEADERS, b"y"))[2] == b"s2"
+        assert (await conn.post(HEADERS, b"x")).body == b"s1"
+        assert (await conn.post(HEADERS, b"y")).body == b"s2"
         await conn.aclose()
         untrusted = Http11Connection(url, ssl_context=ssl.create_default_context())
         with pytest.raises(httpcore.ConnectError):
             await untrusted.post(HEADERS, b"x")
     assert peer.requests[1][1] == b"y"
     assert peer.connections == 2  # one kept alive, one refused at the handshake
+
+
+def test_headers_are_parsed_only_when_read_with_folding_and_odd_lines() -> None:
+    raw = (
+        b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nX-Long: a\r\n  b\r\nodd line\r\n"
+        b"X-Dup: 1\r\nx-dup: 2"
+    )
+    headers = _LazyHeaders(raw)
+    assert headers._decoded is None
+    assert dict(headers) == {"retry-after": "7", "x-long": "a b", "x-dup": "2"}
+    assert len(headers) == 3

@@ -30,13 +30,13 @@ from __future__ import annotations
 import logging
 import select
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import httpcore
 import trio
 
-__all__ = ["MAX_HEAD_BYTES", "Http11Connection", "RawReply"]
+__all__ = ["MAX_HEAD_BYTES", "Http11Connection", "HttpReply"]
 
 _log = logging.getLogger("minimallm.http")
 """Debug lines per connection (connect, close), never per request; no headers."""
@@ -47,8 +47,54 @@ MAX_HEAD_BYTES = 64 * 1024
 _RECEIVE_BYTES = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 
-RawReply = tuple[int, list[tuple[bytes, bytes]], bytes]
-"""(status, headers as (lower-cased name, value) byte pairs, body)."""
+
+class HttpReply:
+    """A complete HTTP answer: status, headers (names lower-cased), body bytes."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"<HttpReply {self.status} {len(self.body)} bytes>"
+
+
+class _LazyHeaders(Mapping[str, str]):
+    """Response headers parsed from the raw head only if somebody looks (only failures
+    do: Retry-After). A repeated header keeps its last value."""
+
+    __slots__ = ("_decoded", "_raw")
+
+    def __init__(self, raw_head: bytes) -> None:
+        self._raw = raw_head
+        self._decoded: dict[str, str] | None = None
+
+    def _map(self) -> dict[str, str]:
+        if self._decoded is None:
+            decoded: dict[str, str] = {}
+            last = ""
+            for line in self._raw.decode("latin-1").split("\r\n")[1:]:
+                if line[:1] in (" ", "\t") and last:  # obsolete line folding
+                    decoded[last] += " " + line.strip()
+                    continue
+                name, sep, value = line.partition(":")
+                if sep:
+                    last = name.strip().lower()
+                    decoded[last] = value.strip()
+            self._decoded = decoded
+        return self._decoded
+
+    def __getitem__(self, key: str) -> str:
+        return self._map()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map())
+
+    def __len__(self) -> int:
+        return len(self._map())
 
 
 class Http11Connection:
@@ -99,7 +145,7 @@ class Http11Connection:
 
     # -- the request ------------------------------------------------------------------
 
-    async def post(self, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> RawReply:
+    async def post(self, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> HttpReply:
         """Send ``POST`` with ``headers`` (plus Host and Content-Length) and ``body``;
         return the complete answer. Reconnects when the connection is closed."""
         if self._scheme_error is not None:
@@ -116,8 +162,16 @@ class Http11Connection:
                 await stream.send_all(head + body)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise httpcore.WriteError(_reason(exc)) from exc
-            status, fields, reusable = await self._read_head()
-            answer = await self._read_body(status, fields)
+            raw, status, length, chunked, reusable = await self._read_head()
+            if status in _NO_BODY_STATUSES:
+                answer = b""
+            elif chunked:
+                answer = await self._read_chunked()
+            elif length is not None:
+                answer = await self._read_exact(length)
+            else:
+                answer = await self._read_to_close()
+                reusable = False
             if self._buf:  # bytes nobody asked for: the framing cannot be trusted
                 reusable = False
         except BaseException:
@@ -125,7 +179,7 @@ class Http11Connection:
             raise
         if not reusable:
             self._close()
-        return status, fields, answer
+        return HttpReply(status, _LazyHeaders(raw), answer)
 
     async def aclose(self) -> None:
         """Close the connection (idempotent; the next ``post`` reconnects)."""
@@ -188,13 +242,13 @@ class Http11Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise httpcore.ReadError(_reason(exc)) from exc
 
-    async def _read_head(self) -> tuple[int, list[tuple[bytes, bytes]], bool]:
-        """Status, headers, and whether the connection may be reused; 1xx skipped."""
+    async def _read_head(self) -> tuple[bytes, int, int | None, bool, bool]:
+        """The raw head and its framing (see :func:`_scan_head`); 1xx answers skipped."""
         while True:
             raw = await self._read_until(b"\r\n\r\n", MAX_HEAD_BYTES, "response head")
-            status, fields, keep_alive = _parse_head(raw)
+            status, length, chunked, keep_alive = _scan_head(raw)
             if status >= 200:
-                return status, fields, keep_alive
+                return raw, status, length, chunked, keep_alive
             if status == 101:
                 raise httpcore.RemoteProtocolError("unexpected 101 Switching Protocols")
 
@@ -237,24 +291,6 @@ class Http11Connection:
         del buf[:n]
         return out
 
-    async def _read_body(self, status: int, fields: list[tuple[bytes, bytes]]) -> bytes:
-        if status in _NO_BODY_STATUSES:
-            return b""
-        length: int | None = None
-        chunked = False
-        for name, value in fields:
-            if name == b"transfer-encoding":
-                chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
-                if not chunked:
-                    return await self._read_to_close()
-            elif name == b"content-length" and not chunked:
-                length = _content_length(value, length)
-        if chunked:
-            return await self._read_chunked()
-        if length is None:
-            return await self._read_to_close()
-        return await self._read_exact(length)
-
     async def _read_chunked(self) -> bytes:
         parts: list[bytes] = []
         while True:
@@ -275,8 +311,7 @@ class Http11Connection:
                 raise httpcore.RemoteProtocolError("chunk not followed by CRLF")
 
     async def _read_to_close(self) -> bytes:
-        # The answer ends when the server closes: this connection is done afterwards
-        # (the caller sees no Content-Length and no chunking, so reusable is False).
+        # Neither Content-Length nor chunked: the answer ends when the server closes.
         while data := await self._receive():
             self._buf += data
         out = bytes(self._buf)
@@ -284,43 +319,67 @@ class Http11Connection:
         return out
 
 
-def _parse_head(raw: bytes) -> tuple[int, list[tuple[bytes, bytes]], bool]:
-    lines = raw.split(b"\r\n")
-    version, _, rest = lines[0].partition(b" ")
+def _scan_head(raw: bytes) -> tuple[int, int | None, bool, bool]:
+    """(status, Content-Length or None, chunked, keep-alive) of a response head.
+
+    Only the three framing headers are looked up (a find per name in the lower-cased
+    head: ~2 µs for a 20-header answer instead of ~11 µs to parse every line); the
+    rest is parsed only if somebody reads ``HttpReply.headers``. A framing header
+    that is present but malformed (space before the colon, say) is refused, as h11
+    does, rather than mistaken for "read until close"."""
+    end = raw.find(b"\r\n")
+    status_line = raw if end < 0 else raw[:end]
+    version, _, rest = status_line.partition(b" ")
     code = rest[:3]
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-        raise httpcore.RemoteProtocolError(f"malformed status line {lines[0][:80]!r}")
-    if rest[3:4] not in (b"", b" "):
-        raise httpcore.RemoteProtocolError(f"malformed status line {lines[0][:80]!r}")
-    fields: list[tuple[bytes, bytes]] = []
+    if (
+        version not in (b"HTTP/1.1", b"HTTP/1.0")
+        or len(code) != 3
+        or not code.isdigit()
+        or rest[3:4] not in (b"", b" ")
+    ):
+        raise httpcore.RemoteProtocolError(f"malformed status line {status_line[:80]!r}")
+    lower = raw.lower()
     keep_alive = version == b"HTTP/1.1"
-    for line in lines[1:]:
-        if line[:1] in (b" ", b"\t") and fields:  # obsolete line folding
-            name, value = fields[-1]
-            fields[-1] = (name, value + b" " + line.strip())
-            continue
-        name, sep, value = line.partition(b":")
-        name = name.strip().lower()
-        if not sep or not name:
-            raise httpcore.RemoteProtocolError(f"malformed header line {line[:80]!r}")
-        value = value.strip()
-        fields.append((name, value))
-        if name == b"connection":
-            tokens = {t.strip() for t in value.lower().split(b",")}
-            if b"close" in tokens:
-                keep_alive = False
-            elif b"keep-alive" in tokens:
-                keep_alive = True
-    return int(code), fields, keep_alive
+    for value in _values(lower, b"\r\nconnection:"):
+        tokens = {t.strip() for t in value.split(b",")}
+        if b"close" in tokens:
+            keep_alive = False
+        elif b"keep-alive" in tokens:
+            keep_alive = True
+    codings = _values(lower, b"\r\ntransfer-encoding:")
+    lengths = _values(lower, b"\r\ncontent-length:")
+    if (
+        not codings
+        and not lengths
+        and (b"content-length" in lower or b"transfer-encoding" in lower)
+    ):
+        raise httpcore.RemoteProtocolError("malformed Content-Length or Transfer-Encoding header")
+    if codings:
+        # The last coding decides; anything but chunked is read until the server closes.
+        chunked = codings[-1].rsplit(b",", 1)[-1].strip() == b"chunked"
+        return int(code), None, chunked, keep_alive and chunked
+    length: int | None = None
+    for value in lengths:
+        if not value.isdigit():
+            raise httpcore.RemoteProtocolError(f"bad Content-Length {value[:40]!r}")
+        if length is not None and int(value) != length:
+            raise httpcore.RemoteProtocolError("conflicting Content-Length headers")
+        length = int(value)
+    return int(code), length, False, keep_alive
 
 
-def _content_length(value: bytes, previous: int | None) -> int:
-    if not value.isdigit():
-        raise httpcore.RemoteProtocolError(f"bad Content-Length {value[:40]!r}")
-    length = int(value)
-    if previous is not None and previous != length:
-        raise httpcore.RemoteProtocolError("conflicting Content-Length headers")
-    return length
+def _values(lower_head: bytes, key: bytes) -> list[bytes]:
+    """Every value of the header ``key`` (``b"\\r\\nname:"``), stripped."""
+    values: list[bytes] = []
+    i = lower_head.find(key)
+    while i >= 0:
+        start = i + len(key)
+        end = lower_head.find(b"\r\n", start)
+        if end < 0:
+            end = len(lower_head)
+        values.append(lower_head[start:end].strip())
+        i = lower_head.find(key, end)
+    return values
 
 
 def _reason(exc: BaseException) -> str:

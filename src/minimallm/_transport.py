@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import httpcore
 
 from minimallm._attempts import AttemptError, AttemptOutcome, AttemptSuccess
-from minimallm._http11 import Http11Connection
+from minimallm._http11 import Http11Connection, HttpReply
 from minimallm._policy import is_overload_status, is_retryable_status, parse_retry_after
 from minimallm._types import MinimaLlmRequest
 
@@ -41,20 +41,6 @@ __all__ = [
 
 BODY_SNIPPET_CHARS = 300
 """How much of a server's body a failure keeps (reference: first 300 characters)."""
-
-
-class HttpReply:
-    """A complete HTTP answer: status, lower-cased headers, body bytes."""
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def __repr__(self) -> str:
-        return f"<HttpReply {self.status} {len(self.body)} bytes>"
 
 
 class HttpTransport(Protocol):
@@ -77,52 +63,17 @@ def shared_ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-class SingleConnectionTransport:
-    """One keep-alive connection to one URL (:class:`~minimallm._http11.Http11Connection`);
-    reconnects when the server closes it."""
+class SingleConnectionTransport(Http11Connection):
+    """One keep-alive connection to one URL (:class:`~minimallm._http11.Http11Connection`,
+    which adds Host and Content-Length); reconnects when the server closes it. An
+    ``https`` URL uses the process-wide :func:`shared_ssl_context` unless given one."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ()
 
     def __init__(self, url: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
         if url.startswith("https:") and ssl_context is None:
             ssl_context = shared_ssl_context()
-        self._conn = Http11Connection(url, ssl_context=ssl_context)
-
-    def __repr__(self) -> str:
-        return f"<SingleConnectionTransport {self._conn!r}>"
-
-    async def post(self, headers: tuple[tuple[bytes, bytes], ...], body: bytes) -> HttpReply:
-        """POST ``body``; the connection adds Host and Content-Length."""
-        status, fields, answer = await self._conn.post(headers, body)
-        return HttpReply(status, _LazyHeaders(fields), answer)
-
-    async def aclose(self) -> None:
-        """Close the connection."""
-        await self._conn.aclose()
-
-
-class _LazyHeaders(Mapping[str, str]):
-    """Response headers decoded only if somebody looks (only failures do)."""
-
-    __slots__ = ("_decoded", "_raw")
-
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self._raw = raw
-        self._decoded: dict[str, str] | None = None
-
-    def _map(self) -> dict[str, str]:
-        if self._decoded is None:
-            self._decoded = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self._raw}
-        return self._decoded
-
-    def __getitem__(self, key: str) -> str:
-        return self._map()[key]
-
-    def __iter__(self) -> Any:
-        return iter(self._map())
-
-    def __len__(self) -> int:
-        return len(self._raw)
+        super().__init__(url, ssl_context=ssl_context)
 
 
 # -- request side ---------------------------------------------------------------------
