@@ -108,6 +108,7 @@ class Http11Connection:
         "_head_for",
         "_head_prefix",
         "_host",
+        "_idle_poll",
         "_port",
         "_prefix",
         "_scheme_error",
@@ -136,6 +137,7 @@ class Http11Connection:
         self._head_prefix = b""
         self._stream: trio.abc.Stream | None = None
         self._sock: trio.socket.SocketType | None = None
+        self._idle_poll: select.poll | None = None
         self._buf = bytearray()
         self.requests = 0
 
@@ -206,6 +208,8 @@ class Http11Connection:
         except OSError as exc:
             raise httpcore.ConnectError(_reason(exc)) from exc
         self._sock = tcp.socket
+        self._idle_poll = select.poll()  # one per socket: poll(0) is ~1 µs, select ~2 µs
+        self._idle_poll.register(tcp.socket, select.POLLIN)
         if self._ssl_context is None:
             self._stream = tcp
             return
@@ -221,9 +225,8 @@ class Http11Connection:
     def _went_stale(self) -> bool:
         """An idle keep-alive socket that is readable was closed by the server (EOF)
         or carries bytes nobody asked for: either way it cannot be reused."""
-        assert self._sock is not None
-        readable, _, _ = select.select([self._sock], [], [], 0)
-        return bool(readable)
+        assert self._idle_poll is not None
+        return bool(self._idle_poll.poll(0))
 
     def _close(self) -> None:
         self._stream = None
@@ -232,6 +235,7 @@ class Http11Connection:
             _log.debug("closing connection to %s:%d", self._host, self._port)
             self._sock.close()  # trio wakes any waiter on it (notify_closing)
             self._sock = None
+            self._idle_poll = None
 
     # -- the answer -------------------------------------------------------------------
 
