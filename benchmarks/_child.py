@@ -1,20 +1,28 @@
 """One measured client run, in its own process (started by ``_harness.run_child``).
 
-``python benchmarks/_child.py '<json spec>'`` opens the client, sends a warm-up, then
-times the measured requests and prints one JSON line on stdout: counts, wall seconds,
-this process's user and system CPU seconds over the timed part only (all threads,
-so minimallm's bridge thread is included) and its peak RSS (KiB, whole life).
+``python benchmarks/_child.py '<json spec>'`` opens the client (with the spec's
+``options``, if any), sends a warm-up, lets the client ``prepare`` the measured ids
+if it can (e.g. build the request list), then times the measured requests and prints
+one JSON line on stdout: counts, wall seconds, this process's user and system CPU
+seconds over the timed part only (all threads, so minimallm's bridge thread is
+included), its peak RSS (KiB) after the warm-up, after ``prepare`` (just before the
+timed part) and at the end, and whatever extra counts the client reports (e.g.
+``cached``). With ``census`` (trio clients only), it also counts the live trio tasks
+every 0.02 s and the live coroutine objects once, 0.05 s into the timed part, to show
+that nothing is made per request up front.
 """
 
 from __future__ import annotations
 
 import asyncio
 import cProfile
+import gc
 import importlib
 import json
 import resource
 import sys
 import time
+import types
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,30 +30,85 @@ import trio
 
 from clients import CLIENTS
 
+CENSUS_PERIOD_S = 0.02
+"""How often the census counts trio tasks (seconds)."""
+
+CENSUS_COROUTINES_AT_S = 0.05
+"""When (seconds into the timed part) the census counts coroutine objects once: early,
+so the transient list ``gc.get_objects`` builds stays far below the final peak RSS."""
+
 
 def _cpu() -> tuple[float, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime, usage.ru_stime
 
 
+def _maxrss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _count_tasks(task: trio.lowlevel.Task) -> int:
+    return 1 + sum(_count_tasks(t) for n in task.child_nurseries for t in n.child_tasks)
+
+
+class _Census:
+    """Peak live trio tasks, and live coroutine objects at one early moment."""
+
+    def __init__(self) -> None:
+        self.peak_tasks = 0
+        self.coroutines: int | None = None
+
+    async def run(self) -> None:
+        root = trio.lowlevel.current_root_task()
+        assert root is not None
+        start = trio.current_time()
+        while True:
+            self.peak_tasks = max(self.peak_tasks, _count_tasks(root))
+            if self.coroutines is None and trio.current_time() - start >= CENSUS_COROUTINES_AT_S:
+                self.coroutines = sum(isinstance(o, types.CoroutineType) for o in gc.get_objects())
+            await trio.sleep(CENSUS_PERIOD_S)
+
+
+async def _timed_run(client: Any, ids: range, census: _Census | None) -> Any:
+    if census is None:
+        return await client.run(ids)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(census.run)
+        out = await client.run(ids)
+        nursery.cancel_scope.cancel()
+    return out
+
+
+def _split(out: tuple[Any, ...]) -> tuple[int, int, dict[str, Any]]:
+    """``run`` returns ``(ok, failed)`` or ``(ok, failed, {extra counts})``."""
+    return out[0], out[1], (out[2] if len(out) > 2 else {})
+
+
 async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
     module = importlib.import_module("clients." + CLIENTS[spec["client"]].module)
     n, warmup, concurrency = spec["n"], spec["warmup"], spec["concurrency"]
-    async with module.open_client(spec["base_url"], concurrency) as client:
-        warm_ok, warm_failed = await client.run(range(n, n + warmup))
+    options = spec.get("options") or {}
+    census = _Census() if spec.get("census") else None
+    async with module.open_client(spec["base_url"], concurrency, **options) as client:
+        warm_ok, warm_failed, _ = _split(await client.run(range(n, n + warmup)))
+        maxrss_warm = _maxrss_kib()
+        prepare = getattr(client, "prepare", None)
+        if prepare is not None:
+            prepare(range(n))
+        maxrss_before = _maxrss_kib()
         profiler = cProfile.Profile() if spec.get("profile") else None
         user0, sys0 = _cpu()
         t0 = time.perf_counter()
         if profiler is not None:
             profiler.enable()
-        ok, failed = await client.run(range(n))
+        ok, failed, extra = _split(await _timed_run(client, range(n), census))
         if profiler is not None:
             profiler.disable()
         wall = time.perf_counter() - t0
         user1, sys1 = _cpu()
     if profiler is not None:
         profiler.dump_stats(spec["profile"])
-    return {
+    result = {
         "client": spec["client"],
         "ok": ok,
         "failed": failed,
@@ -53,8 +116,15 @@ async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         "wall_s": wall,
         "cpu_user_s": user1 - user0,
         "cpu_sys_s": sys1 - sys0,
-        "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "maxrss_warm_kib": maxrss_warm,
+        "maxrss_before_kib": maxrss_before,
+        "maxrss_kib": _maxrss_kib(),
+        **extra,
     }
+    if census is not None:
+        result["peak_tasks"] = census.peak_tasks
+        result["coroutines"] = census.coroutines
+    return result
 
 
 def main(argv: list[str]) -> None:
@@ -65,6 +135,8 @@ def main(argv: list[str]) -> None:
     if loop == "trio":
         result = trio.run(fn)
     elif loop == "asyncio":
+        if spec.get("census"):
+            raise SystemExit("census needs a trio client")
         result = asyncio.run(fn())  # type: ignore[arg-type]
     else:
         raise SystemExit(f"unknown LOOP {loop!r}")

@@ -59,6 +59,10 @@ class Run:
     maxrss_kib: int
     server_cpu_s: float | None
     server_requests: int
+    cached: int = 0
+    """Timed requests answered from the prompt cache (clients that report it)."""
+    maxrss_before_kib: int = 0
+    """Peak RSS just before the timed part (after warm-up and ``prepare``), KiB."""
 
     @property
     def rps(self) -> float:
@@ -125,8 +129,14 @@ def run_child(
     *,
     profile: Path | None = None,
     timeout_s: float | None = None,
+    options: dict[str, Any] | None = None,
+    census: bool = False,
 ) -> dict[str, Any]:
-    """Run one client in a fresh process and return its JSON result."""
+    """Run one client in a fresh process and return its JSON result.
+
+    ``options`` go to the client's ``open_client`` as keyword arguments (e.g.
+    ``cache_dir``); ``census`` counts live trio tasks and coroutines while timed.
+    """
     spec = {
         "client": client,
         "base_url": base_url,
@@ -134,11 +144,15 @@ def run_child(
         "concurrency": scenario.concurrency,
         "warmup": scenario.warmup,
         "profile": str(profile) if profile else None,
+        "options": options or {},
+        "census": census,
     }
     if timeout_s is None:
-        # Ten times the ideal duration, at least a minute: only a hang trips it.
+        # Ten times the ideal duration (at latency 0: 5 ms per request), at least a
+        # minute: only a hang trips it.
         ideal = scenario.ideal_rps
-        timeout_s = max(60.0, 10 * (scenario.n + scenario.warmup) / ideal if ideal else 0.0)
+        total = scenario.n + scenario.warmup
+        timeout_s = max(60.0, 10 * total / ideal if ideal else 0.005 * total)
     proc = subprocess.run(
         [sys.executable, str(HERE / "_child.py"), json.dumps(spec)],
         capture_output=True,
@@ -163,6 +177,36 @@ def _server_cpu(pid: int) -> float | None:
     return float(times.user + times.system)
 
 
+def run_once(
+    client: str,
+    server: MockServerProcess,
+    scenario: Scenario,
+    *,
+    options: dict[str, Any] | None = None,
+    timeout_s: float | None = None,
+) -> Run:
+    """One row, one round: run ``client`` in a fresh process against ``server``."""
+    cpu0 = _server_cpu(server.pid)
+    seen0 = server.stats.requests_total
+    out = run_child(client, server.base_url, scenario, options=options, timeout_s=timeout_s)
+    cpu1 = _server_cpu(server.pid)
+    return Run(
+        client=client,
+        ok=out["ok"],
+        failed=out["failed"],
+        warmup_failed=out["warmup_failed"],
+        wall_s=out["wall_s"],
+        cpu_s=out["cpu_user_s"] + out["cpu_sys_s"],
+        maxrss_kib=out["maxrss_kib"],
+        # The server also counts the warm-up, and idles during the child's start-up:
+        # server_busy slightly understates a saturated server.
+        server_cpu_s=None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
+        server_requests=server.stats.requests_total - seen0,
+        cached=out.get("cached", 0),
+        maxrss_before_kib=out.get("maxrss_before_kib", 0),
+    )
+
+
 def run_scenario(
     clients: Sequence[str],
     scenario: Scenario,
@@ -179,23 +223,7 @@ def run_scenario(
         for r in range(rounds):
             order = [clients[(r + k) % len(clients)] for k in range(len(clients))]
             for client in order:
-                cpu0 = _server_cpu(server.pid)
-                seen0 = server.stats.requests_total
-                out = run_child(client, server.base_url, scenario)
-                cpu1 = _server_cpu(server.pid)
-                run = Run(
-                    client=client,
-                    ok=out["ok"],
-                    failed=out["failed"],
-                    warmup_failed=out["warmup_failed"],
-                    wall_s=out["wall_s"],
-                    cpu_s=out["cpu_user_s"] + out["cpu_sys_s"],
-                    maxrss_kib=out["maxrss_kib"],
-                    # The server also counts the warm-up, and idles during the child's
-                    # start-up: server_busy slightly understates a saturated server.
-                    server_cpu_s=None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
-                    server_requests=server.stats.requests_total - seen0,
-                )
+                run = run_once(client, server, scenario)
                 runs[client].append(run)
                 if log is not None:
                     print(

@@ -1,8 +1,10 @@
 """The benchmark harness runs end to end (tiny N, latency 0) and its summary maths is right.
 
-The full benchmark (``python benchmarks/bench_generate.py``) takes minutes; this only
-proves every row completes its requests against a mock server process, each call makes
-exactly one HTTP request, and the reported numbers are sane.
+The full benchmarks take minutes; these only prove that every row of
+``bench_generate.py`` completes its requests against a mock server process with exactly
+one HTTP request per call, that ``bench_cache.py``'s rerun is answered entirely from the
+cache by a new process, and that ``bench_batch_memory.py`` sees no task or coroutine per
+request; and that the reported numbers are sane.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
 
     yield _harness
     for name in [
-        m for m in sys.modules if m in ("_harness", "clients") or m.startswith("clients.")
+        m
+        for m in sys.modules
+        if m in ("_harness", "bench_cache", "clients") or m.startswith("clients.")
     ]:
         del sys.modules[name]
 
@@ -115,3 +119,76 @@ def test_medians_efficiency_and_ratios(harness: ModuleType) -> None:
     assert "| 100 ms | minimallm-trio | 512 | 0.800 | 1000 | 4.00 | 40 | 40 % | 0 |" in table
     short = dataclasses.replace(_run(harness, "x", 1.0, 0.1), ok=630, failed=5, warmup_failed=1)
     assert harness.Row("x", scenario, (short,)).failures == 5 + 5 + 1  # failed, missing, warm-up
+
+
+def _bench(script: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    return proc
+
+
+def test_cache_bench_rerun_is_all_hits_and_write_rows_complete(tmp_path: Path) -> None:
+    out = tmp_path / "cache.json"
+    n, conc = 300, 8
+    args = ["--quick", "--n", str(n), "--concurrency", str(conc), "--quiet", "--json", str(out)]
+    proc = _bench("bench_cache.py", args)
+    result = json.loads(out.read_text())
+    rerun = result["rerun"]
+    # The fill sends every request (warm-up included); a new process then answers
+    # all of them from the cache without one HTTP request.
+    (fill,) = rerun["fill"]["runs"]
+    assert (fill["ok"], fill["server_requests"]) == (n, n + conc)
+    assert rerun["cached"] == [n]
+    assert rerun["http_requests"] == [0]
+    assert rerun["rerun"]["failures"] == 0
+    assert 0 < rerun["cpu_us_per_hit"] < 10_000
+    assert rerun["hits_per_s"] == pytest.approx(rerun["rerun"]["rps"])
+    write = {row["client"]: row for row in result["write"]}
+    assert set(write) == {"minimallm-batched", "minimallm-batched-cache"}
+    for row in write.values():
+        assert row["failures"] == 0, row
+        (run,) = row["runs"]
+        assert run["server_requests"] == n + conc, row  # a fresh cache: every answer is new
+    assert "(a) fully cached rerun" in proc.stdout
+    assert "| rerun, new process |" in proc.stdout
+    assert "req/s with cache ÷ without" in proc.stdout
+
+
+def test_batch_memory_bench_makes_nothing_per_request_up_front(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    n, conc = 2000, 8
+    args = ["--n", str(n), "--small", "100", "--concurrency", str(conc), "--json", str(out)]
+    proc = _bench("bench_batch_memory.py", args)
+    small, large = json.loads(out.read_text())
+    assert (small["n"], small["ok"], large["n"], large["ok"]) == (100, 100, n, n)
+    for r in (small, large):
+        assert r["maxrss_warm_kib"] <= r["maxrss_before_kib"] <= r["maxrss_kib"]
+    # A task or coroutine per request made up front would show thousands here.
+    assert 0 < large["peak_tasks"] < 10 * conc
+    assert large["coroutines"] is not None
+    assert 0 < large["coroutines"] < n // 4
+    assert "bytes per request" in proc.stdout
+
+
+def test_cache_bench_ratio_lines(harness: ModuleType) -> None:
+    import bench_cache
+
+    scenario = harness.Scenario(n=640, concurrency=64, latency_s=0.0, warmup=64)
+    plain = harness.Row(
+        "minimallm-batched", scenario, (_run(harness, "minimallm-batched", 1.0, 0.32),)
+    )
+    cached = harness.Row(
+        "minimallm-batched-cache",
+        scenario,
+        (_run(harness, "minimallm-batched-cache", 1.25, 0.48),),
+    )
+    lines = bench_cache.write_lines([plain, cached])
+    assert "512 / 640 = **0.800**" in lines[0]  # req/s with ÷ without
+    assert "750 / 500 = **1.500**" in lines[1]  # CPU µs/req with ÷ without
+    assert "≈ 250 µs per answer written" in lines[1]

@@ -3,10 +3,12 @@
 A client module defines:
 
 - ``LOOP``: ``"trio"`` or ``"asyncio"`` — which event loop the child process runs;
-- ``open_client(base_url, concurrency)``: an async context manager yielding an object
-  with ``async def run(ids: range) -> tuple[int, int]`` that sends one chat request per
-  id (prompt ``f"question {id}"``) with at most ``concurrency`` in flight and returns
-  ``(succeeded, failed)``.
+- ``open_client(base_url, concurrency, **options)``: an async context manager yielding
+  an object with ``async def run(ids: range)`` that sends one chat request per id
+  (prompt ``f"question {id}"``) with at most ``concurrency`` in flight and returns
+  ``(succeeded, failed)`` or ``(succeeded, failed, {extra counts})``. ``options`` (e.g.
+  ``cache_dir``) come from the benchmark script; most clients take none. The object
+  may also have ``prepare(ids)``, called untimed just before ``run(ids)``.
 
 The child process (``_child.py``) opens the client, runs a warm-up (connections
 opened, runtime started), then times ``run`` on the measured ids.
@@ -67,6 +69,12 @@ CLIENTS: dict[str, ClientInfo] = {
         "minimallm",
         True,
         "OpenAIMinimaLlm.run_batched under trio (num_workers = concurrency)",
+    ),
+    "minimallm-batched-cache": ClientInfo(
+        "minimallm_batched_cache",
+        "minimallm",
+        False,  # bench_cache.py's row: the same batch writing every answer to the cache
+        "run_batched under trio with cache_dir (a fresh directory unless given one)",
     ),
     "aiohttp-asyncio": ClientInfo(
         "aiohttp_asyncio",

@@ -7,12 +7,13 @@ from minimallm._config import BatchConfig, MinimaLlmConfig
 from minimallm._types import MinimaLlmRequest
 
 
-def bench_config(base_url: str, concurrency: int) -> MinimaLlmConfig:
-    """MAX_OUTSTANDING = num_workers = concurrency, no pacing, no cache, no heartbeat,
-    no abort: only the request path is measured."""
+def bench_config(base_url: str, concurrency: int, cache_dir: str | None = None) -> MinimaLlmConfig:
+    """MAX_OUTSTANDING = num_workers = concurrency, no pacing, no heartbeat, no abort,
+    and no cache unless ``cache_dir`` is given: only the request path is measured."""
     return MinimaLlmConfig(
         base_url=base_url,
         model=PROMPT_MODEL,
+        cache_dir=cache_dir,
         max_outstanding=concurrency,
         rpm=0,
         timeout_s=60.0,

@@ -1,14 +1,19 @@
 """minimallm's batch runner under trio: ``await backend.run_batched(requests)`` with
-``num_workers`` = MAX_OUTSTANDING = concurrency, heartbeat off, never aborting."""
+``num_workers`` = MAX_OUTSTANDING = concurrency, heartbeat off, never aborting.
+
+``prepare(ids)`` builds the request list before the timed part, so only the batch is
+timed; ``run`` also reports how many answers came from the prompt cache.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from clients._minimallm_common import bench_config, make_request
 from minimallm._backend import OpenAIMinimaLlm
-from minimallm._types import MinimaLlmResponse
+from minimallm._types import MinimaLlmRequest, MinimaLlmResponse
 
 LOOP = "trio"
 
@@ -16,15 +21,28 @@ LOOP = "trio"
 class _Client:
     def __init__(self, backend: OpenAIMinimaLlm) -> None:
         self._backend = backend
+        self._prepared: tuple[range, list[MinimaLlmRequest]] | None = None
 
-    async def run(self, ids: range) -> tuple[int, int]:
-        results = await self._backend.run_batched([make_request(i) for i in ids])
+    def prepare(self, ids: range) -> None:
+        """Build the requests for ``ids`` now (untimed); ``run(ids)`` will use them."""
+        self._prepared = (ids, [make_request(i) for i in ids])
+
+    async def run(self, ids: range) -> tuple[int, int, dict[str, Any]]:
+        if self._prepared is not None and self._prepared[0] == ids:
+            reqs = self._prepared[1]
+        else:
+            reqs = [make_request(i) for i in ids]
+        results = await self._backend.run_batched(reqs)
         ok = sum(isinstance(r, MinimaLlmResponse) for r in results)
-        return ok, len(ids) - ok
+        cached = sum(isinstance(r, MinimaLlmResponse) and r.cached for r in results)
+        return ok, len(ids) - ok, {"cached": cached}
 
 
 @asynccontextmanager
-async def open_client(base_url: str, concurrency: int) -> AsyncIterator[_Client]:
-    """A backend whose batch settings match the other rows."""
-    async with OpenAIMinimaLlm(bench_config(base_url, concurrency)) as backend:
+async def open_client(
+    base_url: str, concurrency: int, cache_dir: str | None = None
+) -> AsyncIterator[_Client]:
+    """A backend whose batch settings match the other rows (prompt cache in
+    ``cache_dir`` if given, none otherwise)."""
+    async with OpenAIMinimaLlm(bench_config(base_url, concurrency, cache_dir)) as backend:
         yield _Client(backend)
