@@ -6,12 +6,13 @@ import itertools
 import math
 import random
 
+import httpcore
 import pytest
 import trio
 import trio.testing
 
 from fakes import FakeServer, FakeTransport, Script
-from minimallm import MinimaLlmRequest, MinimaLlmResponse
+from minimallm import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse
 from minimallm._attempts import AttemptError
 from minimallm._backend import OpenAIMinimaLlm
 from minimallm._config import MinimaLlmConfig
@@ -19,6 +20,7 @@ from minimallm._cooldown import CooldownState
 from minimallm._errors import BackendClosedError
 from minimallm._pacing import PacingSchedule
 from minimallm._runtime import RuntimeOptions
+from minimallm._transport import HttpReply
 from minimallm.actors import Admission, Cooldown, Limiter, Overload, Pacer, Worker
 
 
@@ -216,3 +218,95 @@ async def test_waiting_in_line_learns_the_backend_closed(
         await backend.aclose()
     assert outcomes == ["closed"] * 3 and len(server.sent) == 1
     assert all(t.closed for t in server.transports)
+
+
+class InterruptibleFake(FakeTransport):
+    """A fake transport that, like the HTTP client, can be interrupted from another
+    task (so its Worker is watched by the Watchdog instead of a cancel scope)."""
+
+    def __init__(self, server: FakeServer) -> None:
+        super().__init__(server)
+        self._scope: trio.CancelScope | None = None
+        self.interrupts = 0
+
+    async def post(self, headers: tuple[tuple[bytes, bytes], ...], body: bytes) -> HttpReply:
+        with trio.CancelScope() as self._scope:
+            return await self.server.handle(body)
+        raise httpcore.ReadError("interrupted")
+
+    def interrupt(self) -> None:
+        self.interrupts += 1
+        if self._scope is not None:
+            self._scope.cancel()
+
+
+def watched_backend(server: FakeServer, **cfg: object) -> OpenAIMinimaLlm:
+    transports: list[InterruptibleFake] = []
+
+    def factory(url: str) -> InterruptibleFake:
+        transports.append(InterruptibleFake(server))
+        server.transports.append(transports[-1])
+        return transports[-1]
+
+    base: dict[str, object] = {"base_url": "http://fake.invalid", "model": "m", "rpm": 0}
+    base.update(cfg)
+    return OpenAIMinimaLlm(
+        MinimaLlmConfig(**base),  # type: ignore[arg-type]
+        options=RuntimeOptions(factory, random.Random(0)),  # type: ignore[arg-type]
+    )
+
+
+async def test_watchdog_ends_each_attempt_exactly_at_its_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = FakeServer(lambda c, n: Script(latency=100.0 if c != "quick" else 0.5))
+    results: dict[str, object] = {}
+    async with watched_backend(server, timeout_s=2.0, max_attempts=1) as backend:
+
+        async def call(content: str, at: float) -> None:
+            await trio.sleep(at)
+            req = MinimaLlmRequest(content, [{"role": "user", "content": content}])
+            results[content] = await backend.generate(req)
+
+        async with trio.open_nursery() as nursery:
+            for content, at in (("a", 0.0), ("quick", 0.2), ("b", 0.5), ("c", 1.0)):
+                nursery.start_soon(call, content, at)
+    ends = {s.content: (s.start, s.end, s.cancelled) for s in server.sent}
+    assert ends == {
+        "a": (0.0, 2.0, True),
+        "quick": (0.2, 0.7, False),
+        "b": (0.5, 2.5, True),
+        "c": (1.0, 3.0, True),
+    }
+    for content in "abc":
+        failure = results[content]
+        assert isinstance(failure, MinimaLlmFailure)
+        assert (failure.error_type, failure.status) == ("TimeoutError", 408)
+    assert isinstance(results["quick"], MinimaLlmResponse)
+    assert sum(t.interrupts for t in server.transports) == 3  # type: ignore[attr-defined]
+
+
+async def test_watched_attempt_learns_the_backend_closed_and_caller_cancel_still_works(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = FakeServer(lambda c, n: Script(latency=50.0))
+    backend = watched_backend(server, timeout_s=60.0)
+    outcome: list[BaseException] = []
+
+    async def call() -> None:
+        try:
+            await backend.generate(MinimaLlmRequest("r", [{"role": "user", "content": "x"}]))
+        except BackendClosedError as exc:
+            outcome.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+        await trio.sleep(1.0)
+        await backend.aclose()
+    assert len(outcome) == 1 and server.sent[0].end == 1.0 and server.in_flight == 0
+
+    async with watched_backend(server, timeout_s=60.0) as backend:
+        with trio.move_on_after(3.0):
+            await backend.generate(MinimaLlmRequest("r", [{"role": "user", "content": "y"}]))
+        assert server.sent[1].cancelled and server.sent[1].end == 4.0
+        assert server.in_flight == 0

@@ -344,3 +344,52 @@ def test_headers_are_parsed_only_when_read_with_folding_and_odd_lines() -> None:
     assert headers._decoded is None
     assert dict(headers) == {"retry-after": "7", "x-long": "a b", "x-dup": "2"}
     assert len(headers) == 3
+
+
+async def test_interrupt_from_another_task_ends_a_waiting_request() -> None:
+    box: list[Peer] = []
+    eof, asked = trio.Event(), trio.Event()
+
+    async def handler(stream: trio.SocketStream, index: int) -> None:
+        buf = bytearray()
+        await read_request(stream, box[0], buf)  # never answers
+        asked.set()
+        if not await read_request(stream, box[0], buf):
+            eof.set()
+
+    async with serve(handler) as (url, peer):
+        box.append(peer)
+        conn = Http11Connection(url)
+        async with trio.open_nursery() as nursery:
+
+            async def interrupt_soon() -> None:
+                await asked.wait()
+                conn.interrupt()
+
+            nursery.start_soon(interrupt_soon)
+            with pytest.raises(httpcore.ReadError), trio.fail_after(5):
+                await conn.post(HEADERS, b"x")
+        with trio.fail_after(5):
+            await eof.wait()  # the server saw the connection close
+        assert "closed" in repr(conn)
+
+
+async def test_interrupt_during_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    started = trio.Event()
+
+    async def slow_connect(host: str, port: int) -> trio.SocketStream:
+        started.set()
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(trio, "open_tcp_stream", slow_connect)
+    conn = Http11Connection("http://example.invalid/v1")
+    async with trio.open_nursery() as nursery:
+
+        async def interrupt_when_connecting() -> None:
+            await started.wait()
+            conn.interrupt()
+
+        nursery.start_soon(interrupt_when_connecting)
+        with pytest.raises(httpcore.ConnectError, match="interrupted"), trio.fail_after(5):
+            await conn.post(HEADERS, b"x")

@@ -105,6 +105,7 @@ class Http11Connection:
 
     __slots__ = (
         "_buf",
+        "_connecting",
         "_head_for",
         "_head_prefix",
         "_host",
@@ -138,6 +139,7 @@ class Http11Connection:
         self._stream: trio.abc.Stream | None = None
         self._sock: trio.socket.SocketType | None = None
         self._idle_poll: select.poll | None = None
+        self._connecting: trio.CancelScope | None = None
         self._buf = bytearray()
         self.requests = 0
 
@@ -158,7 +160,8 @@ class Http11Connection:
                 self._close()
                 await self._connect()
             stream = self._stream
-            assert stream is not None
+            if stream is None:
+                raise httpcore.WriteError("connection interrupted")
             self.requests += 1
             try:
                 await stream.send_all(head + body)
@@ -187,6 +190,17 @@ class Http11Connection:
         """Close the connection (idempotent; the next ``post`` reconnects)."""
         self._close()
 
+    def interrupt(self) -> None:
+        """End the request in progress from another task, at once: a connect is
+        cancelled, an open socket is closed (trio wakes a send or receive waiting on it,
+        which fails with WriteError/ReadError). The next ``post`` reconnects.
+
+        This is how a Worker bounds an attempt by TIMEOUT_S without a cancel scope per
+        request (see ``actors/worker.py``)."""
+        if self._connecting is not None:
+            self._connecting.cancel()
+        self._close()
+
     def _head(self, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
         # A backend sends the same header tuple every time: join it once.
         if headers is not self._head_for:
@@ -203,6 +217,19 @@ class Http11Connection:
 
     async def _connect(self) -> None:
         _log.debug("connecting to %s:%d (tls=%s)", self._host, self._port, bool(self._ssl_context))
+        # DNS runs in a thread and connect() is not a socket we own yet: interrupt()
+        # can only stop them through a cancel scope (one per connection, not per request).
+        with trio.CancelScope() as scope:
+            self._connecting = scope
+            try:
+                await self._open()
+            finally:
+                self._connecting = None
+        if scope.cancel_called:  # even if the connect won the race: interrupt() wins
+            self._close()
+            raise httpcore.ConnectError("connect interrupted")
+
+    async def _open(self) -> None:
         try:
             tcp = await trio.open_tcp_stream(self._host, self._port)
         except OSError as exc:
@@ -240,9 +267,11 @@ class Http11Connection:
     # -- the answer -------------------------------------------------------------------
 
     async def _receive(self) -> bytes | bytearray:
-        assert self._stream is not None
+        stream = self._stream
+        if stream is None:
+            raise httpcore.ReadError("connection interrupted")
         try:
-            return await self._stream.receive_some(_RECEIVE_BYTES)
+            return await stream.receive_some(_RECEIVE_BYTES)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise httpcore.ReadError(_reason(exc)) from exc
 

@@ -28,7 +28,7 @@ from minimallm._transport import (
     request_headers,
 )
 from minimallm._types import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
-from minimallm.actors import Admission, Cooldown, Limiter, Pacer, Worker
+from minimallm.actors import Admission, Cooldown, Limiter, Pacer, Watchdog, Worker
 from minimallm.actors.cooldown import CooldownStatistics
 from minimallm.actors.limiter import LimiterStatistics
 
@@ -86,10 +86,17 @@ class Runtime:
         """Build every actor and start it in one nursery; run until :meth:`stop`."""
         cfg = self._cfg
         url = cfg.chat_completions_url
+        watchdog = Watchdog()
         workers = [
-            Worker(self._options.transport_factory(url), cfg.timeout_s, self._options.wall_clock)
+            Worker(
+                self._options.transport_factory(url),
+                cfg.timeout_s,
+                self._options.wall_clock,
+                watchdog,
+            )
             for _ in range(cfg.max_outstanding)
         ]
+        watchdog.watch(workers)
         cooldown = CooldownState(
             floor_s=cfg.cooldown_floor_s,
             cap_s=cfg.cooldown_cap_s,
@@ -101,6 +108,7 @@ class Runtime:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(admission.run)
+                await nursery.start(watchdog.run)
                 self._ready.set()
                 await self._stop_requested.wait()
                 nursery.cancel_scope.cancel()
