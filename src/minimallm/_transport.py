@@ -44,7 +44,12 @@ BODY_SNIPPET_CHARS = 300
 
 
 class HttpTransport(Protocol):
-    """What a Worker needs from HTTP: POST a body, get the whole answer, close."""
+    """What a Worker needs from HTTP: POST a body, get the whole answer, close.
+
+    A transport may also offer ``interrupt() -> None``: end the request in progress
+    from another task at once (its ``post`` then raises one of
+    :data:`TRANSPORT_EXCEPTIONS`). Workers on such a transport are bounded by the
+    Watchdog; others by a cancel scope per attempt (see ``actors/worker.py``)."""
 
     async def post(self, headers: tuple[tuple[bytes, bytes], ...], body: bytes) -> HttpReply:
         """Send one POST to the chat-completions URL and read the whole answer."""
