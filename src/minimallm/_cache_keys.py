@@ -15,9 +15,34 @@ from minimallm._types import MinimaLlmRequest
 
 __all__ = ["cache_key", "canonical_request_json"]
 
-# Exactly json.dumps(obj, sort_keys=True, ensure_ascii=True, separators=(",", ":")),
-# built once: json.dumps builds a new encoder per call (measured ~45% of the key's cost).
+# Exactly json.dumps(obj, sort_keys=True, ensure_ascii=True, separators=(",", ":")).
+# json.dumps, and even a reused JSONEncoder, build a new C encoder on every call: ~40%
+# of a key's cost (4.8 -> 2.8 us measured), which matters for a fully cached rerun.
+# So build the C encoder once; without circular-reference markers, because keys are
+# computed on several threads at once (a cyclic message fails with RecursionError).
 _CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(
+        None,  # markers: no circular check (thread-safe)
+        _CANONICAL.default,
+        json.encoder.encode_basestring_ascii,
+        None,  # indent
+        ":",
+        ",",
+        True,  # sort_keys
+        False,  # skipkeys
+        True,  # allow_nan
+    )
+)
+
+
+def _encode(obj: dict[str, Any]) -> str:
+    if _C_ENCODE is None:
+        return _CANONICAL.encode(obj)
+    return "".join(_C_ENCODE(obj, 0))
 
 
 def canonical_request_json(model: str, req: MinimaLlmRequest) -> str:
@@ -36,7 +61,7 @@ def canonical_request_json(model: str, req: MinimaLlmRequest) -> str:
         obj["max_tokens"] = req.max_tokens
     if req.extra:
         obj["extra"] = dict(req.extra)
-    return _CANONICAL.encode(obj)
+    return _encode(obj)
 
 
 def cache_key(model: str, req: MinimaLlmRequest) -> str:
