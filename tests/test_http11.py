@@ -14,7 +14,8 @@ import httpcore
 import pytest
 import trio
 
-from minimallm._http11 import Http11Connection, _LazyHeaders
+from minimallm._http11 import Http11Connection
+from minimallm._http_reply import LazyHeaders
 
 Handler = Callable[[trio.SocketStream, int], Awaitable[None]]
 HEADERS = ((b"content-type", b"application/json"), (b"authorization", b"Bearer k"))
@@ -340,7 +341,7 @@ def test_headers_are_parsed_only_when_read_with_folding_and_odd_lines() -> None:
         b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nX-Long: a\r\n  b\r\nodd line\r\n"
         b"X-Dup: 1\r\nx-dup: 2"
     )
-    headers = _LazyHeaders(raw)
+    headers = LazyHeaders(raw)
     assert headers._decoded is None
     assert dict(headers) == {"retry-after": "7", "x-long": "a b", "x-dup": "2"}
     assert len(headers) == 3

@@ -2,11 +2,12 @@
 connection and read the whole answer.
 
 Why not httpcore: measured against the mock server at latency 0 on a 2-core box, one
-request through ``httpcore.AsyncConnectionPool(max_connections=1)`` costs ~800 µs of
-CPU (about 1,500 Python calls: Trace objects, h11's event machine, header
-normalisation, two socket sends); this client costs ~140 µs in the same run. A
-Worker makes every HTTP attempt of minimallm, so that is most of the CPU a batch
-spends.
+request through ``httpcore.AsyncConnectionPool(max_connections=1)`` costs ~800-900 µs
+of CPU (about 1,500 Python calls: Trace objects, h11's event machine, header
+normalisation, two socket sends); a request through this client costs ~140 µs in the
+same run, and the whole of minimallm's request path on it ~105-120 µs once the rest
+was trimmed (benchmarks/, ``httpcore-trio`` row). A Worker makes every HTTP attempt of
+minimallm, so that is most of the CPU a batch spends.
 
 What it does: plain ``http`` and ``https`` (TLS through the shared ``SSLContext``);
 the request head and body in one send; responses framed by ``Content-Length``, by
@@ -31,11 +32,13 @@ import logging
 import select
 import socket
 import ssl
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import httpcore
 import trio
+
+from minimallm._http_reply import HttpReply, LazyHeaders, scan_head
 
 __all__ = ["MAX_HEAD_BYTES", "Http11Connection", "HttpReply"]
 
@@ -47,55 +50,6 @@ MAX_HEAD_BYTES = 64 * 1024
 
 _RECEIVE_BYTES = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
-
-
-class HttpReply:
-    """A complete HTTP answer: status, headers (names lower-cased), body bytes."""
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def __repr__(self) -> str:
-        return f"<HttpReply {self.status} {len(self.body)} bytes>"
-
-
-class _LazyHeaders(Mapping[str, str]):
-    """Response headers parsed from the raw head only if somebody looks (only failures
-    do: Retry-After). A repeated header keeps its last value."""
-
-    __slots__ = ("_decoded", "_raw")
-
-    def __init__(self, raw_head: bytes) -> None:
-        self._raw = raw_head
-        self._decoded: dict[str, str] | None = None
-
-    def _map(self) -> dict[str, str]:
-        if self._decoded is None:
-            decoded: dict[str, str] = {}
-            last = ""
-            for line in self._raw.decode("latin-1").split("\r\n")[1:]:
-                if line[:1] in (" ", "\t") and last:  # obsolete line folding
-                    decoded[last] += " " + line.strip()
-                    continue
-                name, sep, value = line.partition(":")
-                if sep:
-                    last = name.strip().lower()
-                    decoded[last] = value.strip()
-            self._decoded = decoded
-        return self._decoded
-
-    def __getitem__(self, key: str) -> str:
-        return self._map()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._map())
-
-    def __len__(self) -> int:
-        return len(self._map())
 
 
 class _PlainSocket:
@@ -221,7 +175,7 @@ class Http11Connection:
             raise
         if not reusable:
             self._close()
-        return HttpReply(status, _LazyHeaders(raw), answer)
+        return HttpReply(status, LazyHeaders(raw), answer)
 
     async def aclose(self) -> None:
         """Close the connection (idempotent; the next ``post`` reconnects)."""
@@ -318,10 +272,10 @@ class Http11Connection:
             raise httpcore.ReadError(_reason(exc)) from exc
 
     async def _read_head(self) -> tuple[bytes, int, int | None, bool, bool]:
-        """The raw head and its framing (see :func:`_scan_head`); 1xx answers skipped."""
+        """The raw head and its framing (see ``_http_reply.scan_head``); 1xx skipped."""
         while True:
             raw = await self._read_until(b"\r\n\r\n", MAX_HEAD_BYTES, "response head")
-            status, length, chunked, keep_alive = _scan_head(raw)
+            status, length, chunked, keep_alive = scan_head(raw)
             if status >= 200:
                 return raw, status, length, chunked, keep_alive
             if status == 101:
@@ -392,69 +346,6 @@ class Http11Connection:
         out = bytes(self._buf)
         self._close()
         return out
-
-
-def _scan_head(raw: bytes) -> tuple[int, int | None, bool, bool]:
-    """(status, Content-Length or None, chunked, keep-alive) of a response head.
-
-    Only the three framing headers are looked up (a find per name in the lower-cased
-    head: ~2 µs for a 20-header answer instead of ~11 µs to parse every line); the
-    rest is parsed only if somebody reads ``HttpReply.headers``. A framing header
-    that is present but malformed (space before the colon, say) is refused, as h11
-    does, rather than mistaken for "read until close"."""
-    end = raw.find(b"\r\n")
-    status_line = raw if end < 0 else raw[:end]
-    version, _, rest = status_line.partition(b" ")
-    code = rest[:3]
-    if (
-        version not in (b"HTTP/1.1", b"HTTP/1.0")
-        or len(code) != 3
-        or not code.isdigit()
-        or rest[3:4] not in (b"", b" ")
-    ):
-        raise httpcore.RemoteProtocolError(f"malformed status line {status_line[:80]!r}")
-    lower = raw.lower()
-    keep_alive = version == b"HTTP/1.1"
-    for value in _values(lower, b"\r\nconnection:"):
-        tokens = {t.strip() for t in value.split(b",")}
-        if b"close" in tokens:
-            keep_alive = False
-        elif b"keep-alive" in tokens:
-            keep_alive = True
-    codings = _values(lower, b"\r\ntransfer-encoding:")
-    lengths = _values(lower, b"\r\ncontent-length:")
-    if (
-        not codings
-        and not lengths
-        and (b"content-length" in lower or b"transfer-encoding" in lower)
-    ):
-        raise httpcore.RemoteProtocolError("malformed Content-Length or Transfer-Encoding header")
-    if codings:
-        # The last coding decides; anything but chunked is read until the server closes.
-        chunked = codings[-1].rsplit(b",", 1)[-1].strip() == b"chunked"
-        return int(code), None, chunked, keep_alive and chunked
-    length: int | None = None
-    for value in lengths:
-        if not value.isdigit():
-            raise httpcore.RemoteProtocolError(f"bad Content-Length {value[:40]!r}")
-        if length is not None and int(value) != length:
-            raise httpcore.RemoteProtocolError("conflicting Content-Length headers")
-        length = int(value)
-    return int(code), length, False, keep_alive
-
-
-def _values(lower_head: bytes, key: bytes) -> list[bytes]:
-    """Every value of the header ``key`` (``b"\\r\\nname:"``), stripped."""
-    values: list[bytes] = []
-    i = lower_head.find(key)
-    while i >= 0:
-        start = i + len(key)
-        end = lower_head.find(b"\r\n", start)
-        if end < 0:
-            end = len(lower_head)
-        values.append(lower_head[start:end].strip())
-        i = lower_head.find(key, end)
-    return values
 
 
 def _reason(exc: BaseException) -> str:

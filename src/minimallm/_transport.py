@@ -22,7 +22,8 @@ from typing import Any, Protocol
 import httpcore
 
 from minimallm._attempts import AttemptError, AttemptOutcome, AttemptSuccess
-from minimallm._http11 import Http11Connection, HttpReply
+from minimallm._http11 import Http11Connection
+from minimallm._http_reply import HttpReply
 from minimallm._policy import is_overload_status, is_retryable_status, parse_retry_after
 from minimallm._types import MinimaLlmRequest
 

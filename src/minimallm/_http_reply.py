@@ -1,0 +1,124 @@
+"""What the HTTP/1.1 client (``_http11``) makes of an answer's head: the
+:class:`HttpReply` a Worker classifies, the framing a connection needs to read the
+body (:func:`scan_head`), and the other headers parsed only if somebody asks
+(:class:`LazyHeaders`). Pure functions on bytes, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import httpcore
+
+__all__ = ["HttpReply", "LazyHeaders", "scan_head"]
+
+
+class HttpReply:
+    """A complete HTTP answer: status, headers (names lower-cased), body bytes."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"<HttpReply {self.status} {len(self.body)} bytes>"
+
+
+class LazyHeaders(Mapping[str, str]):
+    """Response headers parsed from the raw head only if somebody looks (only failures
+    do: Retry-After). A repeated header keeps its last value."""
+
+    __slots__ = ("_decoded", "_raw")
+
+    def __init__(self, raw_head: bytes) -> None:
+        self._raw = raw_head
+        self._decoded: dict[str, str] | None = None
+
+    def _map(self) -> dict[str, str]:
+        if self._decoded is None:
+            decoded: dict[str, str] = {}
+            last = ""
+            for line in self._raw.decode("latin-1").split("\r\n")[1:]:
+                if line[:1] in (" ", "\t") and last:  # obsolete line folding
+                    decoded[last] += " " + line.strip()
+                    continue
+                name, sep, value = line.partition(":")
+                if sep:
+                    last = name.strip().lower()
+                    decoded[last] = value.strip()
+            self._decoded = decoded
+        return self._decoded
+
+    def __getitem__(self, key: str) -> str:
+        return self._map()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map())
+
+    def __len__(self) -> int:
+        return len(self._map())
+
+
+def scan_head(raw: bytes) -> tuple[int, int | None, bool, bool]:
+    """(status, Content-Length or None, chunked, keep-alive) of a response head.
+
+    Only the three framing headers are looked up (a find per name in the lower-cased
+    head: ~2 µs for a 20-header answer instead of ~11 µs to parse every line); the
+    rest is parsed only if somebody reads ``HttpReply.headers``. A framing header
+    that is present but malformed (space before the colon, say) is refused, as h11
+    does, rather than mistaken for "read until close"."""
+    end = raw.find(b"\r\n")
+    status_line = raw if end < 0 else raw[:end]
+    version, _, rest = status_line.partition(b" ")
+    code = rest[:3]
+    if (
+        version not in (b"HTTP/1.1", b"HTTP/1.0")
+        or len(code) != 3
+        or not code.isdigit()
+        or rest[3:4] not in (b"", b" ")
+    ):
+        raise httpcore.RemoteProtocolError(f"malformed status line {status_line[:80]!r}")
+    lower = raw.lower()
+    keep_alive = version == b"HTTP/1.1"
+    for value in _values(lower, b"\r\nconnection:"):
+        tokens = {t.strip() for t in value.split(b",")}
+        if b"close" in tokens:
+            keep_alive = False
+        elif b"keep-alive" in tokens:
+            keep_alive = True
+    codings = _values(lower, b"\r\ntransfer-encoding:")
+    lengths = _values(lower, b"\r\ncontent-length:")
+    if (
+        not codings
+        and not lengths
+        and (b"content-length" in lower or b"transfer-encoding" in lower)
+    ):
+        raise httpcore.RemoteProtocolError("malformed Content-Length or Transfer-Encoding header")
+    if codings:
+        # The last coding decides; anything but chunked is read until the server closes.
+        chunked = codings[-1].rsplit(b",", 1)[-1].strip() == b"chunked"
+        return int(code), None, chunked, keep_alive and chunked
+    length: int | None = None
+    for value in lengths:
+        if not value.isdigit():
+            raise httpcore.RemoteProtocolError(f"bad Content-Length {value[:40]!r}")
+        if length is not None and int(value) != length:
+            raise httpcore.RemoteProtocolError("conflicting Content-Length headers")
+        length = int(value)
+    return int(code), length, False, keep_alive
+
+
+def _values(lower_head: bytes, key: bytes) -> list[bytes]:
+    """Every value of the header ``key`` (``b"\\r\\nname:"``), stripped."""
+    values: list[bytes] = []
+    i = lower_head.find(key)
+    while i >= 0:
+        start = i + len(key)
+        end = lower_head.find(b"\r\n", start)
+        if end < 0:
+            end = len(lower_head)
+        values.append(lower_head[start:end].strip())
+        i = lower_head.find(key, end)
+    return values
