@@ -4,10 +4,10 @@ connection and read the whole answer.
 Why not httpcore: measured against the mock server at latency 0 on a 2-core box, one
 request through ``httpcore.AsyncConnectionPool(max_connections=1)`` costs ~800-900 µs
 of CPU (about 1,500 Python calls: Trace objects, h11's event machine, header
-normalisation, two socket sends); a request through this client costs ~140 µs in the
-same run, and the whole of minimallm's request path on it ~105-120 µs once the rest
-was trimmed (benchmarks/, ``httpcore-trio`` row). A Worker makes every HTTP attempt of
-minimallm, so that is most of the CPU a batch spends.
+normalisation, two socket sends). In the same runs, minimallm's whole request path on
+this client costs ~105-140 µs (benchmarks/: rows ``httpcore-trio`` and
+``minimallm-trio``). A Worker makes every HTTP attempt of minimallm, so the client is
+most of the CPU a batch spends.
 
 What it does: plain ``http`` and ``https`` (TLS through the shared ``SSLContext``);
 the request head and body in one send; responses framed by ``Content-Length``, by
