@@ -310,3 +310,11 @@ async def test_watched_attempt_learns_the_backend_closed_and_caller_cancel_still
             await backend.generate(MinimaLlmRequest("r", [{"role": "user", "content": "y"}]))
         assert server.sent[1].cancelled and server.sent[1].end == 4.0
         assert server.in_flight == 0
+
+
+async def test_a_cancelled_caller_takes_no_worker() -> None:
+    adm = admission(1)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await adm.admit()
+    assert adm.limiter.free == 1 and adm.pacer.sent == 0

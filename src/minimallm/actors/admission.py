@@ -101,9 +101,9 @@ class Admission:
     async def admit(self) -> Worker:
         """Wait in line until admitted; the Worker lent for one attempt, which the
         caller must hand back through :meth:`finish`. BackendClosedError if closed."""
+        await trio.lowlevel.checkpoint_if_cancelled()  # before a Worker is taken, not after
         worker = self.try_admit()
         if worker is not None:
-            await trio.lowlevel.checkpoint_if_cancelled()  # admit() is a checkpoint
             return worker
         if self._closed:
             raise BackendClosedError("the minimallm runtime has stopped")
