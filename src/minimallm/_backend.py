@@ -182,6 +182,8 @@ class OpenAIMinimaLlm:
         """The session of the current trio run, started on first use."""
         token = trio.lowlevel.current_trio_token()
         session = self._sessions.get(token)
+        if session is not None and session.running:
+            return session  # the common case: no checkpoint, no task switch
         if session is None or session.closed:
             session = Session(self.cfg, self._options)
             self._sessions[token] = session

@@ -14,14 +14,14 @@ import dataclasses
 import json
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import trio
 
 from minimallm._cache import CachedAnswer, CacheUnavailableError, PromptCache, cache_key
 from minimallm._config import MinimaLlmConfig
 from minimallm._errors import CacheWarning
+from minimallm._lazy_json import LazyJson
 from minimallm._runtime import Runtime
 from minimallm._types import MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
 from minimallm.actors.cache_writer import CacheRow, CacheWriter, Flush
@@ -151,7 +151,10 @@ class CacheLayer:
         self._recent.move_to_end(key)
         if len(self._recent) > RECENT_ANSWERS:
             self._recent.popitem(last=False)
-        raw = None if response.raw is None else json.dumps(response.raw, separators=(",", ":"))
+        if isinstance(response.raw, LazyJson):
+            raw: str | None = response.raw.text  # the server's own bytes, not re-encoded
+        else:
+            raw = None if response.raw is None else json.dumps(response.raw, separators=(",", ":"))
         row = CacheRow(key, response.text, raw)
         try:
             self._writes.send_nowait(row)
@@ -177,38 +180,3 @@ def cached_response(req: MinimaLlmRequest, hit: CachedAnswer) -> MinimaLlmRespon
     it (decoding every hit would triple the cost of a fully cached rerun)."""
     raw = None if not hit.raw_json else LazyJson(hit.raw_json)
     return MinimaLlmResponse(req.request_id, hit.text, raw, True)
-
-
-class LazyJson(Mapping[str, Any]):
-    """A JSON object decoded on first access; pickles and compares as a plain dict.
-    Text that is not a JSON object reads as an empty mapping."""
-
-    __slots__ = ("_data", "_text")
-
-    def __init__(self, text: str) -> None:
-        self._text = text
-        self._data: dict[str, Any] | None = None
-
-    def _decoded(self) -> dict[str, Any]:
-        if self._data is None:
-            try:
-                value = json.loads(self._text)
-            except ValueError:
-                value = None
-            self._data = value if isinstance(value, dict) else {}
-        return self._data
-
-    def __getitem__(self, key: str) -> Any:
-        return self._decoded()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._decoded())
-
-    def __len__(self) -> int:
-        return len(self._decoded())
-
-    def __repr__(self) -> str:
-        return repr(self._decoded())
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (dict, (self._decoded(),))

@@ -36,6 +36,11 @@ class Session:
         return f"<Session {self.runtime!r} cache={self.cache!r}>"
 
     @property
+    def running(self) -> bool:
+        """Started and not stopping: calls may go straight in."""
+        return self._ready.is_set() and not self.closed
+
+    @property
     def closed(self) -> bool:
         """True once a stop was asked for or the session ended."""
         return self.runtime.closed or self._done.is_set()

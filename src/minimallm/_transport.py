@@ -24,6 +24,7 @@ import httpcore
 from minimallm._attempts import AttemptError, AttemptOutcome, AttemptSuccess
 from minimallm._http11 import Http11Connection
 from minimallm._http_reply import HttpReply
+from minimallm._lazy_json import LazyJson
 from minimallm._policy import is_overload_status, is_retryable_status, parse_retry_after
 from minimallm._types import MinimaLlmRequest
 
@@ -165,15 +166,24 @@ def _parse_success(reply: HttpReply) -> AttemptOutcome:
             reply, "EmptyContent", f"choices[0].message.content is {kind}, not text", False
         )
     usage = data.get("usage")
+    raw = _keep_raw(reply.body, data)
     if isinstance(usage, dict):
         return AttemptSuccess(
             content,
-            data,
+            raw,
             _int_or_none(usage.get("prompt_tokens")),
             _int_or_none(usage.get("completion_tokens")),
             _int_or_none(usage.get("total_tokens")),
         )
-    return AttemptSuccess(content, data)
+    return AttemptSuccess(content, raw)
+
+
+def _keep_raw(body: bytes, data: dict[str, Any]) -> Mapping[str, Any]:
+    """The body as lazily decoded text (a quarter of the memory of ``data``)."""
+    try:
+        return LazyJson(body.decode("utf-8"))
+    except UnicodeDecodeError:  # UTF-16/32 JSON: rare enough to keep decoded
+        return data
 
 
 def _int_or_none(value: object) -> int | None:
