@@ -49,7 +49,7 @@ def run_demo(
     mock_cfg = MockServerConfig(
         latency_s=latency_s,
         latency_jitter_s=jitter_s,
-        fault_rates={"429": 0.002, "500": 0.01},
+        fault_rates={"429": 0.001, "500": 0.01},
         retry_after_s=0.5,
         seed=seed,
     )
@@ -62,12 +62,13 @@ def run_demo(
             base_backoff_s=0.2,
             max_backoff_s=2.0,
             cooldown_cap_s=2.0,
+            cooldown_halflife_s=5.0,
             batch=BatchConfig(num_workers=64, heartbeat_s=1.0, max_failures=50),
         )
         print(
             f"minimallm demo: {n} requests against the built-in mock endpoint at {mock.base_url}\n"
             f"(latency {latency_s * 1000:.0f}-{(latency_s + jitter_s) * 1000:.0f} ms, "
-            f"0.2% 429 with Retry-After, 1% 500; progress on stderr)",
+            f"0.1% 429 with Retry-After, 1% 500; progress on stderr)",
             flush=True,
         )
         backend = OpenAIMinimaLlm(cfg)
