@@ -15,6 +15,7 @@ watching the socket (a client that goes away ends the wait and closes the connec
 from __future__ import annotations
 
 import json
+import math
 import socket
 import struct
 from enum import Enum
@@ -188,6 +189,9 @@ class MockServer:
         conn_id: int,
         request: HttpRequest,
     ) -> _After:
+        # Latency counts from the request's arrival, so parsing and answering do not
+        # add to it (clients would otherwise see ~2 ms more than asked at 100 ms).
+        arrived = trio.current_time()
         body: Any = None
         content = ""
         directives = NO_DIRECTIVES
@@ -232,7 +236,7 @@ class MockServer:
         )
         try:
             return await self._deliver(
-                stream, parser, request, body, kind, latency, directives, problem
+                stream, parser, request, body, kind, arrived + latency, directives, problem
             )
         finally:
             self.state.finished()
@@ -244,7 +248,7 @@ class MockServer:
         request: HttpRequest,
         body: Any,
         kind: str,
-        latency: float,
+        answer_at: float,
         directives: Directives,
         problem: tuple[int, str] | None,
     ) -> _After:
@@ -264,9 +268,11 @@ class MockServer:
             )
             return after
         if kind == "hang":
-            await self._wait_watching(stream, parser, float("inf"))
+            await self._wait_watching(stream, parser, math.inf)
             return _After.CLOSE
-        if latency > 0 and not await self._wait_watching(stream, parser, latency):
+        if answer_at > trio.current_time() and not await self._wait_watching(
+            stream, parser, answer_at
+        ):
             return _After.CLOSE
         if kind == "reset":
             return _After.RESET
@@ -288,10 +294,11 @@ class MockServer:
         return after
 
     async def _wait_watching(
-        self, stream: trio.SocketStream, parser: RequestParser, seconds: float
+        self, stream: trio.SocketStream, parser: RequestParser, deadline: float
     ) -> bool:
-        """Wait ``seconds`` while reading the socket; False as soon as the client goes
-        away (EOF or reset). Bytes that arrive (a pipelined request) are kept."""
+        """Wait until ``deadline`` (trio time) while reading the socket; False as soon as
+        the client goes away (EOF or reset). Bytes that arrive (a pipelined request) are
+        kept."""
         gone = False
         async with trio.open_nursery() as nursery:
 
@@ -306,7 +313,7 @@ class MockServer:
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch)
-            await trio.sleep(seconds)
+            await trio.sleep_until(deadline)
             nursery.cancel_scope.cancel()
         return not gone
 
