@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 
 import pytest
@@ -19,15 +18,6 @@ pytestmark = pytest.mark.filterwarnings("error")
 
 def ask(content: str, rid: str = "r") -> MinimaLlmRequest:
     return MinimaLlmRequest(rid, [{"role": "user", "content": content}])
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 3.0) -> None:
-    done = threading.Event()
-    for _ in range(int(timeout_s * 100)):
-        if condition():
-            return
-        done.wait(0.01)
-    raise AssertionError("condition not met in time")
 
 
 def test_three_asyncio_runs_with_one_backend(
@@ -70,16 +60,14 @@ def test_cancelled_task_cancels_the_attempt_and_closes_its_connection(
 
     async def main() -> None:
         task = asyncio.create_task(backend.generate(ask("#mock:fault=hang")))
-        while mock_server.stats.in_flight == 0:  # noqa: ASYNC110 - server thread state
-            await asyncio.sleep(0.005)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        assert await asyncio.to_thread(mock_server.wait_for, lambda s: s.in_flight == 1, 3.0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        while mock_server.stats.open_connections:
-            await asyncio.sleep(0.005)
-            assert loop.time() - start < 2.0, "connection still open after cancel"
+        closed = await asyncio.to_thread(
+            mock_server.wait_for, lambda s: s.open_connections == 0, 2.0
+        )
+        assert closed, "connection still open 2 s after the cancel"
         await backend.aclose()
 
     asyncio.run(main())
@@ -142,12 +130,15 @@ def test_contextvars_cross_the_bridge(make_backend: Factory) -> None:
     asyncio.run(main())
 
 
-def test_a_closed_loop_does_not_break_the_bridge(make_backend: Factory) -> None:
+def test_a_closed_loop_does_not_break_the_bridge(
+    make_backend: Factory, mock_server: MockServerThread
+) -> None:
     """A loop closed while its call is still in trio: the reply is dropped quietly."""
     backend = make_backend()
     loop = asyncio.new_event_loop()
     task = loop.create_task(backend.generate(ask("#mock:latency=0.2")))
-    loop.run_until_complete(asyncio.sleep(0.01))
+    in_trio = asyncio.to_thread(mock_server.wait_for, lambda s: s.in_flight == 1, 3.0)
+    assert loop.run_until_complete(in_trio)
     task.cancel()
     loop.run_until_complete(asyncio.sleep(0))
     loop.close()

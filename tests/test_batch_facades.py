@@ -40,14 +40,6 @@ def fingerprint(results: list[MinimaLlmResult]) -> list[tuple[str, str, str]]:
     ]
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 2.0) -> float:
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < timeout_s, "condition not met in time"
-        threading.Event().wait(0.005)
-    return time.monotonic() - start
-
-
 def test_trio_asyncio_and_sync_give_identical_results(
     make_backend: Factory, mock_server: MockServerThread
 ) -> None:
@@ -86,8 +78,7 @@ def test_cancelling_an_asyncio_batch_stops_everything(
 
     async def main() -> float:
         task = asyncio.create_task(backend.run_batched(reqs, progress=lambda line: None))
-        while mock_server.stats.in_flight < 8:  # noqa: ASYNC110 - server thread state
-            await asyncio.sleep(0.005)
+        assert await asyncio.to_thread(mock_server.wait_for, lambda s: s.in_flight == 8, 3.0)
         start = time.monotonic()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -96,10 +87,10 @@ def test_cancelling_an_asyncio_batch_stops_everything(
 
     elapsed = asyncio.run(main())
     assert elapsed < 1.0
-    wait_until(lambda: mock_server.stats.in_flight == 0)
+    assert mock_server.wait_for(lambda s: s.in_flight == 0, 2.0)
     assert mock_server.stats.requests_total == 8  # nothing was sent after the cancel
     backend.close_sync()
-    wait_until(lambda: mock_server.stats.open_connections == 0)
+    assert mock_server.wait_for(lambda s: s.open_connections == 0, 2.0)
 
 
 def test_cancelling_a_trio_batch_stops_everything(
@@ -116,12 +107,7 @@ def test_cancelling_a_trio_batch_stops_everything(
         assert scope.cancelled_caught
 
     trio.run(main)  # the run ended: its session (actors, connections) ended with it
-    assert (
-        wait_until(
-            lambda: mock_server.stats.open_connections == 0 and mock_server.stats.in_flight == 0
-        )
-        < 1.0
-    )
+    assert mock_server.wait_for(lambda s: s.open_connections == 0 and s.in_flight == 0, 1.0)
     assert not [
         t
         for t in threading.enumerate()
@@ -144,6 +130,6 @@ def test_ctrl_c_stops_a_sync_batch(make_backend: Factory, mock_server: MockServe
     with pytest.raises(KeyboardInterrupt):
         backend.run_batched_sync(reqs, progress=lambda line: None)
     assert time.monotonic() - start < 1.5
-    wait_until(lambda: mock_server.stats.in_flight == 0)
+    assert mock_server.wait_for(lambda s: s.in_flight == 0, 2.0)
     backend.close_sync()
-    wait_until(lambda: mock_server.stats.open_connections == 0)
+    assert mock_server.wait_for(lambda s: s.open_connections == 0, 2.0)

@@ -133,7 +133,9 @@ async def test_timeout_is_408_and_closes_the_connection(
     assert isinstance(result, MinimaLlmFailure)
     assert (result.error_type, result.status, result.timeout_s) == ("TimeoutError", 408, 0.3)
     assert 0.3 <= elapsed < 2.0
-    await wait_for(lambda: mock_server.stats.open_connections == 0)
+    assert await trio.to_thread.run_sync(
+        mock_server.wait_for, lambda s: s.open_connections == 0, 3.0
+    )
 
 
 async def test_retry_after_is_honoured(
@@ -162,10 +164,3 @@ async def test_many_concurrent_requests_each_get_their_own_answer(
     )  # type: ignore[union-attr]
     assert mock_server.stats.max_in_flight <= 8
     assert mock_server.stats.connections_accepted <= 8
-
-
-async def wait_for(condition: Callable[[], bool], timeout_s: float = 3.0) -> None:
-    """Wait (real time, bounded) for a condition another thread makes true."""
-    with trio.fail_after(timeout_s):
-        while not condition():  # noqa: ASYNC110 - the condition lives in the server thread
-            await trio.sleep(0.01)

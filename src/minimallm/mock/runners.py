@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -126,6 +127,10 @@ class MockServerThread:
     def reset(self) -> None:
         """Forget records, counters and fault-sequence attempts."""
         self.server.reset()
+
+    def wait_for(self, predicate: Callable[[MockStats], bool], timeout_s: float = 5.0) -> bool:
+        """Block until ``predicate(self.stats)`` holds (True) or the timeout (False)."""
+        return self.server.wait_for(predicate, timeout_s)
 
     def __enter__(self) -> Self:
         self.start()

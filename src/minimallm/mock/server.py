@@ -18,6 +18,7 @@ import json
 import math
 import socket
 import struct
+from collections.abc import Callable
 from enum import Enum
 from functools import partial
 from typing import Any
@@ -90,6 +91,10 @@ class MockServer:
     def requests(self) -> list[RecordedRequest]:
         """The most recent requests (at most ``config.max_records``), oldest first."""
         return self.state.records()
+
+    def wait_for(self, predicate: Callable[[MockStats], bool], timeout_s: float = 5.0) -> bool:
+        """Block until ``predicate(self.stats)`` holds (True) or the timeout (False)."""
+        return self.state.wait_for(predicate, timeout_s)
 
     def attempts(self, content: str) -> int:
         """How many requests with this exact last-message content carried a fault

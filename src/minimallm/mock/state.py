@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 from minimallm.mock.config import MockServerConfig, MockStats, RecordedRequest
@@ -27,6 +28,7 @@ class MockState:
 
     __slots__ = (
         "_answers",
+        "_changed",
         "_config",
         "_connections_accepted",
         "_in_flight",
@@ -46,6 +48,7 @@ class MockState:
     def __init__(self, config: MockServerConfig) -> None:
         self._config = config
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified on every gauge change
         self._rng = random.Random(config.seed)
         self._roller = FaultRoller(config.fault_rates)
         self._sequences = FaultSequences()
@@ -68,12 +71,14 @@ class MockState:
             self._open_connections += 1
             self._connections_accepted += 1
             self._next_conn_id += 1
+            self._changed.notify_all()
             return self._next_conn_id
 
     def connection_closed(self) -> None:
         """Count a closed connection."""
         with self._lock:
             self._open_connections -= 1
+            self._changed.notify_all()
 
     def admit(
         self,
@@ -100,6 +105,7 @@ class MockState:
             self._requests_total += 1
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            self._changed.notify_all()
             latency = 0.0
             if fixed_kind is not None:
                 kind = fixed_kind
@@ -136,6 +142,7 @@ class MockState:
         """The request admitted earlier was answered or abandoned."""
         with self._lock:
             self._in_flight -= 1
+            self._changed.notify_all()
 
     def next_answer_number(self) -> int:
         """A fresh number for a completion id."""
@@ -153,15 +160,30 @@ class MockState:
     def snapshot(self) -> MockStats:
         """A consistent copy of the counters."""
         with self._lock:
-            return MockStats(
-                requests_total=self._requests_total,
-                in_flight=self._in_flight,
-                max_in_flight=self._max_in_flight,
-                open_connections=self._open_connections,
-                connections_accepted=self._connections_accepted,
-                outcomes=dict(self._outcomes),
-                responder_errors=self._responder_errors,
-            )
+            return self._snapshot_locked()
+
+    def wait_for(self, predicate: Callable[[MockStats], bool], timeout_s: float) -> bool:
+        """Block until ``predicate(stats)`` holds (True) or ``timeout_s`` seconds pass
+        (False): tests wait for what the server thread does without polling."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while not predicate(self._snapshot_locked()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+            return True
+
+    def _snapshot_locked(self) -> MockStats:
+        return MockStats(
+            requests_total=self._requests_total,
+            in_flight=self._in_flight,
+            max_in_flight=self._max_in_flight,
+            open_connections=self._open_connections,
+            connections_accepted=self._connections_accepted,
+            outcomes=dict(self._outcomes),
+            responder_errors=self._responder_errors,
+        )
 
     def records(self) -> list[RecordedRequest]:
         """The most recent requests, oldest first."""
