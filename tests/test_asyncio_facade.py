@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 
 import pytest
@@ -143,4 +144,26 @@ def test_a_closed_loop_does_not_break_the_bridge(
     loop.run_until_complete(asyncio.sleep(0))
     loop.close()
     assert isinstance(backend.generate_sync(ask("after")), MinimaLlmResponse)
+    backend.close_sync()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_gets_its_own_trio_thread(make_backend: Factory) -> None:
+    backend = make_backend()
+    assert isinstance(backend.generate_sync(ask("parent")), MinimaLlmResponse)
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's trio thread does not exist here
+        code = 1
+        try:
+            result = backend.generate_sync(ask("child"))
+            code = (
+                0 if isinstance(result, MinimaLlmResponse) and result.text == "echo: child" else 2
+            )
+            backend.close_sync()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert isinstance(backend.generate_sync(ask("parent again")), MinimaLlmResponse)
     backend.close_sync()
