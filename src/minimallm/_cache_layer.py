@@ -159,7 +159,9 @@ class CacheLayer:
         try:
             self._writes.send_nowait(row)
         except trio.WouldBlock:
-            await self._writes.send(row)
+            # A paid-for answer: wait for room even if the caller is being cancelled.
+            with trio.CancelScope(shield=True):
+                await self._writes.send(row)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             warn_cache("minimallm: the cache writer has stopped; an answer was not cached")
 
