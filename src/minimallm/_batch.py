@@ -20,7 +20,7 @@ from typing import Any, Generic, TextIO, TypeAlias, TypeVar
 import trio
 
 from minimallm._config import BatchConfig
-from minimallm._context import get_last_cached, set_last_cached
+from minimallm._context import reporting_cached
 from minimallm._errors import BatchAbortedError
 from minimallm._progress import StallContext, failure_summary
 from minimallm._types import MinimaLlmFailure, MinimaLlmResponse
@@ -261,17 +261,18 @@ def response_item(result: MinimaLlmResponse | MinimaLlmFailure, attempts: int) -
     )
 
 
-async def callable_item(index: int, fn: Callable[[T], Awaitable[Any]], item: T) -> ItemResult[Any]:
-    """Run a user's function on one item (trio). Exceptions other than programming
-    errors become failures; a cached answer is learnt from ``get_last_cached``."""
-    set_last_cached(False)
+async def callable_item(
+    index: int, call: Callable[[T], Awaitable[tuple[Any, bool]]], item: T
+) -> ItemResult[Any]:
+    """Run a user's function on one item; ``call`` returns ``(value, cached)`` (see
+    ``reporting_cached``). Exceptions other than programming errors become failures."""
     try:
-        value = await fn(item)
+        value, cached = await call(item)
     except PROGRAMMING_ERRORS:
         raise
     except Exception as exc:
         return exception_item(index, exc)
-    return value_item(value, get_last_cached())
+    return value_item(value, cached)
 
 
 def exception_item(index: int, exc: BaseException) -> ItemResult[Any]:
@@ -326,25 +327,20 @@ async def run_batched_callable(
     cfg = batch_config if batch_config is not None else BatchConfig.from_env()
     emit = make_emitter(progress)
     item_list = items if isinstance(items, Sequence) else list(items)
+    call = reporting_cached(async_fn)
     if _in_trio():
 
         async def trio_item(i: int, item: T) -> ItemResult[Any]:
-            return await callable_item(i, async_fn, item)
+            return await callable_item(i, call, item)
 
         return await run_batch(item_list, trio_item, cfg, emit=emit)
 
     from minimallm import _bridge
 
-    on_loop = _bridge.asyncio_fn_for_trio(async_fn)
+    on_loop = _bridge.asyncio_fn_for_trio(call)
 
     async def loop_item(i: int, item: T) -> ItemResult[Any]:
-        try:
-            value, cached = await on_loop(item)
-        except PROGRAMMING_ERRORS:
-            raise
-        except Exception as exc:
-            return exception_item(i, exc)
-        return value_item(value, cached)
+        return await callable_item(i, on_loop, item)
 
     async def whole_batch() -> list[R | None]:
         return await run_batch(item_list, loop_item, cfg, emit=emit)

@@ -20,7 +20,7 @@ import contextvars
 import os
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import outcome
@@ -323,34 +323,26 @@ def call_blocking(fn: Callable[[], Awaitable[T]]) -> T:
 
 
 def asyncio_fn_for_trio(
-    async_fn: Callable[[Any], Awaitable[T]],
-) -> Callable[[Any], Awaitable[tuple[T, bool]]]:
+    async_fn: Callable[[Any], Coroutine[Any, Any, T]],
+) -> Callable[[Any], Awaitable[T]]:
     """Wrap an asyncio coroutine function so trio code (the batch engine, in the trio
     thread) can await it: each call runs as a task on the *calling* asyncio loop, in a
-    copy of the caller's context, and returns ``(value, get_last_cached())`` read in
-    that task. Cancelling the trio side cancels the asyncio task. Call this on the
-    loop's thread."""
-    from minimallm._context import get_last_cached, set_last_cached
-
+    copy of the caller's context. Cancelling the trio side cancels the asyncio task.
+    Call this on the loop's thread."""
     loop = asyncio.get_running_loop()
     caller_context = contextvars.copy_context()
 
-    async def run_item(item: Any) -> tuple[T, bool]:
-        set_last_cached(False)
-        value = await async_fn(item)
-        return value, get_last_cached()
-
-    async def in_trio(item: Any) -> tuple[T, bool]:
+    async def in_trio(item: Any) -> T:
         token = trio.lowlevel.current_trio_token()
         done = trio.Event()
-        holder: list[asyncio.Task[tuple[T, bool]]] = []
+        holder: list[asyncio.Task[T]] = []
 
         def wake(_: object) -> None:
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(done.set)
 
         def start() -> None:
-            task = loop.create_task(run_item(item), context=caller_context.copy())
+            task = loop.create_task(async_fn(item), context=caller_context.copy())
             task.add_done_callback(wake)
             holder.append(task)
 

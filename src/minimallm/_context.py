@@ -8,7 +8,9 @@ inside its messages: long-lived actors cannot see a caller's context.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar, Token
+from typing import Any, TypeVar
 
 __all__ = [
     "get_force_refresh",
@@ -17,6 +19,9 @@ __all__ = [
     "set_force_refresh",
     "set_last_cached",
 ]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 _force_refresh: ContextVar[bool] = ContextVar("minimallm_force_refresh", default=False)
 _last_cached: ContextVar[bool] = ContextVar("minimallm_last_cached", default=False)
@@ -48,3 +53,18 @@ def set_last_cached(cached: bool) -> None:
 def get_last_cached() -> bool:
     """Whether the last answer recorded in this context came from the cache."""
     return _last_cached.get()
+
+
+def reporting_cached(
+    fn: Callable[[T], Awaitable[R]],
+) -> Callable[[T], Coroutine[Any, Any, tuple[R, bool]]]:
+    """``fn`` returning ``(value, cached)``: whether the answer it used came from the
+    cache, as ``get_last_cached()`` reads after it, in the same context (the batch
+    runner counts cached items this way; under any event loop)."""
+
+    async def call(item: T) -> tuple[R, bool]:
+        set_last_cached(False)
+        value = await fn(item)
+        return value, get_last_cached()
+
+    return call
