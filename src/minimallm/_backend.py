@@ -38,13 +38,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _current_trio_token() -> trio.lowlevel.TrioToken | None:
-    try:
-        return trio.lowlevel.current_trio_token()
-    except RuntimeError:
-        return None
-
-
 class OpenAIMinimaLlm:
     """A backend for an OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
@@ -85,7 +78,7 @@ class OpenAIMinimaLlm:
         """Answer one request. ``force_refresh`` (or the ``set_force_refresh`` context
         variable) skips the cache read; the answer still overwrites the cache entry."""
         force = force_refresh or get_force_refresh()
-        if _current_trio_token() is not None:
+        if _bridge.trio_token_here() is not None:
             result = await self._generate_here(req, force)
         else:
             result = await _bridge.await_in_trio(functools.partial(self._generate_here, req, force))
@@ -119,7 +112,7 @@ class OpenAIMinimaLlm:
         reqs = list(requests)
         force = get_force_refresh()
         emit = make_emitter(progress)
-        if _current_trio_token() is not None:
+        if _bridge.trio_token_here() is not None:
             results = await self._run_batched_here(reqs, force, emit)
         else:
             results = await _bridge.await_in_trio(
@@ -206,7 +199,7 @@ class OpenAIMinimaLlm:
 
     async def aclose(self) -> None:
         """Close connections and stop the actors serving this caller's runtime."""
-        token = _current_trio_token()
+        token = _bridge.trio_token_here()
         if token is not None:
             await self._close_session(token)
             return
@@ -239,7 +232,7 @@ class OpenAIMinimaLlm:
 
     @staticmethod
     def _refuse_sync_in_trio(name: str) -> None:
-        if _current_trio_token() is not None:
+        if _bridge.trio_token_here() is not None:
             raise UsageError(
                 f"{name}() was called inside a trio run; use the async method with await"
             )

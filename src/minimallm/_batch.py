@@ -19,6 +19,7 @@ from typing import Any, Generic, TextIO, TypeAlias, TypeVar
 
 import trio
 
+from minimallm import _bridge
 from minimallm._config import BatchConfig
 from minimallm._context import reporting_cached
 from minimallm._errors import BatchAbortedError
@@ -300,14 +301,6 @@ def value_item(value: Any, cached: bool) -> ItemResult[Any]:
 # -- the documented entry point for any async function ---------------------------------
 
 
-def _in_trio() -> bool:
-    try:
-        trio.lowlevel.current_trio_token()
-    except RuntimeError:
-        return False
-    return True
-
-
 async def run_batched_callable(
     items: Sequence[T],
     async_fn: Callable[[T], Awaitable[R]],
@@ -328,14 +321,12 @@ async def run_batched_callable(
     emit = make_emitter(progress)
     item_list = items if isinstance(items, Sequence) else list(items)
     call = reporting_cached(async_fn)
-    if _in_trio():
+    if _bridge.trio_token_here() is not None:
 
         async def trio_item(i: int, item: T) -> ItemResult[Any]:
             return await callable_item(i, call, item)
 
         return await run_batch(item_list, trio_item, cfg, emit=emit)
-
-    from minimallm import _bridge
 
     on_loop = _bridge.asyncio_fn_for_trio(call)
 

@@ -34,10 +34,20 @@ __all__ = [
     "await_in_trio",
     "call_blocking",
     "current_thread_if_running",
+    "trio_token_here",
 ]
 
 T = TypeVar("T")
 _STOP_JOIN_TIMEOUT_S = 10.0
+
+
+def trio_token_here() -> trio.lowlevel.TrioToken | None:
+    """The token of the trio run on this thread, or None outside trio: callers under
+    trio run natively, everyone else crosses this bridge."""
+    try:
+        return trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return None
 
 
 class _Call:

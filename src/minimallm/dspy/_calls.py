@@ -24,6 +24,7 @@ from typing import Any
 
 import trio
 
+from minimallm._bridge import trio_token_here
 from minimallm._context import get_force_refresh, set_last_cached
 from minimallm._errors import UsageError
 from minimallm._types import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
@@ -96,11 +97,7 @@ def next_request_id() -> str:
 
 def loop_library() -> str | None:
     """The event loop running on this thread ("trio" or "asyncio"), or None."""
-    try:
-        trio.lowlevel.current_trio_token()
-    except RuntimeError:
-        pass
-    else:
+    if trio_token_here() is not None:
         return "trio"
     try:
         asyncio.get_running_loop()
