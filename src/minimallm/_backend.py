@@ -146,15 +146,23 @@ class OpenAIMinimaLlm:
         session = await self._session_here()
         use_cache = session.cache is not None and not force
 
+        missed_keys: dict[int, str] = {}  # filled by lookup, emptied by one: bounded by a chunk
+
         async def one(i: int, req: MinimaLlmRequest) -> ItemResult[MinimaLlmResult]:
             result, attempts = await session.generate_traced(
-                req, force_refresh=force, known_miss=use_cache
+                req, force_refresh=force, missed_key=missed_keys.pop(i, None)
             )
             return response_item(result, attempts)
 
         async def lookup(indices: list[int]) -> dict[int, ItemResult[MinimaLlmResult]]:
-            hits = await session.lookup_many([reqs[i] for i in indices])
-            return {i: ItemResult(h, "cached") for i, h in zip(indices, hits, strict=True) if h}
+            found = await session.lookup_many([reqs[i] for i in indices])
+            hits: dict[int, ItemResult[MinimaLlmResult]] = {}
+            for i, (key, hit) in zip(indices, found, strict=True):
+                if hit is None:
+                    missed_keys[i] = key
+                else:
+                    hits[i] = ItemResult(hit, "cached")
+            return hits
 
         try:
             results = await run_batch(

@@ -89,21 +89,25 @@ class CacheLayer:
 
     # -- reads ------------------------------------------------------------------------
 
-    async def lookup_many(self, reqs: Sequence[MinimaLlmRequest]) -> list[MinimaLlmResponse | None]:
-        """Hits for ``reqs`` (None for a miss), keys computed and read in one thread hop."""
-        return await trio.to_thread.run_sync(self._lookup_many_blocking, reqs)
-
-    def _lookup_many_blocking(
+    async def lookup_many(
         self, reqs: Sequence[MinimaLlmRequest]
-    ) -> list[MinimaLlmResponse | None]:
-        keys = [cache_key(self._model, r) for r in reqs]
+    ) -> list[tuple[str, MinimaLlmResponse | None]]:
+        """``(key, hit or None)`` per request, keys computed and read in one thread hop;
+        a miss's key goes back in as ``generate_traced(missed_key=...)``."""
+        return await trio.to_thread.run_sync(self._lookup_blocking, reqs, None)
+
+    def _lookup_blocking(
+        self, reqs: Sequence[MinimaLlmRequest], keys: Sequence[str] | None
+    ) -> list[tuple[str, MinimaLlmResponse | None]]:
+        if keys is None:
+            keys = [cache_key(self._model, r) for r in reqs]
         try:
             found = self._cache.get_many(keys)
         except CacheUnavailableError as exc:
             warn_cache(f"minimallm: cache read failed, asking the server instead: {exc}")
-            return [None] * len(reqs)
+            found = {}
         return [
-            None if (hit := found.get(k)) is None else cached_response(r, hit)
+            (k, None if (hit := found.get(k)) is None else cached_response(r, hit))
             for r, k in zip(reqs, keys, strict=True)
         ]
 
@@ -115,17 +119,18 @@ class CacheLayer:
         req: MinimaLlmRequest,
         *,
         force_refresh: bool,
-        known_miss: bool = False,
+        missed_key: str | None = None,
     ) -> tuple[MinimaLlmResult, int]:
-        """A hit at once (unless ``force_refresh``/``known_miss``), else one shared HTTP
-        call per key; a success is queued for writing."""
-        key = self.key(req)
+        """A hit at once (unless ``force_refresh``), else one shared HTTP call per key; a
+        success is queued for writing. ``missed_key``: a bulk lookup already missed
+        under this key (no second read, no second hash)."""
+        key = self.key(req) if missed_key is None else missed_key
         if not force_refresh:
             recent = self._recent.get(key)
             if recent is not None:
                 return dataclasses.replace(recent, request_id=req.request_id, cached=True), 0
-            if not known_miss:
-                [hit] = await self.lookup_many([req])
+            if missed_key is None:
+                [(_, hit)] = await trio.to_thread.run_sync(self._lookup_blocking, [req], [key])
                 if hit is not None:
                     return hit, 0
         while (flight := self._flights.get(key)) is not None:

@@ -78,13 +78,13 @@ class Session:
     # -- the request path -------------------------------------------------------------
 
     async def generate_traced(
-        self, req: MinimaLlmRequest, *, force_refresh: bool, known_miss: bool = False
+        self, req: MinimaLlmRequest, *, force_refresh: bool, missed_key: str | None = None
     ) -> tuple[MinimaLlmResult, int]:
         """Through the cache when there is one; (result, HTTP attempts)."""
         if self.cache is None:
             return await self.runtime.generate_traced(req, force_refresh=force_refresh)
         return await self.cache.generate_traced(
-            self.runtime, req, force_refresh=force_refresh, known_miss=known_miss
+            self.runtime, req, force_refresh=force_refresh, missed_key=missed_key
         )
 
     async def flush(self) -> None:
@@ -92,8 +92,9 @@ class Session:
         if self.cache is not None:
             await self.cache.flush()
 
-    async def lookup_many(self, reqs: list[MinimaLlmRequest]) -> list[MinimaLlmResponse | None]:
-        """Cache hits in bulk (all misses without a cache)."""
-        if self.cache is None:
-            return [None] * len(reqs)
+    async def lookup_many(
+        self, reqs: list[MinimaLlmRequest]
+    ) -> list[tuple[str, MinimaLlmResponse | None]]:
+        """``(key, hit or None)`` per request, in bulk (only with a cache)."""
+        assert self.cache is not None, "lookups need a cache"
         return await self.cache.lookup_many(reqs)
