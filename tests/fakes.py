@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import httpcore
 import trio
 
 from minimallm._transport import HttpReply
@@ -84,12 +85,28 @@ class FakeServer:
 
 
 class FakeTransport:
+    """One fake connection: ``interrupt()`` ends a request in progress like closing a
+    real socket does (the post raises a transport error)."""
+
     def __init__(self, server: FakeServer) -> None:
         self.server = server
         self.closed = False
+        self.interrupted = 0
+        self._scope: trio.CancelScope | None = None
 
     async def post(self, headers: tuple[tuple[bytes, bytes], ...], body: bytes) -> HttpReply:
-        return await self.server.handle(body)
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            try:
+                return await self.server.handle(body)
+            finally:
+                self._scope = None
+        raise httpcore.ReadError("connection interrupted")
+
+    def interrupt(self) -> None:
+        if self._scope is not None:
+            self.interrupted += 1
+            self._scope.cancel()
 
     async def aclose(self) -> None:
         self.closed = True

@@ -170,7 +170,7 @@ class OpenAIMinimaLlm:
                 one,
                 self.cfg.batch,
                 emit=emit,
-                runtime_view=session.runtime.stall_view,
+                runtime_view=_stall_view(session),
                 lookup=lookup if use_cache else None,
             )
         finally:
@@ -244,3 +244,11 @@ class OpenAIMinimaLlm:
             raise UsageError(
                 f"{name}() was called inside a trio run; use the async method with await"
             )
+
+
+def _stall_view(session: Session) -> Callable[[], tuple[int | None, int | None, float, int]]:
+    def view() -> tuple[int | None, int | None, float, int]:
+        s = session.runtime.statistics()
+        return s.in_flight, s.limiter.limit, s.cooldown.deadline, s.cooldown.overloads
+
+    return view

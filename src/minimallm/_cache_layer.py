@@ -15,6 +15,7 @@ import json
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import trio
 
@@ -120,6 +121,7 @@ class CacheLayer:
         *,
         force_refresh: bool,
         missed_key: str | None = None,
+        events: trio.MemorySendChannel[Any] | None = None,
     ) -> tuple[MinimaLlmResult, int]:
         """A hit at once (unless ``force_refresh``), else one shared HTTP call per key; a
         success is queued for writing. ``missed_key``: a bulk lookup already missed
@@ -140,7 +142,7 @@ class CacheLayer:
             # the leader was cancelled: try to lead ourselves
         flight = self._flights[key] = _Flight()
         try:
-            result, attempts = await runtime.generate_traced(req, force_refresh=force_refresh)
+            result, attempts = await runtime.generate_traced(req, events=events)
             flight.result = result
         finally:
             del self._flights[key]

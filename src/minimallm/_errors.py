@@ -3,6 +3,7 @@
 MinimaLlmError
 ├── ConfigError (also ValueError)      bad configuration, raised at construction
 ├── BackendClosedError                 use of a runtime after it was shut down
+│   └── BackendFailedError             ... because one of its actors failed (a bug)
 ├── UsageError (also RuntimeError)     an entry point called where it cannot work
 ├── BatchAbortedError (also RuntimeError)  a batch exceeded max_failures
 ├── CacheUnavailableError              the prompt cache cannot be opened or read
@@ -18,6 +19,7 @@ from typing import Any
 
 __all__ = [
     "BackendClosedError",
+    "BackendFailedError",
     "BatchAbortedError",
     "CacheUnavailableError",
     "CacheWarning",
@@ -38,6 +40,12 @@ class ConfigError(MinimaLlmError, ValueError):
 
 class BackendClosedError(MinimaLlmError):
     """The runtime serving this call was shut down while the call was waiting."""
+
+
+class BackendFailedError(BackendClosedError):
+    """The runtime stopped because one of its actors failed; the message names the
+    actor and the error, ``__cause__`` is the original exception. Every caller that was
+    waiting gets one, and so does every later call in the same trio run."""
 
 
 class UsageError(MinimaLlmError, RuntimeError):

@@ -51,6 +51,11 @@ class LazyHeaders(Mapping[str, str]):
             self._decoded = decoded
         return self._decoded
 
+    def mentions(self, lowercase_name_prefix: bytes) -> bool:
+        """True if a header name starting with the prefix may be present (a byte search
+        of the raw head, case-insensitive, no parsing)."""
+        return lowercase_name_prefix in self._raw.lower()
+
     def __getitem__(self, key: str) -> str:
         return self._map()[key]
 

@@ -1,25 +1,47 @@
-"""The runtime: one nursery per backend per trio run, holding every actor.
+"""The runtime: every actor of one backend in one trio run, and the request path.
 
-:meth:`Runtime.serve` is the one place where actors are built and started, so the
-whole wiring reads top to bottom. :meth:`Runtime.generate` is the request path on
-trio: build the body once, then admit → attempt → classify → back off → admit …;
-each attempt is admitted by the Admission actor and runs on the Worker it lends
-(in the caller's own task, see ``actors/admission.py``).
+:meth:`Runtime.serve` is the one place that creates the channels and starts the actors,
+so who talks to whom reads top to bottom. :meth:`Runtime.generate_traced` is one
+request's whole path on this side: encode the body once, then, attempt after attempt,
+hand a :class:`~minimallm.actors.messages.Job` to the Worker pool and wait for its
+:class:`~minimallm.actors.messages.Reply`, classify, back off. What happens between
+(permit, slot, socket) is in ``actors/worker.py``; flow control in ``actors/limiter.py``,
+``actors/pacer.py``, ``actors/cooldown.py`` and their pure cores in ``_policy/``.
+
+One request on the hot path costs three task switches: the Worker wakes for the job,
+the Worker wakes when the answer arrives, the caller wakes for the reply. The Limiter,
+Pacer and Cooldown read their reports in bursts (one wake-up per many answers) and the
+Watchdog wakes about once a second; measured in ``benchmarks/``.
+
+Supervision: an actor that fails takes the runtime down; every caller waiting on it
+gets a :class:`~minimallm.BackendFailedError` naming the actor and the error, later
+callers the same error, never an ExceptionGroup.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+import outcome
 import trio
 
 from minimallm._attempts import AttemptError, AttemptOutcome, AttemptSuccess
 from minimallm._config import MinimaLlmConfig
-from minimallm._errors import BackendClosedError
-from minimallm._policy import CooldownState, PacingSchedule, retry_delay
+from minimallm._errors import BackendClosedError, BackendFailedError
+from minimallm._policy import (
+    Binding,
+    ConcurrencyControl,
+    CooldownState,
+    PacingSchedule,
+    PauseControl,
+    RateControl,
+    binding,
+    retry_delay,
+)
 from minimallm._transport import (
     HttpTransport,
     SingleConnectionTransport,
@@ -28,13 +50,22 @@ from minimallm._transport import (
     request_headers,
 )
 from minimallm._types import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
-from minimallm.actors import Admission, Cooldown, Limiter, Pacer, Watchdog, Worker
-from minimallm.actors.cooldown import CooldownStatistics
-from minimallm.actors.limiter import LimiterStatistics
+from minimallm.actors.cooldown import Cooldown, CooldownStatistics
+from minimallm.actors.limiter import Limiter, LimiterMessage, LimiterStatistics
+from minimallm.actors.messages import AttemptReport, AttemptStarted, Job, Reply
+from minimallm.actors.pacer import Pacer, PacerMessage, PacerStatistics
+from minimallm.actors.watchdog import Watchdog
+from minimallm.actors.worker import Worker, WorkerChannels
 
 __all__ = ["Runtime", "RuntimeOptions", "RuntimeStatistics"]
 
 TransportFactory = Callable[[str], HttpTransport]
+
+REPORT_BUFFER = 4096
+"""Reports buffered for the Pacer and the Cooldown (each drains its inbox per wake-up)."""
+
+WATCHDOG_BUFFER = 65536
+"""Attempt starts buffered for the Watchdog (it drains them at least once a second)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +79,42 @@ class RuntimeOptions:
 
 @dataclass(frozen=True, slots=True)
 class RuntimeStatistics:
-    """Live state for progress and stall messages."""
+    """The runtime now: each flow-control actor's snapshot, callers waiting for a
+    Worker, attempts on the wire, and which limit binds (None: none)."""
 
     limiter: LimiterStatistics
+    pacer: PacerStatistics
     cooldown: CooldownStatistics
+    callers_waiting: int
+    in_flight: int
+    binding: Binding | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Actors:
+    """Handles the runtime keeps for ``statistics()`` (snapshots only)."""
+
+    limiter: Limiter
+    pacer: Pacer
+    cooldown: Cooldown
+    jobs: trio.MemorySendChannel[Job]
 
 
 class Runtime:
     """Actors and request path of one backend inside one trio run."""
+
+    __slots__ = (
+        "_actors",
+        "_cfg",
+        "_failure",
+        "_headers",
+        "_options",
+        "_ready",
+        "_rng",
+        "_secret",
+        "_stop_requested",
+        "_stopped",
+    )
 
     def __init__(self, cfg: MinimaLlmConfig, options: RuntimeOptions) -> None:
         self._cfg = cfg
@@ -66,67 +125,146 @@ class Runtime:
         self._ready = trio.Event()
         self._stopped = trio.Event()
         self._stop_requested = trio.Event()
-        self._admission: Admission | None = None
-        self.failure: BaseException | None = None
+        self._actors: _Actors | None = None
+        self._failure: BackendFailedError | None = None
 
     def __repr__(self) -> str:
         state = (
             "stopped" if self._stopped.is_set() else "running" if self._ready.is_set() else "new"
         )
-        return f"<Runtime {state} {self._admission!r}>"
+        return f"<Runtime {state}>"
 
     @property
     def closed(self) -> bool:
         """True once a stop was asked for or the runtime ended."""
         return self._stop_requested.is_set() or self._stopped.is_set()
 
-    # -- lifecycle ----------------------------------------------------------------------
+    @property
+    def failure(self) -> BackendFailedError | None:
+        """Why the runtime ended, if an actor failed."""
+        return self._failure
+
+    # -- the wiring -----------------------------------------------------------------------
 
     async def serve(self) -> None:
-        """Build every actor and start it in one nursery; run until :meth:`stop`."""
+        """Create every channel, start every actor, run until :meth:`stop`."""
         cfg = self._cfg
+        cap = cfg.max_outstanding
+        jobs_in, jobs_out = trio.open_memory_channel[Job](0)  # a caller waits for a Worker
+        permits = trio.open_memory_channel[object](cap)
+        limiter_in, limiter_out = trio.open_memory_channel[LimiterMessage](cap)  # 1 per permit
+        pacer_in, pacer_out = trio.open_memory_channel[PacerMessage](REPORT_BUFFER)
+        cooldown_in, cooldown_out = trio.open_memory_channel[AttemptReport](REPORT_BUFFER)
+        watchdog_in, watchdog_out = trio.open_memory_channel[AttemptStarted](WATCHDOG_BUFFER)
+        gate = trio.open_memory_channel[object](1)  # holds the baton while unpaced
+
+        limiter = Limiter(ConcurrencyControl(cap), limiter_out, permits)
+        pacer = Pacer(PacingSchedule(cfg.rpm), RateControl(), pacer_out, gate)
+        pause = PauseControl(
+            CooldownState(
+                floor_s=cfg.cooldown_floor_s,
+                cap_s=cfg.cooldown_cap_s,
+                halflife_s=cfg.cooldown_halflife_s,
+                initial_s=max(cfg.base_backoff_s, 0.1),
+            ),
+            probe_s=max(0.1, cfg.base_backoff_s),
+            max_probe_s=max(1.0, cfg.max_backoff_s / 4),
+            outage_budget_s=cfg.max_attempts * cfg.max_backoff_s if cfg.max_attempts else None,
+            probe_timeout_s=cfg.timeout_s + 1.0,
+        )
+        cooldown = Cooldown(pause, cooldown_out, pacer_in)
+        channels = WorkerChannels(
+            jobs=jobs_out,
+            permits=permits[1],
+            gate=gate,
+            limiter=limiter_in,
+            pacer=pacer_in,
+            cooldown=cooldown_in,
+            watchdog=watchdog_in,
+        )
         url = cfg.chat_completions_url
-        watchdog = Watchdog()
         workers = [
             Worker(
+                i,
                 self._options.transport_factory(url),
-                cfg.timeout_s,
-                self._options.wall_clock,
-                watchdog,
+                channels,
+                headers=self._headers,
+                timeout_s=cfg.timeout_s,
+                orphan=self._orphan,
+                wall_clock=self._options.wall_clock,
             )
-            for _ in range(cfg.max_outstanding)
+            for i in range(cap)
         ]
-        watchdog.watch(workers)
-        cooldown = CooldownState(
-            floor_s=cfg.cooldown_floor_s,
-            cap_s=cfg.cooldown_cap_s,
-            halflife_s=cfg.cooldown_halflife_s,
-            initial_s=max(cfg.base_backoff_s, 0.1),
+        watchdog = Watchdog(
+            watchdog_out, [w.expire for w in workers], tick_s=min(1.0, cfg.timeout_s / 2)
         )
-        admission = Admission(Limiter(workers), Cooldown(cooldown), Pacer(PacingSchedule(cfg.rpm)))
-        self._admission = admission
+        actors: list[tuple[str, Callable[..., Awaitable[None]]]] = [
+            ("Limiter", limiter.run),
+            ("Pacer", pacer.run),
+            ("Cooldown", cooldown.run),
+            ("Watchdog", watchdog.run),
+            *((f"Worker {i}", w.run) for i, w in enumerate(workers)),
+        ]
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(admission.run)
-                await nursery.start(watchdog.run)
+                for name, run in actors:
+                    await nursery.start(self._supervised, name, run)
+                self._actors = _Actors(limiter, pacer, cooldown, jobs_in)
                 self._ready.set()
                 await self._stop_requested.wait()
                 nursery.cancel_scope.cancel()
+        except BaseException as exc:
+            if self._failure is None:
+                raise
+            raise self._failure from exc  # one clear error, never a group
         finally:
-            admission.close()  # callers waiting in line: BackendClosedError
-            for worker in workers:
-                worker.stop()  # attempts in flight end; their callers: BackendClosedError
-            with trio.CancelScope(shield=True):
-                for worker in workers:
-                    await worker.aclose()
+            jobs_out.close()  # callers still waiting for a Worker learn it at once
             self._stopped.set()
             self._ready.set()  # wake anyone waiting for a start that will not come
+
+    async def _supervised(
+        self,
+        name: str,
+        run: Callable[..., Awaitable[None]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await run(task_status=task_status)
+        except trio.Cancelled:
+            raise
+        except BaseException as exc:
+            # Recorded before the nursery cancels the others, so every job they hold
+            # is answered with this error, not with a bland "closed".
+            if self._failure is None:
+                self._failure = BackendFailedError(
+                    f"minimallm's {name} failed: {type(exc).__name__}: {exc}"
+                )
+                self._failure.__cause__ = exc
+            raise
+
+    def _closed_error(self, what: str = "the minimallm runtime has stopped") -> Exception:
+        """A fresh exception per caller: the runtime's failure, or that it stopped."""
+        failure = self._failure
+        if failure is None:
+            return BackendClosedError(what)
+        error = BackendFailedError(str(failure))
+        error.__cause__ = failure.__cause__
+        return error
+
+    def _orphan(self, job: Job) -> None:
+        """A Worker stopped while holding ``job``: tell its caller why."""
+        job.reply.send(
+            outcome.Error(self._closed_error("the minimallm runtime stopped during the request"))
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
 
     async def wait_ready(self) -> None:
         """Wait until the actors run; raise BackendClosedError if the runtime ended."""
         await self._ready.wait()
         if self._stopped.is_set():
-            raise BackendClosedError("the minimallm runtime has stopped") from self.failure
+            raise self._closed_error()
 
     def stop(self) -> None:
         """Ask the runtime to end (connections close, waiting calls get BackendClosedError)."""
@@ -138,61 +276,75 @@ class Runtime:
         await self._stopped.wait()
 
     def statistics(self) -> RuntimeStatistics:
-        """Limiter and cooldown state now (for stall messages)."""
-        assert self._admission is not None, "runtime not started"
+        """A frozen snapshot of flow control now."""
+        actors = self._actors
+        if actors is None:
+            raise BackendClosedError("the minimallm runtime is not running")
+        lim = actors.limiter.statistics()
+        pac = actors.pacer.statistics()
+        coo = actors.cooldown.statistics()
+        callers = actors.jobs.statistics().tasks_waiting_send
+        now = trio.current_time()
         return RuntimeStatistics(
-            self._admission.limiter.statistics(), self._admission.cooldown.statistics()
+            limiter=lim,
+            pacer=pac,
+            cooldown=coo,
+            callers_waiting=callers,
+            in_flight=max(0, lim.held - pac.waiting),
+            binding=binding(
+                now=now,
+                held=pac.hold_reason if pac.mode in ("held", "probing") else None,
+                held_until=pac.held_until,
+                outage_since=coo.outage_since,
+                slot_waiting=pac.waiting,
+                rate_per_s=pac.rate_per_s,
+                rate_source=pac.rate_source,
+                rpm=pac.rpm,
+                permit_waiting=lim.waiting,
+                limit=lim.limit,
+                cap=lim.cap,
+                callers_waiting=callers,
+            ),
         )
 
-    def stall_view(self) -> tuple[int | None, int | None, float, int]:
-        """(HTTP in flight, limit, cooldown deadline, overloads) for stall warnings."""
-        if self._admission is None:
-            return None, None, 0.0, 0
-        stats = self.statistics()
-        return (
-            stats.limiter.in_flight,
-            stats.limiter.limit,
-            stats.cooldown.deadline,
-            stats.cooldown.overloads,
-        )
+    # -- the request path -----------------------------------------------------------------
 
-    # -- the request path ---------------------------------------------------------------
-
-    async def generate(
-        self, req: MinimaLlmRequest, *, force_refresh: bool = False
-    ) -> MinimaLlmResult:
+    async def generate(self, req: MinimaLlmRequest) -> MinimaLlmResult:
         """Attempt until success, a final failure, or MAX_ATTEMPTS (0 = no limit)."""
-        return (await self.generate_traced(req, force_refresh=force_refresh))[0]
+        return (await self.generate_traced(req))[0]
 
     async def generate_traced(
-        self, req: MinimaLlmRequest, *, force_refresh: bool = False
+        self, req: MinimaLlmRequest, *, events: trio.MemorySendChannel[Any] | None = None
     ) -> tuple[MinimaLlmResult, int]:
-        """:meth:`generate`, also returning how many HTTP attempts were sent."""
-        del force_refresh  # meaningful once the cache is wired in
+        """:meth:`generate`, also returning how many HTTP attempts were sent;
+        ``events``: a batch Monitor's inbox that gets every attempt's report."""
         cfg = self._cfg
         body = encode_body(build_payload(cfg.model, req), compress=cfg.compress_gzip)
         sent_at: list[float] = []
-        attempt = 0
         while True:
-            attempt += 1
-            outcome = await self._one_attempt(body, sent_at)
-            if isinstance(outcome, AttemptSuccess):
+            result, sent = await self._attempt(body, events)
+            if isinstance(result, AttemptSuccess):
+                sent_at.append(sent)
                 response = MinimaLlmResponse(
                     req.request_id,
-                    outcome.text,
-                    outcome.raw,
+                    result.text,
+                    result.raw,
                     False,
-                    outcome.prompt_tokens,
-                    outcome.completion_tokens,
-                    outcome.total_tokens,
+                    result.prompt_tokens,
+                    result.completion_tokens,
+                    result.total_tokens,
                 )
                 return response, len(sent_at)
-            if not outcome.retryable or (cfg.max_attempts and attempt >= cfg.max_attempts):
-                return self._failure(req, outcome, attempt, sent_at), len(sent_at)
+            if result.excused:
+                continue  # the client's own probe of a server it believes down
+            sent_at.append(sent)
+            attempt = len(sent_at)
+            if not result.retryable or (cfg.max_attempts and attempt >= cfg.max_attempts):
+                return self._failure_of(req, result, attempt, sent_at), attempt
             await trio.sleep(
                 retry_delay(
                     attempt,
-                    outcome.retry_after_s,
+                    result.retry_after_s,
                     base_s=cfg.base_backoff_s,
                     max_s=cfg.max_backoff_s,
                     jitter=cfg.jitter,
@@ -201,31 +353,35 @@ class Runtime:
                 )
             )
 
-    async def _one_attempt(self, body: bytes, sent_at: list[float]) -> AttemptOutcome:
-        admission = self._admission
-        if admission is None or self.closed:
-            raise BackendClosedError("the minimallm runtime has stopped")
-        worker = admission.try_admit() or await admission.admit()
-        outcome: AttemptOutcome | None = None
+    async def _attempt(
+        self, body: bytes, events: trio.MemorySendChannel[Any] | None
+    ) -> tuple[AttemptOutcome, float]:
+        actors = self._actors
+        if actors is None or self.closed:
+            raise self._closed_error()
+        reply: Reply[tuple[AttemptOutcome, float]] = Reply()
+        job = Job(body, reply, events)
         try:
-            outcome = await worker.attempt(self._headers, body)
-            sent_at.append(worker.sent_at)
-        finally:
-            admission.finish(worker, outcome)
-        return outcome
+            actors.jobs.send_nowait(job)
+        except trio.WouldBlock:
+            try:
+                await actors.jobs.send(job)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise self._closed_error() from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise self._closed_error() from None
+        return await reply.receive()
 
-    def _failure(
-        self, req: MinimaLlmRequest, outcome: AttemptError, attempts: int, sent_at: list[float]
+    def _failure_of(
+        self, req: MinimaLlmRequest, result: AttemptError, attempts: int, sent_at: list[float]
     ) -> MinimaLlmFailure:
         return MinimaLlmFailure(
             request_id=req.request_id,
-            error_type=outcome.error_type,
-            message=self._redact(outcome.message),
+            error_type=result.error_type,
+            message=self._redact(result.message),
             attempts=attempts,
-            status=outcome.status,
-            body_snippet=None
-            if outcome.body_snippet is None
-            else self._redact(outcome.body_snippet),
+            status=result.status,
+            body_snippet=None if result.body_snippet is None else self._redact(result.body_snippet),
             timeout_s=self._cfg.timeout_s,
             attempt_timestamps=tuple(sent_at),
         )

@@ -10,11 +10,13 @@ final commit last.
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 
 from minimallm._cache_layer import CacheLayer
 from minimallm._config import MinimaLlmConfig
-from minimallm._errors import BackendClosedError
+from minimallm._errors import BackendClosedError, BackendFailedError
 from minimallm._runtime import Runtime, RuntimeOptions
 from minimallm._types import MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
 
@@ -24,11 +26,13 @@ __all__ = ["Session"]
 class Session:
     """Runtime + cache of one backend in one trio run."""
 
-    __slots__ = ("_done", "_ready", "cache", "runtime")
+    __slots__ = ("_done", "_ready", "cache", "failure", "runtime")
 
     def __init__(self, cfg: MinimaLlmConfig, options: RuntimeOptions) -> None:
         self.runtime = Runtime(cfg, options)
         self.cache: CacheLayer | None = None
+        self.failure: BackendClosedError | None = None
+        """Why the session ended early (an actor or the cache writer failed), if it did."""
         self._ready = trio.Event()
         self._done = trio.Event()
 
@@ -46,7 +50,11 @@ class Session:
         return self.runtime.closed or self._done.is_set()
 
     async def host(self, cfg: MinimaLlmConfig) -> None:
-        """Run every service until :meth:`aclose` (or the end of the trio run)."""
+        """Run every service until :meth:`aclose` (or the end of the trio run).
+
+        An actor's failure has already been answered to every waiting caller by the
+        runtime; here it is kept for later callers (:meth:`wait_ready`) and never
+        escapes (a system task that raised would crash the caller's whole trio run)."""
         try:
             async with trio.open_nursery() as services:
                 if cfg.cache_dir is not None:
@@ -54,8 +62,17 @@ class Session:
                 services.start_soon(self._mark_ready)
                 await self.runtime.serve()
                 services.cancel_scope.cancel()
-        except Exception as exc:
-            self.runtime.failure = exc
+        except BaseException as exc:
+            failure = _first_failure(exc)
+            if failure is None:
+                raise  # cancelled: the trio run is ending
+            self.failure = (
+                failure
+                if isinstance(failure, BackendClosedError)
+                else _failed(
+                    f"minimallm's session failed: {type(failure).__name__}: {failure}", failure
+                )
+            )
         finally:
             self._ready.set()
             self._done.set()
@@ -68,7 +85,9 @@ class Session:
         """Wait until the services run; BackendClosedError if the session ended."""
         await self._ready.wait()
         if self._done.is_set():
-            raise BackendClosedError("the minimallm runtime has stopped") from self.runtime.failure
+            if self.failure is not None:
+                raise _failed(str(self.failure), self.failure.__cause__)
+            raise BackendClosedError("the minimallm runtime has stopped")
 
     async def aclose(self) -> None:
         """Stop the runtime, then wait for the cache writer's final commit."""
@@ -78,13 +97,18 @@ class Session:
     # -- the request path -------------------------------------------------------------
 
     async def generate_traced(
-        self, req: MinimaLlmRequest, *, force_refresh: bool, missed_key: str | None = None
+        self,
+        req: MinimaLlmRequest,
+        *,
+        force_refresh: bool,
+        missed_key: str | None = None,
+        events: trio.MemorySendChannel[Any] | None = None,
     ) -> tuple[MinimaLlmResult, int]:
         """Through the cache when there is one; (result, HTTP attempts)."""
         if self.cache is None:
-            return await self.runtime.generate_traced(req, force_refresh=force_refresh)
+            return await self.runtime.generate_traced(req, events=events)
         return await self.cache.generate_traced(
-            self.runtime, req, force_refresh=force_refresh, missed_key=missed_key
+            self.runtime, req, force_refresh=force_refresh, missed_key=missed_key, events=events
         )
 
     async def flush(self) -> None:
@@ -98,3 +122,20 @@ class Session:
         """``(key, hit or None)`` per request, in bulk (only with a cache)."""
         assert self.cache is not None, "lookups need a cache"
         return await self.cache.lookup_many(reqs)
+
+
+def _first_failure(exc: BaseException) -> BaseException | None:
+    """The first exception in ``exc`` (groups unwrapped) that is not a cancellation."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_failure(inner)
+            if found is not None:
+                return found
+        return None
+    return None if isinstance(exc, trio.Cancelled) else exc
+
+
+def _failed(message: str, cause: BaseException | None) -> BackendFailedError:
+    error = BackendFailedError(message)
+    error.__cause__ = cause
+    return error

@@ -25,7 +25,8 @@ from minimallm._attempts import AttemptError, AttemptOutcome, AttemptSuccess
 from minimallm._http11 import Http11Connection
 from minimallm._http_reply import HttpReply
 from minimallm._lazy_json import LazyJson
-from minimallm._policy import is_overload_status, is_retryable_status, parse_retry_after
+from minimallm._policy.ratelimit import RateLimitInfo, parse_rate_limit_headers
+from minimallm._policy.retry import is_overload_status, is_retryable_status, parse_retry_after
 from minimallm._types import MinimaLlmRequest
 
 __all__ = [
@@ -46,15 +47,16 @@ BODY_SNIPPET_CHARS = 300
 
 
 class HttpTransport(Protocol):
-    """What a Worker needs from HTTP: POST a body, get the whole answer, close.
-
-    A transport may also offer ``interrupt() -> None``: end the request in progress
-    from another task at once (its ``post`` then raises one of
-    :data:`TRANSPORT_EXCEPTIONS`). Workers on such a transport are bounded by the
-    Watchdog; others by a cancel scope per attempt (see ``actors/worker.py``)."""
+    """What a Worker needs from HTTP: POST a body and get the whole answer, end the
+    request in progress from another task, close."""
 
     async def post(self, headers: tuple[tuple[bytes, bytes], ...], body: bytes) -> HttpReply:
         """Send one POST to the chat-completions URL and read the whole answer."""
+        ...
+
+    def interrupt(self) -> None:
+        """End the request in progress at once (its ``post`` then raises one of
+        :data:`TRANSPORT_EXCEPTIONS`); no-op when idle. Called from another task."""
         ...
 
     async def aclose(self) -> None:
@@ -131,8 +133,9 @@ def outcome_from_reply(
 ) -> AttemptOutcome:
     """Classify a complete HTTP answer (SPEC §3.4)."""
     status = reply.status
+    rate = _rate_info(reply.headers)
     if 200 <= status < 300:
-        return _parse_success(reply)
+        return _parse_success(reply, rate)
     retryable = is_retryable_status(status)
     retry_after = parse_retry_after(reply.headers, now_wall=wall_clock()) if retryable else None
     return AttemptError(
@@ -143,10 +146,20 @@ def outcome_from_reply(
         status=status,
         body_snippet=_snippet(reply.body),
         retry_after_s=retry_after,
+        rate=rate,
     )
 
 
-def _parse_success(reply: HttpReply) -> AttemptOutcome:
+def _rate_info(headers: Mapping[str, str]) -> RateLimitInfo | None:
+    """The answer's ``x-ratelimit-*`` headers; a look at the raw head first, so an
+    answer without them (most servers) costs no header parsing."""
+    mentions = getattr(headers, "mentions", None)
+    if mentions is not None and not mentions(b"x-ratelimit-"):
+        return None
+    return parse_rate_limit_headers(headers)
+
+
+def _parse_success(reply: HttpReply, rate: RateLimitInfo | None) -> AttemptOutcome:
     try:
         data = json.loads(reply.body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
@@ -174,8 +187,9 @@ def _parse_success(reply: HttpReply) -> AttemptOutcome:
             _int_or_none(usage.get("prompt_tokens")),
             _int_or_none(usage.get("completion_tokens")),
             _int_or_none(usage.get("total_tokens")),
+            rate,
         )
-    return AttemptSuccess(content, raw)
+    return AttemptSuccess(content, raw, rate=rate)
 
 
 def _keep_raw(body: bytes, data: dict[str, Any]) -> Mapping[str, Any]:

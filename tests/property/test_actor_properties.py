@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 
+import httpcore
 import trio
 import trio.testing
 from hypothesis import given, settings
@@ -107,35 +108,101 @@ def test_sends_keep_the_paced_spacing_on_the_wire(
         assert len(in_window) <= rpm
 
 
-@settings(max_examples=30, deadline=None)
+OUTCOMES = ["ok", "429", "503", "500", "refused", "hang"]
+
+
+def outcome_script(kind: str, latency: float, retry_after: float) -> Script:
+    if kind == "ok":
+        return Script(latency=latency)
+    if kind == "429":
+        return Script(latency=latency, status=429, headers={"retry-after": repr(retry_after)})
+    if kind in ("503", "500"):
+        return Script(latency=latency, status=int(kind))
+    if kind == "refused":
+        return Script(latency=0.0, raises=httpcore.ConnectError("refused"))
+    return Script(latency=1000.0)  # hang: ended by TIMEOUT_S
+
+
+@settings(max_examples=40, deadline=None)
 @given(
-    retry_after=st.floats(0.0, 100.0),
-    cap=st.floats(0.5, 30.0),
-    others=st.integers(1, 6),
+    max_outstanding=st.integers(1, 12),
+    rpm=st.one_of(st.just(0), st.integers(30, 6000)),
+    n=st.integers(1, 60),
+    weights=st.lists(st.integers(0, 5), min_size=len(OUTCOMES), max_size=len(OUTCOMES)),
+    seed=st.integers(0, 2**32),
+    retry_after=st.floats(0.0, 5.0),
 )
-def test_no_send_during_a_cooldown_and_retry_after_is_capped(
-    retry_after: float, cap: float, others: int
+def test_caps_hold_under_any_mix_of_outcomes(
+    max_outstanding: int, rpm: int, n: int, weights: list[int], seed: int, retry_after: float
 ) -> None:
-    """One 429 with Retry-After closes the gate for everyone until the deadline, which
-    is min(retry_after, cap) at least, and the retry itself waits at most ``cap``."""
+    """MAX_OUTSTANDING and RPM are never exceeded, whatever the server answers."""
+    rng = random.Random(seed)
+    if not any(weights):
+        weights = [1, *weights[1:]]
+    kinds = {}
 
     def script(content: str, attempt: int) -> Script:
-        if content == "p0" and attempt == 0:
-            return Script(latency=1.0, status=429, headers={"retry-after": repr(retry_after)})
-        return Script(latency=0.5)
+        key = (content, attempt)
+        if key not in kinds:
+            kinds[key] = rng.choices(OUTCOMES, weights)[0]
+        return outcome_script(kinds[key], rng.choice([0.0, 0.05, 0.5]), retry_after)
 
     server = FakeServer(script)
-    arrivals = [0.0] + [1.5] * others
+    results: list[object] = []
 
     async def main() -> None:
         backend = backend_for(
-            server, max_outstanding=8, rpm=0, cooldown_cap_s=cap, cooldown_floor_s=0.0
+            server,
+            max_outstanding=max_outstanding,
+            rpm=rpm,
+            timeout_s=2.0,
+            max_attempts=4,
+            base_backoff_s=0.1,
+            max_backoff_s=1.0,
         )
-        await fire(backend, others + 1, arrivals)
+        results.extend(await fire(backend, n, [rng.uniform(0, 3) for _ in range(n)]))
 
     run_virtual(main)
-    blocked_until = 1.0 + min(retry_after, cap)
-    later = [s.start for s in server.sent[1:]]
-    assert all(t >= blocked_until - EPS for t in later)
-    retry = [s.start for s in server.sent if s.content == "p0"][1]
-    assert retry <= 1.0 + cap + EPS
+    assert server.max_in_flight <= max_outstanding
+    assert len(results) == n and all(r is not None for r in results)
+    if rpm:
+        sends = sorted(s.start for s in server.sent)
+        for a, b in itertools.pairwise(sends):
+            assert b - a >= 60.0 / rpm * (1 - EPS) - EPS
+        for i, start in enumerate(sends):
+            assert len([t for t in sends[i:] if t < start + 60.0 - EPS]) <= rpm
+
+
+@settings(max_examples=30, deadline=None)
+@given(p=st.floats(0.0, 0.05), seed=st.integers(0, 2**32), retry_after=st.floats(0.5, 5.0))
+def test_sporadic_overloads_never_pause_the_whole_client(
+    p: float, seed: int, retry_after: float
+) -> None:
+    """With at most 5 % of answers 429/503 (with Retry-After), sends never stop while
+    fresh work is waiting: only the requests that got the overload wait."""
+    rng = random.Random(seed)
+    outcomes: dict[tuple[str, int], str] = {}
+
+    def script(content: str, attempt: int) -> Script:
+        key = (content, attempt)
+        if key not in outcomes:
+            outcomes[key] = rng.choice(["429", "503"]) if rng.random() < p else "ok"
+        return outcome_script(outcomes[key], 0.1, retry_after)
+
+    server = FakeServer(script)
+    n = 300
+
+    async def main() -> None:
+        backend = backend_for(server, max_outstanding=8, rpm=0, base_backoff_s=0.5)
+        await fire(backend, n, [0.0] * n)
+
+    run_virtual(main)
+    first_sends = sorted(s.start for s in server.sent if (s.content, 0) in outcomes)
+    firsts = {}
+    for s in server.sent:
+        firsts.setdefault(s.content, s.start)
+    last_fresh = max(firsts.values())
+    sends = sorted(s.start for s in server.sent if s.start <= last_fresh)
+    assert first_sends
+    for a, b in itertools.pairwise(sends):
+        assert b - a <= 0.1 + EPS  # never a pause while fresh work waits

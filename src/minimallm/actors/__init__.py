@@ -1,20 +1,25 @@
-"""The actors. Admission owns the three gates every HTTP attempt passes; Workers own
-the connections::
+"""The actors: each a trio task with ``run(*, task_status)``, its own state, reached only
+through its channels (typed, frozen messages in ``messages``), with a ``statistics()``
+snapshot. They are created and started in one place, ``minimallm._runtime.serve``::
 
-    caller ─► Admission [ Limiter (a free Worker) · Cooldown · Pacer ] ─► Worker.attempt
-                 ▲                                                          │
-                 └──── finish: overload → Cooldown, Worker → Limiter ───────┘
+    caller ─ Job ─► Worker x MAX_OUTSTANDING ─ POST ─► server
+                     ▲  ▲  │
+        Limiter ─ permits  │   Pacer ─ baton / slots (RPM, learned rate, holds)
+                     │     │     ▲
+                     └─────┴─ AttemptReport ─► Limiter, Pacer, Cooldown, Monitor
+                                 Cooldown ─ Hold / Release ─► Pacer
+                     Worker ─ AttemptStarted ─► Watchdog (TIMEOUT_S)
 
-Admission's fast path is a synchronous check and the attempt runs in the caller's
-task; only callers that must wait park in its line (see ``actors/admission.py`` for
-the measured reason). The Watchdog ends attempts that outlive TIMEOUT_S (see
-``actors/worker.py``). The wiring is in one place: ``minimallm._runtime``.
+    per backend:  CacheWriter (batched SQLite commits, off the event loop)
+    per batch:    Monitor (heartbeat, what binds, stalls, failures, summary)
 """
 
-from minimallm.actors.admission import Admission
-from minimallm.actors.cooldown import Cooldown, Overload
+from minimallm.actors.cache_writer import CacheWriter
+from minimallm.actors.cooldown import Cooldown
 from minimallm.actors.limiter import Limiter
+from minimallm.actors.monitor import Monitor
 from minimallm.actors.pacer import Pacer
-from minimallm.actors.worker import Watchdog, Worker
+from minimallm.actors.watchdog import Watchdog
+from minimallm.actors.worker import Worker
 
-__all__ = ["Admission", "Cooldown", "Limiter", "Overload", "Pacer", "Watchdog", "Worker"]
+__all__ = ["CacheWriter", "Cooldown", "Limiter", "Monitor", "Pacer", "Watchdog", "Worker"]

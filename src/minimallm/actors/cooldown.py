@@ -1,61 +1,114 @@
-"""Cooldown: after an overload (429/502/503/504) nobody sends until the shared
-cooldown deadline has passed.
+"""Cooldown: decides when *everyone* stops sending — a shared pause after sustained
+overload, an outage — and tells the Pacer (:class:`Hold` / :class:`Release`).
 
-The rules (growth once per congestion episode, decay, cap, Retry-After) are the pure
-:class:`~minimallm._cooldown.CooldownState`; this part of the Admission actor counts
-the overloads and answers "when may the next attempt go". Workers' callers report an
-overload *before* they give their Worker back, so the next attempt admitted already
-sees the new deadline.
+The decisions are the pure :class:`~minimallm._policy.pause.PauseControl`; this actor
+feeds it every :class:`AttemptReport` (drained in bulk per wake-up), wakes at the
+moments it asks for (a lost probe, an outage's budget), and forwards its decisions. It
+never holds a permit or a slot itself: a hold closes the Pacer's gate, and the Pacer
+lets one probe through when the hold ends.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minimallm._policy import CooldownState
+import trio
 
-__all__ = ["Cooldown", "CooldownStatistics", "Overload"]
+from minimallm._policy.pause import PauseControl, PauseDecision
+from minimallm.actors.messages import AttemptReport, Hold, Release
 
-
-@dataclass(frozen=True, slots=True)
-class Overload:
-    """A server said it is overloaded at trio time ``at`` (seconds) to an attempt sent
-    at ``sent_at``."""
-
-    at: float
-    retry_after_s: float | None = None
-    sent_at: float | None = None
+__all__ = ["Cooldown", "CooldownStatistics"]
 
 
 @dataclass(frozen=True, slots=True)
 class CooldownStatistics:
-    """The cooldown deadline (trio time, seconds) and how many overloads were seen."""
+    """The Cooldown now: the shared deadline (trio time, s; ``-inf`` before any pause),
+    the level (s), why the client is held (``cooldown``, ``outage`` or None), since
+    when an outage lasts, overload answers and pauses so far."""
 
     deadline: float
+    level_s: float
+    holding: str | None
+    outage_since: float | None
     overloads: int
+    pauses: int
 
 
 class Cooldown:
-    """The shared cooldown deadline. Owned by the Admission actor."""
+    """Actor owning the shared pause."""
 
-    __slots__ = ("_state", "overloads")
+    __slots__ = ("_control", "_inbox", "_overloads", "_pacer")
 
-    def __init__(self, state: CooldownState) -> None:
-        self._state = state
-        self.overloads = 0
+    def __init__(
+        self,
+        control: PauseControl,
+        inbox: trio.MemoryReceiveChannel[AttemptReport],
+        pacer: trio.MemorySendChannel[Hold | Release],
+    ) -> None:
+        self._control = control
+        self._inbox = inbox
+        self._pacer = pacer
+        self._overloads = 0
 
     def __repr__(self) -> str:
-        return f"<Cooldown deadline={self._state.deadline():.3f} overloads={self.overloads}>"
-
-    def deadline(self) -> float:
-        """Trio time (seconds) before which nobody sends; ``-inf`` before any overload."""
-        return self._state.deadline()
-
-    def report(self, overload: Overload) -> None:
-        """Fold one overload answer into the state (the deadline never moves back)."""
-        self.overloads += 1
-        self._state.on_overload(overload.at, overload.retry_after_s, overload.sent_at)
+        s = self.statistics()
+        return f"<Cooldown holding={s.holding} pauses={s.pauses} overloads={s.overloads}>"
 
     def statistics(self) -> CooldownStatistics:
-        """The current deadline and the overload count."""
-        return CooldownStatistics(deadline=self._state.deadline(), overloads=self.overloads)
+        """A frozen snapshot (safe to call from any task of the same run)."""
+        c = self._control
+        now = trio.current_time()
+        return CooldownStatistics(
+            deadline=c.cooldown.deadline(),
+            level_s=c.cooldown.level(now),
+            holding=c.holding,
+            outage_since=c.outage_since,
+            overloads=self._overloads,
+            pauses=c.pauses,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Watch every attempt; hold and release the Pacer; until the inbox closes."""
+        task_status.started()
+        inbox = self._inbox
+        while True:
+            decision: PauseDecision | None = None  # the latest one of a burst wins
+            with trio.move_on_at(self._control.wake_at()):
+                try:
+                    report = await inbox.receive()
+                except trio.EndOfChannel:
+                    return
+                decision = self._handle(report) or decision
+                while True:
+                    try:
+                        report = inbox.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    decision = self._handle(report) or decision
+            decision = self._control.tick(trio.current_time()) or decision
+            await self._tell(decision)
+
+    def _handle(self, report: AttemptReport) -> PauseDecision | None:
+        if report.kind == "overload":
+            self._overloads += 1
+        return self._control.on_attempt(
+            report.done_at,
+            report.sent_at,
+            report.kind,
+            retry_after_s=report.retry_after_s,
+            exhausted=report.rate is not None and report.rate.exhausted,
+            probe=report.probe is not None,
+        )
+
+    async def _tell(self, decision: PauseDecision | None) -> None:
+        if decision is None:
+            return
+        message: Hold | Release
+        if decision.hold:
+            message = Hold(decision.until, True, decision.reason or "cooldown")
+        else:
+            message = Release()
+        try:
+            self._pacer.send_nowait(message)
+        except trio.WouldBlock:
+            await self._pacer.send(message)  # rare: the Pacer is behind; it must not miss it

@@ -1,56 +1,126 @@
-"""Limiter: at most MAX_OUTSTANDING attempts in flight, because an attempt needs a
-Worker and there are exactly MAX_OUTSTANDING of them.
+"""Limiter: how many HTTP attempts may be in flight — never more than MAX_OUTSTANDING,
+and fewer when the server has shown it takes fewer (:mod:`minimallm._policy.concurrency`).
 
-A token *is* a Worker (its connection): taking one lends the Worker to the admitted
-caller, giving it back ends the attempt. Idle Workers are lent last-in first-out, so
-a lightly loaded backend keeps reusing the same few warm connections instead of
-cycling through all of them (and letting the rest go stale).
+Permits are items in a channel. A Worker takes one with ``receive_nowait()`` before it
+sends (no task switch while one is ready) and waits on the channel only when none is.
+The permit comes back *through the Limiter*: the Worker's :class:`AttemptReport` is
+the return, so the Limiter sees every answer (what its controller learns from) and can
+shrink the pool without racing the Workers for permits. It drains its whole inbox per
+wake-up, so at high rates it wakes once per burst of answers, not once per answer.
+
+Invariant: permits in the channel + permits held by Workers <= the limit <= cap. When
+the limit falls, idle permits are taken back from the channel at once and returned
+ones are not re-issued until the count is below the limit again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from minimallm.actors.worker import Worker
+import trio
+
+from minimallm._policy.concurrency import ConcurrencyControl
+from minimallm.actors.messages import PERMIT, AttemptReport, PermitBack
 
 __all__ = ["Limiter", "LimiterStatistics"]
+
+LimiterMessage = AttemptReport | PermitBack
 
 
 @dataclass(frozen=True, slots=True)
 class LimiterStatistics:
-    """How many attempts hold a Worker now, and the limit."""
+    """The Limiter now: ``limit`` (of ``cap``), permits ``held`` by Workers, Workers
+    ``waiting`` for one, whether the limit was ``learned`` from the server (below the
+    cap) or is ``frozen`` after an overload, and the smoothed success latency (s)."""
 
-    in_flight: int
     limit: int
+    cap: int
+    held: int
+    waiting: int
+    learned: bool
+    frozen: bool
+    srtt_s: float | None
+    decreases: int
 
 
 class Limiter:
-    """The idle Workers (a LIFO stack). Owned by the Admission actor."""
+    """Actor owning the concurrency limit and the permits."""
 
-    __slots__ = ("_idle", "workers")
+    __slots__ = ("_control", "_existing", "_inbox", "_permits_in", "_permits_out")
 
-    def __init__(self, workers: Sequence[Worker]) -> None:
-        self.workers = tuple(workers)
-        self._idle = list(reversed(self.workers))  # workers[0] is lent first
+    def __init__(
+        self,
+        control: ConcurrencyControl,
+        inbox: trio.MemoryReceiveChannel[LimiterMessage],
+        permits: tuple[trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]],
+    ) -> None:
+        self._control = control
+        self._inbox = inbox
+        self._permits_in, self._permits_out = permits
+        self._existing = 0  # permits in the channel + permits Workers hold
 
     def __repr__(self) -> str:
-        return f"<Limiter in_flight={len(self.workers) - len(self._idle)}/{len(self.workers)}>"
+        s = self.statistics()
+        return f"<Limiter limit={s.limit}/{s.cap} held={s.held} waiting={s.waiting}>"
 
-    @property
-    def free(self) -> int:
-        """Workers idle now (tokens free)."""
-        return len(self._idle)
-
-    def take(self) -> Worker:
-        """Lend the most recently used idle Worker (callers check :attr:`free`)."""
-        return self._idle.pop()
-
-    def give_back(self, worker: Worker) -> None:
-        """The attempt on ``worker`` is over."""
-        assert len(self._idle) < len(self.workers), "a Worker was given back twice"
-        self._idle.append(worker)
+    def _idle(self) -> int:
+        return self._permits_in.statistics().current_buffer_used
 
     def statistics(self) -> LimiterStatistics:
-        """Live counts, for the monitor's stall message and for tests."""
-        return LimiterStatistics(len(self.workers) - len(self._idle), len(self.workers))
+        """A frozen snapshot (safe to call from any task of the same run)."""
+        c = self._control
+        return LimiterStatistics(
+            limit=c.limit,
+            cap=c.cap,
+            held=self._existing - self._idle(),
+            waiting=self._permits_out.statistics().tasks_waiting_receive,
+            learned=c.learned,
+            frozen=c.frozen,
+            srtt_s=c.srtt_s,
+            decreases=c.decreases,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Issue permits; take them back with each report; adapt the limit."""
+        self._issue()
+        task_status.started()
+        inbox = self._inbox
+        while True:
+            with trio.move_on_at(self._control.wake_at()):
+                try:
+                    message = await inbox.receive()
+                except trio.EndOfChannel:
+                    return
+                self._handle(message)
+                while True:
+                    try:
+                        message = inbox.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    self._handle(message)
+            self._control.tick(trio.current_time(), self._existing - self._idle())
+            self._issue()
+
+    def _handle(self, message: LimiterMessage) -> None:
+        self._existing -= 1  # the permit is back with us
+        if isinstance(message, AttemptReport) and message.answered:
+            others = self._existing - self._idle()
+            self._control.on_answer(
+                message.done_at, message.sent_at, message.kind == "overload", others
+            )
+
+    def _issue(self) -> None:
+        """Bring the permits in existence to the limit (idle ones only while frozen)."""
+        idle = self._idle()
+        held = self._existing - idle
+        want = held if self._control.frozen else self._control.limit
+        while self._existing > want and idle > 0:
+            try:
+                self._permits_out.receive_nowait()
+            except trio.WouldBlock:
+                break
+            idle -= 1
+            self._existing -= 1
+        while self._existing < want:
+            self._permits_in.send_nowait(PERMIT)
+            self._existing += 1

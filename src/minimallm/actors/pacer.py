@@ -1,41 +1,233 @@
-"""Pacer: RPM pacing on absolute deadlines. The schedule is the pure
-:class:`~minimallm._pacing.PacingSchedule`; this part of the Admission actor only
-says from when the next send may go, and spends a slot when one does.
+"""Pacer: *when* an attempt may go out — the RPM cap, a rate learned from the server,
+and the holds the Cooldown asks for (a shared pause, an outage) with their probes.
 
-A slot is taken only at the moment an attempt is admitted, i.e. when it can go out
-at once (it already holds a Worker and the cooldown is over): sends keep the paced
-spacing on the wire. Admission happens at ``now >= not_before``, where
-``not_before`` is the previous slot plus the interval, exactly (both are on the
-schedule's 2**-20 s grid): so the spacing between two admissions is at least
-``interval_s >= 60 / rpm`` even though the slot itself is ``now`` rounded up to the
-grid.
+Two ways to let a Worker send, so that an unpaced client pays nothing:
+
+- **Open**: no RPM, no learned rate, no hold. The baton lies in the gate channel
+  (buffer 1); a Worker takes it with ``receive_nowait()``, puts it straight back and
+  sends. No message, no task switch, and the Pacer is not involved at all.
+- **Paced or held**: the Pacer has taken the baton. A Worker that finds the gate empty
+  sends :class:`WantSlot` (it already holds a permit, so it can send the moment it is
+  told) and waits for a :class:`Slot` on its own grant channel. The Pacer grants slots
+  in request order at the times of its :class:`~minimallm._policy.pacing.PacingSchedule`
+  (absolute: a late wake-up does not push later sends back); during a hold it grants
+  nothing until the hold ends, then exactly one *probe* slot when the hold asks for one,
+  and waits for the Cooldown's next word (:class:`Hold` or :class:`Release`).
+
+A slot is granted only to a Worker that asked, i.e. holds a permit and can send at once,
+so a slot is never spent while an attempt still waits for a concurrency permit. The
+Pacer learns the server's rate from every :class:`AttemptReport`
+(:mod:`minimallm._policy.rate`). At most one request per Worker is queued: a newer
+one replaces it (a Worker whose caller left asks again for its next job).
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from dataclasses import dataclass
 
-from minimallm._policy import PacingSchedule
+import trio
 
-__all__ = ["Pacer"]
+from minimallm._policy.pacing import PacingSchedule
+from minimallm._policy.rate import RateControl
+from minimallm.actors.messages import BATON, AttemptReport, Hold, Release, Slot, WantSlot
+
+__all__ = ["Pacer", "PacerStatistics"]
+
+PacerMessage = WantSlot | AttemptReport | Hold | Release
+
+
+@dataclass(frozen=True, slots=True)
+class PacerStatistics:
+    """The Pacer now. ``mode``: ``open``, ``paced``, ``held`` or ``probing``;
+    ``rate_per_s``: the pace in requests/s (None when open); ``rate_source``: what
+    sets it (``rpm``, ``headers``, ``learned``); ``waiting``: Workers waiting for a
+    slot; ``held_until`` (trio time, s) and ``hold_reason`` during a hold; ``granted``:
+    slots given so far; ``dropped_reports``: reports lost to a full inbox."""
+
+    mode: str
+    rate_per_s: float | None
+    rate_source: str | None
+    rpm: int
+    waiting: int
+    held_until: float | None
+    hold_reason: str | None
+    granted: int
+
+
+class _HoldState:
+    __slots__ = ("probe", "probed", "reason", "until")
+
+    def __init__(self, hold: Hold) -> None:
+        self.until = hold.until
+        self.probe = hold.probe
+        self.reason = hold.reason
+        self.probed = False
 
 
 class Pacer:
-    """When the next send may go. Owned by the Admission actor."""
+    """Actor owning the send schedule, the learned rate and the gate."""
 
-    __slots__ = ("_schedule", "not_before", "sent")
+    __slots__ = (
+        "_baton_out",
+        "_gate_in",
+        "_gate_out",
+        "_granted",
+        "_hold",
+        "_inbox",
+        "_planned_slot",
+        "_queue",
+        "_rate",
+        "_schedule",
+        "_wake_at",
+    )
 
-    def __init__(self, schedule: PacingSchedule) -> None:
+    def __init__(
+        self,
+        schedule: PacingSchedule,
+        rate: RateControl,
+        inbox: trio.MemoryReceiveChannel[PacerMessage],
+        gate: tuple[trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]],
+    ) -> None:
         self._schedule = schedule
-        self.not_before = -math.inf
-        """Trio time (seconds) from which the next send may go (``-inf`` without RPM)."""
-        self.sent = 0
+        self._rate = rate
+        self._inbox = inbox
+        self._gate_in, self._gate_out = gate
+        self._baton_out = False  # True while the baton lies in the gate
+        self._queue: OrderedDict[trio.MemorySendChannel[Slot], int] = OrderedDict()
+        self._hold: _HoldState | None = None
+        self._granted = 0
+        self._wake_at = math.inf
+        self._planned_slot: float | None = None  # the slot time a queued Worker waits for
 
     def __repr__(self) -> str:
-        return f"<Pacer {self._schedule!r} sent={self.sent}>"
+        s = self.statistics()
+        return f"<Pacer {s.mode} rate={s.rate_per_s} waiting={s.waiting}>"
 
-    def take(self, now: float) -> None:
-        """Spend the slot at ``now`` (callers check ``now >= not_before`` first)."""
-        self.sent += 1
-        if self._schedule.rpm:
-            self.not_before = self._schedule.take_slot(now) + self._schedule.interval_s
+    def _interval(self, now: float) -> float | None:
+        return self._rate.interval_s(now)
+
+    def statistics(self) -> PacerStatistics:
+        """A frozen snapshot (safe to call from any task of the same run)."""
+        now = trio.current_time()
+        interval = self._interval(now)
+        rpm_interval = self._schedule.interval_s
+        hold = self._hold
+        if hold is not None:
+            mode = "probing" if hold.probe and now >= hold.until else "held"
+        elif self._baton_out:
+            mode = "open"
+        else:
+            mode = "paced"
+        rate: float | None = None
+        source: str | None = None
+        if rpm_interval or interval:
+            if interval is None or rpm_interval >= interval:
+                rate, source = 1.0 / rpm_interval, "rpm"
+            else:
+                rate, source = 1.0 / interval, self._rate.source(now)
+        return PacerStatistics(
+            mode=mode,
+            rate_per_s=rate,
+            rate_source=source,
+            rpm=self._schedule.rpm,
+            waiting=len(self._queue),
+            held_until=None if hold is None else hold.until,
+            hold_reason=None if hold is None else hold.reason,
+            granted=self._granted,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve slot requests, learn from reports, obey holds, until the inbox closes."""
+        self._act(trio.current_time())
+        task_status.started()
+        inbox = self._inbox
+        while True:
+            with trio.move_on_at(self._wake_at):
+                try:
+                    message = await inbox.receive()
+                except trio.EndOfChannel:
+                    return
+                self._handle(message)
+                while True:
+                    try:
+                        message = inbox.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    self._handle(message)
+            self._act(trio.current_time())
+
+    def _handle(self, message: PacerMessage) -> None:
+        if isinstance(message, AttemptReport):
+            if message.answered:
+                self._rate.on_answer(
+                    message.done_at,
+                    message.sent_at,
+                    message.kind == "overload",
+                    info=message.rate,
+                    tokens=message.tokens,
+                )
+            else:
+                self._rate.on_send(message.sent_at)
+        elif isinstance(message, WantSlot):
+            self._queue[message.grant] = message.seq  # a newer request replaces an older
+        elif isinstance(message, Hold):
+            self._hold = _HoldState(message)
+        else:
+            self._hold = None
+
+    def _act(self, now: float) -> None:
+        """Open or close the gate, grant what is due, and plan the next wake-up."""
+        self._wake_at = math.inf
+        planned, self._planned_slot = self._planned_slot, None  # re-planned below if still due
+        hold = self._hold
+        if hold is not None:
+            self._take_baton()
+            if now < hold.until:
+                self._wake_at = hold.until
+                return
+            if not hold.probe:
+                self._hold = None
+            elif hold.probed or not self._queue:
+                return  # the probe is out (or nobody to send it yet): wait for the word
+        interval = self._interval(now)
+        if hold is None and not self._schedule.rpm and interval is None:
+            self._give_baton()
+            while self._queue:
+                self._grant(None)
+            return
+        self._take_baton()
+        schedule = self._schedule
+        while self._queue:
+            at = schedule.peek(now, interval)
+            if at > now:
+                self._wake_at = self._planned_slot = at
+                return
+            # a Worker waited for this slot: any lateness is our wake-up's (keep the grid)
+            schedule.take(now, interval, waited=planned is not None and now >= planned)
+            planned = None
+            if hold is not None:  # the one probe after a hold, still on the schedule
+                hold.probed = True
+                self._grant(hold.reason)
+                return
+            self._grant(None)
+
+    def _grant(self, probe: str | None) -> None:
+        grant, seq = self._queue.popitem(last=False)
+        self._granted += 1
+        try:  # noqa: SIM105  (suppress() costs a context manager per grant)
+            grant.send_nowait(Slot(seq, probe))
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the Worker is gone, or a stale grant is still unread: the slot is lost
+
+    def _give_baton(self) -> None:
+        if not self._baton_out:
+            self._gate_in.send_nowait(BATON)
+            self._baton_out = True
+
+    def _take_baton(self) -> None:
+        if self._baton_out:
+            # Workers put the baton back without a checkpoint, so it is always in the gate.
+            self._gate_out.receive_nowait()
+            self._baton_out = False

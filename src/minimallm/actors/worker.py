@@ -1,39 +1,39 @@
-"""Worker: one connection, one HTTP attempt at a time; and the Watchdog that ends
-attempts which outlive TIMEOUT_S.
+"""Worker: owns one HTTP connection and makes one attempt at a time, pulling jobs.
 
-There are exactly MAX_OUTSTANDING Workers; the Limiter lends one to each admitted
-attempt. The attempt runs *in the caller's task* (see ``actors/admission.py`` for
-the measured reason), which keeps the guarantees simple:
+There are exactly MAX_OUTSTANDING Workers, each a long-lived task. One attempt::
 
-- ``TIMEOUT_S`` bounds the whole attempt (connect + send + wait + read);
-- a caller that is cancelled (or whose batch aborts) cancels its own attempt at once,
-  and the transport closes the half-used connection on the way out;
-- when the runtime stops, :meth:`Worker.stop` ends the running attempt and its
-  caller gets :class:`BackendClosedError`.
+    job      ◄─ the shared job channel           (receive_nowait first: no switch if ready)
+    permit   ◄─ the Limiter's permit channel     (idem)
+    go       ◄─ the Pacer: the baton if open, else WantSlot → Slot
+    started  ─► the Watchdog                     (send_nowait; TIMEOUT_S from here)
+    POST on the own connection; classify the answer (``_transport``)
+    report   ─► Limiter (the permit goes back), Pacer, Cooldown, the batch's Monitor
+    outcome  ─► the caller's Reply
 
-How TIMEOUT_S is enforced. A transport that can be *interrupted* from another task
-(the project's HTTP client: ``interrupt()`` closes its socket, which wakes the
-waiting caller with an error) is watched by the :class:`Watchdog` actor, which sleeps
-until the earliest deadline of the attempts in flight and interrupts the overdue
-ones. Any other transport (the test fakes) runs under ``CancelScope(deadline=…)``.
-Why not always the cancel scope: in trio 0.35 entering and leaving one costs ~57
-Python calls, measured at 15-18 µs of CPU per attempt against the mock server (about
-12% of minimallm's whole request path); the watchdog costs one comparison per attempt
-and wakes about once per TIMEOUT_S.
+TIMEOUT_S bounds the whole attempt (connect + send + wait + read): the Watchdog calls
+:meth:`Worker.expire` at the deadline, which interrupts the connection (the transport's
+``interrupt()`` closes the socket and wakes the waiting read). A caller that leaves (it
+was cancelled, its batch aborted) calls :meth:`Worker.interrupt` through its Reply: a
+waiting Worker stops waiting, a sending one closes its half-used connection. These two
+handles are the only ways into a Worker from outside, and all they can do is end the
+attempt they name (an attempt number that is no longer current is ignored).
 
-``sent_at`` is read from the trio clock just before the request goes to the
-transport: failures report these as ``attempt_timestamps``.
+When the runtime stops, every Worker is cancelled; a job it held goes to the runtime's
+``orphan`` handler, which answers its caller (the backend closed, or the runtime failed).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+import dataclasses
+import enum
+import time
+from collections.abc import Callable
+from typing import Any
 
+import outcome
 import trio
 
-from minimallm._attempts import AttemptOutcome
-from minimallm._errors import BackendClosedError
+from minimallm._attempts import AttemptError, AttemptOutcome, AttemptSuccess, attempt_kind
 from minimallm._transport import (
     TRANSPORT_EXCEPTIONS,
     HttpTransport,
@@ -41,157 +41,257 @@ from minimallm._transport import (
     outcome_from_reply,
     timeout_outcome,
 )
+from minimallm.actors.messages import (
+    BATON,
+    AttemptReport,
+    AttemptStarted,
+    Job,
+    PermitBack,
+    Slot,
+    WantSlot,
+)
 
-__all__ = ["Watchdog", "Worker"]
+__all__ = ["Worker", "WorkerChannels"]
+
+_PERMIT_BACK = PermitBack()
 
 
-class Watchdog:
-    """Interrupts attempts still running at their deadline (trio time, seconds)."""
+class _Phase(enum.Enum):
+    IDLE = 0
+    WAITING = 1  # for a slot
+    SENDING = 2
 
-    __slots__ = ("_alarm", "_planned", "_workers", "expired")
 
-    def __init__(self) -> None:
-        self._workers: tuple[Worker, ...] = ()
-        self._planned = math.inf  # when run() wakes by itself
-        self._alarm = trio.Event()
-        self.expired = 0
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerChannels:
+    """Everything a Worker talks to (built once by the runtime's wiring)."""
 
-    def __repr__(self) -> str:
-        return f"<Watchdog next={self._planned:.3f} expired={self.expired}>"
-
-    def watch(self, workers: Sequence[Worker]) -> None:
-        """The Workers whose attempts to watch (set once, before :meth:`run`)."""
-        self._workers = tuple(workers)
-
-    def attempt_started(self, deadline: float) -> None:
-        """A watched attempt began. Deadlines only grow (same TIMEOUT_S for all), so
-        this wakes the actor only when it had nothing to watch."""
-        if deadline < self._planned:
-            self._alarm.set()
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Sleep until the earliest deadline in flight; interrupt what is overdue."""
-        task_status.started()
-        while True:
-            now = trio.current_time()
-            planned = math.inf
-            for worker in self._workers:
-                deadline = worker.deadline
-                if deadline <= now:
-                    self.expired += 1
-                    worker.expire()
-                elif deadline < planned:
-                    planned = deadline
-            self._planned = planned
-            with trio.move_on_at(planned):
-                await self._alarm.wait()
-            if self._alarm.is_set():
-                self._alarm = trio.Event()
+    jobs: trio.MemoryReceiveChannel[Job]
+    permits: trio.MemoryReceiveChannel[object]
+    gate: tuple[trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]]
+    limiter: trio.MemorySendChannel[Any]
+    pacer: trio.MemorySendChannel[Any]
+    cooldown: trio.MemorySendChannel[AttemptReport]
+    watchdog: trio.MemorySendChannel[AttemptStarted]
 
 
 class Worker:
-    """Owns one transport (one connection); lent to one attempt at a time."""
+    """Actor: one connection, one attempt at a time."""
 
     __slots__ = (
+        "_attempts",
+        "_ch",
         "_expired",
-        "_interrupt",
+        "_grants_in",
+        "_grants_out",
+        "_headers",
+        "_index",
+        "_orphan",
+        "_phase",
         "_scope",
-        "_stopped",
+        "_seq",
         "_timeout_s",
         "_transport",
         "_wall",
-        "_watchdog",
-        "attempts",
-        "deadline",
-        "sent_at",
     )
 
     def __init__(
         self,
+        index: int,
         transport: HttpTransport,
+        channels: WorkerChannels,
+        *,
+        headers: tuple[tuple[bytes, bytes], ...],
         timeout_s: float,
-        wall_clock: Callable[[], float],
-        watchdog: Watchdog | None = None,
+        orphan: Callable[[Job], None],
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self._index = index
         self._transport = transport
+        self._ch = channels
+        self._headers = headers
         self._timeout_s = timeout_s
+        self._orphan = orphan
         self._wall = wall_clock
-        self._watchdog = watchdog
-        interrupt: Callable[[], None] | None = getattr(transport, "interrupt", None)
-        self._interrupt = interrupt if watchdog is not None else None
+        self._grants_in, self._grants_out = trio.open_memory_channel[Slot](1)
+        self._seq = 0
+        self._phase = _Phase.IDLE
         self._scope: trio.CancelScope | None = None
-        self._stopped = False
-        self._expired = False
-        self.attempts = 0
-        self.sent_at = 0.0
-        """Trio time (seconds) the current or last attempt was sent."""
-        self.deadline = math.inf
-        """Trio time (seconds) the watched attempt in flight must end by; inf if none."""
+        self._expired = 0
+        self._attempts = 0
 
     def __repr__(self) -> str:
-        busy = " busy" if self.deadline < math.inf or self._scope is not None else ""
-        return f"<Worker{busy} attempts={self.attempts} {self._transport!r}>"
+        return f"<Worker {self._index} {self._phase.name.lower()} attempts={self._attempts}>"
 
-    async def attempt(
-        self, headers: tuple[tuple[bytes, bytes], ...], body: bytes
-    ) -> AttemptOutcome:
-        """One HTTP attempt, bounded by TIMEOUT_S; its outcome (never raises for HTTP
-        or transport trouble). Raises BackendClosedError if the runtime stops meanwhile."""
-        # A caller cancelled after it was admitted (say, by a batch abort) sends nothing.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self.attempts += 1
-        self.sent_at = now = trio.current_time()
-        if self._interrupt is None:
-            return await self._attempt_in_scope(headers, body, now + self._timeout_s)
-        assert self._watchdog is not None
-        self._expired = False
-        self.deadline = deadline = now + self._timeout_s
-        self._watchdog.attempt_started(deadline)
-        try:
-            reply = await self._transport.post(headers, body)
-        except TRANSPORT_EXCEPTIONS as exc:
-            if self._stopped:
-                raise BackendClosedError(
-                    "the minimallm runtime stopped during the request"
-                ) from exc
-            return (
-                timeout_outcome(self._timeout_s) if self._expired else outcome_from_exception(exc)
-            )
-        finally:
-            self.deadline = math.inf
-        return outcome_from_reply(reply, wall_clock=self._wall)
+    # -- the two handles ------------------------------------------------------------------
 
-    async def _attempt_in_scope(
-        self, headers: tuple[tuple[bytes, bytes], ...], body: bytes, deadline: float
-    ) -> AttemptOutcome:
-        with trio.CancelScope(deadline=deadline) as scope:
-            self._scope = scope
-            try:
-                reply = await self._transport.post(headers, body)
-            except TRANSPORT_EXCEPTIONS as exc:
-                return outcome_from_exception(exc)
-            finally:
-                self._scope = None
-            return outcome_from_reply(reply, wall_clock=self._wall)
-        if self._stopped:
-            raise BackendClosedError("the minimallm runtime stopped during the request")
-        return timeout_outcome(self._timeout_s)
-
-    def expire(self) -> None:
-        """The watched attempt passed its deadline: interrupt it (it ends as a timeout)."""
-        self._expired = True
-        if self._interrupt is not None:
-            self._interrupt()
-
-    def stop(self) -> None:
-        """The runtime is ending: end the running attempt (if any); its caller gets
-        BackendClosedError."""
-        self._stopped = True
-        if self._scope is not None:
+    def interrupt(self, seq: int) -> None:
+        """The caller of attempt ``seq`` left: stop waiting for it or sending it."""
+        if seq != self._seq:
+            return
+        if self._phase is _Phase.WAITING and self._scope is not None:
             self._scope.cancel()
-        if self.deadline < math.inf and self._interrupt is not None:
-            self._interrupt()
+        elif self._phase is _Phase.SENDING:
+            self._transport.interrupt()
 
-    async def aclose(self) -> None:
-        """Close the connection."""
-        await self._transport.aclose()
+    def expire(self, seq: int) -> None:
+        """Attempt ``seq`` reached its deadline: end it (it becomes a timeout)."""
+        if seq == self._seq and self._phase is _Phase.SENDING:
+            self._expired = seq
+            self._transport.interrupt()
+
+    # -- the actor ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Pull jobs until the job channel closes or the runtime is cancelled."""
+        jobs = self._ch.jobs
+        task_status.started()
+        job: Job | None = None
+        try:
+            while True:
+                try:
+                    job = jobs.receive_nowait()
+                except trio.WouldBlock:
+                    try:
+                        job = await jobs.receive()
+                    except (trio.EndOfChannel, trio.ClosedResourceError):
+                        return
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    return
+                await self._serve(job)
+                job = None
+        finally:
+            if job is not None and not job.reply.cancelled:
+                self._orphan(job)
+            await self._transport.aclose()
+
+    async def _serve(self, job: Job) -> None:
+        reply = job.reply
+        if reply.cancelled:
+            return
+        self._seq += 1
+        seq = self._seq
+        reply.bind(self.interrupt, seq)
+        ch = self._ch
+        try:
+            ch.permits.receive_nowait()
+        except trio.WouldBlock:
+            await ch.permits.receive()
+        probe: str | None = None
+        try:
+            gate_in, gate_out = ch.gate
+            gate_out.receive_nowait()
+            gate_in.send_nowait(BATON)
+        except trio.WouldBlock:
+            try:
+                probe = await self._wait_for_slot(seq)
+            except _Left:
+                self._give_back()
+                return
+            except BaseException:
+                self._give_back()
+                raise
+        if reply.cancelled:
+            self._give_back()
+            return
+        result, sent_at = await self._attempt(job)
+        if reply.cancelled:  # interrupted because the caller left: not the server's doing
+            self._give_back()
+            return
+        self._report(job, result, sent_at, probe)
+        reply.send(outcome.Value((excused(result, probe), sent_at)))
+
+    def _give_back(self) -> None:
+        """Return a permit that was not used (to a Limiter that may be stopping)."""
+        try:  # noqa: SIM105  (suppress() costs a context manager)
+            self._ch.limiter.send_nowait(_PERMIT_BACK)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def _wait_for_slot(self, seq: int) -> str | None:
+        """Ask the Pacer for a slot and wait for it; raises _Left if the caller left."""
+        grants = self._grants_out
+        while True:  # a grant for an attempt given up earlier may still lie here
+            try:
+                grants.receive_nowait()
+            except trio.WouldBlock:
+                break
+        want = WantSlot(seq, self._grants_in)
+        try:
+            self._ch.pacer.send_nowait(want)
+        except trio.WouldBlock:
+            await self._ch.pacer.send(want)
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            self._phase = _Phase.WAITING
+            try:
+                while True:
+                    slot = await grants.receive()
+                    if slot.seq == seq:
+                        return slot.probe
+            finally:
+                self._phase = _Phase.IDLE
+                self._scope = None
+        raise _Left
+
+    async def _attempt(self, job: Job) -> tuple[AttemptOutcome, float]:
+        self._attempts += 1
+        seq = self._seq
+        sent_at = trio.current_time()
+        started = AttemptStarted(sent_at + self._timeout_s, self._index, seq)
+        try:
+            self._ch.watchdog.send_nowait(started)
+        except trio.WouldBlock:
+            await self._ch.watchdog.send(started)
+        self._phase = _Phase.SENDING
+        try:
+            reply = await self._transport.post(self._headers, job.body)
+        except TRANSPORT_EXCEPTIONS as exc:
+            if self._expired == seq:
+                return timeout_outcome(self._timeout_s), sent_at
+            return outcome_from_exception(exc), sent_at
+        finally:
+            self._phase = _Phase.IDLE
+        return outcome_from_reply(reply, wall_clock=self._wall), sent_at
+
+    def _report(self, job: Job, result: AttemptOutcome, sent_at: float, probe: str | None) -> None:
+        kind = attempt_kind(result)
+        if isinstance(result, AttemptSuccess):
+            report = AttemptReport(
+                sent_at, trio.current_time(), kind, None, result.rate, result.total_tokens, probe
+            )
+        else:
+            report = AttemptReport(
+                sent_at, trio.current_time(), kind, result.retry_after_s, result.rate, None, probe
+            )
+        ch = self._ch
+        ch.limiter.send_nowait(report)  # never full: one message per permit held
+        _send_lossy(ch.pacer, report)
+        _send_lossy(ch.cooldown, report)
+        if job.events is not None:
+            _send_lossy(job.events, report)
+
+
+def excused(result: AttemptOutcome, probe: str | None) -> AttemptOutcome:
+    """An outage probe that found no server is the client's own business, not an
+    attempt of its request."""
+    if (
+        probe == "outage"
+        and isinstance(result, AttemptError)
+        and attempt_kind(result) in ("unreachable", "timeout")
+    ):
+        return dataclasses.replace(result, excused=True)
+    return result
+
+
+def _send_lossy(channel: trio.MemorySendChannel[Any], report: AttemptReport) -> None:
+    """Reports feed estimates; one lost to a full inbox (an actor starved for thousands
+    of attempts) costs a sample, while blocking a Worker would cost throughput."""
+    try:  # noqa: SIM105  (on the hot path: suppress() costs a context manager per report)
+        channel.send_nowait(report)
+    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+class _Left(Exception):
+    """The caller left while the Worker waited for a slot."""

@@ -1,25 +1,12 @@
-"""Pure decision cores: retry classification, backoff, Retry-After, cooldown, pacing.
-
-Nothing here does I/O, sleeps, reads a clock or imports trio. Every function that
-depends on time takes ``now`` (seconds, on whatever clock the caller uses) as an
-argument, and every random choice comes from an injected :class:`random.Random`, so
-the actors that wrap these cores stay thin and the cores are tested exhaustively
-(``tests/test_policy.py``, ``tests/property/test_policy_properties.py``).
-
-This module holds the per-request decisions (is a status worth retrying, how long to
-back off, what the server's Retry-After says). The two shared gates live beside it,
-:class:`CooldownState` in :mod:`minimallm._cooldown` and :class:`PacingSchedule` in
-:mod:`minimallm._pacing`, and are re-exported here, so every core can be imported from
-this one module.
+"""Per-request decisions: which statuses are retried, the backoff formula, what a
+server's Retry-After says.
 
 Vocabulary (used the same way everywhere in minimallm):
 
 - *attempt* ``n`` is 1-based; the *failed attempt* is the one that just failed, and the
   delay computed from it is waited before attempt ``n + 1``.
 - *backoff* is the computed delay; a server's *Retry-After* replaces it.
-- *overload* is a 429/502/503/504 answer; it feeds the shared *cooldown*, a deadline
-  before which no attempt is sent.
-- *pacing* spaces sends at least ``60 / rpm`` seconds apart.
+- *overload* is a 429/502/503/504 answer; it feeds flow control (``minimallm._policy``).
 """
 
 from __future__ import annotations
@@ -31,14 +18,9 @@ from collections.abc import Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
-from minimallm._cooldown import CooldownState
-from minimallm._pacing import PacingSchedule
-
 __all__ = [
     "OVERLOAD_STATUSES",
     "RETRYABLE_STATUSES",
-    "CooldownState",
-    "PacingSchedule",
     "backoff_bounds",
     "backoff_delay",
     "is_overload_status",

@@ -1,0 +1,196 @@
+"""The messages the actors exchange (all frozen), and the one-shot :class:`Reply`.
+
+Who sends what to whom (the wiring is ``minimallm._runtime.serve``)::
+
+    caller ── Job ──────────────► Workers (one shared channel; a Worker pulls jobs)
+    Limiter ── PERMIT ──────────► Workers (a channel of permits: one per attempt)
+    Pacer ── BATON / Slot ──────► Workers (the baton while unpaced; else Slots on request)
+    Worker ── WantSlot ─────────► Pacer
+    Worker ── AttemptReport ────► Limiter (the permit comes back), Pacer, Cooldown,
+                                  and the batch's Monitor when the Job names one
+    Worker ── PermitBack ───────► Limiter (a permit taken but not used)
+    Worker ── AttemptStarted ───► Watchdog
+    Cooldown ── Hold / Release ─► Pacer
+    Worker ── Reply ────────────► caller (the attempt's outcome)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
+
+import outcome
+import trio
+
+from minimallm._attempts import AttemptKind
+from minimallm._policy.ratelimit import RateLimitInfo
+
+__all__ = [
+    "BATON",
+    "PERMIT",
+    "AttemptReport",
+    "AttemptStarted",
+    "Hold",
+    "Job",
+    "PermitBack",
+    "Release",
+    "Reply",
+    "Slot",
+    "WantSlot",
+]
+
+T = TypeVar("T")
+
+
+class _Token:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+PERMIT: Final = _Token("PERMIT")
+"""One attempt may be in flight (the Limiter mints them; a Worker holds one per attempt)."""
+
+BATON: Final = _Token("BATON")
+"""Sends are neither paced nor held: a Worker takes the baton from the Pacer's gate,
+puts it straight back and sends. The Pacer takes it away to pace or to hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One HTTP attempt to make: the request body, where the outcome goes, and the
+    batch Monitor's inbox (None outside a batch) for the attempt's report."""
+
+    body: bytes
+    reply: Reply[Any]
+    events: trio.MemorySendChannel[Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptReport:
+    """An attempt is over: sent and done at (trio time, seconds), how it ended for flow
+    control, the server's Retry-After (seconds) and rate-limit headers, the tokens it
+    used, whether it went out as the Pacer's probe (and why the Pacer was probing)."""
+
+    sent_at: float
+    done_at: float
+    kind: AttemptKind
+    retry_after_s: float | None = None
+    rate: RateLimitInfo | None = None
+    tokens: int | None = None
+    probe: str | None = None
+
+    @property
+    def answered(self) -> bool:
+        """True when the server answered (any status), as opposed to no answer."""
+        return self.kind in ("ok", "overload", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class PermitBack:
+    """A Worker returns a permit it took but did not use (its caller left)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WantSlot:
+    """A Worker holding a permit asks the Pacer when it may send; the Pacer answers with
+    a :class:`Slot` carrying ``seq`` on ``grant``."""
+
+    seq: int
+    grant: trio.MemorySendChannel[Slot]
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Send now. ``probe``: this send is the Pacer's one probe after a hold, and why it
+    probes (``"cooldown"`` or ``"outage"``); None for an ordinary paced send."""
+
+    seq: int
+    probe: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Cooldown → Pacer: send nothing until ``until`` (trio time, seconds); then, with
+    ``probe``, let exactly one attempt go and hold again until told; ``reason`` is
+    ``"cooldown"`` or ``"outage"``."""
+
+    until: float
+    probe: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Cooldown → Pacer: the hold is over; pace as usual."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStarted:
+    """Worker → Watchdog: Worker ``worker``'s attempt ``seq`` must end by ``deadline``
+    (trio time, seconds)."""
+
+    deadline: float
+    worker: int
+    seq: int
+
+
+class Reply(Generic[T]):
+    """A one-shot answer from a Worker to the task that created this reply.
+
+    The caller awaits :meth:`receive`; the Worker that takes the job calls :meth:`bind`
+    with its interrupt handle, then :meth:`send` once. If the caller is cancelled while
+    waiting, the reply is marked :attr:`cancelled` and the bound handle is called, which
+    ends the attempt at once (the Worker closes the half-used connection); a later
+    :meth:`send` is then dropped. Costs one task switch, no channel, no Event.
+    """
+
+    __slots__ = ("_handle", "_result", "_seq", "_task", "_waiting", "cancelled")
+
+    def __init__(self) -> None:
+        self._task = trio.lowlevel.current_task()
+        self._result: outcome.Outcome[T] | None = None
+        self._handle: Callable[[int], None] | None = None
+        self._seq = 0
+        self._waiting = False
+        self.cancelled = False
+
+    def __repr__(self) -> str:
+        state = "cancelled" if self.cancelled else "sent" if self._result else "waiting"
+        return f"<Reply {state}>"
+
+    def bind(self, handle: Callable[[int], None], seq: int) -> None:
+        """(Worker) ``handle(seq)`` ends the attempt if the caller leaves."""
+        self._handle = handle
+        self._seq = seq
+
+    def send(self, result: outcome.Outcome[T]) -> None:
+        """(Worker) Deliver the outcome; dropped if the caller has left."""
+        if self.cancelled or self._result is not None:
+            return
+        self._result = result
+        if self._waiting:
+            self._waiting = False
+            trio.lowlevel.reschedule(self._task)
+
+    async def receive(self) -> T:
+        """(caller) Wait for the outcome (cancellable). Returns at once, without a
+        checkpoint, if it is already there (the caller's send was the checkpoint)."""
+        if self._result is None:
+
+            def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+                self._waiting = False
+                self.cancelled = True
+                if self._handle is not None:
+                    self._handle(self._seq)
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            self._waiting = True
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        assert self._result is not None
+        return self._result.unwrap()

@@ -1,0 +1,57 @@
+"""Which limit binds, in words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from minimallm._policy import Binding, binding
+
+IDLE: dict[str, Any] = {
+    "now": 100.0,
+    "held": None,
+    "held_until": None,
+    "outage_since": None,
+    "slot_waiting": 0,
+    "rate_per_s": None,
+    "rate_source": None,
+    "rpm": 600,
+    "permit_waiting": 0,
+    "limit": 32,
+    "cap": 32,
+    "callers_waiting": 0,
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, None),
+        (
+            {"held": "outage", "outage_since": 88.0},
+            Binding("outage", "outage: no server for 12s, probing"),
+        ),
+        ({"held": "cooldown", "held_until": 104.25}, Binding("cooldown", "cooldown 4.2s left")),
+        (
+            {"slot_waiting": 3, "rate_per_s": 10.0, "rate_source": "rpm"},
+            Binding("rpm", "RPM cap 600/min"),
+        ),
+        (
+            {"slot_waiting": 3, "rate_per_s": 3.2, "rate_source": "headers"},
+            Binding("server-rate", "server rate ~3.2/s (its headers)"),
+        ),
+        (
+            {"slot_waiting": 1, "rate_per_s": 0.5, "rate_source": "learned"},
+            Binding("server-rate", "server rate ~30.0/min (learned)"),
+        ),
+        ({"permit_waiting": 5}, Binding("max-outstanding", "MAX_OUTSTANDING 32")),
+        ({"callers_waiting": 9}, Binding("max-outstanding", "MAX_OUTSTANDING 32")),
+        (
+            {"permit_waiting": 5, "limit": 12},
+            Binding("server-concurrency", "server concurrency ~12 (learned)"),
+        ),
+    ],
+)
+def test_binding(changes: dict[str, Any], expected: Binding | None) -> None:
+    assert binding(**{**IDLE, **changes}) == expected

@@ -1,0 +1,100 @@
+"""The adaptive concurrency limit (ConcurrencyControl), step by step."""
+
+from __future__ import annotations
+
+import pytest
+
+from minimallm._policy import ConcurrencyControl
+
+
+def burst(cc: ConcurrencyControl, sent: int, refused: int, at: float = 0.001) -> None:
+    """``sent`` attempts went out at t=0; the server refuses ``refused`` of them at once."""
+    out = sent
+    for _ in range(refused):
+        out -= 1
+        cc.on_answer(at, 0.0, True, out)
+
+
+def test_starts_at_the_cap() -> None:
+    cc = ConcurrencyControl(64)
+    assert cc.limit == 64 and not cc.learned and not cc.frozen
+
+
+def test_a_server_with_32_slots_is_found_in_one_step() -> None:
+    cc = ConcurrencyControl(64)
+    burst(cc, 64, 32)
+    assert cc.frozen and cc.limit == 64  # no new attempts until the decision
+    cc.on_answer(0.1, 0.0, False, 31)  # the first success: 31 others still out
+    assert not cc.frozen
+    assert cc.limit == 32 and cc.decreases == 1 and cc.learned
+
+
+def test_no_success_by_the_deadline_decides_on_what_is_out() -> None:
+    cc = ConcurrencyControl(64)
+    burst(cc, 64, 64)
+    assert cc.frozen
+    deadline = cc.wake_at()
+    assert deadline == pytest.approx(0.001 + 1.0)  # no latency known yet: 2 x 0.5 s, at most 1 s
+    cc.tick(deadline - 1e-6, 0)
+    assert cc.frozen
+    cc.tick(deadline, 0)
+    assert not cc.frozen and cc.limit == 1
+
+
+def test_slow_start_then_one_per_round_trip() -> None:
+    cc = ConcurrencyControl(64)
+    burst(cc, 64, 64)
+    cc.tick(2.0, 0)  # limit 1, ssthresh 32
+    t = 2.0
+    limits = []
+    while cc.limit < 32:
+        t += 0.1
+        cc.on_answer(t, t - 0.1, False, cc.limit - 1)  # the limit is what binds
+        limits.append(cc.limit)
+    assert limits == list(range(2, 33))  # one more per success below ssthresh
+    # above ssthresh: 1/limit per success, i.e. one more per round trip's worth
+    for _ in range(40):
+        t += 0.1
+        cc.on_answer(t, t - 0.1, False, cc.limit - 1)
+    assert cc.limit == 33
+
+
+def test_no_growth_while_the_client_sends_less_than_the_limit() -> None:
+    cc = ConcurrencyControl(64)
+    burst(cc, 64, 64)
+    cc.tick(2.0, 0)
+    cc.on_answer(2.5, 2.4, False, 0)  # limit 1 and 1 in flight: binding, 1 -> 2
+    for i in range(100):
+        cc.on_answer(3.0 + i, 2.9 + i, False, 0)  # 1 in flight < limit 2: not binding
+    assert cc.limit == 2
+
+
+def test_a_refused_probe_goes_back_and_waits_twice_as_long() -> None:
+    cc = ConcurrencyControl(64)
+    burst(cc, 64, 32)
+    cc.on_answer(0.1, 0.0, False, 31)  # limit 32, stable 32, ssthresh 32
+    t = 0.1
+    while cc.limit < 33:
+        t += 0.01
+        cc.on_answer(t, t - 0.1, False, cc.limit - 1)
+    assert cc.limit == 33 and t >= 1.1  # waited the 1 s probe delay
+    cc.on_answer(t + 0.001, t, True, 32)  # 32 others out: the server refused the 33rd
+    assert cc.limit == 32 and cc.decreases == 2
+    probe_after = t + 0.001 + 2.0
+    while cc.limit < 33:
+        t += 0.01
+        cc.on_answer(t, t - 0.1, False, cc.limit - 1)
+    assert t >= probe_after
+
+
+def test_sporadic_overloads_at_a_stable_limit_change_nothing() -> None:
+    cc = ConcurrencyControl(64)
+    for i in range(1000):
+        overloaded = i % 40 == 0
+        cc.on_answer(1.0 + i * 0.01, 0.9 + i * 0.01, overloaded, 63)
+    assert cc.limit == 64 and cc.decreases == 0
+
+
+def test_rejects_a_cap_below_one() -> None:
+    with pytest.raises(ValueError):
+        ConcurrencyControl(0)
