@@ -50,9 +50,9 @@ from minimallm._transport import (
     request_headers,
 )
 from minimallm._types import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
-from minimallm.actors.cooldown import Cooldown, CooldownStatistics
+from minimallm.actors.cooldown import Cooldown, CooldownMessage, CooldownStatistics
 from minimallm.actors.limiter import Limiter, LimiterMessage, LimiterStatistics
-from minimallm.actors.messages import AttemptReport, AttemptStarted, Job, Reply
+from minimallm.actors.messages import AttemptStarted, Job, Reply
 from minimallm.actors.pacer import Pacer, PacerMessage, PacerStatistics
 from minimallm.actors.watchdog import Watchdog
 from minimallm.actors.worker import Worker, WorkerChannels
@@ -62,7 +62,7 @@ __all__ = ["Runtime", "RuntimeOptions", "RuntimeStatistics"]
 TransportFactory = Callable[[str], HttpTransport]
 
 REPORT_BUFFER = 4096
-"""Reports buffered for the Pacer and the Cooldown (each drains its inbox per wake-up)."""
+"""Messages buffered for the Pacer and the Cooldown (each drains its inbox per wake-up)."""
 
 WATCHDOG_BUFFER = 65536
 """Attempt starts buffered for the Watchdog (it drains them at least once a second)."""
@@ -154,11 +154,11 @@ class Runtime:
         permits = trio.open_memory_channel[object](cap)
         limiter_in, limiter_out = trio.open_memory_channel[LimiterMessage](cap)  # 1 per permit
         pacer_in, pacer_out = trio.open_memory_channel[PacerMessage](REPORT_BUFFER)
-        cooldown_in, cooldown_out = trio.open_memory_channel[AttemptReport](REPORT_BUFFER)
+        cooldown_in, cooldown_out = trio.open_memory_channel[CooldownMessage](REPORT_BUFFER)
         watchdog_in, watchdog_out = trio.open_memory_channel[AttemptStarted](WATCHDOG_BUFFER)
         gate = trio.open_memory_channel[object](1)  # holds the baton while unpaced
 
-        limiter = Limiter(ConcurrencyControl(cap), limiter_out, permits)
+        limiter = Limiter(ConcurrencyControl(cap), limiter_out, permits, (pacer_in, cooldown_in))
         pacer = Pacer(PacingSchedule(cfg.rpm), RateControl(), pacer_out, gate)
         pause = PauseControl(
             CooldownState(

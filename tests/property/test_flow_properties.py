@@ -17,6 +17,7 @@ from minimallm._policy import (
     PacingSchedule,
     PauseControl,
 )
+from minimallm._policy.flow import CongestionEvent, FlowWatch
 
 FAST = settings(max_examples=100, deadline=None)
 clock = st.floats(min_value=0.0, max_value=1e7, allow_nan=False, allow_infinity=False)
@@ -123,18 +124,28 @@ def test_sporadic_overloads_are_not_congestion(seed: int, p: float) -> None:
 def test_sporadic_overloads_never_close_the_gate_longer_than_floor_or_retry_after(
     seed: int, p: float, retry_after: float | None, floor_s: float
 ) -> None:
+    """The whole chain as the Cooldown sees it: the Limiter's congestion events from
+    random answers, and the overload answers themselves."""
     rng = random.Random(seed)
+    sig = OverloadSignal()
+    watch = FlowWatch(sig)
     pc = PauseControl(CooldownState(floor_s=floor_s, cap_s=30.0, halflife_s=20.0, initial_s=0.5))
     t = 0.0
     for _ in range(3000):
         t += 0.005
         overloaded = rng.random() < p
-        decision = pc.on_attempt(
-            t, t - 0.1, "overload" if overloaded else "ok", retry_after_s=retry_after
-        )
-        if decision is not None and decision.hold:
-            bound = max(floor_s, min(30.0, retry_after or 0.0))
-            assert decision.until - t <= bound + 1e-9
+        sig.observe(t, t - 0.1, overloaded)
+        decisions = [
+            pc.on_congestion(e.at, e.depth)
+            for e in watch.observe(t, t - 0.1, "overload" if overloaded else "ok")
+            if isinstance(e, CongestionEvent)
+        ]
+        if overloaded:
+            decisions.append(pc.on_attempt(t, "overload", retry_after_s=retry_after))
+        for decision in decisions:
+            if decision is not None and decision.hold:
+                bound = max(floor_s, min(30.0, retry_after or 0.0))
+                assert decision.until - t <= bound + 1e-9
     assert pc.pauses == 0  # in fact it never closes at all
 
 

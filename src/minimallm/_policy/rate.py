@@ -15,14 +15,15 @@ settles half full and the client sends at R without ever finding it empty: no 42
 steady state, goodput R.
 
 *Persisting overload without headers*. When overload persists after the concurrency
-limit reacted (a second step of congestion, see :mod:`minimallm._policy.congestion`),
-the rate drops to 0.9 x the rate of successes over the last second (what the server
-delivered while saying no), at least ``min_rate``; the rate before becomes the
-*threshold*. While answers stay clean the rate grows again, once per round trip:
-doubling below the threshold (quick recovery after a storm), by 2 % above it (gentle
-probing: the saw tooth averages about 0.95 of what the server sustains). When the
-learned rate is no longer what holds the client back (the client sent less than half of
-it over the last ``idle_s``), it is forgotten.
+limit reacted (a second step of congestion, told by the Limiter, see
+:mod:`minimallm._policy.flow`), the rate drops to 0.9 x the rate of successes over
+the last second (what the server delivered while saying no), at least ``min_rate``;
+what it delivered before the episode began becomes the *threshold*. Then, once per
+round trip without a new step, the rate grows again: doubling below the threshold
+(quick recovery after a storm), by 2 % above it (gentle probing: the saw tooth
+averages about 0.95 of what the server sustains). When the learned rate is no longer
+what holds the client back (the client sent less than half of it for ``idle_s``), it
+is forgotten.
 
 Pure: no I/O, no clock (``now`` is passed in, seconds).
 """
@@ -32,7 +33,6 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from minimallm._policy.congestion import OverloadSignal
 from minimallm._policy.ratelimit import RateLimitInfo
 
 __all__ = ["RateControl"]
@@ -75,82 +75,49 @@ class RateControl:
     """The learned send rate; see the module docstring."""
 
     __slots__ = (
+        "_depth",
         "_header_at",
         "_header_rate",
         "_learned",
         "_min_rate",
         "_next_growth",
         "_sends",
-        "_successes",
         "_threshold",
         "_tokens_per_request",
         "_underused_since",
         "idle_s",
-        "signal",
         "srtt_s",
     )
 
-    def __init__(
-        self,
-        *,
-        min_rate: float = 0.5,
-        idle_s: float = 10.0,
-        signal: OverloadSignal | None = None,
-    ) -> None:
+    def __init__(self, *, min_rate: float = 0.5, idle_s: float = 10.0) -> None:
         self._min_rate = min_rate
         self.idle_s = idle_s
-        self.signal = signal or OverloadSignal()
         self._header_rate: float | None = None
         self._header_at = -math.inf
         self._learned: float | None = None
         self._threshold = math.inf
         self._next_growth = math.inf
-        self._successes = _Counter(_WINDOW_S)
+        self._depth = 0
         self._sends = _Counter(_WINDOW_S)
         self._tokens_per_request: float | None = None
         self._underused_since: float | None = None
         self.srtt_s: float | None = None
 
     def __repr__(self) -> str:
-        return (
-            f"<RateControl rate={self.rate(self._header_at)} headers={self._header_rate} "
-            f"learned={self._learned}>"
-        )
+        return f"<RateControl headers={self._header_rate} learned={self._learned}>"
 
     # -- inputs -------------------------------------------------------------------------
 
     def on_send(self, now: float) -> None:
-        """An attempt went out at ``now`` (for the 'still binding?' check)."""
+        """A paced attempt went out at ``now`` (for the 'still what binds?' check)."""
         self._sends.add(now)
 
-    def on_answer(
-        self,
-        now: float,
-        sent_at: float,
-        overloaded: bool,
-        *,
-        info: RateLimitInfo | None = None,
-        tokens: int | None = None,
-    ) -> None:
-        """An answer arrived at ``now`` for an attempt sent at ``sent_at``, with the
-        server's rate-limit headers (if any) and the tokens the request used (if said)."""
-        self._sends.add(sent_at)
+    def on_headers(self, now: float, info: RateLimitInfo, tokens: int | None = None) -> None:
+        """An answer at ``now`` carried rate-limit headers (and said the request used
+        ``tokens`` tokens, if it did)."""
         if tokens is not None and tokens > 0:
             tpr = self._tokens_per_request
             self._tokens_per_request = tokens if tpr is None else tpr + (tokens - tpr) / 16
-        if info is not None:
-            self._use_headers(now, info)
-        step = self.signal.observe(now, sent_at, overloaded)
-        if overloaded:
-            if step and self.signal.depth >= 2:
-                self._cut(now)
-            return
-        latency = max(0.0, now - sent_at)
-        self.srtt_s = latency if self.srtt_s is None else self.srtt_s + (latency - self.srtt_s) / 8
-        self._successes.add(now)
-        self._grow(now)
-
-    def _use_headers(self, now: float, info: RateLimitInfo) -> None:
         rates: list[float] = []
         r_req, fill_req = info.request_rate(), info.request_fill()
         if r_req is not None and fill_req is not None:
@@ -165,23 +132,40 @@ class RateControl:
         self._header_rate = rate if prev is None else prev + (rate - prev) / 4
         self._header_at = now
 
-    def _cut(self, now: float) -> None:
-        delivered = self._successes.rate(now)
-        before = self._learned if self._learned is not None else max(self._sends.rate(now), 1.0)
-        self._threshold = max(self._min_rate, before)
-        self._learned = max(self._min_rate, 0.9 * delivered)
-        self._next_growth = now + self._round_trip()
-        self._underused_since = None
+    def on_congestion(
+        self,
+        now: float,
+        depth: int,
+        *,
+        delivered_per_s: float,
+        baseline_per_s: float,
+        srtt_s: float | None,
+    ) -> None:
+        """The congestion episode changed (``depth`` steps; 0: calm again)."""
+        if srtt_s is not None:
+            self.srtt_s = srtt_s
+        self._depth = depth
+        if depth >= 2:
+            before = self._learned if self._learned is not None else baseline_per_s
+            self._threshold = max(self._min_rate, before, baseline_per_s)
+            self._learned = max(self._min_rate, 0.9 * delivered_per_s)
+            self._next_growth = now + self._round_trip()
+            self._underused_since = None
 
     def _round_trip(self) -> float:
         return min(1.0, max(0.05, self.srtt_s or 0.1))
 
-    def _grow(self, now: float) -> None:
+    def wake_at(self) -> float:
+        """When :meth:`tick` must run next (the next growth step), or inf."""
+        return self._next_growth if self._learned is not None else math.inf
+
+    def tick(self, now: float) -> None:
+        """Grow the learned rate once per round trip without a new step."""
         learned = self._learned
         if learned is None or now < self._next_growth:
             return
         self._next_growth = now + self._round_trip()
-        if self.signal.congested and self.signal.depth >= 2:
+        if self._depth >= 2:
             return  # still inside the episode that cut the rate
         if learned < self._threshold:
             learned = min(self._threshold, 2.0 * learned)
@@ -194,14 +178,18 @@ class RateControl:
             elif now - self._underused_since >= self.idle_s:
                 self._learned = None  # no longer what holds the client back
                 self._threshold = math.inf
+                self._next_growth = math.inf
         else:
             self._underused_since = None
 
     # -- output -------------------------------------------------------------------------
 
+    def _header(self, now: float) -> float | None:
+        return self._header_rate if now - self._header_at <= _HEADERS_STALE_S else None
+
     def rate(self, now: float) -> float | None:
         """Requests per second to send at, or None for no learned limit."""
-        header = self._header_rate if now - self._header_at <= _HEADERS_STALE_S else None
+        header = self._header(now)
         if header is None:
             return self._learned
         if self._learned is None:
@@ -216,7 +204,7 @@ class RateControl:
     def source(self, now: float) -> str | None:
         """What sets :meth:`rate`: ``"headers"`` (the server's word), ``"learned"``
         (from overload answers), or None."""
-        header = self._header_rate if now - self._header_at <= _HEADERS_STALE_S else None
+        header = self._header(now)
         if header is None and self._learned is None:
             return None
         if header is not None and (self._learned is None or header <= self._learned):

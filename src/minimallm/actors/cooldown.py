@@ -2,10 +2,11 @@
 overload, an outage — and tells the Pacer (:class:`Hold` / :class:`Release`).
 
 The decisions are the pure :class:`~minimallm._policy.pause.PauseControl`; this actor
-feeds it every :class:`AttemptReport` (drained in bulk per wake-up), wakes at the
-moments it asks for (a lost probe, an outage's budget), and forwards its decisions. It
-never holds a permit or a slot itself: a hold closes the Pacer's gate, and the Pacer
-lets one probe through when the hold ends.
+feeds it what it hears — overload answers and every probe's outcome from the Workers,
+steps of congestion and the server's reachability from the Limiter (drained in bulk per
+wake-up) — wakes at the moments it asks for (a lost probe, an outage's budget), and
+forwards its decisions. It never holds a permit or a slot itself: a hold closes the
+Pacer's gate, and the Pacer lets one probe through when the hold ends.
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ from dataclasses import dataclass
 
 import trio
 
+from minimallm._policy.flow import CongestionEvent, ReachEvent
 from minimallm._policy.pause import PauseControl, PauseDecision
 from minimallm.actors.messages import AttemptReport, Hold, Release
 
-__all__ = ["Cooldown", "CooldownStatistics"]
+__all__ = ["Cooldown", "CooldownMessage", "CooldownStatistics"]
+
+CooldownMessage = AttemptReport | CongestionEvent | ReachEvent
 
 
 @dataclass(frozen=True, slots=True)
 class CooldownStatistics:
     """The Cooldown now: the shared deadline (trio time, s; ``-inf`` before any pause),
     the level (s), why the client is held (``cooldown``, ``outage`` or None), since
-    when an outage lasts, overload answers and pauses so far."""
+    when an outage lasts, overload answers heard and pauses so far."""
 
     deadline: float
     level_s: float
@@ -42,7 +46,7 @@ class Cooldown:
     def __init__(
         self,
         control: PauseControl,
-        inbox: trio.MemoryReceiveChannel[AttemptReport],
+        inbox: trio.MemoryReceiveChannel[CooldownMessage],
         pacer: trio.MemorySendChannel[Hold | Release],
     ) -> None:
         self._control = control
@@ -75,29 +79,33 @@ class Cooldown:
             decision: PauseDecision | None = None  # the latest one of a burst wins
             with trio.move_on_at(self._control.wake_at()):
                 try:
-                    report = await inbox.receive()
+                    message = await inbox.receive()
                 except trio.EndOfChannel:
                     return
-                decision = self._handle(report) or decision
+                decision = self._handle(message) or decision
                 while True:
                     try:
-                        report = inbox.receive_nowait()
+                        message = inbox.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                    decision = self._handle(report) or decision
+                    decision = self._handle(message) or decision
             decision = self._control.tick(trio.current_time()) or decision
             await self._tell(decision)
 
-    def _handle(self, report: AttemptReport) -> PauseDecision | None:
-        if report.kind == "overload":
+    def _handle(self, message: CooldownMessage) -> PauseDecision | None:
+        control = self._control
+        if isinstance(message, CongestionEvent):
+            return control.on_congestion(message.at, message.depth)
+        if isinstance(message, ReachEvent):
+            return control.on_reach(message.at, message.reachable)
+        if message.kind == "overload":
             self._overloads += 1
-        return self._control.on_attempt(
-            report.done_at,
-            report.sent_at,
-            report.kind,
-            retry_after_s=report.retry_after_s,
-            exhausted=report.rate is not None and report.rate.exhausted,
-            probe=report.probe is not None,
+        return control.on_attempt(
+            message.done_at,
+            message.kind,
+            retry_after_s=message.retry_after_s,
+            exhausted=message.rate is not None and message.rate.exhausted,
+            probe=message.probe is not None,
         )
 
     async def _tell(self, decision: PauseDecision | None) -> None:

@@ -16,9 +16,10 @@ Two ways to let a Worker send, so that an unpaced client pays nothing:
 
 A slot is granted only to a Worker that asked, i.e. holds a permit and can send at once,
 so a slot is never spent while an attempt still waits for a concurrency permit. The
-Pacer learns the server's rate from every :class:`AttemptReport`
-(:mod:`minimallm._policy.rate`). At most one request per Worker is queued: a newer
-one replaces it (a Worker whose caller left asks again for its next job).
+Pacer learns the server's rate (:mod:`minimallm._policy.rate`) from the reports of
+answers that carried ``x-ratelimit-*`` headers and from the Limiter's
+:class:`CongestionEvent`. At most one request per Worker is queued: a newer one
+replaces it (a Worker whose caller left asks again for its next job).
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from dataclasses import dataclass
 
 import trio
 
+from minimallm._policy.flow import CongestionEvent, ReachEvent
 from minimallm._policy.pacing import PacingSchedule
 from minimallm._policy.rate import RateControl
 from minimallm.actors.messages import BATON, AttemptReport, Hold, Release, Slot, WantSlot
 
-__all__ = ["Pacer", "PacerStatistics"]
+__all__ = ["Pacer", "PacerMessage", "PacerStatistics"]
 
-PacerMessage = WantSlot | AttemptReport | Hold | Release
+PacerMessage = WantSlot | AttemptReport | Hold | Release | CongestionEvent | ReachEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +141,12 @@ class Pacer:
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve slot requests, learn from reports, obey holds, until the inbox closes."""
+        """Serve slot requests, learn the rate, obey holds, until the inbox closes."""
         self._act(trio.current_time())
         task_status.started()
         inbox = self._inbox
         while True:
-            with trio.move_on_at(self._wake_at):
+            with trio.move_on_at(min(self._wake_at, self._rate.wake_at())):
                 try:
                     message = await inbox.receive()
                 except trio.EndOfChannel:
@@ -156,25 +158,27 @@ class Pacer:
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                     self._handle(message)
-            self._act(trio.current_time())
+            now = trio.current_time()
+            self._rate.tick(now)
+            self._act(now)
 
     def _handle(self, message: PacerMessage) -> None:
-        if isinstance(message, AttemptReport):
-            if message.answered:
-                self._rate.on_answer(
-                    message.done_at,
-                    message.sent_at,
-                    message.kind == "overload",
-                    info=message.rate,
-                    tokens=message.tokens,
-                )
-            else:
-                self._rate.on_send(message.sent_at)
-        elif isinstance(message, WantSlot):
+        if isinstance(message, WantSlot):
             self._queue[message.grant] = message.seq  # a newer request replaces an older
+        elif isinstance(message, AttemptReport):
+            if message.rate is not None:
+                self._rate.on_headers(message.done_at, message.rate, message.tokens)
+        elif isinstance(message, CongestionEvent):
+            self._rate.on_congestion(
+                message.at,
+                message.depth,
+                delivered_per_s=message.delivered_per_s,
+                baseline_per_s=message.baseline_per_s,
+                srtt_s=message.srtt_s,
+            )
         elif isinstance(message, Hold):
             self._hold = _HoldState(message)
-        else:
+        elif isinstance(message, Release):
             self._hold = None
 
     def _act(self, now: float) -> None:
@@ -206,6 +210,7 @@ class Pacer:
                 return
             # a Worker waited for this slot: any lateness is our wake-up's (keep the grid)
             schedule.take(now, interval, waited=planned is not None and now >= planned)
+            self._rate.on_send(now)
             planned = None
             if hold is not None:  # the one probe after a hold, still on the schedule
                 hold.probed = True

@@ -7,7 +7,8 @@ There are exactly MAX_OUTSTANDING Workers, each a long-lived task. One attempt::
     go       ◄─ the Pacer: the baton if open, else WantSlot → Slot
     started  ─► the Watchdog                     (send_nowait; TIMEOUT_S from here)
     POST on the own connection; classify the answer (``_transport``)
-    report   ─► Limiter (the permit goes back), Pacer, Cooldown, the batch's Monitor
+    report   ─► Limiter (the permit goes back); the Pacer if the answer had rate headers;
+                the Cooldown if it was an overload or a probe; the batch's Monitor
     outcome  ─► the caller's Reply
 
 TIMEOUT_S bounds the whole attempt (connect + send + wait + read): the Watchdog calls
@@ -71,7 +72,7 @@ class WorkerChannels:
     gate: tuple[trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]]
     limiter: trio.MemorySendChannel[Any]
     pacer: trio.MemorySendChannel[Any]
-    cooldown: trio.MemorySendChannel[AttemptReport]
+    cooldown: trio.MemorySendChannel[Any]
     watchdog: trio.MemorySendChannel[AttemptStarted]
 
 
@@ -265,9 +266,11 @@ class Worker:
                 sent_at, trio.current_time(), kind, result.retry_after_s, result.rate, None, probe
             )
         ch = self._ch
-        ch.limiter.send_nowait(report)  # never full: one message per permit held
-        _send_lossy(ch.pacer, report)
-        _send_lossy(ch.cooldown, report)
+        ch.limiter.send_nowait(report)  # every report: it returns the permit; never full
+        if report.rate is not None:  # the server's word about its rate
+            _send_lossy(ch.pacer, report)
+        if kind == "overload" or probe is not None:
+            _send_lossy(ch.cooldown, report)
         if job.events is not None:
             _send_lossy(job.events, report)
 

@@ -1,0 +1,123 @@
+"""What every attempt says about the server, summed up for the other controllers.
+
+Only the Limiter sees every attempt (each report returns its permit). It keeps one
+:class:`FlowWatch`, which turns that stream into the few events the Pacer and the
+Cooldown act on, so a healthy client sends each of them nothing at all:
+
+- *congestion* steps and the return to calm (:mod:`minimallm._policy.congestion`),
+  with the rate of successes over the last second (``delivered_per_s``), that rate
+  when the episode began (``baseline_per_s``, what the server gave before it pushed
+  back) and the smoothed latency of successes (``srtt_s``);
+- *quiet*: ``quiet_after`` attempts in a row found no server (refused, DNS, no answer
+  within TIMEOUT_S) with no answer in between, at a server that answered before — an
+  outage is likely; and *answered*: the first answer after that.
+
+Pure: no I/O, no clock (``now`` is passed in, seconds).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from minimallm._policy.congestion import OverloadSignal
+
+if TYPE_CHECKING:
+    from minimallm._attempts import AttemptKind
+
+__all__ = ["CongestionEvent", "FlowWatch", "ReachEvent"]
+
+_WINDOW_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CongestionEvent:
+    """The congestion episode changed at ``at``: ``depth`` steps so far (0: calm)."""
+
+    at: float
+    depth: int
+    delivered_per_s: float
+    baseline_per_s: float
+    srtt_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReachEvent:
+    """At ``at`` the server looked gone (``reachable`` False: attempts in a row found no
+    server) or answered again (True)."""
+
+    at: float
+    reachable: bool
+
+
+class FlowWatch:
+    """Congestion and reachability from the stream of attempts; see the module doc."""
+
+    __slots__ = (
+        "_answered",
+        "_baseline",
+        "_depth",
+        "_quiet",
+        "_quiet_run",
+        "_successes",
+        "quiet_after",
+        "signal",
+        "srtt_s",
+    )
+
+    def __init__(self, signal: OverloadSignal, *, quiet_after: int = 4) -> None:
+        self.signal = signal
+        self.quiet_after = quiet_after
+        self.srtt_s: float | None = None
+        self._successes: deque[float] = deque()  # done times within the last second
+        self._baseline = 0.0
+        self._depth = 0
+        self._answered = False
+        self._quiet_run = 0
+        self._quiet = False
+
+    def __repr__(self) -> str:
+        return f"<FlowWatch depth={self._depth} quiet={self._quiet} srtt={self.srtt_s}>"
+
+    def delivered_per_s(self, now: float) -> float:
+        """Successes per second over the last second."""
+        window = self._successes
+        while window and window[0] <= now - _WINDOW_S:
+            window.popleft()
+        return len(window) / _WINDOW_S
+
+    def observe(
+        self, now: float, sent_at: float, kind: AttemptKind
+    ) -> list[CongestionEvent | ReachEvent]:
+        """One attempt ended (``kind`` as in :data:`minimallm._attempts.AttemptKind`);
+        the events it causes, usually none. Feed the signal's ``observe`` first (the
+        Limiter's concurrency controller does): this reads its depth."""
+        events: list[CongestionEvent | ReachEvent] = []
+        if kind in ("ok", "overload", "failed"):
+            self._answered = True
+            self._quiet_run = 0
+            if self._quiet:
+                self._quiet = False
+                events.append(ReachEvent(now, True))
+        elif kind in ("unreachable", "timeout"):
+            self._quiet_run += 1
+            if self._answered and not self._quiet and self._quiet_run >= self.quiet_after:
+                self._quiet = True
+                events.append(ReachEvent(now, False))
+        if kind == "ok":
+            latency = max(0.0, now - sent_at)
+            srtt = self.srtt_s
+            self.srtt_s = latency if srtt is None else srtt + (latency - srtt) / 8
+            self._successes.append(now)
+        depth = self.signal.depth
+        if depth != self._depth:
+            if self._depth == 0:
+                self._baseline = self.delivered_per_s(now)
+            self._depth = depth
+            events.append(
+                CongestionEvent(
+                    now, depth, self.delivered_per_s(now), self._baseline, self.srtt_s
+                )
+            )
+        return events

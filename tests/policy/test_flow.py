@@ -1,0 +1,60 @@
+"""The Limiter's summary of every attempt for the other controllers (FlowWatch)."""
+
+from __future__ import annotations
+
+import pytest
+
+from minimallm._policy import OverloadSignal
+from minimallm._policy.flow import CongestionEvent, FlowWatch, ReachEvent
+
+
+def watch() -> tuple[OverloadSignal, FlowWatch]:
+    sig = OverloadSignal()
+    return sig, FlowWatch(sig)
+
+
+def feed(sig: OverloadSignal, w: FlowWatch, now: float, sent: float, kind: str) -> list[object]:
+    if kind in ("ok", "overload", "failed"):
+        sig.observe(now, sent, kind == "overload")
+    return w.observe(now, sent, kind)  # type: ignore[arg-type]
+
+
+def test_a_healthy_server_makes_no_events() -> None:
+    sig, w = watch()
+    events = [e for i in range(1000) for e in feed(sig, w, i * 0.01, i * 0.01 - 0.1, "ok")]
+    assert events == []
+    assert w.srtt_s == pytest.approx(0.1)
+    assert w.delivered_per_s(9.99) == 100.0
+
+
+def test_steps_and_calm_with_the_rates_before_and_now() -> None:
+    sig, w = watch()
+    t = 0.0
+    for _ in range(200):  # 200 successes a second
+        t += 0.005
+        feed(sig, w, t, t - 0.05, "ok")
+    events = [e for _ in range(8) for e in feed(sig, w, t, t - 0.05, "overload")]
+    assert events == [CongestionEvent(t, 1, 200.0, 200.0, pytest.approx(0.05))]
+    t += 1.5
+    (second,) = feed(sig, w, t, t - 0.1, "overload")
+    assert isinstance(second, CongestionEvent) and second.depth == 2
+    assert second.delivered_per_s == 0.0 and second.baseline_per_s == 200.0
+    calm = []
+    while not calm:
+        t += 0.01
+        calm = feed(sig, w, t, t - 0.05, "ok")
+    assert isinstance(calm[0], CongestionEvent) and calm[0].depth == 0
+
+
+def test_quiet_after_an_answer_then_answered_again() -> None:
+    sig, w = watch()
+    for i in range(10):  # never answered: no outage to speak of
+        assert feed(sig, w, i, i - 0.1, "unreachable") == []
+    feed(sig, w, 10.0, 9.9, "ok")
+    assert feed(sig, w, 11.0, 10.9, "timeout") == []
+    assert feed(sig, w, 11.0, 10.9, "broken") == []  # a broken connection is not "no server"
+    assert feed(sig, w, 11.1, 11.0, "unreachable") == []
+    assert feed(sig, w, 11.2, 11.1, "unreachable") == []
+    assert feed(sig, w, 11.3, 11.2, "unreachable") == [ReachEvent(11.3, False)]
+    assert feed(sig, w, 11.4, 11.3, "unreachable") == []  # said once
+    assert feed(sig, w, 12.0, 11.9, "failed") == [ReachEvent(12.0, True)]
