@@ -6,7 +6,6 @@ import itertools
 import math
 import random
 
-import httpcore
 import pytest
 import trio
 import trio.testing
@@ -18,6 +17,7 @@ from minimallm._backend import OpenAIMinimaLlm
 from minimallm._config import MinimaLlmConfig
 from minimallm._cooldown import CooldownState
 from minimallm._errors import BackendClosedError
+from minimallm._http import errors as http_errors
 from minimallm._pacing import PacingSchedule
 from minimallm._runtime import RuntimeOptions
 from minimallm._transport import HttpReply
@@ -232,7 +232,7 @@ class InterruptibleFake(FakeTransport):
     async def post(self, headers: tuple[tuple[bytes, bytes], ...], body: bytes) -> HttpReply:
         with trio.CancelScope() as self._scope:
             return await self.server.handle(body)
-        raise httpcore.ReadError("interrupted")
+        raise http_errors.ReadError("interrupted")
 
     def interrupt(self) -> None:
         self.interrupts += 1

@@ -22,10 +22,10 @@ from minimallm._errors import BackendClosedError
 from minimallm._policy import CooldownState, PacingSchedule, retry_delay
 from minimallm._transport import (
     HttpTransport,
-    SingleConnectionTransport,
     build_payload,
     encode_body,
     request_headers,
+    transport_factory_for,
 )
 from minimallm._types import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
 from minimallm.actors import Admission, Cooldown, Limiter, Pacer, Watchdog, Worker
@@ -41,7 +41,7 @@ TransportFactory = Callable[[str], HttpTransport]
 class RuntimeOptions:
     """Seams for tests: the HTTP transport, the jitter source, the wall clock."""
 
-    transport_factory: TransportFactory = SingleConnectionTransport
+    transport_factory: TransportFactory | None = None  # None: transport_factory_for(cfg)
     rng: random.Random | None = None
     wall_clock: Callable[[], float] = time.time
 
@@ -87,9 +87,10 @@ class Runtime:
         cfg = self._cfg
         url = cfg.chat_completions_url
         watchdog = Watchdog()
+        make_transport = self._options.transport_factory or transport_factory_for(cfg)
         workers = [
             Worker(
-                self._options.transport_factory(url),
+                make_transport(url),
                 cfg.timeout_s,
                 self._options.wall_clock,
                 watchdog,

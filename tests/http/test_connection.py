@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpcore
 import pytest
 import trio
 
-from minimallm._http11 import Http11Connection
-from minimallm._http_reply import LazyHeaders
+from minimallm._http import errors
+from minimallm._http.connection import Http11Connection
+from minimallm._http.reply import LazyHeaders
 
 Handler = Callable[[trio.SocketStream, int], Awaitable[None]]
 HEADERS = ((b"content-type", b"application/json"), (b"authorization", b"Bearer k"))
@@ -244,7 +244,7 @@ async def test_broken_answers_are_remote_protocol_errors(answer: bytes, message:
     async with serve(handler) as (url, peer):
         box.append(peer)
         conn = Http11Connection(url)
-        with pytest.raises(httpcore.RemoteProtocolError, match=message):
+        with pytest.raises(errors.RemoteProtocolError, match=message):
             await conn.post(HEADERS, b"x")
         assert "closed" in repr(conn)
 
@@ -252,7 +252,7 @@ async def test_broken_answers_are_remote_protocol_errors(answer: bytes, message:
 async def test_head_longer_than_the_limit_is_refused() -> None:
     huge = b"HTTP/1.1 200 OK\r\n" + b"x-pad: " + b"a" * 200_000 + b"\r\n\r\n"
     async with scripted(huge) as (conn, _):
-        with pytest.raises(httpcore.RemoteProtocolError, match="longer than"):
+        with pytest.raises(errors.RemoteProtocolError, match="longer than"):
             await conn.post(HEADERS, b"x")
 
 
@@ -267,7 +267,7 @@ async def test_reset_is_a_read_error() -> None:
     async with serve(handler) as (url, peer):
         box.append(peer)
         conn = Http11Connection(url)
-        with pytest.raises((httpcore.ReadError, httpcore.RemoteProtocolError)):
+        with pytest.raises((errors.ReadError, errors.RemoteProtocolError)):
             await conn.post(HEADERS, b"x")
 
 
@@ -275,11 +275,11 @@ async def test_connect_refused_and_bad_scheme_and_bad_header() -> None:
     with trio.socket.socket() as s:
         await s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(httpcore.ConnectError):
+    with pytest.raises(errors.ConnectError):
         await Http11Connection(f"http://127.0.0.1:{port}/").post(HEADERS, b"x")
-    with pytest.raises(httpcore.UnsupportedProtocol):
+    with pytest.raises(errors.UnsupportedProtocol):
         await Http11Connection("ftp://example.invalid/").post(HEADERS, b"x")
-    with pytest.raises(httpcore.LocalProtocolError):
+    with pytest.raises(errors.LocalProtocolError):
         await Http11Connection("http://127.0.0.1:1/").post(((b"x", b"a\r\nb"),), b"x")
 
 
@@ -330,7 +330,7 @@ async def test_tls_with_the_given_context_and_keep_alive(tmp_path: Path) -> None
         assert (await conn.post(HEADERS, b"y")).body == b"s2"
         await conn.aclose()
         untrusted = Http11Connection(url, ssl_context=ssl.create_default_context())
-        with pytest.raises(httpcore.ConnectError):
+        with pytest.raises(errors.TLSVerificationError, match="SSL_CERT_FILE="):
             await untrusted.post(HEADERS, b"x")
     assert peer.requests[1][1] == b"y"
     assert peer.connections == 2  # one kept alive, one refused at the handshake
@@ -368,7 +368,7 @@ async def test_interrupt_from_another_task_ends_a_waiting_request() -> None:
                 conn.interrupt()
 
             nursery.start_soon(interrupt_soon)
-            with pytest.raises(httpcore.ReadError), trio.fail_after(5):
+            with pytest.raises(errors.ReadError), trio.fail_after(5):
                 await conn.post(HEADERS, b"x")
         with trio.fail_after(5):
             await eof.wait()  # the server saw the connection close
@@ -392,5 +392,5 @@ async def test_interrupt_during_connect(monkeypatch: pytest.MonkeyPatch) -> None
             conn.interrupt()
 
         nursery.start_soon(interrupt_when_connecting)
-        with pytest.raises(httpcore.ConnectError, match="interrupted"), trio.fail_after(5):
+        with pytest.raises(errors.ConnectError, match="interrupted"), trio.fail_after(5):
             await conn.post(HEADERS, b"x")
