@@ -14,6 +14,14 @@ from minimallm.mock import MockServerConfig, MockServerThread
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
 
 
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_developers_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy variable of the machine would send the tests' loopback traffic to it."""
+    for name in ("http", "https", "all", "no"):
+        for var in (f"{name}_proxy", f"{name.upper()}_PROXY"):
+            monkeypatch.delenv(var, raising=False)
+
+
 @pytest.fixture(scope="session")
 def _mock_thread() -> Iterator[MockServerThread]:
     with MockServerThread(MockServerConfig()) as mock:

@@ -115,20 +115,17 @@ _INSECURE_WARNING = (
 )
 
 
-def transport_factory_for(
-    cfg: MinimaLlmConfig, env: Mapping[str, str] | None = None
-) -> Callable[[str], SingleConnectionTransport]:
+def transport_factory_for(cfg: MinimaLlmConfig) -> Callable[[str], SingleConnectionTransport]:
     """The transport factory for ``cfg``: proxy (``HTTP_PROXY``… unless
     ``trust_env_proxy`` is off), CA trust (``ca_bundle``, else ``SSL_CERT_FILE`` /
     ``SSL_CERT_DIR``, else certifi; none with ``tls_verify=False``, which warns) and
-    the size cap. Reads the environment (``env``, default ``os.environ``) now, once:
-    call it when a runtime starts, not per request.
+    the size cap. Reads the environment now, once: call it when a runtime starts, not
+    per request.
 
     A proxy variable that cannot be used (``ALL_PROXY=socks5://…``) or a CA file that
     cannot be read (``SSL_CERT_FILE``) does not raise here: every request that needs it
     fails, not retried, with a message naming the variable."""
-    environ = os.environ if env is None else env
-    trust = TlsTrust.choose(cfg.ca_bundle, cfg.tls_verify, environ)
+    trust = TlsTrust.choose(cfg.ca_bundle, cfg.tls_verify, os.environ)
     if not trust.verify:
         warnings.warn(_INSECURE_WARNING, RuntimeWarning, stacklevel=2)
     settings = ProxySettings.from_environment() if cfg.trust_env_proxy else None

@@ -104,6 +104,7 @@ class Http11Connection:
         "_ssl_context",
         "_stream",
         "_trust",
+        "connects",
         "requests",
         "resent",
     )
@@ -151,6 +152,8 @@ class Http11Connection:
         self._connecting: trio.CancelScope | None = None
         self._interrupted = False
         self._buf = bytearray()
+        self.connects = 0
+        """Connections opened (TCP connect + tunnel + TLS handshake, each once)."""
         self.requests = 0
         """Requests sent (a stale re-send counts again)."""
         self.resent = 0
@@ -237,6 +240,7 @@ class Http11Connection:
         it again at once on a fresh connection. A fresh connection doing the same is the
         server's failure."""
         reused = self._stream is not None and not self._went_stale()
+        first: bytes | bytearray
         while True:
             if not reused:
                 self._close()
@@ -273,6 +277,7 @@ class Http11Connection:
         _log.debug("connecting to %s:%d (via %s)", self._host, self._port, self._proxy)
         # DNS runs in a thread and connect() is not a socket we own yet: interrupt()
         # can only stop them through a cancel scope (one per connection, not per request).
+        self.connects += 1
         with trio.CancelScope() as scope:
             self._connecting = scope
             try:

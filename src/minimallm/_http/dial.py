@@ -119,36 +119,33 @@ async def _open_tcp(host: str, port: int, proxy: Proxy | None) -> trio.SocketStr
     try:
         return await trio.open_tcp_stream(host, port)
     except OSError as exc:
-        what = _connect_failure(exc)
         if proxy is None:
-            raise ConnectError(f"{what} to {_authority(host, port)}") from exc
-        raise ProxyError(
-            f"{proxy.label} {_PROXY_PHRASES.get(what, what)} (from {proxy.source})"
-        ) from exc
+            raise ConnectError(_connect_failure(exc, host, port, None)) from exc
+        message = _connect_failure(exc, host, port, proxy.label)
+        raise ProxyError(f"{message} (from {proxy.source})") from exc
 
 
-_PROXY_PHRASES = {
-    "connection refused": "refused the connection",
-    "connection timed out": "did not accept the connection in time",
-}
-
-
-def _connect_failure(exc: OSError) -> str:
-    """What went wrong, in a few words; trio's "all attempts ... failed (N
-    sub-exceptions)" is unpacked into the reason of its attempts."""
+def _connect_failure(exc: OSError, host: str, port: int, proxy: str | None) -> str:
+    """What went wrong, naming who: trio's "all attempts to connect ... failed (N
+    sub-exceptions)" is unpacked into the reason its attempts failed."""
+    where = _authority(host, port)
     if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the host ({exc.strerror})"
+        return f"cannot resolve {'the proxy ' if proxy else ''}host {host} ({exc.strerror})"
     errors: list[BaseException] = [exc]
     group = exc.__cause__
     if isinstance(group, BaseExceptionGroup):
         errors = list(group.exceptions)
     if all(isinstance(e, ConnectionRefusedError) for e in errors):
-        return "connection refused"
+        return f"{proxy} refused the connection" if proxy else f"connection refused to {where}"
     if all(isinstance(e, TimeoutError) for e in errors):
-        return "connection timed out"
+        return (
+            f"{proxy} did not accept the connection in time"
+            if proxy
+            else (f"connection to {where} timed out")
+        )
     first = errors[0]
     reason = first.strerror if isinstance(first, OSError) and first.strerror else str(first)
-    return f"cannot connect ({reason})"
+    return f"cannot connect to {proxy or where}: {reason}"
 
 
 def _authority(host: str, port: int) -> str:

@@ -122,7 +122,9 @@ class ProxySettings:
         value = self.proxies.get(key)
         if not value:
             return None
-        if urllib.request.proxy_bypass_environment(parts.netloc.lower(), self.proxies):
+        # Public and documented, but missing from typeshed's stubs.
+        bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+        if bypass(parts.netloc.lower(), self.proxies):
             return None
         return Proxy.parse(value, self.names.get(key, f"{key.upper()}_PROXY"))
 
