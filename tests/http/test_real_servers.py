@@ -7,10 +7,11 @@ Skipped when nginx or tinyproxy is missing, unless MINIMALLM_REQUIRE_INTEGRATION
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import real_servers
 import trio
 from real_servers import RACE_TIMEOUT_S, Nginx, TinyProxy
 
@@ -26,6 +27,25 @@ from minimallm._transport import (
 from minimallm.mock import MockServerThread
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def real_nginx(
+    _mock_thread: MockServerThread, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Nginx]:
+    """nginx in front of the session's mock server (see ``real_servers``)."""
+    with real_servers.nginx(tmp_path_factory.mktemp("nginx"), _mock_thread.port) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def real_tinyproxy(
+    real_nginx: Nginx, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TinyProxy]:
+    """tinyproxy, allowed to CONNECT to nginx's TLS port."""
+    with real_servers.tinyproxy(tmp_path_factory.mktemp("tinyproxy"), real_nginx.https_port) as p:
+        yield p
+
 
 ConfigFactory = Callable[..., MinimaLlmConfig]
 
