@@ -5,8 +5,9 @@ whether asked for or not: RFC 9110 lets a server pick any encoding when none is 
 for, and an nginx with ``gzip on`` does. Anything else (``br``, ``zstd``…) is
 :class:`UnsupportedContentEncoding`, naming it: asking again gets the same answer.
 
-The cap holds for the decoded size too: ``zlib``'s ``max_length`` stops a small
-"gzip bomb" after ``cap + 1`` bytes of output instead of inflating it whole.
+The cap holds for the decoded size too: output comes in steps of at most 1 MiB
+(``zlib``'s ``max_length``), so a small "gzip bomb" stops just past the cap instead of
+inflating whole.
 Decoding runs once the (capped) body is complete; a JSON answer is a few KiB.
 """
 
@@ -24,6 +25,7 @@ ACCEPT_ENCODING = b"gzip, deflate"
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _ZLIB_WBITS = zlib.MAX_WBITS
 _RAW_WBITS = -zlib.MAX_WBITS
+_STEP = 1 << 20  # bytes of output per zlib call
 
 
 def decode_body(body: bytes, encoding: bytes, cap: int) -> bytes:
@@ -61,14 +63,18 @@ def _inflate(data: bytes, wbits: int, cap: int, name: str) -> bytes:
     while True:  # a gzip body may hold several members, one after the other
         inflater = zlib.decompressobj(wbits)
         try:
-            piece = inflater.decompress(data, cap + 1 - size)
-            size += len(piece)
-            out.append(piece)
-            if size > cap or inflater.unconsumed_tail:
-                raise ResponseTooLarge(
-                    f"the {name}-encoded answer decodes to more than {cap} bytes "
-                    "(the cap, MAX_RESPONSE_BYTES)"
-                )
+            while True:  # in steps, so a body over the cap costs the cap, not more
+                piece = inflater.decompress(data, _STEP)
+                size += len(piece)
+                if size > cap:
+                    raise ResponseTooLarge(
+                        f"the {name}-encoded answer decodes to more than {cap} bytes "
+                        "(the cap, MAX_RESPONSE_BYTES)"
+                    )
+                out.append(piece)
+                data = inflater.unconsumed_tail
+                if not data and len(piece) < _STEP:
+                    break
             piece = inflater.flush()
         except zlib.error as exc:
             raise DecodingError(f"the {name}-encoded answer does not decode: {exc}") from exc
