@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 import trio
 
 from minimallm._http.decode import decode_body
-from minimallm._http.dial import PlainSocket, dial
+from minimallm._http.dial import dial
 from minimallm._http.errors import (
     ConnectError,
     HttpError,
@@ -56,25 +56,22 @@ from minimallm._http.errors import (
     UnsupportedProtocol,
     WriteError,
 )
+from minimallm._http.framing import MAX_HEAD_BYTES, AnswerReader, reason
 from minimallm._http.proxy import Proxy
-from minimallm._http.reply import HttpReply, LazyHeaders, scan_head
+from minimallm._http.reply import HttpReply, LazyHeaders
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "MAX_HEAD_BYTES", "Http11Connection", "HttpReply"]
 
 _log = logging.getLogger("minimallm.http")
 """Debug lines per connection (connect, close, stale re-send), never per request; no headers."""
 
-MAX_HEAD_BYTES = 64 * 1024
-"""Longest response head (status line + headers) accepted, bytes."""
-
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """Largest response body accepted, on the wire and decoded, bytes (64 MiB)."""
 
-_RECEIVE_BYTES = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
-class Http11Connection:
+class Http11Connection(AnswerReader):
     """One keep-alive connection to the origin of ``url``; POSTs go to its path.
 
     ``ssl_context`` serves an ``https`` URL (and an ``https://`` proxy); ``trust`` names
@@ -87,8 +84,6 @@ class Http11Connection:
     """
 
     __slots__ = (
-        "_buf",
-        "_cap",
         "_connecting",
         "_head_for",
         "_head_prefix",
@@ -102,7 +97,6 @@ class Http11Connection:
         "_setup_error",
         "_sock",
         "_ssl_context",
-        "_stream",
         "_trust",
         "connects",
         "requests",
@@ -119,6 +113,7 @@ class Http11Connection:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         setup_error: HttpError | None = None,
     ) -> None:
+        super().__init__(max_response_bytes)
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         self._setup_error = setup_error
@@ -134,7 +129,6 @@ class Http11Connection:
         if needs_tls and ssl_context is None and self._setup_error is None:
             self._setup_error = UnsupportedProtocol("https needs an SSLContext")
         self._proxy = proxy
-        self._cap = max_response_bytes
         host = self._host if ":" not in self._host else f"[{self._host}]"
         authority = host if self._port == default_port else f"{host}:{self._port}"
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -146,12 +140,10 @@ class Http11Connection:
         self._prefix = prefix
         self._head_for: Sequence[tuple[bytes, bytes]] | None = None
         self._head_prefix = b""
-        self._stream: trio.abc.Stream | PlainSocket | None = None
         self._sock: trio.socket.SocketType | socket.socket | None = None
         self._idle_poll: select.poll | None = None
         self._connecting: trio.CancelScope | None = None
         self._interrupted = False
-        self._buf = bytearray()
         self.connects = 0
         """Connections opened (TCP connect + tunnel + TLS handshake, each once)."""
         self.requests = 0
@@ -179,6 +171,11 @@ class Http11Connection:
         try:
             await self._send(head + body)
             raw, status, length, chunked, reusable, encoding = await self._read_head()
+            if status == 407 and self._proxy is not None:
+                raise ProxyRejectedError(
+                    f"{self._proxy.label} (from {self._proxy.source}) answered 407 Proxy "
+                    f"Authentication Required: check the user:password in {self._proxy.source}"
+                )
             if status in _NO_BODY_STATUSES:
                 answer = b""
             elif chunked:
@@ -253,7 +250,7 @@ class Http11Connection:
                 await stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 if not reused or self._interrupted:
-                    raise WriteError(_reason(exc)) from exc
+                    raise WriteError(reason(exc)) from exc
                 first = b""
             else:
                 try:
@@ -315,113 +312,3 @@ class Http11Connection:
             self._sock.close()
             self._sock = None
             self._idle_poll = None
-
-    # -- the answer -------------------------------------------------------------------
-
-    async def _receive(self) -> bytes | bytearray:
-        stream = self._stream
-        if stream is None:
-            raise ReadError("connection interrupted")
-        try:
-            return await stream.receive_some(_RECEIVE_BYTES)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise ReadError(_reason(exc)) from exc
-
-    async def _read_head(self) -> tuple[bytes, int, int | None, bool, bool, bytes | None]:
-        """The raw head, its framing and encoding (see ``reply.scan_head``); 1xx skipped."""
-        while True:
-            raw = await self._read_until(b"\r\n\r\n", MAX_HEAD_BYTES, "response head")
-            status, length, chunked, keep_alive, encoding = scan_head(raw)
-            if status >= 200:
-                if status == 407 and self._proxy is not None:
-                    raise ProxyRejectedError(
-                        f"{self._proxy.label} (from {self._proxy.source}) answered "
-                        f"407 Proxy Authentication Required: check the user:password "
-                        f"in {self._proxy.source}"
-                    )
-                return raw, status, length, chunked, keep_alive, encoding
-            if status == 101:
-                raise RemoteProtocolError("unexpected 101 Switching Protocols")
-
-    async def _read_until(self, marker: bytes, limit: int, what: str) -> bytes:
-        buf = self._buf
-        start = 0
-        while True:
-            end = buf.find(marker, start)
-            if end >= 0:
-                found = bytes(buf[:end])
-                del buf[: end + len(marker)]
-                return found
-            if len(buf) > limit:
-                raise RemoteProtocolError(f"{what} longer than {limit} bytes")
-            start = max(0, len(buf) - len(marker) + 1)
-            data = await self._receive()
-            if not data:
-                raise RemoteProtocolError(f"peer closed connection inside the {what}")
-            buf += data
-
-    async def _read_exact(self, n: int) -> bytes:
-        buf = self._buf
-        while len(buf) < n:
-            data = await self._receive()
-            if not data:
-                raise RemoteProtocolError(
-                    "peer closed connection without sending complete message body: "
-                    f"received {len(buf)} bytes, expected {n}"
-                )
-            buf += data
-        if len(buf) == n:
-            out = bytes(buf)
-            buf.clear()
-            return out
-        out = bytes(buf[:n])
-        del buf[:n]
-        return out
-
-    async def _read_chunked(self) -> bytes:
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            line = await self._read_until(b"\r\n", 1024, "chunk size line")
-            size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise RemoteProtocolError(f"bad chunk size {size_text[:20]!r}") from None
-            if size < 0 or not size_text.isalnum():
-                raise RemoteProtocolError(f"bad chunk size {size_text[:20]!r}")
-            if size == 0:
-                trailer = 0
-                while line := await self._read_until(b"\r\n", MAX_HEAD_BYTES, "chunked trailer"):
-                    trailer += len(line)
-                    if trailer > MAX_HEAD_BYTES:
-                        raise RemoteProtocolError(f"chunked trailer longer than {MAX_HEAD_BYTES}")
-                return b"".join(parts)
-            total += size
-            if total > self._cap:
-                raise ResponseTooLarge(
-                    f"the chunked answer grew past the cap of {self._cap} bytes "
-                    "(MAX_RESPONSE_BYTES)"
-                )
-            parts.append(await self._read_exact(size))
-            if await self._read_exact(2) != b"\r\n":
-                raise RemoteProtocolError("chunk not followed by CRLF")
-
-    async def _read_to_close(self) -> bytes:
-        # Neither Content-Length nor chunked: the answer ends when the server closes.
-        while data := await self._receive():
-            self._buf += data
-            if len(self._buf) > self._cap:
-                raise ResponseTooLarge(
-                    f"the answer (framed by the server closing) grew past the cap of "
-                    f"{self._cap} bytes (MAX_RESPONSE_BYTES)"
-                )
-        out = bytes(self._buf)
-        self._close()
-        return out
-
-
-def _reason(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc.__context__
-    text = str(cause) if cause is not None and str(cause) else str(exc)
-    return text or type(exc).__name__
