@@ -59,6 +59,7 @@ from minimallm._http.errors import (
 from minimallm._http.framing import MAX_HEAD_BYTES, AnswerReader, reason
 from minimallm._http.proxy import Proxy
 from minimallm._http.reply import HttpReply, LazyHeaders
+from minimallm._http.streams import TlsSocket
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "MAX_HEAD_BYTES", "Http11Connection", "HttpReply"]
 
@@ -298,9 +299,11 @@ class Http11Connection(AnswerReader):
 
     def _went_stale(self) -> bool:
         """An idle keep-alive socket that is readable was closed by the server (EOF)
-        or carries bytes nobody asked for: either way it cannot be reused."""
+        or carries bytes nobody asked for (also already taken into TLS's buffer):
+        either way it cannot be reused."""
         assert self._idle_poll is not None
-        return bool(self._idle_poll.poll(0))
+        stream = self._stream
+        return bool(self._idle_poll.poll(0)) or (type(stream) is TlsSocket and stream.buffered)
 
     def _close(self) -> None:
         self._stream = None

@@ -1,10 +1,10 @@
 """Opening a connection: TCP to the origin or to a proxy, the CONNECT tunnel, TLS.
 
 What comes back is the raw socket (to poll for a stale idle connection, and to close)
-and the stream requests go over. Plain ``http`` without TLS anywhere gets
-:class:`PlainSocket`, straight on the non-blocking socket; anything with TLS gets
-trio's ``SSLStream`` (stacked twice for an ``https://`` proxy tunnelling to an
-``https://`` endpoint).
+and the stream requests go over: a :class:`~minimallm._http.streams.PlainSocket` or
+:class:`~minimallm._http.streams.TlsSocket` straight on the non-blocking socket (also
+through a plain proxy's CONNECT tunnel), or, for an ``https://`` proxy, trio's
+``SSLStream`` (stacked twice when it tunnels to an ``https://`` endpoint).
 
 Failures say who failed: ``connection refused to 127.0.0.1:8000``, ``proxy
 127.0.0.1:8888 refused the connection (from HTTPS_PROXY)``, ``certificate verify
@@ -20,50 +20,16 @@ import trio
 
 from minimallm._http.errors import ConnectError, ProxyError
 from minimallm._http.proxy import Proxy, open_tunnel
+from minimallm._http.streams import PlainSocket, TlsSocket
 from minimallm._http.tls import handshake_error
 
-__all__ = ["PlainSocket", "dial"]
+__all__ = ["Opened", "dial"]
 
 
-class PlainSocket:
-    """The two stream operations a plain-``http`` request needs, straight on the
-    non-blocking socket. ``receive_some`` waits for readability first, so it is a
-    checkpoint like trio's; ``send_all`` returns without yielding when the kernel takes
-    the whole request at once (it nearly always does): trio's SocketStream yields after
-    every send, one task switch per request, measured ~11 µs of CPU with its error
-    translation. Waits are trio's ``wait_readable``/``wait_writable``, so
-    cancellation and ``notify_closing`` (how a connection is interrupted) work as for
-    any trio socket."""
-
-    __slots__ = ("_sock",)
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    async def send_all(self, data: bytes) -> None:
-        """Send every byte of ``data``."""
-        sock = self._sock
-        view = memoryview(data)
-        while view:
-            try:
-                sent = sock.send(view)
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
-                continue
-            view = view[sent:]
-
-    async def receive_some(self, max_bytes: int) -> bytes:
-        """Up to ``max_bytes`` once some arrived; b"" at EOF."""
-        sock = self._sock
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            try:
-                return sock.recv(max_bytes)
-            except BlockingIOError:  # a spurious wake-up
-                continue
-
-
-Opened = tuple["socket.socket | trio.socket.SocketType", "trio.abc.Stream | PlainSocket"]
+Opened = tuple[
+    "socket.socket | trio.socket.SocketType", "trio.abc.Stream | PlainSocket | TlsSocket"
+]
+"""(the socket to poll and close, the stream requests go over)."""
 
 
 async def dial(
@@ -83,25 +49,37 @@ async def dial(
         tcp = await _open_tcp(host, port, None)
     else:
         tcp = await _open_tcp(proxy.host, proxy.port, proxy)
+    authority = _authority(host, port)
     try:
-        stream: trio.abc.Stream = tcp
-        if proxy is not None:
-            if proxy.scheme == "https":
-                assert context is not None, "an https:// proxy needs an SSLContext"
-                stream = await _handshake(stream, context, proxy.host, proxy.port, trust)
+        if proxy is not None and proxy.scheme == "https":
+            # TLS to the proxy, and TLS inside that for an https endpoint: trio's
+            # SSLStream stacks (a rare setup; it keeps trio's general machinery).
+            assert context is not None, "an https:// proxy needs an SSLContext"
+            stream = await _handshake(tcp, context, proxy.host, proxy.port, trust)
             if origin_tls:
-                await open_tunnel(stream, _authority(host, port), proxy)
-        if origin_tls:
-            assert context is not None, "an https:// endpoint needs an SSLContext"
-            stream = await _handshake(stream, context, host, port, trust)
+                await open_tunnel(stream, authority, proxy)
+                stream = await _handshake(stream, context, host, port, trust)
+            return tcp.socket, stream
+        if proxy is not None and origin_tls:
+            await open_tunnel(tcp, authority, proxy)
     except BaseException:
         tcp.socket.close()
         raise
-    if stream is tcp:
-        # trio made it non-blocking with TCP_NODELAY; keep the plain socket only.
-        sock = socket.socket(fileno=tcp.socket.detach())
+    # trio made it non-blocking with TCP_NODELAY; keep the plain socket only.
+    sock = socket.socket(fileno=tcp.socket.detach())
+    if not origin_tls:
         return sock, PlainSocket(sock)
-    return tcp.socket, stream
+    assert context is not None, "an https:// endpoint needs an SSLContext"
+    tls = TlsSocket(sock, context, host)
+    try:
+        await tls.do_handshake()
+    except OSError as exc:  # ssl.SSLError is one
+        sock.close()
+        raise handshake_error(exc, host, port, trust) from exc
+    except BaseException:
+        sock.close()
+        raise
+    return sock, tls
 
 
 async def _handshake(

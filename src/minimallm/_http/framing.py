@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import trio
 
-from minimallm._http.dial import PlainSocket
 from minimallm._http.errors import ReadError, RemoteProtocolError, ResponseTooLarge
 from minimallm._http.reply import scan_head
+from minimallm._http.streams import PlainSocket, TlsSocket
 
 __all__ = ["MAX_HEAD_BYTES", "AnswerReader", "reason"]
 
@@ -28,7 +28,7 @@ class AnswerReader:
     __slots__ = ("_buf", "_cap", "_stream")
 
     def __init__(self, cap: int) -> None:
-        self._stream: trio.abc.Stream | PlainSocket | None = None
+        self._stream: trio.abc.Stream | PlainSocket | TlsSocket | None = None
         self._buf = bytearray()
         self._cap = cap
 
@@ -133,7 +133,8 @@ class AnswerReader:
 
 
 def reason(exc: BaseException) -> str:
-    """The most specific text of a stream error (its cause's, if it has one)."""
-    cause = exc.__cause__ or exc.__context__
+    """The text of a stream error: an OSError's own, else (trio's Broken/Closed
+    ResourceError) its cause's."""
+    cause = exc if isinstance(exc, OSError) else exc.__cause__
     text = str(cause) if cause is not None and str(cause) else str(exc)
     return text or type(exc).__name__

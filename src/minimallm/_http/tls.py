@@ -83,7 +83,8 @@ def handshake_error(exc: BaseException, host: str, port: int, trust: str) -> Exc
     """What a failed handshake with ``host:port`` becomes: TLSVerificationError (not
     retried; says how to trust a CA) when the certificate was refused, else ConnectError.
     ``trust`` names what was trusted (``TlsTrust.source``)."""
-    cause = exc.__cause__ or exc.__context__ or exc
+    # trio's SSLStream wraps the ssl error (BrokenResourceError from it); ours raise it.
+    cause = exc if isinstance(exc, OSError) else (exc.__cause__ or exc)
     if isinstance(cause, ssl.SSLCertVerificationError):
         reason = cause.verify_message or cause.reason or str(cause)
         return TLSVerificationError(
