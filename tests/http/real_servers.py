@@ -230,17 +230,24 @@ MaxClients 200
 Allow 127.0.0.1
 ConnectPort {connect_port}
 DisableViaHeader Yes
+{extra}
 """
 
 
 @contextmanager
-def tinyproxy(dir: Path, connect_port: int) -> Iterator[TinyProxy]:
-    """A forward proxy allowing CONNECT to ``connect_port`` only."""
+def tinyproxy(
+    dir: Path, connect_port: int, basic_auth: tuple[str, str] | None = None
+) -> Iterator[TinyProxy]:
+    """A forward proxy allowing CONNECT to ``connect_port`` only; with ``basic_auth``
+    (user, password) it answers 407 to anyone else."""
     binary = find_binary("tinyproxy")
     port = free_port()
     log = dir / "tinyproxy.log"
     conf = dir / "tinyproxy.conf"
-    conf.write_text(TINYPROXY_CONF.format(port=port, log=log, connect_port=connect_port))
+    extra = f"BasicAuth {basic_auth[0]} {basic_auth[1]}" if basic_auth else ""
+    conf.write_text(
+        TINYPROXY_CONF.format(port=port, log=log, connect_port=connect_port, extra=extra)
+    )
     if os.geteuid() == 0:  # tinyproxy may drop to nobody: let it write its log
         dir.chmod(0o777)
     with running([binary, "-d", "-c", str(conf)], [port], "tinyproxy", log):

@@ -180,6 +180,42 @@ async def test_trust_env_proxy_off_ignores_the_variables(
     assert real_tinyproxy.requests()[before:] == []
 
 
+@pytest.fixture(scope="module")
+def auth_tinyproxy(
+    real_nginx: Nginx, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TinyProxy]:
+    """tinyproxy asking for user "alice", password "s3cret"."""
+    with real_servers.tinyproxy(
+        tmp_path_factory.mktemp("auth"), real_nginx.https_port, basic_auth=("alice", "s3cret")
+    ) as p:
+        yield p
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_proxy_credentials_from_the_url(
+    scheme: str,
+    real_nginx: Nginx,
+    auth_tinyproxy: TinyProxy,
+    make_config: ConfigFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    var = f"{scheme.upper()}_PROXY"
+    monkeypatch.setenv("SSL_CERT_FILE", str(real_nginx.ca_file))
+    port = real_nginx.http_port if scheme == "http" else real_nginx.https_port
+    cfg = make_config(base_url=url(port, scheme), max_attempts=6)
+    monkeypatch.setenv(var, f"http://alice:s3cret@127.0.0.1:{auth_tinyproxy.port}")
+    results, _ = await ask_many(cfg, 10)
+    assert all_correct(results)
+    monkeypatch.setenv(var, f"http://alice:wrong@127.0.0.1:{auth_tinyproxy.port}")
+    results, _ = await ask_many(cfg, 3)
+    for failure in failures(results):
+        assert (failure.error_type, failure.attempts) == ("ProxyError", 1)  # not retried
+        assert f"proxy 127.0.0.1:{auth_tinyproxy.port}" in failure.message
+        assert f"check the user:password in {var}" in failure.message
+        assert "wrong" not in failure.message
+    assert len(failures(results)) == 3
+
+
 # -- TLS trust --------------------------------------------------------------------------
 
 
