@@ -199,21 +199,33 @@ async def test_proxy_credentials_from_the_url(
     make_config: ConfigFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    var = f"{scheme.upper()}_PROXY"
+    var = f"{scheme}_proxy"
     monkeypatch.setenv("SSL_CERT_FILE", str(real_nginx.ca_file))
     port = real_nginx.http_port if scheme == "http" else real_nginx.https_port
-    cfg = make_config(base_url=url(port, scheme), max_attempts=6)
     monkeypatch.setenv(var, f"http://alice:s3cret@127.0.0.1:{auth_tinyproxy.port}")
-    results, _ = await ask_many(cfg, 10)
+    results, _ = await ask_many(make_config(base_url=url(port, scheme)), 10)
     assert all_correct(results)
-    monkeypatch.setenv(var, f"http://alice:wrong@127.0.0.1:{auth_tinyproxy.port}")
+
+
+async def test_a_proxy_refusing_the_password_is_one_failure_naming_it(
+    real_nginx: Nginx,
+    auth_tinyproxy: TinyProxy,
+    make_config: ConfigFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over CONNECT. (In absolute form tinyproxy answers before reading the request
+    body and closes: the reset destroys its answer in the client's kernel buffer, and
+    the client sees a connection reset, retried; a scripted proxy tests that 407.)"""
+    monkeypatch.setenv("SSL_CERT_FILE", str(real_nginx.ca_file))
+    monkeypatch.setenv("HTTPS_PROXY", f"http://alice:wrong@127.0.0.1:{auth_tinyproxy.port}")
+    cfg = make_config(base_url=url(real_nginx.https_port, "https"), max_attempts=6)
     results, _ = await ask_many(cfg, 3)
+    assert len(failures(results)) == 3
     for failure in failures(results):
         assert (failure.error_type, failure.attempts) == ("ProxyError", 1)  # not retried
-        assert f"proxy 127.0.0.1:{auth_tinyproxy.port}" in failure.message
-        assert f"check the user:password in {var}" in failure.message
+        assert f"proxy 127.0.0.1:{auth_tinyproxy.port} (from HTTPS_PROXY)" in failure.message
+        assert "check the user:password in HTTPS_PROXY" in failure.message
         assert "wrong" not in failure.message
-    assert len(failures(results)) == 3
 
 
 # -- TLS trust --------------------------------------------------------------------------

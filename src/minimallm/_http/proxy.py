@@ -159,7 +159,7 @@ async def open_tunnel(stream: trio.abc.Stream, authority: str, proxy: Proxy) -> 
         return
     reason = raw.split(b"\r\n", 1)[0].decode("latin-1")
     message = f"{where} answered CONNECT {authority} with {reason!r}"
-    if status == 407:
+    if status in (401, 407):  # 407 is the standard; tinyproxy answers 401 to a bad password
         raise ProxyRejectedError(f"{message}: check the user:password in {proxy.source}")
     if 400 <= status < 500:
         raise ProxyRejectedError(message)
