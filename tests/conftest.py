@@ -14,6 +14,17 @@ from minimallm.mock import MockServerConfig, MockServerThread
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
 
 
+@pytest.fixture(autouse=True)
+def _no_proxy_or_ca_from_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy variable of the machine would send the tests' loopback traffic to it; its
+    SSL_CERT_FILE/SSL_CERT_DIR would change what the TLS tests trust."""
+    for name in ("http", "https", "all", "no"):
+        for var in (f"{name}_proxy", f"{name.upper()}_PROXY"):
+            monkeypatch.delenv(var, raising=False)
+    for var in ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUEST_METHOD"):
+        monkeypatch.delenv(var, raising=False)
+
+
 @pytest.fixture(scope="session")
 def _mock_thread() -> Iterator[MockServerThread]:
     with MockServerThread(MockServerConfig()) as mock:

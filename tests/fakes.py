@@ -10,9 +10,9 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpcore
 import trio
 
+from minimallm._http import errors as http_errors
 from minimallm._transport import HttpReply
 
 OK_BODY = {"choices": [{"message": {"role": "assistant", "content": ""}}]}
@@ -101,7 +101,7 @@ class FakeTransport:
                 return await self.server.handle(body)
             finally:
                 self._scope = None
-        raise httpcore.ReadError("connection interrupted")
+        raise http_errors.ReadError("connection interrupted")
 
     def interrupt(self) -> None:
         if self._scope is not None:

@@ -8,6 +8,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -115,6 +116,10 @@ EVERY_VARIABLE = [
     ("COOLDOWN_HALFLIFE_S", "4", "cooldown_halflife_s", 4.0),
     ("COMPRESS_GZIP", "1", "compress_gzip", True),
     ("CACHE_DIR", "./cache", "cache_dir", "./cache"),
+    ("CA_BUNDLE", certifi.where(), "ca_bundle", certifi.where()),
+    ("TLS_VERIFY", "0", "tls_verify", False),
+    ("MAX_RESPONSE_BYTES", "1048576", "max_response_bytes", 1048576),
+    ("TRUST_ENV_PROXY", "off", "trust_env_proxy", False),
 ]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 
-import httpcore
 import pytest
 import trio
 import trio.testing
@@ -14,6 +13,7 @@ from minimallm import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse
 from minimallm._backend import OpenAIMinimaLlm
 from minimallm._config import MinimaLlmConfig
 from minimallm._errors import BackendClosedError
+from minimallm._http import errors as http_errors
 from minimallm._runtime import RuntimeOptions
 
 
@@ -99,7 +99,7 @@ async def test_timeout_bounds_the_whole_attempt(autojump_clock: trio.testing.Moc
 
 async def test_transport_error_is_retried(autojump_clock: trio.testing.MockClock) -> None:
     def script(content: str, n: int) -> Script:
-        return Script(raises=httpcore.ReadError("reset")) if n == 0 else Script()
+        return Script(raises=http_errors.ReadError("reset")) if n == 0 else Script()
 
     server = FakeServer(script)
     async with make_backend(server) as backend:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import gzip
 import json
 
-import httpcore
 import pytest
 
 from minimallm import MinimaLlmRequest
 from minimallm._attempts import AttemptError, AttemptSuccess
+from minimallm._http import errors as http_errors
 from minimallm._transport import (
     _EXCEPTION_TABLE,
     HttpReply,
@@ -100,28 +100,31 @@ def test_retry_after_is_read_from_overload_answers() -> None:
     assert isinstance(outcome, AttemptError) and outcome.retry_after_s == 0.25
 
 
+E = http_errors
 EXCEPTION_TABLE = [
-    (httpcore.ConnectError("[Errno 111] Connection refused"), "ConnectError", True, None),
-    (httpcore.ConnectTimeout("slow"), "ConnectError", True, None),
-    (httpcore.ReadError("[Errno 104] Connection reset by peer"), "ConnectionError", True, None),
-    (httpcore.WriteError("broken pipe"), "ConnectionError", True, None),
-    (httpcore.ReadTimeout("timed out"), "TimeoutError", True, 408),
+    (E.ConnectError("connection refused to 127.0.0.1:8000"), "ConnectError", True, None),
+    (E.ProxyError("proxy 127.0.0.1:8888 refused the connection"), "ProxyError", True, None),
+    (E.ProxyRejectedError("proxy 127.0.0.1:8888 answered 407"), "ProxyError", False, None),
+    (E.ReadError("[Errno 104] Connection reset by peer"), "ConnectionError", True, None),
+    (E.WriteError("broken pipe"), "ConnectionError", True, None),
     (
-        httpcore.RemoteProtocolError("Server disconnected without sending a response."),
+        E.RemoteProtocolError("Server disconnected without sending a response."),
         "RemoteProtocolError",
         True,
         None,
     ),
     (
-        httpcore.RemoteProtocolError(
-            "peer closed connection without sending complete message body"
-        ),
+        E.RemoteProtocolError("peer closed connection without sending complete message body"),
         "RemoteProtocolError",
         True,
         None,
     ),
-    (httpcore.LocalProtocolError("bad header"), "LocalProtocolError", False, None),
-    (httpcore.UnsupportedProtocol("ftp"), "UnsupportedProtocol", False, None),
+    (E.DecodingError("the gzip-encoded answer is cut short"), "DecodingError", True, None),
+    (E.LocalProtocolError("bad header"), "LocalProtocolError", False, None),
+    (E.UnsupportedProtocol("ftp"), "UnsupportedProtocol", False, None),
+    (E.TLSVerificationError("certificate verify failed"), "TLSVerificationError", False, None),
+    (E.UnsupportedContentEncoding("br"), "UnsupportedContentEncoding", False, None),
+    (E.ResponseTooLarge("over the cap"), "ResponseTooLarge", False, None),
     (ConnectionResetError(104, "reset"), "ConnectionError", True, None),
 ]
 
@@ -139,16 +142,21 @@ def test_transport_exception_classification(
     assert not outcome.overload
 
 
-def test_every_httpcore_exception_is_mapped() -> None:
-    public = [
+def test_every_http_error_is_mapped_and_exactly() -> None:
+    classes = [
         obj
-        for name in dir(httpcore)
-        if isinstance(obj := getattr(httpcore, name), type) and issubclass(obj, Exception)
+        for name in http_errors.__all__
+        if isinstance(obj := getattr(http_errors, name), type) and issubclass(obj, Exception)
     ]
-    assert len(public) >= 12
-    mapped = tuple(row[0] for row in _EXCEPTION_TABLE)
-    for cls in public:
-        assert issubclass(cls, mapped), f"httpcore.{cls.__name__} is not mapped"
+    assert len(classes) >= 15
+    rows = [row[0] for row in _EXCEPTION_TABLE]
+    for cls in classes:
+        assert cls in rows, f"_http.errors.{cls.__name__} has no row of its own"
+    for i, earlier in enumerate(rows):  # a base class above a subclass would shadow it
+        assert not any(issubclass(later, earlier) for later in rows[i + 1 :]), earlier
+    tested = {type(row[0]) for row in EXCEPTION_TABLE}
+    leaves = {c for c in classes if not any(o is not c and issubclass(o, c) for o in classes)}
+    assert leaves <= tested, leaves - tested
 
 
 def test_unmapped_exception_is_a_bug_not_a_failure() -> None:
@@ -181,6 +189,10 @@ def test_payload_keeps_every_message_key_and_merges_extra() -> None:
     }
     assert json.loads(gzip.decompress(encode_body(payload, compress=True))) == payload
     assert json.loads(encode_body(payload, compress=False)) == payload
+
+
+def test_headers_ask_only_for_the_encodings_the_client_decodes() -> None:
+    assert (b"accept-encoding", b"gzip, deflate") in request_headers(None, compress=False)
 
 
 def test_headers_carry_the_key_only_when_set() -> None:

@@ -13,7 +13,9 @@ the first two (units: seconds for ``*_S``, requests per minute for ``RPM``):
 ``MAX_ATTEMPTS=6`` (0: until success), ``BASE_BACKOFF_S=0.5``, ``MAX_BACKOFF_S=20``,
 ``JITTER=0.2`` (+-20 %), ``COOLDOWN_FLOOR_S=0``, ``COOLDOWN_CAP_S=30``,
 ``COOLDOWN_HALFLIFE_S=20``, ``COMPRESS_GZIP=0`` (1/0, true/false, yes/no, on/off),
-``CACHE_DIR`` (unset: no cache).
+``CACHE_DIR`` (unset: no cache), ``CA_BUNDLE`` (unset: ``SSL_CERT_FILE``/``SSL_CERT_DIR``,
+else certifi), ``TLS_VERIFY=1``, ``MAX_RESPONSE_BYTES=67108864`` (64 MiB),
+``TRUST_ENV_PROXY=1`` (0: ignore ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``).
 
 Invalid settings raise one :class:`~minimallm.ConfigError` listing every problem, named
 by environment variable (``from_env``) or by field (constructor), never showing the key.
@@ -24,6 +26,7 @@ problems, reading the environment) is :mod:`minimallm._config_base`.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -122,6 +125,14 @@ class MinimaLlmConfig(Settings):
     cooldown_halflife_s: float = Field(default=20.0, gt=0, description="Decay, seconds.")
     compress_gzip: bool = Field(default=False, description="Gzip request bodies.")
     cache_dir: str | None = Field(default=None, description="SQLite cache directory; None: off.")
+    ca_bundle: str | None = Field(
+        default=None, description="CA file or directory to trust; None: SSL_CERT_FILE or certifi."
+    )
+    tls_verify: bool = Field(default=True, description="False: no certificate check (warns).")
+    max_response_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Largest answer body, bytes."
+    )
+    trust_env_proxy: bool = Field(default=True, description="Use HTTP(S)_PROXY etc.")
 
     _SPECS = {
         "base_url": ("OPENAI_BASE_URL", str, "must be a string like http://localhost:8000/v1"),
@@ -142,6 +153,14 @@ class MinimaLlmConfig(Settings):
             "must be true or false (1/0, yes/no, on/off)",
         ),
         "cache_dir": ("CACHE_DIR", str, "must be a directory path"),
+        "ca_bundle": ("CA_BUNDLE", str, "must be a PEM file or a directory of CA certificates"),
+        "tls_verify": ("TLS_VERIFY", parse_bool, "must be true or false (1/0, yes/no, on/off)"),
+        "max_response_bytes": ("MAX_RESPONSE_BYTES", int, "must be an integer >= 1024 (bytes)"),
+        "trust_env_proxy": (
+            "TRUST_ENV_PROXY",
+            parse_bool,
+            "must be true or false (1/0, yes/no, on/off)",
+        ),
     }
     _REQUIREMENTS = {
         "api_key": "must be a string",
@@ -199,6 +218,24 @@ class MinimaLlmConfig(Settings):
     def _path_to_str(cls, value: object) -> object:
         value = os.fspath(value) if isinstance(value, os.PathLike) else value
         return None if value == "" else value
+
+    @_validates("ca_bundle", mode="before")
+    @classmethod
+    def _check_ca_bundle(cls, value: object) -> object:
+        value = os.fspath(value) if isinstance(value, os.PathLike) else value
+        if value == "" or not isinstance(value, str):
+            return None if value == "" else value
+        try:  # now, not at the first request: nothing is sent before the config is valid
+            if os.path.isdir(value):
+                ssl.create_default_context(capath=value)
+            else:
+                ssl.create_default_context(cafile=value)
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise custom_error(
+                f"cannot be loaded ({reason}): must be a PEM file or a directory of CA certificates"
+            ) from None
+        return value
 
     @_validates("max_backoff_s")
     @classmethod

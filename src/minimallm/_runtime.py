@@ -44,10 +44,10 @@ from minimallm._policy import (
 )
 from minimallm._transport import (
     HttpTransport,
-    SingleConnectionTransport,
     build_payload,
     encode_body,
     request_headers,
+    transport_factory_for,
 )
 from minimallm._types import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
 from minimallm.actors.cooldown import Cooldown, CooldownMessage, CooldownStatistics
@@ -72,7 +72,7 @@ WATCHDOG_BUFFER = 65536
 class RuntimeOptions:
     """Seams for tests: the HTTP transport, the jitter source, the wall clock."""
 
-    transport_factory: TransportFactory = SingleConnectionTransport
+    transport_factory: TransportFactory | None = None  # None: transport_factory_for(cfg)
     rng: random.Random | None = None
     wall_clock: Callable[[], float] = time.time
 
@@ -183,10 +183,11 @@ class Runtime:
             watchdog=watchdog_in,
         )
         url = cfg.chat_completions_url
+        make_transport = self._options.transport_factory or transport_factory_for(cfg)
         workers = [
             Worker(
                 i,
-                self._options.transport_factory(url),
+                make_transport(url),
                 channels,
                 headers=self._headers,
                 timeout_s=cfg.timeout_s,

@@ -2,32 +2,40 @@
 place where transport exceptions and HTTP answers become attempt outcomes.
 
 Each Worker owns one :class:`SingleConnectionTransport`: one connection of the
-project's own small HTTP/1.1 client (``_http11``; httpcore's pool is quadratic in its
-connection count, and even one httpcore connection costs ~5x the CPU per request,
-see that module). Its errors are httpcore's exception classes, mapped to outcomes
-here in one table. All clients share one ``SSLContext`` because building one costs
-~65 ms of CPU.
+project's own small HTTP/1.1 client (``minimallm._http``; httpcore's pool is quadratic
+in its connection count, and even one httpcore connection costs ~5x the CPU per
+request, see ``_http/connection.py``). Its errors are the ``_http.errors`` classes,
+mapped to outcomes here in one table. :func:`transport_factory_for` turns a
+configuration into the factory a runtime builds its Workers' transports with: it reads
+the proxy and CA variables once, at that moment, and all transports share one
+``SSLContext`` (building one costs ~65 ms of CPU).
 """
 
 from __future__ import annotations
 
-import functools
 import gzip
 import json
+import os
 import ssl
 import time
+import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
-
-import httpcore
+from typing import TYPE_CHECKING, Any, Protocol
 
 from minimallm._attempts import AttemptError, AttemptOutcome, AttemptSuccess
-from minimallm._http11 import Http11Connection
-from minimallm._http_reply import HttpReply
+from minimallm._http import errors as http_errors
+from minimallm._http.connection import DEFAULT_MAX_RESPONSE_BYTES, Http11Connection
+from minimallm._http.decode import ACCEPT_ENCODING
+from minimallm._http.proxy import Proxy, ProxySettings
+from minimallm._http.reply import HttpReply
+from minimallm._http.tls import TlsTrust, ssl_context
 from minimallm._lazy_json import LazyJson
 from minimallm._policy.ratelimit import RateLimitInfo, parse_rate_limit_headers
 from minimallm._policy.retry import is_overload_status, is_retryable_status, parse_retry_after
 from minimallm._types import MinimaLlmRequest
+
+if TYPE_CHECKING:
+    from minimallm._config import MinimaLlmConfig
 
 __all__ = [
     "HttpReply",
@@ -40,6 +48,7 @@ __all__ = [
     "request_headers",
     "shared_ssl_context",
     "timeout_outcome",
+    "transport_factory_for",
 ]
 
 BODY_SNIPPET_CHARS = 300
@@ -64,25 +73,93 @@ class HttpTransport(Protocol):
         ...
 
 
-@functools.cache
 def shared_ssl_context() -> ssl.SSLContext:
-    """The process-wide client SSLContext, built on first use (not at import)."""
-    import certifi  # httpx's own CA bundle dependency
-
-    return ssl.create_default_context(cafile=certifi.where())
+    """The process-wide default client SSLContext (certifi), built on first use."""
+    return ssl_context(TlsTrust())
 
 
 class SingleConnectionTransport(Http11Connection):
-    """One keep-alive connection to one URL (:class:`~minimallm._http11.Http11Connection`,
+    """One keep-alive connection to one URL (:class:`~minimallm._http.Http11Connection`,
     which adds Host and Content-Length); reconnects when the server closes it. An
-    ``https`` URL uses the process-wide :func:`shared_ssl_context` unless given one."""
+    ``https`` URL uses the process-wide :func:`shared_ssl_context` unless given one.
+    Direct, with the default size cap, unless told otherwise: a runtime builds its
+    transports with :func:`transport_factory_for`."""
 
     __slots__ = ()
 
-    def __init__(self, url: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
-        if url.startswith("https:") and ssl_context is None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        trust: str = "certifi",
+        proxy: Proxy | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        setup_error: http_errors.HttpError | None = None,
+    ) -> None:
+        needs_tls = url.startswith("https:") or (proxy is not None and proxy.scheme == "https")
+        if needs_tls and ssl_context is None and setup_error is None:
             ssl_context = shared_ssl_context()
-        super().__init__(url, ssl_context=ssl_context)
+        super().__init__(
+            url,
+            ssl_context=ssl_context,
+            trust=trust,
+            proxy=proxy,
+            max_response_bytes=max_response_bytes,
+            setup_error=setup_error,
+        )
+
+
+_INSECURE_WARNING = (
+    "minimallm: TLS certificate verification is OFF (TLS_VERIFY=0 / tls_verify=False): "
+    "anyone on the network path can read and change your requests, API key included. "
+    "Trust the server's CA instead with CA_BUNDLE=/path/ca.pem or SSL_CERT_FILE."
+)
+
+
+def transport_factory_for(cfg: MinimaLlmConfig) -> Callable[[str], SingleConnectionTransport]:
+    """The transport factory for ``cfg``: proxy (``HTTP_PROXY``… unless
+    ``trust_env_proxy`` is off), CA trust (``ca_bundle``, else ``SSL_CERT_FILE`` /
+    ``SSL_CERT_DIR``, else certifi; none with ``tls_verify=False``, which warns) and
+    the size cap. Reads the environment now, once: call it when a runtime starts, not
+    per request.
+
+    A proxy variable that cannot be used (``ALL_PROXY=socks5://…``) or a CA file that
+    cannot be read (``SSL_CERT_FILE``) does not raise here: every request that needs it
+    fails, not retried, with a message naming the variable."""
+    trust = TlsTrust.choose(cfg.ca_bundle, cfg.tls_verify, os.environ)
+    if not trust.verify:
+        warnings.warn(_INSECURE_WARNING, RuntimeWarning, stacklevel=2)
+    settings = ProxySettings.from_environment() if cfg.trust_env_proxy else None
+    cap = cfg.max_response_bytes
+
+    def factory(url: str) -> SingleConnectionTransport:
+        proxy: Proxy | None = None
+        context: ssl.SSLContext | None = None
+        setup_error: http_errors.HttpError | None = None
+        if settings is not None:
+            try:
+                proxy = settings.proxy_for(url)
+            except ValueError as exc:
+                setup_error = http_errors.UnsupportedProtocol(str(exc))
+        if url.startswith("https:") or (proxy is not None and proxy.scheme == "https"):
+            try:
+                context = ssl_context(trust)
+            except (OSError, ssl.SSLError) as exc:
+                setup_error = http_errors.TLSVerificationError(
+                    f"the CA certificates from {trust.source} cannot be loaded ({exc}): "
+                    "point it at a PEM file, or unset it to trust certifi's bundle"
+                )
+        return SingleConnectionTransport(
+            url,
+            ssl_context=context,
+            trust=trust.source,
+            proxy=proxy,
+            max_response_bytes=cap,
+            setup_error=setup_error,
+        )
+
+    return factory
 
 
 # -- request side ---------------------------------------------------------------------
@@ -113,7 +190,11 @@ def encode_body(payload: Mapping[str, Any], *, compress: bool) -> bytes:
 
 def request_headers(api_key: str | None, *, compress: bool) -> tuple[tuple[bytes, bytes], ...]:
     """Headers shared by every request of a backend (built once)."""
-    headers = [(b"content-type", b"application/json"), (b"accept", b"application/json")]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"accept", b"application/json"),
+        (b"accept-encoding", ACCEPT_ENCODING),  # what the client decodes, no more
+    ]
     if compress:
         headers.append((b"content-encoding", b"gzip"))
     if api_key:
@@ -215,23 +296,26 @@ def _bad_body(reply: HttpReply, error_type: str, message: str, retryable: bool) 
 
 
 # Every exception the transport can raise, mapped once: (error_type, retryable).
-# Order matters: subclasses before their bases.
+# Order matters: subclasses before their bases. Not retried: what asking again cannot
+# change (a certificate we do not trust, an encoding we cannot decode, a body over the
+# cap, a proxy that said no, a request we cannot send).
+_E = http_errors
 _EXCEPTION_TABLE: tuple[tuple[type[BaseException], str, bool], ...] = (
-    (httpcore.ConnectTimeout, "ConnectError", True),
-    (httpcore.ConnectError, "ConnectError", True),
-    (httpcore.ReadTimeout, "TimeoutError", True),
-    (httpcore.WriteTimeout, "TimeoutError", True),
-    (httpcore.PoolTimeout, "TimeoutError", True),
-    (httpcore.ReadError, "ConnectionError", True),
-    (httpcore.WriteError, "ConnectionError", True),
-    (httpcore.RemoteProtocolError, "RemoteProtocolError", True),
-    (httpcore.LocalProtocolError, "LocalProtocolError", False),
-    (httpcore.ProtocolError, "RemoteProtocolError", True),
-    (httpcore.UnsupportedProtocol, "UnsupportedProtocol", False),
-    (httpcore.ProxyError, "ProxyError", True),
-    (httpcore.ConnectionNotAvailable, "ConnectionError", True),  # pool-internal, mapped anyway
-    (httpcore.NetworkError, "ConnectionError", True),
-    (httpcore.TimeoutException, "TimeoutError", True),
+    (_E.TLSVerificationError, "TLSVerificationError", False),
+    (_E.UnsupportedContentEncoding, "UnsupportedContentEncoding", False),
+    (_E.ResponseTooLarge, "ResponseTooLarge", False),
+    (_E.UnsupportedProtocol, "UnsupportedProtocol", False),
+    (_E.LocalProtocolError, "LocalProtocolError", False),
+    (_E.ProxyRejectedError, "ProxyError", False),
+    (_E.ProxyError, "ProxyError", True),
+    (_E.ConnectError, "ConnectError", True),
+    (_E.ReadError, "ConnectionError", True),
+    (_E.WriteError, "ConnectionError", True),
+    (_E.TransportError, "ConnectionError", True),
+    (_E.DecodingError, "DecodingError", True),
+    (_E.RemoteProtocolError, "RemoteProtocolError", True),
+    (_E.ProtocolError, "RemoteProtocolError", True),
+    (_E.HttpError, "HttpError", True),
     (OSError, "ConnectionError", True),
 )
 

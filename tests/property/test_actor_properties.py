@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import random
 
-import httpcore
 import trio
 import trio.testing
 from hypothesis import given, settings
@@ -15,6 +14,7 @@ from fakes import FakeServer, Script
 from minimallm import MinimaLlmRequest, MinimaLlmResponse
 from minimallm._backend import OpenAIMinimaLlm
 from minimallm._config import MinimaLlmConfig
+from minimallm._http import errors as http_errors
 from minimallm._runtime import RuntimeOptions
 
 EPS = 1e-9
@@ -119,7 +119,7 @@ def outcome_script(kind: str, latency: float, retry_after: float) -> Script:
     if kind in ("503", "500"):
         return Script(latency=latency, status=int(kind))
     if kind == "refused":
-        return Script(latency=0.0, raises=httpcore.ConnectError("refused"))
+        return Script(latency=0.0, raises=http_errors.ConnectError("refused"))
     return Script(latency=1000.0)  # hang: ended by TIMEOUT_S
 
 

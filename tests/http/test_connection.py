@@ -3,112 +3,22 @@ server close, errors, cancellation, TLS."""
 
 from __future__ import annotations
 
+import gzip
 import shutil
+import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import zlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import httpcore
 import pytest
 import trio
+from scripted import HEADERS, Peer, answering, ok, read_request, scripted, serve
 
-from minimallm._http11 import Http11Connection
-from minimallm._http_reply import LazyHeaders
-
-Handler = Callable[[trio.SocketStream, int], Awaitable[None]]
-HEADERS = ((b"content-type", b"application/json"), (b"authorization", b"Bearer k"))
-
-
-class Peer:
-    """What the scripted server saw."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self.requests: list[tuple[bytes, bytes]] = []
-        self.closed_by_client = 0
-
-
-@asynccontextmanager
-async def serve(
-    handler: Handler, ssl_context: ssl.SSLContext | None = None
-) -> AsyncIterator[tuple[str, Peer]]:
-    """A loopback server running ``handler(stream, connection_index)`` per connection."""
-    peer = Peer()
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
-
-    async def on_connection(stream: trio.SocketStream) -> None:
-        index = peer.connections
-        peer.connections += 1
-        if ssl_context is None:
-            await handler(stream, index)
-        else:
-            tls = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
-            try:
-                await handler(tls, index)  # type: ignore[arg-type]
-            except trio.BrokenResourceError:
-                peer.closed_by_client += 1  # e.g. a client that refused our certificate
-
-    scheme = "https" if ssl_context else "http"
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(trio.serve_listeners, on_connection, listeners)
-        yield f"{scheme}://127.0.0.1:{port}/v1/chat/completions?x=1", peer
-        nursery.cancel_scope.cancel()
-
-
-async def read_request(stream: trio.abc.Stream, peer: Peer, buf: bytearray) -> bool:
-    """Read one request into ``peer.requests``; False on EOF."""
-    while b"\r\n\r\n" not in buf:
-        data = await stream.receive_some(65536)
-        if not data:
-            peer.closed_by_client += 1
-            return False
-        buf += data
-    end = buf.index(b"\r\n\r\n")
-    head = bytes(buf[:end])
-    del buf[: end + 4]
-    length = next(
-        int(line.split(b":")[1])
-        for line in head.split(b"\r\n")
-        if line.startswith(b"content-length")
-    )
-    while len(buf) < length:
-        buf += await stream.receive_some(65536)
-    peer.requests.append((head, bytes(buf[:length])))
-    del buf[:length]
-    return True
-
-
-def answering(*answers: bytes, peer_box: list[Peer]) -> Handler:
-    """Answer each request on a connection with the next raw answer, then wait for EOF."""
-
-    async def handler(stream: trio.SocketStream, index: int) -> None:
-        buf = bytearray()
-        for answer in answers:
-            if not await read_request(stream, peer_box[0], buf):
-                return
-            await stream.send_all(answer)
-        await read_request(stream, peer_box[0], buf)
-
-    return handler
-
-
-def ok(body: bytes = b'{"a":1}', extra: bytes = b"") -> bytes:
-    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
-
-
-@asynccontextmanager
-async def scripted(*answers: bytes) -> AsyncIterator[tuple[Http11Connection, Peer]]:
-    box: list[Peer] = []
-    async with serve(answering(*answers, peer_box=box)) as (url, peer):
-        box.append(peer)
-        conn = Http11Connection(url)
-        try:
-            yield conn, peer
-        finally:
-            await conn.aclose()
+from minimallm._http import errors
+from minimallm._http.connection import Http11Connection
+from minimallm._http.reply import LazyHeaders
 
 
 async def test_request_on_the_wire_and_keep_alive() -> None:
@@ -244,7 +154,7 @@ async def test_broken_answers_are_remote_protocol_errors(answer: bytes, message:
     async with serve(handler) as (url, peer):
         box.append(peer)
         conn = Http11Connection(url)
-        with pytest.raises(httpcore.RemoteProtocolError, match=message):
+        with pytest.raises(errors.RemoteProtocolError, match=message):
             await conn.post(HEADERS, b"x")
         assert "closed" in repr(conn)
 
@@ -252,7 +162,7 @@ async def test_broken_answers_are_remote_protocol_errors(answer: bytes, message:
 async def test_head_longer_than_the_limit_is_refused() -> None:
     huge = b"HTTP/1.1 200 OK\r\n" + b"x-pad: " + b"a" * 200_000 + b"\r\n\r\n"
     async with scripted(huge) as (conn, _):
-        with pytest.raises(httpcore.RemoteProtocolError, match="longer than"):
+        with pytest.raises(errors.RemoteProtocolError, match="longer than"):
             await conn.post(HEADERS, b"x")
 
 
@@ -267,7 +177,7 @@ async def test_reset_is_a_read_error() -> None:
     async with serve(handler) as (url, peer):
         box.append(peer)
         conn = Http11Connection(url)
-        with pytest.raises((httpcore.ReadError, httpcore.RemoteProtocolError)):
+        with pytest.raises((errors.ReadError, errors.RemoteProtocolError)):
             await conn.post(HEADERS, b"x")
 
 
@@ -275,11 +185,11 @@ async def test_connect_refused_and_bad_scheme_and_bad_header() -> None:
     with trio.socket.socket() as s:
         await s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(httpcore.ConnectError):
+    with pytest.raises(errors.ConnectError):
         await Http11Connection(f"http://127.0.0.1:{port}/").post(HEADERS, b"x")
-    with pytest.raises(httpcore.UnsupportedProtocol):
+    with pytest.raises(errors.UnsupportedProtocol):
         await Http11Connection("ftp://example.invalid/").post(HEADERS, b"x")
-    with pytest.raises(httpcore.LocalProtocolError):
+    with pytest.raises(errors.LocalProtocolError):
         await Http11Connection("http://127.0.0.1:1/").post(((b"x", b"a\r\nb"),), b"x")
 
 
@@ -330,7 +240,7 @@ async def test_tls_with_the_given_context_and_keep_alive(tmp_path: Path) -> None
         assert (await conn.post(HEADERS, b"y")).body == b"s2"
         await conn.aclose()
         untrusted = Http11Connection(url, ssl_context=ssl.create_default_context())
-        with pytest.raises(httpcore.ConnectError):
+        with pytest.raises(errors.TLSVerificationError, match="SSL_CERT_FILE="):
             await untrusted.post(HEADERS, b"x")
     assert peer.requests[1][1] == b"y"
     assert peer.connections == 2  # one kept alive, one refused at the handshake
@@ -368,7 +278,7 @@ async def test_interrupt_from_another_task_ends_a_waiting_request() -> None:
                 conn.interrupt()
 
             nursery.start_soon(interrupt_soon)
-            with pytest.raises(httpcore.ReadError), trio.fail_after(5):
+            with pytest.raises(errors.ReadError), trio.fail_after(5):
                 await conn.post(HEADERS, b"x")
         with trio.fail_after(5):
             await eof.wait()  # the server saw the connection close
@@ -392,5 +302,225 @@ async def test_interrupt_during_connect(monkeypatch: pytest.MonkeyPatch) -> None
             conn.interrupt()
 
         nursery.start_soon(interrupt_when_connecting)
-        with pytest.raises(httpcore.ConnectError, match="interrupted"), trio.fail_after(5):
+        with pytest.raises(errors.ConnectError, match="interrupted"), trio.fail_after(5):
             await conn.post(HEADERS, b"x")
+
+
+# -- a reused connection the server closed as the request went out ----------------------
+
+
+def closing_after_first(
+    how: str,
+) -> tuple[list[Peer], Callable[[trio.SocketStream, int], Awaitable[None]]]:
+    """Connection 0 answers one request, then reads the next and goes away without a
+    byte (``how``: "eof" or "reset"); later connections answer everything."""
+    box: list[Peer] = []
+
+    async def handler(stream: trio.SocketStream, index: int) -> None:
+        buf = bytearray()
+        while await read_request(stream, box[0], buf):
+            if index == 0 and len(box[0].requests) > 1:
+                if how == "reset":
+                    linger = b"\x01\0\0\0\0\0\0\0"
+                    stream.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, linger)
+                await stream.aclose()
+                return
+            await stream.send_all(ok(b"c%d" % index))
+
+    return box, handler
+
+
+@pytest.mark.parametrize("how", ["eof", "reset"])
+async def test_a_reused_connection_closed_under_the_request_is_resent_at_once(how: str) -> None:
+    box, handler = closing_after_first(how)
+    async with serve(handler) as (url, peer):
+        box.append(peer)
+        conn = Http11Connection(url)
+        assert (await conn.post(HEADERS, b"first")).body == b"c0"
+        assert (await conn.post(HEADERS, b"second")).body == b"c1"
+        await conn.aclose()
+    assert [body for _, body in peer.requests] == [b"first", b"second", b"second"]
+    assert (peer.connections, conn.resent, conn.connects) == (2, 1, 2)
+
+
+async def test_a_fresh_connection_that_answers_nothing_is_not_resent() -> None:
+    box: list[Peer] = []
+
+    async def handler(stream: trio.SocketStream, index: int) -> None:
+        await read_request(stream, box[0], bytearray())
+        await stream.aclose()
+
+    async with serve(handler) as (url, peer):
+        box.append(peer)
+        conn = Http11Connection(url)
+        with pytest.raises(errors.RemoteProtocolError, match="without sending a response"):
+            await conn.post(HEADERS, b"x")
+    assert (peer.connections, len(peer.requests), conn.resent) == (1, 1, 0)
+
+
+async def test_a_reused_connection_cut_inside_the_answer_is_not_resent() -> None:
+    box: list[Peer] = []
+
+    async def handler(stream: trio.SocketStream, index: int) -> None:
+        buf = bytearray()
+        await read_request(stream, box[0], buf)
+        await stream.send_all(ok(b"a"))
+        await read_request(stream, box[0], buf)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-le")  # the answer began
+        await stream.aclose()
+
+    async with serve(handler) as (url, peer):
+        box.append(peer)
+        conn = Http11Connection(url)
+        await conn.post(HEADERS, b"x")
+        with pytest.raises(errors.RemoteProtocolError, match="inside the response head"):
+            await conn.post(HEADERS, b"x")
+    assert (peer.connections, conn.resent) == (1, 0)
+
+
+async def test_an_interrupted_request_on_a_reused_connection_is_not_resent() -> None:
+    box: list[Peer] = []
+    asked = trio.Event()
+
+    async def handler(stream: trio.SocketStream, index: int) -> None:
+        buf = bytearray()
+        await read_request(stream, box[0], buf)
+        await stream.send_all(ok(b"a"))
+        await read_request(stream, box[0], buf)  # never answered
+        asked.set()
+        await read_request(stream, box[0], buf)
+
+    async with serve(handler) as (url, peer):
+        box.append(peer)
+        conn = Http11Connection(url)
+        await conn.post(HEADERS, b"x")
+        async with trio.open_nursery() as nursery:
+
+            async def interrupt_when_asked() -> None:
+                await asked.wait()
+                conn.interrupt()
+
+            nursery.start_soon(interrupt_when_asked)
+            with pytest.raises(errors.ReadError), trio.fail_after(5):
+                await conn.post(HEADERS, b"y")
+    assert (peer.connections, conn.resent) == (1, 0)
+
+
+# -- encodings and the size cap ---------------------------------------------------------
+
+JSON = b'{"choices": [{"message": {"content": "hi"}}]}' * 20
+
+
+def encoded(body: bytes, coding: bytes, *, chunked: bool = False) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\ncontent-encoding: " + coding + b"\r\n"
+    if chunked:
+        half = len(body) // 2
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:half], body[half:]))
+        return head + b"transfer-encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+    return head + b"content-length: %d\r\n\r\n" % len(body) + body
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        encoded(gzip.compress(JSON), b"gzip"),
+        encoded(gzip.compress(JSON), b"GZip", chunked=True),
+        encoded(gzip.compress(JSON[:300]) + gzip.compress(JSON[300:]), b"x-gzip"),
+        encoded(zlib.compress(JSON), b"deflate"),
+        encoded(zlib.compress(JSON)[2:-4], b"deflate"),  # raw deflate, as some servers send
+        encoded(gzip.compress(zlib.compress(JSON)), b"deflate, gzip"),
+        encoded(JSON, b"identity"),
+    ],
+)
+async def test_encoded_answers_are_decoded_and_the_connection_kept(answer: bytes) -> None:
+    async with scripted(answer, ok(b"next")) as (conn, peer):
+        assert (await conn.post(HEADERS, b"x")).body == JSON
+        assert (await conn.post(HEADERS, b"x")).body == b"next"
+    assert peer.connections == 1
+
+
+@pytest.mark.parametrize("coding", [b"br", b"zstd", b"gzip, br", b"compress"])
+async def test_an_encoding_we_cannot_decode_is_named(coding: bytes) -> None:
+    async with scripted(encoded(b"\x0b\x02\x80hello\x03", coding)) as (conn, _):
+        with pytest.raises(errors.UnsupportedContentEncoding, match=coding.decode()):
+            await conn.post(HEADERS, b"x")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (encoded(gzip.compress(JSON)[:-9], b"gzip"), "cut short"),
+        (encoded(b"not gzip at all", b"gzip"), "does not decode"),
+        (encoded(b"not deflate at all", b"deflate"), "does not decode"),
+    ],
+)
+async def test_a_body_that_does_not_decode_is_a_decoding_error(answer: bytes, message: str) -> None:
+    async with scripted(answer) as (conn, _):
+        with pytest.raises(errors.DecodingError, match=message):
+            await conn.post(HEADERS, b"x")
+
+
+CAP = 64 * 1024
+
+
+def capped(url: str) -> Http11Connection:
+    return Http11Connection(url, max_response_bytes=CAP)
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 200000000\r\n\r\n", "Content-Length: 200000000"),
+        (encoded(b"x" * (CAP + 1), b"identity", chunked=True), "chunked answer grew past"),
+        (b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * (CAP + 1), "framed by the server closing"),
+        (encoded(gzip.compress(b" " * (CAP + 1)), b"gzip"), "decodes to more than"),
+        (encoded(zlib.compress(b" " * 10 * CAP), b"deflate"), "decodes to more than"),
+    ],
+)
+async def test_an_answer_over_the_cap_is_refused(answer: bytes, message: str) -> None:
+    box: list[Peer] = []
+
+    async def handler(stream: trio.SocketStream, index: int) -> None:
+        await read_request(stream, box[0], bytearray())
+        await stream.send_all(answer)
+        await stream.aclose()
+
+    async with serve(handler) as (url, peer):
+        box.append(peer)
+        conn = capped(url)
+        with pytest.raises(errors.ResponseTooLarge, match=message), trio.fail_after(5):
+            await conn.post(HEADERS, b"x")
+        assert "closed" in repr(conn)
+
+
+async def test_an_answer_exactly_at_the_cap_is_accepted() -> None:
+    body = b"x" * CAP
+    box: list[Peer] = []
+    async with serve(answering(ok(body), encoded(gzip.compress(body), b"gzip"), peer_box=box)) as (
+        url,
+        peer,
+    ):
+        box.append(peer)
+        conn = capped(url)
+        assert (await conn.post(HEADERS, b"x")).body == body
+        assert (await conn.post(HEADERS, b"x")).body == body
+        await conn.aclose()
+
+
+async def test_connection_refused_names_host_and_port() -> None:
+    with trio.socket.socket() as s:
+        await s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(errors.ConnectError) as info:
+        await Http11Connection(f"http://127.0.0.1:{port}/v1").post(HEADERS, b"x")
+    assert str(info.value) == f"connection refused to 127.0.0.1:{port}"
+
+
+async def test_an_unknown_host_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def unknown(host: str, port: int) -> trio.SocketStream:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(trio, "open_tcp_stream", unknown)
+    with pytest.raises(errors.ConnectError) as info:
+        await Http11Connection("http://no-such-host.invalid/v1").post(HEADERS, b"x")
+    assert str(info.value) == "cannot resolve host no-such-host.invalid (Name or service not known)"
