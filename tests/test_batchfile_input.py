@@ -258,3 +258,11 @@ def test_id_table_finds_duplicates_across_growth() -> None:
 
 def test_id_table_is_sized_once_from_a_hint() -> None:
     assert IdTable(1_000_000).nbytes == (1 << 21) * 12  # ~25 MB for a million ids
+
+
+def test_pass_one_reports_its_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_scan, "PROGRESS_LINES", 2)
+    path = write(tmp_path / "in.jsonl", [batch_api(f"q{i}") for i in range(5)])
+    seen: list[int] = []
+    scan_batch(path, progress=seen.append)
+    assert seen == [2, 4]

@@ -17,19 +17,19 @@ the key at fault and what is allowed.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from minimallm._types import MinimaLlmRequest
 
-__all__ = ["CHAT_URL", "LineError", "ParsedLine", "parse_line"]
+__all__ = ["CHAT_URL", "LineError", "ParsedLine", "check_line", "parse_line"]
 
 CHAT_URL = "/v1/chat/completions"
 """The only ``url`` a Batch API line may name."""
 
-_BATCH_KEYS = ("custom_id", "method", "url", "body")
+_BATCH_KEYS = frozenset({"custom_id", "method", "url", "body"})
 _OWN_FIELDS = frozenset({"model", "messages", "temperature", "max_tokens"})
+_NUMBER = (int, float)  # exact types: a JSON true is not a temperature
 
 
 class LineError(ValueError):
@@ -75,6 +75,21 @@ def parse_line(raw: bytes) -> ParsedLine | None:
 
     Raises :class:`LineError` for anything else that is not a valid request line.
     """
+    parsed = _parse(raw, True)
+    return parsed if parsed is None else ParsedLine(*parsed)  # type: ignore[arg-type]
+
+
+def check_line(raw: bytes) -> tuple[str, str | None] | None:
+    """:func:`parse_line` without building the request (pass 1 only needs to know the
+    line is valid): ``(custom_id, model or None)``, or None for a blank line."""
+    parsed = _parse(raw, False)
+    return None if parsed is None else parsed[:2]
+
+
+_Parsed = tuple[str, str | None, MinimaLlmRequest | None]
+
+
+def _parse(raw: bytes, build: bool) -> _Parsed | None:
     if not raw or raw.isspace():
         return None
     try:
@@ -87,23 +102,22 @@ def parse_line(raw: bytes) -> ParsedLine | None:
         obj = _DECODER.decode(text.lstrip("\ufeff"))
     except json.JSONDecodeError as exc:
         raise LineError(f"not JSON: {exc.msg} (column {exc.colno})") from None
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise LineError(f"not a JSON object but {_kind(obj)}")
     if "body" in obj or "method" in obj or "url" in obj:
-        return _batch_api_line(obj)
-    return _simple_line(obj)
+        return _batch_api_line(obj, build)
+    return _simple_line(obj, build)
 
 
-def _batch_api_line(obj: dict[str, Any]) -> ParsedLine:
-    for key in obj:
-        if key not in _BATCH_KEYS:
-            hint = " (put request fields inside 'body')" if key == "messages" else ""
-            raise LineError(
-                f"unknown key {_show(key)}{hint}: a Batch API line has custom_id, method, "
-                "url and body"
-            )
+def _batch_api_line(obj: dict[str, Any], build: bool) -> _Parsed:
+    if not obj.keys() <= _BATCH_KEYS:
+        key = next(k for k in obj if k not in _BATCH_KEYS)
+        hint = " (put request fields inside 'body')" if key == "messages" else ""
+        raise LineError(
+            f"unknown key {_show(key)}{hint}: a Batch API line has custom_id, method, url and body"
+        )
     custom_id = obj.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id:
+    if type(custom_id) is not str or not custom_id:
         raise LineError(_id_problem("custom_id", custom_id, "a non-empty string"))
     method = obj.get("method")
     if method != "POST":
@@ -114,12 +128,12 @@ def _batch_api_line(obj: dict[str, Any]) -> ParsedLine:
             f'"url" must be "{CHAT_URL}" (minimallm runs chat completions), got {_show(url)}'
         )
     body = obj.get("body")
-    if not isinstance(body, dict):
+    if type(body) is not dict:
         raise LineError(f'"body" must be a chat completion request (an object), got {_kind(body)}')
-    return _request(custom_id, body, "body.")
+    return _request(custom_id, body, "body.", build)
 
 
-def _simple_line(obj: dict[str, Any]) -> ParsedLine:
+def _simple_line(obj: dict[str, Any], build: bool) -> _Parsed:
     if "custom_id" in obj and "id" in obj:
         raise LineError('give "custom_id" or "id", not both')
     key = "custom_id" if "custom_id" in obj else "id"
@@ -128,16 +142,15 @@ def _simple_line(obj: dict[str, Any]) -> ParsedLine:
             'missing "custom_id" (or "id"): each line is {"custom_id", "messages", ...} '
             'or a Batch API request {"custom_id", "method", "url", "body"}'
         )
-    value = obj[key]
-    if isinstance(value, int) and not isinstance(value, bool) and key == "id":
+    value = obj.pop(key)
+    if type(value) is int and key == "id":
         custom_id = str(value)
-    elif isinstance(value, str) and value:
+    elif type(value) is str and value:
         custom_id = value
     else:
         allowed = "a non-empty string or an integer" if key == "id" else "a non-empty string"
         raise LineError(_id_problem(key, value, allowed))
-    fields = {k: v for k, v in obj.items() if k != key}
-    return _request(custom_id, fields, "")
+    return _request(custom_id, obj, "", build)
 
 
 def _id_problem(key: str, value: object, allowed: str) -> str:
@@ -146,60 +159,57 @@ def _id_problem(key: str, value: object, allowed: str) -> str:
     return f'"{key}" must be {allowed}, got {_show(value)}'
 
 
-def _request(custom_id: str, body: Mapping[str, Any], where: str) -> ParsedLine:
+def _request(custom_id: str, body: dict[str, Any], where: str, build: bool) -> _Parsed:
     messages = body.get("messages")
     _check_messages(messages, where)
     model = body.get("model")
-    if model is not None and (not isinstance(model, str) or not model.strip()):
-        raise LineError(f'"{where}model" must be a non-empty string, got {_show(model)}')
+    if model is not None:
+        if type(model) is not str or not model.strip():
+            raise LineError(f'"{where}model" must be a non-empty string, got {_show(model)}')
+        model = model.strip()
     temperature = body.get("temperature")
-    if temperature is not None and (
-        isinstance(temperature, bool) or not isinstance(temperature, int | float) or temperature < 0
-    ):
+    if temperature is not None and (type(temperature) not in _NUMBER or temperature < 0):
         raise LineError(f'"{where}temperature" must be a number >= 0, got {_show(temperature)}')
     max_tokens = body.get("max_tokens")
-    if max_tokens is not None and (
-        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
-    ):
+    if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
         raise LineError(f'"{where}max_tokens" must be an integer >= 1, got {_show(max_tokens)}')
     if body.get("stream") not in (None, False):
         raise LineError(f'"{where}stream" must be false or absent: minimallm reads whole answers')
+    if not build:
+        return custom_id, model, None
     extra = {k: v for k, v in body.items() if k not in _OWN_FIELDS}
-    request = MinimaLlmRequest(
-        request_id=custom_id,
-        messages=messages,  # type: ignore[arg-type]  # checked above
-        temperature=temperature,
-        max_tokens=max_tokens,
-        extra=extra or None,
-    )
-    return ParsedLine(custom_id, model.strip() if model is not None else None, request)
+    request = MinimaLlmRequest(custom_id, messages, temperature, max_tokens, extra or None)  # type: ignore[arg-type]
+    return custom_id, model, request
 
 
 def _check_messages(messages: object, where: str) -> None:
-    if not isinstance(messages, list) or not messages:
+    if type(messages) is not list or not messages:
         got = "missing" if messages is None else f"got {_show(messages)}"
         raise LineError(
             f'"{where}messages" must be a non-empty array of {{"role", "content"}} objects, {got}'
         )
     for i, message in enumerate(messages):
-        at = f"{where}messages[{i}]"
-        if not isinstance(message, dict):
-            raise LineError(f'"{at}" must be an object with role and content, got {_kind(message)}')
-        role = message.get("role")
-        if not isinstance(role, str) or not role:
-            raise LineError(f'"{at}" needs a "role" (a non-empty string), got {_show(role)}')
-        content = message.get("content")
-        if isinstance(content, str):
-            continue
-        if isinstance(content, list):
-            for j, part in enumerate(content):
-                if not isinstance(part, dict):
-                    raise LineError(f'"{at}.content[{j}]" must be an object (a content part)')
-        elif content is None:
-            if role != "assistant":
-                got = "missing" if "content" not in message else "null"
-                raise LineError(f'"{at}" needs a "content" (text or content parts), {got}')
-        else:
-            raise LineError(
-                f'"{at}.content" must be text or an array of parts, got {_kind(content)}'
-            )
+        if type(message) is dict:
+            role = message.get("role")
+            if type(role) is str and role and type(message.get("content")) is str:
+                continue  # the common case, checked in full
+        _check_message(message, f"{where}messages[{i}]")
+
+
+def _check_message(message: object, at: str) -> None:
+    if not isinstance(message, dict):
+        raise LineError(f'"{at}" must be an object with role and content, got {_kind(message)}')
+    role = message.get("role")
+    if not isinstance(role, str) or not role:
+        raise LineError(f'"{at}" needs a "role" (a non-empty string), got {_show(role)}')
+    content = message.get("content")
+    if isinstance(content, list):
+        for j, part in enumerate(content):
+            if not isinstance(part, dict):
+                raise LineError(f'"{at}.content[{j}]" must be an object (a content part)')
+    elif content is None:
+        if role != "assistant":
+            got = "missing" if "content" not in message else "null"
+            raise LineError(f'"{at}" needs a "content" (text or content parts), {got}')
+    elif not isinstance(content, str):
+        raise LineError(f'"{at}.content" must be text or an array of parts, got {_kind(content)}')
