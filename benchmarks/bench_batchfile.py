@@ -108,8 +108,10 @@ def main() -> int:
         work = Path(tmp)
         generate(work, args.n)
         size = (work / "in.jsonl").stat().st_size / 1e6
-        print(f"{args.n} lines, input {size:.0f} MB, output "
-              f"{(work / 'out.jsonl').stat().st_size / 1e6:.0f} MB\n")
+        print(
+            f"{args.n} lines, input {size:.0f} MB, output "
+            f"{(work / 'out.jsonl').stat().st_size / 1e6:.0f} MB\n"
+        )
         print("| phase | seconds | lines/s | peak RSS above imports (MB) |")
         print("|---|---:|---:|---:|")
         for name in PHASES:

@@ -91,6 +91,8 @@ def test_a_missing_input_and_clashing_paths(tmp_path: Path) -> None:
     assert job == 2 and "INPUT and OUTPUT are the same file" in err
     job, err = prepared([str(inp), "-o", str(tmp_path / "o"), "--errors", str(tmp_path / "o")])
     assert job == 2 and "OUTPUT and ERRORS are the same file" in err
+    job, err = prepared([str(inp), "-o", "-", "--errors", "-"])
+    assert job == 2 and "--errors needs a file" in err
 
 
 def test_stdout_output_has_failures_inline_unless_errors_named(tmp_path: Path) -> None:

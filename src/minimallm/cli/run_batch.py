@@ -109,6 +109,8 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def _check_paths(ns: argparse.Namespace, errors: str | None) -> str | None:
+    if errors == "-":
+        return "--errors needs a file (with -o -, leave it out to get failures in line)"
     if ns.output == "-" and ns.input == "-":
         return None
     pairs = [("INPUT", ns.input, "OUTPUT", ns.output)]
