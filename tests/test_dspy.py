@@ -26,6 +26,7 @@ from pydantic import BaseModel  # noqa: E402
 from minimallm import (  # noqa: E402
     MinimaLlmRequest,
     UsageError,
+    _bridge,
     get_force_refresh,
     reset_force_refresh,
     set_force_refresh,
@@ -34,7 +35,7 @@ from minimallm._backend import OpenAIMinimaLlm  # noqa: E402
 from minimallm._config import BatchConfig, MinimaLlmConfig  # noqa: E402
 from minimallm.dspy import (  # noqa: E402
     REQUEST_ERRORS,
-    SYNC_IN_LOOP,
+    CallTrace,
     DSPyBatchError,
     MinimaLlmDSPyLM,
     acall_program,
@@ -49,8 +50,6 @@ from minimallm.mock.dspy_responder import (  # noqa: E402
     parse_dspy_prompt,
     render_answer,
 )
-
-SYNC_ERROR = SYNC_IN_LOOP.split(" ({library})")[0]
 
 
 class Judge(dspy.Signature):  # type: ignore[misc]
@@ -261,14 +260,59 @@ def test_asyncio_acall_and_force_refresh(backend: Recording, mock: MockServerThr
                 second = await dspy.ChainOfThought(Judge).acall(query="a2", passage="p")
             finally:
                 reset_force_refresh(token)
-            with pytest.raises(UsageError, match=SYNC_ERROR):
-                dspy.Predict(Judge)(query="a3", passage="p")
         return [first, second]
 
     first, second = asyncio.run(main())
     assert first.grade in range(4) and second.reasoning
     assert [force for _, force, _ in backend.calls] == [False, True]
-    assert len(mock.requests) == 2  # the refused sync call sent nothing
+    assert len(mock.requests) == 2
+
+
+def test_sync_call_inside_a_running_asyncio_loop_is_served(
+    backend: Recording, mock: MockServerThread
+) -> None:
+    """A notebook cell calling ``predictor(...)`` under asyncio: the background trio
+    thread serves the request while the loop's thread waits, as with DSPy's own LM;
+    the caller's context (force_refresh, request tags) still applies."""
+    lm = MinimaLlmDSPyLM(backend)
+
+    async def main() -> tuple[Any, Any, CallTrace]:
+        with dspy.context(lm=lm):
+            first = dspy.Predict(Judge)(query="s1", passage="p")
+            token = set_force_refresh(True)
+            try:
+                with request_tag("cell-3") as trace:
+                    second = dspy.ChainOfThought(Judge)(query="s2", passage="p")
+            finally:
+                reset_force_refresh(token)
+        return first, second, trace
+
+    first, second, trace = asyncio.run(main())
+    assert first.grade in range(4) and second.reasoning.startswith("mock reasoning")
+    assert [(rid.split(":")[0], force) for rid, force, _ in backend.calls] == [
+        (backend.calls[0][0], False),
+        ("cell-3", True),
+    ]
+    assert trace.calls == 1 and len(mock.requests) == 2
+    bridge = _bridge.current_thread_if_running()
+    assert bridge is not None
+    assert {token for _, _, token in backend.calls} == {bridge.token}
+
+
+def test_sync_call_needs_a_backend_the_runtime_can_serve(mock: MockServerThread) -> None:
+    class AsyncioOnly:  # a user's own backend: async generate only
+        async def generate(self, req: MinimaLlmRequest, *, force_refresh: bool = False) -> Any:
+            raise AssertionError("not called")
+
+    lm = MinimaLlmDSPyLM(AsyncioOnly(), model="m")
+
+    async def main() -> None:
+        with dspy.context(lm=lm), pytest.raises(Exception, match=r"predictor\.acall") as info:
+            dspy.Predict(Judge)(query="x", passage="p")
+        assert isinstance(info.value, UsageError) or isinstance(info.value.__cause__, UsageError)
+
+    asyncio.run(main())
+    assert len(mock.requests) == 0
 
 
 async def test_trio_runs_dspy_in_a_thread_that_re_enters_the_run(
@@ -278,13 +322,28 @@ async def test_trio_runs_dspy_in_a_thread_that_re_enters_the_run(
     here = trio.lowlevel.current_trio_token()
     predictor = dspy.ChainOfThought(Judge)
     with dspy.context(lm=lm):
-        with pytest.raises(UsageError, match=SYNC_ERROR):
-            predictor(query="t0", passage="p")
         first = await acall_program(predictor, query="t1", passage="p")
         second = await trio.to_thread.run_sync(lambda: predictor(query="t2", passage="p"))
     assert first.grade in range(4) and second.grade in range(4)
     assert [token for _, _, token in backend.calls] == [here, here]
     assert len(mock.requests) == 2
+    await backend.aclose()
+
+
+async def test_sync_call_inside_trio_is_served_by_the_bridge_thread(
+    backend: Recording, mock: MockServerThread
+) -> None:
+    """A synchronous call blocks this trio run, so this run cannot serve it: the
+    background trio thread does, with its own session of the same backend."""
+    lm = MinimaLlmDSPyLM(backend)
+    here = trio.lowlevel.current_trio_token()
+    with dspy.context(lm=lm), request_tag("trio-sync") as trace:
+        answer = dspy.ChainOfThought(Judge)(query="t0", passage="p")
+    assert answer.grade in range(4) and answer.reasoning.startswith("mock reasoning")
+    assert trace.calls == 1 and backend.calls[0][0] == "trio-sync:c1"
+    (token,) = {token for _, _, token in backend.calls}
+    assert token is not None and token != here
+    assert len(mock.requests) == 1
     await backend.aclose()
 
 

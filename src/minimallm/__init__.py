@@ -1,4 +1,12 @@
-"""minimallm: large batches of chat-completion calls, fast, polite and resumable."""
+"""minimallm: large batches of chat-completion calls, fast, polite and resumable.
+
+The DSPy names ``MinimaLlmDSPyLM`` and ``run_dspy_batch`` are also reachable here (the
+reference document's import line), resolved on first access: ``import minimallm`` never
+imports DSPy, and without the ``minimallm[dspy]`` extra the access raises an ImportError
+saying how to install it.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from minimallm._backend import OpenAIMinimaLlm
 from minimallm._batch import run_batched_callable
@@ -26,6 +34,10 @@ from minimallm._types import (
 )
 from minimallm._version import __version__
 
+if TYPE_CHECKING:  # static tools see the real types; at run time they resolve lazily
+    from minimallm.dspy import MinimaLlmDSPyLM as MinimaLlmDSPyLM
+    from minimallm.dspy import run_dspy_batch as run_dspy_batch
+
 __all__ = [
     "AsyncMinimaLlmBackend",
     "BackendClosedError",
@@ -48,3 +60,21 @@ __all__ = [
     "set_force_refresh",
     "set_last_cached",
 ]
+
+_LAZY_DSPY = ("MinimaLlmDSPyLM", "run_dspy_batch")
+"""Names served from :mod:`minimallm.dspy` on first access. Not in ``__all__``: a
+star-import must work without DSPy installed."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_DSPY:
+        import minimallm.dspy  # raises ImportError naming the [dspy] extra without DSPy
+
+        value = getattr(minimallm.dspy, name)
+        globals()[name] = value  # later accesses skip this function
+        return value
+    raise AttributeError(f"module 'minimallm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_DSPY})

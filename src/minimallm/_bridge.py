@@ -296,21 +296,25 @@ async def await_in_trio(fn: Callable[[], Awaitable[T]]) -> T:
         raise
 
 
-def call_blocking(fn: Callable[[], Awaitable[T]]) -> T:
+def call_blocking(fn: Callable[[], Awaitable[T]], *, allow_running_loop: bool = False) -> T:
     """Run ``fn()`` in the trio thread and block this thread until it is done.
 
     Refuses to run on a thread with a running asyncio loop (it would freeze the loop)
-    and on the trio thread itself (it would deadlock). Ctrl-C cancels the call.
+    unless ``allow_running_loop``: the deliberate exception for a synchronous DSPy call
+    in a notebook cell, where freezing the loop for the call's duration is what the user
+    asked for, as with DSPy's own LM. Always refuses on the trio thread itself (it would
+    deadlock). Ctrl-C cancels the call.
     """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         pass
     else:
-        raise UsageError(
-            "a synchronous minimallm call was made inside a running asyncio event loop; "
-            "use `await` on the async method instead"
-        )
+        if not allow_running_loop:
+            raise UsageError(
+                "a synchronous minimallm call was made inside a running asyncio event loop; "
+                "use `await` on the async method instead"
+            )
     thread = get_thread()
     if threading.current_thread() is thread._thread:
         raise UsageError("a synchronous minimallm call was made on minimallm's own trio thread")

@@ -22,7 +22,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from minimallm.dspy._batch import CONVERTER_ERRORS, DSPyBatchError, acall_program, run_dspy_batch
-from minimallm.dspy._calls import SYNC_IN_LOOP, CallTrace, failure_of, request_tag
+from minimallm.dspy._calls import CallTrace, failure_of, request_tag
 
 ENGINE_API: bool = "engine" in inspect.signature(dspy.LM.__init__).parameters
 """True on DSPy 3.4+, where LMs are served through engines (``complete(Request)``)."""
@@ -36,7 +36,6 @@ __all__ = [
     "CONVERTER_ERRORS",
     "ENGINE_API",
     "REQUEST_ERRORS",
-    "SYNC_IN_LOOP",
     "CallTrace",
     "DSPyBatchError",
     "MinimaLlmDSPyLM",

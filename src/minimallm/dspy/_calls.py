@@ -7,8 +7,17 @@ synchronous call goes:
 * on a thread started by ``trio.to_thread.run_sync``: back into that trio run with
   ``trio.from_thread.run(backend.generate, ...)`` (same runtime, cancelled with the
   task waiting for the thread);
-* on a thread with a running event loop: refused (it would block the loop);
+* on a thread with a running event loop (a notebook cell calling ``predictor(...)``
+  under asyncio, or a synchronous call inside ``trio.run``): minimallm's background
+  trio thread serves ``backend.generate`` while this thread waits. The loop is blocked
+  for the call's duration, as with DSPy's own LM: that is what a synchronous call
+  inside a loop asks for. Under trio the caller's run is blocked, so the background
+  thread serves it with its own session of the backend (connections, cache handle);
 * anywhere else: ``backend.generate_sync`` (minimallm's trio thread serves it).
+
+Both thread-crossing paths need a backend served by minimallm's runtime (one with
+``generate_sync``, such as ``OpenAIMinimaLlm``); any other backend is refused with a
+:class:`~minimallm.UsageError` pointing to ``await predictor.acall(...)``.
 """
 
 from __future__ import annotations
@@ -24,13 +33,12 @@ from typing import Any
 
 import trio
 
-from minimallm._bridge import trio_token_here
+from minimallm import _bridge
 from minimallm._context import get_force_refresh, set_last_cached
 from minimallm._errors import UsageError
 from minimallm._types import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
 
 __all__ = [
-    "SYNC_IN_LOOP",
     "CallTrace",
     "agenerate",
     "failure_of",
@@ -38,16 +46,8 @@ __all__ = [
     "loop_library",
     "next_request_id",
     "record",
-    "refuse_sync_in_loop",
     "request_tag",
 ]
-
-SYNC_IN_LOOP = (
-    "MinimaLlmDSPyLM was called synchronously inside a running event loop ({library}). "
-    "Use `await predictor.acall(...)` instead of `predictor(...)` under asyncio; under trio, "
-    "run the program in a worker thread: `await minimallm.dspy.acall_program(predictor, ...)`."
-)
-"""The documented error text for a synchronous call on a thread with a running loop."""
 
 _request_seq = itertools.count(1)
 
@@ -97,20 +97,13 @@ def next_request_id() -> str:
 
 def loop_library() -> str | None:
     """The event loop running on this thread ("trio" or "asyncio"), or None."""
-    if trio_token_here() is not None:
+    if _bridge.trio_token_here() is not None:
         return "trio"
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return None
     return "asyncio"
-
-
-def refuse_sync_in_loop() -> None:
-    """Raise the documented UsageError on a thread with a running event loop."""
-    library = loop_library()
-    if library is not None:
-        raise UsageError(SYNC_IN_LOOP.format(library=library))
 
 
 def _in_trio_worker_thread() -> bool:
@@ -130,13 +123,18 @@ def generate_blocking(backend: Any, req: MinimaLlmRequest) -> MinimaLlmResult:
         generate = functools.partial(backend.generate, req, force_refresh=force)
         result: MinimaLlmResult = trio.from_thread.run(generate)
         return result
-    refuse_sync_in_loop()
     sync = getattr(backend, "generate_sync", None)
     if sync is None:
         raise UsageError(
             f"{type(backend).__name__} has no generate_sync(); call DSPy with "
             "`await predictor.acall(...)` from asyncio instead"
         )
+    if loop_library() is not None:
+        # This thread's loop cannot serve the call while it waits for it: the
+        # background trio thread runs the backend's (trio-native) generate instead.
+        generate = functools.partial(backend.generate, req, force_refresh=force)
+        result = _bridge.call_blocking(generate, allow_running_loop=True)
+        return result
     result = sync(req, force_refresh=force)
     return result
 

@@ -24,7 +24,6 @@ from minimallm.dspy._calls import (
     generate_blocking,
     next_request_id,
     record,
-    refuse_sync_in_loop,
 )
 
 try:  # DSPy 3.3 has an LMError family; its ChatAdapter does not fall back on it
@@ -121,8 +120,8 @@ class MinimaLlmDSPyLM(dspy.LM):  # type: ignore[misc]
     top-level JSON keys), ``extra_body`` is merged into every body, DSPy's cache and
     retries are off, ``set_force_refresh`` is honoured and ``get_last_cached()`` is
     set. Messages are sent exactly as DSPy built them. A failed request raises
-    :class:`MinimaLlmRequestError`; a synchronous call on a thread with a running
-    event loop raises :class:`~minimallm.UsageError`.
+    :class:`MinimaLlmRequestError`; a synchronous call inside a running event loop is
+    served by minimallm's background thread while the loop waits.
     """
 
     def __init__(
@@ -157,11 +156,6 @@ class MinimaLlmDSPyLM(dspy.LM):  # type: ignore[misc]
     def __repr__(self) -> str:
         return f"MinimaLlmDSPyLM(model={self.model!r}, kwargs={self.kwargs!r})"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """DSPy's synchronous call (refused on a thread with a running event loop)."""
-        refuse_sync_in_loop()
-        return super().__call__(*args, **kwargs)
-
     def _request(self, prompt: Any, messages: Any, kwargs: Mapping[str, Any]) -> MinimaLlmRequest:
         merged = {**self.kwargs, **kwargs}
         for key in _DSPY_ONLY:
@@ -185,7 +179,7 @@ class MinimaLlmDSPyLM(dspy.LM):  # type: ignore[misc]
         return _completion(outcome, self.model)
 
     def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> _Completion:
-        """One blocking call (refused on a thread with a running event loop)."""
+        """One blocking call (inside a running event loop too: see ``_calls``)."""
         return self._finish(
             generate_blocking(self.backend, self._request(prompt, messages, kwargs))
         )

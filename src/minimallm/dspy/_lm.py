@@ -6,7 +6,7 @@ and keeps history, usage, callbacks and ``lm.kwargs`` in its LM layer; custom
 class is a ``dspy.LM`` with minimallm's engines plugged in and DSPy's cache and
 retries off (minimallm does both, once). ``predictor(...)`` takes the sync engine,
 ``await predictor.acall(...)`` (asyncio) the async one; see ``_calls`` for where a
-synchronous call goes (trio worker thread, plain thread, refused in a running loop).
+synchronous call goes (trio worker thread, running event loop, plain thread).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from minimallm.dspy._calls import (
     generate_blocking,
     next_request_id,
     record,
-    refuse_sync_in_loop,
 )
 from minimallm.dspy._wire import failure_error, request_from_lm15, response_to_lm15
 
@@ -143,8 +142,8 @@ class MinimaLlmDSPyLM(dspy.LM):  # type: ignore[misc]
     answer came from minimallm's cache (such answers report zero usage to DSPy, as
     its own cache hits do). A failed request raises DSPy's ``LMError`` for its kind;
     its ``__cause__.minimallm_failure`` is the :class:`~minimallm.MinimaLlmFailure`.
-    A synchronous call on a thread with a running event loop raises
-    :class:`~minimallm.UsageError`.
+    A synchronous call inside a running event loop (a notebook cell) is served by
+    minimallm's background thread while the loop waits, as with DSPy's own LM.
     """
 
     def __init__(
@@ -176,8 +175,7 @@ class MinimaLlmDSPyLM(dspy.LM):  # type: ignore[misc]
         return self.copy()
 
     def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
-        """DSPy's synchronous call (refused on a thread with a running event loop)."""
-        refuse_sync_in_loop()
+        """DSPy's synchronous call (also inside a running event loop, see ``_calls``)."""
         token = _calling_lm.set(self)
         try:
             return super().__call__(prompt, messages=messages, **kwargs)

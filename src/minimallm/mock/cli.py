@@ -10,6 +10,8 @@ import trio
 
 from minimallm._errors import ConfigError
 from minimallm.mock.config import MockServerConfig, echo_responder
+from minimallm.mock.dspy_responder import DSPyResponder
+from minimallm.mock.faults import NAMED_KINDS
 from minimallm.mock.server import MockServer, serve_mock
 
 __all__ = ["ANNOUNCE_PREFIX", "build_parser", "config_from_args", "config_to_argv", "main"]
@@ -45,16 +47,21 @@ def build_parser(prog: str = "python -m minimallm.mock") -> argparse.ArgumentPar
     )
     d = MockServerConfig()
     p.add_argument("--host", default=d.host, help="address to bind (default %(default)s)")
-    p.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one")
+    p.add_argument(
+        "--port", type=int, default=8000, help="port; 0 picks a free one (default %(default)s)"
+    )
     p.add_argument("--model", default=d.model, help="model id served (default %(default)s)")
-    p.add_argument("--latency", type=float, default=d.latency_s, help="fixed delay, seconds")
+    p.add_argument(
+        "--latency", type=float, default=d.latency_s,
+        help="fixed delay before each answer, seconds (default %(default)s)",
+    )  # fmt: skip
     p.add_argument(
         "--latency-jitter", type=float, default=d.latency_jitter_s,
-        help="uniform random extra delay in [0, J] seconds",
+        help="uniform random extra delay in [0, J] seconds (default %(default)s)",
     )  # fmt: skip
     p.add_argument(
         "--capacity", type=int, default=None,
-        help="answer 429 when more requests than this are in flight",
+        help="answer 429 when more requests than this are in flight (default: no limit)",
     )  # fmt: skip
     p.add_argument(
         "--retry-after", type=float, default=d.retry_after_s,
@@ -62,12 +69,21 @@ def build_parser(prog: str = "python -m minimallm.mock") -> argparse.ArgumentPar
     )  # fmt: skip
     p.add_argument(
         "--fault-rate", type=_fault_rate, action="append", default=[], metavar="KIND=P",
-        help="random fault probability per request, e.g. 429=0.01, reset=0.001 (repeatable)",
+        help="random fault probability per request, e.g. 429=0.01, reset=0.001 (repeatable); "
+        "KIND is an HTTP status (100-599) or one of " + ", ".join(sorted(NAMED_KINDS)),
     )  # fmt: skip
     p.add_argument(
-        "--seed", type=_seed, default=d.seed, help="seed for jitter and faults ('none': unseeded)"
-    )
-    p.add_argument("--max-records", type=int, default=d.max_records, help="recent requests kept")
+        "--seed", type=_seed, default=d.seed,
+        help="seed for jitter and faults; 'none': unseeded (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-records", type=int, default=d.max_records,
+        help="recent requests kept (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--dspy", action="store_true",
+        help="answer DSPy prompts in DSPy's output format (other prompts: echo)",
+    )  # fmt: skip
     return p
 
 
@@ -84,15 +100,22 @@ def config_from_args(args: argparse.Namespace) -> MockServerConfig:
         fault_rates=dict(args.fault_rate),
         seed=args.seed,
         max_records=args.max_records,
+        responder=DSPyResponder() if args.dspy else echo_responder,
     )
 
 
 def config_to_argv(config: MockServerConfig) -> list[str]:
     """The command-line arguments that rebuild ``config`` in another process.
 
-    Raises ConfigError for a custom responder, which cannot cross a process boundary.
+    Raises ConfigError for a custom responder, which cannot cross a process boundary
+    (a ``DSPyResponder`` with the default fallback becomes ``--dspy``: the child gets
+    its own, so read answer counts from the child's records, not from that object).
     """
-    if config.responder is not echo_responder:
+    responder = config.responder
+    dspy = isinstance(responder, DSPyResponder)
+    if isinstance(responder, DSPyResponder) and responder._fallback is not echo_responder:
+        raise ConfigError("a DSPyResponder with a custom fallback cannot cross processes")
+    if responder is not echo_responder and not dspy:
         raise ConfigError("a custom responder cannot be passed to a mock server process")
     argv = [
         "--host", config.host,
@@ -108,6 +131,8 @@ def config_to_argv(config: MockServerConfig) -> list[str]:
     argv += ["--seed", str(config.seed)]
     for kind, rate in config.fault_rates.items():
         argv += ["--fault-rate", f"{kind}={rate!r}"]
+    if dspy:
+        argv.append("--dspy")
     return argv
 
 
@@ -123,14 +148,14 @@ async def _serve_and_announce(config: MockServerConfig) -> None:
                 break
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m minimallm.mock") -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``) and serve until Ctrl-C or SIGTERM.
 
     Must run on the main thread (signal handling). Returns the exit status: 0 after a
     signal, 1 if the server cannot listen (e.g. the port is taken); bad arguments exit
-    with status 2 through argparse.
+    with status 2 through argparse. ``prog`` names the command in help and errors.
     """
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)

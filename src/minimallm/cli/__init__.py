@@ -1,0 +1,74 @@
+"""The ``minimallm`` command: one module per subcommand.
+
+``demo`` (:mod:`.demo`), ``mock`` (the mock server's own parser,
+:mod:`minimallm.mock.cli`), ``config`` (:mod:`.config`) and ``run-batch``
+(:mod:`.run_batch`). Subcommands import their machinery only when they run, so
+``minimallm --help`` and ``--version`` answer at once.
+
+Exit codes: 0 success, 1 the work failed, 2 bad arguments or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from minimallm._version import __version__
+from minimallm.cli import config, demo, run_batch
+
+__all__ = ["build_parser", "main"]
+
+DESCRIPTION = (
+    "Large batches of chat-completion calls against any OpenAI-compatible endpoint: "
+    "fast, polite, resumable. Settings come from flags, else environment variables "
+    "(OPENAI_BASE_URL, OPENAI_MODEL, OPENAI_API_KEY, RPM, ...), else defaults; "
+    "`minimallm config` shows them."
+)
+
+
+class _CommandsFormatter(argparse.HelpFormatter):
+    """Keeps each command's help on its line: argparse measures subcommand names
+    without the indent it prints them with (so ``run-batch`` would wrap)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog)
+        self._action_max_length = len("    run-batch") + 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="minimallm",
+        description=DESCRIPTION,
+        epilog="`minimallm COMMAND --help` shows the options of a command.",
+        formatter_class=_CommandsFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"minimallm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo.add_parser(sub)
+    # `minimallm mock ...` is handed to the mock's own parser (see main); listed here
+    # for the overview only.
+    sub.add_parser(
+        "mock",
+        help="serve the OpenAI-compatible mock endpoint (faults, latency, DSPy answers)",
+        add_help=False,
+    )
+    config.add_parser(sub)
+    run_batch.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``minimallm`` console script and ``python -m minimallm``;
+    returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["mock"]:
+        from minimallm.mock.cli import main as mock_main
+
+        return mock_main(args[1:], prog="minimallm mock")
+    ns = build_parser().parse_args(args)
+    if ns.command == "demo":
+        return demo.run(ns)
+    if ns.command == "config":
+        return config.run(ns)
+    return run_batch.run(ns)

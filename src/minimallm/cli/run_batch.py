@@ -1,0 +1,186 @@
+"""``minimallm run-batch INPUT -o OUTPUT [--errors ERRORS]``: a JSONL file of requests.
+
+This module parses the command line and prepares a run (:func:`prepare`): paths
+checked, the input validated in full (every bad line reported before anything is
+sent), what an earlier run already wrote found, and the configuration built from flags
+over the environment. Sending (the streaming batch API, the progress display) is
+:func:`run`'s job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from minimallm._batchfile import (
+    BatchFileError,
+    BatchPlan,
+    BatchWriter,
+    ResumeError,
+    default_errors_path,
+    input_file,
+    iter_requests,
+    scan_batch,
+)
+from minimallm._config import MinimaLlmConfig
+from minimallm._errors import ConfigError
+from minimallm._types import MinimaLlmRequest
+from minimallm.cli._settings import add_settings_flags, config_from_flags, resolve
+
+__all__ = ["Job", "add_parser", "prepare", "run"]
+
+DESCRIPTION = """\
+Send every request of a JSONL file and write the answers in input order, as they
+complete. Each line is an OpenAI Batch API request ({"custom_id", "method": "POST",
+"url": "/v1/chat/completions", "body": {...}}) or the simpler {"custom_id" (or "id"),
+"messages", ...other request fields}. Every line is checked before anything is sent;
+bad lines are all reported, with their numbers. Answers go to OUTPUT in the Batch API
+output format, failures to ERRORS: together they account for every request once. Run
+the same command again after a crash, Ctrl-C or SIGTERM to resume: requests already
+in OUTPUT or ERRORS are skipped, the rest are answered (from the cache when CACHE_DIR
+is set), and the files end as if the run had never stopped. The model comes from
+--model or OPENAI_MODEL, else from the lines (when they all name the same one)."""
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``run-batch`` on the ``minimallm`` subparsers."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "run-batch",
+        help="answer every request of a JSONL file, in order, resumably",
+        description=DESCRIPTION,
+    )
+    parser.add_argument("input", metavar="INPUT", help="the requests, one JSON per line; - : stdin")
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="OUTPUT",
+        help="answers in input order; - : stdout (no resume)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--errors", metavar="ERRORS",
+        help="failures (default: OUTPUT with .errors.jsonl for .jsonl; with -o -, "
+        "failures are written to stdout in line)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="start over, replacing OUTPUT and ERRORS (default: resume from them)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-q", "--quiet", action="store_true",
+        help="no progress display (problems are still reported on stderr)",
+    )  # fmt: skip
+    add_settings_flags(parser)
+    return parser
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A prepared run: the configuration, the plan of pass 1 and where to write.
+
+    ``output`` is a path or ``-``; ``errors`` a path or None (failures inline in
+    OUTPUT, only with ``-o -``).
+    """
+
+    config: MinimaLlmConfig
+    plan: BatchPlan
+    input_name: str
+    output: str
+    errors: str | None
+
+    def requests(self) -> Iterator[MinimaLlmRequest]:
+        """The requests still to answer, lazily, in input order (``plan.todo`` of them)."""
+        return iter_requests(self.plan, name=self.input_name)
+
+    def open_writer(self) -> BatchWriter:
+        """OUTPUT and ERRORS, cut to what the plan keeps and opened for appending."""
+        return BatchWriter.open(self.plan, self.output, self.errors)
+
+
+def _same_file(a: str, b: str) -> bool:
+    if "-" in (a, b):
+        return False
+    with contextlib.suppress(OSError):
+        return os.path.samefile(a, b)
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _check_paths(ns: argparse.Namespace, errors: str | None) -> str | None:
+    if errors == "-":
+        return "--errors needs a file (with -o -, leave it out to get failures in line)"
+    if ns.output == "-" and ns.input == "-":
+        return None
+    pairs = [("INPUT", ns.input, "OUTPUT", ns.output)]
+    if errors is not None:
+        pairs += [("INPUT", ns.input, "ERRORS", errors), ("OUTPUT", ns.output, "ERRORS", errors)]
+    for a, pa, b, pb in pairs:
+        if _same_file(pa, pb):
+            return f"{a} and {b} are the same file ({pa}): name different files"
+    return None
+
+
+def prepare(
+    ns: argparse.Namespace,
+    stack: contextlib.ExitStack,
+    env: Mapping[str, str] | None = None,
+    err: TextIO | None = None,
+) -> Job | int:
+    """Everything before the first request: a :class:`Job`, or the exit code 2 after
+    printing what is wrong (bad lines, files that do not belong to the input, bad
+    settings) on ``err``. ``stack`` keeps the spooled copy of stdin alive."""
+    err = sys.stderr if err is None else err
+    errors = ns.errors if ns.errors is not None else default_errors_path(ns.output)
+    problem = _check_paths(ns, errors)
+    if problem:
+        print(f"minimallm run-batch: {problem}", file=err)
+        return 2
+    env = os.environ if env is None else env
+    resolved = resolve(ns, env)
+    model = resolved.env.get("OPENAI_MODEL", "").strip() or None  # from a flag or the env
+    resume = not ns.overwrite and ns.output != "-"
+    name = "stdin" if ns.input == "-" else ns.input
+    try:
+        path = stack.enter_context(input_file(ns.input))
+        plan = scan_batch(
+            path,
+            model=model,
+            output=Path(ns.output) if resume else None,
+            errors=Path(errors) if resume and errors is not None else None,
+            name=name,
+        )
+    except (BatchFileError, ResumeError) as exc:
+        print(f"minimallm run-batch: {exc}", file=err)
+        return 2
+    except OSError as exc:
+        print(f"minimallm run-batch: cannot read {name}: {exc.strerror or exc}", file=err)
+        return 2
+    fallbacks = {"OPENAI_MODEL": (plan.model, "input file")} if plan.model else None
+    try:
+        config = config_from_flags(resolve(ns, env, fallbacks=fallbacks))
+    except ConfigError as exc:
+        print(f"minimallm run-batch: {exc}", file=err)
+        return 2
+    return Job(config, plan, name, ns.output, errors)
+
+
+def run(ns: argparse.Namespace) -> int:
+    """The command; the process exit code."""
+    with contextlib.ExitStack() as stack:
+        job = prepare(ns, stack)
+        if isinstance(job, int):
+            return job
+        # Sending (the streaming batch API, progress, SIGTERM) is not wired in yet:
+        #     async with backend.stream_batched(job.requests(), ordered=True) as results:
+        #         with job.open_writer() as writer:
+        #             async for _, result in results:
+        #                 writer.write(result)
+        print(
+            "minimallm run-batch: the input is valid "
+            f"({job.plan.total} requests, {job.plan.done} already done); sending is not "
+            "available in this build yet",
+            file=sys.stderr,
+        )
+        return 2
