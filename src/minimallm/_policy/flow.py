@@ -116,8 +116,6 @@ class FlowWatch:
                 self._baseline = self.delivered_per_s(now)
             self._depth = depth
             events.append(
-                CongestionEvent(
-                    now, depth, self.delivered_per_s(now), self._baseline, self.srtt_s
-                )
+                CongestionEvent(now, depth, self.delivered_per_s(now), self._baseline, self.srtt_s)
             )
         return events

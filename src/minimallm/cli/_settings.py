@@ -84,6 +84,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     _S("compress_gzip", "COMPRESS_GZIP", "--gzip", "", "gzip request bodies"),
     _S("cache_dir", "CACHE_DIR", "--cache-dir", "DIR", "SQLite prompt cache; none: no cache"),
+    _S("ca_bundle", "CA_BUNDLE", "--ca-bundle", "PATH", "CA certificates to trust (file or dir)"),
+    _S("tls_verify", "TLS_VERIFY", "--tls-verify", "BOOL", "check certificates (0: no; loud)"),
+    _S(
+        "max_response_bytes", "MAX_RESPONSE_BYTES", "--max-response-bytes", "N",
+        "largest answer accepted, decoded",
+    ),
+    _S(
+        "trust_env_proxy", "TRUST_ENV_PROXY", "--trust-env-proxy", "BOOL",
+        "use HTTP(S)_PROXY/ALL_PROXY/NO_PROXY",
+    ),
     _S("batch.num_workers", "BATCH_NUM_WORKERS", "--workers", "N", "items in progress at once"),
     _S(
         "batch.max_failures", "BATCH_MAX_FAILURES", "--max-failures", "N",
