@@ -123,25 +123,40 @@ class CacheLayer:
     ) -> tuple[MinimaLlmResult, int]:
         """A hit at once (unless ``force_refresh``), else one shared HTTP call per key; a
         success is queued for writing. ``missed_key``: a bulk lookup already missed
-        under this key (no second read, no second hash)."""
+        under this key (no second read, no second hash).
+
+        Single flight covers the whole miss path, the disk read included: the first
+        caller for a key registers its flight *before* its read's thread hop, so every
+        identical call that arrives meanwhile joins it instead of reading (and missing)
+        too and starting a second HTTP call. Every check and the registration happen
+        without a checkpoint in between.
+        """
         key = self.key(req) if missed_key is None else missed_key
-        if not force_refresh:
-            recent = self._recent.get(key)
-            if recent is not None:
-                return dataclasses.replace(recent, request_id=req.request_id, cached=True), 0
-            if missed_key is None:
-                [(_, hit)] = await trio.to_thread.run_sync(self._lookup_blocking, [req], [key])
-                if hit is not None:
-                    return hit, 0
-        while (flight := self._flights.get(key)) is not None:
+        while True:
+            if not force_refresh:
+                recent = self._recent.get(key)
+                if recent is not None:
+                    return dataclasses.replace(recent, request_id=req.request_id, cached=True), 0
+            flight = self._flights.get(key)
+            if flight is None:
+                break
             await flight.done.wait()
-            if flight.result is not None:
-                return dataclasses.replace(flight.result, request_id=req.request_id), 0
-            # the leader was cancelled: try to lead ourselves
+            result = flight.result
+            # None: the leader was cancelled; a cached answer is no answer for a caller
+            # that asked for a fresh one. Either way, look again (and maybe lead).
+            if result is not None and not (force_refresh and _is_cached(result)):
+                return dataclasses.replace(result, request_id=req.request_id), 0
         flight = self._flights[key] = _Flight()
         try:
+            if not force_refresh and missed_key is None:
+                [(_, hit)] = await trio.to_thread.run_sync(self._lookup_blocking, [req], [key])
+                if hit is not None:
+                    flight.result = hit
+                    return hit, 0
             result, attempts = await runtime.generate_traced(req, force_refresh=force_refresh)
             flight.result = result
+            if isinstance(result, MinimaLlmResponse):
+                self._remember(key, result)  # before the joiners wake
         finally:
             del self._flights[key]
             flight.done.set()
@@ -151,11 +166,13 @@ class CacheLayer:
 
     # -- writes -----------------------------------------------------------------------
 
-    async def _store(self, key: str, response: MinimaLlmResponse) -> None:
+    def _remember(self, key: str, response: MinimaLlmResponse) -> None:
         self._recent[key] = response
         self._recent.move_to_end(key)
         if len(self._recent) > RECENT_ANSWERS:
             self._recent.popitem(last=False)
+
+    async def _store(self, key: str, response: MinimaLlmResponse) -> None:
         if isinstance(response.raw, LazyJson):
             raw: str | None = response.raw.text  # the server's own bytes, not re-encoded
         else:
@@ -180,6 +197,10 @@ class CacheLayer:
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return
             await done.wait()
+
+
+def _is_cached(result: MinimaLlmResult) -> bool:
+    return isinstance(result, MinimaLlmResponse) and result.cached
 
 
 def cached_response(req: MinimaLlmRequest, hit: CachedAnswer) -> MinimaLlmResponse:
