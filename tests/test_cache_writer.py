@@ -97,11 +97,11 @@ async def test_flushes_queued_when_the_writer_stops_are_all_answered(
 
 
 async def _flush_or_rescue(
-    layer: CacheLayer, recv: trio.MemoryReceiveChannel[CacheRow | Flush]
+    layer: CacheLayer, recv: trio.MemoryReceiveChannel[CacheRow | Flush], timeout_s: float = 60
 ) -> bool:
     """Run ``layer.flush()`` (shielded, so ``fail_after`` cannot bound it) and report
-    whether it returned within 60 s of virtual time. If it did not, answer the Flush
-    it is waiting on by hand so the test fails instead of hanging."""
+    whether it returned within ``timeout_s``. If it did not, answer the Flush it is
+    waiting on by hand so the test fails instead of hanging."""
     finished = trio.Event()
 
     async def flush() -> None:
@@ -110,7 +110,7 @@ async def _flush_or_rescue(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(flush)
-        with trio.move_on_after(60):
+        with trio.move_on_after(timeout_s):
             await finished.wait()
         if not finished.is_set():
             while True:
@@ -136,9 +136,10 @@ async def test_cache_layer_flush_after_the_writer_stopped_returns_at_once(
 
 
 async def test_a_flush_sent_during_the_writers_final_commit_returns(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The writer is stopping (its final commit is in a thread) when a batch flushes."""
+    """The writer is stopping (its final commit is in a thread) when a batch flushes.
+    (Real time: a virtual clock would jump while the commit's thread runs.)"""
     writer, send, recv, cache, _ = writer_for(tmp_path)
     layer = CacheLayer("m", cache, send)
     in_commit = threading.Event()
@@ -163,7 +164,7 @@ async def test_a_flush_sent_during_the_writers_final_commit_returns(
         writer_scope.cancel()  # the writer's final commit takes the row
         await trio.to_thread.run_sync(in_commit.wait, 10)
         nursery.start_soon(trio.to_thread.run_sync, release.set)
-        assert await _flush_or_rescue(layer, recv)
+        assert await _flush_or_rescue(layer, recv, timeout_s=10)
     assert on_disk(tmp_path) == {"k": "v"}
 
 
@@ -230,3 +231,48 @@ def test_500_identical_concurrent_calls_from_asyncio_make_one_http_request(
     results = asyncio.run(main())
     assert mock_server.stats.requests_total == 1
     assert all(isinstance(r, MinimaLlmResponse) for r in results)
+
+
+async def test_answers_waiting_for_room_when_the_writer_stops_are_all_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answers arrive while a stopping writer makes its final commit (a full buffer,
+    senders waiting for room): every one still reaches the disk, none waits forever.
+    (Real time: a virtual clock would jump while the commit's thread runs.)"""
+    cache = PromptCache.open(tmp_path)
+    send, recv = trio.open_memory_channel[CacheRow | Flush](2)
+    writer = CacheWriter(cache, recv, lambda message: None, max_rows=1)
+    in_commit = threading.Event()
+    release = threading.Event()
+    real_put_many = PromptCache.put_many
+
+    def slow_put_many(self: PromptCache, rows: list[tuple[str, str, str | None]]) -> None:
+        in_commit.set()
+        release.wait(10)
+        real_put_many(self, rows)
+
+    monkeypatch.setattr(PromptCache, "put_many", slow_put_many)
+    sent: list[str] = []
+
+    async def sender(i: int) -> None:
+        await send.send(CacheRow(f"k{i}", f"v{i}", None))
+        sent.append(f"k{i}")
+
+    with trio.fail_after(10):  # bounds the senders too: a hang fails instead
+        async with trio.open_nursery() as nursery:
+            writer_scope = trio.CancelScope()
+
+            async def run_writer(*, task_status: trio.TaskStatus[None]) -> None:
+                with writer_scope:
+                    await writer.run(task_status=task_status)
+
+            await nursery.start(run_writer)
+            send.send_nowait(CacheRow("k0", "v0", None))
+            writer_scope.cancel()  # the writer's final commit takes k0 and blocks
+            await trio.to_thread.run_sync(in_commit.wait, 10)
+            for i in range(1, 8):  # 2 fill the buffer, 5 wait for room
+                nursery.start_soon(sender, i)
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.to_thread.run_sync(release.set)
+    assert sorted(sent) == [f"k{i}" for i in range(1, 8)]
+    assert on_disk(tmp_path) == {f"k{i}": f"v{i}" for i in range(8)}

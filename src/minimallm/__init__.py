@@ -17,6 +17,7 @@ from minimallm._errors import (
     MinimaLlmError,
     UsageError,
 )
+from minimallm._signals import install_sigterm_handler
 from minimallm._types import (
     AsyncMinimaLlmBackend,
     MinimaLlmFailure,
@@ -43,6 +44,7 @@ __all__ = [
     "__version__",
     "get_force_refresh",
     "get_last_cached",
+    "install_sigterm_handler",
     "reset_force_refresh",
     "run_batched_callable",
     "set_force_refresh",

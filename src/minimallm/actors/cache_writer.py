@@ -27,6 +27,10 @@ __all__ = ["CacheRow", "CacheWriter", "Flush"]
 
 Row = tuple[str, str, str | None]
 
+FINAL_ROUNDS = 100
+"""Commits a stopping writer makes while answers keep arriving before it refuses more
+(answers still in flight when a backend closes; a bound, so a stop always ends)."""
+
 
 @dataclass(frozen=True, slots=True)
 class CacheRow:
@@ -104,16 +108,27 @@ class CacheWriter:
                 elif deadline == math.inf:
                     deadline = trio.current_time() + self._max_delay_s
         finally:
-            # Take what is queued and close the inbox in one step (no checkpoint in
-            # between): every Flush already sent is answered below, and a later send
-            # fails at once (BrokenResourceError) instead of waiting on a writer that
-            # will never read it again.
-            self._drain(waiters)
-            self._inbox.close()
             with trio.CancelScope(shield=True):
-                await self._commit(waiters)
+                await self._final_commits(waiters)
                 # The writer stops last among the cache's users: it closes the store.
                 await trio.to_thread.run_sync(self._cache.close)
+
+    async def _final_commits(self, waiters: list[trio.Event]) -> None:
+        """Commit until a drain finds nothing new, then close the inbox in the same
+        step (no checkpoint in between). Answers sent while a commit runs (senders
+        blocked on a full buffer included) are written in the next round; every Flush
+        already sent is answered; a send after the close fails at once
+        (BrokenResourceError) instead of waiting on a writer that will never read it.
+        """
+        for _ in range(FINAL_ROUNDS):
+            self._drain(waiters)
+            if not self._pending and not waiters:
+                break
+            await self._commit(waiters)
+        else:  # still busy: take what came during the last round, then refuse more
+            self._drain(waiters)
+        self._inbox.close()  # discards nothing: the drain just emptied it
+        await self._commit(waiters)
 
     def _absorb(self, message: CacheRow | Flush, waiters: list[trio.Event]) -> None:
         if isinstance(message, Flush):
