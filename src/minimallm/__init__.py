@@ -14,6 +14,7 @@ from minimallm._errors import (
     BackendClosedError,
     BatchAbortedError,
     ConfigError,
+    ConfigWarning,
     MinimaLlmError,
     UsageError,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "BatchAbortedError",
     "BatchConfig",
     "ConfigError",
+    "ConfigWarning",
     "MinimaLlmConfig",
     "MinimaLlmError",
     "MinimaLlmFailure",

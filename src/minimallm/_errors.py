@@ -23,6 +23,7 @@ __all__ = [
     "CacheWarning",
     "CacheWriteError",
     "ConfigError",
+    "ConfigWarning",
     "MinimaLlmError",
     "UsageError",
 ]
@@ -83,3 +84,9 @@ class CacheWriteError(MinimaLlmError):
 class CacheWarning(UserWarning):
     """The prompt cache could not be used for a while (unreadable, read-only, disk
     full): requests still go out and results are still returned, uncached."""
+
+
+class ConfigWarning(UserWarning):
+    """A setting that is probably not what was meant, though nothing stops: an
+    environment variable whose name is close to a minimallm setting but not one
+    (``BATCH_NUM_WORKER``), or a configuration that lost its API key in a pickle."""
