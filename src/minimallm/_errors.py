@@ -5,8 +5,12 @@ MinimaLlmError
 ├── BackendClosedError                 use of a runtime after it was shut down
 ├── UsageError (also RuntimeError)     an entry point called where it cannot work
 ├── BatchAbortedError (also RuntimeError)  a batch exceeded max_failures
+├── DSPyBatchError (also RuntimeError) items of run_dspy_batch failed (minimallm.dspy)
 ├── CacheUnavailableError              the prompt cache cannot be opened or read
 └── CacheWriteError                    a batch of answers could not be written
+
+Warnings (nothing stops): CacheWarning (the cache is not used for a while) and
+ConfigWarning (a setting that is probably not what was meant).
 
 The runtime decides whether a cache error warns (:class:`CacheWarning`) or stops.
 """
@@ -24,6 +28,7 @@ __all__ = [
     "CacheWriteError",
     "ConfigError",
     "ConfigWarning",
+    "DSPyBatchError",
     "MinimaLlmError",
     "UsageError",
 ]
@@ -50,13 +55,30 @@ class BatchAbortedError(MinimaLlmError, RuntimeError):
     """A batch saw more than ``max_failures`` failures and stopped.
 
     ``results`` holds the partial results, index-aligned with the input (None where
-    an item never finished); ``failures`` the failures seen.
+    an item never finished); ``failures`` the last ``keep_failure_summaries``
+    failures seen (:class:`~minimallm.MinimaLlmFailure` values, oldest first), the
+    ones the message lists.
     """
 
     def __init__(self, message: str, results: Sequence[Any], failures: Sequence[Any]) -> None:
         super().__init__(message)
         self.results = list(results)
         self.failures = list(failures)
+
+
+class DSPyBatchError(MinimaLlmError, RuntimeError):
+    """Some items of a ``run_dspy_batch`` failed (raised by :mod:`minimallm.dspy`;
+    defined here, so it is part of the one tree without importing DSPy).
+
+    ``results`` is index-aligned with the input (annotated objects, or a
+    :class:`~minimallm.MinimaLlmFailure` where an item failed); ``failures`` lists
+    ``(index, failure)`` pairs.
+    """
+
+    def __init__(self, message: str, results: list[Any], failures: list[tuple[int, Any]]) -> None:
+        super().__init__(message)
+        self.results = results
+        self.failures = failures
 
 
 class CacheUnavailableError(MinimaLlmError):
