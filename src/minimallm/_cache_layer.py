@@ -10,8 +10,6 @@ not per request).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -23,7 +21,13 @@ from minimallm._config import MinimaLlmConfig
 from minimallm._errors import CacheWarning
 from minimallm._lazy_json import LazyJson
 from minimallm._runtime import Runtime
-from minimallm._types import MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
+from minimallm._types import (
+    MinimaLlmRequest,
+    MinimaLlmResponse,
+    MinimaLlmResult,
+    raw_json_text,
+    replace_response,
+)
 from minimallm.actors.cache_writer import CacheRow, CacheWriter, Flush
 
 __all__ = ["CacheLayer", "warn_cache"]
@@ -136,7 +140,7 @@ class CacheLayer:
             if not force_refresh:
                 recent = self._recent.get(key)
                 if recent is not None:
-                    return dataclasses.replace(recent, request_id=req.request_id, cached=True), 0
+                    return replace_response(recent, request_id=req.request_id, cached=True), 0
             flight = self._flights.get(key)
             if flight is None:
                 break
@@ -145,7 +149,7 @@ class CacheLayer:
             # None: the leader was cancelled; a cached answer is no answer for a caller
             # that asked for a fresh one. Either way, look again (and maybe lead).
             if result is not None and not (force_refresh and _is_cached(result)):
-                return dataclasses.replace(result, request_id=req.request_id), 0
+                return replace_response(result, request_id=req.request_id), 0
         flight = self._flights[key] = _Flight()
         try:
             if not force_refresh and missed_key is None:
@@ -173,11 +177,7 @@ class CacheLayer:
             self._recent.popitem(last=False)
 
     async def _store(self, key: str, response: MinimaLlmResponse) -> None:
-        if isinstance(response.raw, LazyJson):
-            raw: str | None = response.raw.text  # the server's own bytes, not re-encoded
-        else:
-            raw = None if response.raw is None else json.dumps(response.raw, separators=(",", ":"))
-        row = CacheRow(key, response.text, raw)
+        row = CacheRow(key, response.text, raw_json_text(response))
         try:
             self._writes.send_nowait(row)
         except trio.WouldBlock:
