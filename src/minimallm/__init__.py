@@ -15,6 +15,7 @@ from minimallm._errors import (
     BatchAbortedError,
     ConfigError,
     ConfigWarning,
+    InvalidRequestError,
     MinimaLlmError,
     UsageError,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "BatchConfig",
     "ConfigError",
     "ConfigWarning",
+    "InvalidRequestError",
     "MinimaLlmConfig",
     "MinimaLlmError",
     "MinimaLlmFailure",

@@ -2,6 +2,7 @@
 
 MinimaLlmError
 ├── ConfigError (also ValueError)      bad configuration, raised at construction
+├── InvalidRequestError (also ValueError)  a request that cannot be sent as it is
 ├── BackendClosedError                 use of a runtime after it was shut down
 ├── UsageError (also RuntimeError)     an entry point called where it cannot work
 ├── BatchAbortedError (also RuntimeError)  a batch exceeded max_failures
@@ -29,6 +30,7 @@ __all__ = [
     "ConfigError",
     "ConfigWarning",
     "DSPyBatchError",
+    "InvalidRequestError",
     "MinimaLlmError",
     "UsageError",
 ]
@@ -40,6 +42,29 @@ class MinimaLlmError(Exception):
 
 class ConfigError(MinimaLlmError, ValueError):
     """The configuration is invalid; the message names every bad setting at once."""
+
+
+class InvalidRequestError(MinimaLlmError, ValueError):
+    """A request that cannot be sent as it is (a wrong type, a value JSON cannot carry).
+
+    The message names the request (``request 17 (id 'q17')``), the field and what is
+    allowed; ``problem`` is the same without the request, ``index`` and
+    ``request_id`` identify it when known. In a batch this is that item's failure
+    (``error_type="InvalidRequest"``), not an exception.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        problem: str | None = None,
+        index: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.problem = message if problem is None else problem
+        self.index = index
+        self.request_id = request_id
 
 
 class BackendClosedError(MinimaLlmError):
