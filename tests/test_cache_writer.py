@@ -276,3 +276,25 @@ async def test_answers_waiting_for_room_when_the_writer_stops_are_all_written(
             await trio.to_thread.run_sync(release.set)
     assert sorted(sent) == [f"k{i}" for i in range(1, 8)]
     assert on_disk(tmp_path) == {f"k{i}": f"v{i}" for i in range(8)}
+
+
+async def test_a_writer_that_crashes_still_answers_its_flushes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    writer, send, _, _, _ = writer_for(tmp_path)
+
+    def broken(self: PromptCache, rows: object) -> None:
+        raise RuntimeError("a bug in the store")
+
+    monkeypatch.setattr(PromptCache, "put_many", broken)
+    flush = Flush(trio.Event())
+    with pytest.raises(ExceptionGroup) as info:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            send.send_nowait(CacheRow("k", "v", None))
+            send.send_nowait(flush)
+    assert info.group_contains(RuntimeError, match="a bug")
+    with trio.fail_after(60):
+        await flush.done.wait()
+        with pytest.raises(trio.BrokenResourceError):
+            await send.send(Flush(trio.Event()))

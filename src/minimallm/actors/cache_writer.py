@@ -109,9 +109,16 @@ class CacheWriter:
                     deadline = trio.current_time() + self._max_delay_s
         finally:
             with trio.CancelScope(shield=True):
-                await self._final_commits(waiters)
-                # The writer stops last among the cache's users: it closes the store.
-                await trio.to_thread.run_sync(self._cache.close)
+                try:
+                    await self._final_commits(waiters)
+                finally:
+                    # Even if a commit raised (a bug: the error propagates from here),
+                    # nobody may wait on this writer any more.
+                    self._inbox.close()
+                    for done in waiters:
+                        done.set()
+                    # The writer stops last among the cache's users: it closes the store.
+                    await trio.to_thread.run_sync(self._cache.close)
 
     async def _final_commits(self, waiters: list[trio.Event]) -> None:
         """Commit until a drain finds nothing new, then close the inbox in the same
