@@ -298,3 +298,43 @@ async def test_a_writer_that_crashes_still_answers_its_flushes(
         await flush.done.wait()
         with pytest.raises(trio.BrokenResourceError):
             await send.send(Flush(trio.Event()))
+
+
+# -- requests that cannot be encoded -----------------------------------------------------
+
+
+async def test_a_request_that_cannot_be_encoded_skips_the_cache_and_spares_its_chunk(
+    tmp_path: Path,
+) -> None:
+    from minimallm import MinimaLlmFailure
+    from minimallm._cache import cache_key
+
+    good = _same(0)
+    cache = PromptCache.open(tmp_path)
+    cache.put_many([(cache_key("m", good), "cached answer", None)])
+    send, _ = trio.open_memory_channel[CacheRow | Flush](16)
+    layer = CacheLayer("m", cache, send)
+    bad = [
+        MinimaLlmRequest("b1", [{"role": "user", "content": "x"}], extra={"x": object()}),
+        MinimaLlmRequest("b2", "hi"),  # type: ignore[arg-type]
+        MinimaLlmRequest("b3", [None]),  # type: ignore[list-item]
+    ]
+    found = await layer.lookup_many([bad[0], good, *bad[1:]])
+    assert [key for key, _ in found].count("") == 3
+    assert [hit is not None for _, hit in found] == [False, True, False, False]
+
+    class Runtime:
+        asked: list[str] = []
+
+        async def generate_traced(
+            self, req: MinimaLlmRequest, *, force_refresh: bool
+        ) -> tuple[MinimaLlmFailure, int]:
+            self.asked.append(req.request_id)
+            return MinimaLlmFailure(req.request_id, "InvalidRequest", "bad", 0), 0
+
+    runtime = Runtime()
+    for req in bad:
+        result, _ = await layer.generate_traced(runtime, req, force_refresh=False)  # type: ignore[arg-type]
+        assert isinstance(result, MinimaLlmFailure)
+    assert runtime.asked == ["b1", "b2", "b3"]
+    cache.close()

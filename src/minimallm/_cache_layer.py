@@ -30,7 +30,7 @@ from minimallm._types import (
 )
 from minimallm.actors.cache_writer import CacheRow, CacheWriter, Flush
 
-__all__ = ["CacheLayer", "warn_cache"]
+__all__ = ["NO_KEY", "CacheLayer", "safe_key", "warn_cache"]
 
 RECENT_ANSWERS = 4096
 """Answers kept in memory so a process reads its own writes before they commit."""
@@ -88,8 +88,9 @@ class CacheLayer:
         return cls(cfg.model, cache, send)
 
     def key(self, req: MinimaLlmRequest) -> str:
-        """The cache key of ``req`` (model, messages, temperature, max_tokens, extra)."""
-        return cache_key(self._model, req)
+        """The cache key of ``req`` (model, messages, temperature, max_tokens, extra), or
+        :data:`NO_KEY` for a request that cannot be encoded."""
+        return safe_key(self._model, req)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -104,9 +105,9 @@ class CacheLayer:
         self, reqs: Sequence[MinimaLlmRequest], keys: Sequence[str] | None
     ) -> list[tuple[str, MinimaLlmResponse | None]]:
         if keys is None:
-            keys = [cache_key(self._model, r) for r in reqs]
+            keys = [safe_key(self._model, r) for r in reqs]
         try:
-            found = self._cache.get_many(keys)
+            found = self._cache.get_many([k for k in keys if k])
         except CacheUnavailableError as exc:
             warn_cache(f"minimallm: cache read failed, asking the server instead: {exc}")
             found = {}
@@ -136,6 +137,8 @@ class CacheLayer:
         without a checkpoint in between.
         """
         key = self.key(req) if missed_key is None else missed_key
+        if not key:  # NO_KEY, cannot be encoded: the runtime makes it a failure, uncached
+            return await runtime.generate_traced(req, force_refresh=force_refresh)
         while True:
             if not force_refresh:
                 recent = self._recent.get(key)
@@ -197,6 +200,21 @@ class CacheLayer:
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return
             await done.wait()
+
+
+NO_KEY = ""
+"""The key of a request that cannot be encoded (a value JSON cannot carry, a wrong
+shape): it bypasses the cache, and the runtime turns it into that item's failure. An
+empty string, so a key stays a ``str`` wherever it travels."""
+
+
+def safe_key(model: str, req: MinimaLlmRequest) -> str:
+    """:func:`cache_key`, or :data:`NO_KEY` when ``req`` cannot be encoded: one bad
+    request must not sink the bulk lookup of its whole chunk."""
+    try:
+        return cache_key(model, req)
+    except (TypeError, ValueError, AttributeError, RecursionError):
+        return NO_KEY
 
 
 def _is_cached(result: MinimaLlmResult) -> bool:
