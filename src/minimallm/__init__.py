@@ -22,9 +22,12 @@ from minimallm._errors import (
     BackendClosedError,
     BatchAbortedError,
     ConfigError,
+    ConfigWarning,
+    InvalidRequestError,
     MinimaLlmError,
     UsageError,
 )
+from minimallm._signals import install_sigterm_handler
 from minimallm._types import (
     AsyncMinimaLlmBackend,
     MinimaLlmFailure,
@@ -44,6 +47,8 @@ __all__ = [
     "BatchAbortedError",
     "BatchConfig",
     "ConfigError",
+    "ConfigWarning",
+    "InvalidRequestError",
     "MinimaLlmConfig",
     "MinimaLlmError",
     "MinimaLlmFailure",
@@ -55,6 +60,7 @@ __all__ = [
     "__version__",
     "get_force_refresh",
     "get_last_cached",
+    "install_sigterm_handler",
     "reset_force_refresh",
     "run_batched_callable",
     "set_force_refresh",

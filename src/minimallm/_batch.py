@@ -95,14 +95,16 @@ class ItemResult(Generic[R]):
 
 class FailureBudget:
     """Counts failures; exceeded when there are more than ``max_failures``
-    (None: never). Keeps the last ``keep`` summaries for the abort message."""
+    (None: never). Keeps the last ``keep`` failures and their summaries for the abort
+    (message and ``BatchAbortedError.failures``)."""
 
-    __slots__ = ("count", "max_failures", "recent")
+    __slots__ = ("count", "failures", "max_failures", "recent")
 
     def __init__(self, max_failures: int | None, keep: int) -> None:
         self.max_failures = max_failures
         self.count = 0
         self.recent: deque[str] = deque(maxlen=max(keep, 1))
+        self.failures: deque[MinimaLlmFailure] = deque(maxlen=keep)
 
     def __repr__(self) -> str:
         return f"<FailureBudget {self.count}/{self.max_failures}>"
@@ -111,6 +113,7 @@ class FailureBudget:
         """Count one failure; True when the budget is now exceeded."""
         self.count += 1
         self.recent.append(failure_summary(failure))
+        self.failures.append(failure)
         return self.max_failures is not None and self.count > self.max_failures
 
     def abort_message(self) -> str:
@@ -245,7 +248,7 @@ async def run_batch(
     if fatal:
         raise fatal[0]
     if budget.max_failures is not None and budget.count > budget.max_failures:
-        raise BatchAbortedError(budget.abort_message(), results, ())
+        raise BatchAbortedError(budget.abort_message(), results, budget.failures)
     return results
 
 

@@ -230,12 +230,16 @@ def current_thread_if_running() -> TrioThread | None:
 
 
 class _LoopReplies:
-    """Replies for one asyncio loop, handed over in bursts."""
+    """Replies for one asyncio loop, handed over in bursts.
 
-    __slots__ = ("__weakref__", "_lock", "_loop", "_pending", "_scheduled")
+    It holds no reference to its loop (each reply's future knows it): it is the value
+    of a WeakKeyDictionary keyed by that loop, and a strong reference there would keep
+    every finished ``asyncio.run()``'s loop alive for good.
+    """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    __slots__ = ("__weakref__", "_lock", "_pending", "_scheduled")
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: list[tuple[asyncio.Future[Any], outcome.Outcome[Any]]] = []
         self._scheduled = False
@@ -248,7 +252,7 @@ class _LoopReplies:
                 return
             self._scheduled = True
         try:
-            self._loop.call_soon_threadsafe(self._deliver)
+            fut.get_loop().call_soon_threadsafe(self._deliver)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             with self._lock:
                 self._pending.clear()
@@ -277,7 +281,7 @@ def _replies_for(loop: asyncio.AbstractEventLoop) -> _LoopReplies:
     replies = _replies.get(loop)
     if replies is None:
         with _replies_lock:
-            replies = _replies.setdefault(loop, _LoopReplies(loop))
+            replies = _replies.setdefault(loop, _LoopReplies())
     return replies
 
 

@@ -10,8 +10,6 @@ not per request).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -24,10 +22,16 @@ from minimallm._config import MinimaLlmConfig
 from minimallm._errors import CacheWarning
 from minimallm._lazy_json import LazyJson
 from minimallm._runtime import Runtime
-from minimallm._types import MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
+from minimallm._types import (
+    MinimaLlmRequest,
+    MinimaLlmResponse,
+    MinimaLlmResult,
+    raw_json_text,
+    replace_response,
+)
 from minimallm.actors.cache_writer import CacheRow, CacheWriter, Flush
 
-__all__ = ["CacheLayer", "warn_cache"]
+__all__ = ["NO_KEY", "CacheLayer", "safe_key", "warn_cache"]
 
 RECENT_ANSWERS = 4096
 """Answers kept in memory so a process reads its own writes before they commit."""
@@ -85,8 +89,9 @@ class CacheLayer:
         return cls(cfg.model, cache, send)
 
     def key(self, req: MinimaLlmRequest) -> str:
-        """The cache key of ``req`` (model, messages, temperature, max_tokens, extra)."""
-        return cache_key(self._model, req)
+        """The cache key of ``req`` (model, messages, temperature, max_tokens, extra), or
+        :data:`NO_KEY` for a request that cannot be encoded."""
+        return safe_key(self._model, req)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -101,9 +106,9 @@ class CacheLayer:
         self, reqs: Sequence[MinimaLlmRequest], keys: Sequence[str] | None
     ) -> list[tuple[str, MinimaLlmResponse | None]]:
         if keys is None:
-            keys = [cache_key(self._model, r) for r in reqs]
+            keys = [safe_key(self._model, r) for r in reqs]
         try:
-            found = self._cache.get_many(keys)
+            found = self._cache.get_many([k for k in keys if k])
         except CacheUnavailableError as exc:
             warn_cache(f"minimallm: cache read failed, asking the server instead: {exc}")
             found = {}
@@ -125,25 +130,42 @@ class CacheLayer:
     ) -> tuple[MinimaLlmResult, int]:
         """A hit at once (unless ``force_refresh``), else one shared HTTP call per key; a
         success is queued for writing. ``missed_key``: a bulk lookup already missed
-        under this key (no second read, no second hash)."""
+        under this key (no second read, no second hash).
+
+        Single flight covers the whole miss path, the disk read included: the first
+        caller for a key registers its flight *before* its read's thread hop, so every
+        identical call that arrives meanwhile joins it instead of reading (and missing)
+        too and starting a second HTTP call. Every check and the registration happen
+        without a checkpoint in between.
+        """
         key = self.key(req) if missed_key is None else missed_key
-        if not force_refresh:
-            recent = self._recent.get(key)
-            if recent is not None:
-                return dataclasses.replace(recent, request_id=req.request_id, cached=True), 0
-            if missed_key is None:
-                [(_, hit)] = await trio.to_thread.run_sync(self._lookup_blocking, [req], [key])
-                if hit is not None:
-                    return hit, 0
-        while (flight := self._flights.get(key)) is not None:
+        if not key:  # NO_KEY, cannot be encoded: the runtime makes it a failure, uncached
+            return await runtime.generate_traced(req, events=events)
+        while True:
+            if not force_refresh:
+                recent = self._recent.get(key)
+                if recent is not None:
+                    return replace_response(recent, request_id=req.request_id, cached=True), 0
+            flight = self._flights.get(key)
+            if flight is None:
+                break
             await flight.done.wait()
-            if flight.result is not None:
-                return dataclasses.replace(flight.result, request_id=req.request_id), 0
-            # the leader was cancelled: try to lead ourselves
+            result = flight.result
+            # None: the leader was cancelled; a cached answer is no answer for a caller
+            # that asked for a fresh one. Either way, look again (and maybe lead).
+            if result is not None and not (force_refresh and _is_cached(result)):
+                return replace_response(result, request_id=req.request_id), 0
         flight = self._flights[key] = _Flight()
         try:
+            if not force_refresh and missed_key is None:
+                [(_, hit)] = await trio.to_thread.run_sync(self._lookup_blocking, [req], [key])
+                if hit is not None:
+                    flight.result = hit
+                    return hit, 0
             result, attempts = await runtime.generate_traced(req, events=events)
             flight.result = result
+            if isinstance(result, MinimaLlmResponse):
+                self._remember(key, result)  # before the joiners wake
         finally:
             del self._flights[key]
             flight.done.set()
@@ -153,16 +175,14 @@ class CacheLayer:
 
     # -- writes -----------------------------------------------------------------------
 
-    async def _store(self, key: str, response: MinimaLlmResponse) -> None:
+    def _remember(self, key: str, response: MinimaLlmResponse) -> None:
         self._recent[key] = response
         self._recent.move_to_end(key)
         if len(self._recent) > RECENT_ANSWERS:
             self._recent.popitem(last=False)
-        if isinstance(response.raw, LazyJson):
-            raw: str | None = response.raw.text  # the server's own bytes, not re-encoded
-        else:
-            raw = None if response.raw is None else json.dumps(response.raw, separators=(",", ":"))
-        row = CacheRow(key, response.text, raw)
+
+    async def _store(self, key: str, response: MinimaLlmResponse) -> None:
+        row = CacheRow(key, response.text, raw_json_text(response))
         try:
             self._writes.send_nowait(row)
         except trio.WouldBlock:
@@ -182,6 +202,25 @@ class CacheLayer:
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return
             await done.wait()
+
+
+NO_KEY = ""
+"""The key of a request that cannot be encoded (a value JSON cannot carry, a wrong
+shape): it bypasses the cache, and the runtime turns it into that item's failure. An
+empty string, so a key stays a ``str`` wherever it travels."""
+
+
+def safe_key(model: str, req: MinimaLlmRequest) -> str:
+    """:func:`cache_key`, or :data:`NO_KEY` when ``req`` cannot be encoded: one bad
+    request must not sink the bulk lookup of its whole chunk."""
+    try:
+        return cache_key(model, req)
+    except (TypeError, ValueError, AttributeError, RecursionError):
+        return NO_KEY
+
+
+def _is_cached(result: MinimaLlmResult) -> bool:
+    return isinstance(result, MinimaLlmResponse) and result.cached
 
 
 def cached_response(req: MinimaLlmRequest, hit: CachedAnswer) -> MinimaLlmResponse:

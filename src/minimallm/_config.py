@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationInfo
+from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo
 from pydantic import field_validator as _validates
 
 from minimallm._config_base import (
@@ -39,12 +40,14 @@ from minimallm._config_base import (
     Settings,
     at_least,
     custom_error,
+    header_problem,
     nested_error,
     optional_int,
     parse_bool,
     render,
+    warn_misspelt,
 )
-from minimallm._errors import ConfigError
+from minimallm._errors import ConfigError, ConfigWarning
 
 __all__ = ["BatchConfig", "MinimaLlmConfig"]
 
@@ -83,7 +86,9 @@ class BatchConfig(Settings):
 
         Unset variables keep their defaults. Raises one ConfigError naming every bad one.
         """
-        instance, problems = cls._check_env(*cls._read_env(os.environ if env is None else env))
+        env = os.environ if env is None else env
+        warn_misspelt(env)
+        instance, problems = cls._check_env(*cls._read_env(env))
         if instance is None:
             raise ConfigError(render(problems, cls._env_names()))
         return instance
@@ -99,10 +104,17 @@ class MinimaLlmConfig(Settings):
     :meth:`from_env`; both share one set of defaults. Frozen: :meth:`with_changes`
     makes a validated copy (pydantic's ``model_copy(update=...)`` does not validate).
 
-    The key is a ``SecretStr`` (a plain ``str`` is accepted): it shows as ``***`` in
-    repr, str and :meth:`describe`, never in error messages, and a *pickled* config
-    carries no key: it unpickles with ``api_key=None``, so re-read the key from the
-    environment in the receiving process. :meth:`api_key_value` alone unwraps it.
+    The key is a ``SecretStr`` (a plain ``str`` is accepted; surrounding whitespace is
+    stripped, and a key that cannot go in an HTTP header — a line break, a control or a
+    non-ASCII character inside — is refused): it shows as ``***`` in repr, str and
+    :meth:`describe`, never in error messages. :meth:`api_key_value` alone unwraps it.
+
+    A *pickled* config carries no key (a pickle may end up in a log, a cache or another
+    machine): it unpickles with ``api_key=None``, shown as ``api_key=None (dropped when
+    pickled)``, and the first use of its key (building a backend's requests) warns
+    (:class:`~minimallm.ConfigWarning`) that requests go without an Authorization
+    header. Add the key back in the receiving process:
+    ``cfg = cfg.with_changes(api_key=os.environ["OPENAI_API_KEY"])``.
     """
 
     base_url: str = Field(description="http(s)://host[:port][/path], /v1 optional.")
@@ -170,6 +182,9 @@ class MinimaLlmConfig(Settings):
         name: f"is a batch setting: pass batch=BatchConfig({name}=...)"
         for name in BatchConfig.model_fields
     }
+    _ALSO_READ = frozenset({"OPENAI_API_KEY", "OPENAI_TOKEN"})
+    _key_dropped: bool = PrivateAttr(default=False)  # unpickled: the key stayed behind
+    _key_warned: bool = PrivateAttr(default=False)
 
     @_validates("base_url")
     @classmethod
@@ -200,7 +215,11 @@ class MinimaLlmConfig(Settings):
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         if isinstance(value, str):  # a stray newline from `$(cat keyfile)` breaks headers
-            return SecretStr(value.strip()) if value.strip() else None
+            key = value.strip()
+            problem = header_problem(key)
+            if problem is not None:
+                raise custom_error(problem)
+            return SecretStr(key) if key else None
         return value
 
     @_validates("batch", mode="before")
@@ -256,8 +275,10 @@ class MinimaLlmConfig(Settings):
         bad or missing variable.
         """
         env = os.environ if env is None else env
+        warn_misspelt(env)
         data, raws = cls._read_env(env)
-        key = env.get("OPENAI_API_KEY", "").strip() or env.get("OPENAI_TOKEN", "").strip()
+        key_var = "OPENAI_API_KEY" if env.get("OPENAI_API_KEY", "").strip() else "OPENAI_TOKEN"
+        key = env.get(key_var, "").strip()
         if key:
             data["api_key"] = key
         batch, problems = BatchConfig._check_env(*BatchConfig._read_env(env))
@@ -265,7 +286,7 @@ class MinimaLlmConfig(Settings):
             data["batch"] = batch
         instance, own = cls._check_env(data, raws)
         if instance is None or problems:
-            names = {**cls._env_names(), **BatchConfig._env_names()}
+            names = {**cls._env_names(), **BatchConfig._env_names(), "api_key": key_var}
             raise ConfigError(render(own + problems, names))
         return instance
 
@@ -285,11 +306,19 @@ class MinimaLlmConfig(Settings):
         instance, own = type(self)._attempt({**current, **changes})
         if instance is None or problems:
             raise ConfigError(render(own + problems, {}))
+        if self._key_dropped and "api_key" not in changes:
+            instance.__pydantic_private__["_key_dropped"] = True  # type: ignore[index]
         return instance
 
     def api_key_value(self) -> str | None:
-        """The plain key, for the Authorization header only; None when no key is set."""
-        return None if self.api_key is None else self.api_key.get_secret_value()
+        """The plain key, for the Authorization header only; None when no key is set
+        (warning once if the key was dropped by pickling, see the class doc)."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self._key_dropped and not self._key_warned:
+            self.__pydantic_private__["_key_warned"] = True  # type: ignore[index]
+            warnings.warn(_KEY_DROPPED, ConfigWarning, stacklevel=2)
+        return None
 
     @property
     def api_base(self) -> str:
@@ -341,7 +370,7 @@ class MinimaLlmConfig(Settings):
         lines = [f"MinimaLlmConfig (POST {self.chat_completions_url})"]
         for name in type(self).model_fields:
             if name == "api_key":
-                lines.append(f"  api_key={'None' if self.api_key is None else '*** (set)'}")
+                lines.append(f"  api_key={_KeyShown(self)!r}")
             elif name != "batch":
                 lines.append(f"  {name}={getattr(self, name)}")
         lines += [
@@ -354,4 +383,42 @@ class MinimaLlmConfig(Settings):
         state = super().__getstate__()
         state["__dict__"] = {**state["__dict__"], "api_key": None}
         state["__pydantic_fields_set__"] = state["__pydantic_fields_set__"] - {"api_key"}
+        dropped = self.api_key is not None or self._key_dropped
+        state["__pydantic_private__"] = {"_key_dropped": dropped, "_key_warned": False}
         return state
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every setting is (whether a key was dropped by a pickle is not
+        a setting)."""
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = Settings.__hash__
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, (_KeyShown(self) if name == "api_key" and value is None else value)
+
+
+class _KeyShown:
+    """How a config shows its key: ``None``, ``None (dropped when pickled)``, ``***``."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, cfg: MinimaLlmConfig) -> None:
+        if cfg.api_key is not None:
+            self._text = "*** (set)"
+        else:
+            self._text = "None (dropped when pickled)" if cfg._key_dropped else "None"
+
+    def __repr__(self) -> str:
+        return self._text
+
+
+_KEY_DROPPED = (
+    "this MinimaLlmConfig was unpickled, and pickling drops the API key: requests go "
+    "without an Authorization header. Add the key back in this process, e.g. "
+    'cfg = cfg.with_changes(api_key=os.environ["OPENAI_API_KEY"]), or build the '
+    "config here with MinimaLlmConfig.from_env()"
+)

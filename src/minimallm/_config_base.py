@@ -15,23 +15,28 @@ The models themselves, their defaults and the list of variables live in
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping
+import warnings
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, NoReturn, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo
 from pydantic_core import PydanticCustomError
 
-from minimallm._errors import ConfigError
+from minimallm._errors import ConfigError, ConfigWarning
 
 __all__ = [
     "Problem",
     "Settings",
     "at_least",
     "custom_error",
+    "header_problem",
+    "known_variables",
+    "likely_meant",
     "nested_error",
     "optional_int",
     "parse_bool",
     "render",
+    "warn_misspelt",
 ]
 
 _CUSTOM = "minimallm_config"  # error type of our own checks; ctx carries the reason
@@ -109,6 +114,31 @@ def parse_bool(raw: str) -> bool:
     return _BOOLS[raw.lower()]
 
 
+def header_problem(value: str) -> str | None:
+    """Why ``value`` cannot go in an HTTP header as a key, never quoting it; None if
+    it can. (A newline, a control or a non-ASCII character failed every request.)"""
+    if value.isascii() and value.isprintable() and " " not in value:
+        return None
+    for position, ch in enumerate(value, 1):
+        if "!" <= ch <= "~":
+            continue
+        if ch in "\r\n":
+            kind = "a line break"
+        elif ch == " ":
+            kind = "a space"
+        elif ch == "\t":
+            kind = "a tab"
+        elif ch < " " or ch == "\x7f":
+            kind = "a control character"
+        else:
+            kind = "a non-ASCII character"
+        return (
+            "must contain only printable ASCII characters without spaces (it is sent in "
+            f"an HTTP header); found {kind} at position {position}"
+        )
+    return None
+
+
 _Spec = tuple[str, Callable[[str], object], str]  # (env variable, parser, what is allowed)
 
 
@@ -126,6 +156,7 @@ class Settings(BaseModel):
     _REQUIREMENTS: ClassVar[Mapping[str, str]] = {}  # fields not read from the env
     _EMPTY_IS_NONE: ClassVar[frozenset[str]] = frozenset()
     _UNKNOWN_HINTS: ClassVar[Mapping[str, str]] = {}
+    _ALSO_READ: ClassVar[frozenset[str]] = frozenset()  # variables read outside _SPECS
 
     def _fill(self, data: Mapping[str, Any]) -> list[Problem]:
         try:  # BaseModel.__init__ directly: validates into self, no recursion into ours
@@ -246,3 +277,63 @@ class Settings(BaseModel):
         """
         current = {name: getattr(self, name) for name in type(self).model_fields}
         return type(self)(**{**current, **changes})
+
+
+# -- misspelt environment variables -----------------------------------------------------
+
+_OTHER_TOOLS = frozenset(
+    {"ALL_PROXY", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_DIR", "SSL_CERT_FILE"}
+)
+"""Well-known variables of other tools that are never a misspelt minimallm setting."""
+
+_warned_variables: set[str] = set()  # once per process per variable
+
+
+def known_variables() -> frozenset[str]:
+    """Every environment variable any configuration model reads: the ``_SPECS`` (and
+    ``_ALSO_READ``) of every :class:`Settings` subclass, so a new setting is known
+    here as soon as it is declared."""
+    names: set[str] = set()
+    classes: list[type[Settings]] = [Settings]
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        names.update(spec[0] for spec in cls._SPECS.values())
+        names.update(cls._ALSO_READ)
+    return frozenset(names)
+
+
+def likely_meant(name: str, known: Collection[str], env: Collection[str]) -> str | None:
+    """The minimallm variable ``name`` is probably a misspelling of, or None.
+
+    Only a variable that is not set itself, shares the first word of ``name``
+    (``BATCH_``, ``MAX_``, ``OPENAI_`` …) and is close to it (difflib ratio >= 0.85,
+    or equal but for case) counts: unrelated variables of other tools stay quiet.
+    """
+    upper = name.upper()
+    if name in known or upper in _OTHER_TOOLS:
+        return None
+    head = upper.partition("_")[0]
+    candidates = [k for k in known if k not in env and k.partition("_")[0] == head]
+    if upper in candidates:
+        return upper
+    close = difflib.get_close_matches(upper, candidates, n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
+def warn_misspelt(env: Mapping[str, str]) -> None:
+    """Warn (:class:`~minimallm.ConfigWarning`, once per process per variable) about
+    each variable of ``env`` that looks like a misspelt minimallm setting; values are
+    never shown."""
+    known = known_variables()
+    for name in env:
+        if name in _warned_variables:
+            continue
+        meant = likely_meant(name, known, env)
+        if meant is not None:
+            _warned_variables.add(name)
+            warnings.warn(
+                f"{name} is not a minimallm setting (ignored); did you mean {meant}?",
+                ConfigWarning,
+                stacklevel=3,
+            )

@@ -2,12 +2,17 @@
 
 MinimaLlmError
 ├── ConfigError (also ValueError)      bad configuration, raised at construction
+├── InvalidRequestError (also ValueError)  a request that cannot be sent as it is
 ├── BackendClosedError                 use of a runtime after it was shut down
 │   └── BackendFailedError             ... because one of its actors failed (a bug)
 ├── UsageError (also RuntimeError)     an entry point called where it cannot work
 ├── BatchAbortedError (also RuntimeError)  a batch exceeded max_failures
+├── DSPyBatchError (also RuntimeError) items of run_dspy_batch failed (minimallm.dspy)
 ├── CacheUnavailableError              the prompt cache cannot be opened or read
 └── CacheWriteError                    a batch of answers could not be written
+
+Warnings (nothing stops): CacheWarning (the cache is not used for a while) and
+ConfigWarning (a setting that is probably not what was meant).
 
 The runtime decides whether a cache error warns (:class:`CacheWarning`) or stops.
 """
@@ -25,6 +30,9 @@ __all__ = [
     "CacheWarning",
     "CacheWriteError",
     "ConfigError",
+    "ConfigWarning",
+    "DSPyBatchError",
+    "InvalidRequestError",
     "MinimaLlmError",
     "UsageError",
 ]
@@ -36,6 +44,29 @@ class MinimaLlmError(Exception):
 
 class ConfigError(MinimaLlmError, ValueError):
     """The configuration is invalid; the message names every bad setting at once."""
+
+
+class InvalidRequestError(MinimaLlmError, ValueError):
+    """A request that cannot be sent as it is (a wrong type, a value JSON cannot carry).
+
+    The message names the request (``request 17 (id 'q17')``), the field and what is
+    allowed; ``problem`` is the same without the request, ``index`` and
+    ``request_id`` identify it when known. In a batch this is that item's failure
+    (``error_type="InvalidRequest"``), not an exception.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        problem: str | None = None,
+        index: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.problem = message if problem is None else problem
+        self.index = index
+        self.request_id = request_id
 
 
 class BackendClosedError(MinimaLlmError):
@@ -57,13 +88,30 @@ class BatchAbortedError(MinimaLlmError, RuntimeError):
     """A batch saw more than ``max_failures`` failures and stopped.
 
     ``results`` holds the partial results, index-aligned with the input (None where
-    an item never finished); ``failures`` the failures seen.
+    an item never finished); ``failures`` the last ``keep_failure_summaries``
+    failures seen (:class:`~minimallm.MinimaLlmFailure` values, oldest first), the
+    ones the message lists.
     """
 
     def __init__(self, message: str, results: Sequence[Any], failures: Sequence[Any]) -> None:
         super().__init__(message)
         self.results = list(results)
         self.failures = list(failures)
+
+
+class DSPyBatchError(MinimaLlmError, RuntimeError):
+    """Some items of a ``run_dspy_batch`` failed (raised by :mod:`minimallm.dspy`;
+    defined here, so it is part of the one tree without importing DSPy).
+
+    ``results`` is index-aligned with the input (annotated objects, or a
+    :class:`~minimallm.MinimaLlmFailure` where an item failed); ``failures`` lists
+    ``(index, failure)`` pairs.
+    """
+
+    def __init__(self, message: str, results: list[Any], failures: list[tuple[int, Any]]) -> None:
+        super().__init__(message)
+        self.results = results
+        self.failures = failures
 
 
 class CacheUnavailableError(MinimaLlmError):
@@ -91,3 +139,9 @@ class CacheWriteError(MinimaLlmError):
 class CacheWarning(UserWarning):
     """The prompt cache could not be used for a while (unreadable, read-only, disk
     full): requests still go out and results are still returned, uncached."""
+
+
+class ConfigWarning(UserWarning):
+    """A setting that is probably not what was meant, though nothing stops: an
+    environment variable whose name is close to a minimallm setting but not one
+    (``BATCH_NUM_WORKER``), or a configuration that lost its API key in a pickle."""

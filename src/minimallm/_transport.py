@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from minimallm._attempts import AttemptError, AttemptOutcome, AttemptSuccess
+from minimallm._explain import explanation, explanation_from_json
 from minimallm._http import errors as http_errors
 from minimallm._http.connection import DEFAULT_MAX_RESPONSE_BYTES, Http11Connection
 from minimallm._http.decode import ACCEPT_ENCODING
@@ -51,8 +52,10 @@ __all__ = [
     "transport_factory_for",
 ]
 
-BODY_SNIPPET_CHARS = 300
-"""How much of a server's body a failure keeps (reference: first 300 characters)."""
+BODY_KEEP_CHARS = 4096
+"""How much of a server's body an AttemptError keeps (decoded). More than a failure
+shows (``_redact.SNIPPET_CHARS``, 300): the runtime redacts the key *before* it cuts
+to that, so a key echoed across the cut is still found whole (``_redact.snippet``)."""
 
 
 class HttpTransport(Protocol):
@@ -206,22 +209,25 @@ def request_headers(api_key: str | None, *, compress: bool) -> tuple[tuple[bytes
 
 
 def _snippet(body: bytes) -> str:
-    return body[: BODY_SNIPPET_CHARS * 4].decode("utf-8", "replace")[:BODY_SNIPPET_CHARS]
+    return body[: BODY_KEEP_CHARS * 4].decode("utf-8", "replace")[:BODY_KEEP_CHARS]
 
 
 def outcome_from_reply(
     reply: HttpReply, *, wall_clock: Callable[[], float] = time.time
 ) -> AttemptOutcome:
-    """Classify a complete HTTP answer (SPEC §3.4)."""
+    """Classify a complete HTTP answer (SPEC §3.4). The message of an error carries the
+    server's own explanation when it gives one (``HTTP 404: The model 'x' does not
+    exist``, see ``_explain``). Never raises for anything in the answer."""
     status = reply.status
     rate = _rate_info(reply.headers)
     if 200 <= status < 300:
         return _parse_success(reply, rate)
     retryable = is_retryable_status(status)
     retry_after = parse_retry_after(reply.headers, now_wall=wall_clock()) if retryable else None
+    why = explanation(reply.body)
     return AttemptError(
         error_type="HTTPError",
-        message=f"HTTP {status}",
+        message=f"HTTP {status}: {why}" if why else f"HTTP {status}",
         retryable=retryable,
         overload=is_overload_status(status),
         status=status,
@@ -245,11 +251,17 @@ def _parse_success(reply: HttpReply, rate: RateLimitInfo | None) -> AttemptOutco
         data = json.loads(reply.body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         return _bad_body(reply, "MalformedResponse", f"2xx body is not JSON: {exc}", True)
+    except RecursionError:
+        return _bad_body(reply, "MalformedResponse", "2xx body is JSON nested too deep", True)
+    except MemoryError:  # a body under the size cap that still cannot be decoded
+        return _bad_body(reply, "MalformedResponse", "2xx body is too large to decode", True)
     if not isinstance(data, dict):
         return _bad_body(reply, "MalformedResponse", "2xx body is not a JSON object", True)
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices:
-        return _bad_body(reply, "MalformedResponse", "2xx body has no 'choices'", True)
+        why = explanation_from_json(data)  # some proxies answer 200 with an "error"
+        text = "2xx body has no 'choices'" + (f": {why}" if why else "")
+        return _bad_body(reply, "MalformedResponse", text, True)
     first = choices[0]
     message = first.get("message") if isinstance(first, dict) else None
     content = message.get("content") if isinstance(message, dict) else None

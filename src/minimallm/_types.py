@@ -7,9 +7,13 @@ ever holds the API key.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+from minimallm._lazy_json import LazyJson, decode_on_read, stored
 
 __all__ = [
     "AsyncMinimaLlmBackend",
@@ -41,8 +45,10 @@ class MinimaLlmResponse:
     """A successful completion.
 
     ``cached`` is True when the answer came from the prompt cache (no HTTP call).
-    Token counts are filled when the server reports ``usage``; ``raw`` is the decoded
-    JSON body of the server's answer.
+    Token counts are filled when the server reports ``usage``; ``raw`` is the server's
+    JSON body as a plain ``dict`` (``json.dumps`` and pickle take it as is). It is kept
+    as text and decoded on first read: a large batch holds every result, and most
+    callers read only ``text``.
     """
 
     request_id: str
@@ -82,6 +88,32 @@ class MinimaLlmFailure:
 
 MinimaLlmResult: TypeAlias = MinimaLlmResponse | MinimaLlmFailure
 """What ``generate`` returns: a response or a failure, never an exception."""
+
+
+_RAW = decode_on_read(MinimaLlmResponse, "raw")
+_PLAIN_FIELDS = tuple(f.name for f in dataclasses.fields(MinimaLlmResponse) if f.name != "raw")
+
+
+def replace_response(result: MinimaLlmResult, **changes: Any) -> MinimaLlmResult:
+    """``dataclasses.replace`` that leaves a response's ``raw`` undecoded (a cache hit
+    or a shared answer handed to another caller must not pay for decoding it)."""
+    if not isinstance(result, MinimaLlmResponse):
+        return dataclasses.replace(result, **changes)
+    fields = {name: getattr(result, name) for name in _PLAIN_FIELDS}
+    fields["raw"] = stored(_RAW, result)
+    fields.update(changes)
+    return MinimaLlmResponse(**fields)
+
+
+def raw_json_text(response: MinimaLlmResponse, *, ensure_ascii: bool = True) -> str | None:
+    """The server's JSON body as text, for the cache: its own bytes while ``raw`` is
+    unread, else the dict re-encoded; None without a body."""
+    raw = stored(_RAW, response)
+    if isinstance(raw, LazyJson):
+        return raw.text
+    if raw is None:
+        return None
+    return json.dumps(dict(raw), separators=(",", ":"), ensure_ascii=ensure_ascii)
 
 
 @runtime_checkable

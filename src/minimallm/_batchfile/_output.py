@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, Self
 
 from minimallm._batchfile._scan import BatchPlan
 from minimallm._types import MinimaLlmFailure, MinimaLlmResponse, MinimaLlmResult
+from minimallm._types import raw_json_text as stored_raw_text
 
 __all__ = [
     "BatchWriter",
@@ -58,16 +59,14 @@ def raw_json_text(response: MinimaLlmResponse) -> str:
     pretty-printed body is re-encoded on one line. A response without a body (a cache
     entry that kept none) gets a minimal ``chat.completion`` body carrying its text.
     """
-    raw = response.raw
-    text = getattr(raw, "text", None)
-    if not isinstance(text, str):
-        if raw is None:
-            message = {"role": "assistant", "content": response.text}
-            raw = {
-                "object": "chat.completion",
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            }
-        text = json.dumps(dict(raw), ensure_ascii=False, separators=(",", ":"))
+    text = stored_raw_text(response, ensure_ascii=False)  # the server's own text if undecoded
+    if text is None:
+        message = {"role": "assistant", "content": response.text}
+        raw = {
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        }
+        text = json.dumps(raw, ensure_ascii=False, separators=(",", ":"))
     if "\n" in text or "\r" in text:  # JSON whitespace only: strings cannot hold them raw
         text = json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
     return text

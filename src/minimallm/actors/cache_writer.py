@@ -6,7 +6,9 @@ makes the sender wait, which is the backpressure). The writer commits when it ho
 thread, so SQLite never blocks the event loop. A :class:`Flush` message commits at
 once and answers when done (batches flush when they end). On cancellation — close,
 abort, Ctrl-C — whatever is buffered or still in the channel is written in a
-shielded final commit: nothing paid for is lost on an orderly stop. A SIGKILL loses
+shielded final commit: nothing paid for is lost on an orderly stop. Then the inbox is
+closed, so a Flush sent to a writer that has stopped fails at once
+(``BrokenResourceError``) and never waits. A SIGKILL loses
 at most the rows younger than ``max_delay_s`` (documented in the README). The writer
 closes the store after its final commit.
 """
@@ -25,6 +27,10 @@ __all__ = ["CacheRow", "CacheWriter", "Flush"]
 
 Row = tuple[str, str, str | None]
 
+FINAL_ROUNDS = 100
+"""Commits a stopping writer makes while answers keep arriving before it refuses more
+(answers still in flight when a backend closes; a bound, so a stop always ends)."""
+
 
 @dataclass(frozen=True, slots=True)
 class CacheRow:
@@ -37,7 +43,8 @@ class CacheRow:
 
 @dataclass(frozen=True, slots=True)
 class Flush:
-    """Commit everything buffered now; ``done`` is set when it is on disk."""
+    """Commit everything buffered now; ``done`` is set once every row sent before it is
+    on disk (or the store refused it, which the writer reports as a warning)."""
 
     done: trio.Event
 
@@ -102,10 +109,33 @@ class CacheWriter:
                     deadline = trio.current_time() + self._max_delay_s
         finally:
             with trio.CancelScope(shield=True):
-                self._drain(waiters)
-                await self._commit(waiters)
-                # The writer stops last among the cache's users: it closes the store.
-                await trio.to_thread.run_sync(self._cache.close)
+                try:
+                    await self._final_commits(waiters)
+                finally:
+                    # Even if a commit raised (a bug: the error propagates from here),
+                    # nobody may wait on this writer any more.
+                    self._inbox.close()
+                    for done in waiters:
+                        done.set()
+                    # The writer stops last among the cache's users: it closes the store.
+                    await trio.to_thread.run_sync(self._cache.close)
+
+    async def _final_commits(self, waiters: list[trio.Event]) -> None:
+        """Commit until a drain finds nothing new, then close the inbox in the same
+        step (no checkpoint in between). Answers sent while a commit runs (senders
+        blocked on a full buffer included) are written in the next round; every Flush
+        already sent is answered; a send after the close fails at once
+        (BrokenResourceError) instead of waiting on a writer that will never read it.
+        """
+        for _ in range(FINAL_ROUNDS):
+            self._drain(waiters)
+            if not self._pending and not waiters:
+                break
+            await self._commit(waiters)
+        else:  # still busy: take what came during the last round, then refuse more
+            self._drain(waiters)
+        self._inbox.close()  # discards nothing: the drain just emptied it
+        await self._commit(waiters)
 
     def _absorb(self, message: CacheRow | Flush, waiters: list[trio.Event]) -> None:
         if isinstance(message, Flush):
@@ -122,18 +152,26 @@ class CacheWriter:
             self._absorb(message, waiters)
 
     async def _commit(self, waiters: list[trio.Event]) -> None:
-        """Write the pending rows in one transaction (in a thread), then wake flushers."""
-        rows = list(self._pending.values())
-        self._pending.clear()
-        try:
-            if rows:
-                await trio.to_thread.run_sync(self._cache.put_many, rows)
+        """Write the pending rows in one transaction (in a thread), then wake flushers.
+
+        Shielded: a cancel already pending would make the thread hop raise before the
+        thread starts, and a commit that did not happen must not wake a flusher. (Once
+        started, the thread cannot be interrupted anyway, so the shield adds no delay.)
+        Rows leave ``_pending`` only when written or refused by the store (reported by
+        a warning, once); the flushers are woken after that, never before.
+        """
+        if self._pending:
+            rows = list(self._pending.values())
+            try:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self._cache.put_many, rows)
                 self.written += len(rows)
-        except CacheWriteError as exc:
-            if not self._warned:
-                self._warned = True
-                self._warn(f"minimallm: answers are not being cached: {exc}")
-        finally:
-            for done in waiters:
-                done.set()
-            waiters.clear()
+            except CacheWriteError as exc:
+                if not self._warned:
+                    self._warned = True
+                    self._warn(f"minimallm: answers are not being cached: {exc}")
+            # nothing else touches _pending while this task waits for the thread
+            self._pending.clear()
+        for done in waiters:
+            done.set()
+        waiters.clear()

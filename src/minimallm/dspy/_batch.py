@@ -21,6 +21,7 @@ from dspy.utils.exceptions import AdapterParseError  # type: ignore[import-untyp
 from minimallm._batch import PROGRAMMING_ERRORS, Progress
 from minimallm._config import BatchConfig
 from minimallm._context import reset_force_refresh, set_force_refresh, set_last_cached
+from minimallm._errors import DSPyBatchError
 from minimallm._types import MinimaLlmFailure
 from minimallm.dspy._calls import CallTrace, loop_library, request_tag
 
@@ -39,22 +40,6 @@ not a number, a missing key …): the item is retried with a fresh answer. Progr
 errors (TypeError, NameError, AttributeError …) are raised at once instead."""
 
 _LISTED_FAILURES = 20
-
-
-class DSPyBatchError(RuntimeError):
-    """Some items of a ``run_dspy_batch`` failed.
-
-    ``results`` is index-aligned with the input (annotated objects, or a
-    :class:`~minimallm.MinimaLlmFailure` where an item failed); ``failures`` lists
-    ``(index, failure)`` pairs.
-    """
-
-    def __init__(
-        self, message: str, results: list[Any], failures: list[tuple[int, MinimaLlmFailure]]
-    ) -> None:
-        super().__init__(message)
-        self.results = results
-        self.failures = failures
 
 
 async def _call_program(
