@@ -17,6 +17,7 @@ from fakes import FakeServer, Script
 from minimallm import (
     BatchAbortedError,
     BatchConfig,
+    BatchProgress,
     MinimaLlmConfig,
     MinimaLlmFailure,
     MinimaLlmRequest,
@@ -191,13 +192,15 @@ async def test_batch_reads_in_bulk_and_reports_cached(tmp_path: Path) -> None:
     reqs = [ask(f"p{i}", f"id{i}") for i in range(1200)]
     async with backend(server, tmp_path, max_outstanding=16) as b:
         await b.run_batched(reqs[:700])
-    lines: list[str] = []
+    snapshots: list[BatchProgress] = []
     async with backend(server, tmp_path, max_outstanding=16) as b:
-        results = await b.run_batched(reqs, progress=lines.append)
+        results = await b.run_batched(reqs, progress=snapshots.append)
     assert [r.request_id for r in results] == [f"id{i}" for i in range(1200)]
     assert [r.cached for r in results] == [True] * 700 + [False] * 500  # type: ignore[union-attr]
     assert len(server.sent) == 1200
-    assert "ok 1200 (cached 700)" in lines[-1]
+    final = snapshots[-1]
+    assert (final.kind, final.done, final.ok, final.cached) == ("done", 1200, 1200, 700)
+    assert final.eta_s == 0.0 and final.attempts == 500
 
 
 async def test_aborted_and_cancelled_batches_lose_no_answer(tmp_path: Path) -> None:

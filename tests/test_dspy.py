@@ -492,10 +492,10 @@ def test_the_cache_then_holds_the_good_answer(mock: MockServerThread, tmp_path: 
     asyncio.run(run_dspy_batch(Judge, objs, fill, real))
     assert len(mock.requests) == 3
     again = annotations(0, "flaky #dspy:unparseable=2")
-    lines: list[str] = []
-    asyncio.run(run_dspy_batch(Judge, again, fill, real, progress=lines.append))
+    snapshots: list[Any] = []
+    asyncio.run(run_dspy_batch(Judge, again, fill, real, progress=snapshots.append))
     assert len(mock.requests) == 3  # served from the cache: the refreshed, good answer
-    assert "cached 1" in lines[-1]  # the batch counted the item as cached
+    assert snapshots[-1].cached == 1  # the batch counted the item as cached
     assert again[0].grade == objs[0].grade
     real.close_sync()
 

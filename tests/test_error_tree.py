@@ -47,7 +47,10 @@ def test_the_tree_does_not_import_dspy() -> None:
 
 
 async def test_batch_aborted_error_carries_the_last_failures_it_lists() -> None:
-    server = FakeServer(lambda content, n: Script(status=400, body=b'{"error": "nope"}'))
+    # each item refused for its own reason: failures of single items, not all alike
+    server = FakeServer(
+        lambda content, n: Script(status=400, body=b'{"error": "nope %s"}' % content.encode())
+    )
     cfg = MinimaLlmConfig(
         base_url="http://fake.invalid",
         model="m",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import pickle
 import random
@@ -50,16 +51,17 @@ async def test_a_server_echoing_the_key_does_not_leak_it_into_failures(tmp_path:
         cache_dir=str(tmp_path),
         batch=BatchConfig(heartbeat_s=1, print_first_failures=5),
     )
-    lines: list[str] = []
+    lines = io.StringIO()
     async with OpenAIMinimaLlm(
         cfg, options=RuntimeOptions(server.transport, random.Random(0))
     ) as b:
         [failure] = await b.run_batched(
-            [MinimaLlmRequest("r", [{"role": "user", "content": "x"}])], progress=lines.append
+            [MinimaLlmRequest("r", [{"role": "user", "content": "x"}])], progress=lines
         )
     assert isinstance(failure, MinimaLlmFailure) and failure.status == 401
     assert failure.body_snippet is not None and "***" in failure.body_snippet
-    leak_free(failure, failure.body_snippet, failure.message, *lines)
+    assert "Failure 1: r" in lines.getvalue()
+    leak_free(failure, failure.body_snippet, failure.message, lines.getvalue())
     assert SECRET.encode() not in pickle.dumps(failure)
     for f in tmp_path.iterdir():  # noqa: ASYNC240 - a test reading its own tmp files
         assert SECRET.encode() not in f.read_bytes()

@@ -177,12 +177,9 @@ def test_no_piece_of_the_key_ever_survives(
                 assert KEY[start : start + size] not in out
 
 
-# -- the whole path, once the runtime redacts with _redact.snippet -----------------------
+# -- the whole path: the runtime redacts with _redact.snippet ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs the runtime to call _redact.snippet (the lead's wiring)"
-)
 async def test_a_failure_never_shows_a_piece_of_an_echoed_key() -> None:
     body = json.dumps({"error": {"message": "x" * 270 + f" invalid key Bearer {KEY}"}})
     server = FakeServer(lambda c, n: Script(status=401, body=body.encode()))

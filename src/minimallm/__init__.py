@@ -9,7 +9,7 @@ saying how to install it.
 from typing import TYPE_CHECKING, Any
 
 from minimallm._backend import OpenAIMinimaLlm
-from minimallm._batch import run_batched_callable
+from minimallm._batch import run_batched_callable, stream_batched_callable
 from minimallm._config import BatchConfig, MinimaLlmConfig
 from minimallm._context import (
     get_force_refresh,
@@ -20,6 +20,7 @@ from minimallm._context import (
 )
 from minimallm._errors import (
     BackendClosedError,
+    BackendFailedError,
     BatchAbortedError,
     ConfigError,
     ConfigWarning,
@@ -27,6 +28,7 @@ from minimallm._errors import (
     MinimaLlmError,
     UsageError,
 )
+from minimallm._progress import BatchProgress
 from minimallm._signals import install_sigterm_handler
 from minimallm._types import (
     AsyncMinimaLlmBackend,
@@ -44,8 +46,10 @@ if TYPE_CHECKING:  # static tools see the real types; at run time they resolve l
 __all__ = [
     "AsyncMinimaLlmBackend",
     "BackendClosedError",
+    "BackendFailedError",
     "BatchAbortedError",
     "BatchConfig",
+    "BatchProgress",
     "ConfigError",
     "ConfigWarning",
     "InvalidRequestError",
@@ -65,6 +69,7 @@ __all__ = [
     "run_batched_callable",
     "set_force_refresh",
     "set_last_cached",
+    "stream_batched_callable",
 ]
 
 _LAZY_DSPY = ("MinimaLlmDSPyLM", "run_dspy_batch")

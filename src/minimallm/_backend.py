@@ -10,24 +10,27 @@ from __future__ import annotations
 
 import contextvars
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import NoReturn, Self, TypeVar
 
 import trio
 
 from minimallm import _bridge
-from minimallm._batch import (
-    ItemResult,
-    Progress,
-    make_emitter,
-    response_item,
-    run_batch,
-    run_batched_callable,
+from minimallm._batch.callables import run_batched_callable
+from minimallm._batch.collect import collect
+from minimallm._batch.engine import Deliver
+from minimallm._batch.requests import run_request_batch
+from minimallm._batch.stream import (
+    AsyncioBatchStream,
+    EngineStarter,
+    SyncBatchStream,
+    TrioBatchStream,
 )
 from minimallm._config import MinimaLlmConfig
 from minimallm._context import get_force_refresh, set_last_cached
 from minimallm._errors import UsageError
+from minimallm._progress import Progress, make_sink
 from minimallm._runtime import RuntimeOptions
 from minimallm._session import Session
 from minimallm._types import MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
@@ -99,40 +102,80 @@ class OpenAIMinimaLlm:
 
     async def _generate_here(self, req: MinimaLlmRequest, force_refresh: bool) -> MinimaLlmResult:
         session = await self._session_here()
-        return (await session.generate_traced(req, force_refresh=force_refresh))[0]
+        return (await session.generate_traced(req, force_refresh=force_refresh)).result
 
     # -- batches --------------------------------------------------------------------
 
     async def run_batched(
-        self, requests: Sequence[MinimaLlmRequest], *, progress: Progress = None
+        self, requests: Iterable[MinimaLlmRequest], *, progress: Progress = None
     ) -> list[MinimaLlmResult]:
         """Answer every request with the batch machinery (``cfg.batch``): exactly one
-        result per request, index-aligned. Raises :class:`BatchAbortedError` (a
-        RuntimeError carrying the partial results) after more than ``max_failures``."""
+        result per request, index-aligned. A request that cannot be sent is that item's
+        failure (``error_type="InvalidRequest"``). Raises :class:`BatchAbortedError`
+        after more than ``max_failures`` failures, or at once when the first failures
+        are all alike; that exception, a :class:`BackendClosedError` (``aclose`` during
+        the batch) and any other that stops it carry the results so far as
+        ``.results``. Never an ExceptionGroup. ``progress``: see :class:`BatchProgress`."""
         reqs = list(requests)
-        force = get_force_refresh()
-        emit = make_emitter(progress)
+        start = self._request_starter(reqs, progress, len(reqs))
         if _bridge.trio_token_here() is not None:
-            results = await self._run_batched_here(reqs, force, emit)
-        else:
-            results = await _bridge.await_in_trio(
-                functools.partial(self._run_batched_here, reqs, force, emit)
-            )
-        return results
+            return await collect(start, len(reqs))
+        return await _bridge.await_in_trio(functools.partial(collect, start, len(reqs)))
 
     def run_batched_sync(
-        self, requests: Sequence[MinimaLlmRequest], *, progress: Progress = None
+        self, requests: Iterable[MinimaLlmRequest], *, progress: Progress = None
     ) -> list[MinimaLlmResult]:
         """``run_batched`` for synchronous code; Ctrl-C cancels the batch."""
         self._refuse_sync_in_trio("run_batched_sync")
-        emit = make_emitter(progress)
-        return _bridge.call_blocking(
-            functools.partial(self._run_batched_here, list(requests), get_force_refresh(), emit)
-        )
+        reqs = list(requests)
+        start = self._request_starter(reqs, progress, len(reqs))
+        return _bridge.call_blocking(functools.partial(collect, start, len(reqs)))
+
+    def stream_batched(
+        self,
+        requests: Iterable[MinimaLlmRequest],
+        *,
+        ordered: bool = False,
+        progress: Progress = None,
+        total: int | None = None,
+    ) -> TrioBatchStream[MinimaLlmResult] | AsyncioBatchStream[MinimaLlmResult]:
+        """Results as they come, from trio or asyncio::
+
+            async with backend.stream_batched(requests, ordered=True) as results:
+                async for index, result in results:
+                    ...
+
+        ``requests`` may be any iterable (a generator of a million requests is read
+        lazily); ``ordered=True`` yields in input order, each as soon as it and all
+        before it are ready (a bounded reorder buffer). ``total``: the number of
+        requests, for progress, when ``requests`` has no length. Leaving the block
+        early stops the batch. Errors as for :meth:`run_batched`, raised from the loop."""
+        window = max(1024, 4 * self.cfg.batch.num_workers)
+        total = total if total is not None else _length(requests)
+        start = self._request_starter(requests, progress, total)
+        if _bridge.trio_token_here() is not None:
+            return TrioBatchStream(start, ordered=ordered, window=window)
+        return AsyncioBatchStream(start, ordered=ordered, window=window)
+
+    def stream_batched_sync(
+        self,
+        requests: Iterable[MinimaLlmRequest],
+        *,
+        ordered: bool = False,
+        progress: Progress = None,
+        total: int | None = None,
+    ) -> SyncBatchStream[MinimaLlmResult]:
+        """:meth:`stream_batched` for synchronous code: ``with ... as results: for
+        index, result in results``."""
+        self._refuse_sync_in_trio("stream_batched_sync")
+        window = max(1024, 4 * self.cfg.batch.num_workers)
+        total = total if total is not None else _length(requests)
+        start = self._request_starter(requests, progress, total)
+        return SyncBatchStream(start, ordered=ordered, window=window)
 
     async def run_batched_callable(
         self,
-        items: Sequence[T],
+        items: Iterable[T],
         fn: Callable[[T], Awaitable[R]],
         *,
         progress: Progress = None,
@@ -140,42 +183,28 @@ class OpenAIMinimaLlm:
         """``minimallm.run_batched_callable(items, fn, self.cfg.batch)``."""
         return await run_batched_callable(items, fn, self.cfg.batch, progress=progress)
 
-    async def _run_batched_here(
-        self, reqs: list[MinimaLlmRequest], force: bool, emit: Callable[[str], None]
-    ) -> list[MinimaLlmResult]:
-        session = await self._session_here()
-        use_cache = session.cache is not None and not force
+    def _request_starter(
+        self, requests: Iterable[MinimaLlmRequest], progress: Progress, total: int | None
+    ) -> EngineStarter:
+        """The batch, ready to run in whichever trio run serves this caller; the
+        caller's context (force_refresh) and progress choice are read now."""
+        force = get_force_refresh()
+        sink = make_sink(progress, self.cfg.batch.heartbeat_s)
 
-        missed_keys: dict[int, str] = {}  # filled by lookup, emptied by one: bounded by a chunk
-
-        async def one(i: int, req: MinimaLlmRequest) -> ItemResult[MinimaLlmResult]:
-            result, attempts = await session.generate_traced(
-                req, force_refresh=force, missed_key=missed_keys.pop(i, None)
-            )
-            return response_item(result, attempts)
-
-        async def lookup(indices: list[int]) -> dict[int, ItemResult[MinimaLlmResult]]:
-            found = await session.lookup_many([reqs[i] for i in indices])
-            hits: dict[int, ItemResult[MinimaLlmResult]] = {}
-            for i, (key, hit) in zip(indices, found, strict=True):
-                if hit is None:
-                    missed_keys[i] = key
-                else:
-                    hits[i] = ItemResult(hit, "cached")
-            return hits
-
-        try:
-            results = await run_batch(
-                reqs,
-                one,
+        async def start(deliver: Deliver, window: trio.Semaphore | None) -> None:
+            session = await self._session_here()
+            await run_request_batch(
+                session,
+                requests,
                 self.cfg.batch,
-                emit=emit,
-                runtime_view=_stall_view(session),
-                lookup=lookup if use_cache else None,
+                force_refresh=force,
+                deliver=deliver,
+                sink=sink,
+                total=total,
+                window=window,
             )
-        finally:
-            await session.flush()  # shielded: even an aborted or cancelled batch loses nothing
-        return results  # type: ignore[return-value]  # every slot is filled unless aborted
+
+        return start
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -246,9 +275,8 @@ class OpenAIMinimaLlm:
             )
 
 
-def _stall_view(session: Session) -> Callable[[], tuple[int | None, int | None, float, int]]:
-    def view() -> tuple[int | None, int | None, float, int]:
-        s = session.runtime.statistics()
-        return s.in_flight, s.limiter.limit, s.cooldown.deadline, s.cooldown.overloads
-
-    return view
+def _length(items: Iterable[object]) -> int | None:
+    try:
+        return len(items)  # type: ignore[arg-type]
+    except TypeError:
+        return None

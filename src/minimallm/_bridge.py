@@ -29,6 +29,7 @@ import trio
 from minimallm._errors import BackendClosedError, UsageError
 
 __all__ = [
+    "Started",
     "TrioThread",
     "asyncio_fn_for_trio",
     "await_in_trio",
@@ -283,6 +284,32 @@ def _replies_for(loop: asyncio.AbstractEventLoop) -> _LoopReplies:
         with _replies_lock:
             replies = _replies.setdefault(loop, _LoopReplies())
     return replies
+
+
+class Started:
+    """A call running in the trio thread on its own (see :func:`start_in_trio`)."""
+
+    __slots__ = ("_call", "_thread")
+
+    def __init__(self, thread: TrioThread, call: _Call) -> None:
+        self._thread = thread
+        self._call = call
+
+    def cancel(self) -> None:
+        """Cancel the call (from any thread)."""
+        self._thread.cancel(self._call)
+
+
+def start_in_trio(
+    fn: Callable[[], Awaitable[Any]], on_done: Callable[[outcome.Outcome[Any]], None]
+) -> Started:
+    """Run ``fn()`` in the trio thread without waiting for it; ``on_done(outcome)`` is
+    called in the trio thread when it ends. For work that outlives one call (a batch
+    stream held open across many ``await_in_trio`` crossings)."""
+    thread = get_thread()
+    call = _Call(fn, on_done)
+    thread.submit(call)
+    return Started(thread, call)
 
 
 async def await_in_trio(fn: Callable[[], Awaitable[T]]) -> T:

@@ -21,7 +21,7 @@ from minimallm._cache import CachedAnswer, CacheUnavailableError, PromptCache, c
 from minimallm._config import MinimaLlmConfig
 from minimallm._errors import CacheWarning
 from minimallm._lazy_json import LazyJson
-from minimallm._runtime import Runtime
+from minimallm._runtime import Runtime, Traced
 from minimallm._types import (
     MinimaLlmRequest,
     MinimaLlmResponse,
@@ -127,7 +127,8 @@ class CacheLayer:
         force_refresh: bool,
         missed_key: str | None = None,
         events: trio.MemorySendChannel[Any] | None = None,
-    ) -> tuple[MinimaLlmResult, int]:
+        index: int | None = None,
+    ) -> Traced:
         """A hit at once (unless ``force_refresh``), else one shared HTTP call per key; a
         success is queued for writing. ``missed_key``: a bulk lookup already missed
         under this key (no second read, no second hash).
@@ -140,12 +141,14 @@ class CacheLayer:
         """
         key = self.key(req) if missed_key is None else missed_key
         if not key:  # NO_KEY, cannot be encoded: the runtime makes it a failure, uncached
-            return await runtime.generate_traced(req, events=events)
+            return await runtime.generate_traced(req, events=events, index=index)
         while True:
             if not force_refresh:
                 recent = self._recent.get(key)
                 if recent is not None:
-                    return replace_response(recent, request_id=req.request_id, cached=True), 0
+                    return Traced(
+                        replace_response(recent, request_id=req.request_id, cached=True), 0, None
+                    )
             flight = self._flights.get(key)
             if flight is None:
                 break
@@ -154,16 +157,16 @@ class CacheLayer:
             # None: the leader was cancelled; a cached answer is no answer for a caller
             # that asked for a fresh one. Either way, look again (and maybe lead).
             if result is not None and not (force_refresh and _is_cached(result)):
-                return replace_response(result, request_id=req.request_id), 0
+                return Traced(replace_response(result, request_id=req.request_id), 0, None)
         flight = self._flights[key] = _Flight()
         try:
             if not force_refresh and missed_key is None:
                 [(_, hit)] = await trio.to_thread.run_sync(self._lookup_blocking, [req], [key])
                 if hit is not None:
                     flight.result = hit
-                    return hit, 0
-            result, attempts = await runtime.generate_traced(req, events=events)
-            flight.result = result
+                    return Traced(hit, 0, None)
+            traced = await runtime.generate_traced(req, events=events, index=index)
+            result = flight.result = traced.result
             if isinstance(result, MinimaLlmResponse):
                 self._remember(key, result)  # before the joiners wake
         finally:
@@ -171,7 +174,7 @@ class CacheLayer:
             flight.done.set()
         if isinstance(result, MinimaLlmResponse):
             await self._store(key, result)
-        return result, attempts
+        return traced
 
     # -- writes -----------------------------------------------------------------------
 

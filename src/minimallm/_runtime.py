@@ -24,14 +24,14 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import outcome
 import trio
 
 from minimallm._attempts import AttemptError, AttemptOutcome, AttemptSuccess
 from minimallm._config import MinimaLlmConfig
-from minimallm._errors import BackendClosedError, BackendFailedError
+from minimallm._errors import BackendClosedError, BackendFailedError, InvalidRequestError
 from minimallm._policy import (
     Binding,
     ConcurrencyControl,
@@ -42,13 +42,9 @@ from minimallm._policy import (
     binding,
     retry_delay,
 )
-from minimallm._transport import (
-    HttpTransport,
-    build_payload,
-    encode_body,
-    request_headers,
-    transport_factory_for,
-)
+from minimallm._redact import MESSAGE_CHARS, snippet
+from minimallm._requests import encode_request
+from minimallm._transport import HttpTransport, request_headers, transport_factory_for
 from minimallm._types import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
 from minimallm.actors.cooldown import Cooldown, CooldownMessage, CooldownStatistics
 from minimallm.actors.limiter import Limiter, LimiterMessage, LimiterStatistics
@@ -57,7 +53,7 @@ from minimallm.actors.pacer import Pacer, PacerMessage, PacerStatistics
 from minimallm.actors.watchdog import Watchdog
 from minimallm.actors.worker import Worker, WorkerChannels
 
-__all__ = ["Runtime", "RuntimeOptions", "RuntimeStatistics"]
+__all__ = ["Runtime", "RuntimeOptions", "RuntimeStatistics", "Traced"]
 
 TransportFactory = Callable[[str], HttpTransport]
 
@@ -88,6 +84,15 @@ class RuntimeStatistics:
     callers_waiting: int
     in_flight: int
     binding: Binding | None
+
+
+class Traced(NamedTuple):
+    """One request's result, the HTTP attempts it took, and when the first went out
+    (trio time, seconds; None when none did: a cache hit, an invalid request)."""
+
+    result: MinimaLlmResult
+    attempts: int
+    first_sent_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,15 +317,23 @@ class Runtime:
 
     async def generate(self, req: MinimaLlmRequest) -> MinimaLlmResult:
         """Attempt until success, a final failure, or MAX_ATTEMPTS (0 = no limit)."""
-        return (await self.generate_traced(req))[0]
+        return (await self.generate_traced(req)).result
 
     async def generate_traced(
-        self, req: MinimaLlmRequest, *, events: trio.MemorySendChannel[Any] | None = None
-    ) -> tuple[MinimaLlmResult, int]:
-        """:meth:`generate`, also returning how many HTTP attempts were sent;
-        ``events``: a batch Monitor's inbox that gets every attempt's report."""
+        self,
+        req: MinimaLlmRequest,
+        *,
+        events: trio.MemorySendChannel[Any] | None = None,
+        index: int | None = None,
+    ) -> Traced:
+        """:meth:`generate`, with the attempts it took; ``events``: a batch Monitor's
+        inbox that gets every attempt's report; ``index``: the request's place in its
+        batch (named when the request is invalid)."""
         cfg = self._cfg
-        body = encode_body(build_payload(cfg.model, req), compress=cfg.compress_gzip)
+        try:
+            body = encode_request(cfg.model, req, compress=cfg.compress_gzip, index=index)
+        except InvalidRequestError as exc:
+            return Traced(invalid_request(req, index, exc), 0, None)
         sent_at: list[float] = []
         while True:
             result, sent = await self._attempt(body, events)
@@ -335,13 +348,13 @@ class Runtime:
                     result.completion_tokens,
                     result.total_tokens,
                 )
-                return response, len(sent_at)
+                return Traced(response, len(sent_at), sent_at[0])
             if result.excused:
                 continue  # the client's own probe of a server it believes down
             sent_at.append(sent)
             attempt = len(sent_at)
             if not result.retryable or (cfg.max_attempts and attempt >= cfg.max_attempts):
-                return self._failure_of(req, result, attempt, sent_at), attempt
+                return Traced(self._failure_of(req, result, attempt, sent_at), attempt, sent_at[0])
             await trio.sleep(
                 retry_delay(
                     attempt,
@@ -376,19 +389,25 @@ class Runtime:
     def _failure_of(
         self, req: MinimaLlmRequest, result: AttemptError, attempts: int, sent_at: list[float]
     ) -> MinimaLlmFailure:
+        secret = self._secret
+        body = result.body_snippet
         return MinimaLlmFailure(
             request_id=req.request_id,
             error_type=result.error_type,
-            message=self._redact(result.message),
+            message=snippet(result.message, secret, MESSAGE_CHARS, marker="…"),
             attempts=attempts,
             status=result.status,
-            body_snippet=None if result.body_snippet is None else self._redact(result.body_snippet),
+            body_snippet=None if body is None else snippet(body, secret),
             timeout_s=self._cfg.timeout_s,
             attempt_timestamps=tuple(sent_at),
         )
 
-    def _redact(self, text: str) -> str:
-        """A server that echoes the key back must not leak it into a failure."""
-        if self._secret and self._secret in text:
-            return text.replace(self._secret, "***")
-        return text
+
+def invalid_request(req: object, index: int | None, exc: InvalidRequestError) -> MinimaLlmFailure:
+    """The failure value of a request that cannot be sent (never an exception)."""
+    request_id = getattr(req, "request_id", None)
+    if not isinstance(request_id, str):
+        request_id = f"item-{index}" if index is not None else "request"
+    return MinimaLlmFailure(
+        request_id=request_id, error_type="InvalidRequest", message=str(exc), attempts=0
+    )

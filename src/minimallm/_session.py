@@ -17,8 +17,8 @@ import trio
 from minimallm._cache_layer import CacheLayer
 from minimallm._config import MinimaLlmConfig
 from minimallm._errors import BackendClosedError, BackendFailedError
-from minimallm._runtime import Runtime, RuntimeOptions
-from minimallm._types import MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
+from minimallm._runtime import Runtime, RuntimeOptions, Traced
+from minimallm._types import MinimaLlmRequest, MinimaLlmResponse
 
 __all__ = ["Session"]
 
@@ -103,12 +103,18 @@ class Session:
         force_refresh: bool,
         missed_key: str | None = None,
         events: trio.MemorySendChannel[Any] | None = None,
-    ) -> tuple[MinimaLlmResult, int]:
-        """Through the cache when there is one; (result, HTTP attempts)."""
+        index: int | None = None,
+    ) -> Traced:
+        """Through the cache when there is one."""
         if self.cache is None:
-            return await self.runtime.generate_traced(req, events=events)
+            return await self.runtime.generate_traced(req, events=events, index=index)
         return await self.cache.generate_traced(
-            self.runtime, req, force_refresh=force_refresh, missed_key=missed_key, events=events
+            self.runtime,
+            req,
+            force_refresh=force_refresh,
+            missed_key=missed_key,
+            events=events,
+            index=index,
         )
 
     async def flush(self) -> None:

@@ -1,12 +1,19 @@
-"""Monitor: progress of one batch, told by events; heartbeat, stall warning, failures,
-summary.
+"""Monitor: one batch's progress — heartbeat, what holds the client back, stalls, the
+first failures, the summary — told by events, shown through a sink.
 
-Batch workers post an :class:`ItemFinished` per item (``send_nowait`` into a bounded
-buffer; when it is full they wait, which is the backpressure). The Monitor drains the
-buffer in bulk, so at high rates it wakes once per burst, not once per item. It wakes on
-its own at each heartbeat (absolute deadlines ``start + k·heartbeat_s``: no drift) and
-when ``stall_s`` passed without a finished item; the stall warning explains itself
-with a :class:`StallContext` it asks for at that moment.
+Inbox (``send_nowait`` into a bounded buffer, drained many per wake-up):
+
+- from the batch's item runners: :class:`ItemStarted`, :class:`ItemFinished`,
+  :class:`CachedItems` (hits answered in bulk);
+- from the Workers, for attempts made for this batch:
+  :class:`~minimallm.actors.messages.AttemptReport` (attempts are counted as they
+  happen, and the server's own time per attempt is told apart from waiting in line).
+
+It wakes on its own for the sink's ticks (absolute deadlines ``start + k * tick_s``:
+no drift) and when ``stall_s`` passed without a finished item. What binds comes from
+the runtime's ``statistics()`` snapshot at that moment. When the inbox closes (the
+batch ended) or the Monitor is cancelled (abort, Ctrl-C), it shows the summary itself:
+nobody touches its state from outside.
 """
 
 from __future__ import annotations
@@ -14,38 +21,43 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import trio
 
 from minimallm._config import BatchConfig
-from minimallm._progress import (
-    BatchTally,
-    StallContext,
-    format_failure,
-    format_heartbeat,
-    format_stall,
-    format_summary,
-)
+from minimallm._errors import MinimaLlmError
+from minimallm._progress import ProgressSink, ProgressTally
 from minimallm._types import MinimaLlmFailure
+from minimallm.actors.messages import AttemptReport
 
-__all__ = ["EVENT_BUFFER", "CachedItems", "ItemFinished", "Monitor"]
+__all__ = ["EVENT_BUFFER", "CachedItems", "ItemFinished", "ItemKind", "ItemStarted", "Monitor"]
 
-EVENT_BUFFER = 1024
-"""Events buffered between batch workers and the Monitor (bounded: backpressure)."""
+EVENT_BUFFER = 8192
+"""Events buffered for the Monitor (bounded: item runners wait when it is full)."""
 
 ItemKind = Literal["ok", "cached", "failed", "none"]
 
 
 @dataclass(frozen=True, slots=True)
-class ItemFinished:
-    """One item of the batch is over. Times are trio times (seconds); ``attempts`` is
-    the number of HTTP sends (0 for a cache hit or when unknown)."""
+class ItemStarted:
+    """Item ``index`` began at ``at`` (trio time, seconds)."""
 
-    started_at: float
-    finished_at: float
+    index: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFinished:
+    """Item ``index`` ended at ``at`` as ``kind`` after ``attempts`` HTTP attempts, the
+    first sent at ``first_sent_at`` (None: none was sent), with its token counts and,
+    for a failure, the failure."""
+
+    index: int
+    at: float
     kind: ItemKind
     attempts: int = 0
+    first_sent_at: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     failure: MinimaLlmFailure | None = None
@@ -53,83 +65,84 @@ class ItemFinished:
 
 @dataclass(frozen=True, slots=True)
 class CachedItems:
-    """``count`` items were answered from the cache in bulk at trio time ``at``."""
+    """``count`` items were answered from the cache in bulk at ``at``."""
 
     count: int
     at: float
 
 
-class Monitor:
-    """Owns the batch's tally; writes progress lines through ``emit``."""
+MonitorEvent = ItemStarted | ItemFinished | CachedItems | AttemptReport
 
-    __slots__ = (
-        "_cfg",
-        "_emit",
-        "_finished",
-        "_inbox",
-        "_last_progress",
-        "_printed",
-        "_stall_context",
-        "_start",
-        "tally",
-    )
+
+class Monitor:
+    """Actor owning one batch's tally."""
+
+    __slots__ = ("_cfg", "_inbox", "_printed", "_runtime", "_sink", "_tally", "_total")
 
     def __init__(
         self,
         cfg: BatchConfig,
-        total: int,
-        inbox: trio.MemoryReceiveChannel[ItemFinished | CachedItems],
-        emit: Callable[[str], None],
-        stall_context: Callable[[float], StallContext],
+        total: int | None,
+        inbox: trio.MemoryReceiveChannel[MonitorEvent],
+        sink: ProgressSink,
+        runtime: Callable[[], Any] | None = None,
     ) -> None:
         self._cfg = cfg
+        self._total = total
         self._inbox = inbox
-        self._emit = emit
-        self._stall_context = stall_context
-        self.tally = BatchTally(total)
+        self._sink = sink
+        self._runtime = runtime  # () -> RuntimeStatistics: what binds, HTTP in flight
+        self._tally: ProgressTally | None = None
         self._printed = 0
-        self._finished = False
-        self._start = 0.0
-        self._last_progress = 0.0
 
     def __repr__(self) -> str:
-        t = self.tally
-        return f"<Monitor done={t.done}/{t.total} failed={t.failed} cached={t.cached}>"
+        t = self._tally
+        done = 0 if t is None else t.done
+        return f"<Monitor done={done}/{self._total}>"
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Consume events until the inbox closes (the batch calls :meth:`finish`)."""
-        self._start = self._last_progress = trio.current_time()
-        hb = self._cfg.heartbeat_s
-        next_beat = self._start + hb if hb > 0 else math.inf
-        next_stall = self._start + self._cfg.stall_s
-        async with self._inbox:
-            task_status.started()
+        """Consume events until the inbox closes; show the summary on the way out."""
+        start = trio.current_time()
+        self._tally = ProgressTally(self._total, start)
+        tick_s = self._sink.tick_s
+        next_tick = start + tick_s if tick_s > 0 else math.inf
+        last_progress = start
+        next_stall = start + self._cfg.stall_s
+        inbox = self._inbox
+        task_status.started()
+        try:
             while True:
-                with trio.move_on_at(min(next_beat, next_stall)):
+                with trio.move_on_at(min(next_tick, next_stall)):
                     try:
-                        event = await self._inbox.receive()
+                        event = await inbox.receive()
                     except trio.EndOfChannel:
-                        break
-                    self._record(event)
-                    self._drain()
-                    next_stall = self._last_progress + self._cfg.stall_s
+                        return
+                    if self._record(event):
+                        last_progress = trio.current_time()
+                    while True:
+                        try:
+                            event = inbox.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        if self._record(event):
+                            last_progress = trio.current_time()
+                    next_stall = max(next_stall, last_progress + self._cfg.stall_s)
                     continue
                 now = trio.current_time()
-                if now >= next_beat:
+                if now >= next_tick:
                     self._drain()
-                    self._emit(format_heartbeat(self.tally, now - self._start))
-                    next_beat += hb * max(1, math.floor((now - next_beat) / hb) + 1)
+                    self._show("tick", now)
+                    next_tick += tick_s * max(1, math.floor((now - next_tick) / tick_s) + 1)
                 if now >= next_stall:
-                    self._emit(format_stall(now - self._last_progress, self._stall_context(now)))
-                    next_stall = now + self._cfg.stall_s
-
-    def finish(self) -> None:
-        """Print the summary once: at the end, on abort and on cancellation alike."""
-        if self._finished:
-            return
-        self._finished = True
-        self._drain()
-        self._emit(format_summary(self.tally, trio.current_time() - self._start))
+                    if now - last_progress >= self._cfg.stall_s:
+                        self._show("stall", now, stalled_s=now - last_progress)
+                        next_stall = now + self._cfg.stall_s
+                    else:
+                        next_stall = last_progress + self._cfg.stall_s
+        finally:
+            self._drain()
+            self._show("done", trio.current_time())
+            self._sink.close()
 
     def _drain(self) -> None:
         while True:
@@ -139,32 +152,61 @@ class Monitor:
                 return
             self._record(event)
 
-    def _record(self, e: ItemFinished | CachedItems) -> None:
-        t = self.tally
+    def _record(self, e: MonitorEvent) -> bool:
+        """Fold one event into the tally; True when an item finished."""
+        tally = self._tally
+        assert tally is not None
+        if isinstance(e, AttemptReport):
+            tally.attempt(e.sent_at, e.done_at, e.answered)
+            return False
+        if isinstance(e, ItemStarted):
+            tally.item_started(e.index, e.at)
+            return False
         if isinstance(e, CachedItems):
-            t.done += e.count
-            t.ok += e.count
-            t.cached += e.count
-            self._last_progress = max(self._last_progress, e.at)
-            return
-        t.done += 1
-        t.sent += e.attempts
-        t.retries += max(0, e.attempts - 1)
-        self._last_progress = max(self._last_progress, e.finished_at)
-        t.latency.add(e.finished_at - e.started_at)
-        if e.prompt_tokens is not None or e.completion_tokens is not None:
-            t.tokens_reported = True
-            t.prompt_tokens += e.prompt_tokens or 0
-            t.completion_tokens += e.completion_tokens or 0
-        if e.kind == "ok":
-            t.ok += 1
-        elif e.kind == "cached":
-            t.ok += 1
-            t.cached += 1
-        elif e.kind == "none":
-            t.none += 1
-        else:
-            t.failed += 1
-            if e.failure is not None and self._printed < self._cfg.print_first_failures:
-                self._printed += 1
-                self._emit(format_failure(self._printed, e.failure))
+            tally.cached_in_bulk(e.count)
+            return True
+        tally.item_finished(
+            e.index,
+            e.at,
+            e.kind,
+            attempts=e.attempts,
+            first_sent_at=e.first_sent_at,
+            prompt_tokens=e.prompt_tokens,
+            completion_tokens=e.completion_tokens,
+        )
+        if e.failure is not None and self._printed < self._cfg.print_first_failures:
+            self._printed += 1
+            self._show("failure", e.at, failure=e.failure)
+        return True
+
+    def _show(
+        self,
+        kind: Literal["tick", "failure", "stall", "done"],
+        now: float,
+        *,
+        failure: MinimaLlmFailure | None = None,
+        stalled_s: float | None = None,
+    ) -> None:
+        tally = self._tally
+        assert tally is not None
+        binding: str | None = None
+        in_flight: int | None = None
+        if self._runtime is not None and kind != "failure":
+            try:
+                stats = self._runtime()
+            except MinimaLlmError:  # the runtime already stopped: nothing holds anything back
+                stats = None
+            if stats is not None:
+                binding = None if stats.binding is None else stats.binding.text
+                in_flight = stats.in_flight
+        self._sink.show(
+            tally.snapshot(
+                kind,
+                now,
+                binding=binding,
+                http_in_flight=in_flight,
+                failure=failure,
+                failure_number=self._printed,
+                stalled_s=stalled_s,
+            )
+        )

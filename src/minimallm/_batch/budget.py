@@ -1,0 +1,109 @@
+"""When a batch gives up: the failure budget, and failures that are all alike.
+
+Two rules, both pure:
+
+- **All alike from the start.** When the first ``alike_after`` items to finish all
+  failed in the same way (same error type, status and message) and none succeeded, the
+  fault is not in the items: a wrong key (401), an unknown model (404), a server that is
+  not there. The batch stops at once and says so in one line, with the likely fix,
+  instead of spending the whole failure budget and printing the same failure over.
+- **The budget.** More than ``max_failures`` failures (None: never) stop the batch;
+  the message says they are failures of single items and which setting to raise.
+
+Both messages start with ``Aborting batch: N failures`` (SPEC §4).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from minimallm._progress.text import failure_summary
+from minimallm._types import MinimaLlmFailure
+
+__all__ = ["FailureBudget", "fix_for"]
+
+ALIKE_AFTER = 5
+"""Identical failures, with no success before them, that stop a batch at once."""
+
+
+def fix_for(f: MinimaLlmFailure) -> str:
+    """What to check when every request fails like ``f``."""
+    if f.status in (401, 403):
+        return "check OPENAI_API_KEY (or OPENAI_TOKEN)"
+    if f.status == 404:
+        return "check OPENAI_MODEL and OPENAI_BASE_URL"
+    if f.status == 400 or f.status == 422:
+        return "the server refuses these requests as they are: check the request fields"
+    if f.error_type == "ConnectError":
+        return "check OPENAI_BASE_URL: is the server running and reachable?"
+    if f.error_type in ("ProxyError", "ProxyRejectedError"):
+        return "check the proxy settings (HTTP_PROXY, HTTPS_PROXY, NO_PROXY)"
+    if f.error_type == "TimeoutError":
+        return "the server did not answer within TIMEOUT_S"
+    if f.error_type == "InvalidRequest":
+        return "fix the requests"
+    return "see the failure above"
+
+
+def _signature(f: MinimaLlmFailure) -> tuple[str, int | None, str]:
+    return (f.error_type, f.status, f.message)
+
+
+class FailureBudget:
+    """Counts failures and decides when the batch stops; keeps the last ``keep``
+    failures for the abort message and :attr:`BatchAbortedError.failures`."""
+
+    __slots__ = ("_alike", "_first", "alike_after", "count", "max_failures", "recent", "successes")
+
+    def __init__(
+        self, max_failures: int | None, keep: int, *, alike_after: int = ALIKE_AFTER
+    ) -> None:
+        self.max_failures = max_failures
+        self.alike_after = alike_after
+        self.count = 0
+        self.successes = 0
+        self.recent: deque[MinimaLlmFailure] = deque(maxlen=max(keep, 1))
+        self._first: tuple[str, int | None, str] | None = None
+        self._alike = True  # every failure so far was like the first, and nothing succeeded
+
+    def __repr__(self) -> str:
+        return f"<FailureBudget {self.count}/{self.max_failures}>"
+
+    def success(self) -> None:
+        """An item succeeded (the failures cannot be 'all alike from the start' now)."""
+        self.successes += 1
+        self._alike = False
+
+    def record(self, failure: MinimaLlmFailure) -> str | None:
+        """Count one failure; the abort message when the batch must stop, else None."""
+        self.count += 1
+        self.recent.append(failure)
+        signature = _signature(failure)
+        if self._first is None:
+            self._first = signature
+        elif signature != self._first:
+            self._alike = False
+        if self._alike and self.max_failures is not None and self.count >= self.alike_after:
+            return (
+                f"Aborting batch: {self.count} failures: every request failed: "
+                f"{_message(failure)} ({fix_for(failure)})"
+            )
+        if self.max_failures is not None and self.count > self.max_failures:
+            return self._budget_message()
+        return None
+
+    def _budget_message(self) -> str:
+        lines = [
+            f"Aborting batch: {self.count} failures (max_failures={self.max_failures}): "
+            f"failures of single items, not all alike; raise BATCH_MAX_FAILURES "
+            f"(or set it to none) to let such a batch go on. "
+            f"Recent failures ({len(self.recent)}):"
+        ]
+        lines.extend(f"  - {failure_summary(f)}" for f in self.recent)
+        return "\n".join(lines)
+
+
+def _message(f: MinimaLlmFailure) -> str:
+    if f.message.startswith("HTTP ") or f.status is None:
+        return f.message
+    return f"HTTP {f.status}: {f.message}"

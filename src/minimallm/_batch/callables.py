@@ -1,0 +1,119 @@
+"""``run_batched_callable`` and ``stream_batched_callable``: the batch machinery over
+any async function. Under asyncio the function runs on the caller's loop (in a copy of
+the caller's context); under trio, in the caller's run."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import trio
+
+from minimallm import _bridge
+from minimallm._batch.collect import collect
+from minimallm._batch.engine import Deliver, run_batch
+from minimallm._batch.items import ItemResult, callable_item
+from minimallm._batch.stream import AsyncioBatchStream, EngineStarter, TrioBatchStream
+from minimallm._config import BatchConfig
+from minimallm._context import reporting_cached
+from minimallm._progress import Progress, make_sink
+
+__all__ = ["run_batched_callable", "stream_batched_callable"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _describe(index: int, item: object) -> str:
+    text = repr(item)
+    return f"item {index} ({text if len(text) <= 60 else text[:57] + '...'})"
+
+
+def _total(items: Iterable[Any]) -> int | None:
+    try:
+        return len(items)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _starter(
+    items: Iterable[T],
+    async_fn: Callable[[T], Awaitable[R]],
+    cfg: BatchConfig,
+    progress: Progress,
+    total: int | None,
+) -> EngineStarter:
+    call = reporting_cached(async_fn)
+    on_trio = _bridge.trio_token_here() is not None
+    run_item = call if on_trio else _bridge.asyncio_fn_for_trio(call)
+    sink = make_sink(progress, cfg.heartbeat_s)
+
+    async def one(index: int, item: T, events: Any) -> ItemResult[Any]:
+        return await callable_item(index, run_item, item)
+
+    async def start(deliver: Deliver, window: trio.Semaphore | None) -> None:
+        await run_batch(
+            items,
+            one,
+            cfg,
+            deliver=deliver,
+            sink=sink,
+            total=total,
+            describe=_describe,
+            window=window,
+        )
+
+    return start
+
+
+async def run_batched_callable(
+    items: Iterable[T],
+    async_fn: Callable[[T], Awaitable[R]],
+    batch_config: BatchConfig | None = None,
+    *,
+    progress: Progress = None,
+) -> list[R | None]:
+    """Run ``async_fn`` over ``items`` with the batch machinery (workers, heartbeat,
+    stall warning, failure budget); results are index-aligned with ``items``.
+
+    An exception from ``async_fn`` becomes a :class:`MinimaLlmFailure` in its slot and
+    counts toward ``max_failures`` — except programming errors (TypeError, NameError,
+    AttributeError …), which stop the batch and are raised as themselves, with a note
+    naming the item and the results so far as ``.results``. Under asyncio ``async_fn``
+    runs on the caller's loop; under trio, in the caller's run. ``batch_config``
+    defaults to ``BatchConfig.from_env()``.
+    """
+    cfg = batch_config if batch_config is not None else BatchConfig.from_env()
+    item_list = items if isinstance(items, list | tuple) else list(items)
+    start = _starter(item_list, async_fn, cfg, progress, len(item_list))
+    if _bridge.trio_token_here() is not None:
+        return await collect(start, len(item_list))
+
+    async def whole_batch() -> list[R | None]:
+        return await collect(start, len(item_list))
+
+    return await _bridge.await_in_trio(whole_batch)
+
+
+def stream_batched_callable(
+    items: Iterable[T],
+    async_fn: Callable[[T], Awaitable[R]],
+    batch_config: BatchConfig | None = None,
+    *,
+    ordered: bool = False,
+    progress: Progress = None,
+    total: int | None = None,
+) -> TrioBatchStream[R] | AsyncioBatchStream[R]:
+    """``async with stream_batched_callable(items, fn) as results: async for i, r in
+    results``: each ``(index, value)`` as soon as it is ready (in input order with
+    ``ordered=True``); ``items`` may be any iterable, read lazily."""
+    cfg = batch_config if batch_config is not None else BatchConfig.from_env()
+    total = total if total is not None else _total(items)
+    window = max(1024, 4 * cfg.num_workers)
+    if _bridge.trio_token_here() is not None:
+        return TrioBatchStream(
+            _starter(items, async_fn, cfg, progress, total), ordered=ordered, window=window
+        )
+    return AsyncioBatchStream(
+        _starter(items, async_fn, cfg, progress, total), ordered=ordered, window=window
+    )

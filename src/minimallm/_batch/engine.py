@@ -1,0 +1,239 @@
+"""The batch engine (trio): ``num_workers`` item runners over a lazy input, a Monitor,
+the failure budget, and one clear exception when the batch stops early.
+
+Three limits stay independent: ``num_workers`` items in progress here,
+MAX_OUTSTANDING HTTP attempts (the runtime's Limiter), RPM (its Pacer). Items are
+taken from the input one at a time as runners free up, so the input may be a generator
+of a million requests; each result goes to ``deliver(index, value)`` as soon as it is
+ready, and nothing per item is kept after that. With the prompt cache, a feeder reads
+the input ahead in chunks, answers hits in bulk and hands only misses to the runners.
+An optional ``window`` semaphore bounds how far the input is read ahead of what the
+consumer has taken (the ordered stream's reorder buffer).
+
+How a batch ends, always as one exception (never an ExceptionGroup):
+
+- the failure budget or "all alike" (:mod:`._batch.budget`): :class:`BatchAbortedError`;
+- a programming error raised by an item's own function (TypeError …): that exception,
+  with a note naming the item;
+- the backend closed: :class:`BackendClosedError`;
+- the input iterable or a progress callback raised: that exception, with a note.
+
+In every case the in-flight work is cancelled at once (the Workers close half-used
+connections), and every result delivered before stays delivered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, TypeAlias, TypeVar
+
+import trio
+
+from minimallm._batch.budget import FailureBudget
+from minimallm._batch.items import PROGRAMMING_ERRORS, ItemResult
+from minimallm._config import BatchConfig
+from minimallm._errors import BackendClosedError, BatchAbortedError
+from minimallm._progress import ProgressSink
+from minimallm.actors.monitor import (
+    EVENT_BUFFER,
+    CachedItems,
+    ItemFinished,
+    ItemStarted,
+    Monitor,
+    MonitorEvent,
+)
+
+__all__ = ["LOOKUP_CHUNK", "Deliver", "Lookup", "run_batch"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+LOOKUP_CHUNK = 512
+"""Items asked of the cache per thread hop when a batch starts from the cache."""
+
+Deliver: TypeAlias = Callable[[int, Any], Awaitable[None]]
+"""Where each item's value goes, as soon as it is ready: ``deliver(index, value)``."""
+
+Lookup: TypeAlias = Callable[[list[tuple[int, Any]]], Awaitable[dict[int, "ItemResult[Any]"]]]
+"""Hits by index for a chunk of ``(index, item)`` pairs (the prompt cache, in bulk)."""
+
+ItemFn: TypeAlias = Callable[
+    [int, Any, trio.MemorySendChannel[MonitorEvent]], Awaitable["ItemResult[Any]"]
+]
+"""Runs one item: ``fn(index, item, events)``; ``events`` is the Monitor's inbox (the
+request path gives it to its Workers, whose attempt reports go there)."""
+
+
+class _Stop:
+    """The first reason the batch stops (later ones are consequences)."""
+
+    __slots__ = ("error", "scope")
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.error: BaseException | None = None
+
+    def __call__(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+        self.scope.cancel()
+
+
+def _noted(exc: BaseException, note: str) -> BaseException:
+    exc.add_note(note)
+    return exc
+
+
+async def run_batch(
+    items: Iterable[Any],
+    fn: ItemFn,
+    cfg: BatchConfig,
+    *,
+    deliver: Deliver,
+    sink: ProgressSink,
+    total: int | None,
+    describe: Callable[[int, Any], str],
+    runtime: Callable[[], Any] | None = None,
+    lookup: Lookup | None = None,
+    window: trio.Semaphore | None = None,
+) -> FailureBudget:
+    """Run every item (see the module docstring); returns the failure budget (its
+    counts and the last failures). Raises one exception if the batch stops early."""
+    budget = FailureBudget(cfg.max_failures, cfg.keep_failure_summaries)
+    events_send, events_recv = trio.open_memory_channel[MonitorEvent](EVENT_BUFFER)
+    monitor = Monitor(cfg, total, events_recv, sink, runtime)
+    source: Iterator[tuple[int, Any]] = enumerate(items)
+    exhausted = False
+
+    async def event(e: MonitorEvent) -> None:
+        try:
+            events_send.send_nowait(e)
+        except trio.WouldBlock:
+            await events_send.send(e)
+
+    async def next_item(stop: _Stop) -> tuple[int, Any] | None:
+        """The next input item, or None at the end (or when the input raised)."""
+        nonlocal exhausted
+        if exhausted:
+            return None
+        if window is not None:
+            await window.acquire()
+        try:
+            return next(source)
+        except StopIteration:
+            exhausted = True
+        except Exception as exc:
+            exhausted = True
+            stop(_noted(exc, "minimallm: raised by the batch's input while taking an item"))
+        if window is not None:
+            window.release()
+        return None
+
+    async def run_item(stop: _Stop, index: int, item: Any) -> None:
+        started = trio.current_time()
+        await event(ItemStarted(index, started))
+        try:
+            result = await fn(index, item, events_send)
+        except PROGRAMMING_ERRORS as exc:
+            stop(_noted(exc, f"minimallm: raised while running item {describe(index, item)}"))
+            return
+        except BackendClosedError as exc:
+            stop(exc)
+            return
+        await event(
+            ItemFinished(
+                index,
+                trio.current_time(),
+                result.kind,
+                result.attempts,
+                result.first_sent_at,
+                result.prompt_tokens,
+                result.completion_tokens,
+                result.failure,
+            )
+        )
+        verdict = None
+        if result.failure is not None:
+            verdict = budget.record(result.failure)
+        elif result.kind in ("ok", "cached"):
+            budget.success()
+        await deliver(index, result.value)
+        if verdict is not None:
+            stop(BatchAbortedError(verdict, [], list(budget.recent)))
+
+    async def runner(
+        stop: _Stop, misses: trio.MemoryReceiveChannel[tuple[int, Any]] | None
+    ) -> None:
+        while stop.error is None:
+            if misses is None:
+                taken = await next_item(stop)
+                if taken is None:
+                    return
+            else:
+                try:
+                    taken = await misses.receive()
+                except trio.EndOfChannel:
+                    return
+            if stop.error is not None:
+                return
+            await run_item(stop, *taken)
+
+    async def feeder(stop: _Stop, misses: trio.MemorySendChannel[tuple[int, Any]]) -> None:
+        assert lookup is not None
+        async with misses:
+            while True:
+                chunk: list[tuple[int, Any]] = []
+                while len(chunk) < LOOKUP_CHUNK:
+                    taken = await next_item(stop)
+                    if taken is None:
+                        break
+                    chunk.append(taken)
+                if not chunk:
+                    return
+                hits = await lookup(chunk)
+                if hits:
+                    await event(CachedItems(len(hits), trio.current_time()))
+                for index, item in chunk:
+                    hit = hits.get(index)
+                    if hit is None:
+                        await misses.send((index, item))
+                    else:
+                        budget.success()
+                        await deliver(index, hit.value)
+
+    async def guarded(
+        stop: _Stop, what: str, run: Callable[..., Awaitable[None]], *args: Any
+    ) -> None:
+        """Run a task of the batch; anything it raises stops the batch (no group)."""
+        try:
+            await run(stop, *args)
+        except (trio.Cancelled, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # a bug, or the user's progress callback
+            stop(_noted(exc, f"minimallm: raised by the batch's {what}"))
+
+    async def monitor_task(stop: _Stop, *, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            await monitor.run(task_status=task_status)
+        except (trio.Cancelled, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            stop(_noted(exc, "minimallm: raised while showing the batch's progress"))
+
+    async with trio.open_nursery() as batch:
+        stop = _Stop(batch.cancel_scope)
+        await batch.start(monitor_task, stop)
+        async with trio.open_nursery() as runners:
+            misses_recv: trio.MemoryReceiveChannel[tuple[int, Any]] | None = None
+            if lookup is not None:
+                misses_send, misses_recv = trio.open_memory_channel[tuple[int, Any]](
+                    cfg.num_workers
+                )
+                runners.start_soon(guarded, stop, "cache reader", feeder, misses_send)
+            workers = cfg.num_workers if total is None else min(cfg.num_workers, max(total, 1))
+            for _ in range(workers):
+                runners.start_soon(guarded, stop, "item runner", runner, misses_recv)
+        await events_send.aclose()  # the Monitor shows the summary and ends
+    if stop.error is not None:
+        raise stop.error
+    return budget

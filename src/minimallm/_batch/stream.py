@@ -1,0 +1,296 @@
+"""Results of a batch as they come: ``async with ... as results: async for i, r in results``.
+
+:class:`TrioBatchStream` runs the engine in a nursery of the caller's trio run and
+yields ``(index, result)`` pairs, in completion order or (``ordered=True``) in input
+order as soon as the next one is ready. The reorder buffer is bounded: the engine reads
+the input at most ``window`` items ahead of the last item handed to the consumer, so a
+slow item holds back at most ``window`` finished ones, and a 10^6-item input is never
+read whole.
+
+:class:`AsyncioBatchStream` and :class:`SyncBatchStream` give the same stream to asyncio
+and plain-thread code: the trio stream is held open in minimallm's trio thread, and
+results cross the bridge in bursts (one crossing per burst of ready results, not per
+result).
+
+Leaving the block early cancels the batch (in-flight attempts are ended). An exception
+of the batch (an abort, a programming error in the item function, the backend closing)
+is raised from the iteration, as itself; never an ExceptionGroup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+import outcome
+import trio
+
+from minimallm import _bridge
+from minimallm._batch.engine import Deliver
+
+__all__ = [
+    "BURST",
+    "AsyncioBatchStream",
+    "EngineStarter",
+    "SyncBatchStream",
+    "TrioBatchStream",
+    "single_exception",
+]
+
+R = TypeVar("R")
+
+EngineStarter = Callable[[Deliver, trio.Semaphore | None], Awaitable[Any]]
+"""Runs a batch's engine to the end with the given ``deliver`` and window."""
+
+BURST = 1024
+"""Results handed across the bridge per crossing, at most."""
+
+
+def single_exception(exc: BaseException) -> BaseException:
+    """The one exception inside ``exc``'s groups that is not a cancellation, if there is
+    exactly one; else ``exc`` itself."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for inner in e.exceptions:
+                walk(inner)
+        elif not isinstance(e, trio.Cancelled):
+            leaves.append(e)
+
+    walk(exc)
+    return leaves[0] if len(leaves) == 1 else exc
+
+
+class TrioBatchStream(Generic[R]):
+    """The stream under trio (see the module docstring)."""
+
+    def __init__(self, start: EngineStarter, *, ordered: bool, window: int) -> None:
+        self._start = start
+        self._ordered = ordered
+        self._window = trio.Semaphore(window) if ordered else None
+        self._send, self._recv = trio.open_memory_channel[tuple[int, R | None]](window)
+        self._pending: dict[int, R | None] = {}
+        self._next = 0
+        self._error: BaseException | None = None
+        self._nursery_cm: Any = None
+        self._nursery: trio.Nursery | None = None
+
+    async def __aenter__(self) -> Self:
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        self._nursery.start_soon(self._engine)
+        return self
+
+    async def _engine(self) -> None:
+        async def deliver(index: int, value: Any) -> None:
+            await self._send.send((index, value))
+
+        async with self._send:
+            try:
+                await self._start(deliver, self._window)
+            except trio.Cancelled:
+                raise
+            except BaseException as exc:
+                self._error = single_exception(exc)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> tuple[int, R | None]:
+        if not self._ordered:
+            try:
+                return await self._recv.receive()
+            except trio.EndOfChannel:
+                self._finish()
+        while self._next not in self._pending:
+            try:
+                index, value = await self._recv.receive()
+            except trio.EndOfChannel:
+                self._finish()
+            self._pending[index] = value
+        return self._take()
+
+    def _take(self) -> tuple[int, R | None]:
+        index = self._next
+        self._next += 1
+        assert self._window is not None
+        self._window.release()  # one more item of the input may be read
+        return index, self._pending.pop(index)
+
+    async def next_burst(self) -> list[tuple[int, R | None]]:
+        """The next result (waiting for it) and every other one ready now, in order
+        (StopAsyncIteration at the end). For the bridge: one crossing per burst."""
+        burst = [await self.__anext__()]
+        while len(burst) < BURST:
+            try:
+                index, value = self._recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if not self._ordered:
+                burst.append((index, value))
+                continue
+            self._pending[index] = value
+            while self._next in self._pending and len(burst) < BURST:
+                burst.append(self._take())
+        return burst
+
+    def _finish(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        raise StopAsyncIteration
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()  # an early exit stops the batch
+        self._recv.close()
+        try:
+            await self._nursery_cm.__aexit__(exc_type, exc, tb)
+        except BaseException as raised:
+            single = single_exception(raised)
+            if single is raised:
+                raise
+            raise single from None
+        if exc is None and self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return None
+
+
+class _Held(Generic[R]):
+    """A :class:`TrioBatchStream` held open in minimallm's trio thread; its methods run
+    there (each called through one bridge crossing)."""
+
+    def __init__(self, start: EngineStarter, *, ordered: bool, window: int) -> None:
+        self.stream: TrioBatchStream[R] = TrioBatchStream(start, ordered=ordered, window=window)
+        self.started: _bridge.Started | None = None
+        self.ended: outcome.Outcome[Any] | None = None
+        self._opened: trio.Event | None = None
+        self._close: trio.Event | None = None
+        self._done: trio.Event | None = None
+
+    def start(self) -> None:
+        """(any thread) Open the stream in the trio thread, in a call of its own."""
+        self.started = _bridge.start_in_trio(self._hold, self._on_done)
+
+    async def _hold(self) -> None:
+        self._events()
+        assert self._opened is not None and self._close is not None
+        async with self.stream:
+            self._opened.set()
+            await self._close.wait()
+
+    def _events(self) -> None:
+        if self._opened is None:
+            self._opened, self._close, self._done = trio.Event(), trio.Event(), trio.Event()
+
+    def _on_done(self, result: outcome.Outcome[Any]) -> None:
+        self._events()
+        assert self._opened is not None and self._done is not None
+        self.ended = result
+        self._opened.set()
+        self._done.set()
+
+    async def wait_opened(self) -> None:
+        """(trio) Until the stream is open, or the call ended (its error raised)."""
+        self._events()
+        assert self._opened is not None
+        await self._opened.wait()
+        if self.ended is not None and self._done is not None and self._done.is_set():
+            self.ended.unwrap()
+
+    async def close(self) -> None:
+        """(trio) Leave the stream (stopping the batch if it still runs) and wait."""
+        self._events()
+        assert self._close is not None and self._done is not None
+        self._close.set()
+        await self._done.wait()
+
+
+class AsyncioBatchStream(Generic[R]):
+    """The stream under asyncio (see the module docstring)."""
+
+    def __init__(self, start: EngineStarter, *, ordered: bool, window: int) -> None:
+        self._held: _Held[R] = _Held(start, ordered=ordered, window=window)
+        self._buffer: list[tuple[int, R | None]] = []
+        self._done = False
+
+    async def __aenter__(self) -> Self:
+        self._held.start()
+        await _bridge.await_in_trio(self._held.wait_opened)
+        return self
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> tuple[int, R | None]:
+        if not self._buffer:
+            if self._done:
+                raise StopAsyncIteration
+            try:
+                self._buffer = await _bridge.await_in_trio(self._held.stream.next_burst)
+            except StopAsyncIteration:
+                self._done = True
+                raise
+            self._buffer.reverse()
+        return self._buffer.pop()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await _bridge.await_in_trio(self._held.close)
+        ended = self._held.ended
+        if exc is None and ended is not None:
+            ended.unwrap()
+
+
+class SyncBatchStream(Generic[R]):
+    """The stream for plain threads: ``with ... as results: for i, r in results``."""
+
+    def __init__(self, start: EngineStarter, *, ordered: bool, window: int) -> None:
+        self._held: _Held[R] = _Held(start, ordered=ordered, window=window)
+        self._buffer: list[tuple[int, R | None]] = []
+        self._done = False
+
+    def __enter__(self) -> Self:
+        self._held.start()
+        _bridge.call_blocking(self._held.wait_opened)
+        return self
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> tuple[int, R | None]:
+        if not self._buffer:
+            if self._done:
+                raise StopIteration
+            try:
+                self._buffer = _bridge.call_blocking(self._held.stream.next_burst)
+            except StopAsyncIteration:
+                self._done = True
+                raise StopIteration from None
+            self._buffer.reverse()
+        return self._buffer.pop()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _bridge.call_blocking(self._held.close)
+        ended = self._held.ended
+        if exc is None and ended is not None:
+            ended.unwrap()

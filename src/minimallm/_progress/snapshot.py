@@ -1,0 +1,311 @@
+"""A batch's progress as typed snapshots, and the tally that makes them (pure, no clock).
+
+The Monitor actor owns one :class:`ProgressTally`, feeds it the batch's events with
+their (trio) times, and hands :class:`BatchProgress` snapshots to whatever shows them:
+a live bar, plain lines, a logger, or the user's own callable (tqdm, rich, a
+dashboard). Everything a progress line says is in the snapshot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from minimallm._types import MinimaLlmFailure
+
+__all__ = ["BatchProgress", "LatencyHistogram", "ProgressKind", "ProgressTally"]
+
+ProgressKind = Literal["tick", "failure", "stall", "done"]
+
+_RATE_WINDOW_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchProgress:
+    """Where a batch stands. Times in seconds; rates per second.
+
+    ``kind``: ``tick`` (periodic), ``failure`` (``failure`` holds one of the first
+    failures), ``stall`` (nothing finished for ``stalled_s``), ``done`` (the last one).
+    ``total`` is None when the input's length is unknown. ``attempts`` counts HTTP
+    attempts as they happen; ``retries`` the attempts beyond each item's first.
+    ``eta_s`` comes from the rate of items that needed the server (cache hits come in
+    bulk and would make it lie). ``binding`` says which limit holds the client back now
+    (None: none; the server's latency sets the pace). ``server_s`` is the median time
+    the server took per attempt lately, ``waiting_s`` the median time items waited
+    before their first attempt went out.
+    """
+
+    kind: ProgressKind
+    elapsed_s: float
+    total: int | None
+    done: int
+    ok: int
+    cached: int
+    failed: int
+    none: int
+    in_progress: int
+    attempts: int
+    retries: int
+    send_rate: float
+    done_rate: float
+    eta_s: float | None
+    binding: str | None
+    server_s: float | None
+    waiting_s: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    tokens_reported: bool
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    failure: MinimaLlmFailure | None = None
+    failure_number: int = 0
+    stalled_s: float | None = None
+    oldest_s: float | None = None
+    http_in_flight: int | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        """Done as a fraction of total (None when the total is unknown)."""
+        if self.total is None:
+            return None
+        return 1.0 if self.total == 0 else self.done / self.total
+
+
+class LatencyHistogram:
+    """Latencies in log-spaced buckets (2 % wide): constant memory for any batch size,
+    percentiles within 2 %."""
+
+    __slots__ = ("_buckets", "_count")
+    _RATIO = 1.02
+    _FLOOR_S = 1e-4
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, int] = {}
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        """Samples recorded."""
+        return self._count
+
+    def add(self, seconds: float) -> None:
+        """Record one latency (seconds)."""
+        b = (
+            0
+            if seconds <= self._FLOOR_S
+            else 1 + int(math.log(seconds / self._FLOOR_S, self._RATIO))
+        )
+        self._buckets[b] = self._buckets.get(b, 0) + 1
+        self._count += 1
+
+    def percentile(self, q: float) -> float | None:
+        """The q-th percentile (0..100) in seconds (bucket upper bound), None if empty."""
+        if not self._count:
+            return None
+        rank = max(1, math.ceil(self._count * q / 100.0))
+        seen = 0
+        for b in sorted(self._buckets):
+            seen += self._buckets[b]
+            if seen >= rank:
+                return self._FLOOR_S * self._RATIO**b
+        raise AssertionError("unreachable: ranks are bounded by the count")
+
+
+class _Window:
+    """Event times over the last ``window_s`` seconds (per-second buckets)."""
+
+    __slots__ = ("_buckets", "_window_s")
+
+    def __init__(self, window_s: float) -> None:
+        self._window_s = window_s
+        self._buckets: deque[list[float]] = deque()  # [second, count]
+
+    def add(self, at: float, count: int = 1) -> None:
+        second = math.floor(at)
+        if self._buckets and self._buckets[-1][0] >= second:
+            self._buckets[-1][1] += count
+        else:
+            self._buckets.append([second, count])
+
+    def rate(self, now: float, since: float) -> float:
+        """Events per second over the window, or since ``since`` if that is later."""
+        while self._buckets and self._buckets[0][0] < now - self._window_s:
+            self._buckets.popleft()
+        span = min(self._window_s, now - since)
+        if span <= 0:
+            return 0.0
+        return sum(b[1] for b in self._buckets) / span
+
+
+class ProgressTally:
+    """Counters and recent rates of one batch (owned by its Monitor)."""
+
+    __slots__ = (
+        "_attempt_times",
+        "_done_times",
+        "_first_uncached",
+        "_recent_server",
+        "_recent_waiting",
+        "_started",
+        "_uncached_done",
+        "attempts",
+        "cached",
+        "completion_tokens",
+        "done",
+        "failed",
+        "latency",
+        "none",
+        "ok",
+        "prompt_tokens",
+        "retries",
+        "start",
+        "tokens_reported",
+        "total",
+    )
+
+    def __init__(self, total: int | None, start: float) -> None:
+        self.total = total
+        self.start = start
+        self.done = self.ok = self.cached = self.failed = self.none = 0
+        self.attempts = self.retries = 0
+        self.prompt_tokens = self.completion_tokens = 0
+        self.tokens_reported = False
+        self.latency = LatencyHistogram()  # whole items, start to finish
+        self._started: dict[int, float] = {}  # index -> start, items in progress
+        self._attempt_times = _Window(_RATE_WINDOW_S)
+        self._done_times = _Window(_RATE_WINDOW_S)
+        self._uncached_done = 0
+        self._first_uncached: float | None = None
+        self._recent_server: deque[float] = deque(maxlen=256)
+        self._recent_waiting: deque[float] = deque(maxlen=256)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def item_started(self, index: int, at: float) -> None:
+        """Item ``index`` began at ``at``."""
+        self._started[index] = at
+
+    def item_finished(
+        self,
+        index: int,
+        at: float,
+        kind: str,
+        *,
+        attempts: int = 0,
+        first_sent_at: float | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+    ) -> None:
+        """Item ``index`` ended at ``at`` as ``kind`` (ok, cached, failed, none)."""
+        started = self._started.pop(index, at)
+        self.done += 1
+        self.retries += max(0, attempts - 1)
+        self.latency.add(max(0.0, at - started))
+        if first_sent_at is not None:
+            self._recent_waiting.append(max(0.0, first_sent_at - started))
+        if prompt_tokens is not None or completion_tokens is not None:
+            self.tokens_reported = True
+            self.prompt_tokens += prompt_tokens or 0
+            self.completion_tokens += completion_tokens or 0
+        if kind == "ok":
+            self.ok += 1
+        elif kind == "cached":
+            self.ok += 1
+            self.cached += 1
+        elif kind == "none":
+            self.none += 1
+        else:
+            self.failed += 1
+        if kind != "cached":
+            self._uncached_done += 1
+            self._done_times.add(at)
+            if self._first_uncached is None:
+                self._first_uncached = started
+
+    def cached_in_bulk(self, count: int) -> None:
+        """``count`` items were answered from the cache at once."""
+        self.done += count
+        self.ok += count
+        self.cached += count
+
+    def attempt(self, sent_at: float, done_at: float, answered: bool) -> None:
+        """An HTTP attempt ended (the server answered, or not)."""
+        self.attempts += 1
+        self._attempt_times.add(done_at)
+        if answered:
+            self._recent_server.append(max(0.0, done_at - sent_at))
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def in_progress(self) -> int:
+        """Items started and not finished."""
+        return len(self._started)
+
+    def oldest_age(self, now: float) -> float | None:
+        """Seconds the oldest item in progress has been running, or None."""
+        return now - min(self._started.values()) if self._started else None
+
+    def eta(self, now: float) -> float | None:
+        """Seconds until done at the rate of items that needed the server, or None."""
+        if self.total is None:
+            return None
+        left = self.total - self.done
+        if left <= 0:
+            return 0.0
+        if self._first_uncached is None or not self._uncached_done:
+            return None
+        rate = self._done_times.rate(now, self._first_uncached)
+        return None if rate <= 0 else left / rate
+
+    def snapshot(
+        self,
+        kind: ProgressKind,
+        now: float,
+        *,
+        binding: str | None = None,
+        http_in_flight: int | None = None,
+        failure: MinimaLlmFailure | None = None,
+        failure_number: int = 0,
+        stalled_s: float | None = None,
+    ) -> BatchProgress:
+        """A frozen snapshot at ``now``."""
+        since = self.start
+        return BatchProgress(
+            kind=kind,
+            elapsed_s=max(0.0, now - self.start),
+            total=self.total,
+            done=self.done,
+            ok=self.ok,
+            cached=self.cached,
+            failed=self.failed,
+            none=self.none,
+            in_progress=self.in_progress,
+            attempts=self.attempts,
+            retries=self.retries,
+            send_rate=self._attempt_times.rate(now, since),
+            done_rate=self._done_times.rate(now, since),
+            eta_s=self.eta(now),
+            binding=binding,
+            server_s=_median(self._recent_server),
+            waiting_s=_median(self._recent_waiting),
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            tokens_reported=self.tokens_reported,
+            latency_p50_s=self.latency.percentile(50),
+            latency_p95_s=self.latency.percentile(95),
+            failure=failure,
+            failure_number=failure_number,
+            stalled_s=stalled_s,
+            oldest_s=self.oldest_age(now),
+            http_in_flight=http_in_flight,
+        )
+
+
+def _median(values: deque[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
