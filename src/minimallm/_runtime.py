@@ -237,17 +237,19 @@ class Runtime:
     ) -> None:
         try:
             await run(task_status=task_status)
-        except trio.Cancelled:
-            raise
         except BaseException as exc:
-            # Recorded before the nursery cancels the others, so every job they hold
-            # is answered with this error, not with a bland "closed".
-            if self._failure is None:
-                self._failure = BackendFailedError(
-                    f"minimallm's {name} failed: {type(exc).__name__}: {exc}"
-                )
-                self._failure.__cause__ = exc
+            self._record_failure(name, exc)
             raise
+
+    def _record_failure(self, name: str, exc: BaseException) -> None:
+        """The first actor failure (a bug) is what every caller will be told; it is
+        recorded before the nursery cancels the other actors, so the jobs they hold
+        are answered with it, not with a bland "closed"."""
+        if self._failure is None and not isinstance(exc, trio.Cancelled | KeyboardInterrupt):
+            self._failure = BackendFailedError(
+                f"minimallm's {name} failed: {type(exc).__name__}: {exc}"
+            )
+            self._failure.__cause__ = exc
 
     def _closed_error(self, what: str = "the minimallm runtime has stopped") -> Exception:
         """A fresh exception per caller: the runtime's failure, or that it stopped."""
@@ -258,8 +260,9 @@ class Runtime:
         error.__cause__ = failure.__cause__
         return error
 
-    def _orphan(self, job: Job) -> None:
-        """A Worker stopped while holding ``job``: tell its caller why."""
+    def _orphan(self, job: Job, exc: BaseException) -> None:
+        """A Worker stopped while holding ``job`` (``exc``: why): tell its caller."""
+        self._record_failure("Worker", exc)
         job.reply.send(
             outcome.Error(self._closed_error("the minimallm runtime stopped during the request"))
         )

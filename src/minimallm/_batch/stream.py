@@ -47,21 +47,19 @@ BURST = 1024
 """Results handed across the bridge per crossing, at most."""
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc``'s groups that are not cancellations."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [] if isinstance(exc, trio.Cancelled) else [exc]
+
+
 def single_exception(exc: BaseException) -> BaseException:
     """The one exception inside ``exc``'s groups that is not a cancellation, if there is
     exactly one; else ``exc`` itself."""
     if not isinstance(exc, BaseExceptionGroup):
         return exc
-    leaves: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for inner in e.exceptions:
-                walk(inner)
-        elif not isinstance(e, trio.Cancelled):
-            leaves.append(e)
-
-    walk(exc)
+    leaves = _leaves(exc)
     return leaves[0] if len(leaves) == 1 else exc
 
 
@@ -92,9 +90,9 @@ class TrioBatchStream(Generic[R]):
         async with self._send:
             try:
                 await self._start(deliver, self._window)
-            except trio.Cancelled:
-                raise
             except BaseException as exc:
+                if not _leaves(exc):
+                    raise  # only cancellations: the stream's own scope absorbs them
                 self._error = single_exception(exc)
 
     def __aiter__(self) -> Self:

@@ -104,7 +104,7 @@ class Worker:
         *,
         headers: tuple[tuple[bytes, bytes], ...],
         timeout_s: float,
-        orphan: Callable[[Job], None],
+        orphan: Callable[[Job, BaseException], None],
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._index = index
@@ -161,9 +161,11 @@ class Worker:
                     return
                 await self._serve(job)
                 job = None
-        finally:
+        except BaseException as exc:
             if job is not None and not job.reply.cancelled:
-                self._orphan(job)
+                self._orphan(job, exc)  # the runtime tells the caller why (a bug, or a stop)
+            raise
+        finally:
             await self._transport.aclose()
 
     async def _serve(self, job: Job) -> None:

@@ -1,0 +1,221 @@
+"""Streamed batch results: completion order and input order, lazy input, bounded
+read-ahead, early exit, errors as single exceptions; from trio, asyncio and sync."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+
+import pytest
+import trio
+import trio.testing
+
+from fakes import FakeServer, Script
+from minimallm import (
+    BatchAbortedError,
+    BatchConfig,
+    MinimaLlmConfig,
+    MinimaLlmFailure,
+    MinimaLlmRequest,
+    MinimaLlmResponse,
+    OpenAIMinimaLlm,
+    stream_batched_callable,
+)
+from minimallm._runtime import RuntimeOptions
+from minimallm.mock import MockServerThread
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+def backend_for(server: FakeServer, **batch: object) -> OpenAIMinimaLlm:
+    cfg = MinimaLlmConfig(
+        base_url="http://fake.invalid",
+        model="m",
+        rpm=0,
+        base_backoff_s=1.0,
+        max_backoff_s=1.0,
+        jitter=0.0,
+        batch=BatchConfig(**{"heartbeat_s": 0, "num_workers": 4, **batch}),  # type: ignore[arg-type]
+    )
+    return OpenAIMinimaLlm(cfg, options=RuntimeOptions(server.transport, random.Random(0)))
+
+
+def req(i: int) -> MinimaLlmRequest:
+    return MinimaLlmRequest(f"id{i}", [{"role": "user", "content": f"p{i}"}])
+
+
+def slow_first(content: str, n: int) -> Script:
+    """p0 takes 10 s, every other item 1 s."""
+    return Script(latency=10.0 if content == "p0" else 1.0)
+
+
+async def test_completion_order_yields_each_result_as_soon_as_it_is_ready(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[tuple[int, float]] = []
+    async with (
+        backend_for(FakeServer(slow_first)) as backend,
+        backend.stream_batched([req(i) for i in range(8)]) as results,
+    ):
+        async for index, result in results:
+            assert isinstance(result, MinimaLlmResponse) and result.request_id == f"id{index}"
+            seen.append((index, trio.current_time()))
+    assert sorted(i for i, _ in seen) == list(range(8))
+    assert {i for i, t in seen if t == 1.0} == {1, 2, 3}  # the first three, at once
+    assert seen[-1] == (0, 10.0)  # p0 last, the moment it finished
+
+
+async def test_input_order_waits_only_for_the_next_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[tuple[int, float]] = []
+    async with (
+        backend_for(FakeServer(slow_first)) as backend,
+        backend.stream_batched([req(i) for i in range(8)], ordered=True) as results,
+    ):
+        async for index, _ in results:
+            seen.append((index, trio.current_time()))
+    assert [i for i, _ in seen] == list(range(8))
+    assert seen[0] == (0, 10.0)  # held back by p0 only
+    assert all(t == 10.0 for _, t in seen[:7])  # items 1..6 finished meanwhile
+    assert seen[7] == (7, 10.0)  # the 4 workers ran 1..6 and 7 while p0 was out
+
+
+async def test_a_lazy_input_is_read_only_a_window_ahead(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A generator of 10^6 requests: the ordered stream reads at most ``window`` ahead
+    of what it has handed out, and stopping early stops the batch."""
+    taken = 0
+
+    def requests() -> Iterator[MinimaLlmRequest]:
+        nonlocal taken
+        for i in range(1_000_000):
+            taken += 1
+            yield req(i)
+
+    server = FakeServer(slow_first)
+    async with backend_for(server, num_workers=8) as backend:
+        async with backend.stream_batched(requests(), ordered=True, total=10**6) as results:
+            async for index, _ in results:
+                if index == 99:
+                    break
+        window = max(1024, 4 * 8)
+        assert 100 <= taken <= 100 + window + 8
+        sent = len(server.sent)
+        await trio.sleep(100)
+        assert len(server.sent) == sent  # nothing more was sent after the early exit
+        assert server.in_flight == 0
+
+
+async def test_an_abort_is_raised_from_the_loop_as_itself(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = FakeServer(lambda c, n: Script(latency=1.0, status=400 if c < "p5" else 200))
+    got: list[int] = []
+    with pytest.raises(BatchAbortedError, match=r"^Aborting batch: 3 failures"):
+        async with (
+            backend_for(server, max_failures=2, num_workers=1) as backend,
+            backend.stream_batched([req(i) for i in range(20)], ordered=True) as results,
+        ):
+            async for index, _ in results:
+                got.append(index)
+    assert got == [0, 1, 2]  # the third failure was delivered before the abort
+
+
+async def test_an_error_in_the_loop_body_stops_the_batch_and_is_raised_alone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = FakeServer(lambda c, n: Script(latency=1.0))
+    with pytest.raises(KeyError, match="mine"):
+        async with (
+            backend_for(server) as backend,
+            backend.stream_batched([req(i) for i in range(100)]) as results,
+        ):
+            async for _ in results:
+                raise KeyError("mine")
+    assert server.in_flight == 0 and len(server.sent) <= 8
+
+
+def test_the_same_stream_from_asyncio_and_from_sync_code(mock_server: MockServerThread) -> None:
+    cfg = MinimaLlmConfig(
+        base_url=mock_server.base_url,
+        model="mock-model",
+        rpm=0,
+        batch=BatchConfig(heartbeat_s=0, num_workers=8),
+    )
+    reqs = [req(i) for i in range(300)]
+
+    async def via_asyncio() -> list[tuple[int, str]]:
+        out = []
+        async with (
+            OpenAIMinimaLlm(cfg) as backend,
+            backend.stream_batched(reqs, ordered=True) as results,
+        ):
+            async for index, result in results:
+                assert isinstance(result, MinimaLlmResponse)
+                out.append((index, result.text))
+        return out
+
+    expected = [(i, f"echo: p{i}") for i in range(300)]
+    assert asyncio.run(via_asyncio()) == expected
+    backend = OpenAIMinimaLlm(cfg)
+    with backend.stream_batched_sync(iter(reqs), ordered=True, total=300) as results:
+        got = [(i, r.text) for i, r in results if isinstance(r, MinimaLlmResponse)]
+    backend.close_sync()
+    assert got == expected
+
+
+def test_breaking_out_of_a_sync_stream_stops_the_batch(mock_server: MockServerThread) -> None:
+    cfg = MinimaLlmConfig(
+        base_url=mock_server.base_url,
+        model="mock-model",
+        rpm=0,
+        max_outstanding=4,
+        batch=BatchConfig(heartbeat_s=0, num_workers=4),
+    )
+    hanging = [
+        MinimaLlmRequest(f"h{i}", [{"role": "user", "content": f"h{i} #mock:fault=hang"}])
+        for i in range(1, 50)
+    ]
+    backend = OpenAIMinimaLlm(cfg)
+    with backend.stream_batched_sync([req(0), *hanging]) as results:
+        for index, _ in results:
+            assert index == 0
+            break
+    assert mock_server.wait_for(lambda s: s.in_flight == 0, timeout_s=5.0)
+    backend.close_sync()
+
+
+async def test_callables_stream_too_and_a_none_is_a_value(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def fn(x: int) -> int | None:
+        await trio.sleep(5 - x)
+        return None if x == 2 else x * 10
+
+    got = []
+    async with stream_batched_callable(range(5), fn, BatchConfig(heartbeat_s=0)) as results:
+        async for index, value in results:
+            got.append((index, value))
+    assert got == [(4, 40), (3, 30), (2, None), (1, 10), (0, 0)]
+
+
+async def test_an_invalid_request_is_a_failure_value_in_the_stream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bad = MinimaLlmRequest("bad", [{"role": "user", "content": "x"}], extra={"x": object()})
+    async with (
+        backend_for(FakeServer(lambda c, n: Script(latency=1.0))) as backend,
+        backend.stream_batched([req(0), bad, req(2)], ordered=True) as results,
+    ):
+        got = [r async for _, r in results]
+    assert isinstance(got[1], MinimaLlmFailure) and got[1].error_type == "InvalidRequest"
+    assert got[1].message.startswith("request 1 (id 'bad'): extra['x']")
+    assert [type(r).__name__ for r in got] == ["MinimaLlmResponse", "MinimaLlmFailure"] * 1 + [
+        "MinimaLlmResponse"
+    ]
