@@ -49,7 +49,8 @@ RUNNERS: dict[str, Runner] = {
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
+        prog="python -m benchmarks",
+        description="Every scenario family against the mock server, minimallm next to its peers.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="families: " + ", ".join(FAMILY_NAMES),
     )  # fmt: skip

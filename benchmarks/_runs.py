@@ -4,6 +4,7 @@ server's counters and arrival stamps are read after the run."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Sequence
@@ -25,7 +26,8 @@ class ServerRun:
     ``wall_s`` its timed part (seconds); ``timed_out``: cut short at the deadline;
     ``error``: the client process failed (then most fields are empty); ``stats`` and
     ``arrivals`` (``(seconds since the server's first chat request, outcome)``) are the
-    server's; ``extra``: what else the client reported (``attempts`` …).
+    server's; ``extra``: what else the client reported (``attempts`` …); ``round``
+    counts from 1.
     """
 
     client: str
@@ -39,6 +41,7 @@ class ServerRun:
     arrivals: list[tuple[float, str]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    round: int = 1
 
     @property
     def attempts(self) -> int:
@@ -153,5 +156,5 @@ def run_server_family(
             done = runs[client]
             if done and (done[-1].timed_out or done[-1].error):
                 continue
-            done.append(_one(family, client, log))
+            done.append(dataclasses.replace(_one(family, client, log), round=r + 1))
     return runs

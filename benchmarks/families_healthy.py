@@ -64,6 +64,7 @@ def latency_bound(family: Family, rounds: int, log: TextIO | None) -> FamilyResu
     return FamilyResult(
         family.name, family.title, _conditions(family, rounds) + "; " + family.what,
         table, notes, {"rows": _harness.rows_as_json(rows)}, plot,
+        headline=("efficiency", {r.client: f"{r.efficiency or 0:.3f}" for r in rows}),
     )  # fmt: skip
 
 
@@ -102,6 +103,7 @@ def overhead(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
     return FamilyResult(
         family.name, family.title, _conditions(family, rounds) + "; " + family.what,
         table, notes, {"rows": _harness.rows_as_json(rows)}, plot,
+        headline=("CPU µs per request", {r.client: f"{r.cpu_us:.0f}" for r in rows}),
     )  # fmt: skip
 
 
@@ -127,6 +129,7 @@ def cached(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
     return FamilyResult(
         family.name, family.title, f"N = {family.n:,}, latency 0; " + family.what,
         table, notes, data, plot, list(out["problems"]),
+        headline=("hits/s", {"minimallm-batched-cache": f"{row.rps:,.0f}"}),
     )  # fmt: skip
 
 
@@ -179,4 +182,8 @@ def memory(family: Family, rounds: int, log: TextIO | None, quick: bool) -> Fami
     notes = [
         f"- peak RSS at {r['n']:,} requests: {r['maxrss_kib'] / 1024:.1f} MiB" for r in results
     ]
-    return FamilyResult(family.name, family.title, family.what, table, notes, data, plot)
+    peak = {"minimallm-batched": f"{results[-1]['maxrss_kib'] / 1024:.0f} MiB"}
+    headline = (f"peak RSS at {family.n:,}", peak)
+    return FamilyResult(
+        family.name, family.title, family.what, table, notes, data, plot, headline=headline
+    )

@@ -62,9 +62,12 @@ def _result(
     runs: dict[str, list[ServerRun]],
     head: Sequence[str],
     row: Callable[[ServerRun], list[object]],
-    notes: list[str],
+    headline: tuple[str, dict[str, str]],
     plot: Callable[[Path], None],
+    notes: Sequence[str] = (),
 ) -> FamilyResult:
+    """The family's result; ``headline`` (measure, figure per client) becomes the first
+    note and the overview's line, ``notes`` follow."""
     s = family.settings
     conditions = (
         f"N = {family.n:,}, MAX_OUTSTANDING {s.concurrency}, MAX_ATTEMPTS {s.max_attempts}, "
@@ -73,8 +76,8 @@ def _result(
     )  # fmt: skip
     rows = [row(r) for rs in runs.values() for r in rs]
     return FamilyResult(
-        family.name, family.title, conditions, markdown(head, rows), notes, _data(runs),
-        plot, _errors(runs),
+        family.name, family.title, conditions, markdown(head, rows),
+        [*_versus(*headline), *notes], _data(runs), plot, _errors(runs), headline=headline,
     )  # fmt: skip
 
 
@@ -97,7 +100,7 @@ def pacing(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
         ]  # fmt: skip
 
     first = _first(runs)
-    notes = _versus(
+    headline = (
         f"sends/s ÷ {target:g}",
         {c: f"{(achieved_rate(sends(r)) or 0) / target:.3f}" for c, r in first.items()},
     )
@@ -113,7 +116,7 @@ def pacing(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
 
     head = ["client", "sends", "wall s", "sends/s", f"÷ {target:g}", "max in 1 s", "max in 60 s",
             "failures"]  # fmt: skip
-    return _result(family, runs, head, row, notes, plot)
+    return _result(family, runs, head, row, headline, plot)
 
 
 def rate_limited(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
@@ -132,7 +135,7 @@ def rate_limited(family: Family, rounds: int, log: TextIO | None) -> FamilyResul
         ]  # fmt: skip
 
     first = _first(runs)
-    notes = _versus("goodput ÷ rate", {c: f"{goodput(r) / rate:.3f}" for c, r in first.items()})
+    headline = ("goodput ÷ rate", {c: f"{goodput(r) / rate:.3f}" for c, r in first.items()})
 
     def plot(path: Path) -> None:
         plots.series(
@@ -143,7 +146,7 @@ def rate_limited(family: Family, rounds: int, log: TextIO | None) -> FamilyResul
 
     head = ["client", "wall s", "goodput/s", "÷ rate", "attempts", "429s", "share 429",
             "failures"]  # fmt: skip
-    return _result(family, runs, head, row, notes, plot)
+    return _result(family, runs, head, row, headline, plot)
 
 
 def capacity(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
@@ -161,7 +164,7 @@ def capacity(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
 
     first = _first(runs)
     notes = [f"- ideal = {family.n:,} * {mean * 1000:.0f} ms mean ÷ {slots} slots = {ideal:.1f} s"]
-    notes += _versus(
+    headline = (
         "wall ÷ ideal",
         {c: ("cut" if r.timed_out else f"{r.wall_s / ideal:.2f}") for c, r in first.items()},
     )
@@ -174,7 +177,7 @@ def capacity(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
         )  # fmt: skip
 
     head = ["client", "wall s", "wall ÷ ideal", "attempts", "429s", "failures"]
-    return _result(family, runs, head, row, notes, plot)
+    return _result(family, runs, head, row, headline, plot, notes)
 
 
 def faults(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
@@ -182,18 +185,19 @@ def faults(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
     runs = run_server_family(family, rounds, log)
 
     def row(r: ServerRun) -> list[object]:
-        retried = (r.attempts - r.n) / r.n if r.n else 0.0
-        return [r.client, r.describe_wall(), r.failures, r.attempts, f"{100 * retried:.0f} %"]
+        done = r.succeeded + r.failures
+        retried = "—" if r.timed_out or not done else f"{100 * (r.attempts - done) / done:.0f} %"
+        return [r.client, r.round, r.describe_wall(), r.failures, r.attempts, retried]
 
     medians = {
         c: median_or_none([r.wall_s for r in rs if not (r.timed_out or r.error)])
         for c, rs in runs.items()
     }
-    notes = _versus(
+    headline = (
         f"median wall over {rounds} round(s), s",
         {c: ("cut" if m is None else f"{m:.1f}") for c, m in medians.items()},
     )
-    notes += _versus(
+    notes = _versus(
         "failures per round", {c: ", ".join(str(r.failures) for r in rs) for c, rs in runs.items()}
     )
 
@@ -205,8 +209,8 @@ def faults(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
                    for c, m in medians.items()},
         )  # fmt: skip
 
-    head = ["client", "wall s", "failures", "attempts", "retried"]
-    return _result(family, runs, head, row, notes, plot)
+    head = ["client", "round", "wall s", "failures", "attempts", "retried"]
+    return _result(family, runs, head, row, headline, plot, notes)
 
 
 def outage(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
@@ -220,7 +224,8 @@ def outage(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
                 r.extra.get("attempts", "—"), reset]  # fmt: skip
 
     first = _first(runs)
-    notes = _versus("failures", {c: str(r.failures) for c, r in first.items()})
+    headline = ("failures", {c: str(r.failures) for c, r in first.items()})
+    notes = _versus("wall s", {c: r.describe_wall() for c, r in first.items()})
 
     def plot(path: Path) -> None:
         plots.series(
@@ -231,7 +236,7 @@ def outage(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
 
     head = ["client", "wall s", "failures", "succeeded", "attempts (server)",
             "attempts (client)", "connections reset"]  # fmt: skip
-    return _result(family, runs, head, row, notes, plot)
+    return _result(family, runs, head, row, headline, plot, notes)
 
 
 def storm(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
@@ -250,10 +255,11 @@ def storm(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
                 r.failures]  # fmt: skip
 
     first = _first(runs)
-    notes = _versus(
+    headline = (
         "seconds until ≥ 90 % of the throughput before the storm",
         {c: ("never" if (s := recovery(r)[0]) is None else f"{s:.1f}") for c, r in first.items()},
     )
+    notes = _versus("failures", {c: str(r.failures) for c, r in first.items()})
 
     def plot(path: Path) -> None:
         plots.series(
@@ -263,4 +269,4 @@ def storm(family: Family, rounds: int, log: TextIO | None) -> FamilyResult:
         )  # fmt: skip
 
     head = ["client", "wall s", "ok/s before", "recovery s", "storm answers", "failures"]
-    return _result(family, runs, head, row, notes, plot)
+    return _result(family, runs, head, row, headline, plot, notes)

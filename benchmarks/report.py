@@ -47,6 +47,8 @@ class FamilyResult:
     errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     image: str | None = None
+    headline: tuple[str, dict[str, str]] | None = None
+    """``(measure, {client: figure})`` for the overview table of ``summary.md``."""
 
     def section(self, image: str | None, level: str = "###") -> str:
         """The family as markdown: title, what is measured, table, notes, image."""
@@ -114,6 +116,28 @@ def machine_lines(root: Path, loads: tuple[str, str]) -> list[str]:
     ]
 
 
+OVERVIEW_PEERS = ("aiohttp-retry", "openai-asyncio", "aiohttp-asyncio")
+
+
+def overview(results: Sequence[FamilyResult]) -> str:
+    """One line per family: its headline measure for minimallm (the batch runner's row
+    where there is one) and each peer."""
+    rows = []
+    for r in results:
+        if r.headline is None:
+            continue
+        measure, values = r.headline
+        mine = [c for c in values if c.startswith("minimallm")]
+        batched = [c for c in mine if c.startswith("minimallm-batched")]
+        pick = (batched or mine or [None])[0]
+        cells = [
+            values.get(pick, "—") if pick else "—",
+            *(values.get(p, "—") for p in OVERVIEW_PEERS),
+        ]
+        rows.append([r.title, measure, *cells])
+    return markdown(["family", "measure", "minimallm", *OVERVIEW_PEERS], rows)
+
+
 def summary_markdown(
     results: Sequence[FamilyResult],
     *,
@@ -139,6 +163,8 @@ def summary_markdown(
         r.section(None if image_dir is None or r.image is None else f"{image_dir}/{r.image}")
         for r in results
     ]
+    if any(r.headline for r in results):
+        head += ["", "### Overview", "", overview(results)]
     return "\n\n".join(["\n".join(head), *sections]) + "\n"
 
 

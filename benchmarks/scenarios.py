@@ -95,7 +95,7 @@ def families(quick: bool = False) -> dict[str, Family]:
     table = [
         Family(
             "latency-bound", "Latency-bound: 100 ms server, 64 in flight", "healthy",
-            HEALTHY_ROWS, size(1500, 100), Settings(size(64, 16)),
+            HEALTHY_ROWS, size(1200, 100), Settings(size(64, 16)),
             MockServerConfig(latency_s=size(lat, 0.02), max_records=0), rounds=size(2, 1),
             what="efficiency = req/s ÷ ideal (concurrency ÷ latency)",
         ),
@@ -120,7 +120,7 @@ def families(quick: bool = False) -> dict[str, Family]:
                 latency_s=size(lat, 0.02), rate_limit_per_s=200.0, burst=20,
                 max_records=0, max_arrivals=ARRIVALS_KEPT,
             ),
-            deadline_s=size(45.0, 4.0),
+            deadline_s=size(35.0, 4.0),
             what="goodput ÷ the server's rate; share of attempts answered 429; failures",
         ),
         Family(
@@ -130,7 +130,7 @@ def families(quick: bool = False) -> dict[str, Family]:
                 latency_s=size(lat, 0.02), latency_dist="lognormal", latency_sigma=0.5,
                 capacity=32, retry_after_s=1.0, max_records=0, max_arrivals=ARRIVALS_KEPT,
             ),
-            deadline_s=size(35.0, 4.0),
+            deadline_s=size(30.0, 4.0),
             what="wall ÷ ideal, ideal = n * mean latency ÷ 32 slots",
         ),
         Family(
@@ -141,12 +141,12 @@ def families(quick: bool = False) -> dict[str, Family]:
                 fault_rates={"500": 0.03, "503": 0.02, "reset": 0.01, "hang": 0.01,
                              "malformed": 0.01},
             ),
-            rounds=size(3, 1), deadline_s=size(25.0, 4.0),
+            rounds=size(3, 1), deadline_s=size(20.0, 4.0),
             what="wall and failures, median of the rounds; TIMEOUT_S = 2",
         ),
         Family(
             "outage", "Outage: connections refused for 20 s mid-batch", "server",
-            PUSHBACK_ROWS, size(3000, 800), Settings(64, max_attempts=6, timeout_s=10.0),
+            PUSHBACK_ROWS, size(2500, 800), Settings(64, max_attempts=6, timeout_s=10.0),
             MockServerConfig(
                 latency_s=size(lat, 0.05), max_records=0, max_arrivals=ARRIVALS_KEPT,
                 phases=(Outage(size(2.0, 0.2), size(20.0, 0.5), "refuse"),),
@@ -159,7 +159,7 @@ def families(quick: bool = False) -> dict[str, Family]:
             PUSHBACK_ROWS, size(8000, 2500), Settings(64, max_attempts=6, timeout_s=10.0),
             MockServerConfig(
                 latency_s=size(lat, 0.05), max_records=0, max_arrivals=ARRIVALS_KEPT,
-                phases=(Storm(size(4.0, 0.5), size(30.0, 1.0), 429, 1.0),),
+                phases=(Storm(size(3.0, 0.5), size(30.0, 1.0), 429, 1.0),),
             ),
             deadline_s=size(80.0, 6.0),
             what="seconds from the storm's end until throughput is back to ≥ 90 % of before",

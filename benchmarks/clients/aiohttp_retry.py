@@ -4,9 +4,12 @@ One task per request behind an ``asyncio.Semaphore(concurrency)``; each attempt 
 own timeout (``timeout_s``, seconds). Retried: 408, 409, 425, 429, 500, 502, 503, 504,
 connection errors, timeouts and a 200 whose body is not a completion (not JSON, no
 ``choices``), up to ``max_attempts`` attempts (0: until success). Before a retry it
-waits the server's ``retry-after-ms`` or ``Retry-After`` (seconds) when given, capped at
-60 s, else ``min(30, 0.5 * 2**(n-1))`` seconds ±20 % (minimallm's default backoff, so
-the comparison is about flow control, not the formula). With ``rpm`` > 0 it paces
+waits the server's ``Retry-After`` (the standard header, in seconds) when given, capped
+at 60 s, else ``min(30, 0.5 * 2**(n-1))`` seconds ±20 % (minimallm's default backoff, so
+the comparison is about flow control, not the formula). It does not read OpenAI's
+``retry-after-ms``: waiting exactly those few milliseconds with 128 requests
+outstanding makes a thundering herd (measured: 7 times the attempts, half the requests
+failed); openai-python, the other peer, does read it. With ``rpm`` > 0 it paces
 attempts on a shared schedule, one every 60/rpm seconds.
 """
 
@@ -31,15 +34,15 @@ MAX_RETRY_AFTER_S = 60.0
 
 
 def retry_after_s(headers: Mapping[str, str]) -> float | None:
-    """The server's requested wait in seconds (``retry-after-ms`` first), or None."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is not None:
-            try:
-                return min(MAX_RETRY_AFTER_S, max(0.0, float(value) * scale))
-            except ValueError:
-                continue  # an HTTP date: fall back to the backoff
-    return None
+    """The server's ``Retry-After`` in seconds (capped), or None (absent, or an HTTP
+    date, which this loop leaves to the backoff)."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return min(MAX_RETRY_AFTER_S, max(0.0, float(value)))
+    except ValueError:
+        return None
 
 
 class _Client:
