@@ -1,15 +1,18 @@
 """One measured client run, in its own process (started by ``_harness.run_child``).
 
-``python benchmarks/_child.py '<json spec>'`` opens the client (with the spec's
-``options``, if any), sends a warm-up, lets the client ``prepare`` the measured ids
-if it can (e.g. build the request list), then times the measured requests and prints
-one JSON line on stdout: counts, wall seconds, this process's user and system CPU
-seconds over the timed part only (all threads, so minimallm's bridge thread is
-included), its peak RSS (KiB) after the warm-up, after ``prepare`` (just before the
-timed part) and at the end, and whatever extra counts the client reports (e.g.
-``cached``). With ``census`` (trio clients only), it also counts the live trio tasks
-every 0.02 s and the live coroutine objects once, 0.05 s into the timed part, to show
-that nothing is made per request up front.
+``python -m benchmarks._child '<json spec>'`` (from the repository root) opens the
+client (with the spec's ``options``, if any), sends a warm-up, lets the client
+``prepare`` the measured ids if it can (e.g. build the request list), then times the
+measured requests and prints one JSON line on stdout: counts, wall seconds, this
+process's user and system CPU seconds over the timed part only (all threads, so
+minimallm's bridge thread is included), its peak RSS (KiB) after the warm-up, after
+``prepare`` (just before the timed part) and at the end, and whatever extra counts the
+client reports (e.g. ``cached``, ``attempts``). With ``census`` (trio clients only), it
+also counts the live trio tasks every 0.02 s and the live coroutine objects once, 0.05 s
+into the timed part, to show that nothing is made per request up front.
+
+With ``deadline_s``, the timed part is cancelled after that many seconds: the line then
+says ``"timed_out": true`` and carries the client's ``progress()`` counts (or none).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 import trio
 
-from clients import CLIENTS
+from benchmarks.clients import CLIENTS
 
 CENSUS_PERIOD_S = 0.02
 """How often the census counts trio tasks (seconds)."""
@@ -44,6 +47,16 @@ def _cpu() -> tuple[float, float]:
 
 
 def _maxrss_kib() -> int:
+    """Peak RSS of this process, KiB. ``VmHWM`` where Linux has it: ``ru_maxrss`` of a
+    process started with vfork + exec (as ``subprocess`` does) starts at its parent's
+    peak, so small clients would all show the orchestrator's size."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
@@ -84,13 +97,36 @@ def _split(out: tuple[Any, ...]) -> tuple[int, int, dict[str, Any]]:
     return out[0], out[1], (out[2] if len(out) > 2 else {})
 
 
+async def _within(deadline_s: float | None, loop: str, run: Awaitable[Any]) -> Any:
+    """``await run``, or None once ``deadline_s`` seconds have passed (cancelled)."""
+    if deadline_s is None:
+        return await run
+    if loop == "trio":
+        with trio.move_on_after(deadline_s):
+            return await run
+        return None
+    try:
+        async with asyncio.timeout(deadline_s):
+            return await run
+    except TimeoutError:
+        return None
+
+
+def _cut_short(client: Any) -> tuple[int | None, int | None, dict[str, Any]]:
+    progress = getattr(client, "progress", None)
+    counts = dict(progress()) if progress is not None else {}
+    return counts.pop("ok", None), counts.pop("failed", None), {**counts, "timed_out": True}
+
+
 async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
-    module = importlib.import_module("clients." + CLIENTS[spec["client"]].module)
+    module = importlib.import_module("benchmarks.clients." + CLIENTS[spec["client"]].module)
     n, warmup, concurrency = spec["n"], spec["warmup"], spec["concurrency"]
     options = spec.get("options") or {}
     census = _Census() if spec.get("census") else None
     async with module.open_client(spec["base_url"], concurrency, **options) as client:
-        warm_ok, warm_failed, _ = _split(await client.run(range(n, n + warmup)))
+        warm_ok, warm_failed = 0, 0
+        if warmup:
+            warm_ok, warm_failed, _ = _split(await client.run(range(n, n + warmup)))
         maxrss_warm = _maxrss_kib()
         prepare = getattr(client, "prepare", None)
         if prepare is not None:
@@ -101,7 +137,10 @@ async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         if profiler is not None:
             profiler.enable()
-        ok, failed, extra = _split(await _timed_run(client, range(n), census))
+        out = await _within(
+            spec.get("deadline_s"), module.LOOP, _timed_run(client, range(n), census)
+        )
+        ok, failed, extra = _cut_short(client) if out is None else _split(out)
         if profiler is not None:
             profiler.disable()
         wall = time.perf_counter() - t0
@@ -130,7 +169,7 @@ async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str]) -> None:
     """Run the spec given as one JSON argument; print the result as one JSON line."""
     spec = json.loads(argv[0])
-    loop = importlib.import_module("clients." + CLIENTS[spec["client"]].module).LOOP
+    loop = importlib.import_module("benchmarks.clients." + CLIENTS[spec["client"]].module).LOOP
     fn: Callable[[], Awaitable[dict[str, Any]]] = lambda: _measure(spec)  # noqa: E731
     if loop == "trio":
         result = trio.run(fn)

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clients import CLIENTS
+from benchmarks.clients import CLIENTS
 from minimallm.mock import MockServerConfig, MockServerProcess
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 
 try:  # the server's CPU is a diagnostic; the benchmark runs without psutil
     import psutil  # type: ignore[import-untyped]
@@ -131,11 +132,15 @@ def run_child(
     timeout_s: float | None = None,
     options: dict[str, Any] | None = None,
     census: bool = False,
+    deadline_s: float | None = None,
 ) -> dict[str, Any]:
     """Run one client in a fresh process and return its JSON result.
 
     ``options`` go to the client's ``open_client`` as keyword arguments (e.g.
-    ``cache_dir``); ``census`` counts live trio tasks and coroutines while timed.
+    ``cache_dir``); ``census`` counts live trio tasks and coroutines while timed;
+    ``deadline_s`` cuts the timed part short after that many seconds (the result then
+    has ``timed_out``). A child that outlives its deadline by a minute is killed
+    (ChildError).
     """
     spec = {
         "client": client,
@@ -146,21 +151,30 @@ def run_child(
         "profile": str(profile) if profile else None,
         "options": options or {},
         "census": census,
+        "deadline_s": deadline_s,
     }
+    if timeout_s is None and deadline_s is not None:
+        timeout_s = deadline_s + 60.0
     if timeout_s is None:
         # Ten times the ideal duration (at latency 0: 5 ms per request), at least a
         # minute: only a hang trips it.
         ideal = scenario.ideal_rps
         total = scenario.n + scenario.warmup
         timeout_s = max(60.0, 10 * total / ideal if ideal else 0.005 * total)
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "_child.py"), json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        cwd=HERE,
-        check=False,
-    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks._child", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=ROOT,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ChildError(f"{client} still running after {timeout_s:.0f} s: killed") from exc
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         raise ChildError(

@@ -5,7 +5,7 @@
 
 Each batch runs in its own child process (``_child.py``, the ``minimallm-batched``
 row): it opens the backend, sends a warm-up, builds the request list, then runs the
-batch. ``ru_maxrss`` (the process's peak RSS) is read after the warm-up, after the
+batch. The peak RSS (``VmHWM``) is read after the warm-up, after the
 request list is built ("before") and after the batch ("after"); the growth per
 request is what the batch itself costs. Requests and results are kept by design (the
 caller holds them); what must not happen is a task or coroutine per request made up
@@ -22,7 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import _harness
+if __package__ in (None, ""):  # run as a script: make the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import _harness
 from minimallm.mock import MockServerConfig, MockServerProcess
 
 CLIENT = "minimallm-batched"
@@ -55,7 +58,7 @@ def table(results: list[dict[str, Any]], concurrency: int) -> str:
         return "—" if value is None else str(value)  # None: the batch ended first
 
     lines = [
-        f"concurrency = {concurrency}, latency 0, no cache; ru_maxrss of the child process",
+        f"concurrency = {concurrency}, latency 0, no cache; peak RSS (VmHWM) of the child process",
         "",
         "| requests | after warm-up MiB | before batch MiB | after batch MiB | "
         "batch growth MiB | growth per request | request list per request | "

@@ -26,7 +26,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import _harness
+if __package__ in (None, ""):  # run as a script: make the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import _harness
 from minimallm.mock import MockServerConfig, MockServerProcess
 
 CACHED = "minimallm-batched-cache"

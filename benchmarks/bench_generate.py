@@ -15,8 +15,11 @@ import json
 import sys
 from pathlib import Path
 
-import _harness
-from clients import CLIENTS, DEFAULT_CLIENTS
+if __package__ in (None, ""):  # run as a script: make the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import _harness
+from benchmarks.clients import CLIENTS, DEFAULT_CLIENTS
 
 QUICK = {
     "n": 200,

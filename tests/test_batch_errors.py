@@ -286,7 +286,7 @@ def test_aclose_during_a_cached_batch_from_trio_asyncio_and_sync(
 
         thread = threading.Thread(target=batch)
         thread.start()
-        time.sleep(after_s)  # noqa: the wall clock is the point: a real thread racing aclose
+        time.sleep(after_s)  # the wall clock is the point: a real thread racing aclose
         start = time.monotonic()
         backend.close_sync()
         took = time.monotonic() - start

@@ -1,10 +1,12 @@
-"""The benchmark harness runs end to end (tiny N, latency 0) and its summary maths is right.
+"""The benchmark harness runs end to end (tiny N) and its summary maths is right.
 
 The full benchmarks take minutes; these only prove that every row of
 ``bench_generate.py`` completes its requests against a mock server process with exactly
 one HTTP request per call, that ``bench_cache.py``'s rerun is answered entirely from the
-cache by a new process, and that ``bench_batch_memory.py`` sees no task or coroutine per
-request; and that the reported numbers are sane.
+cache by a new process, that ``bench_batch_memory.py`` sees no task or coroutine per
+request, that ``python -m benchmarks --quick`` runs a healthy family and a family with
+an outage end to end and writes its tables, plot and summary; and that the reported
+numbers (windows, rates, recovery times) are computed right.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
 N = 100
 CONCURRENCY = 8
 ROWS = ["minimallm-trio", "minimallm-asyncio", "minimallm-batched", "aiohttp-asyncio", "httpx-trio"]
@@ -31,17 +34,11 @@ if importlib.util.find_spec("aiohttp") is None:  # only in the `bench` extra
 
 @pytest.fixture
 def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """``benchmarks/_harness.py`` imported as a script sees it (top-level modules)."""
-    monkeypatch.syspath_prepend(str(BENCH))
-    import _harness
+    """``benchmarks._harness``, with the repository root importable."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import _harness
 
     yield _harness
-    for name in [
-        m
-        for m in sys.modules
-        if m in ("_harness", "bench_cache", "clients") or m.startswith("clients.")
-    ]:
-        del sys.modules[name]
 
 
 def test_quick_run_completes_every_row(tmp_path: Path) -> None:
@@ -177,7 +174,7 @@ def test_batch_memory_bench_makes_nothing_per_request_up_front(tmp_path: Path) -
 
 
 def test_cache_bench_ratio_lines(harness: ModuleType) -> None:
-    import bench_cache
+    from benchmarks import bench_cache
 
     scenario = harness.Scenario(n=640, concurrency=64, latency_s=0.0, warmup=64)
     plain = harness.Row(
@@ -192,3 +189,122 @@ def test_cache_bench_ratio_lines(harness: ModuleType) -> None:
     assert "512 / 640 = **0.800**" in lines[0]  # req/s with ÷ without
     assert "750 / 500 = **1.500**" in lines[1]  # CPU µs/req with ÷ without
     assert "≈ 250 µs per answer written" in lines[1]
+
+
+# --- python -m benchmarks -------------------------------------------------------------
+
+
+def test_families_quick_run_writes_tables_plots_and_summary(
+    tmp_path: Path, harness: ModuleType
+) -> None:
+    """A healthy family (every installed row) and one whose server refuses connections
+    for a second mid-batch, end to end in a few seconds."""
+    out = tmp_path / "results"
+    args = ["--quick", "--family", "latency-bound", "--family", "outage", "--quiet"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    from benchmarks.clients import missing
+    from benchmarks.scenarios import HEALTHY_ROWS, PUSHBACK_ROWS, families
+
+    data = json.loads((out / "results.json").read_text())
+    quick = families(quick=True)
+    healthy = [r for r in HEALTHY_ROWS if not missing(r)]
+    rows = data["latency-bound"]["rows"]
+    assert [r["client"] for r in rows] == healthy
+    n, warmup = quick["latency-bound"].n, quick["latency-bound"].settings.concurrency
+    for row in rows:
+        assert row["failures"] == 0, row
+        (run,) = row["runs"]
+        assert run["server_requests"] == n + warmup, row  # one HTTP request per call
+    outage = {c: runs for c, runs in data["outage"].items() if c not in ("wall_s", "notes")}
+    assert list(outage) == [r for r in PUSHBACK_ROWS if not missing(r)]
+    for client, (run,) in outage.items():
+        assert run["error"] is None, (client, run)
+        # The outage hit the batch while it ran: open connections were reset.
+        assert run["phases"]["outage"]["connections_reset"] >= 1, (client, run)
+        assert run["timed_out"] or run["ok"] + run["failed"] == quick["outage"].n
+    summary = (out / "summary.md").read_text()
+    for family in ("latency-bound", "outage"):
+        assert (out / f"{family}.md").read_text().startswith(f"### {quick[family].title}")
+        assert quick[family].title in summary
+        if importlib.util.find_spec("matplotlib") is not None:
+            assert (out / f"{family}.png").read_bytes()[:4] == b"\x89PNG"
+            assert f"![{quick[family].title}](./{family}.png)" in summary
+    assert "- CPU: " in summary and "| minimallm-batched |" in summary
+
+
+def test_every_family_has_a_runner_and_the_sizes_the_issues_ask_for(harness: ModuleType) -> None:
+    from benchmarks.__main__ import RUNNERS
+    from benchmarks.scenarios import FAMILY_NAMES, families
+
+    full = families()
+    assert set(RUNNERS) == set(FAMILY_NAMES) == set(full)
+    rl = full["rate-limited"]
+    assert (rl.n, rl.settings.concurrency, rl.server.rate_limit_per_s, rl.server.burst) == (
+        4000, 128, 200.0, 20,
+    )  # fmt: skip
+    cap = full["capacity"]
+    assert (cap.n, cap.settings.concurrency, cap.server.capacity) == (3000, 64, 32)
+    assert (cap.server.latency_dist, cap.server.retry_after_s) == ("lognormal", 1.0)
+    fl = full["faults"]
+    assert (fl.n, fl.settings.timeout_s, fl.rounds) == (3000, 2.0, 3)
+    assert dict(fl.server.fault_rates) == {
+        "500": 0.03, "503": 0.02, "reset": 0.01, "hang": 0.01, "malformed": 0.01,
+    }  # fmt: skip
+    assert [p.duration_s for p in full["outage"].server.phases] == [20.0]
+    (storm,) = full["storm"].server.phases
+    assert (storm.kind, storm.duration_s, getattr(storm, "status", None)) == ("storm", 30.0, 429)
+    pacing = full["pacing"]
+    assert (pacing.n, pacing.settings.rpm, pacing.server.latency_s) == (1000, 3000, 0.05)
+    assert (full["cached"].n, full["memory"].n) == (20_000, 100_000)
+
+
+# --- the figures ------------------------------------------------------------------------
+
+
+def test_windows_rates_and_recovery(harness: ModuleType) -> None:
+    from benchmarks.metrics import achieved_rate, max_in_window, rate_series, recovery_s
+
+    times = [0.0, 0.1, 0.2, 1.05, 1.1, 3.0]
+    assert max_in_window(times, 1.0) == 3
+    assert max_in_window(times, 0.11) == 2
+    assert max_in_window([], 1.0) == 0
+    assert achieved_rate([0.0, 0.5, 1.0]) == pytest.approx(2.0)
+    assert achieved_rate([1.0]) is None
+    assert rate_series(times, start=0.0, end=2.0, bin_s=1.0) == [(0.0, 3.0), (1.0, 2.0)]
+    # 10/s before a pause from 2 s to 4 s, then 5/s, then 10/s from 6 s on.
+    steady = [i / 10 for i in range(20)]
+    slow = [4 + i / 5 for i in range(10)]
+    fast = [6 + i / 10 for i in range(30)]
+    seconds, baseline = recovery_s(steady + slow + fast, before=(0.0, 2.0), after=4.0)
+    assert baseline == pytest.approx(10.0)
+    # [5.75, 6.75) is the first window (in 0.05 s steps) holding 9: 5.8 and 6.0 .. 6.7.
+    assert seconds == pytest.approx(1.75)
+    never, _ = recovery_s(steady + slow, before=(0.0, 2.0), after=4.0)
+    assert never is None
+
+
+def test_readme_section_is_replaced_between_markers(tmp_path: Path, harness: ModuleType) -> None:
+    from benchmarks.report import README_END, README_START, update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{README_START}\nold\n{README_END}\nafter\n")
+    image = tmp_path / "storm.png"
+    image.write_bytes(b"\x89PNG")
+    update_readme(readme, "## Benchmarks\n\n![s](docs/storm.png)", [image], tmp_path / "docs")
+    assert readme.read_text() == (
+        f"# x\n\nbefore\n{README_START}\n## Benchmarks\n\n![s](docs/storm.png)\n"
+        f"{README_END}\nafter\n"
+    )
+    assert (tmp_path / "docs" / "storm.png").read_bytes() == b"\x89PNG"
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="bench:start"):
+        update_readme(readme, "x", [], tmp_path / "docs")
+    assert readme.read_text() == "# no markers\n"

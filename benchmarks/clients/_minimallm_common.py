@@ -1,22 +1,33 @@
-"""What the two minimallm rows share: the config and the request ids → requests."""
+"""What the minimallm rows share: the config from a scenario's settings, and the
+request for an id. Public API only, so the rows keep working while the internals change."""
 
 from __future__ import annotations
 
-from clients import PROMPT_MODEL
-from minimallm._config import BatchConfig, MinimaLlmConfig
-from minimallm._types import MinimaLlmRequest
+from benchmarks.clients import PROMPT_MODEL
+from minimallm import BatchConfig, MinimaLlmConfig, MinimaLlmRequest
 
 
-def bench_config(base_url: str, concurrency: int, cache_dir: str | None = None) -> MinimaLlmConfig:
-    """MAX_OUTSTANDING = num_workers = concurrency, no pacing, no heartbeat, no abort,
-    and no cache unless ``cache_dir`` is given: only the request path is measured."""
+def bench_config(
+    base_url: str,
+    concurrency: int,
+    cache_dir: str | None = None,
+    *,
+    rpm: int = 0,
+    max_attempts: int = 6,
+    timeout_s: float = 60.0,
+) -> MinimaLlmConfig:
+    """MAX_OUTSTANDING = num_workers = ``concurrency``, RPM = ``rpm`` (0: no pacing),
+    ``max_attempts`` (0: until success), ``timeout_s`` per attempt (seconds); every
+    other setting at its default (cooldown included), heartbeat off, never aborting,
+    no cache unless ``cache_dir`` is given."""
     return MinimaLlmConfig(
         base_url=base_url,
         model=PROMPT_MODEL,
         cache_dir=cache_dir,
         max_outstanding=concurrency,
-        rpm=0,
-        timeout_s=60.0,
+        rpm=rpm,
+        max_attempts=max_attempts,
+        timeout_s=timeout_s,
         batch=BatchConfig(num_workers=concurrency, heartbeat_s=0.0, max_failures=None),
     )
 

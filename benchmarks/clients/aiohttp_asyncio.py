@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 
-from clients import chat_payload
+from benchmarks.clients import chat_payload
 
 LOOP = "asyncio"
 
@@ -43,9 +43,12 @@ class _Client:
 
 
 @asynccontextmanager
-async def open_client(base_url: str, concurrency: int) -> AsyncIterator[_Client]:
-    """One session whose connector holds ``concurrency`` connections."""
+async def open_client(
+    base_url: str, concurrency: int, *, timeout_s: float = 60.0
+) -> AsyncIterator[_Client]:
+    """One session whose connector holds ``concurrency`` connections; ``timeout_s`` per
+    request (seconds). No retries: the healthy-path baseline."""
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
-    timeout = aiohttp.ClientTimeout(total=60.0)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         yield _Client(http, base_url.rstrip("/") + "/chat/completions", concurrency)

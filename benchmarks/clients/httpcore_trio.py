@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import httpcore
 import trio
 
-from clients import chat_payload
+from benchmarks.clients import chat_payload
 
 LOOP = "trio"
 

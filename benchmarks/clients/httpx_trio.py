@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import httpx
 import trio
 
-from clients import chat_payload
+from benchmarks.clients import chat_payload
 
 LOOP = "trio"
 

@@ -2,7 +2,9 @@
 ``num_workers`` = MAX_OUTSTANDING = concurrency, heartbeat off, never aborting.
 
 ``prepare(ids)`` builds the request list before the timed part, so only the batch is
-timed; ``run`` also reports how many answers came from the prompt cache.
+timed; ``run`` also reports how many answers came from the prompt cache. A batch
+returns its results at the end, so a run cut short reports no counts of its own (the
+benchmark then reads the server's).
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from clients._minimallm_common import bench_config, make_request
-from minimallm._backend import OpenAIMinimaLlm
-from minimallm._types import MinimaLlmRequest, MinimaLlmResponse
+from benchmarks.clients._minimallm_common import bench_config, make_request
+from minimallm import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse, OpenAIMinimaLlm
 
 LOOP = "trio"
 
@@ -35,14 +36,16 @@ class _Client:
         results = await self._backend.run_batched(reqs)
         ok = sum(isinstance(r, MinimaLlmResponse) for r in results)
         cached = sum(isinstance(r, MinimaLlmResponse) and r.cached for r in results)
-        return ok, len(ids) - ok, {"cached": cached}
+        failed_attempts = sum(r.attempts for r in results if isinstance(r, MinimaLlmFailure))
+        return ok, len(ids) - ok, {"cached": cached, "failed_attempts": failed_attempts}
 
 
 @asynccontextmanager
 async def open_client(
-    base_url: str, concurrency: int, cache_dir: str | None = None
+    base_url: str, concurrency: int, cache_dir: str | None = None, **settings: Any
 ) -> AsyncIterator[_Client]:
     """A backend whose batch settings match the other rows (prompt cache in
-    ``cache_dir`` if given, none otherwise)."""
-    async with OpenAIMinimaLlm(bench_config(base_url, concurrency, cache_dir)) as backend:
+    ``cache_dir`` if given, none otherwise) and the scenario's settings."""
+    config = bench_config(base_url, concurrency, cache_dir, **settings)
+    async with OpenAIMinimaLlm(config) as backend:
         yield _Client(backend)

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from clients import minimallm_batched
+from benchmarks.clients import minimallm_batched
 
 LOOP = "trio"
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from clients import chat_payload
+from benchmarks.clients import chat_payload
 
 LOOP = "trio"
 

@@ -7,7 +7,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["completion_body", "error_body", "models_body", "seconds_text", "word_count"]
+from minimallm.mock.http import render_response
+
+__all__ = [
+    "completion_body",
+    "error_body",
+    "error_response",
+    "models_body",
+    "seconds_text",
+    "word_count",
+]
 
 
 def seconds_text(seconds: float) -> str:
@@ -24,6 +33,14 @@ def error_body(status: int, message: str) -> bytes:
     """OpenAI's error shape: ``{"error": {"message", "type", "code"}}``."""
     body = {"error": {"message": message, "type": "mock_error", "code": status}}
     return json.dumps(body).encode()
+
+
+def error_response(
+    status: int, message: str, keep_alive: bool, headers: tuple[tuple[str, str], ...] = ()
+) -> bytes:
+    """A whole HTTP response carrying ``error_body(status, message)`` and ``headers``."""
+    body = error_body(status, message)
+    return render_response(status, body, keep_alive=keep_alive, extra_headers=headers)
 
 
 def models_body(model: str) -> bytes:

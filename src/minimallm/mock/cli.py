@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 
 import trio
 
 from minimallm._errors import ConfigError
-from minimallm.mock.config import MockServerConfig, echo_responder
+from minimallm.mock.config import CAPACITY_MODES, LATENCY_DISTS, MockServerConfig, echo_responder
 from minimallm.mock.dspy_responder import DSPyResponder
 from minimallm.mock.faults import NAMED_KINDS
 from minimallm.mock.server import MockServer, serve_mock
+from minimallm.mock.timeline import Phase, parse_outage, parse_storm, phase_argv
 
 __all__ = ["ANNOUNCE_PREFIX", "build_parser", "config_from_args", "config_to_argv", "main"]
 
@@ -30,6 +32,39 @@ def _fault_rate(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected KIND=PROBABILITY, got {text!r}") from None
 
 
+def _seconds_or_none(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'none', got {text!r}") from None
+
+
+def _phase(parse: Callable[[str], Phase]) -> Callable[[str], Phase]:
+    def convert(text: str) -> Phase:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+_KINDS_HELP = (
+    "fault kinds (for --fault-rate and #mock:fault=): an HTTP status number (100-599, e.g. "
+    "429, 500, 503), or "
+    + ", ".join(sorted(NAMED_KINDS - {"ok"}))
+    + " (reset: close with RST; hang: never answer, hold the connection until the client "
+    "leaves; malformed: 200 with a non-JSON body; cut: 200 with a body shorter than its "
+    "Content-Length; null: content null; nochoices: JSON without choices), or ok. "
+    "Per prompt: #mock:fault=500*2,ok  #mock:retry_after=1.5  #mock:latency=2. "
+    "Phases count seconds from the first chat request: --outage 5:20 refuses connections "
+    "from 5 s to 25 s (--outage 5:20:blackhole accepts and never answers); "
+    "--storm 5:30:429:1 answers every request 429 with Retry-After: 1 for 30 s."
+)
+
+
 def _seed(text: str) -> int | None:
     if text.lower() == "none":
         return None
@@ -44,6 +79,7 @@ def build_parser(prog: str = "python -m minimallm.mock") -> argparse.ArgumentPar
     p = argparse.ArgumentParser(
         prog=prog,
         description="OpenAI-compatible mock chat-completion server for tests, demos, benchmarks.",
+        epilog=_KINDS_HELP,
     )
     d = MockServerConfig()
     p.add_argument("--host", default=d.host, help="address to bind (default %(default)s)")
@@ -51,34 +87,84 @@ def build_parser(prog: str = "python -m minimallm.mock") -> argparse.ArgumentPar
         "--port", type=int, default=8000, help="port; 0 picks a free one (default %(default)s)"
     )
     p.add_argument("--model", default=d.model, help="model id served (default %(default)s)")
-    p.add_argument(
+    g = p.add_argument_group("latency")
+    g.add_argument(
         "--latency", type=float, default=d.latency_s,
-        help="fixed delay before each answer, seconds (default %(default)s)",
+        help="delay before each answer (the median, for lognormal), seconds (default %(default)s)",
     )  # fmt: skip
-    p.add_argument(
+    g.add_argument(
+        "--latency-dist", choices=LATENCY_DISTS, default=d.latency_dist,
+        help="fixed, or lognormal with median --latency (default %(default)s)",
+    )  # fmt: skip
+    g.add_argument(
+        "--latency-sigma", type=float, default=d.latency_sigma,
+        help="sigma of log(latency) for lognormal (default %(default)s)",
+    )  # fmt: skip
+    g.add_argument(
         "--latency-jitter", type=float, default=d.latency_jitter_s,
         help="uniform random extra delay in [0, J] seconds (default %(default)s)",
     )  # fmt: skip
-    p.add_argument(
-        "--capacity", type=int, default=None,
-        help="answer 429 when more requests than this are in flight (default: no limit)",
+    g = p.add_argument_group("capacity (concurrent requests)")
+    g.add_argument(
+        "--capacity", type=int, default=None, help="requests served at once (default: no limit)"
+    )
+    g.add_argument(
+        "--capacity-mode", choices=CAPACITY_MODES, default=d.capacity_mode,
+        help="above capacity: answer 429 or 503 at once, or queue (default %(default)s)",
     )  # fmt: skip
-    p.add_argument(
-        "--retry-after", type=float, default=d.retry_after_s,
-        help="Retry-After of 429 answers, seconds (default %(default)s)",
+    g.add_argument(
+        "--retry-after", type=_seconds_or_none, default=d.retry_after_s, metavar="S|none",
+        help="Retry-After of capacity refusals and 429 faults, seconds (default %(default)s)",
     )  # fmt: skip
-    p.add_argument(
+    g = p.add_argument_group("rate limit (token bucket)")
+    g.add_argument("--rate-limit", type=float, default=None, help="requests per second")
+    g.add_argument("--burst", type=int, default=None, help="bucket size (default: 1 s worth)")
+    g.add_argument("--token-rate", type=float, default=None, help="tokens (words) per second")
+    g.add_argument("--token-burst", type=int, default=None, help="token bucket size")
+    g.add_argument(
+        "--no-rate-headers", action="store_true",
+        help="rate-limit silently: no x-ratelimit-*, Retry-After or retry-after-ms",
+    )  # fmt: skip
+    g.add_argument(
+        "--retry-after-style", choices=("ceil", "exact"), default=d.retry_after_style,
+        help="Retry-After of rate-limit 429s: whole seconds rounded up, or exact "
+        "(default %(default)s)",
+    )  # fmt: skip
+    g.add_argument(
+        "--reset-style", choices=("openai", "seconds"), default=d.reset_style,
+        help="x-ratelimit-reset-* as OpenAI writes it (1.5s, 20ms) or plain seconds "
+        "(default %(default)s)",
+    )  # fmt: skip
+    g = p.add_argument_group("faults and phases")
+    g.add_argument(
         "--fault-rate", type=_fault_rate, action="append", default=[], metavar="KIND=P",
-        help="random fault probability per request, e.g. 429=0.01, reset=0.001 (repeatable); "
+        help="random fault probability per request, e.g. 500=0.03, reset=0.01 (repeatable); "
         "KIND is an HTTP status (100-599) or one of " + ", ".join(sorted(NAMED_KINDS)),
+    )  # fmt: skip
+    g.add_argument(
+        "--fault-retry-after", type=_seconds_or_none, default=None, metavar="S|none",
+        help="Retry-After of 503 faults, seconds (default: none)",
+    )  # fmt: skip
+    g.add_argument(
+        "--outage", type=_phase(parse_outage), action="append", default=[],
+        metavar="START:DURATION[:refuse|blackhole]", help="an outage (repeatable)",
+    )  # fmt: skip
+    g.add_argument(
+        "--storm", type=_phase(parse_storm), action="append", default=[],
+        metavar="START:DURATION[:STATUS[:RETRY_AFTER|none]]",
+        help="every request answered STATUS (default 429, Retry-After 1) (repeatable)",
     )  # fmt: skip
     p.add_argument(
         "--seed", type=_seed, default=d.seed,
-        help="seed for jitter and faults; 'none': unseeded (default %(default)s)",
+        help="seed for latency and faults; 'none': unseeded (default %(default)s)",
     )  # fmt: skip
     p.add_argument(
         "--max-records", type=int, default=d.max_records,
         help="recent requests kept (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-arrivals", type=int, default=d.max_arrivals,
+        help="arrival stamps kept for GET /mock/arrivals (default 0: none)",
     )  # fmt: skip
     p.add_argument(
         "--dspy", action="store_true",
@@ -95,13 +181,30 @@ def config_from_args(args: argparse.Namespace) -> MockServerConfig:
         model=args.model,
         latency_s=args.latency,
         latency_jitter_s=args.latency_jitter,
+        latency_dist=args.latency_dist,
+        latency_sigma=args.latency_sigma,
         capacity=args.capacity,
+        capacity_mode=args.capacity_mode,
         retry_after_s=args.retry_after,
+        rate_limit_per_s=args.rate_limit,
+        burst=args.burst,
+        token_rate_per_s=args.token_rate,
+        token_burst=args.token_burst,
+        rate_headers=not args.no_rate_headers,
+        retry_after_style=args.retry_after_style,
+        reset_style=args.reset_style,
         fault_rates=dict(args.fault_rate),
+        fault_retry_after_s=args.fault_retry_after,
+        phases=(*args.outage, *args.storm),
         seed=args.seed,
         max_records=args.max_records,
         responder=DSPyResponder() if args.dspy else echo_responder,
+        max_arrivals=args.max_arrivals,
     )
+
+
+def _opt(value: object) -> str:
+    return "none" if value is None else repr(value)
 
 
 def config_to_argv(config: MockServerConfig) -> list[str]:
@@ -123,14 +226,33 @@ def config_to_argv(config: MockServerConfig) -> list[str]:
         "--model", config.model,
         "--latency", repr(config.latency_s),
         "--latency-jitter", repr(config.latency_jitter_s),
-        "--retry-after", repr(config.retry_after_s),
+        "--latency-dist", config.latency_dist,
+        "--latency-sigma", repr(config.latency_sigma),
+        "--capacity-mode", config.capacity_mode,
+        "--retry-after", _opt(config.retry_after_s),
+        "--retry-after-style", config.retry_after_style,
+        "--reset-style", config.reset_style,
+        "--fault-retry-after", _opt(config.fault_retry_after_s),
         "--max-records", str(config.max_records),
+        "--max-arrivals", str(config.max_arrivals),
+        "--seed", str(config.seed),
     ]  # fmt: skip
-    if config.capacity is not None:
-        argv += ["--capacity", str(config.capacity)]
-    argv += ["--seed", str(config.seed)]
+    optional = {
+        "--capacity": config.capacity,
+        "--rate-limit": config.rate_limit_per_s,
+        "--burst": config.burst,
+        "--token-rate": config.token_rate_per_s,
+        "--token-burst": config.token_burst,
+    }
+    for flag, value in optional.items():
+        if value is not None:
+            argv += [flag, repr(value)]
+    if not config.rate_headers:
+        argv.append("--no-rate-headers")
     for kind, rate in config.fault_rates.items():
         argv += ["--fault-rate", f"{kind}={rate!r}"]
+    for phase in config.phases:
+        argv += phase_argv(phase)
     if dspy:
         argv.append("--dspy")
     return argv

@@ -1,4 +1,4 @@
-"""Configuration, responders and the observable records of the mock server."""
+"""Configuration and responders of the mock server."""
 
 from __future__ import annotations
 
@@ -6,19 +6,26 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from minimallm._errors import ConfigError
 from minimallm.mock.faults import DirectiveError, FaultRoller
+from minimallm.mock.ratelimit import ResetStyle, RetryAfterStyle
+from minimallm.mock.timeline import Outage, Phase, Storm, Timeline
 
 __all__ = [
+    "CAPACITY_MODES",
+    "LATENCY_DISTS",
     "MockServerConfig",
-    "MockStats",
-    "RecordedRequest",
     "Responder",
     "echo_responder",
     "last_message_text",
 ]
+
+LATENCY_DISTS = ("fixed", "lognormal")
+"""Values of ``MockServerConfig.latency_dist``."""
+CAPACITY_MODES = ("429", "503", "queue")
+"""Values of ``MockServerConfig.capacity_mode``."""
 
 Responder = Callable[[dict[str, Any]], str]
 """Makes the assistant text from the parsed JSON body of a chat-completion request."""
@@ -63,15 +70,34 @@ class MockServerConfig:
       server's ``base_url``).
     - ``model``: the model id listed by ``GET /v1/models`` and answered when a request
       names none.
-    - ``latency_s``: fixed delay before each chat answer (seconds); ``latency_jitter_s``
+    - ``latency_s``: delay before each chat answer (seconds): fixed, or with
+      ``latency_dist="lognormal"`` the median of a lognormal whose logarithm has sigma
+      ``latency_sigma`` (mean ``latency_s * exp(sigma**2 / 2)``); ``latency_jitter_s``
       adds a uniform random extra in ``[0, latency_jitter_s]`` (seconds).
-    - ``capacity``: more chat requests in flight than this are answered 429 at once
-      (None: no limit), with ``Retry-After: retry_after_s`` (seconds, may be fractional).
+    - ``capacity``: the chat requests in flight the server serves at once (None: no
+      limit). Above it, ``capacity_mode`` ``"429"`` or ``"503"`` answers that status at
+      once with ``Retry-After: retry_after_s`` (seconds, may be fractional; None: no
+      header); ``"queue"`` makes the request wait for a slot (FIFO), its latency counted
+      from then.
+    - ``rate_limit_per_s``/``burst``: a token bucket of ``burst`` requests (default: one
+      second's worth) refilled at ``rate_limit_per_s``; a request finding no token is
+      answered 429 at once. ``token_rate_per_s``/``token_burst`` add a token budget
+      (words of the messages + ``max_tokens``). With ``rate_headers`` (default), every
+      chat answer carries ``x-ratelimit-{limit,remaining,reset}-requests`` (and
+      ``-tokens``), and a rate-limit 429 carries ``Retry-After`` (``retry_after_style``
+      ``"ceil"``: whole seconds rounded up, as real servers send it; ``"exact"``) and
+      ``retry-after-ms``; ``reset_style`` writes durations like OpenAI (``"1.5s"``,
+      ``"20ms"``) or as ``"seconds"``. See ``minimallm.mock.ratelimit``.
     - ``fault_rates``: kind -> probability per request of a random fault (see
-      ``minimallm.mock.faults`` for the kinds); ``seed`` seeds jitter and faults
-      (None: unseeded).
+      ``minimallm.mock.faults`` for the kinds); a 429 fault carries ``retry_after_s``, a
+      503 fault ``fault_retry_after_s`` (None: no header). ``seed`` seeds latency and
+      faults (None: unseeded).
+    - ``phases``: outages and storms on a timeline that starts with the first chat
+      request (``minimallm.mock.timeline``); kept sorted by start.
     - ``responder``: makes the answer text from the parsed body (default: echo).
-    - ``max_records``: how many recent requests ``requests`` keeps.
+    - ``max_records``: how many recent requests ``requests`` keeps; ``max_arrivals``:
+      how many ``(time, outcome)`` arrival stamps ``arrivals`` keeps (0: none; cheap,
+      for benchmarks that measure rates over time).
     """
 
     host: str = "127.0.0.1"
@@ -79,103 +105,95 @@ class MockServerConfig:
     model: str = "mock-model"
     latency_s: float = 0.0
     latency_jitter_s: float = 0.0
+    latency_dist: Literal["fixed", "lognormal"] = "fixed"
+    latency_sigma: float = 0.5
     capacity: int | None = None
-    retry_after_s: float = 1.0
+    capacity_mode: Literal["429", "503", "queue"] = "429"
+    retry_after_s: float | None = 1.0
+    rate_limit_per_s: float | None = None
+    burst: int | None = None
+    token_rate_per_s: float | None = None
+    token_burst: int | None = None
+    rate_headers: bool = True
+    retry_after_style: RetryAfterStyle = "ceil"
+    reset_style: ResetStyle = "openai"
     fault_rates: Mapping[str, float] = field(default_factory=_frozen_rates)
+    fault_retry_after_s: float | None = None
+    phases: tuple[Phase, ...] = ()
     seed: int | None = 0
     responder: Responder = echo_responder
     max_records: int = 10_000
+    max_arrivals: int = 0
 
     def __post_init__(self) -> None:
         problems: list[str] = []
 
-        def seconds(name: str, value: float) -> None:
+        def seconds(name: str, value: object, *, optional: bool = False) -> None:
+            if optional and value is None:
+                return
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                problems.append(f"{name}={value!r} must be a finite number of seconds >= 0")
+                alt = " or None" if optional else ""
+                problems.append(f"{name}={value!r} must be a finite number of seconds >= 0{alt}")
+
+        def rate(name: str, value: object) -> None:
+            if value is not None and not (
+                isinstance(value, int | float) and math.isfinite(value) and value > 0
+            ):
+                problems.append(f"{name}={value!r} must be a finite number > 0 per second or None")
+
+        def count(name: str, value: object, least: int) -> None:
+            if value is not None and not (isinstance(value, int) and value >= least):
+                problems.append(f"{name}={value!r} must be an integer >= {least} or None")
+
+        def choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+            if value not in allowed:
+                problems.append(f"{name}={value!r} must be one of: {', '.join(allowed)}")
 
         seconds("latency_s", self.latency_s)
         seconds("latency_jitter_s", self.latency_jitter_s)
-        seconds("retry_after_s", self.retry_after_s)
+        seconds("latency_sigma", self.latency_sigma)
+        seconds("retry_after_s", self.retry_after_s, optional=True)
+        seconds("fault_retry_after_s", self.fault_retry_after_s, optional=True)
+        choice("latency_dist", self.latency_dist, LATENCY_DISTS)
+        choice("capacity_mode", self.capacity_mode, CAPACITY_MODES)
+        choice("retry_after_style", self.retry_after_style, ("ceil", "exact"))
+        choice("reset_style", self.reset_style, ("openai", "seconds"))
         if not 0 <= self.port <= 65535:
             problems.append(f"port={self.port!r} must be within 0..65535")
-        if self.capacity is not None and self.capacity < 1:
-            problems.append(f"capacity={self.capacity!r} must be >= 1 or None")
-        if self.max_records < 0:
-            problems.append(f"max_records={self.max_records!r} must be >= 0")
+        count("capacity", self.capacity, 1)
+        rate("rate_limit_per_s", self.rate_limit_per_s)
+        rate("token_rate_per_s", self.token_rate_per_s)
+        count("burst", self.burst, 1)
+        count("token_burst", self.token_burst, 1)
+        if self.rate_limit_per_s is None and (
+            self.burst is not None or self.token_rate_per_s is not None
+        ):
+            problems.append("burst and token_rate_per_s need rate_limit_per_s")
+        if self.token_rate_per_s is None and self.token_burst is not None:
+            problems.append("token_burst needs token_rate_per_s")
+        count("max_records", self.max_records, 0)
+        count("max_arrivals", self.max_arrivals, 0)
         rates = {str(k): float(v) for k, v in self.fault_rates.items()}
         try:
             FaultRoller(rates)
         except DirectiveError as exc:
             problems.append(f"fault_rates: {exc}")
+        phases = tuple(self.phases)
+        if not all(isinstance(p, Outage | Storm) for p in phases):
+            problems.append(f"phases={phases!r} must hold Outage and Storm values")
+        else:
+            try:
+                phases = Timeline(phases).phases  # sorted by start
+            except ValueError as exc:
+                problems.append(f"phases: {exc}")
         if problems:
             raise ConfigError("invalid MockServerConfig: " + "; ".join(problems))
         object.__setattr__(self, "fault_rates", MappingProxyType(rates))
+        object.__setattr__(self, "phases", phases)
 
-
-@dataclass(frozen=True, slots=True)
-class RecordedRequest:
-    """One request as the server received it.
-
-    ``headers`` keys are lower case; ``body`` is the decoded JSON body (None when the
-    body was empty or not JSON); ``wire_bytes`` is the body size on the wire (before
-    gzip decoding); ``received_at`` is ``time.monotonic()`` when the request was
-    complete (seconds; comparable across threads and processes of this machine);
-    ``connection_id`` numbers connections from 1 in accept order; ``outcome`` is what
-    the server decided to answer: ``"ok"``, a status such as ``"500"``, a fault kind
-    such as ``"reset"``, or ``"capacity"`` for a 429 from the capacity limit.
-    """
-
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: Any
-    wire_bytes: int
-    received_at: float
-    connection_id: int
-    outcome: str
-
-
-@dataclass(frozen=True, slots=True)
-class MockStats:
-    """A snapshot of the server's counters.
-
-    ``requests_total``: requests received (control endpoints under ``/mock/`` excluded);
-    ``in_flight``: requests received but not yet answered (a ``hang`` stays in flight
-    until its client goes away); ``max_in_flight``: the highest ``in_flight`` seen;
-    ``open_connections`` / ``connections_accepted``: live and ever-accepted TCP
-    connections; ``outcomes``: count per outcome (see RecordedRequest.outcome);
-    ``responder_errors``: answers that failed because the responder raised.
-    """
-
-    requests_total: int
-    in_flight: int
-    max_in_flight: int
-    open_connections: int
-    connections_accepted: int
-    outcomes: Mapping[str, int]
-    responder_errors: int
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready form (the ``GET /mock/stats`` body)."""
-        return {
-            "requests_total": self.requests_total,
-            "in_flight": self.in_flight,
-            "max_in_flight": self.max_in_flight,
-            "open_connections": self.open_connections,
-            "connections_accepted": self.connections_accepted,
-            "outcomes": dict(self.outcomes),
-            "responder_errors": self.responder_errors,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MockStats:
-        """Inverse of ``as_dict`` (for stats read over HTTP from a server process)."""
-        return cls(
-            requests_total=int(data["requests_total"]),
-            in_flight=int(data["in_flight"]),
-            max_in_flight=int(data["max_in_flight"]),
-            open_connections=int(data["open_connections"]),
-            connections_accepted=int(data["connections_accepted"]),
-            outcomes={str(k): int(v) for k, v in data["outcomes"].items()},
-            responder_errors=int(data["responder_errors"]),
-        )
+    @property
+    def effective_burst(self) -> int:
+        """The request bucket's size: ``burst``, else one second's worth (at least 1)."""
+        if self.burst is not None:
+            return self.burst
+        return max(1, math.ceil(self.rate_limit_per_s or 1.0))

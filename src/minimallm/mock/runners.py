@@ -26,7 +26,8 @@ from typing import Any, Self
 import trio
 
 from minimallm.mock.cli import ANNOUNCE_PREFIX, config_to_argv
-from minimallm.mock.config import MockServerConfig, MockStats, RecordedRequest
+from minimallm.mock.config import MockServerConfig
+from minimallm.mock.records import Arrival, MockStats, RecordedRequest
 from minimallm.mock.server import MockServer, serve_mock
 
 __all__ = ["MockServerProcess", "MockServerThread"]
@@ -123,6 +124,10 @@ class MockServerThread:
     def requests(self) -> list[RecordedRequest]:
         """The most recent recorded requests, oldest first."""
         return self.server.requests
+
+    def arrivals(self) -> list[Arrival]:
+        """Chat arrivals ``(time.monotonic(), outcome)``, oldest first."""
+        return self.server.arrivals()
 
     def reset(self) -> None:
         """Forget records, counters and fault-sequence attempts."""
@@ -244,6 +249,12 @@ class MockServerProcess:
     def stats(self) -> MockStats:
         """The child's counters, read over HTTP."""
         return MockStats.from_dict(self._call("GET", "/mock/stats"))
+
+    def arrivals(self) -> list[Arrival]:
+        """The child's chat arrivals ``(time.monotonic(), outcome)``, oldest first (needs
+        ``max_arrivals`` in the config); monotonic times compare with this process's."""
+        data = self._call("GET", "/mock/arrivals")
+        return [(float(t), str(kind)) for t, kind in data["arrivals"]]
 
     def reset(self) -> None:
         """Reset the child's records, counters and fault-sequence attempts."""

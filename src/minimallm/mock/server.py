@@ -1,23 +1,21 @@
 """The OpenAI-compatible mock server on raw trio sockets.
 
 Endpoints: ``POST /v1/chat/completions`` (also ``/chat/completions``), ``GET /v1/models``
-(also ``/models``), and two control endpoints that are neither counted nor recorded:
-``GET /mock/stats`` (the counters as JSON, for a server in another process) and
-``POST /mock/reset``.
+(also ``/models``), and control endpoints that are neither counted nor recorded:
+``GET /mock/stats`` (the counters as JSON, for a server in another process),
+``GET /mock/arrivals`` (the arrival stamps) and ``POST /mock/reset``.
 
-One chat request goes: parse -> count and record (under a lock, so another thread may
-read ``stats``/``requests`` or call ``reset()``) -> decide the outcome (capacity, then a
-prompt's ``#mock:fault`` sequence, else a random fault) -> wait the latency while
-watching the socket (a client that goes away ends the wait and closes the connection)
--> answer.
+One chat request goes: parse -> count, decide and record (``state.py`` around the pure
+``decide.py``, under a lock, so another thread may read ``stats``/``requests`` or call
+``reset()``) -> answer a refusal at once, or take a capacity slot (queue mode) and wait
+the latency while watching the socket (a client that goes away ends the wait and closes
+the connection) -> answer. Refuse outages close and reopen the listener
+(``listeners.py``).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import socket
-import struct
 from collections.abc import Callable
 from enum import Enum
 from functools import partial
@@ -25,15 +23,10 @@ from typing import Any
 
 import trio
 
-from minimallm.mock.bodies import completion_body, error_body, models_body, seconds_text
-from minimallm.mock.config import MockServerConfig, MockStats, RecordedRequest, last_message_text
-from minimallm.mock.faults import (
-    NO_DIRECTIVES,
-    OK,
-    DirectiveError,
-    Directives,
-    parse_directives,
-)
+from minimallm.mock.bodies import completion_body, error_response, models_body
+from minimallm.mock.config import MockServerConfig, last_message_text
+from minimallm.mock.decide import BLACKHOLE, Verdict
+from minimallm.mock.faults import NO_DIRECTIVES, OK, DirectiveError, parse_directives
 from minimallm.mock.http import (
     CONTINUE_RESPONSE,
     HttpError,
@@ -42,14 +35,23 @@ from minimallm.mock.http import (
     decode_body,
     render_response,
 )
-from minimallm.mock.state import CAPACITY, MockState
+from minimallm.mock.listeners import (
+    Connections,
+    RefusalWindow,
+    open_listeners,
+    reset_with_rst,
+    serve_listening,
+    wait_watching,
+)
+from minimallm.mock.records import Arrival, MockStats, RecordedRequest
+from minimallm.mock.state import MockState
+from minimallm.mock.timeline import Outage
 
 __all__ = ["MockServer", "serve_mock"]
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 MODEL_PATHS = frozenset({"/v1/models", "/models"})
 _RECV_BYTES = 65536
-_LINGER_ZERO = struct.pack("ii", 1, 0)
 
 
 class _After(Enum):
@@ -69,6 +71,11 @@ class MockServer:
         self.host = config.host
         self.port = config.port
         self.state = MockState(config)
+        self._connections = Connections()
+        self._origin_known = trio.Event()
+        self._slots: trio.Semaphore | None = None
+        if config.capacity is not None and config.capacity_mode == "queue":
+            self._slots = trio.Semaphore(config.capacity)  # FIFO: trio's locks are fair
 
     @property
     def base_url(self) -> str:
@@ -91,6 +98,11 @@ class MockServer:
     def requests(self) -> list[RecordedRequest]:
         """The most recent requests (at most ``config.max_records``), oldest first."""
         return self.state.records()
+
+    def arrivals(self) -> list[Arrival]:
+        """Chat arrivals ``(time.monotonic(), outcome)``, oldest first (at most
+        ``config.max_arrivals``)."""
+        return self.state.arrivals()
 
     def wait_for(self, predicate: Callable[[MockStats], bool], timeout_s: float = 5.0) -> bool:
         """Block until ``predicate(self.stats)`` holds (True) or the timeout (False)."""
@@ -117,35 +129,50 @@ class MockServer:
     async def serve(self, *, task_status: trio.TaskStatus[MockServer]) -> None:
         """Listen, report ``self`` through ``task_status`` once bound, serve until
         cancelled; cancellation closes the listener and every connection."""
-        listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
-        if self.config.port == 0:
-            # Port 0 on a name with several addresses binds each to a different port.
-            for extra in listeners[1:]:
-                await extra.aclose()
-            listeners = listeners[:1]
+        listeners = await open_listeners(self.config.host, self.config.port)
         self.port = listeners[0].socket.getsockname()[1]
+        timeline = self.state.timeline
+        windows: list[RefusalWindow] = [
+            (p.start_s, p.end_s, label)
+            for p, label in zip(timeline.phases, timeline.labels, strict=True)
+            if isinstance(p, Outage) and p.mode == "refuse"
+        ]
         async with trio.open_nursery() as nursery:
             await nursery.start(
                 partial(
-                    trio.serve_listeners,
-                    self._handle_connection,
+                    serve_listening,
                     listeners,
+                    handler=self._handle_connection,
                     handler_nursery=nursery,
+                    reopen=partial(open_listeners, self.config.host, self.port),
+                    windows=windows,
+                    origin=self._origin,
+                    refuse=self._refuse,
                 )
             )
             task_status.started(self)
+
+    async def _origin(self) -> float:
+        await self._origin_known.wait()
+        origin = self.state.origin
+        assert origin is not None
+        return origin
+
+    def _refuse(self, label: str) -> None:
+        self.state.connections_reset(label, self._connections.reset_all())
 
     async def _handle_connection(self, stream: trio.SocketStream) -> None:
         conn_id = self.state.connection_opened()
         parser = RequestParser()
         after = _After.CLOSE
         try:
-            after = await self._serve_requests(stream, parser, conn_id)
+            with self._connections.track(conn_id, stream):
+                after = await self._serve_requests(stream, parser, conn_id)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             after = _After.CLOSE
         finally:
             if after is _After.RESET:
-                stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+                reset_with_rst(stream)
             self.state.connection_closed()
             await stream.aclose()
 
@@ -156,7 +183,7 @@ class MockServer:
             try:
                 request = parser.next_request()
             except HttpError as exc:
-                await stream.send_all(self._error(exc.status, exc.message, keep_alive=False))
+                await stream.send_all(error_response(exc.status, exc.message, keep_alive=False))
                 return _After.CLOSE
             if request is None:
                 if parser.take_continue():
@@ -177,12 +204,15 @@ class MockServer:
         if request.path == "/mock/stats" and request.method == "GET":
             body = json.dumps(self.stats.as_dict()).encode()
             await stream.send_all(render_response(200, body, keep_alive=request.keep_alive))
+        elif request.path == "/mock/arrivals" and request.method == "GET":
+            body = json.dumps({"arrivals": self.arrivals()}).encode()
+            await stream.send_all(render_response(200, body, keep_alive=request.keep_alive))
         elif request.path == "/mock/reset" and request.method == "POST":
             self.reset()
             await stream.send_all(render_response(200, b"{}", keep_alive=request.keep_alive))
         else:
             msg = f"no mock control endpoint {request.method} {request.path}"
-            await stream.send_all(self._error(404, msg, keep_alive=request.keep_alive))
+            await stream.send_all(error_response(404, msg, keep_alive=request.keep_alive))
         return _After.KEEP if request.keep_alive else _After.CLOSE
 
     # --- one counted request -----------------------------------------------------
@@ -228,7 +258,8 @@ class MockServer:
             fixed_kind = str(problem[0])
         elif not is_chat:
             fixed_kind = OK
-        kind, latency = self.state.admit(
+        verdict = self.state.admit(
+            now=arrived,
             method=request.method,
             path=request.path,
             headers=request.headers,
@@ -239,12 +270,46 @@ class MockServer:
             content=content,
             directives=directives,
         )
+        if fixed_kind is None and not self._origin_known.is_set():
+            self._origin_known.set()
         try:
-            return await self._deliver(
-                stream, parser, request, body, kind, arrived + latency, directives, problem
-            )
+            if problem is not None:
+                await stream.send_all(
+                    error_response(problem[0], problem[1], keep_alive=request.keep_alive)
+                )
+                return _After.KEEP if request.keep_alive else _After.CLOSE
+            if not (verdict.queue and self._slots is not None):
+                return await self._deliver(stream, parser, request, body, verdict, arrived)
+            return await self._deliver_in_slot(stream, parser, request, body, verdict, arrived)
         finally:
             self.state.finished()
+
+    async def _deliver_in_slot(
+        self,
+        stream: trio.SocketStream,
+        parser: RequestParser,
+        request: HttpRequest,
+        body: Any,
+        verdict: Verdict,
+        arrived: float,
+    ) -> _After:
+        """Queue mode: wait (watching the socket) for a capacity slot, answer holding it."""
+        slots = self._slots
+        assert slots is not None
+        try:
+            slots.acquire_nowait()
+        except trio.WouldBlock:
+            self.state.queue_entered()
+            try:
+                if not await wait_watching(stream, parser, slots.acquire):
+                    return _After.CLOSE
+            finally:
+                self.state.queue_left()
+            arrived = trio.current_time()
+        try:
+            return await self._deliver(stream, parser, request, body, verdict, arrived)
+        finally:
+            slots.release()
 
     async def _deliver(
         self,
@@ -252,40 +317,43 @@ class MockServer:
         parser: RequestParser,
         request: HttpRequest,
         body: Any,
-        kind: str,
-        answer_at: float,
-        directives: Directives,
-        problem: tuple[int, str] | None,
+        verdict: Verdict,
+        arrived: float,
     ) -> _After:
         keep = request.keep_alive
         after = _After.KEEP if keep else _After.CLOSE
-        if problem is not None:
-            await stream.send_all(self._error(problem[0], problem[1], keep_alive=keep))
-            return after
-        if kind == CAPACITY:
-            headers = (("retry-after", seconds_text(self.config.retry_after_s)),)
-            msg = f"mock capacity of {self.config.capacity} requests in flight exceeded"
-            await stream.send_all(self._error(429, msg, keep_alive=keep, headers=headers))
+        kind, headers = verdict.kind, verdict.headers
+        if verdict.status is not None:  # a refusal: rate limit, capacity, storm
+            msg = f"mock {kind}: HTTP {verdict.status}"
+            await stream.send_all(error_response(verdict.status, msg, keep, headers))
             return after
         if request.path in MODEL_PATHS:
             await stream.send_all(
                 render_response(200, models_body(self.config.model), keep_alive=keep)
             )
             return after
-        if kind == "hang":
-            await self._wait_watching(stream, parser, math.inf)
+        if kind in ("hang", BLACKHOLE):
+            await wait_watching(stream, parser, trio.sleep_forever)
             return _After.CLOSE
-        if answer_at > trio.current_time() and not await self._wait_watching(
-            stream, parser, answer_at
+        answer_at = arrived + verdict.latency_s
+        if answer_at > trio.current_time() and not await wait_watching(
+            stream, parser, partial(trio.sleep_until, answer_at)
         ):
+            return _After.CLOSE
+        if self.state.blackholed(trio.current_time()):  # the answer is lost on the way
+            await wait_watching(stream, parser, trio.sleep_forever)
             return _After.CLOSE
         if kind == "reset":
             return _After.RESET
         if kind == "malformed":
-            await stream.send_all(render_response(200, b"<html>mock: not JSON", keep_alive=keep))
+            page = b"<html>mock: not JSON"
+            await stream.send_all(
+                render_response(200, page, keep_alive=keep, extra_headers=headers)
+            )
             return after
         if kind.isdigit():
-            await stream.send_all(self._fault_status(int(kind), directives, keep))
+            msg = f"mock fault: injected HTTP {kind}"
+            await stream.send_all(error_response(int(kind), msg, keep, headers))
             return after
         payload = self._completion(body, kind)
         if payload is None:
@@ -295,40 +363,8 @@ class MockServer:
             full = render_response(200, payload, keep_alive=False)
             await stream.send_all(full[: len(full) - max(1, len(payload) // 2)])
             return _After.CLOSE
-        await stream.send_all(render_response(200, payload, keep_alive=keep))
+        await stream.send_all(render_response(200, payload, keep_alive=keep, extra_headers=headers))
         return after
-
-    async def _wait_watching(
-        self, stream: trio.SocketStream, parser: RequestParser, deadline: float
-    ) -> bool:
-        """Wait until ``deadline`` (trio time) while reading the socket; False as soon as
-        the client goes away (EOF or reset). Bytes that arrive (a pipelined request) are
-        kept."""
-        gone = False
-        async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                nonlocal gone
-                try:
-                    while data := await stream.receive_some(_RECV_BYTES):
-                        parser.feed(data)
-                except trio.BrokenResourceError:
-                    pass
-                gone = True
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch)
-            await trio.sleep_until(deadline)
-            nursery.cancel_scope.cancel()
-        return not gone
-
-    def _fault_status(self, status: int, directives: Directives, keep: bool) -> bytes:
-        retry_after = directives.retry_after_s
-        if retry_after is None and status == 429:
-            retry_after = self.config.retry_after_s
-        headers = () if retry_after is None else (("retry-after", seconds_text(retry_after)),)
-        msg = f"mock fault: injected HTTP {status}"
-        return self._error(status, msg, keep_alive=keep, headers=headers)
 
     def _completion(self, body: dict[str, Any], kind: str) -> bytes | None:
         """The 200 body for ``ok``, ``cut``, ``null`` and ``nochoices``; None if the
@@ -350,18 +386,7 @@ class MockServer:
 
     async def _responder_failed(self, stream: trio.SocketStream, keep: bool) -> None:
         self.state.responder_failed()
-        await stream.send_all(self._error(500, "mock responder raised", keep_alive=keep))
-
-    @staticmethod
-    def _error(
-        status: int,
-        message: str,
-        *,
-        keep_alive: bool,
-        headers: tuple[tuple[str, str], ...] = (),
-    ) -> bytes:
-        body = error_body(status, message)
-        return render_response(status, body, keep_alive=keep_alive, extra_headers=headers)
+        await stream.send_all(error_response(500, "mock responder raised", keep_alive=keep))
 
 
 async def serve_mock(

@@ -1,4 +1,4 @@
-"""The mock server's counters, records and outcome decisions (sans-IO, thread-safe).
+"""The mock server's counters and records around its decisions (sans-IO, thread-safe).
 
 Everything here is guarded by one lock, taken once per request on arrival and once on
 completion, so another thread may read ``stats``/``requests`` or call ``reset()`` while
@@ -14,46 +14,52 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from minimallm.mock.config import MockServerConfig, MockStats, RecordedRequest
-from minimallm.mock.faults import Directives, FaultRoller, FaultSequences
+from minimallm.mock.config import MockServerConfig
+from minimallm.mock.decide import Decider, Verdict
+from minimallm.mock.faults import Directives
+from minimallm.mock.records import Arrival, MockStats, RecordedRequest
+from minimallm.mock.timeline import Timeline
 
-__all__ = ["CAPACITY", "MockState"]
-
-CAPACITY = "capacity"
-"""The outcome of a request refused with 429 by the capacity limit."""
+__all__ = ["MockState"]
 
 
 class MockState:
-    """Counters, bounded request records and fault decisions of one server."""
+    """Counters, bounded request records and the decisions of one server."""
 
     __slots__ = (
         "_answers",
+        "_arrivals",
         "_changed",
         "_config",
         "_connections_accepted",
+        "_decider",
         "_in_flight",
         "_lock",
         "_max_in_flight",
+        "_max_queued",
         "_next_conn_id",
         "_open_connections",
         "_outcomes",
+        "_phases",
+        "_queued",
         "_records",
         "_requests_total",
         "_responder_errors",
-        "_rng",
-        "_roller",
-        "_sequences",
+        "_started_at",
     )
 
     def __init__(self, config: MockServerConfig) -> None:
         self._config = config
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified on every gauge change
-        self._rng = random.Random(config.seed)
-        self._roller = FaultRoller(config.fault_rates)
-        self._sequences = FaultSequences()
+        self._decider = Decider(config, random.Random(config.seed))
         self._records: deque[RecordedRequest] = deque(maxlen=config.max_records)
+        self._arrivals: deque[Arrival] = deque(maxlen=config.max_arrivals)
         self._outcomes: Counter[str] = Counter()
+        self._phases: dict[str, Counter[str]] = {}
+        self._started_at: float | None = None
+        self._queued = 0
+        self._max_queued = 0
         self._requests_total = 0
         self._in_flight = 0
         self._max_in_flight = 0
@@ -83,6 +89,7 @@ class MockState:
     def admit(
         self,
         *,
+        now: float,
         method: str,
         path: str,
         headers: dict[str, str],
@@ -92,38 +99,39 @@ class MockState:
         fixed_kind: str | None,
         content: str,
         directives: Directives,
-    ) -> tuple[str, float]:
-        """Count one request as in flight, decide its outcome, record it.
+    ) -> Verdict:
+        """Count one request as in flight, decide its answer, record it.
 
-        ``fixed_kind`` is an outcome already known (an error status, or ``ok`` for a
-        request that is not a chat completion); otherwise the capacity limit, then the
-        prompt's fault sequence, then the random fault rates decide. Returns
-        ``(outcome, latency in seconds)``. Every admit must be paired with ``finished``.
+        ``now`` is the server's clock (seconds) for the decisions; ``fixed_kind`` is an
+        outcome already known (an error status, or ``ok`` for a request that is not a
+        chat completion), else ``minimallm.mock.decide`` decides. Every admit must be
+        paired with ``finished``.
         """
-        cfg = self._config
         with self._lock:
             self._requests_total += 1
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             self._changed.notify_all()
-            latency = 0.0
             if fixed_kind is not None:
-                kind = fixed_kind
-            elif cfg.capacity is not None and self._in_flight > cfg.capacity:
-                kind = CAPACITY
+                verdict = Verdict(fixed_kind)
             else:
-                if directives.faults:
-                    kind = self._sequences.next_kind(content, directives.faults)
-                else:
-                    kind = self._roller.roll(self._rng)
-                if directives.latency_s is not None:
-                    latency = directives.latency_s
-                else:
-                    latency = cfg.latency_s
-                    if cfg.latency_jitter_s > 0:
-                        latency += self._rng.uniform(0.0, cfg.latency_jitter_s)
+                verdict = self._decider.decide(
+                    now=now,
+                    in_flight=self._in_flight,
+                    body=body if isinstance(body, dict) else None,
+                    content=content,
+                    directives=directives,
+                )
+            kind = verdict.kind
             self._outcomes[kind] += 1
-            if cfg.max_records:
+            stamp = time.monotonic()
+            if fixed_kind is None:
+                if self._started_at is None:
+                    self._started_at = stamp
+                self._phase_counter(verdict.phase)[kind] += 1
+                if self._config.max_arrivals:
+                    self._arrivals.append((stamp, kind))
+            if self._config.max_records:
                 self._records.append(
                     RecordedRequest(
                         method=method,
@@ -131,12 +139,53 @@ class MockState:
                         headers=headers,
                         body=body,
                         wire_bytes=wire_bytes,
-                        received_at=time.monotonic(),
+                        received_at=stamp,
                         connection_id=conn_id,
                         outcome=kind,
+                        phase=verdict.phase,
                     )
                 )
-        return kind, latency
+        return verdict
+
+    def _phase_counter(self, label: str) -> Counter[str]:
+        counter = self._phases.get(label)
+        if counter is None:
+            counter = self._phases[label] = Counter()
+        return counter
+
+    def queue_entered(self) -> None:
+        """A request started waiting for a capacity slot."""
+        with self._lock:
+            self._queued += 1
+            self._max_queued = max(self._max_queued, self._queued)
+            self._changed.notify_all()
+
+    def queue_left(self) -> None:
+        """A request stopped waiting for a capacity slot (it got one, or left)."""
+        with self._lock:
+            self._queued -= 1
+            self._changed.notify_all()
+
+    def connections_reset(self, label: str, count: int) -> None:
+        """Count connections an outage (phase ``label``) reset."""
+        with self._lock:
+            self._phase_counter(label)["connections_reset"] += count
+
+    @property
+    def timeline(self) -> Timeline:
+        """The configured phases (immutable)."""
+        return self._decider.timeline
+
+    def blackholed(self, now: float) -> bool:
+        """True while a blackhole outage is active at ``now`` (server clock, seconds)."""
+        with self._lock:
+            return self._decider.blackholed(now)
+
+    @property
+    def origin(self) -> float | None:
+        """The server clock's time of the first chat request (phases count from it)."""
+        with self._lock:
+            return self._decider.origin
 
     def finished(self) -> None:
         """The request admitted earlier was answered or abandoned."""
@@ -183,6 +232,10 @@ class MockState:
             connections_accepted=self._connections_accepted,
             outcomes=dict(self._outcomes),
             responder_errors=self._responder_errors,
+            queued=self._queued,
+            max_queued=self._max_queued,
+            phases={label: dict(c) for label, c in self._phases.items()},
+            timeline_started_at=self._started_at,
         )
 
     def records(self) -> list[RecordedRequest]:
@@ -190,21 +243,31 @@ class MockState:
         with self._lock:
             return list(self._records)
 
+    def arrivals(self) -> list[Arrival]:
+        """The most recent chat arrivals ``(time.monotonic(), outcome)``, oldest first
+        (at most ``max_arrivals``)."""
+        with self._lock:
+            return list(self._arrivals)
+
     def attempts(self, content: str) -> int:
         """Attempts counted for a prompt content carrying a fault directive."""
         with self._lock:
-            return self._sequences.attempts(content)
+            return self._decider.attempts(content)
 
     def reset(self) -> None:
-        """Forget records, counters and fault-sequence attempts. Live gauges
-        (``in_flight``, ``open_connections``) keep their value; ``max_in_flight``
-        restarts from the current ``in_flight``."""
+        """Forget records, arrivals, counters (per phase too) and fault-sequence
+        attempts. Live gauges (``in_flight``, ``queued``, ``open_connections``) keep
+        their value; ``max_in_flight`` and ``max_queued`` restart from them. The
+        timeline, rate-limit buckets and the random sequence go on."""
         with self._lock:
             self._records.clear()
+            self._arrivals.clear()
             self._outcomes.clear()
-            self._sequences.clear()
+            self._phases.clear()
+            self._decider.clear_sequences()
             self._requests_total = 0
             self._max_in_flight = self._in_flight
+            self._max_queued = self._queued
             self._connections_accepted = 0
             self._responder_errors = 0
 
