@@ -157,13 +157,21 @@ class Runtime:
         cap = cfg.max_outstanding
         jobs_in, jobs_out = trio.open_memory_channel[Job](0)  # a caller waits for a Worker
         permits = trio.open_memory_channel[object](cap)
-        limiter_in, limiter_out = trio.open_memory_channel[LimiterMessage](cap)  # 1 per permit
+        revocations = trio.open_memory_channel[object](cap)  # "give a permit back" tokens
+        limiter_in, limiter_out = trio.open_memory_channel[LimiterMessage](REPORT_BUFFER)
         pacer_in, pacer_out = trio.open_memory_channel[PacerMessage](REPORT_BUFFER)
         cooldown_in, cooldown_out = trio.open_memory_channel[CooldownMessage](REPORT_BUFFER)
         watchdog_in, watchdog_out = trio.open_memory_channel[AttemptStarted](WATCHDOG_BUFFER)
         gate = trio.open_memory_channel[object](1)  # holds the baton while unpaced
 
-        limiter = Limiter(ConcurrencyControl(cap), limiter_out, permits, (pacer_in, cooldown_in))
+        limiter = Limiter(
+            ConcurrencyControl(cap),
+            limiter_out,
+            permits,
+            revocations,
+            jobs_out,
+            (pacer_in, cooldown_in),
+        )
         pacer = Pacer(PacingSchedule(cfg.rpm), RateControl(), pacer_out, gate)
         pause = PauseControl(
             CooldownState(
@@ -181,6 +189,7 @@ class Runtime:
         channels = WorkerChannels(
             jobs=jobs_out,
             permits=permits[1],
+            revocations=revocations[1],
             gate=gate,
             limiter=limiter_in,
             pacer=pacer_in,
@@ -299,7 +308,7 @@ class Runtime:
             pacer=pac,
             cooldown=coo,
             callers_waiting=callers,
-            in_flight=max(0, lim.held - pac.waiting),
+            in_flight=max(0, lim.busy - pac.waiting),
             binding=binding(
                 now=now,
                 held=pac.hold_reason if pac.mode in ("held", "probing") else None,

@@ -13,10 +13,12 @@ def watch() -> tuple[OverloadSignal, FlowWatch]:
     return sig, FlowWatch(sig)
 
 
-def feed(sig: OverloadSignal, w: FlowWatch, now: float, sent: float, kind: str) -> list[object]:
+def feed(
+    sig: OverloadSignal, w: FlowWatch, now: float, sent: float, kind: str, limit: int = 8
+) -> list[object]:
     if kind in ("ok", "overload", "failed"):
         sig.observe(now, sent, kind == "overload")
-    return w.observe(now, sent, kind)  # type: ignore[arg-type]
+    return w.observe(now, sent, kind, limit)  # type: ignore[arg-type]
 
 
 def test_a_healthy_server_makes_no_events() -> None:
@@ -34,16 +36,19 @@ def test_steps_and_calm_with_the_rates_before_and_now() -> None:
         t += 0.005
         feed(sig, w, t, t - 0.05, "ok")
     events = [e for _ in range(8) for e in feed(sig, w, t, t - 0.05, "overload")]
-    assert events == [CongestionEvent(t, 1, 200.0, 200.0, pytest.approx(0.05))]
+    assert events == [CongestionEvent(t, 1, 0, 200.0, 200.0, pytest.approx(0.05))]
     t += 1.5
     (second,) = feed(sig, w, t, t - 0.1, "overload")
-    assert isinstance(second, CongestionEvent) and second.depth == 2
+    assert isinstance(second, CongestionEvent) and (second.depth, second.floor_depth) == (2, 0)
     assert second.delivered_per_s == 0.0 and second.baseline_per_s == 200.0
+    t += 1.5
+    (third,) = feed(sig, w, t, t - 0.1, "overload", limit=1)  # concurrency can do no more
+    assert isinstance(third, CongestionEvent) and (third.depth, third.floor_depth) == (3, 1)
     calm = []
     while not calm:
         t += 0.01
         calm = feed(sig, w, t, t - 0.05, "ok")
-    assert isinstance(calm[0], CongestionEvent) and calm[0].depth == 0
+    assert isinstance(calm[0], CongestionEvent) and (calm[0].depth, calm[0].floor_depth) == (0, 0)
 
 
 def test_quiet_after_an_answer_then_answered_again() -> None:

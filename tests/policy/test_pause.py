@@ -16,27 +16,27 @@ def test_overload_answers_alone_never_pause_anybody() -> None:
     pc = control()
     for i in range(1000):
         assert pc.on_attempt(i * 0.01, "overload", retry_after_s=1.0) is None
-    assert pc.on_congestion(10.0, 1) is None  # the concurrency limit's business
-    assert pc.on_congestion(10.5, 2) is None  # the rate's
+    assert pc.on_congestion(10.0, 0) is None  # steps above the floor: the concurrency's business
+    assert pc.on_congestion(10.5, 1) is None  # the first at the floor: the rate's
     assert pc.pauses == 0 and pc.holding is None
 
 
-def test_the_third_step_pauses_for_the_latest_retry_after() -> None:
+def test_the_second_step_at_the_floor_pauses_for_the_latest_retry_after() -> None:
     pc = control()
     pc.on_attempt(1.0, "overload", retry_after_s=5.0)
     pc.on_attempt(1.9, "overload", retry_after_s=2.0)
-    assert pc.on_congestion(2.0, 3) == PauseDecision(True, 4.0, "cooldown")
+    assert pc.on_congestion(2.0, 2) == PauseDecision(True, 4.0, "cooldown")
     assert pc.holding == "cooldown" and pc.pauses == 1
     # answers to attempts that were out before the pause change nothing
     assert pc.on_attempt(2.1, "overload", retry_after_s=9.0) is None
-    assert pc.on_congestion(2.2, 4) is None
+    assert pc.on_congestion(2.2, 3) is None
     assert pc.on_attempt(2.3, "ok") is None
 
 
 def test_without_retry_after_the_pause_is_the_cooldown_level() -> None:
     pc = control()
     pc.on_attempt(1.0, "overload")
-    assert pc.on_congestion(2.0, 3) == PauseDecision(True, 2.5, "cooldown")
+    assert pc.on_congestion(2.0, 2) == PauseDecision(True, 2.5, "cooldown")
 
 
 def test_a_server_saying_its_quota_is_exhausted_pauses_at_once() -> None:

@@ -17,7 +17,7 @@ def info(
 
 def test_no_word_no_rate() -> None:
     rc = RateControl()
-    rc.on_congestion(1.0, 1, delivered_per_s=10.0, baseline_per_s=50.0, srtt_s=0.1)
+    rc.on_congestion(1.0, 0, delivered_per_s=10.0, baseline_per_s=50.0, srtt_s=0.1)
     assert rc.rate(1.0) is None and rc.interval_s(1.0) is None and rc.source(1.0) is None
     assert rc.wake_at() == float("inf")
 
@@ -53,20 +53,19 @@ def test_token_headers_use_the_tokens_a_request_takes() -> None:
 
 def test_persisting_overload_without_headers_cuts_to_what_was_delivered() -> None:
     rc = RateControl()
-    rc.on_congestion(1.0, 2, delivered_per_s=100.0, baseline_per_s=200.0, srtt_s=0.1)
+    rc.on_congestion(1.0, 1, delivered_per_s=100.0, baseline_per_s=200.0, srtt_s=0.1)
     assert rc.rate(1.0) == pytest.approx(90.0) and rc.source(1.0) == "learned"
     assert rc.wake_at() == pytest.approx(1.1)
 
 
 def test_growth_doubles_below_the_threshold_then_two_percent() -> None:
     rc = RateControl(idle_s=100.0)
-    rc.on_congestion(1.0, 2, delivered_per_s=0.0, baseline_per_s=100.0, srtt_s=0.1)
+    rc.on_congestion(1.0, 1, delivered_per_s=0.0, baseline_per_s=100.0, srtt_s=0.1)
     assert rc.rate(1.0) == 0.5  # nothing delivered: the floor
-    rc.tick(1.1)
-    assert rc.rate(1.1) == 0.5  # still inside the episode that cut it
-    rc.on_congestion(1.15, 0, delivered_per_s=0.0, baseline_per_s=100.0, srtt_s=0.1)
+    rc.on_congestion(1.05, 1, delivered_per_s=0.0, baseline_per_s=100.0, srtt_s=0.1)
+    assert rc.rate(1.05) == 0.5  # the same step again: no second cut
     rates = []
-    t = 1.15
+    t = 1.05
     while len(rates) < 10:
         t = rc.wake_at()
         rc.tick(t)
@@ -77,7 +76,7 @@ def test_growth_doubles_below_the_threshold_then_two_percent() -> None:
 
 def test_a_learned_rate_nobody_uses_is_forgotten() -> None:
     rc = RateControl(idle_s=2.0)
-    rc.on_congestion(1.0, 2, delivered_per_s=50.0, baseline_per_s=60.0, srtt_s=0.1)
+    rc.on_congestion(1.0, 1, delivered_per_s=50.0, baseline_per_s=60.0, srtt_s=0.1)
     rc.on_congestion(1.05, 0, delivered_per_s=50.0, baseline_per_s=60.0, srtt_s=0.1)
     t = 1.05
     while rc.rate(t) is not None and t < 100:

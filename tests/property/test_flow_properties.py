@@ -136,8 +136,8 @@ def test_sporadic_overloads_never_close_the_gate_longer_than_floor_or_retry_afte
         overloaded = rng.random() < p
         sig.observe(t, t - 0.1, overloaded)
         decisions = [
-            pc.on_congestion(e.at, e.depth)
-            for e in watch.observe(t, t - 0.1, "overload" if overloaded else "ok")
+            pc.on_congestion(e.at, e.floor_depth)
+            for e in watch.observe(t, t - 0.1, "overload" if overloaded else "ok", 1)
             if isinstance(e, CongestionEvent)
         ]
         if overloaded:

@@ -8,8 +8,9 @@ TCP congestion control and Netflix's concurrency-limits:
 *Start* at the cap (``MAX_OUTSTANDING``): the user's number is the best first guess.
 
 *Decrease once per step of congestion* (:mod:`minimallm._policy.congestion`). At a step
-the limit *freezes* (no new permits) until the first success arrives, or until
-``decide_s`` passes without one. Then::
+the limit *freezes* (no new attempts start) until the first success arrives, or until
+``decide_s`` passes without one; overloads of attempts sent before the decision belong
+to that step. Then::
 
     limit    = max(1, attempts still in flight [+ 1 for the success])
     ssthresh = max(limit, beta * limit_before)
@@ -27,7 +28,7 @@ storm); above it by one per round trip's worth of successes (``1 / limit`` each)
 overload. Above both the stable limit and ``ssthresh`` the client is probing; an
 overload of an attempt sent after the last decrease, received while at least
 ``stable`` other attempts are in flight, is the server refusing the probe: the
-limit returns to ``stable`` and the next probe waits twice as long (up to
+limit returns to the level below (which held) and the next probe waits twice as long (up to
 ``max_probe_wait_s``). A server with a fixed number of slots thus sees a probe now and
 then, not one per round trip. Sporadic overloads (a few percent of 503s) are not steps
 and, at a stable limit, change nothing: they cost only the requests they hit.
@@ -128,7 +129,7 @@ class ConcurrencyControl:
         """An attempt sent at ``sent_at`` was answered at ``now``; ``others`` attempts
         are still in flight (not counting this one). Connection failures and timeouts
         are not answers: do not report them here."""
-        step = self.signal.observe(now, sent_at, overloaded)
+        step = self.signal.observe(now, sent_at, overloaded, can_step=not self.frozen)
         if overloaded:
             if step and sent_at > self._last_decrease:  # not one decided already
                 self._freeze(now)
@@ -172,8 +173,11 @@ class ConcurrencyControl:
         self._probe_at = now + self._probe_wait_s
         self._last_decrease = now
         self.decreases += 1
+        self.signal.settle(now)  # attempts out until now were part of this step
 
     def _refused_probe(self, now: float) -> None:
+        # the level below the refused one held (it is where the probe started from)
+        self._stable = max(self._stable, int(self._level) - 1)
         self._level = float(self._stable)
         self._level_since = now
         self._probe_wait_s = min(self._max_probe_wait_s, 2.0 * self._probe_wait_s)

@@ -81,9 +81,13 @@ class OverloadSignal:
         """True while an episode is in progress."""
         return self.depth > 0
 
-    def observe(self, now: float, sent_at: float, overloaded: bool) -> bool:
+    def observe(
+        self, now: float, sent_at: float, overloaded: bool, *, can_step: bool = True
+    ) -> bool:
         """Record one answer (received at ``now`` to an attempt sent at ``sent_at``);
-        True when it starts a new step of congestion."""
+        True when it starts a new step of congestion. ``can_step`` False: the client is
+        still carrying out its reaction to the current step (nothing new can be
+        learned about it yet), so no new step begins."""
         self.share += self._alpha * ((1.0 if overloaded else 0.0) - self.share)
         if not overloaded:
             self._run = 0
@@ -93,12 +97,17 @@ class OverloadSignal:
         self._run += 1
         if self._run < self._run_needed and self.share < self._threshold:
             return False
-        if sent_at <= self._step_at:
+        if sent_at <= self._step_at or not can_step:
             return False
         self._step_at = now
         self.depth += 1
         self.steps += 1
         return True
+
+    def settle(self, now: float) -> None:
+        """The reaction to the current step is in force from ``now``: attempts sent
+        before belong to the step, even those sent after it began."""
+        self._step_at = max(self._step_at, now)
 
     def started_before_step(self, sent_at: float) -> bool:
         """True when an attempt sent at ``sent_at`` was already out when the current

@@ -5,9 +5,11 @@ Only the Limiter sees every attempt (each report returns its permit). It keeps o
 Cooldown act on, so a healthy client sends each of them nothing at all:
 
 - *congestion* steps and the return to calm (:mod:`minimallm._policy.congestion`),
-  with the rate of successes over the last second (``delivered_per_s``), that rate
-  when the episode began (``baseline_per_s``, what the server gave before it pushed
-  back) and the smoothed latency of successes (``srtt_s``);
+  with how many steps came while the concurrency limit was already 1 (``floor_depth``:
+  the Pacer cuts the rate at the first such step, the Cooldown pauses at the second),
+  the rate of successes over the last second (``delivered_per_s``), that rate when the
+  episode began (``baseline_per_s``, what the server gave before it pushed back) and
+  the smoothed latency of successes (``srtt_s``);
 - *quiet*: ``quiet_after`` attempts in a row found no server (refused, DNS, no answer
   within TIMEOUT_S) with no answer in between, at a server that answered before — an
   outage is likely; and *answered*: the first answer after that.
@@ -33,10 +35,13 @@ _WINDOW_S = 1.0
 
 @dataclass(frozen=True, slots=True)
 class CongestionEvent:
-    """The congestion episode changed at ``at``: ``depth`` steps so far (0: calm)."""
+    """The congestion episode changed at ``at``: ``depth`` steps so far (0: calm), of
+    which ``floor_depth`` came while the concurrency limit was already down to 1 (so
+    fewer attempts at once could not help: the rate, then a pause, must)."""
 
     at: float
     depth: int
+    floor_depth: int
     delivered_per_s: float
     baseline_per_s: float
     srtt_s: float | None
@@ -58,6 +63,8 @@ class FlowWatch:
         "_answered",
         "_baseline",
         "_depth",
+        "_first_at",
+        "_floor_depth",
         "_quiet",
         "_quiet_run",
         "_successes",
@@ -72,7 +79,9 @@ class FlowWatch:
         self.srtt_s: float | None = None
         self._successes: deque[float] = deque()  # done times within the last second
         self._baseline = 0.0
+        self._first_at: float | None = None  # when the first attempt answered went out
         self._depth = 0
+        self._floor_depth = 0
         self._answered = False
         self._quiet_run = 0
         self._quiet = False
@@ -81,19 +90,24 @@ class FlowWatch:
         return f"<FlowWatch depth={self._depth} quiet={self._quiet} srtt={self.srtt_s}>"
 
     def delivered_per_s(self, now: float) -> float:
-        """Successes per second over the last second."""
+        """Successes per second over the last second (or since the first attempt, if
+        that is less than a second ago)."""
         window = self._successes
         while window and window[0] <= now - _WINDOW_S:
             window.popleft()
-        return len(window) / _WINDOW_S
+        span = _WINDOW_S if self._first_at is None else min(_WINDOW_S, now - self._first_at)
+        return len(window) / max(span, 0.01)
 
     def observe(
-        self, now: float, sent_at: float, kind: AttemptKind
+        self, now: float, sent_at: float, kind: AttemptKind, limit: int
     ) -> list[CongestionEvent | ReachEvent]:
         """One attempt ended (``kind`` as in :data:`minimallm._attempts.AttemptKind`);
-        the events it causes, usually none. Feed the signal's ``observe`` first (the
-        Limiter's concurrency controller does): this reads its depth."""
+        ``limit`` is the concurrency limit it was made under. The events it causes,
+        usually none. Feed the signal's ``observe`` first (the Limiter's concurrency
+        controller does): this reads its depth."""
         events: list[CongestionEvent | ReachEvent] = []
+        if self._first_at is None:
+            self._first_at = sent_at
         if kind in ("ok", "overload", "failed"):
             self._answered = True
             self._quiet_run = 0
@@ -114,8 +128,19 @@ class FlowWatch:
         if depth != self._depth:
             if self._depth == 0:
                 self._baseline = self.delivered_per_s(now)
+            if depth == 0:
+                self._floor_depth = 0
+            elif depth > self._depth and limit <= 1:
+                self._floor_depth += 1
             self._depth = depth
             events.append(
-                CongestionEvent(now, depth, self.delivered_per_s(now), self._baseline, self.srtt_s)
+                CongestionEvent(
+                    now,
+                    depth,
+                    self._floor_depth,
+                    self.delivered_per_s(now),
+                    self._baseline,
+                    self.srtt_s,
+                )
             )
         return events

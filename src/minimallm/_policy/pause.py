@@ -7,8 +7,8 @@ answers. It answers with a decision for the Pacer: *hold* (send nothing until a 
 then let one probe go) or *release*. Three reasons to hold, and nothing else:
 
 1. **Sustained overload.** Overload that persisted through the client's own reactions
-   (a third step of congestion: the concurrency limit dropped, then the rate, and the
-   server still refuses; see :mod:`minimallm._policy.congestion`), or a server that
+   (the concurrency limit dropped to one attempt at a time, then the rate, and the
+   server still refuses; see :mod:`minimallm._policy.flow`), or a server that
    says its quota is exhausted (``x-ratelimit-remaining-* = 0`` on an overload answer).
    The pause lasts the server's latest Retry-After if it gave one, else the cooldown
    level (:class:`~minimallm._policy.cooldown.CooldownState`). Sporadic overload
@@ -151,9 +151,10 @@ class PauseControl:
             return PauseDecision(True, self._probe_out_at, "cooldown")
         return None  # "broken": try again when the probe times out
 
-    def on_congestion(self, now: float, depth: int) -> PauseDecision | None:
-        """The Limiter saw a step of congestion (``depth`` steps in the episode)."""
-        if depth >= 3 and self.holding is None:
+    def on_congestion(self, now: float, floor_depth: int) -> PauseDecision | None:
+        """The Limiter saw a step of congestion; ``floor_depth``: the episode's steps
+        that came while the concurrency limit was already 1. The second pauses."""
+        if floor_depth >= 2 and self.holding is None:
             return self._hold(now, "cooldown", self._retry_after, persisted=False)
         return None
 

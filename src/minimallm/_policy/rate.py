@@ -14,11 +14,12 @@ A full bucket is drained at 1.25 R, an empty one refilled at 0.75 R, so the buck
 settles half full and the client sends at R without ever finding it empty: no 429s in
 steady state, goodput R.
 
-*Persisting overload without headers*. When overload persists after the concurrency
-limit reacted (a second step of congestion, told by the Limiter, see
-:mod:`minimallm._policy.flow`), the rate drops to 0.9 x the rate of successes over
+*Persisting overload without headers*. When overload persists although the concurrency
+limit is down to one attempt at a time (a step of congestion at that floor, told by
+the Limiter, see :mod:`minimallm._policy.flow`), the rate drops to 0.9 x the rate of successes over
 the last second (what the server delivered while saying no), at least ``min_rate``;
-what it delivered before the episode began becomes the *threshold*. Then, once per
+what it delivered before the episode began becomes the *threshold* (none when it
+delivered nothing yet: the rate then doubles until the server pushes back). Then, once per
 round trip without a new step, the rate grows again: doubling below the threshold
 (quick recovery after a storm), by 2 % above it (gentle probing: the saw tooth
 averages about 0.95 of what the server sustains). When the learned rate is no longer
@@ -75,7 +76,7 @@ class RateControl:
     """The learned send rate; see the module docstring."""
 
     __slots__ = (
-        "_depth",
+        "_floor_depth",
         "_header_at",
         "_header_rate",
         "_learned",
@@ -89,7 +90,7 @@ class RateControl:
         "srtt_s",
     )
 
-    def __init__(self, *, min_rate: float = 0.5, idle_s: float = 10.0) -> None:
+    def __init__(self, *, min_rate: float = 0.5, idle_s: float = 2.0) -> None:
         self._min_rate = min_rate
         self.idle_s = idle_s
         self._header_rate: float | None = None
@@ -97,7 +98,7 @@ class RateControl:
         self._learned: float | None = None
         self._threshold = math.inf
         self._next_growth = math.inf
-        self._depth = 0
+        self._floor_depth = 0
         self._sends = _Counter(_WINDOW_S)
         self._tokens_per_request: float | None = None
         self._underused_since: float | None = None
@@ -135,22 +136,26 @@ class RateControl:
     def on_congestion(
         self,
         now: float,
-        depth: int,
+        floor_depth: int,
         *,
         delivered_per_s: float,
         baseline_per_s: float,
         srtt_s: float | None,
     ) -> None:
-        """The congestion episode changed (``depth`` steps; 0: calm again)."""
+        """The congestion episode changed; ``floor_depth``: its steps that came while
+        the concurrency limit was already 1. A new one cuts the rate."""
         if srtt_s is not None:
             self.srtt_s = srtt_s
-        self._depth = depth
-        if depth >= 2:
+        if floor_depth > self._floor_depth:
             before = self._learned if self._learned is not None else baseline_per_s
-            self._threshold = max(self._min_rate, before, baseline_per_s)
+            before = max(before, baseline_per_s)
+            # no history (the server pushed back from the start): double until it
+            # pushes back again rather than creep up from a guess of nothing
+            self._threshold = before if before > 2 * self._min_rate else math.inf
             self._learned = max(self._min_rate, 0.9 * delivered_per_s)
             self._next_growth = now + self._round_trip()
             self._underused_since = None
+        self._floor_depth = floor_depth
 
     def _round_trip(self) -> float:
         return min(1.0, max(0.05, self.srtt_s or 0.1))
@@ -165,8 +170,6 @@ class RateControl:
         if learned is None or now < self._next_growth:
             return
         self._next_growth = now + self._round_trip()
-        if self._depth >= 2:
-            return  # still inside the episode that cut the rate
         if learned < self._threshold:
             learned = min(self._threshold, 2.0 * learned)
         else:

@@ -95,7 +95,7 @@ class Cooldown:
     def _handle(self, message: CooldownMessage) -> PauseDecision | None:
         control = self._control
         if isinstance(message, CongestionEvent):
-            return control.on_congestion(message.at, message.depth)
+            return control.on_congestion(message.at, message.floor_depth)
         if isinstance(message, ReachEvent):
             return control.on_reach(message.at, message.reachable)
         if message.kind == "overload":

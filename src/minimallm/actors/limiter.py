@@ -1,22 +1,26 @@
 """Limiter: how many HTTP attempts may be in flight — never more than MAX_OUTSTANDING,
 and fewer when the server has shown it takes fewer (:mod:`minimallm._policy.concurrency`).
 
-Permits are items in a channel. A Worker takes one with ``receive_nowait()`` before it
-sends (no task switch while one is ready) and waits on the channel only when none is.
-The permit comes back *through the Limiter*: the Worker's :class:`AttemptReport` is
-the return, so the Limiter sees every attempt (what its controller learns from) and can
-shrink the pool without racing the Workers for permits. It drains its whole inbox per
-wake-up, so at high rates it wakes once per burst of answers, not once per answer.
+Permits are items in a channel. A Worker takes one with ``receive_nowait()`` (no task
+switch while one is ready) and *keeps* it from one attempt to the next: only as many
+Workers take jobs as there are permits, and each sends its next request on its own
+warm connection. Every attempt's :class:`AttemptReport` comes here (so the Limiter sees
+every answer, what its controller learns from); it says whether the Worker kept its
+permit. To lower the limit the Limiter takes idle permits back from the channel, and
+for permits held by Workers puts :data:`REVOKE` tokens in the revocation channel: the
+next Worker to finish an attempt (or to take a job) takes a token and returns its
+permit. To raise it, it withdraws tokens not yet taken, then mints permits. It drains
+its whole inbox per wake-up: at high rates one wake-up per burst of answers.
+
+Invariant: permits in existence (idle in the channel + held by Workers) minus the
+revocations under way <= the limit <= cap, whenever the Limiter has run; a Worker never
+holds more than one permit.
 
 Being the one actor that sees every attempt, it also sums them up for the others
 (:mod:`minimallm._policy.flow`): a step of congestion or the return to calm, and a
 server that stopped or started answering, go to the Pacer and the Cooldown as
 :class:`CongestionEvent` and :class:`ReachEvent` — rare messages, so a healthy client
 sends those two actors nothing.
-
-Invariant: permits in the channel + permits held by Workers <= the limit <= cap. When
-the limit falls, idle permits are taken back from the channel at once and returned
-ones are not re-issued until the count is below the limit again.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import trio
 
 from minimallm._policy.concurrency import ConcurrencyControl
 from minimallm._policy.flow import CongestionEvent, FlowWatch, ReachEvent
-from minimallm.actors.messages import PERMIT, AttemptReport, PermitBack
+from minimallm.actors.messages import PERMIT, REVOKE, AttemptReport, PermitBack
 
 __all__ = ["Limiter", "LimiterStatistics"]
 
@@ -38,13 +42,15 @@ LimiterMessage = AttemptReport | PermitBack
 
 @dataclass(frozen=True, slots=True)
 class LimiterStatistics:
-    """The Limiter now: ``limit`` (of ``cap``), permits ``held`` by Workers, Workers
-    ``waiting`` for one, whether the limit was ``learned`` from the server (below the
-    cap) or is ``frozen`` after an overload, and the smoothed success latency (s)."""
+    """The Limiter now: ``limit`` (of ``cap``), permits ``held`` by Workers, of which
+    ``busy`` with an attempt (the others wait for a job), Workers ``waiting`` for a
+    permit, whether the limit was ``learned`` from the server (below the cap) or is
+    ``frozen`` after an overload, and the smoothed success latency (s)."""
 
     limit: int
     cap: int
     held: int
+    busy: int
     waiting: int
     learned: bool
     frozen: bool
@@ -59,9 +65,13 @@ class Limiter:
         "_control",
         "_existing",
         "_inbox",
+        "_jobs",
         "_listeners",
         "_permits_in",
         "_permits_out",
+        "_revocations_in",
+        "_revocations_out",
+        "_revoking",
         "_watch",
     )
 
@@ -70,21 +80,31 @@ class Limiter:
         control: ConcurrencyControl,
         inbox: trio.MemoryReceiveChannel[LimiterMessage],
         permits: tuple[trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]],
+        revocations: tuple[trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]],
+        jobs: trio.MemoryReceiveChannel[Any],
         listeners: tuple[trio.MemorySendChannel[Any], ...] = (),
     ) -> None:
         self._control = control
         self._watch = FlowWatch(control.signal)
         self._inbox = inbox
         self._permits_in, self._permits_out = permits
+        self._revocations_in, self._revocations_out = revocations
+        self._jobs = jobs  # read for statistics only: Workers waiting there hold a permit
         self._listeners = listeners  # the Pacer's and the Cooldown's inboxes
         self._existing = 0  # permits in the channel + permits Workers hold
+        self._revoking = 0  # revocations asked for and not yet answered by a returned permit
 
     def __repr__(self) -> str:
         s = self.statistics()
-        return f"<Limiter limit={s.limit}/{s.cap} held={s.held} waiting={s.waiting}>"
+        return f"<Limiter limit={s.limit}/{s.cap} held={s.held} busy={s.busy}>"
 
     def _idle(self) -> int:
         return self._permits_in.statistics().current_buffer_used
+
+    def _busy(self) -> int:
+        """Permits held by Workers that are making an attempt (not waiting for a job)."""
+        held = self._existing - self._idle()
+        return max(0, held - self._jobs.statistics().tasks_waiting_receive)
 
     def statistics(self) -> LimiterStatistics:
         """A frozen snapshot (safe to call from any task of the same run)."""
@@ -93,6 +113,7 @@ class Limiter:
             limit=c.limit,
             cap=c.cap,
             held=self._existing - self._idle(),
+            busy=self._busy(),
             waiting=self._permits_out.statistics().tasks_waiting_receive,
             learned=c.learned,
             frozen=c.frozen,
@@ -101,7 +122,7 @@ class Limiter:
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Issue permits; take them back with each report; adapt the limit."""
+        """Issue permits; adapt the limit from every report; until the inbox closes."""
         self._issue()
         task_status.started()
         inbox = self._inbox
@@ -118,19 +139,22 @@ class Limiter:
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                     self._handle(message)
-            self._control.tick(trio.current_time(), self._existing - self._idle())
+            self._control.tick(trio.current_time(), self._busy())
             self._issue()
 
     def _handle(self, message: LimiterMessage) -> None:
-        self._existing -= 1  # the permit is back with us
+        if isinstance(message, PermitBack) or not message.kept:
+            self._existing -= 1  # a permit came back (revoked, or its Worker stopped)
+            self._revoking = max(0, self._revoking - 1)
         if not isinstance(message, AttemptReport):
             return
         if message.answered:
-            others = self._existing - self._idle()
+            others = max(0, self._busy() - (1 if message.kept else 0))
             self._control.on_answer(
                 message.done_at, message.sent_at, message.kind == "overload", others
             )
-        for event in self._watch.observe(message.done_at, message.sent_at, message.kind):
+        limit = self._control.limit
+        for event in self._watch.observe(message.done_at, message.sent_at, message.kind, limit):
             self._tell(event)
 
     def _tell(self, event: CongestionEvent | ReachEvent) -> None:
@@ -139,17 +163,28 @@ class Limiter:
                 listener.send_nowait(event)
 
     def _issue(self) -> None:
-        """Bring the permits in existence to the limit (idle ones only while frozen)."""
+        """Bring the permits to the limit: take idle ones back, revoke held ones, or
+        mint new ones. While frozen (a step of congestion, before the decision) every
+        permit is revoked: no new attempt starts until the limit is decided."""
+        want = 0 if self._control.frozen else self._control.limit
         idle = self._idle()
-        held = self._existing - idle
-        want = held if self._control.frozen else self._control.limit
-        while self._existing > want and idle > 0:
+        while self._existing - self._revoking > want and idle > 0:
             try:
                 self._permits_out.receive_nowait()
             except trio.WouldBlock:
                 break
             idle -= 1
             self._existing -= 1
+        excess = max(0, self._existing - want)
+        while self._revoking < excess:
+            self._revocations_in.send_nowait(REVOKE)
+            self._revoking += 1
+        while self._revoking > excess:
+            try:
+                self._revocations_out.receive_nowait()  # a token nobody took yet
+            except trio.WouldBlock:
+                break
+            self._revoking -= 1
         while self._existing < want:
             self._permits_in.send_nowait(PERMIT)
             self._existing += 1

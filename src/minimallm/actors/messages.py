@@ -3,10 +3,11 @@
 Who sends what to whom (the wiring is ``minimallm._runtime.serve``)::
 
     caller ── Job ──────────────► Workers (one shared channel; a Worker pulls jobs)
-    Limiter ── PERMIT ──────────► Workers (a channel of permits: one per attempt)
+    Limiter ── PERMIT ──────────► Workers (a channel of permits; a Worker keeps its permit)
+    Limiter ── REVOKE ──────────► Workers (give a permit back: the limit fell)
     Pacer ── BATON / Slot ──────► Workers (the baton while unpaced; else Slots on request)
     Worker ── WantSlot ─────────► Pacer
-    Worker ── AttemptReport ────► Limiter (the permit comes back), Pacer, Cooldown,
+    Worker ── AttemptReport ────► Limiter (kept, or the permit back), Pacer, Cooldown,
                                   and the batch's Monitor when the Job names one
     Worker ── PermitBack ───────► Limiter (a permit taken but not used)
     Worker ── AttemptStarted ───► Watchdog
@@ -29,6 +30,7 @@ from minimallm._policy.ratelimit import RateLimitInfo
 __all__ = [
     "BATON",
     "PERMIT",
+    "REVOKE",
     "AttemptReport",
     "AttemptStarted",
     "Hold",
@@ -54,7 +56,10 @@ class _Token:
 
 
 PERMIT: Final = _Token("PERMIT")
-"""One attempt may be in flight (the Limiter mints them; a Worker holds one per attempt)."""
+"""One attempt may be in flight (the Limiter mints them; a Worker holding one may send)."""
+
+REVOKE: Final = _Token("REVOKE")
+"""The Limiter wants a permit back: the Worker that takes this returns its own."""
 
 BATON: Final = _Token("BATON")
 """Sends are neither paced nor held: a Worker takes the baton from the Pacer's gate,
@@ -75,7 +80,8 @@ class Job:
 class AttemptReport:
     """An attempt is over: sent and done at (trio time, seconds), how it ended for flow
     control, the server's Retry-After (seconds) and rate-limit headers, the tokens it
-    used, whether it went out as the Pacer's probe (and why the Pacer was probing)."""
+    used, whether it went out as the Pacer's probe (and why the Pacer was probing), and
+    whether the Worker keeps its permit (``kept``; False: the permit comes back)."""
 
     sent_at: float
     done_at: float
@@ -84,6 +90,7 @@ class AttemptReport:
     rate: RateLimitInfo | None = None
     tokens: int | None = None
     probe: str | None = None
+    kept: bool = False
 
     @property
     def answered(self) -> bool:

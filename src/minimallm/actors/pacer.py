@@ -171,7 +171,7 @@ class Pacer:
         elif isinstance(message, CongestionEvent):
             self._rate.on_congestion(
                 message.at,
-                message.depth,
+                message.floor_depth,
                 delivered_per_s=message.delivered_per_s,
                 baseline_per_s=message.baseline_per_s,
                 srtt_s=message.srtt_s,

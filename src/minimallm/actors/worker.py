@@ -1,13 +1,19 @@
 """Worker: owns one HTTP connection and makes one attempt at a time, pulling jobs.
 
-There are exactly MAX_OUTSTANDING Workers, each a long-lived task. One attempt::
+There are exactly MAX_OUTSTANDING Workers, each a long-lived task. A Worker first takes
+a permit from the Limiter and keeps it from one attempt to the next until the Limiter
+revokes it (a token in the revocation channel, looked at after every attempt, so a job
+once taken is always sent): only as many Workers take jobs as the concurrency limit
+allows, and a Worker's next request goes out on the same warm connection (a server with
+few slots sees the next request only after it has finished the last one on that
+connection). A Worker never waits for a permit with a job in hand. One attempt::
 
+    permit   ◄─ the Limiter's permit channel     (kept between attempts)
     job      ◄─ the shared job channel           (receive_nowait first: no switch if ready)
-    permit   ◄─ the Limiter's permit channel     (idem)
     go       ◄─ the Pacer: the baton if open, else WantSlot → Slot
     started  ─► the Watchdog                     (send_nowait; TIMEOUT_S from here)
     POST on the own connection; classify the answer (``_transport``)
-    report   ─► Limiter (the permit goes back); the Pacer if the answer had rate headers;
+    report   ─► Limiter (kept, or back when revoked); the Pacer if the answer had rate headers;
                 the Cooldown if it was an overload or a probe; the batch's Monitor
     outcome  ─► the caller's Reply
 
@@ -69,6 +75,7 @@ class WorkerChannels:
 
     jobs: trio.MemoryReceiveChannel[Job]
     permits: trio.MemoryReceiveChannel[object]
+    revocations: trio.MemoryReceiveChannel[object]
     gate: tuple[trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]]
     limiter: trio.MemorySendChannel[Any]
     pacer: trio.MemorySendChannel[Any]
@@ -88,6 +95,7 @@ class Worker:
         "_headers",
         "_index",
         "_orphan",
+        "_permit",
         "_phase",
         "_scope",
         "_seq",
@@ -116,6 +124,7 @@ class Worker:
         self._wall = wall_clock
         self._grants_in, self._grants_out = trio.open_memory_channel[Slot](1)
         self._seq = 0
+        self._permit = False  # holds a permit from the Limiter
         self._phase = _Phase.IDLE
         self._scope: trio.CancelScope | None = None
         self._expired = 0
@@ -144,12 +153,16 @@ class Worker:
     # -- the actor ------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Pull jobs until the job channel closes or the runtime is cancelled."""
+        """Take a permit, then jobs, one attempt at a time, until the job channel closes
+        or the runtime is cancelled. The permit stays with the Worker from one attempt
+        to the next (see the module docstring) until the Limiter revokes it."""
         jobs = self._ch.jobs
         task_status.started()
         job: Job | None = None
         try:
             while True:
+                if not self._permit:
+                    await self._take_permit()
                 try:
                     job = jobs.receive_nowait()
                 except trio.WouldBlock:
@@ -168,6 +181,30 @@ class Worker:
         finally:
             await self._transport.aclose()
 
+    async def _take_permit(self) -> None:
+        permits = self._ch.permits
+        try:
+            permits.receive_nowait()
+        except trio.WouldBlock:
+            await permits.receive()
+        self._permit = True
+
+    def _revoked(self) -> bool:
+        """True (and the token taken) if the Limiter asked for a permit back."""
+        try:
+            self._ch.revocations.receive_nowait()
+        except trio.WouldBlock:
+            return False
+        return True
+
+    def _give_back(self) -> None:
+        """Return the permit without a report (to a Limiter that may be stopping)."""
+        self._permit = False
+        try:  # noqa: SIM105  (suppress() costs a context manager)
+            self._ch.limiter.send_nowait(_PERMIT_BACK)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
     async def _serve(self, job: Job) -> None:
         reply = job.reply
         if reply.cancelled:
@@ -175,41 +212,23 @@ class Worker:
         self._seq += 1
         seq = self._seq
         reply.bind(self.interrupt, seq)
-        ch = self._ch
-        try:
-            ch.permits.receive_nowait()
-        except trio.WouldBlock:
-            await ch.permits.receive()
         probe: str | None = None
         try:
-            gate_in, gate_out = ch.gate
+            gate_in, gate_out = self._ch.gate
             gate_out.receive_nowait()
             gate_in.send_nowait(BATON)
         except trio.WouldBlock:
             try:
                 probe = await self._wait_for_slot(seq)
             except _Left:
-                self._give_back()
                 return
-            except BaseException:
-                self._give_back()
-                raise
         if reply.cancelled:
-            self._give_back()
             return
         result, sent_at = await self._attempt(job)
         if reply.cancelled:  # interrupted because the caller left: not the server's doing
-            self._give_back()
             return
-        self._report(job, result, sent_at, probe)
+        await self._report(job, result, sent_at, probe)
         reply.send(outcome.Value((excused(result, probe), sent_at)))
-
-    def _give_back(self) -> None:
-        """Return a permit that was not used (to a Limiter that may be stopping)."""
-        try:  # noqa: SIM105  (suppress() costs a context manager)
-            self._ch.limiter.send_nowait(_PERMIT_BACK)
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
     async def _wait_for_slot(self, seq: int) -> str | None:
         """Ask the Pacer for a slot and wait for it; raises _Left if the caller left."""
@@ -257,18 +276,26 @@ class Worker:
             self._phase = _Phase.IDLE
         return outcome_from_reply(reply, wall_clock=self._wall), sent_at
 
-    def _report(self, job: Job, result: AttemptOutcome, sent_at: float, probe: str | None) -> None:
+    async def _report(
+        self, job: Job, result: AttemptOutcome, sent_at: float, probe: str | None
+    ) -> None:
         kind = attempt_kind(result)
+        kept = not self._revoked()
+        self._permit = kept
+        done_at = trio.current_time()
         if isinstance(result, AttemptSuccess):
             report = AttemptReport(
-                sent_at, trio.current_time(), kind, None, result.rate, result.total_tokens, probe
+                sent_at, done_at, kind, None, result.rate, result.total_tokens, probe, kept
             )
         else:
             report = AttemptReport(
-                sent_at, trio.current_time(), kind, result.retry_after_s, result.rate, None, probe
+                sent_at, done_at, kind, result.retry_after_s, result.rate, None, probe, kept
             )
         ch = self._ch
-        ch.limiter.send_nowait(report)  # every report: it returns the permit; never full
+        try:  # every report (the permit's fate is in it): never dropped
+            ch.limiter.send_nowait(report)
+        except trio.WouldBlock:
+            await ch.limiter.send(report)  # the Limiter is behind: wait for it
         if report.rate is not None:  # the server's word about its rate
             _send_lossy(ch.pacer, report)
         if kind == "overload" or probe is not None:
