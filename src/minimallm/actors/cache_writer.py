@@ -23,7 +23,7 @@ import trio
 
 from minimallm._cache import CacheWriteError, PromptCache
 
-__all__ = ["CacheRow", "CacheWriter", "Flush"]
+__all__ = ["CacheRow", "CacheWriter", "CacheWriterStatistics", "Flush"]
 
 Row = tuple[str, str, str | None]
 
@@ -39,6 +39,14 @@ class CacheRow:
     key: str
     text: str
     raw_json: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheWriterStatistics:
+    """Answers waiting for the next commit, and answers written so far."""
+
+    pending: int
+    written: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +68,7 @@ class CacheWriter:
         "_pending",
         "_warn",
         "_warned",
-        "written",
+        "_written",
     )
 
     def __init__(
@@ -79,10 +87,14 @@ class CacheWriter:
         self._max_delay_s = max_delay_s
         self._pending: dict[str, Row] = {}
         self._warned = False
-        self.written = 0
+        self._written = 0
 
     def __repr__(self) -> str:
-        return f"<CacheWriter pending={len(self._pending)} written={self.written}>"
+        return f"<CacheWriter pending={len(self._pending)} written={self._written}>"
+
+    def statistics(self) -> CacheWriterStatistics:
+        """A frozen snapshot: answers waiting for a commit, answers written so far."""
+        return CacheWriterStatistics(len(self._pending), self._written)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Collect and commit until cancelled or the inbox closes; then commit the rest."""
@@ -165,7 +177,7 @@ class CacheWriter:
             try:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(self._cache.put_many, rows)
-                self.written += len(rows)
+                self._written += len(rows)
             except CacheWriteError as exc:
                 if not self._warned:
                     self._warned = True

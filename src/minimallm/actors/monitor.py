@@ -40,6 +40,15 @@ ItemKind = Literal["ok", "cached", "failed", "none"]
 
 
 @dataclass(frozen=True, slots=True)
+class MonitorStatistics:
+    """Items done, of ``total`` (None: unknown), and failures shown in full so far."""
+
+    done: int
+    total: int | None
+    failures_shown: int
+
+
+@dataclass(frozen=True, slots=True)
 class ItemStarted:
     """Item ``index`` began at ``at`` (trio time, seconds)."""
 
@@ -96,9 +105,13 @@ class Monitor:
         self._printed = 0
 
     def __repr__(self) -> str:
+        s = self.statistics()
+        return f"<Monitor done={s.done}/{s.total}>"
+
+    def statistics(self) -> MonitorStatistics:
+        """A frozen snapshot: items done of the total (None: unknown), failures shown."""
         t = self._tally
-        done = 0 if t is None else t.done
-        return f"<Monitor done={done}/{self._total}>"
+        return MonitorStatistics(0 if t is None else t.done, self._total, self._printed)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Consume events until the inbox closes; show the summary on the way out."""

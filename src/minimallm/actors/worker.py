@@ -58,7 +58,7 @@ from minimallm.actors.messages import (
     WantSlot,
 )
 
-__all__ = ["Worker", "WorkerChannels"]
+__all__ = ["Worker", "WorkerChannels", "WorkerStatistics"]
 
 _PERMIT_BACK = PermitBack()
 
@@ -67,6 +67,16 @@ class _Phase(enum.Enum):
     IDLE = 0
     WAITING = 1  # for a slot
     SENDING = 2
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerStatistics:
+    """``phase``: ``idle``, ``waiting`` (for a slot) or ``sending``; ``permit``: holds
+    one; ``attempts`` made so far."""
+
+    phase: str
+    permit: bool
+    attempts: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -131,7 +141,13 @@ class Worker:
         self._attempts = 0
 
     def __repr__(self) -> str:
-        return f"<Worker {self._index} {self._phase.name.lower()} attempts={self._attempts}>"
+        s = self.statistics()
+        return f"<Worker {self._index} {s.phase} attempts={s.attempts}>"
+
+    def statistics(self) -> WorkerStatistics:
+        """A frozen snapshot: what the Worker does now, whether it holds a permit, how
+        many attempts it made."""
+        return WorkerStatistics(self._phase.name.lower(), self._permit, self._attempts)
 
     # -- the two handles ------------------------------------------------------------------
 

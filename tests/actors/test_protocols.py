@@ -1,0 +1,473 @@
+"""Each actor's protocol on its own: messages in, messages out, at exact virtual times.
+And nothing of an actor's state is reachable except through its channels and its
+``statistics()`` snapshot."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from fakes import FakeServer, Script
+from minimallm._policy import (
+    ConcurrencyControl,
+    CooldownState,
+    PacingSchedule,
+    PauseControl,
+    RateControl,
+    RateLimitInfo,
+)
+from minimallm._policy.flow import CongestionEvent, ReachEvent
+from minimallm._runtime import Runtime
+from minimallm.actors import CacheWriter, Cooldown, Limiter, Monitor, Pacer, Watchdog, Worker
+from minimallm.actors.messages import (
+    BATON,
+    PERMIT,
+    REVOKE,
+    AttemptReport,
+    AttemptStarted,
+    Hold,
+    Job,
+    Release,
+    Reply,
+    Slot,
+    WantSlot,
+)
+from minimallm.actors.worker import WorkerChannels
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+def drain(channel: trio.MemoryReceiveChannel[Any]) -> list[Any]:
+    out = []
+    while True:
+        try:
+            out.append(channel.receive_nowait())
+        except trio.WouldBlock:
+            return out
+
+
+def report(sent: float, done: float, kind: str = "ok", **kw: Any) -> AttemptReport:
+    return AttemptReport(sent, done, kind, **kw)  # type: ignore[arg-type]
+
+
+# -- Limiter ----------------------------------------------------------------------------
+
+
+async def test_limiter_mints_permits_revokes_on_a_step_and_tells_the_others(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    inbox_in, inbox = trio.open_memory_channel[Any](100)
+    permits = trio.open_memory_channel[object](8)
+    revocations = trio.open_memory_channel[object](8)
+    jobs_in, jobs = trio.open_memory_channel[Any](0)
+    told_in, told = trio.open_memory_channel[Any](100)
+    limiter = Limiter(ConcurrencyControl(8), inbox, permits, revocations, jobs, (told_in,))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(limiter.run)
+        assert drain(permits[1]) == [PERMIT] * 8  # the cap, at once
+        # the permits are "held" now (taken); 8 overloads in a row: a step at t=1
+        for _ in range(8):
+            inbox_in.send_nowait(report(0.5, 1.0, "overload", kept=True))
+        await trio.sleep(1.0)
+        assert limiter.statistics().frozen
+        assert drain(revocations[1]) == [REVOKE] * 8  # frozen: every held permit back
+        [step] = drain(told)
+        assert step == CongestionEvent(1.0, 1, 0, 0.0, 0.0, None)
+        # 8 permits come back (revoked); then the first success decides: 1 survived
+        for _ in range(8):
+            inbox_in.send_nowait(AttemptReport(0.6, 1.2, "overload", kept=False))
+        inbox_in.send_nowait(report(1.0, 1.3, "ok", kept=False))
+        await trio.testing.wait_all_tasks_blocked()
+        stats = limiter.statistics()
+        assert (stats.limit, stats.frozen, stats.decreases) == (1, False, 1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_limiter_decides_at_the_deadline_without_a_success(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    inbox_in, inbox = trio.open_memory_channel[Any](100)
+    permits = trio.open_memory_channel[object](4)
+    revocations = trio.open_memory_channel[object](4)
+    _, jobs = trio.open_memory_channel[Any](0)
+    limiter = Limiter(ConcurrencyControl(4), inbox, permits, revocations, jobs)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(limiter.run)
+        drain(permits[1])  # four Workers hold the four permits
+        await trio.sleep(2.0)
+        for _ in range(8):  # a step at t=2 (the 4 attempts and 4 more, all refused)
+            inbox_in.send_nowait(report(1.9, 2.0, "overload", kept=True))
+        await trio.sleep(0.5)
+        assert limiter.statistics().frozen
+        assert drain(revocations[1]) == [REVOKE] * 4
+        for _ in range(4):  # the four permits come back with the next answers
+            inbox_in.send_nowait(report(2.4, 2.5, "overload", kept=False))
+        await trio.sleep(0.4999)  # no latency known yet: the decision comes at 2.0 + 1.0
+        assert limiter.statistics().frozen
+        await trio.sleep(0.0002)
+        stats = limiter.statistics()
+        assert (stats.frozen, stats.limit, stats.decreases) == (False, 1, 1)  # nothing out
+        assert drain(permits[1]) == [PERMIT]
+        nursery.cancel_scope.cancel()
+
+
+# -- Pacer --------------------------------------------------------------------------------
+
+
+async def test_pacer_without_rpm_leaves_the_baton_in_the_gate(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    _, inbox = trio.open_memory_channel[Any](10)
+    gate = trio.open_memory_channel[object](1)
+    pacer = Pacer(PacingSchedule(0), RateControl(), inbox, gate)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pacer.run)
+        assert gate[1].receive_nowait() is BATON
+        gate[0].send_nowait(BATON)  # a Worker puts it straight back
+        assert pacer.statistics().mode == "open"
+        nursery.cancel_scope.cancel()
+
+
+async def test_pacer_grants_slots_on_the_rpm_schedule(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    inbox_in, inbox = trio.open_memory_channel[Any](10)
+    gate = trio.open_memory_channel[object](1)
+    pacer = Pacer(PacingSchedule(60), RateControl(), inbox, gate)
+    grants: list[tuple[float, Slot]] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pacer.run)
+        assert drain(gate[1]) == []  # paced: no baton
+        channels = [trio.open_memory_channel[Slot](1) for _ in range(3)]
+        for seq, (grant_in, _) in enumerate(channels):
+            inbox_in.send_nowait(WantSlot(seq, grant_in))
+
+        async def wait(i: int) -> None:
+            slot = await channels[i][1].receive()
+            grants.append((trio.current_time(), slot))
+
+        for i in range(3):
+            nursery.start_soon(wait, i)
+        await trio.sleep(5)
+        assert grants == [(0.0, Slot(0)), (1.0, Slot(1)), (2.0, Slot(2))]
+        nursery.cancel_scope.cancel()
+
+
+async def test_pacer_holds_then_lets_exactly_one_probe_go_then_releases(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    inbox_in, inbox = trio.open_memory_channel[Any](10)
+    gate = trio.open_memory_channel[object](1)
+    pacer = Pacer(PacingSchedule(0), RateControl(), inbox, gate)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pacer.run)
+        assert gate[1].receive_nowait() is BATON
+        gate[0].send_nowait(BATON)
+        inbox_in.send_nowait(Hold(until=3.0, probe=True, reason="cooldown"))
+        await trio.sleep(0.5)
+        assert drain(gate[1]) == [] and pacer.statistics().mode == "held"
+        grants = [trio.open_memory_channel[Slot](1) for _ in range(2)]
+        for seq, (grant_in, _) in enumerate(grants):
+            inbox_in.send_nowait(WantSlot(seq, grant_in))
+        await trio.sleep(2.4999)
+        assert drain(grants[0][1]) == []
+        await trio.sleep(0.0002)
+        assert drain(grants[0][1]) == [Slot(0, "cooldown")]  # the probe, at 3.0
+        await trio.sleep(10)
+        assert drain(grants[1][1]) == []  # nothing more until the Cooldown's word
+        inbox_in.send_nowait(Release())
+        await trio.testing.wait_all_tasks_blocked()
+        assert drain(grants[1][1]) == [Slot(1)]
+        assert gate[1].receive_nowait() is BATON  # open again
+        nursery.cancel_scope.cancel()
+
+
+async def test_pacer_paces_at_the_rate_the_servers_headers_give(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    inbox_in, inbox = trio.open_memory_channel[Any](10)
+    gate = trio.open_memory_channel[object](1)
+    pacer = Pacer(PacingSchedule(0), RateControl(), inbox, gate)
+    half_full = RateLimitInfo(limit_requests=20, remaining_requests=10, reset_requests_s=2.5)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pacer.run)
+        inbox_in.send_nowait(report(0.0, 0.1, rate=half_full))  # 10 used, full in 2.5 s: 4/s
+        await trio.testing.wait_all_tasks_blocked()
+        stats = pacer.statistics()
+        assert (stats.mode, stats.rate_source) == ("paced", "headers")
+        assert stats.rate_per_s == pytest.approx(4.0)
+        nursery.cancel_scope.cancel()
+
+
+# -- Cooldown -------------------------------------------------------------------------------
+
+
+async def test_cooldown_holds_on_an_exhausted_quota_and_releases_on_the_probe(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    inbox_in, inbox = trio.open_memory_channel[Any](10)
+    to_pacer, pacer = trio.open_memory_channel[Any](10)
+    state = CooldownState(floor_s=0.0, cap_s=30.0, halflife_s=20.0, initial_s=0.5)
+    cooldown = Cooldown(PauseControl(state, probe_timeout_s=5.0), inbox, to_pacer)
+    exhausted = RateLimitInfo(remaining_requests=0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cooldown.run)
+        await trio.sleep(1.0)
+        inbox_in.send_nowait(report(0.9, 1.0, "overload", retry_after_s=2.0, rate=exhausted))
+        await trio.testing.wait_all_tasks_blocked()
+        assert drain(pacer) == [Hold(3.0, True, "cooldown")]
+        inbox_in.send_nowait(report(3.0, 3.2, "ok", probe="cooldown"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert drain(pacer) == [Release()]
+        nursery.cancel_scope.cancel()
+
+
+async def test_cooldown_probes_an_outage_and_reissues_a_lost_probe(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    inbox_in, inbox = trio.open_memory_channel[Any](10)
+    to_pacer, pacer = trio.open_memory_channel[Any](10)
+    state = CooldownState(floor_s=0.0, cap_s=30.0, halflife_s=20.0, initial_s=0.5)
+    control = PauseControl(state, probe_s=0.5, probe_timeout_s=5.0)
+    cooldown = Cooldown(control, inbox, to_pacer)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cooldown.run)
+        await trio.sleep(2.0)
+        inbox_in.send_nowait(ReachEvent(2.0, False))  # the Limiter: no server any more
+        await trio.testing.wait_all_tasks_blocked()
+        assert drain(pacer) == [Hold(2.5, True, "outage")]
+        await trio.sleep(5.4999)  # the probe never reports: re-issued 5 s after 2.5
+        assert drain(pacer) == []
+        await trio.sleep(0.0002)
+        assert drain(pacer) == [Hold(7.5, True, "outage")]
+        inbox_in.send_nowait(ReachEvent(8.0, True))
+        await trio.testing.wait_all_tasks_blocked()
+        assert drain(pacer) == [Release()]
+        nursery.cancel_scope.cancel()
+
+
+# -- Watchdog -------------------------------------------------------------------------------
+
+
+async def test_watchdog_ends_an_attempt_exactly_at_its_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    inbox_in, inbox = trio.open_memory_channel[AttemptStarted](10)
+    expired: list[tuple[int, int, float]] = []
+
+    def handle(worker: int) -> Any:
+        return lambda seq: expired.append((worker, seq, trio.current_time()))
+
+    watchdog = Watchdog(inbox, [handle(0), handle(1)], tick_s=1.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watchdog.run)
+        inbox_in.send_nowait(AttemptStarted(5.5, 0, 1))
+        await trio.sleep(2.0)
+        inbox_in.send_nowait(AttemptStarted(7.25, 1, 1))
+        await trio.sleep(10)
+        assert expired == [(0, 1, 5.5), (1, 1, 7.25)]
+        nursery.cancel_scope.cancel()
+
+
+# -- Worker ---------------------------------------------------------------------------------
+
+
+def worker_for(server: FakeServer, timeout_s: float = 60.0) -> tuple[Worker, dict[str, Any]]:
+    ch = {
+        "jobs": trio.open_memory_channel[Job](0),
+        "permits": trio.open_memory_channel[object](1),
+        "revocations": trio.open_memory_channel[object](1),
+        "gate": trio.open_memory_channel[object](1),
+        "limiter": trio.open_memory_channel[Any](10),
+        "pacer": trio.open_memory_channel[Any](10),
+        "cooldown": trio.open_memory_channel[Any](10),
+        "watchdog": trio.open_memory_channel[AttemptStarted](10),
+    }
+    channels = WorkerChannels(
+        jobs=ch["jobs"][1],
+        permits=ch["permits"][1],
+        revocations=ch["revocations"][1],
+        gate=ch["gate"],
+        limiter=ch["limiter"][0],
+        pacer=ch["pacer"][0],
+        cooldown=ch["cooldown"][0],
+        watchdog=ch["watchdog"][0],
+    )
+    orphans: list[Job] = []
+    worker = Worker(
+        0,
+        server.transport("http://fake.invalid"),
+        channels,
+        headers=(),
+        timeout_s=timeout_s,
+        orphan=lambda job, exc: orphans.append(job),
+    )
+    return worker, ch
+
+
+BODY = b'{"model":"m","messages":[{"role":"user","content":"p"}]}'
+
+
+async def test_worker_permit_baton_attempt_report_reply(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    worker, ch = worker_for(FakeServer(lambda c, n: Script(latency=2.0)))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(worker.run)
+        ch["permits"][0].send_nowait(PERMIT)
+        ch["gate"][0].send_nowait(BATON)
+        reply: Reply[Any] = Reply()
+        await ch["jobs"][0].send(Job(BODY, reply))
+        result, sent_at = await reply.receive()
+        assert trio.current_time() == 2.0 and sent_at == 0.0
+        assert result.text == "echo: p"
+        [started] = drain(ch["watchdog"][1])
+        assert started == AttemptStarted(60.0, 0, 1)
+        [done] = drain(ch["limiter"][1])
+        assert (done.sent_at, done.done_at, done.kind, done.kept) == (0.0, 2.0, "ok", True)
+        assert drain(ch["gate"][1]) == [BATON]  # put straight back
+        assert worker.statistics().permit  # kept for the next job
+        # revoked: the next report gives the permit back
+        ch["revocations"][0].send_nowait(REVOKE)
+        reply2: Reply[Any] = Reply()
+        ch["gate"][0].send_nowait(BATON)
+        await ch["jobs"][0].send(Job(BODY, reply2))
+        await reply2.receive()
+        [done2] = drain(ch["limiter"][1])
+        assert done2.kept is False and not worker.statistics().permit
+        nursery.cancel_scope.cancel()
+
+
+async def test_worker_a_caller_who_leaves_ends_the_attempt_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = FakeServer(lambda c, n: Script(latency=100.0))
+    worker, ch = worker_for(server)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(worker.run)
+        ch["permits"][0].send_nowait(PERMIT)
+        ch["gate"][0].send_nowait(BATON)
+
+        async def caller() -> None:
+            with trio.move_on_after(3.0):
+                reply: Reply[Any] = Reply()
+                await ch["jobs"][0].send(Job(BODY, reply))
+                await reply.receive()
+
+        await caller()
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.sent[0].cancelled and server.sent[0].end == 3.0
+        assert server.in_flight == 0 and drain(ch["limiter"][1]) == []  # no report
+        assert worker.statistics().permit  # it keeps its permit
+        nursery.cancel_scope.cancel()
+
+
+async def test_worker_the_watchdogs_expiry_makes_a_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    worker, ch = worker_for(FakeServer(lambda c, n: Script(latency=100.0)), timeout_s=5.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(worker.run)
+        ch["permits"][0].send_nowait(PERMIT)
+        ch["gate"][0].send_nowait(BATON)
+        reply: Reply[Any] = Reply()
+        await ch["jobs"][0].send(Job(BODY, reply))
+        await trio.sleep(5.0)
+        worker.expire(1)  # what the Watchdog does at the deadline
+        result, _ = await reply.receive()
+        assert (result.error_type, result.status) == ("TimeoutError", 408)
+        assert trio.current_time() == 5.0
+        nursery.cancel_scope.cancel()
+
+
+# -- Monitor --------------------------------------------------------------------------------
+
+
+async def test_monitor_ticks_on_an_absolute_schedule_and_ends_with_done(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from minimallm import BatchConfig
+    from minimallm.actors.monitor import ItemFinished, ItemStarted
+
+    shown: list[tuple[float, str, int]] = []
+
+    class Sink:
+        tick_s = 2.0
+
+        def show(self, p: Any) -> None:
+            shown.append((trio.current_time(), p.kind, p.done))
+
+        def close(self) -> None:
+            shown.append((trio.current_time(), "closed", -1))
+
+    events_in, events = trio.open_memory_channel[Any](10)
+    monitor = Monitor(BatchConfig(stall_s=100.0), 3, events, Sink())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(monitor.run)
+        for i in range(3):
+            events_in.send_nowait(ItemStarted(i, 0.0))
+        await trio.sleep(3.0)
+        events_in.send_nowait(ItemFinished(0, 3.0, "ok"))
+        await trio.sleep(2.5)
+        events_in.send_nowait(ItemFinished(1, 5.5, "ok"))
+        events_in.send_nowait(ItemFinished(2, 5.5, "ok"))
+        await events_in.aclose()
+    assert shown == [
+        (2.0, "tick", 0),
+        (4.0, "tick", 1),
+        (5.5, "done", 3),
+        (5.5, "closed", -1),
+    ]
+    assert monitor.statistics().done == 3
+
+
+# -- encapsulation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("actor", "public"),
+    [
+        (CacheWriter, {"run", "statistics"}),
+        (Cooldown, {"run", "statistics"}),
+        (Limiter, {"run", "statistics"}),
+        (Monitor, {"run", "statistics"}),
+        (Pacer, {"run", "statistics"}),
+        (Watchdog, {"run", "statistics"}),
+        # a Worker's two handles end the attempt they name, nothing else (see its doc)
+        (Worker, {"run", "statistics", "interrupt", "expire"}),
+    ],
+)
+def test_an_actor_shows_nothing_but_run_and_statistics(actor: type, public: set[str]) -> None:
+    assert {name for name in dir(actor) if not name.startswith("_")} == public
+    assert "__dict__" not in dir(actor)  # slotted: no attribute can be added from outside
+
+
+def test_the_runtime_exposes_only_the_request_path_and_snapshots() -> None:
+    public = {name for name in dir(Runtime) if not name.startswith("_")}
+    assert public == {
+        "aclose",
+        "closed",
+        "failure",
+        "generate",
+        "generate_traced",
+        "serve",
+        "statistics",
+        "stop",
+        "wait_ready",
+    }
+    assert "__dict__" not in dir(Runtime)
+
+
+def test_statistics_are_frozen_snapshots() -> None:
+    from minimallm._runtime import RuntimeStatistics
+
+    stats = RuntimeStatistics.__dataclass_params__  # type: ignore[attr-defined]
+    assert stats.frozen
+    assert math.isfinite(1.0)
