@@ -66,7 +66,7 @@ async def test_limiter_mints_permits_revokes_on_a_step_and_tells_the_others(
     inbox_in, inbox = trio.open_memory_channel[Any](100)
     permits = trio.open_memory_channel[object](8)
     revocations = trio.open_memory_channel[object](8)
-    jobs_in, jobs = trio.open_memory_channel[Any](0)
+    _, jobs = trio.open_memory_channel[Any](0)
     told_in, told = trio.open_memory_channel[Any](100)
     limiter = Limiter(ConcurrencyControl(8), inbox, permits, revocations, jobs, (told_in,))
     async with trio.open_nursery() as nursery:
