@@ -181,7 +181,9 @@ class Runtime:
                 initial_s=max(cfg.base_backoff_s, 0.1),
             ),
             probe_s=max(0.1, cfg.base_backoff_s),
-            max_probe_s=max(1.0, cfg.max_backoff_s / 4),
+            # a refused connect costs the server nothing: probe at least every 2 s, so
+            # an outage's end is noticed within 2 s (a blackholed probe takes TIMEOUT_S)
+            max_probe_s=min(2.0, max(1.0, cfg.max_backoff_s / 4)),
             outage_budget_s=cfg.max_attempts * cfg.max_backoff_s if cfg.max_attempts else None,
             probe_timeout_s=cfg.timeout_s + 1.0,
         )

@@ -94,8 +94,10 @@ def test_retry_delay_with_retry_after_never_exceeds_cap(
         rng=random.Random(seed),
     )
     assert 0.0 <= delay <= cap_s
-    if 0.0 <= retry_after_s <= cap_s:
-        assert delay == retry_after_s
+    if 0.0 <= retry_after_s <= cap_s:  # never earlier than asked; later by the jitter at most
+        assert retry_after_s <= delay <= min(cap_s, retry_after_s * (1.0 + jitter))
+    if jitter == 0.0:
+        assert delay == min(cap_s, max(0.0, retry_after_s))
 
 
 # --------------------------------------------------------------------------- Retry-After

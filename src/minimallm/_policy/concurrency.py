@@ -12,7 +12,7 @@ the limit *freezes* (no new attempts start) until the first success arrives, or 
 ``decide_s`` passes without one; overloads of attempts sent before the decision belong
 to that step. Then::
 
-    limit    = max(1, attempts still in flight [+ 1 for the success])
+    limit    = max(1, min(attempts still in flight [+ 1 for the success], limit_before - 1))
     ssthresh = max(limit, beta * limit_before)
 
 The attempts that survived the burst are what the server accepted: a server with 32
@@ -165,7 +165,9 @@ class ConcurrencyControl:
         before = self._frozen_from if self._frozen_from is not None else self._level
         self._frozen_from = None
         self._decide_by = math.inf
-        level = float(max(1, min(self.cap, survivors, int(before))))
+        # as many as survived, and at least one fewer than were refused at: a step at
+        # level L says L is too many even when every attempt out then survives
+        level = float(max(1, min(self.cap, survivors, int(before) - 1)))
         self._level = level
         self._ssthresh = max(level, min(float(self.cap), self._beta * before))
         self._stable = int(level)

@@ -208,13 +208,18 @@ def retry_delay(
 
     ::
 
-        retry_after_s given:  delay = min(cap_s, max(0, retry_after_s))
+        retry_after_s given:  delay = min(cap_s, ra * (1 + U(0, jitter)))
+                              ra = max(0, retry_after_s)
         otherwise:            delay = backoff_delay(failed_attempt, ...)
 
     ``cap_s`` is ``COOLDOWN_CAP_S``: a server asking for an hour does not stall a batch
     for an hour. A Retry-After may exceed ``max_s`` (the server knows best) but never
-    ``cap_s``. ``rng`` is only consulted for the computed backoff.
+    ``cap_s``. The jitter on a Retry-After only lengthens it (never earlier than the
+    server asked): requests refused together do not all come back in the same instant.
     """
     if retry_after_s is not None:
-        return min(cap_s, max(0.0, retry_after_s))
+        ra = max(0.0, retry_after_s)
+        if jitter and ra:
+            ra *= 1.0 + rng.uniform(0.0, jitter)
+        return min(cap_s, ra)
     return backoff_delay(failed_attempt, base_s=base_s, max_s=max_s, jitter=jitter, rng=rng)

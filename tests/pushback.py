@@ -1,0 +1,178 @@
+"""Fake servers that push back, for flow-control tests in virtual time.
+
+Each is a :class:`fakes.FakeServer` whose ``handle`` decides like a real pushing-back
+endpoint would (the project's mock server does the same over real sockets, for the
+benchmarks): a token bucket with OpenAI's rate headers, a fixed number of slots, random
+faults, a window of 429s (a storm), a window where nobody answers (an outage).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import trio
+
+from fakes import FakeServer
+from minimallm._http import errors as http_errors
+from minimallm._http.reply import HttpReply
+
+__all__ = ["CapacityServer", "FaultServer", "OutageServer", "StormServer", "TokenBucketServer"]
+
+REFUSAL_S = 0.001
+"""How long a refusal takes to come back (a round trip on a LAN, roughly)."""
+
+
+def _ok(content: str) -> bytes:
+    answer = {"choices": [{"message": {"role": "assistant", "content": f"echo: {content}"}}]}
+    return json.dumps(answer).encode()
+
+
+def _content(body: bytes) -> str:
+    return str(json.loads(body)["messages"][-1]["content"])
+
+
+class _Recording(FakeServer):
+    """Keeps (arrival time, outcome) of every request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[float, str]] = []
+
+    def outcomes(self, kind: str) -> int:
+        return sum(1 for _, k in self.log if k == kind)
+
+
+class TokenBucketServer(_Recording):
+    """``rate`` tokens a second, ``burst`` at most; no token: 429 with Retry-After
+    (whole seconds up), retry-after-ms, and x-ratelimit-* headers on every answer."""
+
+    def __init__(self, rate: float, burst: int, latency: float = 0.0) -> None:
+        super().__init__()
+        self.rate, self.burst, self.latency = rate, burst, latency
+        self._tokens = float(burst)
+        self._at = 0.0
+
+    def _headers(self, now: float) -> dict[str, str]:
+        remaining = int(self._tokens)
+        reset_ms = (self.burst - self._tokens) / self.rate * 1000
+        return {
+            "x-ratelimit-limit-requests": str(self.burst),
+            "x-ratelimit-remaining-requests": str(remaining),
+            "x-ratelimit-reset-requests": f"{max(0, round(reset_ms))}ms",
+        }
+
+    async def handle(self, body: bytes) -> HttpReply:
+        now = trio.current_time()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1.0:
+            wait = (1.0 - self._tokens) / self.rate
+            self.log.append((now, "429"))
+            headers = self._headers(now)
+            headers["retry-after"] = str(math.ceil(wait))
+            headers["retry-after-ms"] = f"{wait * 1000:.0f}"
+            await trio.sleep(REFUSAL_S)
+            return HttpReply(429, headers, b'{"error": {"message": "rate limit"}}')
+        self._tokens -= 1.0
+        self.log.append((now, "ok"))
+        headers = self._headers(now)
+        await trio.sleep(self.latency)
+        return HttpReply(200, headers, _ok(_content(body)))
+
+
+class CapacityServer(_Recording):
+    """``slots`` requests at once; above them 429 with Retry-After: 1 at once; lognormal
+    latency with the given median."""
+
+    def __init__(self, slots: int, median: float, sigma: float, seed: int = 1) -> None:
+        super().__init__()
+        self.slots, self.median, self.sigma = slots, median, sigma
+        self.rng = random.Random(seed)
+        self.busy = 0
+        self.service_s = 0.0
+
+    async def handle(self, body: bytes) -> HttpReply:
+        now = trio.current_time()
+        if self.busy >= self.slots:
+            self.log.append((now, "429"))
+            await trio.sleep(REFUSAL_S)
+            return HttpReply(429, {"retry-after": "1"}, b'{"error": {"message": "busy"}}')
+        self.busy += 1
+        self.log.append((now, "ok"))
+        latency = self.median * math.exp(self.rng.gauss(0.0, self.sigma))
+        self.service_s += latency
+        try:
+            await trio.sleep(latency)
+        finally:
+            self.busy -= 1
+        return HttpReply(200, {}, _ok(_content(body)))
+
+
+class FaultServer(_Recording):
+    """Random faults per attempt: 3 % 500, 2 % 503, 1 % reset, 1 % hang, 1 % malformed."""
+
+    def __init__(self, latency: float, seed: int = 2) -> None:
+        super().__init__()
+        self.latency = latency
+        self.rng = random.Random(seed)
+
+    async def handle(self, body: bytes) -> HttpReply:
+        now = trio.current_time()
+        x = self.rng.random()
+        kind = (
+            "500" if x < 0.03 else "503" if x < 0.05 else "reset" if x < 0.06
+            else "hang" if x < 0.07 else "malformed" if x < 0.08 else "ok"
+        )  # fmt: skip
+        self.log.append((now, kind))
+        if kind == "hang":
+            await trio.sleep_forever()
+        await trio.sleep(self.latency)
+        if kind == "reset":
+            raise http_errors.ReadError("connection reset by peer")
+        if kind in ("500", "503"):
+            return HttpReply(int(kind), {}, b'{"error": {"message": "fault"}}')
+        if kind == "malformed":
+            return HttpReply(200, {}, b"<html>not json")
+        return HttpReply(200, {}, _ok(_content(body)))
+
+
+class StormServer(_Recording):
+    """Healthy (``latency``) except between ``start`` and ``end``: every request 429 with
+    Retry-After: 1."""
+
+    def __init__(self, latency: float, start: float, end: float) -> None:
+        super().__init__()
+        self.latency, self.start, self.end = latency, start, end
+
+    async def handle(self, body: bytes) -> HttpReply:
+        now = trio.current_time()
+        if self.start <= now < self.end:
+            self.log.append((now, "429"))
+            await trio.sleep(REFUSAL_S)
+            return HttpReply(429, {"retry-after": "1"}, b'{"error": {"message": "storm"}}')
+        self.log.append((now, "ok"))
+        await trio.sleep(self.latency)
+        return HttpReply(200, {}, _ok(_content(body)))
+
+
+class OutageServer(_Recording):
+    """Healthy (``latency``) except between ``start`` and ``end``: every connection is
+    refused."""
+
+    def __init__(self, latency: float, start: float, end: float) -> None:
+        super().__init__()
+        self.latency, self.start, self.end = latency, start, end
+
+    async def handle(self, body: bytes) -> HttpReply:
+        now = trio.current_time()
+        if self.start <= now < self.end:
+            self.log.append((now, "refused"))
+            await trio.sleep(REFUSAL_S)
+            raise http_errors.ConnectError("connection refused to fake.invalid:80")
+        self.log.append((now, "ok"))
+        await trio.sleep(self.latency)
+        if self.start <= trio.current_time() < self.end:  # the server went away meanwhile
+            raise http_errors.ReadError("connection reset by peer")
+        return HttpReply(200, {}, _ok(_content(body)))
