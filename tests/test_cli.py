@@ -5,6 +5,7 @@ and its --dspy flag."""
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -256,6 +257,8 @@ def test_demo_runs_to_completion(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "-n", "200"]) == 0
     out, err = capsys.readouterr()
     assert "200/200 answered" in out
+    assert "24 slots" in out and "refuses connections" in out  # a server that pushes back
+    assert re.search(r"the server saw \d+ requests: .*\d+ capacity", out)  # and it did
     assert "[minimallm] finished 200/200" in err  # progress goes to stderr, not stdout
     assert "[minimallm]" not in out
 
