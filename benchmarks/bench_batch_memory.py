@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=100_000, help="the large batch (default 100000)")
     p.add_argument("--small", type=int, default=1_000, help="the small batch (default 1000)")
-    p.add_argument("--concurrency", type=int, default=64, help="num_workers = MAX_OUTSTANDING")
+    p.add_argument(
+        "--concurrency", type=int, default=64, help="MAX_OUTSTANDING (num_workers twice that)"
+    )
     p.add_argument("--json", type=Path, default=None, help="also write results here")
     return p
 

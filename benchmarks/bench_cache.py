@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line (defaults: the acceptance scenario, about two minutes)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=20_000, help="requests per batch (default 20000)")
-    p.add_argument("--concurrency", type=int, default=64, help="num_workers = MAX_OUTSTANDING")
+    p.add_argument(
+        "--concurrency", type=int, default=64, help="MAX_OUTSTANDING (num_workers twice that)"
+    )
     p.add_argument("--rounds", type=int, default=3, help="rounds per row; median shown")
     p.add_argument(
         "--warmup", type=int, default=None,

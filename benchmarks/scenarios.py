@@ -5,7 +5,8 @@ own process. Sizes are chosen so the full default run stays under 10 minutes on 
 cores; ``--quick`` shrinks everything to a smoke run of a few seconds per family.
 
 Client settings (``Settings``) are what a user would set: MAX_OUTSTANDING (the
-concurrency; ``num_workers`` too for ``run_batched``), RPM, MAX_ATTEMPTS and TIMEOUT_S.
+concurrency; ``run_batched`` gets ``num_workers`` twice that, the defaults' ratio),
+RPM, MAX_ATTEMPTS and TIMEOUT_S.
 minimallm keeps every other setting at its default (cooldown included); the peers get
 the same attempts and per-attempt timeout.
 """

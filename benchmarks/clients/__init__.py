@@ -85,7 +85,7 @@ CLIENTS: dict[str, ClientInfo] = {
         "minimallm_batched",
         "minimallm",
         True,
-        "OpenAIMinimaLlm.run_batched under trio (num_workers = concurrency)",
+        "OpenAIMinimaLlm.run_batched under trio (num_workers = 2 x concurrency)",
         settings=True,
     ),
     "minimallm-batched-cache": ClientInfo(

@@ -16,7 +16,9 @@ def bench_config(
     max_attempts: int = 6,
     timeout_s: float = 60.0,
 ) -> MinimaLlmConfig:
-    """MAX_OUTSTANDING = num_workers = ``concurrency``, RPM = ``rpm`` (0: no pacing),
+    """MAX_OUTSTANDING = ``concurrency`` and NUM_WORKERS twice that (the defaults' ratio,
+    32 and 64: an item waiting out a backoff holds no connection, so the HTTP cap stays
+    the binding limit, as it is for the peers' semaphore), RPM = ``rpm`` (0: no pacing),
     ``max_attempts`` (0: until success), ``timeout_s`` per attempt (seconds); every
     other setting at its default (cooldown included), heartbeat off, never aborting,
     no cache unless ``cache_dir`` is given."""
@@ -28,7 +30,7 @@ def bench_config(
         rpm=rpm,
         max_attempts=max_attempts,
         timeout_s=timeout_s,
-        batch=BatchConfig(num_workers=concurrency, heartbeat_s=0.0, max_failures=None),
+        batch=BatchConfig(num_workers=2 * concurrency, heartbeat_s=0.0, max_failures=None),
     )
 
 

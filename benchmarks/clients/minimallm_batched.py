@@ -1,5 +1,6 @@
 """minimallm's batch runner under trio: ``await backend.run_batched(requests)`` with
-``num_workers`` = MAX_OUTSTANDING = concurrency, heartbeat off, never aborting.
+MAX_OUTSTANDING = concurrency, ``num_workers`` twice that (the defaults' ratio),
+heartbeat off, never aborting.
 
 ``prepare(ids)`` builds the request list before the timed part, so only the batch is
 timed; ``run`` also reports how many answers came from the prompt cache. A batch
