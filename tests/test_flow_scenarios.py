@@ -121,7 +121,8 @@ def test_after_a_30_s_storm_throughput_is_back_within_10_s() -> None:
             recovered = t
             break
         t += 0.5
-    assert recovered is not None and recovered - 35.0 <= 10.0
+    # the issue asks for 10 s; slow start back to the episode's ssthresh makes it 4
+    assert recovered is not None and recovered - 35.0 <= 5.0
     storm = [t for t, kind in server.log if kind == "429"]
     assert len(storm) < 400  # a few probes a second, not a storm of our own
 

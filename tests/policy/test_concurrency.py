@@ -59,6 +59,48 @@ def test_slow_start_then_one_per_round_trip() -> None:
     assert cc.limit == 33
 
 
+def test_a_storm_lowers_the_limit_again_and_again_but_ssthresh_once() -> None:
+    cc = ConcurrencyControl(64)
+    burst(cc, 64, 64)
+    cc.tick(2.0, 0)  # the storm's first step: limit 1, ssthresh 32
+    t = 2.0
+    for _ in range(10):  # the storm goes on: every probe at limit 1 refused
+        t += 2.0
+        cc.on_answer(t, t - 0.001, True, 0)
+        cc.tick(t + 1.0, 0)
+    assert cc.limit == 1
+    limits = []
+    while cc.limit < 32:  # the storm is over: slow start all the way back to 32
+        t += 0.1
+        cc.on_answer(t, t - 0.1, False, cc.limit - 1)
+        limits.append(cc.limit)
+    assert limits == list(range(2, 33))
+
+
+def test_a_step_after_the_level_held_halves_ssthresh_again() -> None:
+    cc = ConcurrencyControl(64)
+    burst(cc, 64, 64)
+    cc.tick(2.0, 0)  # limit 1, ssthresh 32
+    t = 2.0
+    while cc.limit < 20:
+        t += 0.1
+        cc.on_answer(t, t - 0.1, False, cc.limit - 1)
+    for _ in range(20):  # 20 held a round trip and more
+        t += 0.1
+        cc.on_answer(t, t - 0.1, False, 10)
+    for out in range(19, -1, -1):  # a new episode at 20: all refused
+        cc.on_answer(t + 0.001, t, True, out)
+    assert cc.frozen
+    cc.tick(t + 2.0, 0)
+    t += 2.0
+    limits = []
+    for _ in range(12):
+        t += 0.1
+        cc.on_answer(t, t - 0.1, False, cc.limit - 1)
+        limits.append(cc.limit)
+    assert limits[:10] == [*range(2, 11), 10]  # slow start up to 20 / 2, no further
+
+
 def test_no_growth_while_the_client_sends_less_than_the_limit() -> None:
     cc = ConcurrencyControl(64)
     burst(cc, 64, 64)

@@ -13,11 +13,16 @@ the limit *freezes* (no new attempts start) until the first success arrives, or 
 to that step. Then::
 
     limit    = max(1, min(attempts still in flight [+ 1 for the success], limit_before - 1))
-    ssthresh = max(limit, beta * limit_before)
+    ssthresh = max(limit, beta * limit_before)    if the level before had held
+               max(limit, ssthresh)               otherwise (the same episode goes on)
 
 The attempts that survived the burst are what the server accepted: a server with 32
 slots that saw 64 attempts answers 32 of them 429 at once and serves the rest, so the
-limit lands on 32 in one step, without a storm of wasted attempts.
+limit lands on 32 in one step, without a storm of wasted attempts. A level *held* once it
+saw a round trip of clean answers after the last decrease; steps before that (a 429
+storm refuses the probes at limit 1 again and again) lower the limit but not
+``ssthresh``, which stays where the episode's first step put it: when the storm ends,
+slow start doubles back to it instead of crawling up by one per round trip.
 
 *Increase while answers are clean*, only while the limit is what holds the client back
 (an application that sends less does not raise it): below ``ssthresh`` by one per
@@ -53,6 +58,7 @@ class ConcurrencyControl:
         "_beta",
         "_decide_by",
         "_frozen_from",
+        "_held",
         "_last_decrease",
         "_level",
         "_level_since",
@@ -86,6 +92,7 @@ class ConcurrencyControl:
         self._stable = cap
         self._level_since = 0.0
         self._frozen_from: float | None = None  # limit before the freeze, while frozen
+        self._held = True  # a round trip of clean answers since the last decrease
         self._decide_by = math.inf
         self._probe_wait_s = 1.0
         self._probe_at = -math.inf
@@ -169,7 +176,11 @@ class ConcurrencyControl:
         # level L says L is too many even when every attempt out then survives
         level = float(max(1, min(self.cap, survivors, int(before) - 1)))
         self._level = level
-        self._ssthresh = max(level, min(float(self.cap), self._beta * before))
+        if self._held:
+            self._ssthresh = max(level, min(float(self.cap), self._beta * before))
+        else:  # the episode goes on: the level before never held, ssthresh stays
+            self._ssthresh = max(level, self._ssthresh)
+        self._held = False
         self._stable = int(level)
         self._level_since = now
         self._probe_at = now + self._probe_wait_s
@@ -210,6 +221,8 @@ class ConcurrencyControl:
     def _confirm(self, now: float) -> None:
         """The current level held a round trip without overload: it is stable."""
         rtt = self.srtt_s or 0.0
+        if not self._held and now - self._last_decrease >= 2.0 * rtt:
+            self._held = True
         if int(self._level) > self._stable and now - self._level_since >= 2.0 * rtt:
             self._stable = int(self._level)
             self._probe_wait_s = max(1.0, self._probe_wait_s / 2.0)
