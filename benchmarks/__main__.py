@@ -139,9 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(data, indent=2, default=str))
     if args.update_readme is not None:
         readme_dir = args.update_readme.resolve().parent
-        body = summary(str(args.images_dir.resolve().relative_to(readme_dir)))
+        image_dir = str(args.images_dir.resolve().relative_to(readme_dir))
+        body = report.readme_markdown(
+            results, machine=machine, wall_s=wall, command=command, image_dir=image_dir
+        )
         images = [args.out / r.image for r in results if r.image is not None]
-        report.update_readme(args.update_readme, body, images, args.images_dir)
+        report.update_readme(
+            args.update_readme, body, images, args.images_dir, summary=summary(".")
+        )
     print(summary("."))
     if log is not None:
         print(f"whole run: {wall:.0f} s; results in {args.out}", file=log)

@@ -22,6 +22,7 @@ __all__ = [
     "FamilyResult",
     "machine_lines",
     "markdown",
+    "readme_markdown",
     "summary_markdown",
     "update_readme",
 ]
@@ -168,10 +169,53 @@ def summary_markdown(
     return "\n\n".join(["\n".join(head), *sections]) + "\n"
 
 
-def update_readme(readme: Path, body: str, images: Sequence[Path], image_dir: Path) -> None:
-    """Replace the text between the README's markers with ``body`` and copy ``images``
-    into ``image_dir`` (the README links there). Raises ValueError naming the markers
-    when the README lacks them."""
+README_PLOTS = ("rate-limited", "capacity", "faults", "storm", "outage", "latency-bound")
+"""The families whose plots the README shows (every plot is in the full summary)."""
+
+
+def readme_markdown(
+    results: Sequence[FamilyResult],
+    *,
+    machine: list[str],
+    wall_s: float,
+    command: str,
+    image_dir: str,
+) -> str:
+    """The README's section: the machine, the overview (minimallm next to each peer,
+    per family), the plots of :data:`README_PLOTS`, and a link to the full tables
+    (``{image_dir}/summary.md``, written beside the images)."""
+    head = [
+        f"`{command}` — {wall_s / 60:.1f} min; every row in its own process against the "
+        "mock server in another, minimallm and its peers in the same run. Full tables, "
+        f"every round and every plot: [{image_dir}/summary.md]({image_dir}/summary.md).",
+        "",
+        *machine,
+    ]
+    parts = ["\n".join(head)]
+    if any(r.headline for r in results):
+        parts.append(overview(results))
+    plots = [
+        f"![{r.title}]({image_dir}/{r.image})"
+        for name in README_PLOTS
+        for r in results
+        if r.name == name and r.image is not None
+    ]
+    if plots:
+        parts.append("\n".join(plots))
+    return "\n\n".join(parts) + "\n"
+
+
+def update_readme(
+    readme: Path,
+    body: str,
+    images: Sequence[Path],
+    image_dir: Path,
+    *,
+    summary: str | None = None,
+) -> None:
+    """Replace the text between the README's markers with ``body``, copy ``images``
+    into ``image_dir`` (the README links there) and write ``summary`` there as
+    ``summary.md``. Raises ValueError naming the markers when the README lacks them."""
     text = readme.read_text()
     pattern = re.compile(re.escape(README_START) + r".*?" + re.escape(README_END), re.DOTALL)
     if not pattern.search(text):
@@ -182,5 +226,7 @@ def update_readme(readme: Path, body: str, images: Sequence[Path], image_dir: Pa
     image_dir.mkdir(parents=True, exist_ok=True)
     for image in images:
         shutil.copyfile(image, image_dir / image.name)
+    if summary is not None:
+        (image_dir / "summary.md").write_text(summary)
     block = f"{README_START}\n{body.strip()}\n{README_END}"
     readme.write_text(pattern.sub(lambda _: block, text, count=1))

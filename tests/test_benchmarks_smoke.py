@@ -308,3 +308,29 @@ def test_readme_section_is_replaced_between_markers(tmp_path: Path, harness: Mod
     with pytest.raises(ValueError, match="bench:start"):
         update_readme(readme, "x", [], tmp_path / "docs")
     assert readme.read_text() == "# no markers\n"
+
+
+def test_the_readme_gets_the_overview_the_main_plots_and_a_link_to_the_rest(
+    tmp_path: Path, harness: ModuleType
+) -> None:
+    from benchmarks.report import FamilyResult, readme_markdown, update_readme
+
+    results = [
+        FamilyResult(
+            "storm", "429 storm", "recovery", "| t |", image="storm.png",
+            headline=("seconds", {"minimallm-batched": "4.0", "aiohttp-retry": "0.1"}),
+        ),
+        FamilyResult("pacing", "Pacing", "rate", "| t |", image="pacing.png"),
+    ]  # fmt: skip
+    body = readme_markdown(
+        results, machine=["- CPU: x"], wall_s=300, command="python -m benchmarks",
+        image_dir="docs/benchmarks",
+    )  # fmt: skip
+    assert "[docs/benchmarks/summary.md](docs/benchmarks/summary.md)" in body
+    assert "| 429 storm | seconds | 4.0 | 0.1 |" in body  # minimallm next to the peers
+    assert "![429 storm](docs/benchmarks/storm.png)" in body
+    assert "pacing.png" not in body  # in the full summary only
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- bench:start -->\n<!-- bench:end -->\n")
+    update_readme(readme, body, [], tmp_path / "docs", summary="full tables")
+    assert (tmp_path / "docs" / "summary.md").read_text() == "full tables"
