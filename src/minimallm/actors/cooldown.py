@@ -17,6 +17,7 @@ import trio
 
 from minimallm._policy.flow import CongestionEvent, ReachEvent
 from minimallm._policy.pause import PauseControl, PauseDecision
+from minimallm.actors._inbox import receive_burst
 from minimallm.actors.messages import AttemptReport, Hold, Release
 
 __all__ = ["Cooldown", "CooldownMessage", "CooldownStatistics"]
@@ -77,18 +78,11 @@ class Cooldown:
         inbox = self._inbox
         while True:
             decision: PauseDecision | None = None  # the latest one of a burst wins
-            with trio.move_on_at(self._control.wake_at()):
-                try:
-                    message = await inbox.receive()
-                except trio.EndOfChannel:
-                    return
+            burst = await receive_burst(inbox, self._control.wake_at())
+            if burst is None:
+                return
+            for message in burst:
                 decision = self._handle(message) or decision
-                while True:
-                    try:
-                        message = inbox.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                    decision = self._handle(message) or decision
             decision = self._control.tick(trio.current_time()) or decision
             await self._tell(decision)
 

@@ -33,6 +33,7 @@ import trio
 
 from minimallm._policy.concurrency import ConcurrencyControl
 from minimallm._policy.flow import CongestionEvent, FlowWatch, ReachEvent
+from minimallm.actors._inbox import receive_burst
 from minimallm.actors.messages import PERMIT, REVOKE, AttemptReport, PermitBack
 
 __all__ = ["Limiter", "LimiterStatistics"]
@@ -127,18 +128,11 @@ class Limiter:
         task_status.started()
         inbox = self._inbox
         while True:
-            with trio.move_on_at(self._control.wake_at()):
-                try:
-                    message = await inbox.receive()
-                except trio.EndOfChannel:
-                    return
+            burst = await receive_burst(inbox, self._control.wake_at())
+            if burst is None:
+                return
+            for message in burst:
                 self._handle(message)
-                while True:
-                    try:
-                        message = inbox.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                    self._handle(message)
             self._control.tick(trio.current_time(), self._busy())
             self._issue()
 

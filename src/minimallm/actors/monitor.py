@@ -29,6 +29,7 @@ from minimallm._config import BatchConfig
 from minimallm._errors import MinimaLlmError
 from minimallm._progress import ProgressSink, ProgressTally
 from minimallm._types import MinimaLlmFailure
+from minimallm.actors._inbox import receive_burst
 from minimallm.actors.messages import AttemptReport
 
 __all__ = ["EVENT_BUFFER", "CachedItems", "ItemFinished", "ItemKind", "ItemStarted", "Monitor"]
@@ -125,18 +126,11 @@ class Monitor:
         task_status.started()
         try:
             while True:
-                with trio.move_on_at(min(next_tick, next_stall)):
-                    try:
-                        event = await inbox.receive()
-                    except trio.EndOfChannel:
-                        return
-                    if self._record(event):
-                        last_progress = trio.current_time()
-                    while True:
-                        try:
-                            event = inbox.receive_nowait()
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
+                burst = await receive_burst(inbox, min(next_tick, next_stall))
+                if burst is None:
+                    return
+                if burst:
+                    for event in burst:
                         if self._record(event):
                             last_progress = trio.current_time()
                     next_stall = max(next_stall, last_progress + self._cfg.stall_s)

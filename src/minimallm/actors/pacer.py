@@ -33,6 +33,7 @@ import trio
 from minimallm._policy.flow import CongestionEvent, ReachEvent
 from minimallm._policy.pacing import PacingSchedule
 from minimallm._policy.rate import RateControl
+from minimallm.actors._inbox import receive_burst
 from minimallm.actors.messages import BATON, AttemptReport, Hold, Release, Slot, WantSlot
 
 __all__ = ["Pacer", "PacerMessage", "PacerStatistics"]
@@ -146,18 +147,11 @@ class Pacer:
         task_status.started()
         inbox = self._inbox
         while True:
-            with trio.move_on_at(min(self._wake_at, self._rate.wake_at())):
-                try:
-                    message = await inbox.receive()
-                except trio.EndOfChannel:
-                    return
+            burst = await receive_burst(inbox, min(self._wake_at, self._rate.wake_at()))
+            if burst is None:
+                return
+            for message in burst:
                 self._handle(message)
-                while True:
-                    try:
-                        message = inbox.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                    self._handle(message)
             now = trio.current_time()
             self._rate.tick(now)
             self._act(now)

@@ -1,0 +1,30 @@
+"""How the reporting actors (Limiter, Pacer, Cooldown, Monitor) read their inbox: in
+bursts, one wake-up for every message that arrived meanwhile."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import trio
+
+__all__ = ["receive_burst"]
+
+T = TypeVar("T")
+
+
+async def receive_burst(inbox: trio.MemoryReceiveChannel[T], deadline: float) -> list[T] | None:
+    """Wait until ``deadline`` (trio time, seconds) for a message, then take every one
+    already waiting. ``[]``: the deadline came first; None: the inbox is closed and
+    empty."""
+    burst: list[T] = []
+    with trio.move_on_at(deadline):
+        try:
+            burst.append(await inbox.receive())
+        except trio.EndOfChannel:
+            return None
+        while True:
+            try:
+                burst.append(inbox.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+    return burst
