@@ -84,6 +84,11 @@ def build_parser(prog: str = "python -m minimallm.mock") -> argparse.ArgumentPar
         "--dspy", action="store_true",
         help="answer DSPy prompts in DSPy's output format (other prompts: echo)",
     )  # fmt: skip
+    p.add_argument(
+        "--deterministic", action="store_true",
+        help="answers carry created 0 and an id derived from the request (same request, "
+        "same bytes)",
+    )  # fmt: skip
     return p
 
 
@@ -101,6 +106,7 @@ def config_from_args(args: argparse.Namespace) -> MockServerConfig:
         seed=args.seed,
         max_records=args.max_records,
         responder=DSPyResponder() if args.dspy else echo_responder,
+        deterministic=args.deterministic,
     )
 
 
@@ -133,6 +139,8 @@ def config_to_argv(config: MockServerConfig) -> list[str]:
         argv += ["--fault-rate", f"{kind}={rate!r}"]
     if dspy:
         argv.append("--dspy")
+    if config.deterministic:
+        argv.append("--deterministic")
     return argv
 
 

@@ -72,6 +72,8 @@ class MockServerConfig:
       (None: unseeded).
     - ``responder``: makes the answer text from the parsed body (default: echo).
     - ``max_records``: how many recent requests ``requests`` keeps.
+    - ``deterministic``: answers carry ``created: 0`` and an id derived from the
+      request, so the same request always gets the same bytes.
     """
 
     host: str = "127.0.0.1"
@@ -85,6 +87,7 @@ class MockServerConfig:
     seed: int | None = 0
     responder: Responder = echo_responder
     max_records: int = 10_000
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         problems: list[str] = []
