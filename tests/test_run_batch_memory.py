@@ -1,0 +1,40 @@
+"""Memory of a long healthy run: found by ``benchmarks/bench_run_batch.py`` (issue 11,
+acceptance 2), in code outside run-batch's scope, so recorded here as a strict xfail
+for the owner of ``_policy/flow.py``.
+
+``FlowWatch`` keeps the time of every successful attempt in a deque and trims it only
+in ``delivered_per_s``, which runs only when a congestion episode starts or changes.
+A run that never meets congestion keeps every success time: ~32 bytes per request
+(1,000,000 requests: 92 MiB peak RSS instead of ~55; an overnight run of 10^7: ~320
+MB). Trimming the window in ``observe`` when appending fixes it (measured: 300,000
+lines through run-batch, peak RSS 59 -> 49 MiB). Remove the xfail with the fix.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import pytest
+
+from minimallm._policy import OverloadSignal
+from minimallm._policy.flow import FlowWatch
+
+
+@pytest.mark.xfail(
+    strict=True, reason="FlowWatch keeps every success time until congestion (see docstring)"
+)
+def test_a_healthy_run_keeps_about_one_second_of_success_times() -> None:
+    sig = OverloadSignal()
+    watch = FlowWatch(sig)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for i in range(100_000):  # 1,000 successes per second for 100 s
+            now = i / 1000
+            sig.observe(now, now - 0.01, False)
+            watch.observe(now, now - 0.01, "ok")
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after - before < 200_000  # one second's worth is ~32 KB; today ~3.2 MB
+    assert watch.delivered_per_s(99.999) == 1000.0
