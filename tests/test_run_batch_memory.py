@@ -1,6 +1,8 @@
-"""Memory of a long healthy run: found by ``benchmarks/bench_run_batch.py`` (issue 11,
-acceptance 2), in code outside run-batch's scope, so recorded here as a strict xfail
-for the owner of ``_policy/flow.py``.
+"""Memory of run-batch: the benchmark script runs (tiny N), and a leak it found.
+
+The leak was found by ``benchmarks/bench_run_batch.py`` (issue 11, acceptance 2), in
+code outside run-batch's scope, so it is recorded here as a strict xfail for the owner
+of ``_policy/flow.py``.
 
 ``FlowWatch`` keeps the time of every successful attempt in a deque and trims it only
 in ``delivered_per_s``, which runs only when a congestion episode starts or changes.
@@ -12,7 +14,11 @@ lines through run-batch, peak RSS 59 -> 49 MiB). Remove the xfail with the fix.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +44,22 @@ def test_a_healthy_run_keeps_about_one_second_of_success_times() -> None:
         tracemalloc.stop()
     assert after - before < 200_000  # one second's worth is ~32 KB; today ~3.2 MB
     assert watch.delivered_per_s(99.999) == 1000.0
+
+
+def test_the_run_batch_benchmark_runs(tmp_path: Path) -> None:
+    """``benchmarks/bench_run_batch.py`` at a tiny N (the real run takes minutes)."""
+    out = tmp_path / "bench.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_run_batch.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--n", "2000", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    assert result["lines"] == 2000 and result["returncode"] == 0
+    assert 0 < result["peak_rss_mb"] < 150
+    assert result["first_request_s"] is not None and result["first_line_s"] is not None
+    assert "| **" in done.stdout  # the table row

@@ -54,6 +54,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "run-batch",
         help="answer every request of a JSONL file, in order, resumably",
         description=DESCRIPTION,
+        epilog="Progress goes to stderr: a live bar on a terminal, plain lines elsewhere "
+        "(MINIMALLM_PROGRESS=auto|bar|lines|log|off). SIGTERM stops the run like Ctrl-C. "
+        "Exit status: 0 every request answered, 1 some failed (see ERRORS) or the run "
+        "stopped early, 2 bad input or flags, 130 interrupted.",
     )
     parser.add_argument("input", metavar="INPUT", help="the requests, one JSON per line; - : stdin")
     parser.add_argument(
