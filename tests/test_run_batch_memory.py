@@ -7,9 +7,9 @@ of ``_policy/flow.py``.
 ``FlowWatch`` keeps the time of every successful attempt in a deque and trims it only
 in ``delivered_per_s``, which runs only when a congestion episode starts or changes.
 A run that never meets congestion keeps every success time: ~32 bytes per request
-(1,000,000 requests: 92 MiB peak RSS instead of ~55; an overnight run of 10^7: ~320
-MB). Trimming the window in ``observe`` when appending fixes it (measured: 300,000
-lines through run-batch, peak RSS 59 -> 49 MiB). Remove the xfail with the fix.
+(an overnight run of 10^7: ~320 MB). Trimming the window in ``observe`` when appending
+fixes it; measured through run-batch at latency 0, peak RSS 59 -> 49 MiB for 300,000
+lines and 92 -> 67 MiB for 1,000,000. Remove the xfail with the fix.
 """
 
 from __future__ import annotations
