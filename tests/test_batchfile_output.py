@@ -135,6 +135,44 @@ def test_flush_writes_errors_before_output() -> None:
         writer.write(ok("d"))
 
 
+class Interrupted(Recorder):
+    """A file whose first write lands, and then Ctrl-C arrives (before the writer can
+    note that it landed), or that is interrupted before anything lands."""
+
+    def __init__(self, name: str, log: list[tuple[str, bytes]], *, lands: bool) -> None:
+        super().__init__(name, log)
+        self.lands = lands
+        self.interrupted = False
+
+    def write(self, data: Any) -> int:
+        if not self.interrupted:
+            self.interrupted = True
+            if self.lands:
+                super().write(data)
+            raise KeyboardInterrupt
+        return super().write(data)
+
+
+@pytest.mark.parametrize(("which", "lands"), [("err", True), ("err", False), ("out", True)])
+def test_after_an_interrupted_flush_closing_writes_nothing_more(which: str, lands: bool) -> None:
+    # Writing the lines again would duplicate them (unresumable); writing OUTPUT after
+    # an ERRORS write that may not have landed would put an answer after a failure
+    # that is in neither file (also unresumable). Resume redoes whatever is missing.
+    log: list[tuple[str, bytes]] = []
+    out = Interrupted("out", log, lands=lands) if which == "out" else Recorder("out", log)
+    err = Interrupted("err", log, lands=lands) if which == "err" else Recorder("err", log)
+    writer = BatchWriter(out, err, flush_bytes=10**9)
+    writer.write(http_404("a"))
+    writer.write(ok("b"))
+    with pytest.raises(KeyboardInterrupt):
+        writer.flush()
+    writer.close()
+    assert err.getvalue() == (error_line("a", http_404("a")) if lands else b"")
+    assert out.getvalue() == (success_line("b", ok("b")) if which == "out" else b"")
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(ok("c"))
+
+
 def test_without_an_errors_file_failures_go_inline_in_order() -> None:
     log: list[tuple[str, bytes]] = []
     out = Recorder("out", log)

@@ -130,6 +130,11 @@ class BatchWriter:
     every failure before OUTPUT's last line is in ERRORS, which is what lets
     :func:`~._scan.scan_batch` resume. Data reach the kernel (they survive a killed
     process), not the disk (no fsync: a power cut can lose the last seconds).
+
+    If a flush is interrupted (Ctrl-C, a full disk), nothing more is written, not even
+    by :meth:`close`: writing the lines again could duplicate some, and writing OUTPUT
+    after an ERRORS write that may not have landed would break the order resuming
+    relies on. The next run redoes what is missing.
     """
 
     def __init__(
@@ -148,6 +153,7 @@ class BatchWriter:
         self._err_buf: list[bytes] = []
         self._pending = 0
         self._closed = False
+        self._broken = False  # a flush was interrupted: write nothing more
         self.ok = 0
         """Successes written (or buffered) by this writer."""
         self.failed = 0
@@ -197,6 +203,17 @@ class BatchWriter:
 
     def flush(self) -> None:
         """Write every buffered line: ERRORS first, then OUTPUT."""
+        if self._broken:
+            raise ValueError(
+                "BatchWriter: an earlier flush was interrupted; nothing more is written"
+            )
+        try:
+            self._flush()
+        except BaseException:
+            self._broken = True
+            raise
+
+    def _flush(self) -> None:
         if self._err_buf:
             if self._err is None:
                 assert self._err_path is not None
@@ -215,7 +232,8 @@ class BatchWriter:
         if self._closed:
             return
         try:
-            self.flush()
+            if not self._broken:
+                self.flush()
         finally:
             self._closed = True
             if self._err is not None:

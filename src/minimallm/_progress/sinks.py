@@ -160,7 +160,7 @@ class BarSink:
             parts.append(f"failed {p.failed}")
         if p.binding:
             parts.append(f"held back by {p.binding}")
-        bar.set_postfix_str(", " + ", ".join(parts), refresh=False)
+        bar.set_postfix_str(", ".join(parts), refresh=False)  # tqdm puts ", " before it
         bar.n = p.done
         bar.refresh()
         if p.kind == "done":

@@ -3,8 +3,8 @@
 This module parses the command line and prepares a run (:func:`prepare`): paths
 checked, the input validated in full (every bad line reported before anything is
 sent), what an earlier run already wrote found, and the configuration built from flags
-over the environment. Sending (the streaming batch API, the progress display) is
-:func:`run`'s job.
+over the environment. Sending (the streaming batch API, the writer, the progress
+display, how the run ends) is :mod:`._batch_send`'s job.
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "run-batch",
         help="answer every request of a JSONL file, in order, resumably",
         description=DESCRIPTION,
+        epilog="Progress goes to stderr: a live bar on a terminal, plain lines elsewhere "
+        "(MINIMALLM_PROGRESS=auto|bar|lines|log|off). SIGTERM stops the run like Ctrl-C. "
+        "Exit status: 0 every request answered, 1 some failed (see ERRORS) or the run "
+        "stopped early, 2 bad input or flags, 130 interrupted.",
     )
     parser.add_argument("input", metavar="INPUT", help="the requests, one JSON per line; - : stdin")
     parser.add_argument(
@@ -167,20 +171,18 @@ def prepare(
 
 
 def run(ns: argparse.Namespace) -> int:
-    """The command; the process exit code."""
-    with contextlib.ExitStack() as stack:
-        job = prepare(ns, stack)
-        if isinstance(job, int):
-            return job
-        # Sending (the streaming batch API, progress, SIGTERM) is not wired in yet:
-        #     async with backend.stream_batched(job.requests(), ordered=True) as results:
-        #         with job.open_writer() as writer:
-        #             async for _, result in results:
-        #                 writer.write(result)
-        print(
-            "minimallm run-batch: the input is valid "
-            f"({job.plan.total} requests, {job.plan.done} already done); sending is not "
-            "available in this build yet",
-            file=sys.stderr,
-        )
-        return 2
+    """The command; the process exit code (0 every request answered, 1 failures or the
+    batch stopped, 2 bad input or flags, 130 interrupted by Ctrl-C or SIGTERM)."""
+    from minimallm._signals import install_sigterm_handler
+    from minimallm.cli._batch_send import send_job
+
+    install_sigterm_handler()  # SLURM, docker stop, timeout: stop as Ctrl-C does
+    try:
+        with contextlib.ExitStack() as stack:
+            job = prepare(ns, stack)
+            if isinstance(job, int):
+                return job
+            return send_job(job, quiet=ns.quiet, err=sys.stderr)
+    except KeyboardInterrupt:  # while checking the input: nothing was sent or written
+        print("minimallm run-batch: interrupted; nothing was sent", file=sys.stderr)
+        return 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -56,21 +57,30 @@ def completion_body(
     number: int,
     default_model: str,
     with_choices: bool = True,
+    deterministic: bool = False,
 ) -> bytes:
     """A ``chat.completion`` answer with ``text`` as the assistant content.
 
     ``model`` echoes the request's model (else ``default_model``); usage counts words:
     prompt = all message contents, completion = ``text``. ``with_choices=False`` leaves
     ``choices`` out (the ``nochoices`` fault); ``text=None`` gives ``content: null``.
+    ``deterministic``: ``created`` is 0 and the id is derived from the request, not
+    from ``number``, so the same request always gets the same bytes (tests compare
+    whole output files of separate runs).
     """
     messages = request.get("messages", [])
     prompt = sum(word_count(m.get("content")) for m in messages if isinstance(m, dict))
     completion = word_count(text)
     model = request.get("model")
+    answer_id, created = f"chatcmpl-mock-{number}", int(time.time())
+    if deterministic:
+        canonical = json.dumps(request, sort_keys=True, separators=(",", ":")).encode()
+        answer_id = "chatcmpl-mock-" + hashlib.blake2b(canonical, digest_size=8).hexdigest()
+        created = 0
     out: dict[str, Any] = {
-        "id": f"chatcmpl-mock-{number}",
+        "id": answer_id,
         "object": "chat.completion",
-        "created": int(time.time()),
+        "created": created,
         "model": model if isinstance(model, str) else default_model,
     }
     if with_choices:

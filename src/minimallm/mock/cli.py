@@ -170,6 +170,11 @@ def build_parser(prog: str = "python -m minimallm.mock") -> argparse.ArgumentPar
         "--dspy", action="store_true",
         help="answer DSPy prompts in DSPy's output format (other prompts: echo)",
     )  # fmt: skip
+    p.add_argument(
+        "--deterministic", action="store_true",
+        help="answers carry created 0 and an id derived from the request (same request, "
+        "same bytes)",
+    )  # fmt: skip
     return p
 
 
@@ -200,6 +205,7 @@ def config_from_args(args: argparse.Namespace) -> MockServerConfig:
         max_records=args.max_records,
         responder=DSPyResponder() if args.dspy else echo_responder,
         max_arrivals=args.max_arrivals,
+        deterministic=args.deterministic,
     )
 
 
@@ -255,6 +261,8 @@ def config_to_argv(config: MockServerConfig) -> list[str]:
         argv += phase_argv(phase)
     if dspy:
         argv.append("--dspy")
+    if config.deterministic:
+        argv.append("--deterministic")
     return argv
 
 

@@ -98,6 +98,8 @@ class MockServerConfig:
     - ``max_records``: how many recent requests ``requests`` keeps; ``max_arrivals``:
       how many ``(time, outcome)`` arrival stamps ``arrivals`` keeps (0: none; cheap,
       for benchmarks that measure rates over time).
+    - ``deterministic``: answers carry ``created: 0`` and an id derived from the
+      request, so the same request always gets the same bytes.
     """
 
     host: str = "127.0.0.1"
@@ -124,6 +126,7 @@ class MockServerConfig:
     responder: Responder = echo_responder
     max_records: int = 10_000
     max_arrivals: int = 0
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         problems: list[str] = []

@@ -382,6 +382,7 @@ class MockServer:
             number=self.state.next_answer_number(),
             default_model=self.config.model,
             with_choices=kind != "nochoices",
+            deterministic=self.config.deterministic,
         )
 
     async def _responder_failed(self, stream: trio.SocketStream, keep: bool) -> None:
