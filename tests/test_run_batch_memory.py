@@ -1,15 +1,9 @@
 """Memory of run-batch: the benchmark script runs (tiny N), and a leak it found.
 
-The leak was found by ``benchmarks/bench_run_batch.py`` (issue 11, acceptance 2), in
-code outside run-batch's scope, so it is recorded here as a strict xfail for the owner
-of ``_policy/flow.py``.
-
-``FlowWatch`` keeps the time of every successful attempt in a deque and trims it only
-in ``delivered_per_s``, which runs only when a congestion episode starts or changes.
-A run that never meets congestion keeps every success time: ~32 bytes per request
-(an overnight run of 10^7: ~320 MB). Trimming the window in ``observe`` when appending
-fixes it; measured through run-batch at latency 0, peak RSS 59 -> 49 MiB for 300,000
-lines and 92 -> 67 MiB for 1,000,000. Remove the xfail with the fix.
+``FlowWatch`` keeps the times of the last second's successes (its delivered rate); it
+used to keep every one in a healthy run, ~32 bytes per request (an overnight run of
+10^7: ~320 MB), found by ``benchmarks/bench_run_batch.py`` (issue 11, acceptance 2):
+peak RSS of 1,000,000 lines through run-batch at latency 0 went 92 -> 67 MiB with the fix.
 """
 
 from __future__ import annotations
@@ -20,15 +14,10 @@ import sys
 import tracemalloc
 from pathlib import Path
 
-import pytest
-
 from minimallm._policy import OverloadSignal
 from minimallm._policy.flow import FlowWatch
 
 
-@pytest.mark.xfail(
-    strict=True, reason="FlowWatch keeps every success time until congestion (see docstring)"
-)
 def test_a_healthy_run_keeps_about_one_second_of_success_times() -> None:
     sig = OverloadSignal()
     watch = FlowWatch(sig)
@@ -38,7 +27,7 @@ def test_a_healthy_run_keeps_about_one_second_of_success_times() -> None:
         for i in range(100_000):  # 1,000 successes per second for 100 s
             now = i / 1000
             sig.observe(now, now - 0.01, False)
-            watch.observe(now, now - 0.01, "ok")
+            watch.observe(now, now - 0.01, "ok", 64)
         after, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

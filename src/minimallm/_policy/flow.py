@@ -123,7 +123,10 @@ class FlowWatch:
             latency = max(0.0, now - sent_at)
             srtt = self.srtt_s
             self.srtt_s = latency if srtt is None else srtt + (latency - srtt) / 8
-            self._successes.append(now)
+            window = self._successes
+            window.append(now)
+            while window[0] <= now - _WINDOW_S:  # keep one second: memory stays flat
+                window.popleft()
         depth = self.signal.depth
         if depth != self._depth:
             if self._depth == 0:
