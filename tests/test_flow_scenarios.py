@@ -174,3 +174,12 @@ def test_progress_lines_of_a_throttled_run_name_what_holds_it_back() -> None:
         "[minimallm] 0:00:05 5/12 41.7% | 1.0/s | ETA 0:00:07",
         "[minimallm]   held back by RPM cap 60/min | server 0.05s | waited 2.00s | 1.0/s HTTP",
     ]
+
+
+def test_paced_requests_go_out_in_the_order_they_came() -> None:
+    # trio runs a wave of woken tasks in either order (at random): the Pacer must not
+    # grant by who asked first, or a low RPM delays the first answer by a whole wave
+    for _ in range(8):
+        server = FakeServer(lambda c, n: Script(latency=0.05))
+        run_batch(server, 24, rpm=1200, max_outstanding=8, batch=BatchConfig(num_workers=8))
+        assert [s.content for s in server.sent] == [f"q{i}" for i in range(24)]

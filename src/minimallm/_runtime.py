@@ -114,6 +114,7 @@ class Runtime:
         "_failure",
         "_headers",
         "_options",
+        "_orders",
         "_ready",
         "_rng",
         "_secret",
@@ -132,6 +133,7 @@ class Runtime:
         self._stop_requested = trio.Event()
         self._actors: _Actors | None = None
         self._failure: BackendFailedError | None = None
+        self._orders = 0  # requests numbered as they come
 
     def __repr__(self) -> str:
         state = (
@@ -349,8 +351,9 @@ class Runtime:
         except InvalidRequestError as exc:
             return Traced(invalid_request(req, index, exc), 0, None)
         sent_at: list[float] = []
+        order = self._orders = self._orders + 1  # the Pacer serves older requests first
         while True:
-            result, sent = await self._attempt(body, events)
+            result, sent = await self._attempt(body, events, order)
             if isinstance(result, AttemptSuccess):
                 sent_at.append(sent)
                 response = MinimaLlmResponse(
@@ -382,13 +385,13 @@ class Runtime:
             )
 
     async def _attempt(
-        self, body: bytes, events: trio.MemorySendChannel[Any] | None
+        self, body: bytes, events: trio.MemorySendChannel[Any] | None, order: int
     ) -> tuple[AttemptOutcome, float]:
         actors = self._actors
         if actors is None or self.closed:
             raise self._closed_error()
         reply: Reply[tuple[AttemptOutcome, float]] = Reply()
-        job = Job(body, reply, events)
+        job = Job(body, reply, events, order)
         try:
             actors.jobs.send_nowait(job)
         except trio.WouldBlock:

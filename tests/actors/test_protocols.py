@@ -160,6 +160,26 @@ async def test_pacer_grants_slots_on_the_rpm_schedule(
         nursery.cancel_scope.cancel()
 
 
+async def test_pacer_grants_the_oldest_request_first_whatever_order_workers_ask_in(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # trio may run a wave of woken Workers in reverse: their requests 2, 1, 0 ask first
+    inbox_in, inbox = trio.open_memory_channel[Any](10)
+    gate = trio.open_memory_channel[object](1)
+    pacer = Pacer(PacingSchedule(60), RateControl(), inbox, gate)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pacer.run)
+        channels = [trio.open_memory_channel[Slot](1) for _ in range(3)]
+        for order in (2, 1, 0):
+            inbox_in.send_nowait(WantSlot(10 + order, channels[order][0], order))
+        granted = []
+        for t in (0.0, 1.0, 2.0):
+            await trio.sleep_until(t + 0.5)
+            granted += [i for i, (_, out) in enumerate(channels) if drain(out)]
+        assert granted == [0, 1, 2]  # one a second, the oldest request first
+        nursery.cancel_scope.cancel()
+
+
 async def test_pacer_holds_then_lets_exactly_one_probe_go_then_releases(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -68,12 +68,14 @@ puts it straight back and sends. The Pacer takes it away to pace or to hold."""
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One HTTP attempt to make: the request body, where the outcome goes, and the
-    batch Monitor's inbox (None outside a batch) for the attempt's report."""
+    """One HTTP attempt to make: the request body, where the outcome goes, the batch
+    Monitor's inbox (None outside a batch) for the attempt's report, and the request's
+    ``order`` (its number in the order requests arrived; its retries keep it)."""
 
     body: bytes
     reply: Reply[Any]
     events: trio.MemorySendChannel[Any] | None = None
+    order: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +107,12 @@ class PermitBack:
 
 @dataclass(frozen=True, slots=True)
 class WantSlot:
-    """A Worker holding a permit asks the Pacer when it may send; the Pacer answers with
-    a :class:`Slot` carrying ``seq`` on ``grant``."""
+    """A Worker holding a permit asks the Pacer when it may send its job of ``order``;
+    the Pacer answers with a :class:`Slot` carrying ``seq`` on ``grant``."""
 
     seq: int
     grant: trio.MemorySendChannel[Slot]
+    order: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,9 @@ Two ways to let a Worker send, so that an unpaced client pays nothing:
 - **Paced or held**: the Pacer has taken the baton. A Worker that finds the gate empty
   sends :class:`WantSlot` (it already holds a permit, so it can send the moment it is
   told) and waits for a :class:`Slot` on its own grant channel. The Pacer grants slots
-  in request order at the times of its :class:`~minimallm._policy.pacing.PacingSchedule`
+  oldest request first (the order requests arrived, whatever order the Workers asked
+  in: trio may run a wave of woken Workers in reverse) at the times of its
+  :class:`~minimallm._policy.pacing.PacingSchedule`
   (absolute: a late wake-up does not push later sends back); during a hold it grants
   nothing until the hold ends, then exactly one *probe* slot when the hold asks for one,
   and waits for the Cooldown's next word (:class:`Hold` or :class:`Release`).
@@ -24,8 +26,8 @@ replaces it (a Worker whose caller left asks again for its next job).
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import trio
@@ -73,10 +75,12 @@ class Pacer:
     """Actor owning the send schedule, the learned rate and the gate."""
 
     __slots__ = (
+        "_asked",
         "_baton_out",
         "_gate_in",
         "_gate_out",
         "_granted",
+        "_heap",
         "_hold",
         "_inbox",
         "_planned_slot",
@@ -98,7 +102,11 @@ class Pacer:
         self._inbox = inbox
         self._gate_in, self._gate_out = gate
         self._baton_out = False  # True while the baton lies in the gate
-        self._queue: OrderedDict[trio.MemorySendChannel[Slot], int] = OrderedDict()
+        # who waits for a slot: grant -> (order, asked, seq), and a heap of the same
+        # (order, asked, grant) whose entries no longer in the queue are skipped
+        self._queue: dict[trio.MemorySendChannel[Slot], tuple[int, int, int]] = {}
+        self._heap: list[tuple[int, int, trio.MemorySendChannel[Slot]]] = []
+        self._asked = 0
         self._hold: _HoldState | None = None
         self._granted = 0
         self._wake_at = math.inf
@@ -158,7 +166,9 @@ class Pacer:
 
     def _handle(self, message: PacerMessage) -> None:
         if isinstance(message, WantSlot):
-            self._queue[message.grant] = message.seq  # a newer request replaces an older
+            self._asked += 1  # a newer request of a Worker replaces its older one
+            self._queue[message.grant] = (message.order, self._asked, message.seq)
+            heapq.heappush(self._heap, (message.order, self._asked, message.grant))
         elif isinstance(message, AttemptReport):
             if message.rate is not None:
                 self._rate.on_headers(message.done_at, message.rate, message.tokens)
@@ -213,7 +223,14 @@ class Pacer:
             self._grant(None)
 
     def _grant(self, probe: str | None) -> None:
-        grant, seq = self._queue.popitem(last=False)
+        heap, queue = self._heap, self._queue
+        while True:
+            _, asked, grant = heapq.heappop(heap)
+            entry = queue.get(grant)
+            if entry is not None and entry[1] == asked:
+                del queue[grant]
+                seq = entry[2]
+                break
         self._granted += 1
         try:  # noqa: SIM105  (suppress() costs a context manager per grant)
             grant.send_nowait(Slot(seq, probe))

@@ -235,7 +235,7 @@ class Worker:
             gate_in.send_nowait(BATON)
         except trio.WouldBlock:
             try:
-                probe = await self._wait_for_slot(seq)
+                probe = await self._wait_for_slot(seq, job.order)
             except _Left:
                 return
         if reply.cancelled:
@@ -246,7 +246,7 @@ class Worker:
         await self._report(job, result, sent_at, probe)
         reply.send(outcome.Value((excused(result, probe), sent_at)))
 
-    async def _wait_for_slot(self, seq: int) -> str | None:
+    async def _wait_for_slot(self, seq: int, order: int) -> str | None:
         """Ask the Pacer for a slot and wait for it; raises _Left if the caller left."""
         grants = self._grants_out
         while True:  # a grant for an attempt given up earlier may still lie here
@@ -254,7 +254,7 @@ class Worker:
                 grants.receive_nowait()
             except trio.WouldBlock:
                 break
-        want = WantSlot(seq, self._grants_in)
+        want = WantSlot(seq, self._grants_in, order)
         try:
             self._ch.pacer.send_nowait(want)
         except trio.WouldBlock:
