@@ -219,3 +219,31 @@ async def test_an_invalid_request_is_a_failure_value_in_the_stream(
     assert [type(r).__name__ for r in got] == ["MinimaLlmResponse", "MinimaLlmFailure"] * 1 + [
         "MinimaLlmResponse"
     ]
+
+
+def test_iterating_a_stream_without_its_block_says_how_instead_of_hanging() -> None:
+    server = FakeServer()
+    usage = r"async with backend\.stream_batched\(requests\) as results"
+
+    async def under_trio() -> None:
+        async with backend_for(server) as backend:
+            with pytest.raises(TypeError, match=usage):
+                async for _ in backend.stream_batched([req(0)]):  # type: ignore[attr-defined]
+                    pass
+
+    trio.run(under_trio, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert server.sent == []
+    cfg = MinimaLlmConfig(base_url="http://127.0.0.1:9/v1", model="m", batch=BatchConfig())
+
+    async def under_asyncio() -> None:
+        async with OpenAIMinimaLlm(cfg) as backend:
+            with pytest.raises(TypeError, match=usage):
+                async for _ in backend.stream_batched([req(0)]):  # type: ignore[attr-defined]
+                    pass
+
+    asyncio.run(under_asyncio())
+    backend = OpenAIMinimaLlm(cfg)
+    with pytest.raises(TypeError, match=r"with backend\.stream_batched_sync\(requests\) as"):
+        for _ in backend.stream_batched_sync([req(0)]):  # type: ignore[attr-defined]
+            pass
+    backend.close_sync()

@@ -1,11 +1,7 @@
-"""HOOK for the 1,000,000-request memory row: minimallm's streaming results API.
-
-minimallm does not expose a streaming API yet (issue 11). Once it does, set
-``STREAM_METHOD`` to its name on ``OpenAIMinimaLlm``: it must take an iterable of
-requests (consumed lazily) and be an async iterator of ``(index, result)`` pairs. The
-memory family runs this row only while ``available()`` is true and shows it as
-skipped otherwise. Nothing per request is kept here: results are counted and dropped.
-"""
+"""The 1,000,000-request memory row: minimallm's streaming results API,
+``async with backend.stream_batched(requests) as results: async for index, result in
+results``, over a lazy generator of requests (``total`` given for progress). Nothing
+per request is kept here: results are counted and dropped."""
 
 from __future__ import annotations
 
@@ -19,7 +15,7 @@ from minimallm import MinimaLlmRequest, MinimaLlmResponse, OpenAIMinimaLlm
 LOOP = "trio"
 
 STREAM_METHOD = "stream_batched"
-"""The name of the streaming API on ``OpenAIMinimaLlm`` (rename when it lands)."""
+"""The name of the streaming API on ``OpenAIMinimaLlm``."""
 
 
 def available() -> bool:
@@ -43,11 +39,12 @@ class _Client:
     async def run(self, ids: range) -> tuple[int, int]:
         self.ok = self.failed = 0
         stream = getattr(self._backend, STREAM_METHOD)
-        async for _index, result in stream(_lazy(ids)):
-            if isinstance(result, MinimaLlmResponse):
-                self.ok += 1
-            else:
-                self.failed += 1
+        async with stream(_lazy(ids), total=len(ids)) as results:
+            async for _index, result in results:
+                if isinstance(result, MinimaLlmResponse):
+                    self.ok += 1
+                else:
+                    self.failed += 1
         return self.ok, self.failed
 
 

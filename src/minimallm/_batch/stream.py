@@ -46,6 +46,15 @@ EngineStarter = Callable[[Deliver, trio.Semaphore | None], Awaitable[Any]]
 BURST = 1024
 """Results handed across the bridge per crossing, at most."""
 
+_ASYNC_USAGE = (
+    "a batch stream is iterated inside its block: async with "
+    "backend.stream_batched(requests) as results: async for index, result in results: ..."
+)
+_SYNC_USAGE = (
+    "a batch stream is iterated inside its block: with "
+    "backend.stream_batched_sync(requests) as results: for index, result in results: ..."
+)
+
 
 def _leaves(exc: BaseException) -> list[BaseException]:
     """The exceptions inside ``exc``'s groups that are not cancellations."""
@@ -96,6 +105,8 @@ class TrioBatchStream(Generic[R]):
                 self._error = single_exception(exc)
 
     def __aiter__(self) -> Self:
+        if self._nursery is None:  # never started: iterating would wait forever
+            raise TypeError(_ASYNC_USAGE)
         return self
 
     async def __anext__(self) -> tuple[int, R | None]:
@@ -228,6 +239,8 @@ class AsyncioBatchStream(Generic[R]):
         return self
 
     def __aiter__(self) -> Self:
+        if self._held.started is None:
+            raise TypeError(_ASYNC_USAGE)
         return self
 
     async def __anext__(self) -> tuple[int, R | None]:
@@ -268,6 +281,8 @@ class SyncBatchStream(Generic[R]):
         return self
 
     def __iter__(self) -> Self:
+        if self._held.started is None:
+            raise TypeError(_SYNC_USAGE)
         return self
 
     def __next__(self) -> tuple[int, R | None]:
