@@ -146,11 +146,18 @@ def memory(family: Family, rounds: int, log: TextIO | None, quick: bool) -> Fami
             results.append(out)
         big = MILLION_QUICK if quick else MILLION
         streamed: dict[str, object] | None = None
+        error: str | None = None
         if minimallm_streamed.available():
             scenario = _harness.Scenario(big, c, 0.0, c)
-            streamed = _harness.run_child("minimallm-streamed", server.base_url, scenario)
+            try:  # a crashed row is reported, not the end of the whole run
+                streamed = _harness.run_child("minimallm-streamed", server.base_url, scenario)
+            except _harness.ChildError as exc:
+                error = str(exc).splitlines()[0]
     table = bench_batch_memory.table(results, c)
-    if streamed is None:
+    if error is not None:
+        line = f"| {big:,} (streamed) | ERROR: {error} |"
+        rss_big = None
+    elif streamed is None:
         line = (
             f"| {big:,} (streamed) | skipped: minimallm has no streaming results API yet — "
             f"HOOK in benchmarks/clients/minimallm_streamed.py |"
@@ -182,8 +189,11 @@ def memory(family: Family, rounds: int, log: TextIO | None, quick: bool) -> Fami
     notes = [
         f"- peak RSS at {r['n']:,} requests: {r['maxrss_kib'] / 1024:.1f} MiB" for r in results
     ]
+    if rss_big is not None:
+        notes.append(f"- peak RSS at {big:,} requests, streamed: {rss_big:.1f} MiB")
     peak = {"minimallm-batched": f"{results[-1]['maxrss_kib'] / 1024:.0f} MiB"}
     headline = (f"peak RSS at {family.n:,}", peak)
     return FamilyResult(
-        family.name, family.title, family.what, table, notes, data, plot, headline=headline
-    )
+        family.name, family.title, family.what, table, notes, data, plot,
+        errors=[error] if error is not None else [], headline=headline,
+    )  # fmt: skip
