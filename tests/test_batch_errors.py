@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from minimallm import (
     OpenAIMinimaLlm,
     run_batched_callable,
 )
+from minimallm._errors import CacheWarning
 from minimallm._runtime import RuntimeOptions
 from minimallm.mock import MockServerThread
 
@@ -299,6 +301,10 @@ def test_aclose_during_a_cached_batch_from_trio_asyncio_and_sync(
         ("sync", sync_main),
     ]:
         cache_dir = tmp_path / name
-        done, took = run(OpenAIMinimaLlm(_cached_batch_config(mock_server, cache_dir)))
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", CacheWarning)
+            done, took = run(OpenAIMinimaLlm(_cached_batch_config(mock_server, cache_dir)))
         assert took < 1.0, name
         assert done <= _rows(cache_dir), name  # every completed answer is on disk
+        # closing is not a cache failure: no "cache read failed, asking the server"
+        assert [str(w.message) for w in seen if w.category is CacheWarning] == [], name

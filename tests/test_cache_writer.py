@@ -338,3 +338,24 @@ async def test_a_request_that_cannot_be_encoded_skips_the_cache_and_spares_its_c
         assert isinstance(result, MinimaLlmFailure)
     assert runtime.asked == ["b1", "b2", "b3"]
     cache.close()
+
+
+async def test_a_lookup_after_the_backend_closed_its_cache_is_the_backend_closing(
+    tmp_path: Path,
+) -> None:
+    """``aclose()`` during a cached batch: the feeder's next bulk lookup found the cache
+    closed, warned "cache read failed, asking the server instead" and asked a server
+    that was closing too. Closing is not a cache failure."""
+    import warnings
+
+    from minimallm import BackendClosedError
+    from minimallm._errors import CacheWarning
+
+    cache = PromptCache.open(tmp_path)
+    send, _ = trio.open_memory_channel[CacheRow | Flush](16)
+    layer = CacheLayer("m", cache, send)
+    cache.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        with pytest.raises(BackendClosedError):
+            await layer.lookup_many([_same(0)])

@@ -263,6 +263,11 @@ class PromptCache:
                     "answers written before are intact"
                 ) from exc
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
     def close(self) -> None:
         """Close both connections (the last one out checkpoints the WAL); idempotent."""
         with self._read_lock, self._write_lock:

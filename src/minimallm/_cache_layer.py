@@ -19,7 +19,7 @@ import trio
 
 from minimallm._cache import CachedAnswer, CacheUnavailableError, PromptCache, cache_key
 from minimallm._config import MinimaLlmConfig
-from minimallm._errors import CacheWarning
+from minimallm._errors import BackendClosedError, CacheWarning
 from minimallm._lazy_json import LazyJson
 from minimallm._runtime import Runtime, Traced
 from minimallm._types import (
@@ -110,6 +110,10 @@ class CacheLayer:
         try:
             found = self._cache.get_many([k for k in keys if k])
         except CacheUnavailableError as exc:
+            if self._cache.closed:  # the backend closed it: no server to ask either
+                raise BackendClosedError(
+                    "the backend was closed while its batch read the prompt cache"
+                ) from None
             warn_cache(f"minimallm: cache read failed, asking the server instead: {exc}")
             found = {}
         return [

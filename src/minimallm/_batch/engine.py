@@ -209,6 +209,8 @@ async def run_batch(
             await run(stop, *args)
         except (trio.Cancelled, KeyboardInterrupt):
             raise
+        except BackendClosedError as exc:  # e.g. the feeder's cache read during aclose()
+            stop(exc)
         except BaseException as exc:  # a bug, or the user's progress callback
             stop(_noted(exc, f"minimallm: raised by the batch's {what}"))
 
