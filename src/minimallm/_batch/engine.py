@@ -117,7 +117,10 @@ async def run_batch(
         if exhausted:
             return None
         if window is not None:
-            await window.acquire()
+            try:
+                window.acquire_nowait()
+            except trio.WouldBlock:
+                await window.acquire()
         try:
             return next(source)
         except StopIteration:

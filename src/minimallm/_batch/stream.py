@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, NoReturn, Self, TypeVar
 
 import outcome
 import trio
@@ -93,8 +93,14 @@ class TrioBatchStream(Generic[R]):
         return self
 
     async def _engine(self) -> None:
+        send = self._send
+
         async def deliver(index: int, value: Any) -> None:
-            await self._send.send((index, value))
+            # no checkpoint while there is room: a run of cache hits goes out in one go
+            try:
+                send.send_nowait((index, value))
+            except trio.WouldBlock:
+                await send.send((index, value))
 
         async with self._send:
             try:
@@ -110,18 +116,27 @@ class TrioBatchStream(Generic[R]):
         return self
 
     async def __anext__(self) -> tuple[int, R | None]:
+        # what is ready is taken without a checkpoint (one wake-up per burst, not per
+        # result); the loop still yields whenever it has to wait
         if not self._ordered:
-            try:
-                return await self._recv.receive()
-            except trio.EndOfChannel:
-                self._finish()
+            return await self._receive()
         while self._next not in self._pending:
-            try:
-                index, value = await self._recv.receive()
-            except trio.EndOfChannel:
-                self._finish()
+            index, value = await self._receive()
             self._pending[index] = value
         return self._take()
+
+    async def _receive(self) -> tuple[int, R | None]:
+        recv = self._recv
+        try:
+            return recv.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        except trio.EndOfChannel:
+            self._finish()
+        try:
+            return await recv.receive()
+        except trio.EndOfChannel:
+            self._finish()
 
     def _take(self) -> tuple[int, R | None]:
         index = self._next
@@ -147,7 +162,7 @@ class TrioBatchStream(Generic[R]):
                 burst.append(self._take())
         return burst
 
-    def _finish(self) -> None:
+    def _finish(self) -> NoReturn:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
