@@ -43,15 +43,7 @@ class PlainSocket:
 
     async def send_all(self, data: bytes) -> None:
         """Send every byte of ``data``."""
-        sock = self._sock
-        view = memoryview(data)
-        while view:
-            try:
-                sent = sock.send(view)
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
-                continue
-            view = view[sent:]
+        await _send_all(self._sock, data)
 
     async def receive_some(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` once some arrived; b"" at EOF."""
