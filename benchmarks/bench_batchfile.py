@@ -41,9 +41,9 @@ def _rss_mb() -> float:
 
 def generate(work: Path, n: int) -> None:
     """The input file and the output of a finished run over it."""
-    from minimallm._batchfile import success_line
     from minimallm._lazy_json import LazyJson
     from minimallm._types import MinimaLlmResponse
+    from minimallm.cli.batchfile import success_line
 
     with (work / "in.jsonl").open("w") as f:
         for i in range(n):
@@ -66,10 +66,10 @@ def generate(work: Path, n: int) -> None:
 
 def phase(name: str, work: Path, n: int) -> dict[str, float]:
     """Run one phase here; its seconds and peak RSS above the post-import baseline."""
-    from minimallm._batchfile import BatchWriter, iter_requests, scan_batch
-    from minimallm._batchfile._resume import done_lines
     from minimallm._lazy_json import LazyJson
     from minimallm._types import MinimaLlmResponse
+    from minimallm.cli.batchfile import BatchWriter, iter_requests, scan_batch
+    from minimallm.cli.batchfile._resume import done_lines
 
     base = _rss_mb()
     start = time.perf_counter()

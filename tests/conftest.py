@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from minimallm._backend import OpenAIMinimaLlm
-from minimallm._config import MinimaLlmConfig
+from minimallm._config.settings import MinimaLlmConfig
 from minimallm.mock import MockServerConfig, MockServerThread
 
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"

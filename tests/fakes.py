@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import trio
 
 from minimallm._http import errors as http_errors
-from minimallm._transport import HttpReply
+from minimallm._http.transport import HttpReply
 
 OK_BODY = {"choices": [{"message": {"role": "assistant", "content": ""}}]}
 

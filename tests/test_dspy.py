@@ -32,7 +32,7 @@ from minimallm import (  # noqa: E402
     set_force_refresh,
 )
 from minimallm._backend import OpenAIMinimaLlm  # noqa: E402
-from minimallm._config import BatchConfig, MinimaLlmConfig  # noqa: E402
+from minimallm._config.settings import BatchConfig, MinimaLlmConfig  # noqa: E402
 from minimallm.dspy import (  # noqa: E402
     REQUEST_ERRORS,
     CallTrace,

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minimallm import InvalidRequestError, MinimaLlmError, MinimaLlmRequest
+from minimallm._http.transport import build_payload, encode_body
 from minimallm._requests import check_request, encode_request, request_label
-from minimallm._transport import build_payload, encode_body
 
 USER = {"role": "user", "content": "hi"}
 

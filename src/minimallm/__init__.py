@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from minimallm._backend import OpenAIMinimaLlm
 from minimallm._batch import run_batched_callable, stream_batched_callable
-from minimallm._config import BatchConfig, MinimaLlmConfig
+from minimallm._config.settings import BatchConfig, MinimaLlmConfig
 from minimallm._context import (
     get_force_refresh,
     get_last_cached,

@@ -1,7 +1,7 @@
 """OpenAIMinimaLlm: the documented backend, one object for trio, asyncio and sync code.
 
 Under trio the call runs natively in the caller's run (no bridge); the backend keeps
-one :class:`~minimallm._session.Session` (runtime + cache) per trio run. Under asyncio
+one :class:`~minimallm._runtime.session.Session` (runtime + cache) per trio run. Under asyncio
 and from plain threads the call crosses ``minimallm._bridge`` into the process's trio
 thread, where the same kind of session serves it.
 """
@@ -27,12 +27,12 @@ from minimallm._batch.stream import (
     SyncBatchStream,
     TrioBatchStream,
 )
-from minimallm._config import MinimaLlmConfig
+from minimallm._config.settings import MinimaLlmConfig
 from minimallm._context import get_force_refresh, set_last_cached
 from minimallm._errors import UsageError
 from minimallm._progress import Progress, make_sink
-from minimallm._runtime import RuntimeOptions
-from minimallm._session import Session
+from minimallm._runtime.runtime import RuntimeOptions
+from minimallm._runtime.session import Session
 from minimallm._types import MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
 
 __all__ = ["OpenAIMinimaLlm"]

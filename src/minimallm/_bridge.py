@@ -23,9 +23,9 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-import outcome
 import trio
 
+import outcome
 from minimallm._errors import BackendClosedError, UsageError
 
 __all__ = [

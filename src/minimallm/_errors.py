@@ -121,7 +121,7 @@ class CacheUnavailableError(MinimaLlmError):
     where the database cannot be created, a file that is not an SQLite database
     (never deleted nor overwritten), a table with the wrong columns, a read that
     fails (corruption, I/O error), a lock held elsewhere beyond the whole wait
-    budget, and use after :meth:`~minimallm._cache.PromptCache.close`. The message
+    budget, and use after :meth:`~minimallm._cache.store.PromptCache.close`. The message
     names the path and the cause.
     """
 
@@ -129,7 +129,7 @@ class CacheUnavailableError(MinimaLlmError):
 class CacheWriteError(MinimaLlmError):
     """A batch of answers could not be written to the prompt cache.
 
-    Raised by :meth:`~minimallm._cache.PromptCache.put_many` for a read-only database or
+    Raised by :meth:`~minimallm._cache.store.PromptCache.put_many` for a read-only database or
     directory, a full disk, an I/O error or a lock held elsewhere beyond the whole wait
     budget.
     The failed batch is rolled back as a whole; rows written before stay intact.

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from minimallm._errors import InvalidRequestError
-from minimallm._transport import build_payload
+from minimallm._http.transport import build_payload
 from minimallm._types import MinimaLlmRequest
 
 __all__ = ["check_request", "encode_request", "request_label"]

@@ -21,7 +21,7 @@ from minimallm._policy import (
     RateLimitInfo,
 )
 from minimallm._policy.flow import CongestionEvent, ReachEvent
-from minimallm._runtime import Runtime
+from minimallm._runtime.runtime import Runtime
 from minimallm.actors import CacheWriter, Cooldown, Limiter, Monitor, Pacer, Watchdog, Worker
 from minimallm.actors.messages import (
     BATON,
@@ -486,7 +486,7 @@ def test_the_runtime_exposes_only_the_request_path_and_snapshots() -> None:
 
 
 def test_statistics_are_frozen_snapshots() -> None:
-    from minimallm._runtime import RuntimeStatistics
+    from minimallm._runtime.runtime import RuntimeStatistics
 
     stats = RuntimeStatistics.__dataclass_params__  # type: ignore[attr-defined]
     assert stats.frozen

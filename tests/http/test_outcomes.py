@@ -16,7 +16,7 @@ from scripted import Peer, ok, read_request, serve
 
 from minimallm import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
 from minimallm._backend import OpenAIMinimaLlm
-from minimallm._config import MinimaLlmConfig
+from minimallm._config.settings import MinimaLlmConfig
 
 ConfigFactory = Callable[..., MinimaLlmConfig]
 Answer = Callable[[int, int], bytes | None]  # (connection, request on it) -> answer; None: hang up

@@ -13,7 +13,7 @@ from scripted import HEADERS, Peer, ok, read_request, serve
 
 from minimallm import MinimaLlmFailure, MinimaLlmRequest
 from minimallm._backend import OpenAIMinimaLlm
-from minimallm._config import MinimaLlmConfig
+from minimallm._config.settings import MinimaLlmConfig
 from minimallm._http import errors
 from minimallm._http.connection import Http11Connection
 from minimallm._http.proxy import Proxy, ProxySettings

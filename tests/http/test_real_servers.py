@@ -17,13 +17,13 @@ from real_servers import RACE_TIMEOUT_S, Nginx, TinyProxy
 
 from minimallm import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
 from minimallm._backend import OpenAIMinimaLlm
-from minimallm._config import MinimaLlmConfig
-from minimallm._runtime import RuntimeOptions
-from minimallm._transport import (
+from minimallm._config.settings import MinimaLlmConfig
+from minimallm._http.transport import (
     SingleConnectionTransport,
     request_headers,
     transport_factory_for,
 )
+from minimallm._runtime.runtime import RuntimeOptions
 from minimallm.mock import MockServerThread
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from scripted import Peer, ok, read_request, serve
 
 from minimallm import ConfigError, MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse
 from minimallm._backend import OpenAIMinimaLlm
-from minimallm._config import MinimaLlmConfig
+from minimallm._config.settings import MinimaLlmConfig
 from minimallm._http.tls import TlsTrust
 
 trustme = pytest.importorskip("trustme", reason="trustme makes the test CA")

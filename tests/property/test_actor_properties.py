@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from fakes import FakeServer, Script
 from minimallm import MinimaLlmRequest, MinimaLlmResponse
 from minimallm._backend import OpenAIMinimaLlm
-from minimallm._config import MinimaLlmConfig
+from minimallm._config.settings import MinimaLlmConfig
 from minimallm._http import errors as http_errors
-from minimallm._runtime import RuntimeOptions
+from minimallm._runtime.runtime import RuntimeOptions
 
 EPS = 1e-9
 

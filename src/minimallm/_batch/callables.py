@@ -14,7 +14,7 @@ from minimallm._batch.collect import collect
 from minimallm._batch.engine import Deliver, run_batch
 from minimallm._batch.items import ItemResult, callable_item
 from minimallm._batch.stream import AsyncioBatchStream, EngineStarter, TrioBatchStream
-from minimallm._config import BatchConfig
+from minimallm._config.settings import BatchConfig
 from minimallm._context import reporting_cached
 from minimallm._progress import Progress, make_sink
 

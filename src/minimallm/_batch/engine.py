@@ -31,7 +31,7 @@ import trio
 
 from minimallm._batch.budget import FailureBudget
 from minimallm._batch.items import PROGRAMMING_ERRORS, ItemResult
-from minimallm._config import BatchConfig
+from minimallm._config.settings import BatchConfig
 from minimallm._errors import BackendClosedError, BatchAbortedError
 from minimallm._progress import ProgressSink
 from minimallm.actors.monitor import (

@@ -8,10 +8,10 @@ from typing import Any
 
 from minimallm._batch.engine import Deliver, run_batch
 from minimallm._batch.items import ItemResult, response_item
-from minimallm._config import BatchConfig
+from minimallm._config.settings import BatchConfig
 from minimallm._progress import ProgressSink
 from minimallm._requests import request_label
-from minimallm._session import Session
+from minimallm._runtime.session import Session
 from minimallm._types import MinimaLlmRequest
 
 __all__ = ["run_request_batch"]

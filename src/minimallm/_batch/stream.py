@@ -23,9 +23,9 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Generic, NoReturn, Self, TypeVar
 
-import outcome
 import trio
 
+import outcome
 from minimallm import _bridge
 from minimallm._batch.engine import Deliver
 

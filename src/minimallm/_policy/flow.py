@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from minimallm._policy.congestion import OverloadSignal
 
 if TYPE_CHECKING:
-    from minimallm._attempts import AttemptKind
+    from minimallm._outcome.attempts import AttemptKind
 
 __all__ = ["CongestionEvent", "FlowWatch", "ReachEvent"]
 
@@ -101,7 +101,7 @@ class FlowWatch:
     def observe(
         self, now: float, sent_at: float, kind: AttemptKind, limit: int
     ) -> list[CongestionEvent | ReachEvent]:
-        """One attempt ended (``kind`` as in :data:`minimallm._attempts.AttemptKind`);
+        """One attempt ended (``kind`` as in :data:`minimallm._outcome.attempts.AttemptKind`);
         ``limit`` is the concurrency limit it was made under. The events it causes,
         usually none. Feed the signal's ``observe`` first (the Limiter's concurrency
         controller does): this reads its depth."""

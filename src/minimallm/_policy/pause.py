@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Literal
 from minimallm._policy.cooldown import CooldownState
 
 if TYPE_CHECKING:
-    from minimallm._attempts import AttemptKind
+    from minimallm._outcome.attempts import AttemptKind
 
 __all__ = ["PauseControl", "PauseDecision"]
 

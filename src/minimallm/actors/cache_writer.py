@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import trio
 
-from minimallm._cache import CacheWriteError, PromptCache
+from minimallm._cache.store import CacheWriteError, PromptCache
 
 __all__ = ["CacheRow", "CacheWriter", "CacheWriterStatistics", "Flush"]
 

@@ -1,6 +1,6 @@
 """The messages the actors exchange (all frozen), and the one-shot :class:`Reply`.
 
-Who sends what to whom (the wiring is ``minimallm._runtime.serve``)::
+Who sends what to whom (the wiring is ``minimallm._runtime.runtime.serve``)::
 
     caller ── Job ──────────────► Workers (one shared channel; a Worker pulls jobs)
     Limiter ── PERMIT ──────────► Workers (a channel of permits; a Worker keeps its permit)
@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
-import outcome
 import trio
 
-from minimallm._attempts import AttemptKind
+import outcome
+from minimallm._outcome.attempts import AttemptKind
 from minimallm._policy.ratelimit import RateLimitInfo
 
 __all__ = [

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import trio
 
-from minimallm._config import BatchConfig
+from minimallm._config.settings import BatchConfig
 from minimallm._errors import MinimaLlmError
 from minimallm._progress import ProgressSink, ProgressTally
 from minimallm._types import MinimaLlmFailure

@@ -37,17 +37,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import outcome
 import trio
 
-from minimallm._attempts import AttemptError, AttemptOutcome, AttemptSuccess, attempt_kind
-from minimallm._transport import (
+import outcome
+from minimallm._http.transport import (
     TRANSPORT_EXCEPTIONS,
     HttpTransport,
     outcome_from_exception,
     outcome_from_reply,
     timeout_outcome,
 )
+from minimallm._outcome.attempts import AttemptError, AttemptOutcome, AttemptSuccess, attempt_kind
 from minimallm.actors.messages import (
     BATON,
     AttemptReport,

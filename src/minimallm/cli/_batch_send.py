@@ -1,6 +1,6 @@
 """Sending a prepared ``run-batch`` job: the ordered results stream, written as it comes.
 
-One trio run: the backend, the :class:`~minimallm._batchfile.BatchWriter` (flushed
+One trio run: the backend, the :class:`~minimallm.cli.batchfile.BatchWriter` (flushed
 about once a second, so lines reach the disk while the batch runs), and the stream of
 results in input order. However the run ends (done, aborted, Ctrl-C or SIGTERM, a bad
 line found in pass 2), every result the stream handed over is written and flushed
@@ -23,10 +23,10 @@ import trio
 
 from minimallm._backend import OpenAIMinimaLlm
 from minimallm._batch.stream import single_exception
-from minimallm._batchfile import BatchFileError, BatchWriter
 from minimallm._errors import BatchAbortedError, MinimaLlmError
 from minimallm._progress import BatchProgress, Progress, format_failure, format_stall
 from minimallm._types import MinimaLlmFailure, MinimaLlmResponse
+from minimallm.cli.batchfile import BatchFileError, BatchWriter
 
 if TYPE_CHECKING:
     from minimallm.cli.run_batch import Job

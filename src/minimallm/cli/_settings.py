@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from minimallm._config import BatchConfig, MinimaLlmConfig
+from minimallm._config.settings import BatchConfig, MinimaLlmConfig
 from minimallm._errors import ConfigError
 
 __all__ = [

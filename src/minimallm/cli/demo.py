@@ -41,6 +41,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(ns: argparse.Namespace) -> int:
     """Run the demo; the process exit code."""
-    from minimallm._demo import run_demo
+    from minimallm.cli.demo_job import run_demo
 
     return run_demo(ns.n)

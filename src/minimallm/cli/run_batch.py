@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from minimallm._batchfile import (
+from minimallm._config.settings import MinimaLlmConfig
+from minimallm._errors import ConfigError
+from minimallm._types import MinimaLlmRequest
+from minimallm.cli._settings import add_settings_flags, config_from_flags, resolve
+from minimallm.cli.batchfile import (
     BatchFileError,
     BatchPlan,
     BatchWriter,
@@ -28,10 +32,6 @@ from minimallm._batchfile import (
     iter_requests,
     scan_batch,
 )
-from minimallm._config import MinimaLlmConfig
-from minimallm._errors import ConfigError
-from minimallm._types import MinimaLlmRequest
-from minimallm.cli._settings import add_settings_flags, config_from_flags, resolve
 
 __all__ = ["Job", "add_parser", "prepare", "run"]
 

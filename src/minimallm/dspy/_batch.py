@@ -19,7 +19,7 @@ import trio
 from dspy.utils.exceptions import AdapterParseError  # type: ignore[import-untyped]
 
 from minimallm._batch import PROGRAMMING_ERRORS, Progress
-from minimallm._config import BatchConfig
+from minimallm._config.settings import BatchConfig
 from minimallm._context import reset_force_refresh, set_force_refresh, set_last_cached
 from minimallm._errors import DSPyBatchError
 from minimallm._types import MinimaLlmFailure

@@ -1,0 +1,320 @@
+"""The prompt cache's SQLite store: file layout, keys, bulk reads, batched writes.
+
+The layout is the original implementation's, so caches it wrote keep working::
+
+    <cache_dir>/minima_llm.db
+    cache(key TEXT PRIMARY KEY, response_text TEXT NOT NULL,
+          response_raw TEXT, created_at REAL)
+
+``key`` is :func:`cache_key`; ``response_raw`` is the server's JSON body as text (or
+NULL); ``created_at`` is wall-clock seconds since the epoch.
+
+Every method here blocks. The runtime calls them from worker threads
+(``trio.to_thread``), never on the trio thread.
+
+Concurrency. The database runs in WAL mode: readers never wait for the writer and
+the writer never waits for readers; one writer at a time across every process
+sharing the directory. A writer that finds the database locked waits in SQLite's
+busy handler (``busy_timeout_s``, 30 s by default) and then in our own retry loop
+with bounded backoff, so "database is locked" never reaches the user as such: after
+the whole budget it becomes a :class:`CacheWriteError` / :class:`CacheUnavailableError`
+that names the file.
+
+Errors it raises (defined in :mod:`minimallm._errors`, re-exported here; the runtime
+decides whether they warn or stop)::
+
+    MinimaLlmError
+    ├── CacheUnavailableError   the cache cannot be opened or read
+    └── CacheWriteError         a batch of answers could not be written
+
+The keys (:func:`cache_key`, :func:`canonical_request_json`) come from
+:mod:`minimallm._cache.keys` and the SQL, schema check and lock waits from
+:mod:`minimallm._cache.sqlite`; the keys and errors are re-exported here, so callers
+import the whole store from this module.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+
+from minimallm._cache.keys import cache_key, canonical_request_json
+from minimallm._cache.sqlite import (
+    LOCK_RETRIES,
+    READ_CHUNK,
+    connect,
+    is_busy,
+    is_environmental,
+    open_hint,
+    prepare,
+    scrub_surrogates,
+    select_chunk,
+    with_lock_retry,
+    write_batch,
+)
+from minimallm._errors import CacheUnavailableError, CacheWriteError, MinimaLlmError
+
+__all__ = [
+    "DB_FILENAME",
+    "CacheUnavailableError",
+    "CacheWriteError",
+    "CachedAnswer",
+    "PromptCache",
+    "cache_key",
+    "canonical_request_json",
+]
+
+DB_FILENAME = "minima_llm.db"
+"""The database's file name inside ``cache_dir`` (the original implementation's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """One cache hit: the answer's text and the server's JSON body as text (or None)."""
+
+    text: str
+    raw_json: str | None
+
+
+class PromptCache:
+    """Bulk reads and batched writes of the prompt cache; thread-safe; blocking.
+
+    Make one with :meth:`open`. It holds two connections, each behind its own lock:
+    a reader (``query_only``) for :meth:`get_many` and a writer for
+    :meth:`put_many`, so a reader thread and a writer thread never wait for each
+    other (measured against one connection per thread: as fast for one reader,
+    faster for two concurrent readers, since the GIL serialises them anyway).
+    Usable as a context manager; :meth:`close` is idempotent. Not usable across
+    ``fork()``: a child process opens its own.
+
+    Durability: ``synchronous=NORMAL`` in WAL mode. A committed batch survives the
+    process being killed (SIGKILL, crash); after an OS crash or power loss the last
+    batches committed since the latest checkpoint may roll back, but the file is
+    never corrupted.
+    """
+
+    __slots__ = (
+        "_busy_timeout_s",
+        "_closed",
+        "_db_path",
+        "_journal_mode",
+        "_pid",
+        "_read_lock",
+        "_reader",
+        "_sleep",
+        "_wall_clock",
+        "_write_lock",
+        "_writer",
+    )
+
+    def __init__(
+        self,
+        db_path: Path,
+        reader: sqlite3.Connection,
+        writer: sqlite3.Connection,
+        *,
+        journal_mode: str,
+        busy_timeout_s: float,
+        wall_clock: Callable[[], float],
+        sleep: Callable[[float], None],
+    ) -> None:
+        """Private: use :meth:`open`."""
+        self._db_path = db_path
+        self._reader = reader
+        self._writer = writer
+        self._journal_mode = journal_mode
+        self._busy_timeout_s = busy_timeout_s
+        self._wall_clock = wall_clock
+        self._sleep = sleep
+        self._read_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._closed = False
+        self._pid = os.getpid()
+
+    @classmethod
+    def open(
+        cls,
+        cache_dir: str | os.PathLike[str],
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        busy_timeout_s: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> PromptCache:
+        """Open (creating if needed) ``<cache_dir>/minima_llm.db`` in WAL mode.
+
+        ``wall_clock`` stamps ``created_at`` (seconds since the epoch);
+        ``busy_timeout_s`` (seconds) is how long SQLite itself waits for a lock held
+        by another connection before our retry loop (``sleep``, seconds) backs off
+        and tries again. An existing file is only ever read here, never rewritten.
+
+        Raises :class:`CacheUnavailableError` naming the path and the cause.
+        """
+        directory = Path(cache_dir)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            cause = "it is a file" if directory.is_file() else str(exc)
+            raise CacheUnavailableError(
+                f"cannot use {str(directory)!r} as the prompt-cache directory: {cause}"
+            ) from exc
+        db_path = directory / DB_FILENAME
+        if db_path.exists() and not db_path.is_file():
+            raise CacheUnavailableError(
+                f"cannot open the prompt cache {str(db_path)!r}: it exists and is not a file"
+            )
+        opened: list[sqlite3.Connection] = []
+        try:
+            writer = connect(db_path, busy_timeout_s)
+            opened.append(writer)
+            journal_mode = with_lock_retry(lambda: prepare(writer, db_path), sleep)
+            reader = connect(db_path, busy_timeout_s)
+            opened.append(reader)
+            reader.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            for conn in opened:
+                conn.close()
+            if not is_environmental(exc):
+                raise
+            raise CacheUnavailableError(
+                f"cannot open the prompt cache {str(db_path)!r}: {exc}{open_hint(exc, directory)}"
+            ) from exc
+        except CacheUnavailableError:
+            for conn in opened:
+                conn.close()
+            raise
+        return cls(
+            db_path,
+            reader,
+            writer,
+            journal_mode=journal_mode,
+            busy_timeout_s=busy_timeout_s,
+            wall_clock=wall_clock,
+            sleep=sleep,
+        )
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._db_path
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, CachedAnswer]:
+        """The cached answers among ``keys`` (misses are simply absent).
+
+        One SELECT per 500 distinct keys. Raises :class:`CacheUnavailableError` when
+        the file cannot be read (corruption, I/O error, a lock beyond the budget).
+        """
+        found: dict[str, CachedAnswer] = {}
+        if not keys:
+            return found
+        unique = list(dict.fromkeys(keys))
+        with self._read_lock:
+            conn = self._usable(self._reader, CacheUnavailableError)
+            try:
+                for start in range(0, len(unique), READ_CHUNK):
+                    chunk = unique[start : start + READ_CHUNK]
+                    rows = with_lock_retry(partial(select_chunk, conn, chunk), self._sleep)
+                    for key, text, raw in rows:
+                        found[key] = CachedAnswer(text, raw)
+            except sqlite3.Error as exc:
+                if not is_environmental(exc):
+                    raise
+                raise CacheUnavailableError(
+                    f"cannot read the prompt cache {str(self._db_path)!r}: "
+                    f"{exc}{self._lock_note(exc)}"
+                ) from exc
+        return found
+
+    def put_many(self, rows: Sequence[tuple[str, str, str | None]]) -> None:
+        """Write ``(key, text, raw_json)`` rows in one transaction; later rows win.
+
+        ``INSERT OR REPLACE``, so a forced refresh overwrites the old answer. Lone
+        surrogates, which UTF-8 cannot hold, are stored as U+FFFD.
+        ``created_at`` is one ``wall_clock()`` reading for the whole batch (seconds
+        since the epoch). All or nothing: on failure the batch is rolled back and
+        :class:`CacheWriteError` is raised; rows written earlier stay intact.
+        """
+        if not rows:
+            return
+        now = self._wall_clock()
+        params = [(key, text, raw, now) for key, text, raw in rows]
+        with self._write_lock:
+            conn = self._usable(self._writer, CacheWriteError)
+            try:
+                try:
+                    with_lock_retry(lambda: write_batch(conn, params), self._sleep)
+                except UnicodeEncodeError:
+                    # A lone surrogate (a server may send one as a JSON escape) cannot
+                    # be stored as UTF-8: keep the batch, with U+FFFD in its place.
+                    params = [scrub_surrogates(p) for p in params]
+                    with_lock_retry(lambda: write_batch(conn, params), self._sleep)
+            except sqlite3.Error as exc:
+                if not is_environmental(exc):
+                    raise
+                raise CacheWriteError(
+                    f"could not write {len(params)} answers to the prompt cache "
+                    f"{str(self._db_path)!r}: {exc}{self._lock_note(exc)}; "
+                    "answers written before are intact"
+                ) from exc
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Close both connections (the last one out checkpoints the WAL); idempotent."""
+        with self._read_lock, self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            if os.getpid() != self._pid:
+                # SQLite forbids using (or closing) a connection inherited across
+                # fork(); the parent still owns these. Drop nothing, touch nothing.
+                return
+            try:
+                self._reader.close()
+            finally:
+                self._writer.close()
+
+    def __enter__(self) -> PromptCache:
+        """Return self; :meth:`close` on exit."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the cache."""
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"open, journal_mode={self._journal_mode}"
+        return f"<PromptCache {str(self._db_path)!r} {state}>"
+
+    def _usable(self, conn: sqlite3.Connection, error: type[MinimaLlmError]) -> sqlite3.Connection:
+        if self._closed:
+            raise error(f"the prompt cache {str(self._db_path)!r} is closed")
+        if os.getpid() != self._pid:
+            raise error(
+                f"the prompt cache {str(self._db_path)!r} was opened in process "
+                f"{self._pid}; open a new PromptCache in this process (SQLite "
+                "connections must not cross fork())"
+            )
+        return conn
+
+    def _lock_note(self, exc: sqlite3.Error) -> str:
+        if not is_busy(exc):
+            return ""
+        return (
+            f" (still locked by another connection after {LOCK_RETRIES + 1} attempts "
+            f"of up to {self._busy_timeout_s:g} s each)"
+        )

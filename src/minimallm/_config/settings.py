@@ -1,0 +1,424 @@
+"""Configuration: :class:`MinimaLlmConfig` and :class:`BatchConfig`, from code or the environment.
+
+One set of defaults lives in the field definitions; ``from_env`` overrides only the
+settings whose variable is set (empty counts as unset, except ``BATCH_MAX_FAILURES``
+where empty, like ``none``, means "never abort"). The variables, all optional except
+the first two (units: seconds for ``*_S``, requests per minute for ``RPM``):
+
+``OPENAI_BASE_URL`` (http(s)://..., ``/v1`` optional), ``OPENAI_MODEL``,
+``OPENAI_API_KEY`` (else ``OPENAI_TOKEN``; none: no Authorization header),
+``BATCH_NUM_WORKERS=64``, ``BATCH_MAX_FAILURES=25``, ``BATCH_HEARTBEAT_S=10`` (0: off),
+``BATCH_STALL_S=300``, ``BATCH_PRINT_FIRST_FAILURES=5``, ``BATCH_KEEP_FAILURE_SUMMARIES=20``,
+``MAX_OUTSTANDING=32``, ``RPM=600`` (0: no pacing), ``TIMEOUT_S=60`` (one whole attempt),
+``MAX_ATTEMPTS=6`` (0: until success), ``BASE_BACKOFF_S=0.5``, ``MAX_BACKOFF_S=20``,
+``JITTER=0.2`` (+-20 %), ``COOLDOWN_FLOOR_S=0``, ``COOLDOWN_CAP_S=30``,
+``COOLDOWN_HALFLIFE_S=20``, ``COMPRESS_GZIP=0`` (1/0, true/false, yes/no, on/off),
+``CACHE_DIR`` (unset: no cache), ``CA_BUNDLE`` (unset: ``SSL_CERT_FILE``/``SSL_CERT_DIR``,
+else certifi), ``TLS_VERIFY=1``, ``MAX_RESPONSE_BYTES=67108864`` (64 MiB),
+``TRUST_ENV_PROXY=1`` (0: ignore ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``).
+
+Invalid settings raise one :class:`~minimallm.ConfigError` listing every problem, named
+by environment variable (``from_env``) or by field (constructor), never showing the key.
+The machinery both models share (strict validation, collecting and rendering the
+problems, reading the environment) is :mod:`minimallm._config.base`.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo
+from pydantic import field_validator as _validates
+
+from minimallm._config.base import (
+    Problem,
+    Settings,
+    at_least,
+    custom_error,
+    header_problem,
+    nested_error,
+    optional_int,
+    parse_bool,
+    render,
+    warn_misspelt,
+)
+from minimallm._errors import ConfigError, ConfigWarning
+
+__all__ = ["BatchConfig", "MinimaLlmConfig"]
+
+
+class BatchConfig(Settings):
+    """How a batch runs: items in progress, failure budget, progress reports. Frozen."""
+
+    num_workers: int = Field(default=64, ge=1, description="Items in progress at once.")
+    max_failures: int | None = Field(default=25, ge=0, description="Abort past this; None: never.")
+    heartbeat_s: float = Field(default=10.0, ge=0, description="Seconds between reports; 0: off.")
+    stall_s: float = Field(default=300.0, gt=0, description="Seconds idle before a warning.")
+    print_first_failures: int = Field(default=5, ge=0, description="Failures printed in full.")
+    keep_failure_summaries: int = Field(default=20, ge=0, description="Failures kept for reports.")
+
+    _SPECS = {
+        "num_workers": ("BATCH_NUM_WORKERS", int, "must be an integer >= 1"),
+        "max_failures": (
+            "BATCH_MAX_FAILURES",
+            optional_int,
+            "must be an integer >= 0, or none to never abort",
+        ),
+        "heartbeat_s": (
+            "BATCH_HEARTBEAT_S",
+            float,
+            "must be a number >= 0 (seconds; 0 disables the heartbeat)",
+        ),
+        "stall_s": ("BATCH_STALL_S", float, "must be a number > 0 (seconds)"),
+        "print_first_failures": ("BATCH_PRINT_FIRST_FAILURES", int, "must be an integer >= 0"),
+        "keep_failure_summaries": ("BATCH_KEEP_FAILURE_SUMMARIES", int, "must be an integer >= 0"),
+    }
+    _EMPTY_IS_NONE = frozenset({"max_failures"})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        """Read only the ``BATCH_*`` variables of ``env`` (default: ``os.environ``).
+
+        Unset variables keep their defaults. Raises one ConfigError naming every bad one.
+        """
+        env = os.environ if env is None else env
+        warn_misspelt(env)
+        instance, problems = cls._check_env(*cls._read_env(env))
+        if instance is None:
+            raise ConfigError(render(problems, cls._env_names()))
+        return instance
+
+
+_SECONDS_GE0 = "must be a number >= 0 (seconds)"
+
+
+class MinimaLlmConfig(Settings):
+    """Everything a backend needs: endpoint, key, limits, retries, cooldown, cache.
+
+    Build it in code (``MinimaLlmConfig(base_url=..., model=...)``) or with
+    :meth:`from_env`; both share one set of defaults. Frozen: :meth:`with_changes`
+    makes a validated copy (pydantic's ``model_copy(update=...)`` does not validate).
+
+    The key is a ``SecretStr`` (a plain ``str`` is accepted; surrounding whitespace is
+    stripped, and a key that cannot go in an HTTP header — a line break, a control or a
+    non-ASCII character inside — is refused): it shows as ``***`` in repr, str and
+    :meth:`describe`, never in error messages. :meth:`api_key_value` alone unwraps it.
+
+    A *pickled* config carries no key (a pickle may end up in a log, a cache or another
+    machine): it unpickles with ``api_key=None``, shown as ``api_key=None (dropped when
+    pickled)``, and the first use of its key (building a backend's requests) warns
+    (:class:`~minimallm.ConfigWarning`) that requests go without an Authorization
+    header. Add the key back in the receiving process:
+    ``cfg = cfg.with_changes(api_key=os.environ["OPENAI_API_KEY"])``.
+    """
+
+    base_url: str = Field(description="http(s)://host[:port][/path], /v1 optional.")
+    model: str = Field(description="Model name sent with every request.")
+    api_key: SecretStr | None = Field(default=None, description="Bearer key; None: no header.")
+    batch: BatchConfig = Field(default=BatchConfig(), description="Frozen, so shared safely.")
+    max_outstanding: int = Field(default=32, ge=1, description="HTTP requests in flight.")
+    rpm: int = Field(default=600, ge=0, description="Requests per minute; 0: no pacing.")
+    timeout_s: float = Field(default=60.0, gt=0, description="Seconds for a whole attempt.")
+    max_attempts: int = Field(default=6, ge=0, description="Per request; 0: until success.")
+    base_backoff_s: float = Field(default=0.5, ge=0, description="Seconds before attempt 2.")
+    max_backoff_s: float = Field(
+        default=20.0, ge=0, validate_default=True, description="Backoff ceiling, seconds."
+    )
+    jitter: float = Field(default=0.2, ge=0, le=1, description="Backoff spread, 0.2 = +-20 %.")
+    cooldown_floor_s: float = Field(default=0.0, ge=0, description="Least cooldown, seconds.")
+    cooldown_cap_s: float = Field(
+        default=30.0, ge=0, validate_default=True, description="Most cooldown, seconds."
+    )
+    cooldown_halflife_s: float = Field(default=20.0, gt=0, description="Decay, seconds.")
+    compress_gzip: bool = Field(default=False, description="Gzip request bodies.")
+    cache_dir: str | None = Field(default=None, description="SQLite cache directory; None: off.")
+    ca_bundle: str | None = Field(
+        default=None, description="CA file or directory to trust; None: SSL_CERT_FILE or certifi."
+    )
+    tls_verify: bool = Field(default=True, description="False: no certificate check (warns).")
+    max_response_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Largest answer body, bytes."
+    )
+    trust_env_proxy: bool = Field(default=True, description="Use HTTP(S)_PROXY etc.")
+
+    _SPECS = {
+        "base_url": ("OPENAI_BASE_URL", str, "must be a string like http://localhost:8000/v1"),
+        "model": ("OPENAI_MODEL", str, "must be a non-empty string"),
+        "max_outstanding": ("MAX_OUTSTANDING", int, "must be an integer >= 1"),
+        "rpm": ("RPM", int, "must be an integer >= 0 (0 disables pacing)"),
+        "timeout_s": ("TIMEOUT_S", float, "must be a number > 0 (seconds)"),
+        "max_attempts": ("MAX_ATTEMPTS", int, "must be an integer >= 0 (0 retries until success)"),
+        "base_backoff_s": ("BASE_BACKOFF_S", float, _SECONDS_GE0),
+        "max_backoff_s": ("MAX_BACKOFF_S", float, _SECONDS_GE0),
+        "jitter": ("JITTER", float, "must be a number between 0 and 1"),
+        "cooldown_floor_s": ("COOLDOWN_FLOOR_S", float, _SECONDS_GE0),
+        "cooldown_cap_s": ("COOLDOWN_CAP_S", float, _SECONDS_GE0),
+        "cooldown_halflife_s": ("COOLDOWN_HALFLIFE_S", float, "must be a number > 0 (seconds)"),
+        "compress_gzip": (
+            "COMPRESS_GZIP",
+            parse_bool,
+            "must be true or false (1/0, yes/no, on/off)",
+        ),
+        "cache_dir": ("CACHE_DIR", str, "must be a directory path"),
+        "ca_bundle": ("CA_BUNDLE", str, "must be a PEM file or a directory of CA certificates"),
+        "tls_verify": ("TLS_VERIFY", parse_bool, "must be true or false (1/0, yes/no, on/off)"),
+        "max_response_bytes": ("MAX_RESPONSE_BYTES", int, "must be an integer >= 1024 (bytes)"),
+        "trust_env_proxy": (
+            "TRUST_ENV_PROXY",
+            parse_bool,
+            "must be true or false (1/0, yes/no, on/off)",
+        ),
+    }
+    _REQUIREMENTS = {
+        "api_key": "must be a string",
+        "batch": "must be a BatchConfig or a dict of its fields",
+    }
+    _UNKNOWN_HINTS = {
+        name: f"is a batch setting: pass batch=BatchConfig({name}=...)"
+        for name in BatchConfig.model_fields
+    }
+    _ALSO_READ = frozenset({"OPENAI_API_KEY", "OPENAI_TOKEN"})
+    _key_dropped: bool = PrivateAttr(default=False)  # unpickled: the key stayed behind
+    _key_warned: bool = PrivateAttr(default=False)
+
+    @_validates("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not value.strip().lower().startswith(("http://", "https://")):
+            raise custom_error("must start with http:// or https://")
+        try:  # urlsplit raises on a bad IPv6 literal, .port on a bad port
+            parts = urlsplit(value.strip())
+            host, _ = parts.hostname, parts.port
+        except ValueError:
+            raise custom_error("has an invalid host or port") from None
+        if not host:
+            raise custom_error("must name a host, e.g. http://localhost:8000/v1")
+        if parts.query or parts.fragment:
+            raise custom_error("must not contain a query (?) or fragment (#)")
+        return value.strip().rstrip("/")
+
+    @_validates("model")
+    @classmethod
+    def _check_model(cls, value: str) -> str:
+        if not value.strip():
+            raise custom_error("must be a non-empty string")
+        return value.strip()
+
+    @_validates("api_key", mode="before")
+    @classmethod
+    def _blank_key_is_none(cls, value: object) -> object:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):  # a stray newline from `$(cat keyfile)` breaks headers
+            key = value.strip()
+            problem = header_problem(key)
+            if problem is not None:
+                raise custom_error(problem)
+            return SecretStr(key) if key else None
+        return value
+
+    @_validates("batch", mode="before")
+    @classmethod
+    def _batch_from_mapping(cls, value: object) -> object:
+        if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+            batch, problems = BatchConfig._attempt(value)
+            if batch is None:
+                raise nested_error(problems)
+            return batch
+        return value
+
+    @_validates("cache_dir", mode="before")
+    @classmethod
+    def _path_to_str(cls, value: object) -> object:
+        value = os.fspath(value) if isinstance(value, os.PathLike) else value
+        return None if value == "" else value
+
+    @_validates("ca_bundle", mode="before")
+    @classmethod
+    def _check_ca_bundle(cls, value: object) -> object:
+        value = os.fspath(value) if isinstance(value, os.PathLike) else value
+        if value == "" or not isinstance(value, str):
+            return None if value == "" else value
+        try:  # now, not at the first request: nothing is sent before the config is valid
+            if os.path.isdir(value):
+                ssl.create_default_context(capath=value)
+            else:
+                ssl.create_default_context(cafile=value)
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise custom_error(
+                f"cannot be loaded ({reason}): must be a PEM file or a directory of CA certificates"
+            ) from None
+        return value
+
+    @_validates("max_backoff_s")
+    @classmethod
+    def _backoff_order(cls, value: float, info: ValidationInfo) -> float:
+        return at_least(value, info, "base_backoff_s")
+
+    @_validates("cooldown_cap_s")
+    @classmethod
+    def _cooldown_order(cls, value: float, info: ValidationInfo) -> float:
+        return at_least(value, info, "cooldown_floor_s")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        """Read every variable listed in the module docstring from ``env``.
+
+        ``env`` defaults to ``os.environ``. The key comes from ``OPENAI_API_KEY``, else
+        ``OPENAI_TOKEN`` (empty counts as unset). Raises one ConfigError naming every
+        bad or missing variable.
+        """
+        env = os.environ if env is None else env
+        warn_misspelt(env)
+        data, raws = cls._read_env(env)
+        key_var = "OPENAI_API_KEY" if env.get("OPENAI_API_KEY", "").strip() else "OPENAI_TOKEN"
+        key = env.get(key_var, "").strip()
+        if key:
+            data["api_key"] = key
+        batch, problems = BatchConfig._check_env(*BatchConfig._read_env(env))
+        if batch is not None:
+            data["batch"] = batch
+        instance, own = cls._check_env(data, raws)
+        if instance is None or problems:
+            names = {**cls._env_names(), **BatchConfig._env_names(), "api_key": key_var}
+            raise ConfigError(render(own + problems, names))
+        return instance
+
+    def with_changes(self, **changes: Any) -> Self:
+        """A new configuration with ``changes`` applied, validated like the constructor.
+
+        Batch fields may be given directly (``with_changes(max_failures=10)``): they
+        go into a new ``batch``. Raises one ConfigError naming every bad change.
+        """
+        batch_changes = {k: changes.pop(k) for k in list(changes) if k in BatchConfig.model_fields}
+        batch = changes.get("batch", self.batch)
+        problems: list[Problem] = []
+        if batch_changes and isinstance(batch, BatchConfig):
+            new_batch, problems = BatchConfig._attempt({**dict(batch), **batch_changes})
+            changes["batch"] = new_batch or batch
+        current = {name: getattr(self, name) for name in type(self).model_fields}
+        instance, own = type(self)._attempt({**current, **changes})
+        if instance is None or problems:
+            raise ConfigError(render(own + problems, {}))
+        if self._key_dropped and "api_key" not in changes:
+            instance.__pydantic_private__["_key_dropped"] = True  # type: ignore[index]
+        return instance
+
+    def api_key_value(self) -> str | None:
+        """The plain key, for the Authorization header only; None when no key is set
+        (warning once if the key was dropped by pickling, see the class doc)."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self._key_dropped and not self._key_warned:
+            self.__pydantic_private__["_key_warned"] = True  # type: ignore[index]
+            warnings.warn(_KEY_DROPPED, ConfigWarning, stacklevel=2)
+        return None
+
+    @property
+    def api_base(self) -> str:
+        """The API root, always ending in ``/v1`` (added when ``base_url`` lacks it)."""
+        return self.base_url if self.base_url.endswith("/v1") else self.base_url + "/v1"
+
+    @property
+    def chat_completions_url(self) -> str:
+        """Where chat completions are POSTed: ``<api_base>/chat/completions``."""
+        return self.api_base + "/chat/completions"
+
+    @property
+    def models_url(self) -> str:
+        """The model listing: ``<api_base>/models``."""
+        return self.api_base + "/models"
+
+    @property
+    def num_workers(self) -> int:
+        """Same as ``batch.num_workers`` (items in progress at once)."""
+        return self.batch.num_workers
+
+    @property
+    def max_failures(self) -> int | None:
+        """Same as ``batch.max_failures`` (None: never abort)."""
+        return self.batch.max_failures
+
+    @property
+    def heartbeat_s(self) -> float:
+        """Same as ``batch.heartbeat_s`` (seconds; 0: no heartbeat)."""
+        return self.batch.heartbeat_s
+
+    @property
+    def stall_s(self) -> float:
+        """Same as ``batch.stall_s`` (seconds without a completion before a warning)."""
+        return self.batch.stall_s
+
+    @property
+    def print_first_failures(self) -> int:
+        """Same as ``batch.print_first_failures``."""
+        return self.batch.print_first_failures
+
+    @property
+    def keep_failure_summaries(self) -> int:
+        """Same as ``batch.keep_failure_summaries``."""
+        return self.batch.keep_failure_summaries
+
+    def describe(self) -> str:
+        """Every setting, one per line, for logs and a CLI; the key shown as ``***``."""
+        lines = [f"MinimaLlmConfig (POST {self.chat_completions_url})"]
+        for name in type(self).model_fields:
+            if name == "api_key":
+                lines.append(f"  api_key={_KeyShown(self)!r}")
+            elif name != "batch":
+                lines.append(f"  {name}={getattr(self, name)}")
+        lines += [
+            f"  batch.{name}={getattr(self.batch, name)}" for name in BatchConfig.model_fields
+        ]
+        return "\n".join(lines)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        """Pickle without the key (see the class docstring)."""
+        state = super().__getstate__()
+        state["__dict__"] = {**state["__dict__"], "api_key": None}
+        state["__pydantic_fields_set__"] = state["__pydantic_fields_set__"] - {"api_key"}
+        dropped = self.api_key is not None or self._key_dropped
+        state["__pydantic_private__"] = {"_key_dropped": dropped, "_key_warned": False}
+        return state
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every setting is (whether a key was dropped by a pickle is not
+        a setting)."""
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = Settings.__hash__
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, (_KeyShown(self) if name == "api_key" and value is None else value)
+
+
+class _KeyShown:
+    """How a config shows its key: ``None``, ``None (dropped when pickled)``, ``***``."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, cfg: MinimaLlmConfig) -> None:
+        if cfg.api_key is not None:
+            self._text = "*** (set)"
+        else:
+            self._text = "None (dropped when pickled)" if cfg._key_dropped else "None"
+
+    def __repr__(self) -> str:
+        return self._text
+
+
+_KEY_DROPPED = (
+    "this MinimaLlmConfig was unpickled, and pickling drops the API key: requests go "
+    "without an Authorization header. Add the key back in this process, e.g. "
+    'cfg = cfg.with_changes(api_key=os.environ["OPENAI_API_KEY"]), or build the '
+    "config here with MinimaLlmConfig.from_env()"
+)

@@ -1,0 +1,1 @@
+"""One backend inside one trio run: the actors' wiring and the request path."""

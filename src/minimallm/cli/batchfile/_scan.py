@@ -1,0 +1,352 @@
+"""The two passes over a ``run-batch`` input file, in bounded memory.
+
+Pass 1 (:func:`scan_batch`) reads every line before anything is sent: it validates
+each one, finds duplicate custom_ids with an :class:`~._ids.IdTable` (25 MB for 10^6
+lines; nothing else grows with the file), checks the model the lines name, and, when
+an earlier run left OUTPUT and ERRORS files, walks them alongside the input to find how
+many requests are already done. Every bad line is reported in one
+:class:`BatchFileError`. Pass 2 (:func:`iter_requests`) reads the file again lazily and
+yields the requests not yet done, one at a time.
+
+Resuming relies on how :class:`~._output.BatchWriter` writes: results in input order,
+each flush writing ERRORS before OUTPUT. So the requests already done are a *prefix*
+of the input (each in OUTPUT or in ERRORS, in order), except that ERRORS may hold a
+few lines past it (written just before a crash cut OUTPUT short): those are dropped
+and redone, which keeps both files in input order. Anything else (a custom_id not in
+the input, lines out of order, a request missing from both files before the last
+done one) is refused with :class:`~._resume.ResumeError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from minimallm._errors import MinimaLlmError
+from minimallm._types import MinimaLlmRequest
+from minimallm.cli.batchfile._ids import IdTable
+from minimallm.cli.batchfile._lines import LineError, check_line, parse_line
+from minimallm.cli.batchfile._resume import DoneLine, ResumeError, done_lines
+
+__all__ = [
+    "MAX_SHOWN",
+    "PROGRESS_LINES",
+    "BatchFileError",
+    "BatchPlan",
+    "input_file",
+    "iter_requests",
+    "scan_batch",
+]
+
+MAX_SHOWN = 100
+"""Bad lines listed in full in a BatchFileError; the rest are counted."""
+PROGRESS_LINES = 100_000
+"""How often :func:`scan_batch` reports its progress (lines)."""
+
+
+class BatchFileError(MinimaLlmError, ValueError):
+    """The input file has bad lines; nothing was sent.
+
+    ``problems`` holds ``(line number, message)`` for the first :data:`MAX_SHOWN`
+    bad lines in line order (lines naming a wrong model are one problem per model);
+    ``count`` is the number of bad lines in all, ``shown`` how many of them
+    ``problems`` covers.
+    """
+
+    def __init__(
+        self, path: str, problems: list[tuple[int, str]], count: int, shown: int | None = None
+    ) -> None:
+        noun = "line" if count == 1 else "lines"
+        lines = [f"{path}: {count} bad {noun}, nothing was sent:"]
+        lines += [f"  line {n}: {message}" for n, message in problems]
+        shown = len(problems) if shown is None else shown  # one problem may cover many lines
+        if count > shown:
+            lines.append(f"  ... and {count - shown} more bad lines")
+        super().__init__("\n".join(lines))
+        self.problems = problems
+        self.count = count
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """What pass 1 learnt; hand it to :func:`iter_requests` and ``BatchWriter.open``.
+
+    ``path``: the input file (a spooled copy for stdin); ``total``: requests in it
+    (blank lines are skipped and not counted); ``model``: the model the lines name
+    (None when none names one); ``done``: requests already answered by an earlier
+    run, the first ``done`` of the input (``done_ok`` of them in OUTPUT,
+    ``done_failed`` in ERRORS); ``output_keep``/``errors_keep``: bytes of OUTPUT and
+    ERRORS to keep (a torn last line, and ERRORS lines past the done prefix, are cut);
+    ``redo``: such ERRORS lines, whose requests are sent again.
+    """
+
+    path: Path
+    total: int
+    model: str | None = None
+    done: int = 0
+    done_ok: int = 0
+    done_failed: int = 0
+    output_keep: int = 0
+    errors_keep: int = 0
+    redo: int = 0
+
+    @property
+    def todo(self) -> int:
+        """Requests still to send."""
+        return self.total - self.done
+
+
+class _Walk:
+    """Pass 1's walk through OUTPUT and ERRORS alongside the input."""
+
+    def __init__(self, output: Path | None, errors: Path | None) -> None:
+        self._out = done_lines(output, "OUTPUT") if output else iter(())
+        self._err = done_lines(errors, "ERRORS") if errors else iter(())
+        self.out_head: DoneLine | None = next(self._out, None)
+        self.err_head: DoneLine | None = next(self._err, None)
+        self.in_prefix = True
+        self.done = self.ok = self.failed = self.out_keep = self.err_keep = self.redo = 0
+        self.first_todo: tuple[int, str] | None = None
+
+    def step(self, line: int, custom_id: str) -> None:
+        out, err = self.out_head, self.err_head
+        if self.in_prefix and out is not None and out.custom_id == custom_id:
+            self.done, self.ok, self.out_keep = self.done + 1, self.ok + 1, out.end
+            self.out_head = next(self._out, None)
+        elif err is not None and err.custom_id == custom_id:
+            if self.in_prefix:
+                self.done, self.failed, self.err_keep = self.done + 1, self.failed + 1, err.end
+            else:
+                self.redo += 1
+            self.err_head = next(self._err, None)
+        elif self.in_prefix:
+            self.in_prefix = False
+            self.first_todo = (line, custom_id)
+
+    @property
+    def finished(self) -> bool:
+        return self.out_head is None and self.err_head is None
+
+    def check(self, input_name: str) -> None:
+        """Raise ResumeError if the files hold lines the walk could not place."""
+        if self.out_head is not None and self.first_todo is not None:
+            line, custom_id = self.first_todo
+            raise ResumeError(
+                f"cannot resume: OUTPUT line {self.out_head.line} has custom_id "
+                f"{self.out_head.custom_id!r}, but {input_name} line {line} "
+                f"({custom_id!r}) comes first and is in neither OUTPUT nor ERRORS: the "
+                f"files are not from an earlier run of this input; use --overwrite to start "
+                "over or choose another output file"
+            )
+        for label, head in (("OUTPUT", self.out_head), ("ERRORS", self.err_head)):
+            if head is not None:
+                raise ResumeError(
+                    f"cannot resume: {label} line {head.line} has custom_id "
+                    f"{head.custom_id!r}, which is not in {input_name} (or not in its "
+                    "order); use --overwrite to start over or choose another output file"
+                )
+
+
+def scan_batch(
+    path: Path,
+    *,
+    model: str | None = None,
+    output: Path | None = None,
+    errors: Path | None = None,
+    name: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> BatchPlan:
+    """Pass 1: validate every line of ``path`` and find what is already done.
+
+    ``model``: the run's model (lines naming another are bad lines); None: the lines
+    may name one model, returned as ``BatchPlan.model``. ``output``/``errors``: the
+    files of an earlier run to resume (missing files count as empty). ``name`` names
+    the input in messages (default: its path). ``progress`` is called with the number
+    of lines read every :data:`PROGRESS_LINES` lines (pass 1 takes ~7 s per million
+    lines: worth a word on screen). Raises :class:`BatchFileError` listing
+    every bad line, :class:`ResumeError` when the files do not belong to this input,
+    OSError when the input cannot be read.
+    """
+    name = name or str(path)
+    ids = IdTable(_estimate_lines(path))
+    problems: list[tuple[int, str, int]] = []  # (line, message, bad lines it stands for)
+    count = 0
+    suspects: list[tuple[int, int, str]] = []  # (first line, line, custom_id)
+    models: dict[str, list[int]] = {}  # model -> [first line naming it, lines naming it]
+    walk = _Walk(output, errors)
+    total = 0
+
+    def bad(line: int, message: str) -> None:
+        nonlocal count
+        count += 1
+        if len(problems) < MAX_SHOWN:
+            problems.append((line, message, 1))
+
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            if progress is not None and not n % PROGRESS_LINES:
+                progress(n)
+            try:
+                checked = check_line(raw)
+            except LineError as exc:
+                bad(n, str(exc))
+                continue
+            if checked is None:
+                continue
+            custom_id, line_model = checked
+            total += 1
+            first = ids.add(custom_id, n)
+            if first:
+                if len(suspects) < MAX_SHOWN:
+                    suspects.append((first, n, custom_id))
+                else:
+                    count += 1  # counted, not confirmed: 64-bit collisions are negligible
+                continue
+            if line_model is not None:
+                seen = models.get(line_model)
+                if seen is not None:
+                    seen[1] += 1
+                elif len(models) < MAX_SHOWN:
+                    models[line_model] = [n, 1]
+            if not walk.finished:
+                walk.step(n, custom_id)
+    del ids
+    for _, n, message in _confirm(path, suspects):
+        bad(n, message)
+    for line, lines, message in _model_problems(models, model):
+        count += lines
+        problems.append((line, message, lines))
+    if count:
+        problems.sort(key=lambda p: p[0])
+        shown = problems[:MAX_SHOWN]
+        covered = sum(lines for _, _, lines in shown)
+        raise BatchFileError(name, [(n, message) for n, message, _ in shown], count, covered)
+    walk.check(name)
+    return BatchPlan(
+        path=path,
+        total=total,
+        model=next(iter(models), None),
+        done=walk.done,
+        done_ok=walk.ok,
+        done_failed=walk.failed,
+        output_keep=walk.out_keep,
+        errors_keep=walk.err_keep,
+        redo=walk.redo,
+    )
+
+
+def _model_problems(
+    models: dict[str, list[int]], model: str | None
+) -> Iterator[tuple[int, int, str]]:
+    """``(first line, bad lines, message)`` per model the lines should not name.
+
+    One run sends one model (its cache keys, limits and progress are per model), so
+    lines naming another model are refused rather than silently sent to the run's.
+    """
+    if model is not None:
+        for name, (first, lines) in models.items():
+            if name != model:
+                yield (
+                    first,
+                    lines,
+                    f"{lines} line(s) name model {name!r} (first on line {first}), but this "
+                    f'run uses {model!r} (--model or OPENAI_MODEL): remove "model" from '
+                    f"those lines, or run them with --model {name}",
+                )
+    elif len(models) > 1:
+        listed = ", ".join(f"{m!r} (line {first})" for m, (first, _) in models.items())
+        first_lines = [first for first, _ in models.values()]
+        yield (
+            min(first_lines),
+            sum(lines for _, lines in models.values()),
+            f"the lines name {len(models)} models: {listed}; a run uses one model: split "
+            "the file, or pick one with --model (lines naming another are then refused)",
+        )
+
+
+def _estimate_lines(path: Path) -> int:
+    """Lines in the file, guessed from its size and its first 64 KiB (sizes the id
+    table once instead of growing it step by step)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return 0
+    lines = head.count(b"\n")
+    if not lines or size <= len(head):
+        return lines
+    return int(size / (len(head) / lines) * 1.05)
+
+
+def _confirm(path: Path, suspects: list[tuple[int, int, str]]) -> Iterator[tuple[int, int, str]]:
+    """The suspected duplicates whose earlier line really has the same custom_id."""
+    if not suspects:
+        return
+    wanted = {first for first, _, _ in suspects}
+    ids: dict[int, str] = {}
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            if n in wanted:
+                checked = check_line(raw)
+                if checked is not None:
+                    ids[n] = checked[0]
+                if len(ids) == len(wanted):
+                    break
+    for first, n, custom_id in suspects:
+        if ids.get(first) == custom_id:
+            yield first, n, f"duplicate custom_id {custom_id!r} (first on line {first})"
+
+
+def iter_requests(plan: BatchPlan, *, name: str | None = None) -> Iterator[MinimaLlmRequest]:
+    """Pass 2: the requests not yet done (``plan.todo`` of them), in input order.
+
+    Reads lazily: one line in memory at a time. Raises :class:`BatchFileError` if the
+    file changed since :func:`scan_batch` checked it.
+    """
+    name = name or str(plan.path)
+    skip = plan.done
+    seen = 0
+    with plan.path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw or raw.isspace():
+                continue
+            seen += 1
+            if seen <= skip:
+                continue
+            try:
+                parsed = parse_line(raw)
+            except LineError as exc:
+                changed = f"{name} (changed since it was checked)"
+                raise BatchFileError(changed, [(n, str(exc))], 1) from None
+            assert parsed is not None
+            yield parsed.request
+    if seen != plan.total:
+        raise BatchFileError(
+            f"{name} (changed since it was checked)",
+            [(seen, f"has {seen} requests now, {plan.total} when checked")],
+            1,
+        )
+
+
+@contextlib.contextmanager
+def input_file(name: str) -> Iterator[Path]:
+    """The input as a path: ``"-"`` copies stdin to a temporary file (two passes need
+    to read it twice; the copy is deleted on exit), anything else is that path."""
+    if name != "-":
+        yield Path(name)
+        return
+    fd, tmp = tempfile.mkstemp(prefix="minimallm-stdin-", suffix=".jsonl")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+        yield Path(tmp)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
