@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import NoReturn, Self, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 import trio
 
@@ -53,11 +54,27 @@ class OpenAIMinimaLlm:
     async context manager) to release connections; it can be used again afterwards.
     """
 
-    def __init__(self, cfg: MinimaLlmConfig, *, options: RuntimeOptions | None = None) -> None:
+    def __init__(
+        self,
+        cfg: MinimaLlmConfig,
+        *,
+        transport: Callable[[str], Any] | None = None,
+        options: RuntimeOptions | None = None,
+    ) -> None:
+        """``transport``: answer attempts without a server, for tests of your own code
+        (:class:`minimallm.testing.MockTransport`)."""
         if not isinstance(cfg, MinimaLlmConfig):
             raise TypeError(f"OpenAIMinimaLlm needs a MinimaLlmConfig, got {type(cfg).__name__}")
+        if transport is not None and not callable(transport):
+            raise TypeError(
+                "transport= takes a minimallm.testing.MockTransport (a factory of "
+                f"connections), got {type(transport).__name__}"
+            )
         self.cfg = cfg
-        self._options = options or RuntimeOptions()
+        options = options or RuntimeOptions()
+        if transport is not None:
+            options = dataclasses.replace(options, transport_factory=transport)
+        self._options = options
         self._hosts: dict[trio.lowlevel.TrioToken, Host] = {}
 
     @classmethod
