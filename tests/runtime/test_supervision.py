@@ -191,3 +191,30 @@ def test_serving_outside_trio_is_a_usage_error(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="needs a trio run"):
         asyncio.run(main())
+
+
+async def test_callers_whose_job_is_queued_for_a_worker_learn_of_a_stop_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Jobs wait in a buffered queue for a free Worker; a stop must answer them, not
+    drop them with the channel (their callers would wait forever)."""
+    from minimallm import BackendClosedError
+
+    cfg = MinimaLlmConfig(base_url="http://fake/v1", model="m", rpm=0, max_outstanding=1)
+    server = FakeServer(lambda content, n: Script(latency=NEVER))
+    backend = OpenAIMinimaLlm(cfg, options=RuntimeOptions(server.transport, random.Random(0)))
+    errors: list[BaseException] = []
+
+    async def call(i: int) -> None:
+        try:
+            await backend.generate(req(i))
+        except BackendClosedError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(5):
+            nursery.start_soon(call, i)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(server.sent) == 1  # one Worker: one call on the wire, four queued
+        await backend.aclose()
+    assert len(errors) == 5

@@ -185,7 +185,8 @@ class Runtime:
         lim = self.limiter.statistics()
         pac = self.pacer.statistics()
         coo = self.cooldown.statistics()
-        callers = self.jobs.statistics().tasks_waiting_send
+        queue = self.jobs.statistics()
+        callers = queue.current_buffer_used + queue.tasks_waiting_send
         return RuntimeStatistics(
             limiter=lim,
             pacer=pac,
@@ -236,7 +237,9 @@ async def serve(
 
     # -- channels -------------------------------------------------------------------
     cap = cfg.max_outstanding
-    jobs_send, jobs_recv = trio.open_memory_channel[Job](0)  # a caller waits for a Worker
+    # Buffered: a caller hands its job over without waiting (and without a second
+    # wake-up when a Worker takes it); it then waits once, for the reply.
+    jobs_send, jobs_recv = trio.open_memory_channel[Job](cap)
     permits = trio.open_memory_channel[object](cap)
     revocations = trio.open_memory_channel[object](cap)  # "give a permit back" tokens
     limiter_send, limiter_recv = trio.open_memory_channel[LimiterMessage](REPORT_BUFFER)
@@ -346,6 +349,14 @@ async def serve(
         failure = life.closed_error()
         raise failure from failure.__cause__  # one clear error, never a group
     finally:
-        jobs_recv.close()  # callers still waiting for a Worker learn it at once
+        # callers still waiting for a Worker learn it at once: those whose job is in
+        # the queue by their reply, those still sending by the closed channel
+        while True:
+            try:
+                job = jobs_recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            job.reply.send(outcome.Error(life.closed_error()))
+        jobs_recv.close()
         life.stop_requested.set()
         life.stopped.set()
