@@ -211,10 +211,11 @@ async def test_callers_whose_job_is_queued_for_a_worker_learn_of_a_stop_at_once(
         except BackendClosedError as exc:
             errors.append(exc)
 
-    async with trio.open_nursery() as nursery:
-        for i in range(5):
-            nursery.start_soon(call, i)
-        await trio.testing.wait_all_tasks_blocked()
-        assert len(server.sent) == 1  # one Worker: one call on the wire, four queued
-        await backend.aclose()
+    with trio.fail_after(60):  # virtual: a caller left waiting fails the test, not hangs
+        async with trio.open_nursery() as nursery:
+            for i in range(5):
+                nursery.start_soon(call, i)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(server.sent) == 1  # one Worker: one call on the wire, four queued
+            await backend.aclose()
     assert len(errors) == 5
