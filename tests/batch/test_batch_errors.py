@@ -243,6 +243,7 @@ def _requests() -> list[MinimaLlmRequest]:
     return [req(i, f"p{i} #mock:latency={0.002 * (i % 50):.3f}") for i in range(3000)]
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("after_s", [0.05, 0.3])
 def test_aclose_during_a_cached_batch_from_trio_asyncio_and_sync(
     mock_server: MockServerThread, tmp_path: Path, after_s: float
