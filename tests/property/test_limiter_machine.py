@@ -42,7 +42,7 @@ class LimiterMachine(RuleBasedStateMachine):
         self.inbox_send, inbox_recv = trio.open_memory_channel[LimiterMessage](10_000)
         self.permits = trio.open_memory_channel[object](cap)
         self.revocations = trio.open_memory_channel[object](cap)
-        jobs_send, self.jobs_recv = trio.open_memory_channel[Any](0)
+        _jobs_send, self.jobs_recv = trio.open_memory_channel[Any](0)
         self.limiter = Limiter(
             ConcurrencyControl(cap), inbox_recv, self.permits, self.revocations, self.jobs_recv
         )
