@@ -24,7 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from minimallm._policy.concurrency import ConcurrencyControl
 from minimallm.actors.limiter import Limiter, LimiterMessage
-from minimallm.actors.messages import AttemptReport, PermitBack
+from minimallm.actors.messages import AttemptReport
 
 KINDS = ("ok", "overload", "failed", "unreachable", "timeout", "broken")
 
@@ -74,12 +74,6 @@ class LimiterMachine(RuleBasedStateMachine):
         if not kept:
             self.holding -= 1
         self.pending.append(AttemptReport(sent_at, self.now, kind, kept=kept))  # type: ignore[arg-type]
-
-    @precondition(lambda self: self.holding > len(self.in_flight))
-    @rule()
-    def an_idle_holder_gives_its_permit_back(self) -> None:
-        self.holding -= 1
-        self.pending.append(PermitBack())
 
     def _revoked(self) -> bool:
         try:

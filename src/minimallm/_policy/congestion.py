@@ -78,11 +78,6 @@ class OverloadSignal:
     def __repr__(self) -> str:
         return f"<OverloadSignal share={self.share:.3f} depth={self.depth} steps={self.steps}>"
 
-    @property
-    def congested(self) -> bool:
-        """True while an episode is in progress."""
-        return self.depth > 0
-
     def observe(
         self, now: float, sent_at: float, overloaded: bool, *, can_step: bool = True
     ) -> bool:
@@ -110,8 +105,3 @@ class OverloadSignal:
         """The reaction to the current step is in force from ``now``: attempts sent
         before belong to the step, even those sent after it began."""
         self._step_at = max(self._step_at, now)
-
-    def started_before_step(self, sent_at: float) -> bool:
-        """True when an attempt sent at ``sent_at`` was already out when the current
-        step began (its answer belongs to that step)."""
-        return sent_at <= self._step_at

@@ -34,11 +34,11 @@ import trio
 from minimallm._policy.concurrency import ConcurrencyControl
 from minimallm._policy.flow import CongestionEvent, FlowWatch, ReachEvent
 from minimallm.actors._inbox import receive_burst
-from minimallm.actors.messages import PERMIT, REVOKE, AttemptReport, PermitBack
+from minimallm.actors.messages import PERMIT, REVOKE, AttemptReport
 
 __all__ = ["Limiter", "LimiterStatistics"]
 
-LimiterMessage = AttemptReport | PermitBack
+LimiterMessage = AttemptReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +142,9 @@ class Limiter:
         self._issue()
 
     def _handle(self, message: LimiterMessage) -> None:
-        if isinstance(message, PermitBack) or not message.kept:
-            self._existing -= 1  # a permit came back (revoked, or its Worker stopped)
+        if not message.kept:
+            self._existing -= 1  # a permit came back (revoked)
             self._revoking = max(0, self._revoking - 1)
-        if not isinstance(message, AttemptReport):
-            return
         if message.answered:
             others = max(0, self._busy() - (1 if message.kept else 0))
             self._control.on_answer(

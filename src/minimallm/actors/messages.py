@@ -9,7 +9,6 @@ Who sends what to whom (the wiring is ``minimallm._runtime.serve.serve``)::
     Worker ── WantSlot ─────────► Pacer
     Worker ── AttemptReport ────► Limiter (kept, or the permit back), Pacer, Cooldown,
                                   and the batch's Monitor when the Job names one
-    Worker ── PermitBack ───────► Limiter (a permit taken but not used)
     Worker ── AttemptStarted ───► Watchdog
     Cooldown ── Hold / Release ─► Pacer
     Worker ── Reply ────────────► caller (the attempt's outcome)
@@ -35,7 +34,6 @@ __all__ = [
     "AttemptStarted",
     "Hold",
     "Job",
-    "PermitBack",
     "Release",
     "Reply",
     "Slot",
@@ -98,11 +96,6 @@ class AttemptReport:
     def answered(self) -> bool:
         """True when the server answered (any status), as opposed to no answer."""
         return self.kind in ("ok", "overload", "failed")
-
-
-@dataclass(frozen=True, slots=True)
-class PermitBack:
-    """A Worker returns a permit it took but did not use (its caller left)."""
 
 
 @dataclass(frozen=True, slots=True)

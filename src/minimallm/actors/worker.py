@@ -53,14 +53,11 @@ from minimallm.actors.messages import (
     AttemptReport,
     AttemptStarted,
     Job,
-    PermitBack,
     Slot,
     WantSlot,
 )
 
 __all__ = ["Worker", "WorkerChannels", "WorkerStatistics"]
-
-_PERMIT_BACK = PermitBack()
 
 
 class _Phase(enum.Enum):
@@ -212,14 +209,6 @@ class Worker:
         except trio.WouldBlock:
             return False
         return True
-
-    def _give_back(self) -> None:
-        """Return the permit without a report (to a Limiter that may be stopping)."""
-        self._permit = False
-        try:  # noqa: SIM105  (suppress() costs a context manager)
-            self._ch.limiter.send_nowait(_PERMIT_BACK)
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
     async def _serve(self, job: Job) -> None:
         reply = job.reply
