@@ -17,7 +17,14 @@ from typing import Any
 
 import trio
 
-from minimallm._cache.store import CachedAnswer, CacheUnavailableError, PromptCache, cache_key
+from minimallm._cache.lookup import CacheSources, LookupCache, request_model
+from minimallm._cache.store import (
+    CachedAnswer,
+    CacheUnavailableError,
+    PromptCache,
+    cache_key,
+    canonical_request_json,
+)
 from minimallm._config.settings import MinimaLlmConfig
 from minimallm._errors import BackendClosedError, CacheWarning
 from minimallm._lazy_json import LazyJson
@@ -58,14 +65,24 @@ class _Flight:
 class CacheLayer:
     """Cache in front of one runtime."""
 
-    __slots__ = ("_cache", "_flights", "_model", "_recent", "_writes")
+    __slots__ = ("_cache", "_flights", "_force_all", "_model", "_recent", "_sources", "_writes")
 
     def __init__(
-        self, model: str, cache: PromptCache, writes: trio.MemorySendChannel[CacheRow | Flush]
+        self,
+        model: str,
+        cache: PromptCache,
+        writes: trio.MemorySendChannel[CacheRow | Flush],
+        sources: CacheSources | None = None,
+        *,
+        force_refresh: bool = False,
     ) -> None:
         self._model = model
         self._cache = cache
         self._writes = writes
+        # The cache with its lookup dirs and model synonyms (CACHE_LOOKUP_DIRS,
+        # MODEL_SYNONYMS); CACHE_FORCE_REFRESH: no reads at all, writes as usual.
+        self._sources = sources or CacheSources(cache, model)
+        self._force_all = force_refresh
         self._flights: dict[str, _Flight] = {}
         # Answers of this process, newest last: a read sees its own writes at once,
         # before the writer's next commit (bounded, oldest dropped first).
@@ -84,9 +101,17 @@ class CacheLayer:
         except CacheUnavailableError as exc:
             warn_cache(f"minimallm: running WITHOUT the prompt cache: {exc}")
             return None
+        lookups: list[LookupCache] = []
+        for directory in cfg.cache_lookup_dirs:
+            try:
+                lookups.append(await trio.to_thread.run_sync(LookupCache.open, directory))
+            except CacheUnavailableError as exc:
+                warn_cache(f"minimallm: lookup cache skipped: {exc}")
+        sources = CacheSources(cache, cfg.model, lookups=lookups, synonyms=cfg.model_synonyms)
+        cache.close_with(sources.close_lookups)
         send, recv = trio.open_memory_channel[CacheRow | Flush](WRITE_BUFFER)
         await nursery.start(CacheWriter(cache, recv, warn_cache).run)
-        return cls(cfg.model, cache, send)
+        return cls(cfg.model, cache, send, sources, force_refresh=cfg.force_refresh)
 
     def key(self, req: MinimaLlmRequest) -> str:
         """The cache key of ``req`` (model, messages, temperature, max_tokens, extra), or
@@ -99,7 +124,10 @@ class CacheLayer:
         self, reqs: Sequence[MinimaLlmRequest]
     ) -> list[tuple[str, MinimaLlmResponse | None]]:
         """``(key, hit or None)`` per request, keys computed and read in one thread hop;
-        a miss's key goes back in as ``generate_traced(missed_key=...)``."""
+        a miss's key goes back in as ``generate_traced(missed_key=...)``. With
+        CACHE_FORCE_REFRESH nothing is read: every request misses."""
+        if self._force_all:
+            return [(self.key(r), None) for r in reqs]
         return await trio.to_thread.run_sync(self._lookup_blocking, reqs, None)
 
     def _lookup_blocking(
@@ -108,7 +136,7 @@ class CacheLayer:
         if keys is None:
             keys = [safe_key(self._model, r) for r in reqs]
         try:
-            found = self._cache.get_many([k for k in keys if k])
+            found = self._sources.find(reqs, keys)
         except CacheUnavailableError as exc:
             if self._cache.closed:  # the backend closed it: no server to ask either
                 raise BackendClosedError(
@@ -144,6 +172,7 @@ class CacheLayer:
         without a checkpoint in between.
         """
         key = self.key(req) if missed_key is None else missed_key
+        force_refresh = force_refresh or self._force_all
         if not key:  # NO_KEY, cannot be encoded: the runtime makes it a failure, uncached
             return await runtime.generate_traced(req, events=events, index=index)
         while True:
@@ -177,7 +206,7 @@ class CacheLayer:
             del self._flights[key]
             flight.done.set()
         if isinstance(result, MinimaLlmResponse):
-            await self._store(key, result)
+            await self._store(key, result, req)
         return traced
 
     # -- writes -----------------------------------------------------------------------
@@ -188,8 +217,11 @@ class CacheLayer:
         if len(self._recent) > RECENT_ANSWERS:
             self._recent.popitem(last=False)
 
-    async def _store(self, key: str, response: MinimaLlmResponse) -> None:
+    async def _store(self, key: str, response: MinimaLlmResponse, req: MinimaLlmRequest) -> None:
         row = CacheRow(key, response.text, raw_json_text(response))
+        if self._cache.audit_columns:  # minima-llm 0.2.7's columns: its model and canonical
+            model = request_model(self._model, req)
+            row = CacheRow(key, row.text, row.raw_json, model, canonical_request_json(model, req))
         try:
             self._writes.send_nowait(row)
         except trio.WouldBlock:
