@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minimallm._cache.sqlite import with_lock_retry
 from minimallm._cache.store import (
     DB_FILENAME,
     CachedAnswer,
@@ -28,7 +29,6 @@ from minimallm._cache.store import (
     cache_key,
     canonical_request_json,
 )
-from minimallm._cache.sqlite import with_lock_retry
 from minimallm._errors import MinimaLlmError
 from minimallm._types import MinimaLlmRequest
 
