@@ -13,6 +13,7 @@ consumer has taken (the ordered stream's reorder buffer).
 How a batch ends, always as one exception (never an ExceptionGroup):
 
 - the failure budget or "all alike" (:mod:`._batch.budget`): :class:`BatchAbortedError`;
+- ``max_total_tokens`` used (:mod:`._batch.budget`): :class:`TokenBudgetExceededError`;
 - a programming error raised by an item's own function (TypeError …): that exception,
   with a note naming the item;
 - the backend closed: :class:`BackendClosedError`;
@@ -29,10 +30,10 @@ from typing import Any, TypeAlias, TypeVar
 
 import trio
 
-from minimallm._batch.budget import FailureBudget
+from minimallm._batch.budget import FailureBudget, TokenBudget
 from minimallm._batch.items import PROGRAMMING_ERRORS, ItemResult
 from minimallm._config.settings import BatchConfig
-from minimallm._errors import BackendClosedError, BatchAbortedError
+from minimallm._errors import BackendClosedError, BatchAbortedError, TokenBudgetExceededError
 from minimallm._progress import ProgressSink
 from minimallm.actors.monitor import (
     EVENT_BUFFER,
@@ -100,6 +101,7 @@ async def run_batch(
     """Run every item (see the module docstring); returns the failure budget (its
     counts and the last failures). Raises one exception if the batch stops early."""
     budget = FailureBudget(cfg.max_failures, cfg.keep_failure_summaries)
+    tokens = TokenBudget(cfg.max_total_tokens)
     events_send, events_recv = trio.open_memory_channel[MonitorEvent](EVENT_BUFFER)
     monitor = Monitor(cfg, total, events_recv, sink, runtime)
     source: Iterator[tuple[int, Any]] = enumerate(items)
@@ -153,6 +155,8 @@ async def run_batch(
                 result.prompt_tokens,
                 result.completion_tokens,
                 result.failure,
+                result.cached_tokens,
+                result.reasoning_tokens,
             )
         )
         verdict = None
@@ -160,9 +164,12 @@ async def run_batch(
             verdict = budget.record(result.failure)
         elif result.kind in ("ok", "cached"):
             budget.success()
+        spent = tokens.spend(result.prompt_tokens, result.completion_tokens)
         await deliver(index, result.value)
         if verdict is not None:
             stop(BatchAbortedError(verdict, [], list(budget.recent)))
+        elif spent is not None:
+            stop(TokenBudgetExceededError(spent, [], list(budget.recent), tokens.used))
 
     async def runner(
         stop: _Stop, misses: trio.MemoryReceiveChannel[tuple[int, Any]] | None

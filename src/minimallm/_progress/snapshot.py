@@ -34,7 +34,11 @@ class BatchProgress:
     bulk and would make it lie). ``binding`` says which limit holds the client back now
     (None: none; the server's latency sets the pace). ``server_s`` is the median time
     the server took per attempt lately, ``waiting_s`` the median time items waited
-    before their first attempt went out.
+    before their first attempt went out. Tokens are the servers' ``usage`` of the
+    answers so far (cache hits used none): ``prompt_tokens`` (of which
+    ``cached_tokens`` the server's own prompt cache served) and ``completion_tokens``
+    (of which ``reasoning_tokens`` went to thinking); ``tokens_reported`` is False
+    while no answer reported any.
     """
 
     kind: ProgressKind
@@ -64,6 +68,13 @@ class BatchProgress:
     stalled_s: float | None = None
     oldest_s: float | None = None
     http_in_flight: int | None = None
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens used so far (what ``MAX_TOTAL_TOKENS`` bounds)."""
+        return self.prompt_tokens + self.completion_tokens
 
     @property
     def fraction(self) -> float | None:
@@ -152,6 +163,7 @@ class ProgressTally:
         "_uncached_done",
         "attempts",
         "cached",
+        "cached_tokens",
         "completion_tokens",
         "done",
         "failed",
@@ -159,6 +171,7 @@ class ProgressTally:
         "none",
         "ok",
         "prompt_tokens",
+        "reasoning_tokens",
         "retries",
         "start",
         "tokens_reported",
@@ -171,6 +184,7 @@ class ProgressTally:
         self.done = self.ok = self.cached = self.failed = self.none = 0
         self.attempts = self.retries = 0
         self.prompt_tokens = self.completion_tokens = 0
+        self.cached_tokens = self.reasoning_tokens = 0
         self.tokens_reported = False
         self.latency = LatencyHistogram()  # whole items, start to finish
         self._started: dict[int, float] = {}  # index -> start, items in progress
@@ -197,8 +211,11 @@ class ProgressTally:
         first_sent_at: float | None = None,
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
+        cached_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
     ) -> None:
-        """Item ``index`` ended at ``at`` as ``kind`` (ok, cached, failed, none)."""
+        """Item ``index`` ended at ``at`` as ``kind`` (ok, cached, failed, none), having
+        used these tokens (None: not reported)."""
         started = self._started.pop(index, at)
         self.done += 1
         self.retries += max(0, attempts - 1)
@@ -209,6 +226,8 @@ class ProgressTally:
             self.tokens_reported = True
             self.prompt_tokens += prompt_tokens or 0
             self.completion_tokens += completion_tokens or 0
+            self.cached_tokens += cached_tokens or 0
+            self.reasoning_tokens += reasoning_tokens or 0
         if kind == "ok":
             self.ok += 1
         elif kind == "cached":
@@ -301,6 +320,8 @@ class ProgressTally:
             stalled_s=stalled_s,
             oldest_s=self.oldest_age(now),
             http_in_flight=http_in_flight,
+            cached_tokens=self.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens,
         )
 
 

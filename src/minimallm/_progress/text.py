@@ -154,10 +154,17 @@ def format_summary(p: BatchProgress) -> list[str]:
     if p.latency_p50_s is None or p.latency_p95_s is None:
         return [first]
     latency = f"latency p50 {_seconds(p.latency_p50_s)} p95 {_seconds(p.latency_p95_s)}"
-    tokens = None
-    if p.tokens_reported:
-        tokens = f"tokens in {_si(p.prompt_tokens)} out {_si(p.completion_tokens)}"
-    return [first, _line(f"{PREFIX}   {latency}", [tokens])]
+    if not p.tokens_reported:
+        return [first, f"{PREFIX}   {latency}"]
+    tokens = f"tokens in {_si(p.prompt_tokens)} out {_si(p.completion_tokens)}"
+    if not p.cached_tokens and not p.reasoning_tokens:
+        return [first, _line(f"{PREFIX}   {latency}", [tokens])]
+    # the details get a line of their own: the latency line has no room for them
+    tokens = f"{PREFIX}   tokens in {_si(p.prompt_tokens)}"
+    tokens += f" (cached {_si(p.cached_tokens)})" if p.cached_tokens else ""
+    tokens += f" out {_si(p.completion_tokens)}"
+    tokens += f" (reasoning {_si(p.reasoning_tokens)})" if p.reasoning_tokens else ""
+    return [first, f"{PREFIX}   {latency}", tokens]
 
 
 def _si(n: float) -> str:

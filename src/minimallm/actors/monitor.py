@@ -71,6 +71,8 @@ class ItemFinished:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     failure: MinimaLlmFailure | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +182,8 @@ class Monitor:
             first_sent_at=e.first_sent_at,
             prompt_tokens=e.prompt_tokens,
             completion_tokens=e.completion_tokens,
+            cached_tokens=e.cached_tokens,
+            reasoning_tokens=e.reasoning_tokens,
         )
         if e.failure is not None and self._printed < self._cfg.print_first_failures:
             self._printed += 1
