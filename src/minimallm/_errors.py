@@ -146,7 +146,8 @@ class DSPyBatchAbortedError(DSPyBatchError, BatchAbortedError):
     """
 
     def __init__(self, message: str, results: list[Any], failures: list[tuple[int, Any]]) -> None:
-        DSPyBatchError.__init__(self, message, results, failures)
+        BatchAbortedError.__init__(self, message, results, [f for _, f in failures])
+        self.failures = failures
 
 
 class CacheUnavailableError(MinimaLlmError):

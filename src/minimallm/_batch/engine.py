@@ -35,6 +35,7 @@ from minimallm._batch.items import PROGRAMMING_ERRORS, ItemResult
 from minimallm._config.settings import BatchConfig
 from minimallm._errors import BackendClosedError, BatchAbortedError, TokenBudgetExceededError
 from minimallm._progress import ProgressSink
+from minimallm._progress.calls import CallCounter
 from minimallm.actors.monitor import (
     EVENT_BUFFER,
     CachedItems,
@@ -97,13 +98,15 @@ async def run_batch(
     runtime: Callable[[], Any] | None = None,
     lookup: Lookup | None = None,
     window: trio.Semaphore | None = None,
+    calls: CallCounter | None = None,
 ) -> FailureBudget:
     """Run every item (see the module docstring); returns the failure budget (its
-    counts and the last failures). Raises one exception if the batch stops early."""
+    counts and the last failures). Raises one exception if the batch stops early.
+    ``calls``: LM calls the items' own code makes, shown in the progress."""
     budget = FailureBudget(cfg.max_failures, cfg.keep_failure_summaries)
     tokens = TokenBudget(cfg.max_total_tokens)
     events_send, events_recv = trio.open_memory_channel[MonitorEvent](EVENT_BUFFER)
-    monitor = Monitor(cfg, total, events_recv, sink, runtime)
+    monitor = Monitor(cfg, total, events_recv, sink, runtime, calls)
     source: Iterator[tuple[int, Any]] = enumerate(items)
     exhausted = False
 

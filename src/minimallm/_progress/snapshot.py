@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
+from minimallm._progress.calls import CallCounts
 from minimallm._types import MinimaLlmFailure
 
 __all__ = ["BatchProgress", "LatencyHistogram", "ProgressKind", "ProgressTally"]
@@ -38,7 +39,10 @@ class BatchProgress:
     answers so far (cache hits used none): ``prompt_tokens`` (of which
     ``cached_tokens`` the server's own prompt cache served) and ``completion_tokens``
     (of which ``reasoning_tokens`` went to thinking); ``tokens_reported`` is False
-    while no answer reported any.
+    while no answer reported any. ``calls`` counts the LM calls made by the items' own
+    code (``run_dspy_batch``: a DSPy program per item), ended so far, of which
+    ``calls_cached`` came from the cache, and ``calls_running`` are under way; their
+    tokens are in the token counts. All 0 for ``run_batched`` (see ``attempts``).
     """
 
     kind: ProgressKind
@@ -70,6 +74,9 @@ class BatchProgress:
     http_in_flight: int | None = None
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    calls: int = 0
+    calls_cached: int = 0
+    calls_running: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -289,9 +296,11 @@ class ProgressTally:
         failure: MinimaLlmFailure | None = None,
         failure_number: int = 0,
         stalled_s: float | None = None,
+        calls: CallCounts | None = None,
     ) -> BatchProgress:
-        """A frozen snapshot at ``now``."""
+        """A frozen snapshot at ``now``; ``calls``: the LM calls the items made."""
         since = self.start
+        c = calls or _NO_CALLS
         return BatchProgress(
             kind=kind,
             elapsed_s=max(0.0, now - self.start),
@@ -310,9 +319,9 @@ class ProgressTally:
             binding=binding,
             server_s=_median(self._recent_server),
             waiting_s=_median(self._recent_waiting),
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            tokens_reported=self.tokens_reported,
+            prompt_tokens=self.prompt_tokens + c.prompt_tokens,
+            completion_tokens=self.completion_tokens + c.completion_tokens,
+            tokens_reported=self.tokens_reported or c.tokens_reported,
             latency_p50_s=self.latency.percentile(50),
             latency_p95_s=self.latency.percentile(95),
             failure=failure,
@@ -320,9 +329,15 @@ class ProgressTally:
             stalled_s=stalled_s,
             oldest_s=self.oldest_age(now),
             http_in_flight=http_in_flight,
-            cached_tokens=self.cached_tokens,
-            reasoning_tokens=self.reasoning_tokens,
+            cached_tokens=self.cached_tokens + c.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens + c.reasoning_tokens,
+            calls=c.ended,
+            calls_cached=c.cached,
+            calls_running=c.running,
         )
+
+
+_NO_CALLS = CallCounts()
 
 
 def _median(values: deque[float]) -> float | None:

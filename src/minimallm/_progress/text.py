@@ -73,6 +73,7 @@ def format_tick(p: BatchProgress) -> list[str]:
         [
             _rate(p.done_rate),
             eta if p.total is not None else None,
+            _calls(p),
             f"failed {_count(p.failed)}" if p.failed else None,
             f"cached {_count(p.cached)}" if p.cached else None,
             f"retries {_count(p.retries)}" if p.retries else None,
@@ -149,6 +150,7 @@ def format_summary(p: BatchProgress) -> list[str]:
             f"failed {_count(p.failed)}",
             f"retries {_count(p.retries)}",
             f"none {_count(p.none)}" if p.none else None,
+            _calls(p),
         ],
     )
     if p.latency_p50_s is None or p.latency_p95_s is None:
@@ -165,6 +167,16 @@ def format_summary(p: BatchProgress) -> list[str]:
     tokens += f" out {_si(p.completion_tokens)}"
     tokens += f" (reasoning {_si(p.reasoning_tokens)})" if p.reasoning_tokens else ""
     return [first, f"{PREFIX}   {latency}", tokens]
+
+
+def _calls(p: BatchProgress) -> str | None:
+    """The LM calls the items' own code made (``run_dspy_batch``), if any."""
+    if not p.calls and not p.calls_running:
+        return None
+    text = f"LM calls {_count(p.calls)}"
+    extra = [f"{_count(p.calls_running)} running"] if p.calls_running else []
+    extra += [f"{_count(p.calls_cached)} cached"] if p.calls_cached else []
+    return text + (f" ({', '.join(extra)})" if extra else "")
 
 
 def _si(n: float) -> str:
