@@ -16,7 +16,12 @@ dspy = pytest.importorskip("dspy")
 
 from pydantic import BaseModel  # noqa: E402
 
-from minimallm import BatchAbortedError, BatchProgress, MinimaLlmFailure  # noqa: E402
+from minimallm import (  # noqa: E402
+    BatchAbortedError,
+    BatchProgress,
+    MinimaLlmFailure,
+    TokenBudgetExceededError,
+)
 from minimallm._backend import OpenAIMinimaLlm  # noqa: E402
 from minimallm._config.settings import BatchConfig, MinimaLlmConfig  # noqa: E402
 from minimallm._errors import DSPyBatchAbortedError, DSPyBatchError  # noqa: E402
@@ -116,6 +121,18 @@ async def test_the_progress_shows_the_lm_calls_while_items_run(
     assert last.kind == "done" and last.done == 6
     assert last.calls == 6 * 3 and last.calls_running == 0
     assert last.tokens_reported and last.prompt_tokens > 0 and last.completion_tokens > 0
+
+
+async def test_max_total_tokens_counts_the_lm_calls(mock: MockServerThread) -> None:
+    objs = [Annotation(query=f"q{i}", passage="p") for i in range(40)]
+    backend = backend_for(mock, num_workers=2, max_total_tokens=1000)
+    with pytest.raises(TokenBudgetExceededError) as info:
+        await run_dspy_batch(Judge, objs, fill, backend)
+    await backend.aclose()
+    err = info.value
+    assert err.tokens_used >= 1000 and "MAX_TOTAL_TOKENS=1,000" in str(err)
+    done = [r for r in err.results if r is not None]
+    assert 0 < len(done) < 40
 
 
 async def test_the_progress_lines_name_the_lm_calls(mock: MockServerThread) -> None:

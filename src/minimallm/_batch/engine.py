@@ -104,7 +104,7 @@ async def run_batch(
     counts and the last failures). Raises one exception if the batch stops early.
     ``calls``: LM calls the items' own code makes, shown in the progress."""
     budget = FailureBudget(cfg.max_failures, cfg.keep_failure_summaries)
-    tokens = TokenBudget(cfg.max_total_tokens)
+    tokens = TokenBudget(cfg.max_total_tokens, calls)
     events_send, events_recv = trio.open_memory_channel[MonitorEvent](EVENT_BUFFER)
     monitor = Monitor(cfg, total, events_recv, sink, runtime, calls)
     source: Iterator[tuple[int, Any]] = enumerate(items)

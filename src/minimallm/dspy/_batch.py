@@ -21,7 +21,12 @@ from dspy.utils.exceptions import AdapterParseError  # type: ignore[import-untyp
 from minimallm._batch import PROGRAMMING_ERRORS, Progress
 from minimallm._config.settings import BatchConfig
 from minimallm._context import reset_force_refresh, set_force_refresh, set_last_cached
-from minimallm._errors import BatchAbortedError, DSPyBatchAbortedError, DSPyBatchError
+from minimallm._errors import (
+    BatchAbortedError,
+    DSPyBatchAbortedError,
+    DSPyBatchError,
+    TokenBudgetExceededError,
+)
 from minimallm._progress.calls import CallCounter
 from minimallm._types import MinimaLlmFailure
 from minimallm.dspy._calls import CallTrace, loop_library, request_tag
@@ -223,6 +228,8 @@ async def run_dspy_batch(
             results: list[Any] = await run_batched_callable(
                 list(enumerate(objs)), one, cfg, progress=progress, calls=calls
             )
+        except TokenBudgetExceededError:
+            raise  # not the items' failures: MAX_TOTAL_TOKENS, with the partial results
         except BatchAbortedError as exc:
             raise _aborted(exc, sig_name, len(objs)) from None
     finally:
