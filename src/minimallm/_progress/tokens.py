@@ -4,23 +4,28 @@
 cache served) and ``usage.completion_tokens_details.reasoning_tokens`` (completion
 tokens spent thinking). They are read here, in one place, for the batch's progress and
 its token budget: from the response's own fields when it has them, else from the
-server's JSON body. A body is kept as text (a batch holds every result), so only its
-``usage`` object is decoded, not the whole body again.
+server's JSON body. A body is kept as text (a batch holds every result), so the two
+counts are read from its text without decoding it again (measured on an OpenAI-style
+body: about a third of a ``json.loads`` of it, measured on a loaded machine).
 """
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Mapping
-from typing import Any
 
 from minimallm._lazy_json import LazyJson, stored
 from minimallm._types import _RAW, MinimaLlmResponse
 
 __all__ = ["detail_tokens", "usage_details"]
 
-_DECODER = json.JSONDecoder()
 _USAGE = '"usage"'
+# A count inside its details object (no nested object in between), e.g.
+# "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 1920}
+_CACHED = re.compile(r'"prompt_tokens_details"\s*:\s*\{[^{}]*?"cached_tokens"\s*:\s*(\d+)')
+_REASONING = re.compile(
+    r'"completion_tokens_details"\s*:\s*\{[^{}]*?"reasoning_tokens"\s*:\s*(\d+)'
+)
 _NONE: tuple[int | None, int | None] = (None, None)
 _ABSENT = object()
 
@@ -37,41 +42,44 @@ def detail_tokens(response: MinimaLlmResponse) -> tuple[int | None, int | None]:
     text = raw.text
     if "cached_tokens" not in text and "reasoning_tokens" not in text:
         return _NONE
-    usage = _usage_of_text(text)
-    if usage is None:  # not where expected: decode the whole body (rare)
-        usage = raw.get("usage")
-    return usage_details(usage)
+    found = _details_of_text(text)
+    if found is None:  # not where expected: decode the whole body (rare)
+        return usage_details(raw.get("usage"))
+    return found
 
 
 def usage_details(usage: object) -> tuple[int | None, int | None]:
     """``(cached_tokens, reasoning_tokens)`` from a decoded ``usage`` object."""
-    if not isinstance(usage, Mapping):
+    if type(usage) is not dict and not isinstance(usage, Mapping):
         return _NONE
     prompt = usage.get("prompt_tokens_details")
     completion = usage.get("completion_tokens_details")
-    cached = prompt.get("cached_tokens") if isinstance(prompt, Mapping) else None
-    reasoning = completion.get("reasoning_tokens") if isinstance(completion, Mapping) else None
+    cached = prompt.get("cached_tokens") if _is_mapping(prompt) else None
+    reasoning = completion.get("reasoning_tokens") if _is_mapping(completion) else None
     return _count(cached), _count(reasoning)
 
 
-def _usage_of_text(text: str) -> Mapping[str, Any] | None:
-    """The top-level ``usage`` object of a JSON body, decoding only that object; None
-    when it cannot be found so (the key inside a string is escaped: ``\\"usage\\"``).
-    Servers put ``usage`` last, so the search runs from the end."""
+def _is_mapping(value: object) -> bool:
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+def _details_of_text(text: str) -> tuple[int | None, int | None] | None:
+    """The two counts from the top-level ``usage`` object of a JSON body without
+    decoding it; None when ``usage`` cannot be found so. (Inside a string a key is
+    escaped, ``\\"usage\\"``, so it is not taken for one. Servers put ``usage`` last,
+    so the search runs from the end.)"""
     at = text.rfind(_USAGE)
     while at > 0 and text[at - 1] == "\\":
         at = text.rfind(_USAGE, 0, at)
     if at < 0:
         return None
-    start = at + len(_USAGE)
-    while start < len(text) and text[start] in " \t\r\n:":
-        start += 1
-    try:
-        value, _ = _DECODER.raw_decode(text, start)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) and "prompt_tokens" in value else None
+    cached = _CACHED.search(text, at)
+    reasoning = _REASONING.search(text, at)
+    return (
+        None if cached is None else int(cached[1]),
+        None if reasoning is None else int(reasoning[1]),
+    )
 
 
 def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if type(value) is int else None
