@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any, TypeGuard
 
 from minimallm._lazy_json import LazyJson, stored
 from minimallm._types import _RAW, MinimaLlmResponse
@@ -59,7 +60,7 @@ def usage_details(usage: object) -> tuple[int | None, int | None]:
     return _count(cached), _count(reasoning)
 
 
-def _is_mapping(value: object) -> bool:
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
     return type(value) is dict or isinstance(value, Mapping)
 
 
