@@ -135,7 +135,9 @@ def connect_read_only(db_path: Path, busy_timeout_s: float) -> sqlite3.Connectio
     """A read-only connection (``mode=ro``) to an existing ``db_path``: nothing in the
     file or its directory is changed. A WAL database in a directory this process may
     not write (a team's shared cache) cannot be opened so; then it is opened as
-    ``immutable`` (no locks: right for a file nobody writes while it is read)."""
+    ``immutable`` (no locks: right for a file nobody writes while it is read; rows
+    still in its ``-wal`` file, not yet checkpointed, are not seen then: a writer that
+    closed cleanly leaves none)."""
     uri = db_path.resolve().as_uri()
     try:
         conn = sqlite3.connect(
