@@ -6,7 +6,7 @@ import json
 import threading
 
 from minimallm._lazy_json import LazyJson
-from minimallm._progress import ProgressTally, format_tick
+from minimallm._progress import ProgressTally, format_summary, format_tick
 from minimallm._progress.calls import CallCounter
 from minimallm._types import MinimaLlmFailure, MinimaLlmResponse
 
@@ -54,3 +54,20 @@ def test_a_tick_shows_the_calls_under_way_before_any_item_is_done() -> None:
     assert format_tick(snap) == [
         "[minimallm] 0:03:00 0/50 0.0% | 0.0/s | ETA ? | LM calls 1 (4 running, 1 cached)"
     ]
+
+
+def test_the_summary_names_the_calls_made_not_those_cut_off() -> None:
+    counter = CallCounter()
+    for _ in range(14):
+        counter.start()
+    for _ in range(12):
+        counter.end(MinimaLlmFailure("r", "ParseError", "no", 2))
+    tally = ProgressTally(10, 0.0)
+    for i in range(3):
+        tally.item_started(i, 0.0)
+        tally.item_finished(i, 0.3, "failed", attempts=2)
+    [first, *_] = format_summary(tally.snapshot("done", 0.4, calls=counter.counts()))
+    assert first == (
+        "[minimallm] finished 3/10 in 0:00:00 | ok 0 (cached 0) | failed 3 | retries 3"
+        " | LM calls 12"
+    )

@@ -150,7 +150,7 @@ def format_summary(p: BatchProgress) -> list[str]:
             f"failed {_count(p.failed)}",
             f"retries {_count(p.retries)}",
             f"none {_count(p.none)}" if p.none else None,
-            _calls(p),
+            _calls(p, running=False),
         ],
     )
     if p.latency_p50_s is None or p.latency_p95_s is None:
@@ -169,12 +169,13 @@ def format_summary(p: BatchProgress) -> list[str]:
     return [first, f"{PREFIX}   {latency}", tokens]
 
 
-def _calls(p: BatchProgress) -> str | None:
-    """The LM calls the items' own code made (``run_dspy_batch``), if any."""
-    if not p.calls and not p.calls_running:
+def _calls(p: BatchProgress, *, running: bool = True) -> str | None:
+    """The LM calls the items' own code made (``run_dspy_batch``), if any; those still
+    running too if ``running``."""
+    if not p.calls and not (running and p.calls_running):
         return None
     text = f"LM calls {_count(p.calls)}"
-    extra = [f"{_count(p.calls_running)} running"] if p.calls_running else []
+    extra = [f"{_count(p.calls_running)} running"] if running and p.calls_running else []
     extra += [f"{_count(p.calls_cached)} cached"] if p.calls_cached else []
     return text + (f" ({', '.join(extra)})" if extra else "")
 
