@@ -9,7 +9,6 @@ tests skip, saying so, unless ``MINIMALLM_REQUIRE_MINIMA=1`` (CI), where they fa
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sqlite3
@@ -23,7 +22,6 @@ import pytest
 from minimallm import BatchConfig, MinimaLlmConfig, MinimaLlmRequest, MinimaLlmResponse
 from minimallm import OpenAIMinimaLlm as Ours
 from minimallm._cache.store import PromptCache, cache_key, canonical_request_json
-from minimallm.cli._settings import add_settings_flags, config_from_flags, resolve
 from minimallm.mock import MockServerThread
 
 MINIMA_PYTHON = Path(os.environ.get("MINIMA_LLM_PYTHON", "/work/venv-minima/bin/python"))
@@ -324,14 +322,3 @@ async def test_force_refresh_reads_nothing_and_writes_as_usual(
     assert isinstance(first, MinimaLlmResponse) and isinstance(second, MinimaLlmResponse)
     assert not first.cached and not second.cached
     assert len(mock_server.requests) == sent + 2
-
-
-def test_the_force_refresh_flag_sets_it() -> None:
-    parser = argparse.ArgumentParser()
-    add_settings_flags(parser)
-    ns = parser.parse_args(["--force-refresh", "--model-synonyms", "x, y"])
-    env = {"OPENAI_BASE_URL": "http://h", "OPENAI_MODEL": "m"}
-    resolved = resolve(ns, env)
-    cfg = config_from_flags(resolved)
-    assert cfg.force_refresh and cfg.model_synonyms == ("x", "y")
-    assert resolved.sources["force_refresh"] == "flag --force-refresh"
