@@ -26,6 +26,7 @@ from minimallm._errors import (
     ConfigWarning,
     InvalidRequestError,
     MinimaLlmError,
+    TokenBudgetExceededError,
     UsageError,
 )
 from minimallm._progress import BatchProgress
@@ -60,6 +61,7 @@ __all__ = [
     "MinimaLlmResponse",
     "MinimaLlmResult",
     "OpenAIMinimaLlm",
+    "TokenBudgetExceededError",
     "UsageError",
     "__version__",
     "get_force_refresh",

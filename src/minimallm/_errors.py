@@ -7,6 +7,8 @@ MinimaLlmError
 │   └── BackendFailedError             ... because one of its actors failed (a bug)
 ├── UsageError (also RuntimeError)     an entry point called where it cannot work
 ├── BatchAbortedError (also RuntimeError)  a batch exceeded max_failures
+│   ├── TokenBudgetExceededError       ... or used MAX_TOTAL_TOKENS tokens
+│   └── DSPyBatchAbortedError          ... a run_dspy_batch batch (also a DSPyBatchError)
 ├── DSPyBatchError (also RuntimeError) items of run_dspy_batch failed (minimallm.dspy)
 ├── CacheUnavailableError              the prompt cache cannot be opened or read
 └── CacheWriteError                    a batch of answers could not be written
@@ -31,9 +33,11 @@ __all__ = [
     "CacheWriteError",
     "ConfigError",
     "ConfigWarning",
+    "DSPyBatchAbortedError",
     "DSPyBatchError",
     "InvalidRequestError",
     "MinimaLlmError",
+    "TokenBudgetExceededError",
     "UsageError",
 ]
 
@@ -99,6 +103,21 @@ class BatchAbortedError(MinimaLlmError, RuntimeError):
         self.failures = list(failures)
 
 
+class TokenBudgetExceededError(BatchAbortedError):
+    """A batch stopped because its answers used ``MAX_TOTAL_TOKENS`` tokens
+    (``BatchConfig.max_total_tokens``; prompt plus completion, as the servers reported).
+
+    Like any :class:`BatchAbortedError`, ``results`` holds the partial results;
+    ``tokens_used`` is the count that stopped it; ``failures`` the last failures seen.
+    """
+
+    def __init__(
+        self, message: str, results: Sequence[Any], failures: Sequence[Any], tokens_used: int
+    ) -> None:
+        super().__init__(message, results, failures)
+        self.tokens_used = tokens_used
+
+
 class DSPyBatchError(MinimaLlmError, RuntimeError):
     """Some items of a ``run_dspy_batch`` failed (raised by :mod:`minimallm.dspy`;
     defined here, so it is part of the one tree without importing DSPy).
@@ -111,6 +130,23 @@ class DSPyBatchError(MinimaLlmError, RuntimeError):
     def __init__(self, message: str, results: list[Any], failures: list[tuple[int, Any]]) -> None:
         super().__init__(message)
         self.results = results
+        self.failures = failures
+
+
+class DSPyBatchAbortedError(DSPyBatchError, BatchAbortedError):
+    """A ``run_dspy_batch`` batch stopped early: more items failed (parse failures,
+    failed requests) than ``max_failures`` allows. Both a :class:`DSPyBatchError` and
+    a :class:`BatchAbortedError` (what such a batch raised before), so either
+    ``except`` clause catches it.
+
+    As a DSPyBatchError: ``results`` is index-aligned with the input (annotated
+    objects, a :class:`~minimallm.MinimaLlmFailure` where an item failed, None where
+    it never finished) and ``failures`` lists ``(index, failure)`` pairs of the items
+    that failed before the stop.
+    """
+
+    def __init__(self, message: str, results: list[Any], failures: list[tuple[int, Any]]) -> None:
+        BatchAbortedError.__init__(self, message, results, [f for _, f in failures])
         self.failures = failures
 
 

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minimallm._cache.sqlite import with_lock_retry
 from minimallm._cache.store import (
     DB_FILENAME,
     CachedAnswer,
@@ -28,7 +29,6 @@ from minimallm._cache.store import (
     cache_key,
     canonical_request_json,
 )
-from minimallm._cache.sqlite import with_lock_retry
 from minimallm._errors import MinimaLlmError
 from minimallm._types import MinimaLlmRequest
 
@@ -127,7 +127,7 @@ def test_cache_key_is_the_original_formula(
 # ---------------------------------------------------------------- layout and round trips
 
 
-def test_open_creates_the_original_layout_in_wal_mode(tmp_path: Path) -> None:
+def test_open_creates_minima_llm_0_2_7_layout_in_wal_mode(tmp_path: Path) -> None:
     with PromptCache.open(tmp_path / "a" / "b") as cache:
         assert cache.path == tmp_path / "a" / "b" / DB_FILENAME
         assert "journal_mode=wal" in repr(cache)
@@ -138,6 +138,8 @@ def test_open_creates_the_original_layout_in_wal_mode(tmp_path: Path) -> None:
         ("response_text", "TEXT", 1, None, 0),
         ("response_raw", "TEXT", 0, None, 0),
         ("created_at", "REAL", 0, None, 0),
+        ("model", "TEXT", 0, None, 0),
+        ("canonical", "TEXT", 0, None, 0),
     ]
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.close()
@@ -279,7 +281,10 @@ def test_retry_backs_off_on_locks_only() -> None:
 def _hold_write_lock(path: Path) -> sqlite3.Connection:
     blocker = sqlite3.connect(path, isolation_level=None, timeout=0)
     blocker.execute("BEGIN IMMEDIATE")
-    blocker.execute("INSERT OR REPLACE INTO cache VALUES ('pending', 'p', NULL, 0)")
+    blocker.execute(
+        "INSERT OR REPLACE INTO cache (key, response_text, response_raw, created_at) "
+        "VALUES ('pending', 'p', NULL, 0)"
+    )
     return blocker
 
 

@@ -120,6 +120,9 @@ EVERY_VARIABLE = [
     ("TLS_VERIFY", "0", "tls_verify", False),
     ("MAX_RESPONSE_BYTES", "1048576", "max_response_bytes", 1048576),
     ("TRUST_ENV_PROXY", "off", "trust_env_proxy", False),
+    ("CACHE_FORCE_REFRESH", "1", "force_refresh", True),
+    ("MODEL_SYNONYMS", "a, b,,c ", "model_synonyms", ("a", "b", "c")),
+    ("MAX_TOTAL_TOKENS", "5000", "max_total_tokens", 5000),
 ]
 
 
@@ -134,7 +137,25 @@ def test_every_variable_is_read(var: str, text: str, attr: str, expected: object
 def test_every_specced_variable_is_in_the_table() -> None:
     specced = {spec[0] for spec in MinimaLlmConfig._SPECS.values()}
     specced |= {spec[0] for spec in BatchConfig._SPECS.values()}
-    assert specced == {row[0] for row in EVERY_VARIABLE}
+    assert specced == {row[0] for row in EVERY_VARIABLE} | {"CACHE_LOOKUP_DIRS"}
+
+
+def test_cache_lookup_dirs_are_read_and_checked(tmp_path: Path) -> None:
+    team = tmp_path / "team"
+    team.mkdir()
+    (team / "minima_llm.db").touch()
+    env = {**BASE_ENV, "CACHE_DIR": str(tmp_path / "own"), "CACHE_LOOKUP_DIRS": f" {team} ,"}
+    assert MinimaLlmConfig.from_env(env).cache_lookup_dirs == (str(team),)
+    with pytest.raises(ConfigError, match=r"CACHE_LOOKUP_DIRS=.*needs a cache_dir"):
+        MinimaLlmConfig.from_env({**BASE_ENV, "CACHE_LOOKUP_DIRS": str(team)})
+    with pytest.raises(ConfigError, match=r"CACHE_LOOKUP_DIRS=.*'/nowhere'.*no minima_llm.db"):
+        MinimaLlmConfig.from_env({**env, "CACHE_LOOKUP_DIRS": f"{team},/nowhere"})
+    c = MinimaLlmConfig(
+        base_url="http://h", model="m", cache_dir=str(tmp_path), cache_lookup_dirs=[team]
+    )
+    assert c.cache_lookup_dirs == (str(team),)
+    with pytest.raises(ConfigError, match="MAX_TOTAL_TOKENS=0: must be an integer >= 1"):
+        MinimaLlmConfig.from_env({**BASE_ENV, "MAX_TOTAL_TOKENS": "0"})
 
 
 def test_batch_from_env_reads_only_batch_variables() -> None:

@@ -1,6 +1,6 @@
-"""When a batch gives up: the failure budget, and failures that are all alike.
+"""When a batch gives up: the failure budget, failures that are all alike, the tokens.
 
-Two rules, both pure:
+Three rules, all pure:
 
 - **All alike from the start.** When the first ``alike_after`` items to finish all
   failed in the same way (same error type, status and message) and none succeeded, the
@@ -11,16 +11,23 @@ Two rules, both pure:
   the message says they are failures of single items and which setting to raise.
 
 Both messages start with ``Aborting batch: N failures`` (SPEC §4).
+
+- **The tokens.** Once the answers used ``max_total_tokens`` tokens (``MAX_TOTAL_TOKENS``;
+  prompt plus completion as the servers reported them; None: no limit), the batch stops
+  like an abort, with its partial results (:class:`TokenBudgetExceededError`). Cache
+  hits use none. In a batch of user functions whose LM calls are counted
+  (``run_dspy_batch``), their tokens count too, checked as each item ends.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
+from minimallm._progress.calls import CallCounter
 from minimallm._progress.text import failure_summary
 from minimallm._types import MinimaLlmFailure
 
-__all__ = ["FailureBudget", "fix_for"]
+__all__ = ["FailureBudget", "TokenBudget", "fix_for"]
 
 ALIKE_AFTER = 5
 """Identical failures, with no success before them, that stop a batch at once."""
@@ -101,6 +108,57 @@ class FailureBudget:
         ]
         lines.extend(f"  - {failure_summary(f)}" for f in self.recent)
         return "\n".join(lines)
+
+
+class TokenBudget:
+    """Counts the tokens a batch's answers used; says when ``max_total_tokens`` is
+    reached (None: never)."""
+
+    __slots__ = ("_calls", "answers", "completion", "max_total_tokens", "prompt")
+
+    def __init__(self, max_total_tokens: int | None, calls: CallCounter | None = None) -> None:
+        self.max_total_tokens = max_total_tokens
+        self.prompt = self.completion = self.answers = 0
+        self._calls = calls  # LM calls the items' own code made (run_dspy_batch)
+
+    def __repr__(self) -> str:
+        return f"<TokenBudget {self.used}/{self.max_total_tokens}>"
+
+    @property
+    def used(self) -> int:
+        """Prompt plus completion tokens so far (items' answers and counted LM calls)."""
+        if self._calls is None:
+            return self.prompt + self.completion
+        c = self._calls.counts()
+        return self.prompt + self.completion + c.prompt_tokens + c.completion_tokens
+
+    def spend(self, prompt: int | None, completion: int | None) -> str | None:
+        """Count one item's answer's tokens (and take in those of the LM calls counted
+        so far); the abort message once the budget is used up."""
+        if prompt is not None or completion is not None:
+            self.answers += 1
+            self.prompt += prompt or 0
+            self.completion += completion or 0
+        elif self._calls is None:
+            return None
+        limit = self.max_total_tokens
+        if limit is None:
+            return None
+        prompt_all, completion_all, answers = self.prompt, self.completion, self.answers
+        if self._calls is not None:
+            c = self._calls.counts()
+            prompt_all += c.prompt_tokens
+            completion_all += c.completion_tokens
+            answers += c.ended - c.cached - c.failed
+        used = prompt_all + completion_all
+        if used < limit:
+            return None
+        return (
+            f"Aborting batch: {used:,} tokens used (prompt {prompt_all:,}, "
+            f"completion {completion_all:,}, by {answers:,} answers) reached "
+            f"MAX_TOTAL_TOKENS={limit:,}; the results so far are kept (.results); "
+            "raise MAX_TOTAL_TOKENS (or unset it) to let such a batch go on"
+        )
 
 
 def _message(f: MinimaLlmFailure) -> str:

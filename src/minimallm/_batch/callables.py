@@ -17,6 +17,7 @@ from minimallm._batch.stream import AsyncioBatchStream, EngineStarter, TrioBatch
 from minimallm._config.settings import BatchConfig
 from minimallm._context import reporting_cached
 from minimallm._progress import Progress, make_sink
+from minimallm._progress.calls import CallCounter
 
 __all__ = ["run_batched_callable", "stream_batched_callable"]
 
@@ -42,6 +43,7 @@ def _starter(
     cfg: BatchConfig,
     progress: Progress,
     total: int | None,
+    calls: CallCounter | None = None,
 ) -> EngineStarter:
     call = reporting_cached(async_fn)
     on_trio = _bridge.trio_token_here() is not None
@@ -61,6 +63,7 @@ def _starter(
             total=total,
             describe=_describe,
             window=window,
+            calls=calls,
         )
 
     return start
@@ -72,6 +75,7 @@ async def run_batched_callable(
     batch_config: BatchConfig | None = None,
     *,
     progress: Progress = None,
+    calls: CallCounter | None = None,
 ) -> list[R | None]:
     """Run ``async_fn`` over ``items`` with the batch machinery (workers, heartbeat,
     stall warning, failure budget); results are index-aligned with ``items``.
@@ -81,11 +85,12 @@ async def run_batched_callable(
     AttributeError …), which stop the batch and are raised as themselves, with a note
     naming the item and the results so far as ``.results``. Under asyncio ``async_fn``
     runs on the caller's loop; under trio, in the caller's run. ``batch_config``
-    defaults to ``BatchConfig.from_env()``.
+    defaults to ``BatchConfig.from_env()``. ``calls``: a counter ``async_fn`` bumps
+    for each LM call it makes (``run_dspy_batch`` does), shown in the progress.
     """
     cfg = batch_config if batch_config is not None else BatchConfig.from_env()
     item_list = items if isinstance(items, list | tuple) else list(items)
-    start = _starter(item_list, async_fn, cfg, progress, len(item_list))
+    start = _starter(item_list, async_fn, cfg, progress, len(item_list), calls)
     if _bridge.trio_token_here() is not None:
         return await collect(start, len(item_list))
 

@@ -13,6 +13,7 @@ consumer has taken (the ordered stream's reorder buffer).
 How a batch ends, always as one exception (never an ExceptionGroup):
 
 - the failure budget or "all alike" (:mod:`._batch.budget`): :class:`BatchAbortedError`;
+- ``max_total_tokens`` used (:mod:`._batch.budget`): :class:`TokenBudgetExceededError`;
 - a programming error raised by an item's own function (TypeError …): that exception,
   with a note naming the item;
 - the backend closed: :class:`BackendClosedError`;
@@ -29,11 +30,12 @@ from typing import Any, TypeAlias, TypeVar
 
 import trio
 
-from minimallm._batch.budget import FailureBudget
+from minimallm._batch.budget import FailureBudget, TokenBudget
 from minimallm._batch.items import PROGRAMMING_ERRORS, ItemResult
 from minimallm._config.settings import BatchConfig
-from minimallm._errors import BackendClosedError, BatchAbortedError
+from minimallm._errors import BackendClosedError, BatchAbortedError, TokenBudgetExceededError
 from minimallm._progress import ProgressSink
+from minimallm._progress.calls import CallCounter
 from minimallm.actors.monitor import (
     EVENT_BUFFER,
     CachedItems,
@@ -100,12 +102,15 @@ async def run_batch(
     runtime: Callable[[], Any] | None = None,
     lookup: Lookup | None = None,
     window: trio.Semaphore | None = None,
+    calls: CallCounter | None = None,
 ) -> FailureBudget:
     """Run every item (see the module docstring); returns the failure budget (its
-    counts and the last failures). Raises one exception if the batch stops early."""
+    counts and the last failures). Raises one exception if the batch stops early.
+    ``calls``: LM calls the items' own code makes, shown in the progress."""
     budget = FailureBudget(cfg.max_failures, cfg.keep_failure_summaries)
+    tokens = TokenBudget(cfg.max_total_tokens, calls)
     events_send, events_recv = trio.open_memory_channel[MonitorEvent](EVENT_BUFFER)
-    monitor = Monitor(cfg, total, events_recv, sink, runtime)
+    monitor = Monitor(cfg, total, events_recv, sink, runtime, calls)
     source: Iterator[tuple[int, Any]] = enumerate(items)
     exhausted = False
 
@@ -157,6 +162,8 @@ async def run_batch(
                 result.prompt_tokens,
                 result.completion_tokens,
                 result.failure,
+                result.cached_tokens,
+                result.reasoning_tokens,
             )
         )
         verdict = None
@@ -164,9 +171,12 @@ async def run_batch(
             verdict = budget.record(result.failure)
         elif result.kind in ("ok", "cached"):
             budget.success()
+        spent = tokens.spend(result.prompt_tokens, result.completion_tokens)
         await deliver(index, result.value)
         if verdict is not None:
             stop(BatchAbortedError(verdict, [], list(budget.recent)))
+        elif spent is not None:
+            stop(TokenBudgetExceededError(spent, [], list(budget.recent), tokens.used))
 
     async def runner(
         stop: _Stop, misses: trio.MemoryReceiveChannel[tuple[int, Any]] | None

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from minimallm._progress.tokens import detail_tokens
 from minimallm._types import MinimaLlmFailure, MinimaLlmResponse
 from minimallm.actors.monitor import ItemKind
 
@@ -40,7 +41,8 @@ them toward ``max_failures``."""
 
 @dataclass(frozen=True, slots=True)
 class ItemResult(Generic[R]):
-    """One item's value and what the Monitor needs to know about it."""
+    """One item's value and what the Monitor needs to know about it (token counts:
+    None where the server did not say; a cache hit used none)."""
 
     value: R | None
     kind: ItemKind
@@ -49,6 +51,8 @@ class ItemResult(Generic[R]):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     failure: MinimaLlmFailure | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
 
 def response_item(
@@ -57,13 +61,19 @@ def response_item(
     """ItemResult for a request's result."""
     if isinstance(result, MinimaLlmFailure):
         return ItemResult(result, "failed", attempts, first_sent_at, failure=result)
+    if result.cached:
+        return ItemResult(result, "cached", attempts, first_sent_at)
+    cached_tokens, reasoning_tokens = detail_tokens(result)
     return ItemResult(
         result,
-        "cached" if result.cached else "ok",
+        "ok",
         attempts,
         first_sent_at,
         result.prompt_tokens,
         result.completion_tokens,
+        None,
+        cached_tokens,
+        reasoning_tokens,
     )
 
 

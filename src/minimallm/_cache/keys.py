@@ -13,7 +13,7 @@ from typing import Any
 
 from minimallm._types import MinimaLlmRequest
 
-__all__ = ["cache_key", "canonical_request_json"]
+__all__ = ["cache_key", "canonical_request_json", "key_of_canonical", "model_family"]
 
 # Exactly json.dumps(obj, sort_keys=True, ensure_ascii=True, separators=(",", ":")).
 # json.dumps, and even a reused JSONEncoder, build a new C encoder on every call: ~40%
@@ -69,4 +69,24 @@ def cache_key(model: str, req: MinimaLlmRequest) -> str:
 
     ``request_id`` is not part of it: identical prompts share one entry.
     """
-    return hashlib.sha256(canonical_request_json(model, req).encode("ascii")).hexdigest()
+    return key_of_canonical(canonical_request_json(model, req))
+
+
+def key_of_canonical(canonical: str) -> str:
+    """The cache key of a canonical JSON text (SHA-256 hex)."""
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def model_family(model: str, configured: str, synonyms: tuple[str, ...]) -> list[str]:
+    """The model names whose entries answer a request for ``model``, ``model`` first.
+
+    As minima-llm 0.2.7: the synonyms (``MODEL_SYNONYMS``) count only for a request
+    whose model is the configured one or one of its synonyms; then every name of that
+    family follows, in the order configured model, synonyms. A request for any other
+    model has its own name alone. A name's entries are found under the key of the
+    same request with that name in place of the model (:func:`cache_key`).
+    """
+    family = (configured, *synonyms)
+    if model not in family:
+        return [model]
+    return [model, *dict.fromkeys(n for n in family if n != model)]

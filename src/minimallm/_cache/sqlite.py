@@ -13,38 +13,58 @@ import contextlib
 import os
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from minimallm._errors import CacheUnavailableError
 
 __all__ = [
     "LOCK_RETRIES",
     "READ_CHUNK",
+    "StoredRow",
     "connect",
+    "connect_read_only",
     "is_busy",
     "is_environmental",
     "open_hint",
     "prepare",
     "scrub_surrogates",
     "select_chunk",
+    "select_rows",
     "with_lock_retry",
     "write_batch",
 ]
 
 _T = TypeVar("_T")
 
+# A new table has minima-llm 0.2.7's audit columns (``model``: the model name in the
+# key, ``canonical``: the JSON text hashed into it), so both libraries share one file
+# without a migration. An existing table is never altered: without those columns it
+# simply gets rows without them (minima-llm adds them itself when it opens the file).
 _CREATE_SQL = (
     "CREATE TABLE IF NOT EXISTS cache ("
     "key TEXT PRIMARY KEY, response_text TEXT NOT NULL, "
-    "response_raw TEXT, created_at REAL)"
+    "response_raw TEXT, created_at REAL, model TEXT, canonical TEXT)"
 )
 _COLUMNS = frozenset({"key", "response_text", "response_raw", "created_at"})
+AUDIT_COLUMNS = frozenset({"model", "canonical"})
+"""minima-llm 0.2.7's columns, written when the table has them."""
 _INSERT_SQL = (
     "INSERT OR REPLACE INTO cache (key, response_text, response_raw, created_at) "
     "VALUES (?, ?, ?, ?)"
 )
+_INSERT_AUDIT_SQL = (
+    "INSERT OR REPLACE INTO cache "
+    "(key, response_text, response_raw, created_at, model, canonical) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+Params = (
+    tuple[str, str, str | None, float] | tuple[str, str, str | None, float, str | None, str | None]
+)
+"""One row to write: ``(key, text, raw, created_at)``, plus ``(model, canonical)`` for
+a table with the audit columns."""
 # One SELECT per this many keys, far below SQLite's 32,766 host-parameter limit.
 # Measured on 20,000 keys: 100 to 500 keys per query within a few percent of each
 # other; 1,000 and 2,000 about 12% and 17% slower.
@@ -111,8 +131,44 @@ def connect(db_path: Path, busy_timeout_s: float) -> sqlite3.Connection:
     return conn
 
 
-def prepare(writer: sqlite3.Connection, db_path: Path) -> str:
-    """Switch to WAL, make the table if missing, check its columns; return the mode."""
+def connect_read_only(db_path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    """A read-only connection (``mode=ro``) to an existing ``db_path``: nothing in the
+    file or its directory is changed. A WAL database in a directory this process may
+    not write (a team's shared cache) cannot be opened so; then it is opened as
+    ``immutable`` (no locks: right for a file nobody writes while it is read; rows
+    still in its ``-wal`` file, not yet checkpointed, are not seen then: a writer that
+    closed cleanly leaves none)."""
+    uri = db_path.resolve().as_uri()
+    try:
+        conn = sqlite3.connect(
+            f"{uri}?mode=ro", uri=True, timeout=busy_timeout_s, check_same_thread=False
+        )
+        conn.execute("SELECT 1 FROM cache LIMIT 1").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "unable to open" not in str(exc).lower() and "readonly" not in str(exc).lower():
+            raise
+        conn = sqlite3.connect(
+            f"{uri}?mode=ro&immutable=1", uri=True, timeout=busy_timeout_s,
+            check_same_thread=False,
+        )  # fmt: skip
+    try:
+        conn.execute("PRAGMA query_only=ON")
+        columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(cache)").fetchall()}
+    except BaseException:
+        conn.close()
+        raise
+    if not _COLUMNS.issubset(columns):
+        conn.close()
+        raise CacheUnavailableError(
+            f"the lookup cache {str(db_path)!r} has a table 'cache' with columns "
+            f"{sorted(columns)}; expected at least {sorted(_COLUMNS)}"
+        )
+    return conn
+
+
+def prepare(writer: sqlite3.Connection, db_path: Path) -> tuple[str, bool]:
+    """Switch to WAL, make the table if missing, check its columns; return the mode and
+    whether the table has minima-llm's audit columns (:data:`AUDIT_COLUMNS`)."""
     row = writer.execute("PRAGMA journal_mode=WAL").fetchone()
     journal_mode = str(row[0]) if row else "unknown"
     exists = writer.execute(
@@ -127,14 +183,16 @@ def prepare(writer: sqlite3.Connection, db_path: Path) -> str:
             f"the prompt cache {str(db_path)!r} has a table 'cache' with columns "
             f"{sorted(columns)}; expected at least {sorted(_COLUMNS)}"
         )
-    return journal_mode
+    return journal_mode, AUDIT_COLUMNS.issubset(columns)
 
 
-def write_batch(conn: sqlite3.Connection, params: list[tuple[str, str, str | None, float]]) -> None:
-    """Insert-or-replace ``(key, text, raw, created_at)`` rows in one transaction."""
+def write_batch(conn: sqlite3.Connection, params: list[Params]) -> None:
+    """Insert-or-replace rows in one transaction: ``(key, text, raw, created_at)``, or
+    with ``(model, canonical)`` too (all rows of one batch have the same length)."""
+    sql = _INSERT_AUDIT_SQL if params and len(params[0]) == 6 else _INSERT_SQL
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany(_INSERT_SQL, params)
+        conn.executemany(sql, params)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -147,13 +205,10 @@ def write_batch(conn: sqlite3.Connection, params: list[tuple[str, str, str | Non
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def scrub_surrogates(
-    row: tuple[str, str, str | None, float],
-) -> tuple[str, str, str | None, float]:
+def scrub_surrogates(row: Params) -> Params:
     """``row`` with every lone surrogate (which UTF-8 cannot hold) replaced by U+FFFD."""
-    key, text, raw, now = row
-    raw = None if raw is None else _SURROGATE.sub("\ufffd", raw)
-    return _SURROGATE.sub("\ufffd", key), _SURROGATE.sub("\ufffd", text), raw, now
+    scrubbed = tuple(v if not isinstance(v, str) else _SURROGATE.sub("\ufffd", v) for v in row)
+    return scrubbed  # type: ignore[return-value]
 
 
 _SELECT_PREFIX = "SELECT key, response_text, response_raw FROM cache WHERE key IN ("
@@ -168,6 +223,35 @@ def select_chunk(conn: sqlite3.Connection, chunk: list[str]) -> list[Any]:
 
 def _select_sql(n: int) -> str:
     return _SELECT_PREFIX + ",".join("?" * n) + ")"
+
+
+_ROWS_PREFIX = "SELECT key, response_text, response_raw, created_at FROM cache WHERE key IN ("
+
+
+class StoredRow(NamedTuple):
+    """A row as read, with its time (seconds since the epoch; 0.0 when NULL)."""
+
+    text: str
+    raw_json: str | None
+    created_at: float
+
+
+def _select_rows_chunk(conn: sqlite3.Connection, chunk: list[str]) -> list[Any]:
+    return conn.execute(_ROWS_PREFIX + ",".join("?" * len(chunk)) + ")", chunk).fetchall()
+
+
+def select_rows(
+    conn: sqlite3.Connection, keys: Sequence[str], sleep: Callable[[float], None]
+) -> dict[str, StoredRow]:
+    """The rows among ``keys`` with their ``created_at`` (for "the newest row wins"
+    across caches and model names), READ_CHUNK keys per SELECT, waiting out locks."""
+    found: dict[str, StoredRow] = {}
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), READ_CHUNK):
+        chunk = unique[start : start + READ_CHUNK]
+        for key, text, raw, at in with_lock_retry(partial(_select_rows_chunk, conn, chunk), sleep):
+            found[key] = StoredRow(text, raw, float(at) if isinstance(at, int | float) else 0.0)
+    return found
 
 
 def open_hint(exc: sqlite3.Error, directory: Path) -> str:

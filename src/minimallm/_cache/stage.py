@@ -19,7 +19,15 @@ from collections.abc import Sequence
 
 import trio
 
-from minimallm._cache.store import CachedAnswer, CacheUnavailableError, PromptCache, cache_key
+from minimallm._cache.lookup import CacheSources, LookupCache, request_model
+from minimallm._cache.store import (
+    CachedAnswer,
+    CacheUnavailableError,
+    PromptCache,
+    cache_key,
+    canonical_request_json,
+)
+from minimallm._config.settings import MinimaLlmConfig
 from minimallm._errors import BackendClosedError, CacheWarning
 from minimallm._lazy_json import LazyJson
 from minimallm._types import (
@@ -59,14 +67,25 @@ class CacheStage:
     """The cache's state in one runtime: the store, the writer's inbox, recent answers
     and the flights in progress."""
 
-    __slots__ = ("_cache", "_model", "_recent", "_writes", "flights")
+    __slots__ = ("_cache", "_model", "_recent", "_sources", "_writes", "flights", "force_all")
 
     def __init__(
-        self, model: str, cache: PromptCache, writes: trio.MemorySendChannel[CacheRow | Flush]
+        self,
+        model: str,
+        cache: PromptCache,
+        writes: trio.MemorySendChannel[CacheRow | Flush],
+        sources: CacheSources | None = None,
+        *,
+        force_refresh: bool = False,
     ) -> None:
         self._model = model
         self._cache = cache
         self._writes = writes
+        # The cache with its lookup dirs and model synonyms (CACHE_LOOKUP_DIRS,
+        # MODEL_SYNONYMS); CACHE_FORCE_REFRESH: no reads at all, writes as usual.
+        self._sources = sources or CacheSources(cache, model)
+        self.force_all = force_refresh
+        """CACHE_FORCE_REFRESH: every request skips every read (writes as usual)."""
         self.flights: dict[str, Flight] = {}
         """Key -> the HTTP call in progress for it (the request door adds and removes)."""
         # Answers of this process, newest last: a read sees its own writes at once,
@@ -87,7 +106,10 @@ class CacheStage:
         self, reqs: Sequence[MinimaLlmRequest]
     ) -> list[tuple[str, MinimaLlmResponse | None]]:
         """``(key, hit or None)`` per request, keys computed and read in one thread hop;
-        a miss's key goes back in as ``request(missed_key=...)``."""
+        a miss's key goes back in as ``request(missed_key=...)``. With
+        CACHE_FORCE_REFRESH nothing is read: every request misses."""
+        if self.force_all:
+            return [(self.key(r), None) for r in reqs]
         return await trio.to_thread.run_sync(self._lookup_blocking, reqs, None)
 
     def _lookup_blocking(
@@ -96,7 +118,7 @@ class CacheStage:
         if keys is None:
             keys = [safe_key(self._model, r) for r in reqs]
         try:
-            found = self._cache.get_many([k for k in keys if k])
+            found = self._sources.find(reqs, keys)
         except CacheUnavailableError as exc:
             if self._cache.closed:  # the backend closed it: no server to ask either
                 raise BackendClosedError(
@@ -127,10 +149,13 @@ class CacheStage:
         if len(self._recent) > RECENT_ANSWERS:
             self._recent.popitem(last=False)
 
-    async def store(self, key: str, response: MinimaLlmResponse) -> None:
+    async def store(self, key: str, response: MinimaLlmResponse, req: MinimaLlmRequest) -> None:
         """Hand ``response`` to the CacheWriter (waits, shielded, only if its buffer is
         full: a paid-for answer is never dropped for a cancelled caller)."""
         row = CacheRow(key, response.text, raw_json_text(response))
+        if self._cache.audit_columns:  # minima-llm 0.2.7's columns: its model and canonical
+            model = request_model(self._model, req)
+            row = CacheRow(key, row.text, row.raw_json, model, canonical_request_json(model, req))
         try:
             self._writes.send_nowait(row)
         except trio.WouldBlock:
@@ -172,3 +197,26 @@ def cached_response(req: MinimaLlmRequest, hit: CachedAnswer) -> MinimaLlmRespon
     it (decoding every hit would triple the cost of a fully cached rerun)."""
     raw = None if not hit.raw_json else LazyJson(hit.raw_json)
     return MinimaLlmResponse(req.request_id, hit.text, raw, True)
+
+
+async def open_cache(cfg: MinimaLlmConfig) -> tuple[PromptCache, CacheSources] | None:
+    """The prompt cache's store and its read sources (the store, the lookup dirs,
+    the model synonyms), or None (with a warning) when the cache cannot be used:
+    requests still go out, uncached. A lookup dir that cannot be opened is skipped
+    with a warning. Blocking opens run in worker threads."""
+    if cfg.cache_dir is None:
+        return None
+    try:
+        cache = await trio.to_thread.run_sync(PromptCache.open, cfg.cache_dir)
+    except CacheUnavailableError as exc:
+        warn_cache(f"minimallm: running WITHOUT the prompt cache: {exc}")
+        return None
+    lookups: list[LookupCache] = []
+    for directory in cfg.cache_lookup_dirs:
+        try:
+            lookups.append(await trio.to_thread.run_sync(LookupCache.open, directory))
+        except CacheUnavailableError as exc:
+            warn_cache(f"minimallm: lookup cache skipped: {exc}")
+    sources = CacheSources(cache, cfg.model, lookups=lookups, synonyms=cfg.model_synonyms)
+    cache.close_with(sources.close_lookups)
+    return cache, sources

@@ -4,10 +4,13 @@ The layout is the original implementation's, so caches it wrote keep working::
 
     <cache_dir>/minima_llm.db
     cache(key TEXT PRIMARY KEY, response_text TEXT NOT NULL,
-          response_raw TEXT, created_at REAL)
+          response_raw TEXT, created_at REAL, model TEXT, canonical TEXT)
 
 ``key`` is :func:`cache_key`; ``response_raw`` is the server's JSON body as text (or
-NULL); ``created_at`` is wall-clock seconds since the epoch.
+NULL); ``created_at`` is wall-clock seconds since the epoch. ``model`` and
+``canonical`` (the model name and the JSON text hashed into the key) are minima-llm
+0.2.7's columns: a new table has them and every row written there fills them; a table
+made before without them is left as it is, and its rows simply lack them.
 
 Every method here blocks. The runtime calls them from worker threads
 (``trio.to_thread``), never on the trio thread.
@@ -44,11 +47,14 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
 from minimallm._cache.keys import cache_key, canonical_request_json
 from minimallm._cache.sqlite import (
     LOCK_RETRIES,
     READ_CHUNK,
+    Params,
+    StoredRow,
     connect,
     is_busy,
     is_environmental,
@@ -56,6 +62,7 @@ from minimallm._cache.sqlite import (
     prepare,
     scrub_surrogates,
     select_chunk,
+    select_rows,
     with_lock_retry,
     write_batch,
 )
@@ -67,6 +74,8 @@ __all__ = [
     "CacheWriteError",
     "CachedAnswer",
     "PromptCache",
+    "StoreRow",
+    "StoredRow",
     "cache_key",
     "canonical_request_json",
 ]
@@ -77,10 +86,26 @@ DB_FILENAME = "minima_llm.db"
 
 @dataclass(frozen=True, slots=True)
 class CachedAnswer:
-    """One cache hit: the answer's text and the server's JSON body as text (or None)."""
+    """One cache hit: the answer's text and the server's JSON body as text (or None);
+    ``source`` says where it was found when not in the cache itself under its own key
+    (``"lookup:<dir>"``, ``"synonym:<model>"`` or both, as minima-llm names them)."""
 
     text: str
     raw_json: str | None
+    source: str | None = None
+
+
+class StoreRow(NamedTuple):
+    """One answer to write. ``model``/``canonical`` fill minima-llm's columns where the
+    table has them; ``created_at`` None means now (a copy from a lookup cache keeps the
+    original's, so "the newest row wins" still sees it as that generation)."""
+
+    key: str
+    text: str
+    raw_json: str | None
+    model: str | None = None
+    canonical: str | None = None
+    created_at: float | None = None
 
 
 class PromptCache:
@@ -101,8 +126,10 @@ class PromptCache:
     """
 
     __slots__ = (
+        "_audit",
         "_busy_timeout_s",
         "_closed",
+        "_companions",
         "_db_path",
         "_journal_mode",
         "_pid",
@@ -124,9 +151,11 @@ class PromptCache:
         busy_timeout_s: float,
         wall_clock: Callable[[], float],
         sleep: Callable[[float], None],
+        audit: bool = False,
     ) -> None:
         """Private: use :meth:`open`."""
         self._db_path = db_path
+        self._audit = audit
         self._reader = reader
         self._writer = writer
         self._journal_mode = journal_mode
@@ -137,6 +166,7 @@ class PromptCache:
         self._write_lock = threading.Lock()
         self._closed = False
         self._pid = os.getpid()
+        self._companions: list[Callable[[], None]] = []
 
     @classmethod
     def open(
@@ -173,7 +203,7 @@ class PromptCache:
         try:
             writer = connect(db_path, busy_timeout_s)
             opened.append(writer)
-            journal_mode = with_lock_retry(lambda: prepare(writer, db_path), sleep)
+            journal_mode, audit = with_lock_retry(lambda: prepare(writer, db_path), sleep)
             reader = connect(db_path, busy_timeout_s)
             opened.append(reader)
             reader.execute("PRAGMA query_only=ON")
@@ -197,12 +227,19 @@ class PromptCache:
             busy_timeout_s=busy_timeout_s,
             wall_clock=wall_clock,
             sleep=sleep,
+            audit=audit,
         )
 
     @property
     def path(self) -> Path:
         """The database file."""
         return self._db_path
+
+    @property
+    def audit_columns(self) -> bool:
+        """True when the table has minima-llm 0.2.7's ``model`` and ``canonical``
+        columns (then :meth:`put_many` fills them from :class:`StoreRow` values)."""
+        return self._audit
 
     def get_many(self, keys: Sequence[str]) -> dict[str, CachedAnswer]:
         """The cached answers among ``keys`` (misses are simply absent).
@@ -231,19 +268,37 @@ class PromptCache:
                 ) from exc
         return found
 
-    def put_many(self, rows: Sequence[tuple[str, str, str | None]]) -> None:
-        """Write ``(key, text, raw_json)`` rows in one transaction; later rows win.
+    def get_rows(self, keys: Sequence[str]) -> dict[str, StoredRow]:
+        """Like :meth:`get_many`, with each row's ``created_at`` (for "the newest row
+        wins" across lookup caches and model synonyms)."""
+        with self._read_lock:
+            conn = self._usable(self._reader, CacheUnavailableError)
+            try:
+                return select_rows(conn, keys, self._sleep)
+            except sqlite3.Error as exc:
+                if not is_environmental(exc):
+                    raise
+                raise CacheUnavailableError(
+                    f"cannot read the prompt cache {str(self._db_path)!r}: "
+                    f"{exc}{self._lock_note(exc)}"
+                ) from exc
+
+    def put_many(self, rows: Sequence[tuple[str, str, str | None] | StoreRow]) -> None:
+        """Write ``(key, text, raw_json)`` rows (or :class:`StoreRow` values) in one
+        transaction; later rows win.
 
         ``INSERT OR REPLACE``, so a forced refresh overwrites the old answer. Lone
         surrogates, which UTF-8 cannot hold, are stored as U+FFFD.
         ``created_at`` is one ``wall_clock()`` reading for the whole batch (seconds
-        since the epoch). All or nothing: on failure the batch is rolled back and
+        since the epoch) unless a StoreRow brings its own. A table with minima-llm's
+        ``model``/``canonical`` columns gets them from StoreRow values (NULL from plain
+        tuples). All or nothing: on failure the batch is rolled back and
         :class:`CacheWriteError` is raised; rows written earlier stay intact.
         """
         if not rows:
             return
         now = self._wall_clock()
-        params = [(key, text, raw, now) for key, text, raw in rows]
+        params: list[Params] = [_params(row, now, self._audit) for row in rows]
         with self._write_lock:
             conn = self._usable(self._writer, CacheWriteError)
             try:
@@ -268,12 +323,19 @@ class PromptCache:
         """True once :meth:`close` was called."""
         return self._closed
 
+    def close_with(self, close: Callable[[], None]) -> None:
+        """Call ``close`` when this cache closes (its read-only lookup caches)."""
+        self._companions.append(close)
+
     def close(self) -> None:
-        """Close both connections (the last one out checkpoints the WAL); idempotent."""
+        """Close both connections (the last one out checkpoints the WAL), and what was
+        registered with :meth:`close_with`; idempotent."""
         with self._read_lock, self._write_lock:
             if self._closed:
                 return
             self._closed = True
+            for close in self._companions:
+                close()
             if os.getpid() != self._pid:
                 # SQLite forbids using (or closing) a connection inherited across
                 # fork(); the parent still owns these. Drop nothing, touch nothing.
@@ -318,3 +380,13 @@ class PromptCache:
             f" (still locked by another connection after {LOCK_RETRIES + 1} attempts "
             f"of up to {self._busy_timeout_s:g} s each)"
         )
+
+
+def _params(row: tuple[str, str, str | None] | StoreRow, now: float, audit: bool) -> Params:
+    if isinstance(row, StoreRow):
+        at = now if row.created_at is None else row.created_at
+        if audit:
+            return (row.key, row.text, row.raw_json, at, row.model, row.canonical)
+        return (row.key, row.text, row.raw_json, at)
+    key, text, raw = row
+    return (key, text, raw, now, None, None) if audit else (key, text, raw, now)

@@ -28,6 +28,7 @@ __all__ = [
     "Problem",
     "Settings",
     "at_least",
+    "comma_list",
     "custom_error",
     "header_problem",
     "known_variables",
@@ -105,6 +106,11 @@ def at_least(value: float, info: ValidationInfo, other: str) -> float:
 def optional_int(raw: str) -> int | None:
     """Parse an integer variable where empty or ``none`` means None."""
     return None if raw.lower() in ("", "none") else int(raw)
+
+
+def comma_list(raw: str) -> tuple[str, ...]:
+    """Parse a comma-separated list; blanks around and between entries are dropped."""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 def parse_bool(raw: str) -> bool:

@@ -15,7 +15,10 @@ the first two (units: seconds for ``*_S``, requests per minute for ``RPM``):
 ``COOLDOWN_HALFLIFE_S=20``, ``COMPRESS_GZIP=0`` (1/0, true/false, yes/no, on/off),
 ``CACHE_DIR`` (unset: no cache), ``CA_BUNDLE`` (unset: ``SSL_CERT_FILE``/``SSL_CERT_DIR``,
 else certifi), ``TLS_VERIFY=1``, ``MAX_RESPONSE_BYTES=67108864`` (64 MiB),
-``TRUST_ENV_PROXY=1`` (0: ignore ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``).
+``TRUST_ENV_PROXY=1`` (0: ignore ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``),
+``CACHE_FORCE_REFRESH=0`` (1: never read the cache, still write it), ``CACHE_LOOKUP_DIRS``
+and ``MODEL_SYNONYMS`` (comma lists; see :mod:`minimallm._cache.lookup`),
+``MAX_TOTAL_TOKENS`` (unset or none: no token budget for a batch).
 
 Invalid settings raise one :class:`~minimallm.ConfigError` listing every problem, named
 by environment variable (``from_env``) or by field (constructor), never showing the key.
@@ -39,6 +42,7 @@ from minimallm._config.base import (
     Problem,
     Settings,
     at_least,
+    comma_list,
     custom_error,
     header_problem,
     nested_error,
@@ -61,6 +65,9 @@ class BatchConfig(Settings):
     stall_s: float = Field(default=300.0, gt=0, description="Seconds idle before a warning.")
     print_first_failures: int = Field(default=5, ge=0, description="Failures printed in full.")
     keep_failure_summaries: int = Field(default=20, ge=0, description="Failures kept for reports.")
+    max_total_tokens: int | None = Field(
+        default=None, ge=1, description="Stop once the answers used this many tokens; None: never."
+    )
 
     _SPECS = {
         "num_workers": ("BATCH_NUM_WORKERS", int, "must be an integer >= 1"),
@@ -77,12 +84,18 @@ class BatchConfig(Settings):
         "stall_s": ("BATCH_STALL_S", float, "must be a number > 0 (seconds)"),
         "print_first_failures": ("BATCH_PRINT_FIRST_FAILURES", int, "must be an integer >= 0"),
         "keep_failure_summaries": ("BATCH_KEEP_FAILURE_SUMMARIES", int, "must be an integer >= 0"),
+        "max_total_tokens": (
+            "MAX_TOTAL_TOKENS",
+            optional_int,
+            "must be an integer >= 1 (tokens), or none for no budget",
+        ),
     }
     _EMPTY_IS_NONE = frozenset({"max_failures"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
-        """Read only the ``BATCH_*`` variables of ``env`` (default: ``os.environ``).
+        """Read only the ``BATCH_*`` variables (and ``MAX_TOTAL_TOKENS``) of ``env``
+        (default: ``os.environ``).
 
         Unset variables keep their defaults. Raises one ConfigError naming every bad one.
         """
@@ -145,6 +158,14 @@ class MinimaLlmConfig(Settings):
         default=64 * 1024 * 1024, ge=1024, description="Largest answer body, bytes."
     )
     trust_env_proxy: bool = Field(default=True, description="Use HTTP(S)_PROXY etc.")
+    # minima-llm 0.2.7's cache settings (src/minimallm/_cache/lookup.py)
+    force_refresh: bool = Field(default=False, description="Never read the cache; still write.")
+    cache_lookup_dirs: tuple[str, ...] = Field(
+        default=(), description="Caches also read (never written); hits copied into cache_dir."
+    )
+    model_synonyms: tuple[str, ...] = Field(
+        default=(), description="Model names whose cache entries count as this model's."
+    )
 
     _SPECS = {
         "base_url": ("OPENAI_BASE_URL", str, "must be a string like http://localhost:8000/v1"),
@@ -173,6 +194,17 @@ class MinimaLlmConfig(Settings):
             parse_bool,
             "must be true or false (1/0, yes/no, on/off)",
         ),
+        "force_refresh": (
+            "CACHE_FORCE_REFRESH",
+            parse_bool,
+            "must be true or false (1/0, yes/no, on/off)",
+        ),
+        "cache_lookup_dirs": (
+            "CACHE_LOOKUP_DIRS",
+            comma_list,
+            "must be a comma-separated list of cache directories",
+        ),
+        "model_synonyms": ("MODEL_SYNONYMS", comma_list, "must be a comma-separated list of names"),
     }
     _REQUIREMENTS = {
         "api_key": "must be a string",
@@ -254,6 +286,30 @@ class MinimaLlmConfig(Settings):
             raise custom_error(
                 f"cannot be loaded ({reason}): must be a PEM file or a directory of CA certificates"
             ) from None
+        return value
+
+    @_validates("cache_lookup_dirs", "model_synonyms", mode="before")
+    @classmethod
+    def _names_to_tuple(cls, value: object) -> object:
+        if isinstance(value, str):
+            return comma_list(value)
+        if isinstance(value, list | tuple):
+            items = [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+            if all(isinstance(v, str) for v in items):
+                return tuple(v.strip() for v in items if v.strip())
+        return value
+
+    @_validates("cache_lookup_dirs")
+    @classmethod
+    def _check_lookup_dirs(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if value and info.data.get("cache_dir") is None:
+            raise custom_error("needs a cache_dir too (the cache that lookup hits are copied into)")
+        missing = [d for d in value if not os.path.isfile(os.path.join(d, "minima_llm.db"))]
+        if missing:
+            raise custom_error(
+                f"names {missing[0]!r}, which holds no minima_llm.db: each entry must be a "
+                "directory holding a minimallm or minima-llm cache"
+            )
         return value
 
     @_validates("max_backoff_s")
@@ -364,6 +420,11 @@ class MinimaLlmConfig(Settings):
     def keep_failure_summaries(self) -> int:
         """Same as ``batch.keep_failure_summaries``."""
         return self.batch.keep_failure_summaries
+
+    @property
+    def max_total_tokens(self) -> int | None:
+        """Same as ``batch.max_total_tokens`` (None: no token budget)."""
+        return self.batch.max_total_tokens
 
     def describe(self) -> str:
         """Every setting, one per line, for logs and a CLI; the key shown as ``***``."""

@@ -156,6 +156,8 @@ class BarSink:
         parts = [f"{p.done_rate:.1f}/s"]
         if p.total is not None:
             parts.append("ETA ?" if p.eta_s is None else f"ETA {format_duration(p.eta_s)}")
+        if p.calls or p.calls_running:
+            parts.append(f"LM calls {p.calls}")
         if p.failed:
             parts.append(f"failed {p.failed}")
         if p.binding:

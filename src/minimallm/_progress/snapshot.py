@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
+from minimallm._progress.calls import CallCounts
 from minimallm._types import MinimaLlmFailure
 
 __all__ = ["BatchProgress", "LatencyHistogram", "ProgressKind", "ProgressTally"]
@@ -34,7 +35,14 @@ class BatchProgress:
     bulk and would make it lie). ``binding`` says which limit holds the client back now
     (None: none; the server's latency sets the pace). ``server_s`` is the median time
     the server took per attempt lately, ``waiting_s`` the median time items waited
-    before their first attempt went out.
+    before their first attempt went out. Tokens are the servers' ``usage`` of the
+    answers so far (cache hits used none): ``prompt_tokens`` (of which
+    ``cached_tokens`` the server's own prompt cache served) and ``completion_tokens``
+    (of which ``reasoning_tokens`` went to thinking); ``tokens_reported`` is False
+    while no answer reported any. ``calls`` counts the LM calls made by the items' own
+    code (``run_dspy_batch``: a DSPy program per item), ended so far, of which
+    ``calls_cached`` came from the cache, and ``calls_running`` are under way; their
+    tokens are in the token counts. All 0 for ``run_batched`` (see ``attempts``).
     """
 
     kind: ProgressKind
@@ -64,6 +72,16 @@ class BatchProgress:
     stalled_s: float | None = None
     oldest_s: float | None = None
     http_in_flight: int | None = None
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    calls: int = 0
+    calls_cached: int = 0
+    calls_running: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens used so far (what ``MAX_TOTAL_TOKENS`` bounds)."""
+        return self.prompt_tokens + self.completion_tokens
 
     @property
     def fraction(self) -> float | None:
@@ -152,6 +170,7 @@ class ProgressTally:
         "_uncached_done",
         "attempts",
         "cached",
+        "cached_tokens",
         "completion_tokens",
         "done",
         "failed",
@@ -159,6 +178,7 @@ class ProgressTally:
         "none",
         "ok",
         "prompt_tokens",
+        "reasoning_tokens",
         "retries",
         "start",
         "tokens_reported",
@@ -171,6 +191,7 @@ class ProgressTally:
         self.done = self.ok = self.cached = self.failed = self.none = 0
         self.attempts = self.retries = 0
         self.prompt_tokens = self.completion_tokens = 0
+        self.cached_tokens = self.reasoning_tokens = 0
         self.tokens_reported = False
         self.latency = LatencyHistogram()  # whole items, start to finish
         self._started: dict[int, float] = {}  # index -> start, items in progress
@@ -197,8 +218,11 @@ class ProgressTally:
         first_sent_at: float | None = None,
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
+        cached_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
     ) -> None:
-        """Item ``index`` ended at ``at`` as ``kind`` (ok, cached, failed, none)."""
+        """Item ``index`` ended at ``at`` as ``kind`` (ok, cached, failed, none), having
+        used these tokens (None: not reported)."""
         started = self._started.pop(index, at)
         self.done += 1
         self.retries += max(0, attempts - 1)
@@ -209,6 +233,8 @@ class ProgressTally:
             self.tokens_reported = True
             self.prompt_tokens += prompt_tokens or 0
             self.completion_tokens += completion_tokens or 0
+            self.cached_tokens += cached_tokens or 0
+            self.reasoning_tokens += reasoning_tokens or 0
         if kind == "ok":
             self.ok += 1
         elif kind == "cached":
@@ -270,9 +296,11 @@ class ProgressTally:
         failure: MinimaLlmFailure | None = None,
         failure_number: int = 0,
         stalled_s: float | None = None,
+        calls: CallCounts | None = None,
     ) -> BatchProgress:
-        """A frozen snapshot at ``now``."""
+        """A frozen snapshot at ``now``; ``calls``: the LM calls the items made."""
         since = self.start
+        c = calls or _NO_CALLS
         return BatchProgress(
             kind=kind,
             elapsed_s=max(0.0, now - self.start),
@@ -291,9 +319,9 @@ class ProgressTally:
             binding=binding,
             server_s=_median(self._recent_server),
             waiting_s=_median(self._recent_waiting),
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            tokens_reported=self.tokens_reported,
+            prompt_tokens=self.prompt_tokens + c.prompt_tokens,
+            completion_tokens=self.completion_tokens + c.completion_tokens,
+            tokens_reported=self.tokens_reported or c.tokens_reported,
             latency_p50_s=self.latency.percentile(50),
             latency_p95_s=self.latency.percentile(95),
             failure=failure,
@@ -301,7 +329,15 @@ class ProgressTally:
             stalled_s=stalled_s,
             oldest_s=self.oldest_age(now),
             http_in_flight=http_in_flight,
+            cached_tokens=self.cached_tokens + c.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens + c.reasoning_tokens,
+            calls=c.ended,
+            calls_cached=c.cached,
+            calls_running=c.running,
         )
+
+
+_NO_CALLS = CallCounts()
 
 
 def _median(values: deque[float]) -> float | None:

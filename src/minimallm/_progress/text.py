@@ -73,6 +73,7 @@ def format_tick(p: BatchProgress) -> list[str]:
         [
             _rate(p.done_rate),
             eta if p.total is not None else None,
+            _calls(p),
             f"failed {_count(p.failed)}" if p.failed else None,
             f"cached {_count(p.cached)}" if p.cached else None,
             f"retries {_count(p.retries)}" if p.retries else None,
@@ -149,15 +150,34 @@ def format_summary(p: BatchProgress) -> list[str]:
             f"failed {_count(p.failed)}",
             f"retries {_count(p.retries)}",
             f"none {_count(p.none)}" if p.none else None,
+            _calls(p, running=False),
         ],
     )
     if p.latency_p50_s is None or p.latency_p95_s is None:
         return [first]
     latency = f"latency p50 {_seconds(p.latency_p50_s)} p95 {_seconds(p.latency_p95_s)}"
-    tokens = None
-    if p.tokens_reported:
-        tokens = f"tokens in {_si(p.prompt_tokens)} out {_si(p.completion_tokens)}"
-    return [first, _line(f"{PREFIX}   {latency}", [tokens])]
+    if not p.tokens_reported:
+        return [first, f"{PREFIX}   {latency}"]
+    tokens = f"tokens in {_si(p.prompt_tokens)} out {_si(p.completion_tokens)}"
+    if not p.cached_tokens and not p.reasoning_tokens:
+        return [first, _line(f"{PREFIX}   {latency}", [tokens])]
+    # the details get a line of their own: the latency line has no room for them
+    tokens = f"{PREFIX}   tokens in {_si(p.prompt_tokens)}"
+    tokens += f" (cached {_si(p.cached_tokens)})" if p.cached_tokens else ""
+    tokens += f" out {_si(p.completion_tokens)}"
+    tokens += f" (reasoning {_si(p.reasoning_tokens)})" if p.reasoning_tokens else ""
+    return [first, f"{PREFIX}   {latency}", tokens]
+
+
+def _calls(p: BatchProgress, *, running: bool = True) -> str | None:
+    """The LM calls the items' own code made (``run_dspy_batch``), if any; those still
+    running too if ``running``."""
+    if not p.calls and not (running and p.calls_running):
+        return None
+    text = f"LM calls {_count(p.calls)}"
+    extra = [f"{_count(p.calls_running)} running"] if running and p.calls_running else []
+    extra += [f"{_count(p.calls_cached)} cached"] if p.calls_cached else []
+    return text + (f" ({', '.join(extra)})" if extra else "")
 
 
 def _si(n: float) -> str:

@@ -75,6 +75,7 @@ async def request(
         key = cache.key(req)
     if cache is None or not key:  # no cache, or a request that cannot be encoded
         return await _from_server(rt, req, events, index)
+    force_refresh = force_refresh or cache.force_all  # CACHE_FORCE_REFRESH
 
     # Recent answers, then single flight. Every check and the registration below
     # happen without a checkpoint in between, so identical calls that arrive while
@@ -111,7 +112,7 @@ async def request(
         del cache.flights[key]
         flight.done.set()
     if isinstance(result, MinimaLlmResponse):
-        await cache.store(key, result)
+        await cache.store(key, result, req)
     return traced
 
 

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import trio
 
 import outcome
-from minimallm._cache.stage import WRITE_BUFFER, CacheStage, warn_cache
-from minimallm._cache.store import CacheUnavailableError, PromptCache
+from minimallm._cache.stage import WRITE_BUFFER, CacheStage, open_cache, warn_cache
 from minimallm._config.settings import MinimaLlmConfig
 from minimallm._errors import BackendClosedError, BackendFailedError
 from minimallm._http.transport import HttpTransport, request_headers, transport_factory_for
@@ -210,18 +209,6 @@ class Runtime:
         )
 
 
-async def _open_store(cfg: MinimaLlmConfig) -> PromptCache | None:
-    """The prompt cache's store, or None (with a warning) when it cannot be used:
-    requests still go out, uncached."""
-    if cfg.cache_dir is None:
-        return None
-    try:
-        return await trio.to_thread.run_sync(PromptCache.open, cfg.cache_dir)
-    except CacheUnavailableError as exc:
-        warn_cache(f"minimallm: running WITHOUT the prompt cache: {exc}")
-        return None
-
-
 async def serve(
     cfg: MinimaLlmConfig,
     options: RuntimeOptions | None = None,
@@ -233,7 +220,7 @@ async def serve(
     one :class:`~minimallm.BackendFailedError`)."""
     options = options or RuntimeOptions()
     life = Life()
-    store = await _open_store(cfg)
+    opened = await open_cache(cfg)  # None: no CACHE_DIR, or it cannot be used
 
     # -- channels -------------------------------------------------------------------
     cap = cfg.max_outstanding
@@ -317,7 +304,10 @@ async def serve(
         ("Watchdog", watchdog.run),
         *((f"Worker {i}", w.run) for i, w in enumerate(workers)),
     ]
-    cache = None if store is None else CacheStage(cfg.model, store, writes_send)
+    cache = None
+    if opened is not None:
+        store, sources = opened
+        cache = CacheStage(cfg.model, store, writes_send, sources, force_refresh=cfg.force_refresh)
     runtime = Runtime(
         cfg,
         jobs_send,
@@ -333,8 +323,8 @@ async def serve(
     # -- one supervisor -------------------------------------------------------------
     try:
         async with trio.open_nursery() as last:  # the CacheWriter: stops last
-            if store is not None:
-                writer = CacheWriter(store, writes_recv, warn_cache)
+            if opened is not None:
+                writer = CacheWriter(opened[0], writes_recv, warn_cache)
                 await last.start(life.supervised, "CacheWriter", writer.run)
             async with trio.open_nursery() as flow:
                 for name, run in actors:

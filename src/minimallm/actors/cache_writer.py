@@ -21,11 +21,10 @@ from dataclasses import dataclass
 
 import trio
 
-from minimallm._cache.store import CacheWriteError, PromptCache
+from minimallm._cache.store import CacheWriteError, PromptCache, StoreRow
 
 __all__ = ["CacheRow", "CacheWriter", "CacheWriterStatistics", "Flush"]
 
-Row = tuple[str, str, str | None]
 
 FINAL_ROUNDS = 100
 """Commits a stopping writer makes while answers keep arriving before it refuses more
@@ -34,11 +33,14 @@ FINAL_ROUNDS = 100
 
 @dataclass(frozen=True, slots=True)
 class CacheRow:
-    """One answer to store: key, text, the server's JSON body as text."""
+    """One answer to store: key, text, the server's JSON body as text; ``model`` and
+    ``canonical`` fill minima-llm 0.2.7's columns where the table has them."""
 
     key: str
     text: str
     raw_json: str | None
+    model: str | None = None
+    canonical: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ class CacheWriter:
         self._warn = warn
         self._max_rows = max_rows
         self._max_delay_s = max_delay_s
-        self._pending: dict[str, Row] = {}
+        self._pending: dict[str, StoreRow] = {}
         self._warned = False
         self._written = 0
 
@@ -153,7 +155,8 @@ class CacheWriter:
         if isinstance(message, Flush):
             waiters.append(message.done)
         else:
-            self._pending[message.key] = (message.key, message.text, message.raw_json)
+            m = message
+            self._pending[m.key] = StoreRow(m.key, m.text, m.raw_json, m.model, m.canonical)
 
     def _drain(self, waiters: list[trio.Event]) -> None:
         while True:

@@ -28,6 +28,7 @@ import trio
 from minimallm._config.settings import BatchConfig
 from minimallm._errors import MinimaLlmError
 from minimallm._progress import ProgressSink, ProgressTally
+from minimallm._progress.calls import CallCounter
 from minimallm._types import MinimaLlmFailure
 from minimallm.actors._inbox import receive_burst
 from minimallm.actors.messages import AttemptReport
@@ -71,6 +72,8 @@ class ItemFinished:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     failure: MinimaLlmFailure | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +90,7 @@ MonitorEvent = ItemStarted | ItemFinished | CachedItems | AttemptReport
 class Monitor:
     """Actor owning one batch's tally."""
 
-    __slots__ = ("_cfg", "_inbox", "_printed", "_runtime", "_sink", "_tally", "_total")
+    __slots__ = ("_calls", "_cfg", "_inbox", "_printed", "_runtime", "_sink", "_tally", "_total")
 
     def __init__(
         self,
@@ -96,12 +99,14 @@ class Monitor:
         inbox: trio.MemoryReceiveChannel[MonitorEvent],
         sink: ProgressSink,
         runtime: Callable[[], Any] | None = None,
+        calls: CallCounter | None = None,
     ) -> None:
         self._cfg = cfg
         self._total = total
         self._inbox = inbox
         self._sink = sink
         self._runtime = runtime  # () -> RuntimeStatistics: what binds, HTTP in flight
+        self._calls = calls  # LM calls the items' own code makes (run_dspy_batch)
         self._tally: ProgressTally | None = None
         self._printed = 0
 
@@ -180,6 +185,8 @@ class Monitor:
             first_sent_at=e.first_sent_at,
             prompt_tokens=e.prompt_tokens,
             completion_tokens=e.completion_tokens,
+            cached_tokens=e.cached_tokens,
+            reasoning_tokens=e.reasoning_tokens,
         )
         if e.failure is not None and self._printed < self._cfg.print_first_failures:
             self._printed += 1
@@ -210,6 +217,7 @@ class Monitor:
             tally.snapshot(
                 kind,
                 now,
+                calls=None if self._calls is None else self._calls.counts(),
                 binding=binding,
                 http_in_flight=in_flight,
                 failure=failure,

@@ -94,6 +94,15 @@ SETTINGS: tuple[Setting, ...] = (
         "trust_env_proxy", "TRUST_ENV_PROXY", "--trust-env-proxy", "BOOL",
         "use HTTP(S)_PROXY/ALL_PROXY/NO_PROXY",
     ),
+    _S("force_refresh", "CACHE_FORCE_REFRESH", "--force-refresh", "", "never read the cache"),
+    _S(
+        "cache_lookup_dirs", "CACHE_LOOKUP_DIRS", "--cache-lookup-dirs", "DIR,...",
+        "caches also read, never written; hits copied",
+    ),
+    _S(
+        "model_synonyms", "MODEL_SYNONYMS", "--model-synonyms", "NAME,...",
+        "models whose cache entries count as this one's",
+    ),
     _S("batch.num_workers", "BATCH_NUM_WORKERS", "--workers", "N", "items in progress at once"),
     _S(
         "batch.max_failures", "BATCH_MAX_FAILURES", "--max-failures", "N",
@@ -115,6 +124,10 @@ SETTINGS: tuple[Setting, ...] = (
         "batch.keep_failure_summaries", "BATCH_KEEP_FAILURE_SUMMARIES",
         "--keep-failure-summaries", "N", "failures listed in an abort message",
     ),
+    _S(
+        "batch.max_total_tokens", "MAX_TOTAL_TOKENS", "--max-total-tokens", "N",
+        "stop the batch once its answers used this many tokens",
+    ),
 )
 # fmt: on
 """Every setting read from the environment, in display order."""
@@ -130,6 +143,8 @@ def shown(value: object) -> str:
         return "none"
     if isinstance(value, bool):
         return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value) if value else "none"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -149,6 +164,10 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
             gzip.add_argument(
                 "--no-gzip", dest=s.dest, action="store_const", const="0",
                 help="plain request bodies, even if COMPRESS_GZIP is set",
+            )  # fmt: skip
+        elif s.field == "force_refresh":
+            group.add_argument(
+                s.flag, dest=s.dest, action="store_const", const="1", help=text
             )  # fmt: skip
         elif s.field == "cache_dir":
             cache = group.add_mutually_exclusive_group()

@@ -21,7 +21,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "minimallm.dspy needs DSPy: install the extra with pip install 'minimallm[dspy]'"
     ) from exc
 
-from minimallm.dspy._batch import CONVERTER_ERRORS, DSPyBatchError, acall_program, run_dspy_batch
+from minimallm.dspy._batch import (
+    CONVERTER_ERRORS,
+    DSPyBatchAbortedError,
+    DSPyBatchError,
+    acall_program,
+    run_dspy_batch,
+)
 from minimallm.dspy._calls import CallTrace, failure_of, request_tag
 
 ENGINE_API: bool = "engine" in inspect.signature(dspy.LM.__init__).parameters
@@ -37,6 +43,7 @@ __all__ = [
     "ENGINE_API",
     "REQUEST_ERRORS",
     "CallTrace",
+    "DSPyBatchAbortedError",
     "DSPyBatchError",
     "MinimaLlmDSPyLM",
     "acall_program",

@@ -21,11 +21,23 @@ from dspy.utils.exceptions import AdapterParseError  # type: ignore[import-untyp
 from minimallm._batch import PROGRAMMING_ERRORS, Progress
 from minimallm._config.settings import BatchConfig
 from minimallm._context import reset_force_refresh, set_force_refresh, set_last_cached
-from minimallm._errors import DSPyBatchError
+from minimallm._errors import (
+    BatchAbortedError,
+    DSPyBatchAbortedError,
+    DSPyBatchError,
+    TokenBudgetExceededError,
+)
+from minimallm._progress.calls import CallCounter
 from minimallm._types import MinimaLlmFailure
 from minimallm.dspy._calls import CallTrace, loop_library, request_tag
 
-__all__ = ["CONVERTER_ERRORS", "DSPyBatchError", "acall_program", "run_dspy_batch"]
+__all__ = [
+    "CONVERTER_ERRORS",
+    "DSPyBatchAbortedError",
+    "DSPyBatchError",
+    "acall_program",
+    "run_dspy_batch",
+]
 
 A = TypeVar("A")
 
@@ -103,6 +115,19 @@ def _failure_message(name: str, total: int, failures: list[tuple[int, MinimaLlmF
     return "\n".join(lines)
 
 
+def _aborted(exc: BatchAbortedError, name: str, total: int) -> DSPyBatchAbortedError:
+    """The batch runner's abort, as run_dspy_batch's own error (the partial results,
+    the failed items by index)."""
+    results = list(exc.results)
+    failures = [(i, r) for i, r in enumerate(results) if isinstance(r, MinimaLlmFailure)]
+    finished = sum(r is not None for r in results)
+    message = (
+        f"{exc}\nrun_dspy_batch({name}) stopped: {len(failures)} of the {finished} items "
+        f"finished (of {total}) failed; the rest never ran"
+    )
+    return DSPyBatchAbortedError(message, results, failures)
+
+
 async def run_dspy_batch(
     signature_class: Any,
     annotation_objs: Sequence[A],
@@ -127,7 +152,10 @@ async def run_dspy_batch(
     ``CONVERTER_ERRORS`` retries the item, up to ``max_parse_attempts`` attempts in
     all, with ``force_refresh`` set for the retries; programming errors are raised at
     once. A request that fails after minimallm's own retries fails its item. If any
-    item failed, :class:`DSPyBatchError` (a RuntimeError) lists them.
+    item failed, :class:`DSPyBatchError` (a RuntimeError) lists them. A batch that
+    stops early (more failures than ``max_failures``) raises
+    :class:`DSPyBatchAbortedError`, both a DSPyBatchError and a BatchAbortedError, with
+    the partial results. The progress counts the LM calls as they are made.
 
     ``backend=None`` builds ``OpenAIMinimaLlm.from_env()`` and closes it afterwards.
     ``predictor_class`` defaults to ``dspy.ChainOfThought``, ``adapter`` to
@@ -155,6 +183,7 @@ async def run_dspy_batch(
         limiter = trio.CapacityLimiter(cfg.num_workers) if loop_library() == "trio" else None
         include = set(names)
         sig_name = signature_class.__name__
+        calls = CallCounter()  # the progress shows the LM calls as they go
 
         async def one(entry: tuple[int, A]) -> A | MinimaLlmFailure:
             index, obj = entry
@@ -164,7 +193,7 @@ async def run_dspy_batch(
                 refresh = set_force_refresh(True) if attempt > 1 else None
                 try:
                     with (
-                        request_tag(f"{sig_name}:{index}:a{attempt}") as trace,
+                        request_tag(f"{sig_name}:{index}:a{attempt}", calls) as trace,
                         dspy.context(lm=lm, adapter=chosen_adapter),
                     ):
                         try:
@@ -195,9 +224,14 @@ async def run_dspy_batch(
                 attempts=max_parse_attempts,
             )
 
-        results: list[Any] = await run_batched_callable(
-            list(enumerate(objs)), one, cfg, progress=progress
-        )
+        try:
+            results: list[Any] = await run_batched_callable(
+                list(enumerate(objs)), one, cfg, progress=progress, calls=calls
+            )
+        except TokenBudgetExceededError:
+            raise  # not the items' failures: MAX_TOTAL_TOKENS, with the partial results
+        except BatchAbortedError as exc:
+            raise _aborted(exc, sig_name, len(objs)) from None
     finally:
         if owned:
             await backend.aclose()

@@ -36,6 +36,7 @@ import trio
 from minimallm import _bridge
 from minimallm._context import get_force_refresh, set_last_cached
 from minimallm._errors import UsageError
+from minimallm._progress.calls import CallCounter
 from minimallm._types import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
 
 __all__ = [
@@ -59,17 +60,21 @@ class CallTrace:
     Shared by reference with worker threads (contexts are copied, this object is
     not), so counts made in a DSPy thread are seen by the task waiting for it.
     ``calls``: LM calls made; ``cached``: answers served from minimallm's cache;
-    ``failure``: the last request that failed, if any.
+    ``failure``: the last request that failed, if any; ``counter``: the batch's count
+    of LM calls (its progress shows them), or None.
     """
 
     tag: str
     calls: int = 0
     cached: int = 0
     failure: MinimaLlmFailure | None = None
+    counter: CallCounter | None = None
 
     def next_request_id(self) -> str:
         """``<tag>:c<n>``, numbering this tag's LM calls from 1."""
         self.calls += 1
+        if self.counter is not None:
+            self.counter.start()
         return f"{self.tag}:c{self.calls}"
 
 
@@ -77,10 +82,11 @@ _trace: ContextVar[CallTrace | None] = ContextVar("minimallm_dspy_trace", defaul
 
 
 @contextmanager
-def request_tag(tag: str) -> Iterator[CallTrace]:
+def request_tag(tag: str, counter: CallCounter | None = None) -> Iterator[CallTrace]:
     """Name the LM calls made inside the block ``<tag>:c1``, ``<tag>:c2`` … (their
-    request ids, seen in failures and logs) and count them in the yielded trace."""
-    trace = CallTrace(tag)
+    request ids, seen in failures and logs) and count them in the yielded trace (and
+    in ``counter``, a batch's count of LM calls)."""
+    trace = CallTrace(tag, counter=counter)
     token = _trace.set(trace)
     try:
         yield trace
@@ -148,6 +154,8 @@ async def agenerate(backend: Any, req: MinimaLlmRequest) -> MinimaLlmResult:
 def record(result: MinimaLlmResult) -> MinimaLlmResponse | MinimaLlmFailure:
     """Note the result in the current trace and in ``set_last_cached``."""
     trace = _trace.get()
+    if trace is not None and trace.counter is not None:
+        trace.counter.end(result)
     if isinstance(result, MinimaLlmFailure):
         if trace is not None:
             trace.failure = result
