@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.02, help="seconds")
     parser.add_argument("--max-outstanding", type=int, default=32, help="per actor")
     args = parser.parse_args(argv)
+    # Before Ray is imported: the node's address is then 127.0.0.1 and Ray's servers bind
+    # it (ray.init(_node_ip_address="127.0.0.1") alone resolves to the host's address).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray.data
 
     import ray

@@ -120,8 +120,15 @@ def test_mapper_takes_message_lists(mock_server: MockServerThread, tmp_path: Pat
 # -- a real Ray Data pipeline ---------------------------------------------------------
 
 
+LOOPBACK_RAY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Set to 0 before Ray is imported, Ray takes 127.0.0.1 as the node's address and binds
+its servers there; ``_node_ip_address="127.0.0.1"`` alone is resolved to the host's
+address (``ray._private.services.resolve_ip_for_localhost``)."""
+
+
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[Any]:
+    os.environ.setdefault(LOOPBACK_RAY, "0")
     try:
         import ray.data
 
@@ -136,7 +143,7 @@ def local_ray() -> Iterator[Any]:
         address="local",
         include_dashboard=False,
         num_cpus=2,
-        _node_ip_address="127.0.0.1",  # else Ray binds the host's address
+        _node_ip_address="127.0.0.1",
         log_to_driver=False,
         configure_logging=False,
     )
@@ -150,6 +157,11 @@ def local_ray() -> Iterator[Any]:
             os.environ.pop("OPENAI_API_KEY", None)
         else:
             os.environ["OPENAI_API_KEY"] = previous
+
+
+@pytest.mark.ray
+def test_local_ray_is_pinned_to_loopback(local_ray: Any) -> None:
+    assert local_ray.util.get_node_ip_address() == "127.0.0.1"
 
 
 @pytest.mark.ray

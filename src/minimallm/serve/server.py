@@ -227,7 +227,7 @@ class ChatServer:
         self, request: HttpRequest
     ) -> tuple[int, bytes, str, tuple[tuple[str, str], ...]]:
         path = request.path
-        if path in HEALTH_PATHS and request.method in ("GET", "HEAD"):
+        if path in HEALTH_PATHS and request.method == "GET":
             state = "draining" if self._draining.is_set() else "ok"
             body = json.dumps({"status": state, **self.stats.as_dict()}).encode()
             return (503 if self._draining.is_set() else 200), body, "application/json", ()
@@ -240,7 +240,7 @@ class ChatServer:
             body = error_body(message, "invalid_request_error", "invalid_api_key")
             return 401, body, "application/json", (("www-authenticate", "Bearer"),)
         if path in MODEL_PATHS:
-            if request.method not in ("GET", "HEAD"):
+            if request.method != "GET":
                 return _method_not_allowed(request.method, "GET")
             return 200, self._models, "application/json", ()
         if request.method != "POST":
