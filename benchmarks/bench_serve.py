@@ -98,6 +98,16 @@ def start_serve(env: dict[str, str]) -> tuple[subprocess.Popen[str], str, list[s
     return proc, url[0], lines
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (nan without psutil)."""
+    try:
+        import psutil
+    except ImportError:
+        return float("nan")
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8)
@@ -139,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         codes = [c.wait() for c in clients]
         wall = time.perf_counter() - t0
+        serve_cpu = _cpu_s(serve.pid)
         serve.terminate()
         serve_code = serve.wait(60)
         stats = mock.stats
@@ -154,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.clients * args.prompts / wall:.0f} client answers/s)\n"
         f"  upstream: {total} requests, {ok} answered 200, {refused} answered 429 "
         f"({100 * share:.1f} %); outcomes {dict(stats.outcomes)}\n"
+        f"  minimallm serve CPU {serve_cpu:.1f} s "
+        f"({1e3 * serve_cpu / (args.clients * args.prompts):.2f} ms per client request)\n"
         f"  each prompt reached the upstream once: {'yes' if once else 'NO'}; "
         f"429s <= 5 %: {'yes' if share <= 0.05 else 'NO'}; "
         f"clients exit {codes}; serve exit {serve_code}"
