@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -182,14 +183,22 @@ class ChatServer:
                         await stream.send_all(CONTINUE_RESPONSE)
                     if self._draining.is_set():
                         return
+                    data = b""  # stays empty when a drain ends the wait
                     with trio.CancelScope() as conn.idle:
                         data = await stream.receive_some(_RECV_BYTES)
                     conn.idle = None
-                    if not data:
+                    if not data:  # the client closed, or a drain
                         return
                     parser.feed(data)
                     continue
-                status, body, content_type, headers = await self._answer(request)
+                try:
+                    status, body, content_type, headers = await self._answer(request)
+                except Exception as exc:  # a bug here must cost one answer, not the server
+                    self.stats.errors += 1
+                    print(f"minimallm serve: internal error: {exc!r}", file=sys.stderr)
+                    message = f"minimallm serve failed on this request: {type(exc).__name__}"
+                    status, body = 500, error_body(message, "server_error")
+                    content_type, headers = _JSON, ()
                 keep = request.keep_alive and not self._draining.is_set()
                 response = self._render(
                     status, body, keep_alive=keep, content_type=content_type, headers=headers
