@@ -165,6 +165,7 @@ def test_local_ray_is_pinned_to_loopback(local_ray: Any) -> None:
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_ray_pipeline_every_row_answered_or_failed_then_cached(
     local_ray: Any, faulty_mock: MockServerThread, tmp_path: Path
 ) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 from serve_process import ServeProcess
 
 from conftest import SECRET
@@ -190,6 +191,7 @@ CLIENT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_single_flight_across_processes(mock_server: MockServerThread, tmp_path: Path) -> None:
     script = tmp_path / "client.py"
     script.write_text(CLIENT)
