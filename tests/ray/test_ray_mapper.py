@@ -208,3 +208,31 @@ def test_ray_pipeline_every_row_answered_or_failed_then_cached(
     assert answered_before <= cached
     # the rerun sends only the rows that failed the first time (answers were cached)
     assert faulty_mock.stats.requests_total == len(failed)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_actors_through_one_minimallm_serve(
+    local_ray: Any, mock_server: MockServerThread, tmp_path: Path
+) -> None:
+    from serve_process import ServeProcess
+
+    ray = local_ray
+    upstream = {**settings(mock_server, tmp_path), "OPENAI_API_KEY": SECRET}
+    with ServeProcess({**upstream, "MINIMALLM_SERVE_KEY": ""}) as serve:
+        ds = ray.data.from_items([{"id": i, "prompt": f"row {i % 50}"} for i in range(200)])
+        rows = ds.map_batches(
+            MinimaLlmMapper,
+            fn_constructor_kwargs={
+                "id_column": "id",
+                "base_url": serve.base_url,
+                "settings": {"OPENAI_MODEL": "mock-model", "CACHE_DIR": ""},
+            },
+            compute=ray.data.ActorPoolStrategy(size=2),
+            batch_size=50,
+            batch_format="pyarrow",
+        ).take_all()
+    assert sorted(r["id"] for r in rows) == list(range(200))
+    assert all(r["text"] == f"echo: row {r['id'] % 50}" for r in rows)
+    # the 50 distinct prompts went upstream once each: serve's cache and single flight
+    assert mock_server.stats.requests_total == 50
