@@ -75,6 +75,7 @@ def test_top_level_help(env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[s
         "answers)\n"
         "    config       show the effective configuration and the source of each setting\n"
         "    run-batch    answer every request of a JSONL file, in order, resumably\n"
+        "    serve        an OpenAI-compatible server sharing one backend between processes\n"
         "\n"
         "options:\n"
         "  -h, --help     show this help message and exit\n"
@@ -84,7 +85,7 @@ def test_top_level_help(env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[s
     )
 
 
-@pytest.mark.parametrize("command", ["demo", "mock", "config", "run-batch"])
+@pytest.mark.parametrize("command", ["demo", "mock", "config", "run-batch", "serve"])
 def test_each_subcommand_help_names_its_program(
     command: str, env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -114,7 +115,7 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
     return parsers
 
 
-@pytest.mark.parametrize("command", ["demo", "mock", "config", "run-batch"])
+@pytest.mark.parametrize("command", ["demo", "mock", "config", "run-batch", "serve"])
 def test_every_option_with_a_default_shows_it(command: str) -> None:
     for action in _subparsers()[command]._actions:
         if not action.option_strings or action.help in (None, argparse.SUPPRESS):

@@ -1,9 +1,9 @@
 """The ``minimallm`` command: one module per subcommand.
 
 ``demo`` (:mod:`.demo`), ``mock`` (the mock server's own parser,
-:mod:`minimallm.mock.cli`), ``config`` (:mod:`.config`) and ``run-batch``
-(:mod:`.run_batch`). Subcommands import their machinery only when they run, so
-``minimallm --help`` and ``--version`` answer at once.
+:mod:`minimallm.mock.cli`), ``config`` (:mod:`.config`), ``run-batch``
+(:mod:`.run_batch`) and ``serve`` (:mod:`.serve`). Subcommands import their machinery
+only when they run, so ``minimallm --help`` and ``--version`` answer at once.
 
 Exit codes: 0 success, 1 the work failed, 2 bad arguments or configuration.
 """
@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from minimallm._version import __version__
-from minimallm.cli import config, demo, run_batch
+from minimallm.cli import config, demo, run_batch, serve
 
 __all__ = ["build_parser", "main"]
 
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.add_parser(sub)
     run_batch.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 
@@ -71,4 +72,6 @@ def main(argv: list[str] | None = None) -> int:
         return demo.run(ns)
     if ns.command == "config":
         return config.run(ns)
+    if ns.command == "serve":
+        return serve.run(ns)
     return run_batch.run(ns)

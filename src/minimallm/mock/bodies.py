@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from minimallm.mock.http import render_response
+from minimallm._http.server import render_response
 
 __all__ = [
     "completion_body",

@@ -23,11 +23,7 @@ from typing import Any
 
 import trio
 
-from minimallm.mock.bodies import completion_body, error_response, models_body
-from minimallm.mock.config import MockServerConfig, last_message_text
-from minimallm.mock.decide import BLACKHOLE, Verdict
-from minimallm.mock.faults import NO_DIRECTIVES, OK, DirectiveError, parse_directives
-from minimallm.mock.http import (
+from minimallm._http.server import (
     CONTINUE_RESPONSE,
     HttpError,
     HttpRequest,
@@ -35,6 +31,10 @@ from minimallm.mock.http import (
     decode_body,
     render_response,
 )
+from minimallm.mock.bodies import completion_body, error_response, models_body
+from minimallm.mock.config import MockServerConfig, last_message_text
+from minimallm.mock.decide import BLACKHOLE, Verdict
+from minimallm.mock.faults import NO_DIRECTIVES, OK, DirectiveError, parse_directives
 from minimallm.mock.listeners import (
     Connections,
     RefusalWindow,
