@@ -64,7 +64,10 @@ def backend_for(tmp_path: Path, server: FakeServer) -> OpenAIMinimaLlm:
         model="m",
         rpm=0,
         cache_dir=str(tmp_path),
-        batch=BatchConfig(heartbeat_s=0, num_workers=8),
+        # no attempt may time out while the writer's closing thread lets the virtual
+        # clock run: only the failure ends the calls that never get an answer
+        timeout_s=1e12,
+        batch=BatchConfig(heartbeat_s=0, num_workers=8, stall_s=1e12),
     )
     return OpenAIMinimaLlm(cfg, options=RuntimeOptions(server.transport, random.Random(0)))
 
