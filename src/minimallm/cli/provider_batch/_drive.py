@@ -16,6 +16,8 @@ after, so the same command after a kill at any point goes on from there:
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -31,7 +33,12 @@ from minimallm.cli.provider_batch._display import BatchDisplay
 from minimallm.cli.provider_batch._plan import chunk_file
 from minimallm.cli.provider_batch._state import FINAL, Chunk, RunState
 
-__all__ = ["POLL_MAX_S", "POLL_MIN_S", "Driver", "Polling"]
+__all__ = ["CRASH_ENV", "POLL_MAX_S", "POLL_MIN_S", "Driver", "Polling"]
+
+CRASH_ENV = "MINIMALLM_TEST_CRASH_AT"
+"""Tests only: the step at which the process kills itself with SIGKILL (``uploaded``,
+``created``, ``downloaded``, ``collected``), to hit the narrow windows between a call
+to the provider and the state saying it was made."""
 
 _SEARCH_PAGES = 50
 """Pages of the provider's lists searched for a file or batch made before a kill."""
@@ -41,6 +48,12 @@ POLL_MIN_S = 1.0
 """First wait between looks at the batches (seconds)."""
 POLL_MAX_S = 60.0
 """Longest wait between looks (seconds)."""
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process here if :data:`CRASH_ENV` names this point (tests only)."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +144,7 @@ class Driver:
     async def _upload(self, chunk: Chunk, path: Path) -> str:
         try:
             uploaded = await self.api.upload(path, chunk.name)
+            crash_point("uploaded")
         except ProviderApiError as exc:
             if exc.transient:  # it may have landed: look before uploading again
                 found = await self._find_file(chunk)
@@ -141,7 +155,9 @@ class Driver:
 
     async def _create(self, chunk: Chunk, file_id: str, metadata: dict[str, str]) -> Any:
         try:
-            return await self.api.create_batch(file_id, self.window, metadata)
+            batch = await self.api.create_batch(file_id, self.window, metadata)
+            crash_point("created")
+            return batch
         except ProviderApiError as exc:
             if exc.transient:
                 found = await self._find_batch(file_id)
@@ -183,6 +199,7 @@ class Driver:
                 path = Path(f"{self.output}.provider-batch.{chunk.id}.{kind}.jsonl")
                 await self._patient(partial(self.api.download, file_id, path))
                 paths.append((f"{kind} file {file_id}", path))
+                crash_point("downloaded")
         got = Collected()
         with self.state.transaction():
             for label, path in paths:
@@ -194,6 +211,7 @@ class Driver:
                     self.warn(f"the answers of {batch['id']} were not cached: {exc}")
             self.state.set_collected(chunk.id)
         self.collected[chunk.id] = got
+        crash_point("collected")
         for _, path in paths:
             path.unlink(missing_ok=True)
         for problem in got.problems:
