@@ -9,7 +9,9 @@ nothing. A line with an HTTP ``response`` is classified exactly as a live answer
 same bytes in OUTPUT/ERRORS); the body is kept as the provider's own text. A line with
 only an ``error`` is that request's failure (``ProviderError``), except the codes a
 provider uses for requests it never ran (``batch_expired``, ``batch_cancelled``):
-those stay unanswered, to be sent again. Successes are also returned as cache rows.
+those stay unanswered, to be sent again. Successes are also stored in the prompt
+cache (``CACHE_DIR``), under the same key a live run uses, so a later run answers
+them from there.
 
 :func:`write_ready` writes every result from the next request to write on, in order,
 up to the first request still waiting.
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from minimallm._cache.store import CacheWriteError, PromptCache
 from minimallm._http.reply import HttpReply
 from minimallm._http.transport import outcome_from_reply
 from minimallm._lazy_json import LazyJson
@@ -39,6 +42,7 @@ NOT_RUN = frozenset({"batch_expired", "batch_cancelled"})
 
 _BODY = re.compile(r'"body"\s*:\s*')
 _DECODER = json.JSONDecoder()
+_ROWS = 1000  # results stored (and cached) at a time
 MAX_PROBLEMS = 20
 """Problems kept word for word per batch; the rest are counted."""
 
@@ -52,7 +56,7 @@ class Collected:
     not_run: int = 0
     problem_count: int = 0
     problems: list[str] = field(default_factory=list)
-    cache_rows: list[tuple[str, str, str | None]] = field(default_factory=list)
+    cache_error: str | None = None
 
     def problem(self, text: str) -> None:
         self.problem_count += 1
@@ -73,10 +77,19 @@ def _body_text(line: str, body: Any) -> str:
 
 
 def collect_file(
-    state: RunState, chunk: int, path: Path, label: str, secret: str | None, into: Collected
+    state: RunState,
+    chunk: int,
+    path: Path,
+    label: str,
+    secret: str | None,
+    into: Collected,
+    cache: PromptCache | None,
 ) -> None:
-    """Check and store every line of ``path`` (call inside a transaction)."""
+    """Check and store every line of ``path`` (call inside a transaction); successes go
+    to ``cache`` too, a thousand at a time (if the cache refuses them, the answers are
+    kept and ``into.cache_error`` says why)."""
     rows: list[ResultRow] = []
+    cache_rows: list[tuple[str, str, str | None]] = []
     pending: set[int] = set()  # requests in ``rows`` (not yet visible to line_of)
     with path.open("rb") as f:
         for number, raw in enumerate(f, 1):
@@ -104,15 +117,33 @@ def collect_file(
             row = _classify(n, obj, text, secret, into)
             if row is None:
                 continue
-            if row[1] and key and row[2] is not None:
-                into.cache_rows.append((key, row[2], row[3]))
+            if row[1] and key and row[2] is not None and cache is not None:
+                cache_rows.append((key, row[2], row[3]))
             rows.append(row)
             pending.add(n)
-            if len(rows) >= 1000:
-                state.add_results(rows)
-                rows.clear()
+            if len(rows) >= _ROWS:
+                cache = _store(state, rows, cache, cache_rows, into)
                 pending.clear()
+    _store(state, rows, cache, cache_rows, into)
+
+
+def _store(
+    state: RunState,
+    rows: list[ResultRow],
+    cache: PromptCache | None,
+    cache_rows: list[tuple[str, str, str | None]],
+    into: Collected,
+) -> PromptCache | None:
     state.add_results(rows)
+    rows.clear()
+    if cache is not None and cache_rows:
+        try:
+            cache.put_many(cache_rows)
+        except CacheWriteError as exc:
+            into.cache_error = str(exc)
+            cache = None
+    cache_rows.clear()
+    return cache
 
 
 def _classify(

@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from minimallm._cache.store import CacheWriteError, PromptCache
+from minimallm._cache.store import PromptCache
 from minimallm.cli.provider_batch._api import ProviderApi, ProviderApiError
 from minimallm.cli.provider_batch._collect import Collected, collect_file
 from minimallm.cli.provider_batch._display import BatchDisplay
@@ -201,15 +201,12 @@ class Driver:
                 paths.append((f"{kind} file {file_id}", path))
                 crash_point("downloaded")
         got = Collected()
-        with self.state.transaction():
+        with self.state.transaction():  # the cache is written before the commit: redone if killed
             for label, path in paths:
-                collect_file(self.state, chunk.id, path, label, self.secret, got)
-            if self.cache is not None and got.cache_rows:  # before the commit: redone if killed
-                try:
-                    self.cache.put_many(got.cache_rows)
-                except CacheWriteError as exc:
-                    self.warn(f"the answers of {batch['id']} were not cached: {exc}")
+                collect_file(self.state, chunk.id, path, label, self.secret, got, self.cache)
             self.state.set_collected(chunk.id)
+        if got.cache_error is not None:
+            self.warn(f"answers of {batch['id']} were not all cached: {got.cache_error}")
         self.collected[chunk.id] = got
         crash_point("collected")
         for _, path in paths:
