@@ -36,6 +36,8 @@ __all__ = ["GET_ATTEMPTS", "ProviderApi", "ProviderApiError"]
 
 GET_ATTEMPTS = 6
 """Tries of a GET before its error is the caller's."""
+TRANSFER_TIMEOUT_S = 3600.0
+"""Longest an upload or a download may take (seconds); other calls get ``timeout_s``."""
 
 
 class ProviderApiError(MinimaLlmError):
@@ -69,6 +71,7 @@ class ProviderApi:
         self._auth: tuple[tuple[bytes, bytes], ...] = auth
         self._retry_s = retry_s
         self._sleep = sleep
+        self._timeout_s = max(cfg.timeout_s, 30.0)
 
     def __repr__(self) -> str:
         return f"<ProviderApi {self._root}>"  # never the key
@@ -98,10 +101,11 @@ class ProviderApi:
         for attempt in range(GET_ATTEMPTS):
             with tmp.open("wb") as f:
                 try:
-                    reply = await self._conn.call(
-                        "GET", f"/files/{quote(file_id)}/content", self._auth, sink=f
-                    )
-                except HttpError as exc:
+                    with trio.fail_after(TRANSFER_TIMEOUT_S):
+                        reply = await self._conn.call(
+                            "GET", f"/files/{quote(file_id)}/content", self._auth, sink=f
+                        )
+                except (HttpError, trio.TooSlowError) as exc:
                     error = self._transport_error(exc)
                 else:
                     if 200 <= reply.status < 300:
@@ -157,10 +161,12 @@ class ProviderApi:
         if content_type is not None:
             headers.append((b"content-type", content_type))
         attempts = GET_ATTEMPTS if retry else 1
+        timeout = TRANSFER_TIMEOUT_S if any(isinstance(p, Path) for p in body) else self._timeout_s
         for attempt in range(attempts):
             try:
-                reply = await self._conn.call(method, path, headers, body)
-            except HttpError as exc:
+                with trio.fail_after(timeout):
+                    reply = await self._conn.call(method, path, headers, body)
+            except (HttpError, trio.TooSlowError) as exc:
                 error = self._transport_error(exc)
             else:
                 if 200 <= reply.status < 300:
@@ -183,7 +189,9 @@ class ProviderApi:
             await self._sleep(self._retry_s * 2**attempt)
         raise AssertionError("unreachable")
 
-    def _transport_error(self, exc: HttpError) -> ProviderApiError:
+    def _transport_error(self, exc: HttpError | trio.TooSlowError) -> ProviderApiError:
+        if isinstance(exc, trio.TooSlowError):
+            return ProviderApiError(f"{self._root}: no answer in time", None, transient=True)
         text = redact(f"{type(exc).__name__}: {exc}", self._secret)
         return ProviderApiError(f"{self._root}: {text}", None, transient=True)
 

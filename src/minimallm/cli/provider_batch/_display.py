@@ -60,9 +60,9 @@ class BatchDisplay:
         if mode == "auto":
             mode = "bar" if getattr(stream, "isatty", bool)() else "lines"
         if mode not in ("bar", "lines", "log", "off"):
-            raise ValueError(
-                f"{PROGRESS_ENV}={mode!r} is not a progress mode; use auto, bar, lines, log or off"
-            )
+            print(f"minimallm: {PROGRESS_ENV}={mode!r} is not a progress mode (auto, bar, "
+                  "lines, log or off): showing plain lines", file=stream)  # fmt: skip
+            mode = "lines"
         self._mode = mode
         self._stream = stream
         self._heartbeat_s = heartbeat_s

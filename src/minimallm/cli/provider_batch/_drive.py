@@ -192,6 +192,10 @@ class Driver:
     # -- collect ----------------------------------------------------------------------
 
     async def _collect(self, chunk: Chunk, batch: dict[str, Any]) -> None:
+        if batch.get("status") != "completed":
+            errors = (batch.get("errors") or {}).get("data") or []
+            why = "; ".join(str(e.get("message")) for e in errors[:3] if isinstance(e, dict))
+            self.warn(f"{batch['id']} ended {batch.get('status')}" + (f": {why}" if why else ""))
         paths: list[tuple[str, Path]] = []
         for kind in ("output", "error"):
             file_id = batch.get(f"{kind}_file_id")
