@@ -273,6 +273,9 @@ def config_to_argv(config: MockServerConfig) -> list[str]:
             argv += [flag, repr(value)]
     if not config.rate_headers:
         argv.append("--no-rate-headers")
+    argv += ["--batch-duration", repr(config.batch_duration_s)]
+    for outcome in config.batch_outcomes:
+        argv += ["--batch-outcome", outcome]
     for kind, rate in config.fault_rates.items():
         argv += ["--fault-rate", f"{kind}={rate!r}"]
     for phase in config.phases:
@@ -281,9 +284,6 @@ def config_to_argv(config: MockServerConfig) -> list[str]:
         argv.append("--dspy")
     if config.deterministic:
         argv.append("--deterministic")
-    argv += ["--batch-duration", repr(config.batch_duration_s)]
-    for outcome in config.batch_outcomes:
-        argv += ["--batch-outcome", outcome]
     return argv
 
 
