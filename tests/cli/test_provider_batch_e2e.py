@@ -42,7 +42,7 @@ def write_input(path: Path, n: int) -> Path:
         for i in range(n):
             text = f"passage {i}: is it about tides? é"
             if i % 97 == 5:
-                text += " #mock:fault=400"
+                text += " #mock:fault=400*1000"  # every live attempt too
             if i % 2:
                 row = {"custom_id": f"q{i}", "messages": [{"role": "user", "content": text}]}
             else:
@@ -71,7 +71,7 @@ def command(inp: Path, out: Path, mock: MockServerProcess, *extra: str) -> list[
     return [
         sys.executable, "-m", "minimallm", "run-batch", str(inp), "-o", str(out),
         "--base-url", mock.base_url, "--model", "mock-model", "--rpm", "0", "--no-cache",
-        "--workers", "32", "--max-outstanding", "32", *extra,
+        "--workers", "32", "--max-outstanding", "32", "--max-failures", "none", *extra,
     ]  # fmt: skip
 
 
@@ -313,3 +313,22 @@ def test_batch_status_shows_the_batches_and_cancel_stops_them(
         assert run(kill_argv(inp, out, mock), log) == 1, log.read_text()
         assert pair(out) == (ok, bad)
         every_line_once(out, N_KILL)
+
+
+def test_cache_hits_are_written_at_once_and_not_uploaded(tmp_path: Path) -> None:
+    n = 300
+    inp = write_input(tmp_path / "in.jsonl", n)
+    log = tmp_path / "log"
+    failing = sum(1 for i in range(n) if i % 97 == 5)
+    with mock_process(batch_duration_s=0.3) as mock:
+        argv = command(inp, tmp_path / "a.jsonl", mock, "--provider-batch", *FAST,
+                       "--cache-dir", str(tmp_path / "cache"))  # fmt: skip
+        argv.remove("--no-cache")
+        assert run(argv, log) == 1, log.read_text()
+        before = counters(mock)
+        argv[argv.index(str(tmp_path / "a.jsonl"))] = str(tmp_path / "b.jsonl")
+        assert run(argv, log) == 1, log.read_text()
+        assert pair(tmp_path / "b.jsonl") == pair(tmp_path / "a.jsonl")
+        after = counters(mock)
+        assert after["upload_lines"] - before["upload_lines"] == failing  # failures are not cached
+        assert f"{n - failing:,} answered already" in log.read_text()
