@@ -274,6 +274,9 @@ def _send(
             trio.run(driver.run, restrict_keyboard_interrupt_to_checkpoints=True)
         finally:
             display.close()
+    for chunk in state.chunks():  # a chunk file left by a run killed just after its create
+        if chunk.batch_id is not None:
+            chunk_file(job.output, chunk.id).unlink(missing_ok=True)
     write()
     return _finish(job, err, state, writer, where["position"])
 
