@@ -57,6 +57,7 @@ def test_every_bad_line_is_named_and_changes_nothing(tmp_path: Path) -> None:
         "output file f line 5: custom_id 'd' was not sent in this batch",
         "output file f line 8: no custom_id",
     ]
+    assert state.missing(1) == (1, ["c"])  # expired: never ran
     assert list(state.unanswered(0)) == []  # chunk 1 not collected yet
     state.set_collected(1)
     assert list(state.unanswered(0)) == [(2, "c")]

@@ -209,6 +209,13 @@ class Driver:
             for label, path in paths:
                 collect_file(self.state, chunk.id, path, label, self.secret, got, self.cache)
             self.state.set_collected(chunk.id)
+        missing, first = self.state.missing(chunk.id)
+        if missing and batch.get("status") == "completed":  # expired/cancelled: expected
+            more = f" and {missing - len(first)} more" if missing > len(first) else ""
+            self.warn(
+                f"{batch['id']}: {missing:,} requests are in neither its output nor its error "
+                f"file: {', '.join(map(repr, first))}{more} (to be sent again)"
+            )
         if got.cache_error is not None:
             self.warn(f"answers of {batch['id']} were not all cached: {got.cache_error}")
         self.collected[chunk.id] = got

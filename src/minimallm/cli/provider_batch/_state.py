@@ -178,6 +178,19 @@ class RunState:
         yield from cursor
         cursor.close()
 
+    def missing(self, chunk: int, shown: int = 5) -> tuple[int, list[str]]:
+        """(how many requests sent in ``chunk`` have no result, the first ``shown`` of
+        their custom_ids)."""
+        where = (
+            "FROM lines l WHERE l.chunk = ? AND NOT EXISTS "
+            "(SELECT 1 FROM results r WHERE r.n = l.n)"
+        )
+        count = self._db.execute(f"SELECT COUNT(*) {where}", (chunk,)).fetchone()[0]
+        ids = self._db.execute(
+            f"SELECT l.custom_id {where} ORDER BY l.n LIMIT ?", (chunk, shown)
+        ).fetchall()
+        return int(count), [str(r[0]) for r in ids]
+
     def counts(self, first: int) -> tuple[int, int, int]:
         """(requests from ``first`` on, of which with a result, of which in a batch not
         yet collected)."""
