@@ -22,8 +22,7 @@ from minimallm._cache.keys import cache_key
 from minimallm._cache.store import PromptCache
 from minimallm._errors import InvalidRequestError
 from minimallm._requests import encode_request
-from minimallm._runtime.runtime import invalid_request
-from minimallm._types import MinimaLlmRequest
+from minimallm._types import MinimaLlmFailure, MinimaLlmRequest
 from minimallm.cli.batchfile import BatchFileError
 from minimallm.cli.provider_batch._state import ResultRow, RunState
 
@@ -136,8 +135,8 @@ def plan_run(
                 else:
                     try:
                         body = encode_request(model, req, compress=False)
-                    except InvalidRequestError as exc:
-                        f = invalid_request(req, n, exc)
+                    except InvalidRequestError as exc:  # what a live run makes of it
+                        f = MinimaLlmFailure(req.request_id, "InvalidRequest", str(exc), 0)
                         lines.append((n, req.request_id, key, None))
                         results.append(
                             (n, 0, None, None, f.error_type, f.message, f.attempts, None, None)
