@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.add_parser(sub)
     run_batch.add_parser(sub)
-    from minimallm.cli.provider_batch._status import add_parser as add_batch_status
+    from minimallm.cli.provider_batch._flags import add_status_parser as add_batch_status
 
     add_batch_status(sub)
     return parser
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command == "config":
         return config.run(ns)
     if ns.command == "batch-status":
-        from minimallm.cli.provider_batch import run_status
+        from minimallm.cli.provider_batch._status import run as run_status
 
         return run_status(ns)
     return run_batch.run(ns)

@@ -29,79 +29,16 @@ from minimallm.cli.batchfile import BatchFileError, BatchWriter
 from minimallm.cli.provider_batch._api import ProviderApi, ProviderApiError
 from minimallm.cli.provider_batch._collect import write_ready
 from minimallm.cli.provider_batch._display import BatchDisplay
-from minimallm.cli.provider_batch._drive import POLL_MAX_S, POLL_MIN_S, Driver, Polling
-from minimallm.cli.provider_batch._plan import (
-    MAX_BYTES,
-    MAX_LINES,
-    Limits,
-    chunk_file,
-    plan_resend,
-    plan_run,
-)
+from minimallm.cli.provider_batch._drive import Driver, Polling
+from minimallm.cli.provider_batch._plan import Limits, chunk_file, plan_resend, plan_run
 from minimallm.cli.provider_batch._state import RunState, state_path
 
 if TYPE_CHECKING:
     from minimallm.cli.run_batch import Job
 
-__all__ = ["add_flags", "run"]
+__all__ = ["run"]
 
 PROG = "minimallm run-batch"
-
-
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    """The ``--provider-batch`` flags of ``run-batch``."""
-    g = parser.add_argument_group(
-        "provider Batch API",
-        "With --provider-batch the requests not in the cache are uploaded to the "
-        "provider's Batch API (/v1/files, /v1/batches: about half the price, answers "
-        "within the completion window) instead of being sent live; OUTPUT and ERRORS "
-        "end the same. The state lives in OUTPUT.provider-batch.db: run the same "
-        "command again after any interruption to go on polling the same batches "
-        "(nothing is uploaded twice), or to send again what an expired, cancelled or "
-        "failed batch did not answer. `minimallm batch-status OUTPUT` shows the batches.",
-    )
-    g.add_argument("--provider-batch", action="store_true", help="use the provider's Batch API")
-    g.add_argument(
-        "--completion-window", default="24h", metavar="WINDOW",
-        help="the batches' completion window (default %(default)s)",
-    )  # fmt: skip
-    g.add_argument(
-        "--batch-max-lines", type=_positive_int, default=MAX_LINES, metavar="N",
-        help="requests per uploaded file at most (default %(default)s)",
-    )  # fmt: skip
-    g.add_argument(
-        "--batch-max-bytes", type=_positive_int, default=MAX_BYTES, metavar="BYTES",
-        help="bytes per uploaded file at most (default %(default)s: 200 MiB)",
-    )  # fmt: skip
-    g.add_argument(
-        "--poll-min", type=_positive_float, default=POLL_MIN_S, metavar="S",
-        help="first wait between looks at the batches, seconds; it grows by half each "
-        "time (default %(default)s)",
-    )  # fmt: skip
-    g.add_argument(
-        "--poll-max", type=_positive_float, default=POLL_MAX_S, metavar="S",
-        help="longest wait between looks, seconds (default %(default)s)",
-    )  # fmt: skip
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
-    return value
 
 
 def _lock(path: Path) -> int | None:

@@ -30,10 +30,11 @@ from minimallm._cache.store import PromptCache
 from minimallm.cli.provider_batch._api import ProviderApi, ProviderApiError
 from minimallm.cli.provider_batch._collect import Collected, collect_file
 from minimallm.cli.provider_batch._display import BatchDisplay
+from minimallm.cli.provider_batch._flags import POLL_MAX_S, POLL_MIN_S
 from minimallm.cli.provider_batch._plan import chunk_file
 from minimallm.cli.provider_batch._state import FINAL, Chunk, RunState
 
-__all__ = ["CRASH_ENV", "POLL_MAX_S", "POLL_MIN_S", "Driver", "Polling"]
+__all__ = ["CRASH_ENV", "Driver", "Polling"]
 
 CRASH_ENV = "MINIMALLM_TEST_CRASH_AT"
 """Tests only: the step at which the process kills itself with SIGKILL (``uploaded``,
@@ -42,12 +43,6 @@ to the provider and the state saying it was made."""
 
 _SEARCH_PAGES = 50
 """Pages of the provider's lists searched for a file or batch made before a kill."""
-
-
-POLL_MIN_S = 1.0
-"""First wait between looks at the batches (seconds)."""
-POLL_MAX_S = 60.0
-"""Longest wait between looks (seconds)."""
 
 
 def crash_point(name: str) -> None:

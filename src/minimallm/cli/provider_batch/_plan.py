@@ -24,18 +24,13 @@ from minimallm._errors import InvalidRequestError
 from minimallm._requests import encode_request
 from minimallm._types import MinimaLlmFailure, MinimaLlmRequest
 from minimallm.cli.batchfile import BatchFileError
+from minimallm.cli.provider_batch._flags import MAX_BYTES, MAX_LINES
 from minimallm.cli.provider_batch._state import ResultRow, RunState
 
-__all__ = ["MAX_BYTES", "MAX_LINES", "Limits", "chunk_file", "plan_resend", "plan_run"]
+__all__ = ["Limits", "chunk_file", "plan_resend", "plan_run"]
 
 _quote = json.encoder.encode_basestring_ascii
 _LOOKUP = 500  # requests per bulk cache read
-
-
-MAX_LINES = 50_000
-"""OpenAI's limit of requests per batch file."""
-MAX_BYTES = 200 * 1024 * 1024
-"""OpenAI's limit of bytes per batch file."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import trio
 
@@ -26,25 +26,10 @@ from minimallm.cli.provider_batch._api import ProviderApi, ProviderApiError
 from minimallm.cli.provider_batch._display import describe_chunk
 from minimallm.cli.provider_batch._state import FINAL, Chunk, RunState, state_path
 
-__all__ = ["add_parser", "run"]
+__all__ = ["run"]
 
 PROG = "minimallm batch-status"
 _SUFFIX = ".provider-batch.db"
-
-
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """Register ``batch-status`` on the ``minimallm`` subparsers."""
-    parser: argparse.ArgumentParser = sub.add_parser(
-        "batch-status",
-        help="show (or cancel) the provider batches of run-batch --provider-batch runs",
-        description=__doc__.split("\n\n", 1)[1].replace("``", "") if __doc__ else None,
-    )
-    parser.add_argument("output", nargs="*", metavar="OUTPUT", help="the runs' OUTPUT files")
-    parser.add_argument("--cancel", action="store_true", help="cancel every running batch")
-    parser.add_argument(
-        "--no-refresh", action="store_true", help="show the state as recorded, ask nobody"
-    )
-    return parser
 
 
 def _states(outputs: list[str]) -> list[Path]:
