@@ -70,22 +70,26 @@ def test_top_level_help(env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[s
         "\n"
         "positional arguments:\n"
         "  COMMAND\n"
-        "    demo         run a batch against the built-in mock endpoint (no key, no network)\n"
-        "    mock         serve the OpenAI-compatible mock endpoint (faults, latency, DSPy "
+        "    demo            run a batch against the built-in mock endpoint (no key, no network)\n"
+        "    mock            serve the OpenAI-compatible mock endpoint (faults, latency, DSPy "
         "answers)\n"
-        "    config       show the effective configuration and the source of each setting\n"
-        "    run-batch    answer every request of a JSONL file, in order, resumably\n"
-        "    serve        an OpenAI-compatible server sharing one backend between processes\n"
+        "    config          show the effective configuration and the source of each setting\n"
+        "    run-batch       answer every request of a JSONL file, in order, resumably\n"
+        "    serve           an OpenAI-compatible server sharing one backend between processes\n"
+        "    batch-status    show (or cancel) the provider batches of run-batch --provider-batch "
+        "runs\n"
         "\n"
         "options:\n"
-        "  -h, --help     show this help message and exit\n"
-        "  --version      show program's version number and exit\n"
+        "  -h, --help        show this help message and exit\n"
+        "  --version         show program's version number and exit\n"
         "\n"
         "`minimallm COMMAND --help` shows the options of a command.\n"
     )
 
 
-@pytest.mark.parametrize("command", ["demo", "mock", "config", "run-batch", "serve"])
+@pytest.mark.parametrize(
+    "command", ["demo", "mock", "config", "run-batch", "serve", "batch-status"]
+)
 def test_each_subcommand_help_names_its_program(
     command: str, env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -115,7 +119,9 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
     return parsers
 
 
-@pytest.mark.parametrize("command", ["demo", "mock", "config", "run-batch", "serve"])
+@pytest.mark.parametrize(
+    "command", ["demo", "mock", "config", "run-batch", "serve", "batch-status"]
+)
 def test_every_option_with_a_default_shows_it(command: str) -> None:
     for action in _subparsers()[command]._actions:
         if not action.option_strings or action.help in (None, argparse.SUPPRESS):

@@ -18,10 +18,10 @@ from typing import Any
 
 import openai
 import pytest
-from serve_process import ServeProcess
 
 from conftest import SECRET
 from minimallm.mock import MockServerThread
+from serve_process import ServeProcess
 
 
 def upstream(mock: MockServerThread, tmp_path: Path, **more: str) -> dict[str, str]:

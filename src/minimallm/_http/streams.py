@@ -34,7 +34,8 @@ class PlainSocket:
     socket is readable); ``send_all`` returns without yielding when the kernel takes
     the whole request at once (it nearly always does): trio's SocketStream yields after
     every send, one task switch per request, measured ~11 µs of CPU with its error
-    translation. ``receive_some`` checks for cancellation first. Waits are trio's ``wait_readable``/``wait_writable``, so
+    translation; ``receive_some`` checks for cancellation first. Waits are trio's
+    ``wait_readable``/``wait_writable``, so
     cancellation and ``notify_closing`` (how a connection is interrupted) work as for
     any trio socket."""
 

@@ -120,8 +120,12 @@ _INSECURE_WARNING = (
 )
 
 
-def transport_factory_for(cfg: MinimaLlmConfig) -> Callable[[str], SingleConnectionTransport]:
-    """The transport factory for ``cfg``: proxy (``HTTP_PROXY``… unless
+def transport_factory_for(
+    cfg: MinimaLlmConfig,
+    connection_class: type[SingleConnectionTransport] = SingleConnectionTransport,
+) -> Callable[[str], SingleConnectionTransport]:
+    """The transport factory for ``cfg`` (building ``connection_class`` objects; the
+    provider Batch API client passes its subclass): proxy (``HTTP_PROXY``… unless
     ``trust_env_proxy`` is off), CA trust (``ca_bundle``, else ``SSL_CERT_FILE`` /
     ``SSL_CERT_DIR``, else certifi; none with ``tls_verify=False``, which warns) and
     the size cap. Reads the environment now, once: call it when a runtime starts, not
@@ -153,7 +157,7 @@ def transport_factory_for(cfg: MinimaLlmConfig) -> Callable[[str], SingleConnect
                     f"the CA certificates from {trust.source} cannot be loaded ({exc}): "
                     "point it at a PEM file, or unset it to trust certifi's bundle"
                 )
-        return SingleConnectionTransport(
+        return connection_class(
             url,
             ssl_context=context,
             trust=trust.source,

@@ -2,8 +2,9 @@
 
 ``demo`` (:mod:`.demo`), ``mock`` (the mock server's own parser,
 :mod:`minimallm.mock.cli`), ``config`` (:mod:`.config`), ``run-batch``
-(:mod:`.run_batch`) and ``serve`` (:mod:`.serve`). Subcommands import their machinery
-only when they run, so ``minimallm --help`` and ``--version`` answer at once.
+(:mod:`.run_batch`; ``--provider-batch`` in :mod:`.provider_batch`), ``batch-status``
+(:mod:`.provider_batch._status`) and ``serve`` (:mod:`.serve`). Subcommands import their
+machinery only when they run, so ``minimallm --help`` and ``--version`` answer at once.
 
 Exit codes: 0 success, 1 the work failed, 2 bad arguments or configuration.
 """
@@ -32,7 +33,7 @@ class _CommandsFormatter(argparse.HelpFormatter):
 
     def __init__(self, prog: str) -> None:
         super().__init__(prog)
-        self._action_max_length = len("    run-batch") + 2
+        self._action_max_length = len("    batch-status") + 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_parser(sub)
     run_batch.add_parser(sub)
     serve.add_parser(sub)
+    from minimallm.cli.provider_batch._flags import add_status_parser as add_batch_status
+
+    add_batch_status(sub)
     return parser
 
 
@@ -74,4 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         return config.run(ns)
     if ns.command == "serve":
         return serve.run(ns)
+    if ns.command == "batch-status":
+        from minimallm.cli.provider_batch._status import run as run_status
+
+        return run_status(ns)
     return run_batch.run(ns)

@@ -78,6 +78,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="no progress display (problems are still reported on stderr)",
     )  # fmt: skip
     add_settings_flags(parser)
+    from minimallm.cli.provider_batch._flags import add_flags as add_provider_batch_flags
+
+    add_provider_batch_flags(parser)  # --provider-batch (cli/provider_batch/)
     return parser
 
 
@@ -182,6 +185,10 @@ def run(ns: argparse.Namespace) -> int:
             job = prepare(ns, stack)
             if isinstance(job, int):
                 return job
+            if getattr(ns, "provider_batch", False):
+                from minimallm.cli.provider_batch._command import run as run_provider_batch
+
+                return run_provider_batch(job, ns, sys.stderr)
             return send_job(job, quiet=ns.quiet, err=sys.stderr)
     except KeyboardInterrupt:  # while checking the input: nothing was sent or written
         print("minimallm run-batch: interrupted; nothing was sent", file=sys.stderr)

@@ -175,6 +175,22 @@ def build_parser(prog: str = "python -m minimallm.mock") -> argparse.ArgumentPar
         help="answers carry created 0 and an id derived from the request (same request, "
         "same bytes)",
     )  # fmt: skip
+    g = p.add_argument_group(
+        "Batch API (/v1/files, /v1/batches)",
+        "Batches run on a time scale: validating, in_progress (lines finish evenly), "
+        "finalizing, completed. Each line is answered like a live request (the same "
+        "bodies; #mock:fault=400 gives that line an error). GET /mock/batches counts "
+        "uploads, uploaded lines, batches created and downloads.",
+    )
+    g.add_argument(
+        "--batch-duration", type=float, default=d.batch_duration_s, metavar="S",
+        help="seconds from create to completed (default %(default)s)",
+    )  # fmt: skip
+    g.add_argument(
+        "--batch-outcome", action="append", default=[], metavar="N=KIND[@FRACTION]",
+        help="the Nth batch created ends otherwise: N=expired@0.5 (expires once half its "
+        "lines are done), N=cancelled@0.5, N=failed (fails validation) (repeatable)",
+    )  # fmt: skip
     return p
 
 
@@ -206,6 +222,8 @@ def config_from_args(args: argparse.Namespace) -> MockServerConfig:
         responder=DSPyResponder() if args.dspy else echo_responder,
         max_arrivals=args.max_arrivals,
         deterministic=args.deterministic,
+        batch_duration_s=args.batch_duration,
+        batch_outcomes=tuple(args.batch_outcome),
     )
 
 
@@ -255,6 +273,9 @@ def config_to_argv(config: MockServerConfig) -> list[str]:
             argv += [flag, repr(value)]
     if not config.rate_headers:
         argv.append("--no-rate-headers")
+    argv += ["--batch-duration", repr(config.batch_duration_s)]
+    for outcome in config.batch_outcomes:
+        argv += ["--batch-outcome", outcome]
     for kind, rate in config.fault_rates.items():
         argv += ["--fault-rate", f"{kind}={rate!r}"]
     for phase in config.phases:

@@ -20,6 +20,7 @@ __all__ = [
     "Responder",
     "echo_responder",
     "last_message_text",
+    "parse_batch_outcome",
 ]
 
 LATENCY_DISTS = ("fixed", "lognormal")
@@ -56,6 +57,25 @@ def echo_responder(body: dict[str, Any]) -> str:
     """The default answer, ``"echo: " + <content of the last message>``, so a test can
     tell which request each answer belongs to."""
     return "echo: " + last_message_text(body)
+
+
+def parse_batch_outcome(text: str) -> tuple[int, str, float]:
+    """``"N=expired@0.5"`` -> (N, "expired", 0.5); kinds: expired, cancelled (both
+    ``@FRACTION`` of the lines done, default 0.5) and failed. Raises ValueError."""
+    number, eq, rest = text.partition("=")
+    kind, at, frac = rest.partition("@")
+    kind = kind.strip().lower()
+    try:
+        n = int(number)
+        fraction = float(frac) if at else 0.5
+    except ValueError:
+        n, fraction = 0, -1.0
+    if not eq or n < 1 or kind not in ("expired", "cancelled", "failed") or not 0 <= fraction <= 1:
+        raise ValueError(
+            f"bad batch outcome {text!r}: use N=expired@FRACTION, N=cancelled@FRACTION or "
+            "N=failed (N counts batches from 1, FRACTION of its lines done, 0..1)"
+        )
+    return n, kind, fraction
 
 
 def _frozen_rates() -> Mapping[str, float]:
@@ -98,6 +118,9 @@ class MockServerConfig:
     - ``max_records``: how many recent requests ``requests`` keeps; ``max_arrivals``:
       how many ``(time, outcome)`` arrival stamps ``arrivals`` keeps (0: none; cheap,
       for benchmarks that measure rates over time).
+    - ``batch_duration_s``/``batch_outcomes``: the Batch API's time scale (seconds
+      from create to completed) and batches that expire, fail or are cancelled on
+      demand (see ``minimallm.mock.batch_api``).
     - ``deterministic``: answers carry ``created: 0`` and an id derived from the
       request, so the same request always gets the same bytes.
     """
@@ -127,6 +150,10 @@ class MockServerConfig:
     max_records: int = 10_000
     max_arrivals: int = 0
     deterministic: bool = False
+    # The Batch API (``batch_api.py``): how long a batch takes (seconds, wall clock)
+    # and how the Nth batch ends otherwise ("1=expired@0.5", "2=failed", ...).
+    batch_duration_s: float = 2.0
+    batch_outcomes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -153,6 +180,12 @@ class MockServerConfig:
                 problems.append(f"{name}={value!r} must be one of: {', '.join(allowed)}")
 
         seconds("latency_s", self.latency_s)
+        seconds("batch_duration_s", self.batch_duration_s)
+        for text in self.batch_outcomes:
+            try:
+                parse_batch_outcome(text)
+            except ValueError as exc:
+                problems.append(str(exc))
         seconds("latency_jitter_s", self.latency_jitter_s)
         seconds("latency_sigma", self.latency_sigma)
         seconds("retry_after_s", self.retry_after_s, optional=True)
@@ -193,6 +226,11 @@ class MockServerConfig:
             raise ConfigError("invalid MockServerConfig: " + "; ".join(problems))
         object.__setattr__(self, "fault_rates", MappingProxyType(rates))
         object.__setattr__(self, "phases", phases)
+
+    @property
+    def batch_outcome_map(self) -> dict[int, tuple[str, float]]:
+        """``batch_outcomes`` parsed: batch number -> (kind, fraction of lines done)."""
+        return {n: (kind, f) for n, kind, f in map(parse_batch_outcome, self.batch_outcomes)}
 
     @property
     def effective_burst(self) -> int:

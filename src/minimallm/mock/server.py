@@ -3,7 +3,9 @@
 Endpoints: ``POST /v1/chat/completions`` (also ``/chat/completions``), ``GET /v1/models``
 (also ``/models``), and control endpoints that are neither counted nor recorded:
 ``GET /mock/stats`` (the counters as JSON, for a server in another process),
-``GET /mock/arrivals`` (the arrival stamps) and ``POST /mock/reset``.
+``GET /mock/arrivals`` (the arrival stamps), ``GET /mock/batches`` (the Batch API's
+counters) and ``POST /mock/reset``. ``/v1/files`` and ``/v1/batches`` are the Batch
+API of ``batch_api.py``.
 
 One chat request goes: parse -> count, decide and record (``state.py`` around the pure
 ``decide.py``, under a lock, so another thread may read ``stats``/``requests`` or call
@@ -31,6 +33,7 @@ from minimallm._http.server import (
     decode_body,
     render_response,
 )
+from minimallm.mock.batch_api import MockBatchApi
 from minimallm.mock.bodies import completion_body, error_response, models_body
 from minimallm.mock.config import MockServerConfig, last_message_text
 from minimallm.mock.decide import BLACKHOLE, Verdict
@@ -76,6 +79,13 @@ class MockServer:
         self._slots: trio.Semaphore | None = None
         if config.capacity is not None and config.capacity_mode == "queue":
             self._slots = trio.Semaphore(config.capacity)  # FIFO: trio's locks are fair
+        self.batch_api = MockBatchApi(
+            duration_s=config.batch_duration_s,
+            outcomes=config.batch_outcome_map,
+            answer=lambda body, kind: (
+                self._completion(body, kind) if kind in ("ok", "null", "nochoices") else None
+            ),
+        )
 
     @property
     def base_url(self) -> str:
@@ -195,6 +205,15 @@ class MockServer:
                 continue
             if request.path.startswith("/mock/"):
                 after = await self._control(stream, request)
+            elif MockBatchApi.handles(request.path):  # the Batch API (batch_api.py)
+                status, body, ctype = self.batch_api.handle(
+                    request.method, request.target, request.headers, request.body
+                )
+                keep = request.keep_alive
+                await stream.send_all(
+                    render_response(status, body, keep_alive=keep, content_type=ctype)
+                )
+                after = _After.KEEP if keep else _After.CLOSE
             else:
                 after = await self._answer(stream, parser, conn_id, request)
             if after is not _After.KEEP:
@@ -206,6 +225,9 @@ class MockServer:
             await stream.send_all(render_response(200, body, keep_alive=request.keep_alive))
         elif request.path == "/mock/arrivals" and request.method == "GET":
             body = json.dumps({"arrivals": self.arrivals()}).encode()
+            await stream.send_all(render_response(200, body, keep_alive=request.keep_alive))
+        elif request.path == "/mock/batches" and request.method == "GET":
+            body = json.dumps(self.batch_api.counters).encode()
             await stream.send_all(render_response(200, body, keep_alive=request.keep_alive))
         elif request.path == "/mock/reset" and request.method == "POST":
             self.reset()
