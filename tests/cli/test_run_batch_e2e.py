@@ -254,7 +254,7 @@ def test_killed_twice_at_random_points_and_rerun_ends_byte_identical(
         rc = finish(proc)
         if sig == signal.SIGTERM:
             assert rc == 130, log.read_text()
-            assert "minimallm run-batch: interrupted; " in log.read_text()
+            assert "minimallm run-batch: interrupted by SIGTERM; " in log.read_text()
             assert out.read_bytes().endswith(b"\n")  # an orderly stop: no torn line
         else:
             assert rc == -signal.SIGKILL

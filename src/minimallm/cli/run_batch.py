@@ -13,8 +13,8 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,11 +26,16 @@ from minimallm.cli.batchfile import (
     BatchFileError,
     BatchPlan,
     BatchWriter,
+    Held,
+    OutputInUseError,
+    OutputLock,
     ResumeError,
     default_errors_path,
     input_file,
     iter_requests,
+    read_spill,
     scan_batch,
+    spill_path,
 )
 
 __all__ = ["Job", "add_parser", "prepare", "run"]
@@ -86,7 +91,9 @@ class Job:
     """A prepared run: the configuration, the plan of pass 1 and where to write.
 
     ``output`` is a path or ``-``; ``errors`` a path or None (failures inline in
-    OUTPUT, only with ``-o -``).
+    OUTPUT, only with ``-o -``); ``spill`` where results received but not written
+    are kept when the run stops (None with ``-o -``), ``held`` those an earlier run
+    kept there (by custom_id).
     """
 
     config: MinimaLlmConfig
@@ -94,10 +101,15 @@ class Job:
     input_name: str
     output: str
     errors: str | None
+    spill: Path | None = None
+    held: Mapping[str, Held] = field(default_factory=dict)
 
-    def requests(self) -> Iterator[MinimaLlmRequest]:
-        """The requests still to answer, lazily, in input order (``plan.todo`` of them)."""
-        return iter_requests(self.plan, name=self.input_name)
+    def requests(
+        self, skip: Callable[[str, bytes], bool] | None = None
+    ) -> Iterator[MinimaLlmRequest]:
+        """The requests still to answer, lazily, in input order (``plan.todo`` of them,
+        less those ``skip(custom_id, raw line)`` leaves out)."""
+        return iter_requests(self.plan, name=self.input_name, skip=skip)
 
     def open_writer(self) -> BatchWriter:
         """OUTPUT and ERRORS, cut to what the plan keeps and opened for appending."""
@@ -123,6 +135,23 @@ def _check_paths(ns: argparse.Namespace, errors: str | None) -> str | None:
     for a, pa, b, pb in pairs:
         if _same_file(pa, pb):
             return f"{a} and {b} are the same file ({pa}): name different files"
+    return _check_writable("-o/--output", ns.output) or (
+        None if errors is None else _check_writable("--errors", errors)
+    )
+
+
+def _check_writable(flag: str, path: str) -> str | None:
+    """Why ``path`` cannot be an output file (a directory, a missing directory)."""
+    if path == "-":
+        return None
+    if path.endswith(os.sep) or os.path.isdir(path):
+        return f"{flag} {path} is a directory: name a file (e.g. {path.rstrip(os.sep)}/out.jsonl)"
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        return f"{flag} {path}: the directory {parent} {what}; create it first"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{flag} {path}: cannot create files in {parent} (permission denied)"
     return None
 
 
@@ -141,12 +170,23 @@ def prepare(
     if problem:
         print(f"minimallm run-batch: {problem}", file=err)
         return 2
+    if ns.output != "-":
+        try:
+            stack.enter_context(OutputLock(ns.output))
+        except OutputInUseError as exc:
+            print(f"minimallm run-batch: {exc}", file=err)
+            return 2
+        except OSError as exc:
+            print(f"minimallm run-batch: cannot lock {ns.output}: {exc}", file=err)
+            return 2
     env = os.environ if env is None else env
     resolved = resolve(ns, env)
     model = resolved.env.get("OPENAI_MODEL", "").strip() or None  # from a flag or the env
     resume = not ns.overwrite and ns.output != "-"
     name = "stdin" if ns.input == "-" else ns.input
+    spill = None if ns.output == "-" else spill_path(ns.output)
     try:
+        held = read_spill(spill) if resume and spill is not None else {}
         path = stack.enter_context(input_file(ns.input))
         plan = scan_batch(
             path,
@@ -154,6 +194,7 @@ def prepare(
             output=Path(ns.output) if resume else None,
             errors=Path(errors) if resume and errors is not None else None,
             name=name,
+            held=held,
         )
     except (BatchFileError, ResumeError) as exc:
         print(f"minimallm run-batch: {exc}", file=err)
@@ -167,7 +208,7 @@ def prepare(
     except ConfigError as exc:
         print(f"minimallm run-batch: {exc}", file=err)
         return 2
-    return Job(config, plan, name, ns.output, errors)
+    return Job(config, plan, name, ns.output, errors, spill, held)
 
 
 def run(ns: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ No networking here: the command drives these with the streaming batch API.
 """
 
 from minimallm.cli.batchfile._lines import CHAT_URL, LineError, ParsedLine, parse_line
+from minimallm.cli.batchfile._lock import OutputInUseError, OutputLock
 from minimallm.cli.batchfile._output import (
     BatchWriter,
     batch_request_id,
@@ -30,6 +31,7 @@ from minimallm.cli.batchfile._scan import (
     iter_requests,
     scan_batch,
 )
+from minimallm.cli.batchfile._spill import Held, line_hash, read_spill, spill_path, write_spill
 
 __all__ = [
     "CHAT_URL",
@@ -37,7 +39,10 @@ __all__ = [
     "BatchFileError",
     "BatchPlan",
     "BatchWriter",
+    "Held",
     "LineError",
+    "OutputInUseError",
+    "OutputLock",
     "ParsedLine",
     "ResumeError",
     "batch_request_id",
@@ -45,8 +50,12 @@ __all__ = [
     "error_line",
     "input_file",
     "iter_requests",
+    "line_hash",
     "parse_line",
     "raw_json_text",
+    "read_spill",
     "scan_batch",
+    "spill_path",
     "success_line",
+    "write_spill",
 ]

@@ -42,6 +42,9 @@ __all__ = [
     "success_line",
 ]
 
+HOLD_FAILURES = 1000
+"""Failures :meth:`BatchWriter.hold_failures` keeps in memory at most."""
+
 _quote = json.encoder.encode_basestring_ascii  # C-accelerated, never emits a raw newline
 
 
@@ -154,6 +157,7 @@ class BatchWriter:
         self._pending = 0
         self._closed = False
         self._broken = False  # a flush was interrupted: write nothing more
+        self._hold = 0  # see hold_failures
         self.ok = 0
         """Successes written (or buffered) by this writer."""
         self.failed = 0
@@ -201,8 +205,47 @@ class BatchWriter:
         if self._pending >= self._flush_bytes:
             self.flush()
 
+    def write_line(self, line: bytes, *, ok: bool) -> None:
+        """Buffer a line already made (an answer kept by an earlier run, see
+        :mod:`._spill`): to OUTPUT when ``ok``, else to ERRORS."""
+        if self._closed:
+            raise ValueError("BatchWriter is closed")
+        if ok:
+            self._out_buf.append(line)
+            self.ok += 1
+        else:
+            (self._out_buf if self._inline else self._err_buf).append(line)
+            self.failed += 1
+        self._pending += len(line)
+        if self._pending >= self._flush_bytes:
+            self.flush()
+
+    def hold_failures(self, limit: int = HOLD_FAILURES) -> None:
+        """Keep failures in memory until this writer gets its first answer (at most
+        ``limit`` of them): a run that stops because every request fails alike (a
+        wrong key, URL or model) can then :meth:`drop_held` them instead of recording
+        them as failures of their lines."""
+        self._hold = limit
+
+    def drop_held(self) -> int:
+        """Forget the failures held back (none were written: the writer has had no
+        answer yet); returns how many. Nothing more is written afterwards."""
+        if self.ok or self._broken:
+            return 0
+        dropped = len(self._out_buf) + len(self._err_buf)
+        self._out_buf.clear()
+        self._err_buf.clear()
+        self._pending = 0
+        self.failed -= dropped
+        self._broken = True  # close() must not write anything now
+        return dropped
+
     def flush(self) -> None:
-        """Write every buffered line: ERRORS first, then OUTPUT."""
+        """Write every buffered line: ERRORS first, then OUTPUT (unless failures are
+        held, see :meth:`hold_failures`)."""
+        if self._hold and not self.ok and len(self._err_buf) + len(self._out_buf) < self._hold:
+            return
+        self._hold = 0  # held long enough, or an answer came: write as usual from now on
         if self._broken:
             raise ValueError(
                 "BatchWriter: an earlier flush was interrupted; nothing more is written"
@@ -233,6 +276,7 @@ class BatchWriter:
             return
         try:
             if not self._broken:
+                self._hold = 0
                 self.flush()
         finally:
             self._closed = True

@@ -24,7 +24,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +83,8 @@ class BatchPlan:
     run, the first ``done`` of the input (``done_ok`` of them in OUTPUT,
     ``done_failed`` in ERRORS); ``output_keep``/``errors_keep``: bytes of OUTPUT and
     ERRORS to keep (a torn last line, and ERRORS lines past the done prefix, are cut);
-    ``redo``: such ERRORS lines, whose requests are sent again.
+    ``redo``: such ERRORS lines, whose requests are sent again; ``held``: requests
+    still to do whose results an earlier run kept (see :mod:`._spill`).
     """
 
     path: Path
@@ -95,6 +96,7 @@ class BatchPlan:
     output_keep: int = 0
     errors_keep: int = 0
     redo: int = 0
+    held: int = 0
 
     @property
     def todo(self) -> int:
@@ -161,6 +163,7 @@ def scan_batch(
     errors: Path | None = None,
     name: str | None = None,
     progress: Callable[[int], None] | None = None,
+    held: Container[str] | None = None,
 ) -> BatchPlan:
     """Pass 1: validate every line of ``path`` and find what is already done.
 
@@ -181,6 +184,7 @@ def scan_batch(
     models: dict[str, list[int]] = {}  # model -> [first line naming it, lines naming it]
     walk = _Walk(output, errors)
     total = 0
+    held_at: list[int] = []  # the request numbers of held custom_ids
 
     def bad(line: int, message: str) -> None:
         nonlocal count
@@ -201,6 +205,8 @@ def scan_batch(
                 continue
             custom_id, line_model = checked
             total += 1
+            if held is not None and custom_id in held:
+                held_at.append(total)
             first = ids.add(custom_id, n)
             if first:
                 if len(suspects) < MAX_SHOWN:
@@ -238,6 +244,7 @@ def scan_batch(
         output_keep=walk.out_keep,
         errors_keep=walk.err_keep,
         redo=walk.redo,
+        held=sum(1 for at in held_at if at > walk.done),
     )
 
 
@@ -304,21 +311,28 @@ def _confirm(path: Path, suspects: list[tuple[int, int, str]]) -> Iterator[tuple
             yield first, n, f"duplicate custom_id {custom_id!r} (first on line {first})"
 
 
-def iter_requests(plan: BatchPlan, *, name: str | None = None) -> Iterator[MinimaLlmRequest]:
+def iter_requests(
+    plan: BatchPlan,
+    *,
+    name: str | None = None,
+    skip: Callable[[str, bytes], bool] | None = None,
+) -> Iterator[MinimaLlmRequest]:
     """Pass 2: the requests not yet done (``plan.todo`` of them), in input order.
 
-    Reads lazily: one line in memory at a time. Raises :class:`BatchFileError` if the
-    file changed since :func:`scan_batch` checked it.
+    ``skip(custom_id, raw line)`` is called for each of them, in order, just before it
+    would be yielded; True leaves it out (its result is known already). Reads lazily:
+    one line in memory at a time. Raises :class:`BatchFileError` if the file changed
+    since :func:`scan_batch` checked it.
     """
     name = name or str(plan.path)
-    skip = plan.done
+    done = plan.done
     seen = 0
     with plan.path.open("rb") as f:
         for n, raw in enumerate(f, 1):
             if not raw or raw.isspace():
                 continue
             seen += 1
-            if seen <= skip:
+            if seen <= done:
                 continue
             try:
                 parsed = parse_line(raw)
@@ -326,7 +340,8 @@ def iter_requests(plan: BatchPlan, *, name: str | None = None) -> Iterator[Minim
                 changed = f"{name} (changed since it was checked)"
                 raise BatchFileError(changed, [(n, str(exc))], 1) from None
             assert parsed is not None
-            yield parsed.request
+            if skip is None or not skip(parsed.custom_id, raw):
+                yield parsed.request
     if seen != plan.total:
         raise BatchFileError(
             f"{name} (changed since it was checked)",
