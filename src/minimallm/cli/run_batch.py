@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -60,7 +61,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="answer every request of a JSONL file, in order, resumably",
         description=DESCRIPTION,
         epilog="Progress goes to stderr: a live bar on a terminal, plain lines elsewhere "
-        "(MINIMALLM_PROGRESS=auto|bar|lines|log|off). SIGTERM stops the run like Ctrl-C. "
+        "(MINIMALLM_PROGRESS=auto|bar|lines|log|off). Ctrl-C, SIGTERM and SIGHUP stop the run "
+        "in order: what was written stays, answers received behind a slower line are kept in "
+        "OUTPUT.pending for the next run. One run per OUTPUT at a time (OUTPUT.lock). "
         "Exit status: 0 every request answered, 1 some failed (see ERRORS) or the run "
         "stopped early, 2 bad input or flags, 130 interrupted.",
     )
@@ -211,13 +214,20 @@ def prepare(
     return Job(config, plan, name, ns.output, errors, spill, held)
 
 
+def _stop_while_preparing(signum: int, frame: object) -> None:
+    del signum, frame
+    raise KeyboardInterrupt  # nothing is sent or written yet: unwinding is safe
+
+
 def run(ns: argparse.Namespace) -> int:
     """The command; the process exit code (0 every request answered, 1 failures or the
-    batch stopped, 2 bad input or flags, 130 interrupted by Ctrl-C or SIGTERM)."""
-    from minimallm._signals import install_sigterm_handler
+    batch stopped, 2 bad input or flags, 130 interrupted by Ctrl-C, SIGTERM or SIGHUP)."""
     from minimallm.cli._batch_send import send_job
 
-    install_sigterm_handler()  # SLURM, docker stop, timeout: stop as Ctrl-C does
+    # SLURM, docker stop, timeout, a closed terminal: while the input is checked, stop
+    # as Ctrl-C does; while sending, the run receives them itself (see _batch_send).
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop_while_preparing)
     try:
         with contextlib.ExitStack() as stack:
             job = prepare(ns, stack)
