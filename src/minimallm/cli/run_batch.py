@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from minimallm._config.settings import MinimaLlmConfig
 from minimallm._errors import ConfigError
+from minimallm._progress.sinks import PROGRESS_ENV
 from minimallm._types import MinimaLlmRequest
 from minimallm.cli._settings import add_settings_flags, config_from_flags, resolve
 from minimallm.cli.batchfile import (
@@ -34,12 +35,15 @@ from minimallm.cli.batchfile import (
     default_errors_path,
     input_file,
     iter_requests,
+    move_failures_out,
     read_spill,
     scan_batch,
     spill_path,
 )
 
 __all__ = ["Job", "add_parser", "prepare", "run"]
+
+PROGRESS_MODES = ("auto", "bar", "lines", "log", "off")
 
 DESCRIPTION = """\
 Send every request of a JSONL file and write the answers in input order, as they
@@ -80,6 +84,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true",
         help="start over, replacing OUTPUT and ERRORS (default: resume from them)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--retry-failed", action="store_true",
+        help="send the requests recorded in ERRORS again; those answered move to OUTPUT, "
+        "in input order",
     )  # fmt: skip
     parser.add_argument(
         "-q", "--quiet", action="store_true",
@@ -130,6 +139,9 @@ def _same_file(a: str, b: str) -> bool:
 def _check_paths(ns: argparse.Namespace, errors: str | None) -> str | None:
     if errors == "-":
         return "--errors needs a file (with -o -, leave it out to get failures in line)"
+    if ns.retry_failed and (ns.output == "-" or ns.overwrite):
+        why = "-o -" if ns.output == "-" else "--overwrite"
+        return f"--retry-failed needs the OUTPUT and ERRORS of an earlier run; not with {why}"
     if ns.output == "-" and ns.input == "-":
         return None
     pairs = [("INPUT", ns.input, "OUTPUT", ns.output)]
@@ -141,6 +153,16 @@ def _check_paths(ns: argparse.Namespace, errors: str | None) -> str | None:
     return _check_writable("-o/--output", ns.output) or (
         None if errors is None else _check_writable("--errors", errors)
     )
+
+
+def _check_progress(env: Mapping[str, str]) -> str | None:
+    mode = env.get(PROGRESS_ENV, "auto").strip().lower() or "auto"
+    if mode not in PROGRESS_MODES:
+        return (
+            f"{PROGRESS_ENV}={env[PROGRESS_ENV]!r} is not a progress mode; use "
+            f"{', '.join(PROGRESS_MODES)}"
+        )
+    return None
 
 
 def _check_writable(flag: str, path: str) -> str | None:
@@ -168,8 +190,9 @@ def prepare(
     printing what is wrong (bad lines, files that do not belong to the input, bad
     settings) on ``err``. ``stack`` keeps the spooled copy of stdin alive."""
     err = sys.stderr if err is None else err
+    env = os.environ if env is None else env
     errors = ns.errors if ns.errors is not None else default_errors_path(ns.output)
-    problem = _check_paths(ns, errors)
+    problem = _check_paths(ns, errors) or _check_progress(env)
     if problem:
         print(f"minimallm run-batch: {problem}", file=err)
         return 2
@@ -182,7 +205,6 @@ def prepare(
         except OSError as exc:
             print(f"minimallm run-batch: cannot lock {ns.output}: {exc}", file=err)
             return 2
-    env = os.environ if env is None else env
     resolved = resolve(ns, env)
     model = resolved.env.get("OPENAI_MODEL", "").strip() or None  # from a flag or the env
     resume = not ns.overwrite and ns.output != "-"
@@ -211,6 +233,16 @@ def prepare(
     except ConfigError as exc:
         print(f"minimallm run-batch: {exc}", file=err)
         return 2
+    if ns.retry_failed and plan.done_failed:  # everything checked: now the files change
+        assert spill is not None and errors is not None
+        failed = move_failures_out(plan, Path(ns.output), Path(errors), spill, held)
+        print(
+            f"minimallm run-batch: retrying the {failed:,} failed requests of {errors}",
+            file=err,
+        )
+        plan = scan_batch(
+            path, model=model, output=Path(ns.output), errors=Path(errors), name=name, held=held
+        )
     return Job(config, plan, name, ns.output, errors, spill, held)
 
 

@@ -23,6 +23,7 @@ from minimallm.cli.batchfile._output import (
     success_line,
 )
 from minimallm.cli.batchfile._resume import ResumeError
+from minimallm.cli.batchfile._retry import move_failures_out
 from minimallm.cli.batchfile._scan import (
     MAX_SHOWN,
     BatchFileError,
@@ -51,6 +52,7 @@ __all__ = [
     "input_file",
     "iter_requests",
     "line_hash",
+    "move_failures_out",
     "parse_line",
     "raw_json_text",
     "read_spill",

@@ -236,3 +236,72 @@ def test_a_second_run_on_the_same_output_refuses_at_once(
     codes = sorted(p.wait(DEADLINE_S) for p in procs)
     assert codes[0] == 0 and codes[1] in (0, 2)
     assert out.read_bytes() == reference
+
+
+def small_input(path: Path, n: int, faults: dict[int, str]) -> Path:
+    rows = []
+    for i in range(n):
+        text = f"short {i} " + "x" * (i % 13) + (f" #mock:fault={faults[i]}" if i in faults else "")
+        rows.append({"custom_id": f"s{i}", "messages": [{"role": "user", "content": text}]})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def answers(out: Path) -> list[tuple[str, str]]:
+    rows = [json.loads(line) for line in out.read_bytes().splitlines()]
+    return [
+        (row["custom_id"], row["response"]["body"]["choices"][0]["message"]["content"])
+        for row in rows
+    ]
+
+
+def test_retry_failed_sends_the_failures_again_and_puts_the_answers_in_order(
+    mock_url: str, tmp_path: Path
+) -> None:
+    reset(mock_url)
+    n = 60
+    inp = small_input(tmp_path / "in.jsonl", n, {5: "400*1", 17: "400*1", 40: "400*1"})
+    out, errors, log = tmp_path / "out.jsonl", tmp_path / "out.errors.jsonl", tmp_path / "log"
+    argv = command(inp, out, mock_url, "--max-failures", "none")
+    assert start(argv, log).wait(DEADLINE_S) == 1, log.read_text()
+    assert ids(errors.read_bytes()) == ["s5", "s17", "s40"]
+    assert len(ids(out.read_bytes())) == n - 3
+    # without the flag, the failures stay: resuming sends nothing
+    before = requests_total(mock_url)
+    assert start(argv, log).wait(DEADLINE_S) == 1
+    assert requests_total(mock_url) == before
+    assert start([*argv, "--retry-failed"], log).wait(DEADLINE_S) == 0, log.read_text()
+    assert requests_total(mock_url) - before == 3  # only the failed lines
+    text = log.read_text()
+    assert f"minimallm run-batch: retrying the 3 failed requests of {errors}" in text
+    assert text.rstrip().endswith(f"done: {n} answers in {out}")
+    assert answers(out) == [
+        (f"s{i}", "echo: " + json.loads(row)["messages"][0]["content"])
+        for i, row in enumerate(inp.read_text().splitlines())
+    ]
+    assert errors.read_bytes() == b""
+    assert not (tmp_path / "out.jsonl.pending").exists()
+
+
+def test_a_run_where_every_request_fails_alike_records_no_line_failures(
+    mock_url: str, tmp_path: Path
+) -> None:
+    n = 40
+    inp = small_input(tmp_path / "in.jsonl", n, {})
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    out, errors, log = tmp_path / "out.jsonl", tmp_path / "out.errors.jsonl", tmp_path / "log"
+    rc = start(command(inp, out, dead, "--max-attempts", "1"), log).wait(DEADLINE_S)
+    text = log.read_text()
+    assert rc == 1, text
+    assert "every request failed" in text
+    assert re.search(r"the \d+ failures of this run are not recorded: fix the cause", text)
+    assert size_of(errors) == 0 and size_of(out) == 0
+    # fixed: the same command with the right URL answers every line
+    assert start(command(inp, out, mock_url), log).wait(DEADLINE_S) == 0, log.read_text()
+    assert [cid for cid, _ in answers(out)] == [f"s{i}" for i in range(n)]
+
+
+def size_of(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
