@@ -296,6 +296,7 @@ def test_a_run_where_every_request_fails_alike_records_no_line_failures(
     text = log.read_text()
     assert rc == 1, text
     assert "every request failed" in text
+    assert "check --base-url: is the server running" in text  # the flag used, not the variable
     assert re.search(r"the \d+ failures of this run are not recorded: fix the cause", text)
     assert size_of(errors) == 0 and size_of(out) == 0
     # fixed: the same command with the right URL answers every line

@@ -200,7 +200,13 @@ class MinimaLlmConfig(Settings):
             raise custom_error("must name a host, e.g. http://localhost:8000/v1")
         if parts.query or parts.fragment:
             raise custom_error("must not contain a query (?) or fragment (#)")
-        return value.strip().rstrip("/")
+        if "@" in parts.netloc:
+            raise custom_error(
+                "must not contain a user name or password (user:password@host): minimallm "
+                "does not send them; put the key in OPENAI_API_KEY"
+            )
+        # the endpoint itself, as some providers document it: the API root is wanted
+        return value.strip().rstrip("/").removesuffix("/chat/completions").rstrip("/")
 
     @_validates("model")
     @classmethod

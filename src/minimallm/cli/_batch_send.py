@@ -28,6 +28,7 @@ from minimallm._errors import BatchAbortedError, MinimaLlmError
 from minimallm._progress import BatchProgress, Progress, format_failure, format_stall
 from minimallm._types import MinimaLlmFailure, MinimaLlmResponse, MinimaLlmResult
 from minimallm.cli._known import KnownResults
+from minimallm.cli._settings import name_flags
 from minimallm.cli.batchfile import BatchFileError, BatchWriter, write_spill
 
 if TYPE_CHECKING:
@@ -194,7 +195,7 @@ def send_job(job: Job, *, quiet: bool, err: TextIO) -> int:
     except KeyboardInterrupt:  # not expected (SIGINT is received), but never a traceback
         written.signum = written.signum or signal.SIGINT
     except BatchAbortedError as exc:
-        print(f"{PROG}: stopped: {exc}", file=err)
+        print(f"{PROG}: stopped: {name_flags(str(exc), job.flags)}", file=err)
         if written.dropped:
             print(
                 f"{PROG}: the {written.dropped:,} failures of this run are not recorded: "

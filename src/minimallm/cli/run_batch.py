@@ -105,7 +105,8 @@ class Job:
     ``output`` is a path or ``-``; ``errors`` a path or None (failures inline in
     OUTPUT, only with ``-o -``); ``spill`` where results received but not written
     are kept when the run stops (None with ``-o -``), ``held`` those an earlier run
-    kept there (by custom_id).
+    kept there (by custom_id); ``flags`` the variables set by flags (messages name
+    the flag).
     """
 
     config: MinimaLlmConfig
@@ -115,6 +116,7 @@ class Job:
     errors: str | None
     spill: Path | None = None
     held: Mapping[str, Held] = field(default_factory=dict)
+    flags: Mapping[str, str] = field(default_factory=dict)
 
     def requests(
         self, skip: Callable[[str, bytes], bool] | None = None
@@ -228,8 +230,9 @@ def prepare(
         print(f"minimallm run-batch: cannot read {name}: {exc.strerror or exc}", file=err)
         return 2
     fallbacks = {"OPENAI_MODEL": (plan.model, "input file")} if plan.model else None
+    resolved = resolve(ns, env, fallbacks=fallbacks)
     try:
-        config = config_from_flags(resolve(ns, env, fallbacks=fallbacks))
+        config = config_from_flags(resolved)
     except ConfigError as exc:
         print(f"minimallm run-batch: {exc}", file=err)
         return 2
@@ -243,7 +246,7 @@ def prepare(
         plan = scan_batch(
             path, model=model, output=Path(ns.output), errors=Path(errors), name=name, held=held
         )
-    return Job(config, plan, name, ns.output, errors, spill, held)
+    return Job(config, plan, name, ns.output, errors, spill, held, resolved.flags)
 
 
 def _stop_while_preparing(signum: int, frame: object) -> None:

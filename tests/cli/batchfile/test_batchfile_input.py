@@ -91,6 +91,8 @@ def test_assistant_messages_may_carry_tool_calls_without_content() -> None:
 
 BAD = [
     ('{"id": "a", "messages": [}', "not JSON: Expecting value (column 26)"),
+    ('{"id": "a"\r\n', "not JSON: Expecting ',' delimiter (column 11)"),  # cut short
+    ('\ufeff{"id": "a"\n', "not JSON: Expecting ',' delimiter (column 12)"),
     (b'{"id": "\xff"}', "not UTF-8 text (byte 0xff at offset 8)"),
     ('["a"]', "not a JSON object but an array"),
     ('{"id": "a", "messages": [], "temperature": NaN}', "NaN is not allowed in JSON"),
