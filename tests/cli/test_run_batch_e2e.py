@@ -313,7 +313,7 @@ def test_an_input_changed_during_the_run_stops_it_with_status_2(
             f.write(line(40) + "\n")
         assert send_job(job, quiet=True, err=err) == 2
     text = err.getvalue()
-    assert "(changed since it was checked)" in text and "has 41 requests now, 40 when" in text
+    assert "(changed since it was checked): 1 bad line, nothing was sent:\n  edited (" in text
     assert re.search(
         r"^minimallm run-batch: (\d+) of 40 requests written \(\1 by this run\)$", text, re.M
     )

@@ -306,3 +306,30 @@ def test_a_run_where_every_request_fails_alike_records_no_line_failures(
 
 def size_of(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
+
+
+def test_resume_refuses_a_line_changed_after_its_answer_was_written(
+    mock_url: str, tmp_path: Path
+) -> None:
+    inp = small_input(tmp_path / "in.jsonl", 20, {})
+    out, log = tmp_path / "out.jsonl", tmp_path / "log"
+    argv = command(inp, out, mock_url)
+    assert start(argv, log).wait(DEADLINE_S) == 0, log.read_text()
+    assert (tmp_path / "out.jsonl.hashes").stat().st_size == 20 * 33
+    rows = inp.read_text().splitlines()
+    rows[3] = rows[3].replace("short 3", "a new question")
+    inp.write_text("\n".join(rows) + "\n")
+    before = out.read_bytes()
+    assert start(argv, log).wait(DEADLINE_S) == 2
+    assert (
+        log.read_text()
+        .rstrip()
+        .endswith(
+            f"cannot resume: 1 request(s) of {inp} changed since an earlier run wrote their "
+            "results: line 4 ('s3'); use --overwrite to start over, or choose another output "
+            "file (or restore the lines)"
+        )
+    )
+    assert out.read_bytes() == before
+    assert start([*argv, "--overwrite"], log).wait(DEADLINE_S) == 0
+    assert answers(out)[3] == ("s3", "echo: " + json.loads(rows[3])["messages"][0]["content"])

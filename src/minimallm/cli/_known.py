@@ -48,8 +48,7 @@ class KnownResults:
         self._write_known(writer)
         if self._queue:
             self._queue.popleft()
-        self._hashes.pop(result.request_id, None)
-        writer.write(result)
+        writer.write(result, digest=self._hashes.pop(result.request_id, ""))
 
     def write_rest(self, writer: BatchWriter) -> None:
         """The stream ended: write the kept results after its last one."""
@@ -60,7 +59,7 @@ class KnownResults:
         while queue and queue[0] is not None:
             entry = queue.popleft()
             assert entry is not None
-            writer.write_line(entry.line, ok=entry.ok)
+            writer.write_line(entry.line, entry.ok, entry.hash)
             self.replayed += 1
 
     def leftover(self, held_back: Iterable[MinimaLlmResult], *, drop_failures: bool) -> list[Held]:

@@ -33,6 +33,7 @@ from minimallm.cli.batchfile import (
     OutputLock,
     ResumeError,
     default_errors_path,
+    hashes_path,
     input_file,
     iter_requests,
     move_failures_out,
@@ -126,8 +127,10 @@ class Job:
         return iter_requests(self.plan, name=self.input_name, skip=skip)
 
     def open_writer(self) -> BatchWriter:
-        """OUTPUT and ERRORS, cut to what the plan keeps and opened for appending."""
-        return BatchWriter.open(self.plan, self.output, self.errors)
+        """OUTPUT, ERRORS and HASHES, cut to what the plan keeps and opened for
+        appending."""
+        hashes = None if self.output == "-" else hashes_path(self.output)
+        return BatchWriter.open(self.plan, self.output, self.errors, hashes=hashes)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -222,6 +225,7 @@ def prepare(
             errors=Path(errors) if resume and errors is not None else None,
             name=name,
             held=held,
+            hashes=hashes_path(ns.output) if resume else None,
         )
     except (BatchFileError, ResumeError) as exc:
         print(f"minimallm run-batch: {exc}", file=err)
@@ -244,7 +248,13 @@ def prepare(
             file=err,
         )
         plan = scan_batch(
-            path, model=model, output=Path(ns.output), errors=Path(errors), name=name, held=held
+            path,
+            model=model,
+            output=Path(ns.output),
+            errors=Path(errors),
+            name=name,
+            held=held,
+            hashes=hashes_path(ns.output),
         )
     return Job(config, plan, name, ns.output, errors, spill, held, resolved.flags)
 

@@ -12,6 +12,7 @@ No networking here: the command drives these with the streaming batch API.
   the files end as if the run had never stopped.
 """
 
+from minimallm.cli.batchfile._hashes import hashes_path, line_hash
 from minimallm.cli.batchfile._lines import CHAT_URL, LineError, ParsedLine, parse_line
 from minimallm.cli.batchfile._lock import OutputInUseError, OutputLock
 from minimallm.cli.batchfile._output import (
@@ -32,7 +33,7 @@ from minimallm.cli.batchfile._scan import (
     iter_requests,
     scan_batch,
 )
-from minimallm.cli.batchfile._spill import Held, line_hash, read_spill, spill_path, write_spill
+from minimallm.cli.batchfile._spill import Held, read_spill, spill_path, write_spill
 
 __all__ = [
     "CHAT_URL",
@@ -49,6 +50,7 @@ __all__ = [
     "batch_request_id",
     "default_errors_path",
     "error_line",
+    "hashes_path",
     "input_file",
     "iter_requests",
     "line_hash",

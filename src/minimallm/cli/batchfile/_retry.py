@@ -23,10 +23,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from minimallm.cli.batchfile._hashes import line_hash
 from minimallm.cli.batchfile._lines import check_line
 from minimallm.cli.batchfile._resume import done_lines
 from minimallm.cli.batchfile._scan import BatchPlan
-from minimallm.cli.batchfile._spill import Held, line_hash, write_spill
+from minimallm.cli.batchfile._spill import Held, write_spill
 
 __all__ = ["move_failures_out"]
 

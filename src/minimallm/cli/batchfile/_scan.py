@@ -30,6 +30,7 @@ from pathlib import Path
 
 from minimallm._errors import MinimaLlmError
 from minimallm._types import MinimaLlmRequest
+from minimallm.cli.batchfile._hashes import UNKNOWN, line_hash, read_hashes
 from minimallm.cli.batchfile._ids import IdTable
 from minimallm.cli.batchfile._lines import LineError, check_line, parse_line
 from minimallm.cli.batchfile._resume import DoneLine, ResumeError, done_lines
@@ -60,11 +61,18 @@ class BatchFileError(MinimaLlmError, ValueError):
     """
 
     def __init__(
-        self, path: str, problems: list[tuple[int, str]], count: int, shown: int | None = None
+        self,
+        path: str,
+        problems: list[tuple[int, str]],
+        count: int,
+        shown: int | None = None,
+        *,
+        nothing_sent: bool = True,
     ) -> None:
         noun = "line" if count == 1 else "lines"
-        lines = [f"{path}: {count} bad {noun}, nothing was sent:"]
-        lines += [f"  line {n}: {message}" for n, message in problems]
+        sent = ", nothing was sent" if nothing_sent else ""
+        lines = [f"{path}: {count} bad {noun}{sent}:"]
+        lines += [f"  line {n}: {message}" if n > 0 else f"  {message}" for n, message in problems]
         shown = len(problems) if shown is None else shown  # one problem may cover many lines
         if count > shown:
             lines.append(f"  ... and {count - shown} more bad lines")
@@ -84,7 +92,8 @@ class BatchPlan:
     ``done_failed`` in ERRORS); ``output_keep``/``errors_keep``: bytes of OUTPUT and
     ERRORS to keep (a torn last line, and ERRORS lines past the done prefix, are cut);
     ``redo``: such ERRORS lines, whose requests are sent again; ``held``: requests
-    still to do whose results an earlier run kept (see :mod:`._spill`).
+    still to do whose results an earlier run kept (see :mod:`._spill`); ``stamp``
+    the file's identity and version when it was checked (pass 2 refuses another).
     """
 
     path: Path
@@ -97,6 +106,7 @@ class BatchPlan:
     errors_keep: int = 0
     redo: int = 0
     held: int = 0
+    stamp: tuple[int, ...] = ()
 
     @property
     def todo(self) -> int:
@@ -164,6 +174,7 @@ def scan_batch(
     name: str | None = None,
     progress: Callable[[int], None] | None = None,
     held: Container[str] | None = None,
+    hashes: Path | None = None,
 ) -> BatchPlan:
     """Pass 1: validate every line of ``path`` and find what is already done.
 
@@ -185,6 +196,8 @@ def scan_batch(
     walk = _Walk(output, errors)
     total = 0
     held_at: list[int] = []  # the request numbers of held custom_ids
+    recorded = read_hashes(hashes)
+    changed: list[tuple[int, str]] = []  # (line, custom_id) of done requests edited since
 
     def bad(line: int, message: str) -> None:
         nonlocal count
@@ -193,6 +206,7 @@ def scan_batch(
             problems.append((line, message, 1))
 
     with path.open("rb") as f:
+        stamp = _stamp(os.fstat(f.fileno()))
         for n, raw in enumerate(f, 1):
             if progress is not None and not n % PROGRESS_LINES:
                 progress(n)
@@ -221,7 +235,12 @@ def scan_batch(
                 elif len(models) < MAX_SHOWN:
                     models[line_model] = [n, 1]
             if not walk.finished:
+                done = walk.done
                 walk.step(n, custom_id)
+                if walk.done > done and hashes is not None:
+                    entry = next(recorded, UNKNOWN)
+                    if entry != UNKNOWN and entry != line_hash(raw) and len(changed) < MAX_SHOWN:
+                        changed.append((n, custom_id))
     del ids
     for _, n, message in _confirm(path, suspects):
         bad(n, message)
@@ -234,6 +253,8 @@ def scan_batch(
         covered = sum(lines for _, _, lines in shown)
         raise BatchFileError(name, [(n, message) for n, message, _ in shown], count, covered)
     walk.check(name)
+    if changed:
+        raise ResumeError(_changed_message(name, changed))
     return BatchPlan(
         path=path,
         total=total,
@@ -245,6 +266,21 @@ def scan_batch(
         errors_keep=walk.err_keep,
         redo=walk.redo,
         held=sum(1 for at in held_at if at > walk.done),
+        stamp=stamp,
+    )
+
+
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _changed_message(name: str, changed: list[tuple[int, str]]) -> str:
+    shown = ", ".join(f"line {n} ({cid!r})" for n, cid in changed[:5])
+    more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+    return (
+        f"cannot resume: {len(changed)} request(s) of {name} changed since an earlier run "
+        f"wrote their results: {shown}{more}; use --overwrite to start over, or choose "
+        "another output file (or restore the lines)"
     )
 
 
@@ -327,7 +363,16 @@ def iter_requests(
     name = name or str(plan.path)
     done = plan.done
     seen = 0
+    changed = f"{name} (changed since it was checked)"
     with plan.path.open("rb") as f:
+        stamp = _stamp(os.fstat(f.fileno()))
+        if plan.stamp and stamp != plan.stamp:
+            how = (
+                "replaced by another file"
+                if stamp[:2] != plan.stamp[:2]
+                else f"edited ({stamp[2]:,} bytes now, {plan.stamp[2]:,} when checked)"
+            )
+            raise BatchFileError(changed, [(0, f"{how} after it was checked")], 1)
         for n, raw in enumerate(f, 1):
             if not raw or raw.isspace():
                 continue
@@ -337,17 +382,17 @@ def iter_requests(
             try:
                 parsed = parse_line(raw)
             except LineError as exc:
-                changed = f"{name} (changed since it was checked)"
-                raise BatchFileError(changed, [(n, str(exc))], 1) from None
+                raise BatchFileError(changed, [(n, str(exc))], 1, nothing_sent=False) from None
             assert parsed is not None
             if skip is None or not skip(parsed.custom_id, raw):
                 yield parsed.request
+        now = _stamp(os.fstat(f.fileno()))
     if seen != plan.total:
-        raise BatchFileError(
-            f"{name} (changed since it was checked)",
-            [(seen, f"has {seen} requests now, {plan.total} when checked")],
-            1,
-        )
+        problem = f"has {seen} requests now, {plan.total} when checked"
+        raise BatchFileError(changed, [(seen, problem)], 1, nothing_sent=False)
+    if plan.stamp and now != plan.stamp:  # edited in place while it was read
+        problem = "edited while the run read it (a line or an id may differ from the check)"
+        raise BatchFileError(changed, [(seen, problem)], 1, nothing_sent=False)
 
 
 @contextlib.contextmanager

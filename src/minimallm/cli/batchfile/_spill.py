@@ -20,25 +20,18 @@ Each line: ``{"custom_id": ..., "hash": <blake2b of the input line>, "ok": true|
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Held", "line_hash", "read_spill", "spill_path", "write_spill"]
+__all__ = ["Held", "read_spill", "spill_path", "write_spill"]
 
 
 def spill_path(output: str) -> Path:
     """The spill file of ``output``: ``out.jsonl`` -> ``out.jsonl.pending``."""
     return Path(output + ".pending")
-
-
-def line_hash(raw: bytes) -> str:
-    """The hash of one input line (surrounding whitespace ignored): an answer kept for
-    a line is used only while the line is unchanged."""
-    return hashlib.blake2b(raw.strip(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
