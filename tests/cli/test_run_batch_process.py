@@ -213,7 +213,7 @@ def test_a_second_run_on_the_same_output_refuses_at_once(
 ) -> None:
     reset(mock_url)
     out, log1, log2 = tmp_path / "out.jsonl", tmp_path / "log1", tmp_path / "log2"
-    argv = command(inp, out, mock_url, "--timeout", "2")  # line 0: 2 s, then answered
+    argv = command(inp, out, mock_url, "--timeout", "6")  # line 0: 6 s, then answered
     first = start(argv, log1)
     wait_for(lambda: requests_total(mock_url) >= 10, first, "the first run sending")
     sent = requests_total(mock_url)
