@@ -333,3 +333,19 @@ def test_resume_refuses_a_line_changed_after_its_answer_was_written(
     assert out.read_bytes() == before
     assert start([*argv, "--overwrite"], log).wait(DEADLINE_S) == 0
     assert answers(out)[3] == ("s3", "echo: " + json.loads(rows[3])["messages"][0]["content"])
+
+
+def test_a_key_echoed_in_an_answer_never_reaches_output(mock_url: str, tmp_path: Path) -> None:
+    key = "sk-echo-me-0123456789abcdef"
+    inp = tmp_path / "in.jsonl"
+    rows = [{"custom_id": "a", "messages": [{"role": "user", "content": f"my key is {key}"}]}]
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out, log = tmp_path / "out.jsonl", tmp_path / "log"
+    with log.open("ab") as err:
+        rc = subprocess.run(
+            command(inp, out, mock_url), stderr=err, env={**env(), "OPENAI_API_KEY": key},
+            timeout=DEADLINE_S, check=False,
+        ).returncode  # fmt: skip
+    assert rc == 0, log.read_text()
+    assert key.encode() not in out.read_bytes()
+    assert answers(out) == [("a", "echo: my key is ***")]

@@ -91,7 +91,7 @@ async def _send(job: Job, progress: Progress, written: _Written, signals: tuple[
     """The trio main: answer ``job.requests()`` and write each result in input order;
     a stop signal ends the stream, and what it held back goes to the spill file."""
     stop = trio.CancelScope()
-    known = KnownResults(job.held)
+    known = KnownResults(job.held, job.config.api_key_value())
     with trio.open_signal_receiver(*signals) as received:
         if written.signum is not None:  # arrived before the receiver was open
             stop.cancel()

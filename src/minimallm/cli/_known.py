@@ -22,8 +22,9 @@ __all__ = ["KnownResults"]
 class KnownResults:
     """The kept results of ``held`` (by custom_id) and the order of the stream."""
 
-    def __init__(self, held: Mapping[str, Held]) -> None:
+    def __init__(self, held: Mapping[str, Held], secret: str | None = None) -> None:
         self._held = dict(held)
+        self._secret = secret
         self._queue: deque[Held | None] = deque()  # None: the stream's next result
         self._hashes: dict[str, str] = {}  # custom_id -> line hash, for requests sent
         self.replayed = 0
@@ -74,7 +75,7 @@ class KnownResults:
             if digest is None:
                 continue
             if isinstance(result, MinimaLlmResponse):
-                entries.append(Held(cid, digest, True, success_line(cid, result)))
+                entries.append(Held(cid, digest, True, success_line(cid, result, self._secret)))
             elif isinstance(result, MinimaLlmFailure) and not drop_failures:
                 entries.append(Held(cid, digest, False, error_line(cid, result)))
         if drop_failures:

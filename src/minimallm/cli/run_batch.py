@@ -130,7 +130,8 @@ class Job:
         """OUTPUT, ERRORS and HASHES, cut to what the plan keeps and opened for
         appending."""
         hashes = None if self.output == "-" else hashes_path(self.output)
-        return BatchWriter.open(self.plan, self.output, self.errors, hashes=hashes)
+        secret = self.config.api_key_value()
+        return BatchWriter.open(self.plan, self.output, self.errors, hashes=hashes, secret=secret)
 
 
 def _same_file(a: str, b: str) -> bool:

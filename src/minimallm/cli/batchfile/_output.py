@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Self
 
+from minimallm._outcome.redact import redact
 from minimallm._types import MinimaLlmFailure, MinimaLlmResponse, MinimaLlmResult
 from minimallm._types import raw_json_text as stored_raw_text
 from minimallm.cli.batchfile._hashes import HASH_LINE, UNKNOWN, open_hashes
@@ -76,10 +77,11 @@ def raw_json_text(response: MinimaLlmResponse) -> str:
     return text
 
 
-def success_line(custom_id: str, response: MinimaLlmResponse) -> bytes:
-    """One OUTPUT line (newline included)."""
+def success_line(custom_id: str, response: MinimaLlmResponse, secret: str | None = None) -> bytes:
+    """One OUTPUT line (newline included); ``secret`` (the API key) is replaced by
+    ``***`` wherever the server echoed it in the body."""
     cid = _quote(custom_id)
-    body = raw_json_text(response)
+    body = redact(raw_json_text(response), secret)
     return (
         f'{{"id":"{batch_request_id(custom_id)}","custom_id":{cid},"response":'
         f'{{"status_code":200,"request_id":{cid},"body":{body}}},"error":null}}\n'
@@ -151,8 +153,10 @@ class BatchWriter:
         *,
         flush_bytes: int = 1 << 18,
         hashes: BinaryIO | None = None,
+        secret: str | None = None,
     ) -> None:
         self._out = output
+        self._secret = secret
         self._err: BinaryIO | None = None if isinstance(errors, Path) else errors
         self._err_path = errors if isinstance(errors, Path) else None
         self._inline = errors is None
@@ -188,20 +192,23 @@ class BatchWriter:
         *,
         flush_bytes: int = 1 << 18,
         hashes: Path | None = None,
+        secret: str | None = None,
     ) -> Self:
         """Open OUTPUT (``-``: stdout) and ERRORS (None: failures inline) to continue
         ``plan``: each file is cut to the bytes the plan keeps (a torn last line, stale
         ERRORS lines past the done prefix) and appended to. ERRORS is created at the
-        first failure. ``hashes``: the HASHES file, cut to the plan's done requests."""
+        first failure. ``hashes``: the HASHES file, cut to the plan's done requests;
+        ``secret``: the API key, never written (see :func:`success_line`)."""
         if output == "-":
-            return cls(sys.stdout.buffer, None if errors is None else _open_at(Path(errors), 0))
+            err_file = None if errors is None else _open_at(Path(errors), 0)
+            return cls(sys.stdout.buffer, err_file, secret=secret)
         out = _open_at(Path(output), plan.output_keep)
         err: BinaryIO | Path | None = None
         if errors is not None:
             path = Path(errors)
             err = _open_at(path, plan.errors_keep) if path.exists() else path
         sums = None if hashes is None else open_hashes(hashes, plan.done)
-        return cls(out, err, flush_bytes=flush_bytes, hashes=sums)
+        return cls(out, err, flush_bytes=flush_bytes, hashes=sums, secret=secret)
 
     def write(
         self, result: MinimaLlmResult, *, custom_id: str | None = None, digest: str = ""
@@ -210,7 +217,8 @@ class BatchWriter:
         to ``result.request_id`` (run-batch requests use the custom_id as their id);
         ``digest`` is the hash of its input line (for HASHES)."""
         if isinstance(result, MinimaLlmResponse):
-            self.write_line(success_line(custom_id or result.request_id, result), True, digest)
+            line = success_line(custom_id or result.request_id, result, self._secret)
+            self.write_line(line, True, digest)
         elif isinstance(result, MinimaLlmFailure):
             self.write_line(error_line(custom_id or result.request_id, result), False, digest)
         else:
