@@ -2,15 +2,16 @@
 
 One trio run: the backend, the :class:`~minimallm.cli.batchfile.BatchWriter` (flushed
 about once a second, so lines reach the disk while the batch runs), and the stream of
-results in input order. However the run ends (done, aborted, Ctrl-C or SIGTERM, a bad
-line found in pass 2), every result the stream handed over is written and flushed
-before the process exits; results finished out of order behind a slower one are not
-(the output must stay in input order) and are redone, from the cache if there is one,
-by the next run.
+results in input order. Answers an earlier run kept in ``OUTPUT.pending`` are not sent
+again: :class:`~minimallm.cli._known.KnownResults` writes each in its place.
 
-Ctrl-C and SIGTERM arrive only at a checkpoint of the main task
-(``restrict_keyboard_interrupt_to_checkpoints``): never in the middle of a write, so a
-line is never half-buffered or written twice.
+Ctrl-C (unless ignored), SIGTERM and SIGHUP are received by trio
+(``open_signal_receiver``), never raised in the middle of anything: the first one
+cancels the stream; what the stream handed over is written and flushed, the results it
+finished but held back (behind a slower line) go to ``OUTPUT.pending`` with the kept
+ones not written yet, the backend closes (committing its cache), and the run reports
+in one line and exits with 130. A run that stops because every request failed alike
+records none of its failures (they are held until the first answer).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class _Written:
     signum: int | None = None
     kept: int = 0
     dropped: int = 0
+    complete: bool = False
 
     @property
     def ok(self) -> int:
@@ -97,7 +99,6 @@ async def _send(job: Job, progress: Progress, written: _Written, signals: tuple[
             stop.cancel()
         backend = OpenAIMinimaLlm(job.config)
         held_back: list[MinimaLlmResult] = []
-        complete = False
         try:
             async with backend:
                 with job.open_writer() as writer:
@@ -121,7 +122,7 @@ async def _send(job: Job, progress: Progress, written: _Written, signals: tuple[
                                         )
                                         known.write(writer, result)
                                     known.write_rest(writer)
-                                    complete = True
+                                    written.complete = True
                             except BatchAbortedError as exc:
                                 if _all_alike(exc):
                                     written.dropped = writer.drop_held()
@@ -136,7 +137,9 @@ async def _send(job: Job, progress: Progress, written: _Written, signals: tuple[
         finally:
             if job.spill is not None:
                 keep = (
-                    [] if complete else known.leftover(held_back, drop_failures=written.dropped > 0)
+                    []
+                    if written.complete
+                    else known.leftover(held_back, drop_failures=written.dropped > 0)
                 )
                 written.kept = write_spill(job.spill, keep)
 
@@ -215,7 +218,7 @@ def send_job(job: Job, *, quiet: bool, err: TextIO) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    if written.signum is not None:
+    if written.signum is not None and not written.complete:  # a signal after the end: done
         name = signal.Signals(written.signum).name
         print(f"{PROG}: interrupted by {name}; {where.so_far(written)}{where.resume}", file=err)
         return 130

@@ -53,9 +53,11 @@ complete. Each line is an OpenAI Batch API request ({"custom_id", "method": "POS
 "messages", ...other request fields}. Every line is checked before anything is sent;
 bad lines are all reported, with their numbers. Answers go to OUTPUT in the Batch API
 output format, failures to ERRORS: together they account for every request once. Run
-the same command again after a crash, Ctrl-C or SIGTERM to resume: requests already
-in OUTPUT or ERRORS are skipped, the rest are answered (from the cache when CACHE_DIR
-is set), and the files end as if the run had never stopped. The model comes from
+the same command again after a crash, Ctrl-C, SIGTERM or SIGHUP to resume: requests
+already in OUTPUT or ERRORS are skipped, answers kept in OUTPUT.pending are written in
+their place, the rest are sent, and the files end as if the run had never stopped
+(OUTPUT.hashes tells a line edited since its answer was written). --retry-failed sends
+the requests in ERRORS again. The model comes from
 --model or OPENAI_MODEL, else from the lines (when they all name the same one)."""
 
 

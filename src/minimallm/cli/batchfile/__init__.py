@@ -29,11 +29,11 @@ from minimallm.cli.batchfile._scan import (
     MAX_SHOWN,
     BatchFileError,
     BatchPlan,
-    input_file,
     iter_requests,
     scan_batch,
 )
 from minimallm.cli.batchfile._spill import Held, read_spill, spill_path, write_spill
+from minimallm.cli.batchfile._stdin import input_file
 
 __all__ = [
     "CHAT_URL",

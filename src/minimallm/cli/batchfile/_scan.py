@@ -19,11 +19,7 @@ done one) is refused with :class:`~._resume.ResumeError`.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import sys
-import tempfile
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +36,6 @@ __all__ = [
     "PROGRESS_LINES",
     "BatchFileError",
     "BatchPlan",
-    "input_file",
     "iter_requests",
     "scan_batch",
 ]
@@ -393,20 +388,3 @@ def iter_requests(
     if plan.stamp and now != plan.stamp:  # edited in place while it was read
         problem = "edited while the run read it (a line or an id may differ from the check)"
         raise BatchFileError(changed, [(seen, problem)], 1, nothing_sent=False)
-
-
-@contextlib.contextmanager
-def input_file(name: str) -> Iterator[Path]:
-    """The input as a path: ``"-"`` copies stdin to a temporary file (two passes need
-    to read it twice; the copy is deleted on exit), anything else is that path."""
-    if name != "-":
-        yield Path(name)
-        return
-    fd, tmp = tempfile.mkstemp(prefix="minimallm-stdin-", suffix=".jsonl")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
-        yield Path(tmp)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
