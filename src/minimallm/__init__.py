@@ -90,4 +90,11 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY_DSPY})
+    """The public names (what ``help(minimallm)`` and ``inspect.getmembers`` walk): the
+    lazy DSPy names only where DSPy is installed, so walking them never raises; no
+    helpers of this module (``Any``) and no subpackages."""
+    import importlib.util
+
+    lazy = _LAZY_DSPY if importlib.util.find_spec("dspy") is not None else ()
+    dunders = {n for n in globals() if n.startswith("__") and n.endswith("__")}
+    return sorted({*__all__, *lazy, *dunders})

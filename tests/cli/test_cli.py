@@ -5,6 +5,7 @@ and its --dspy flag."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -301,3 +302,21 @@ def test_mock_dspy_flag_selects_the_dspy_responder_and_crosses_processes() -> No
     assert "--dspy" not in config_to_argv(MockServerConfig())
     with pytest.raises(ConfigError, match="custom fallback"):
         config_to_argv(MockServerConfig(responder=DSPyResponder(fallback=lambda body: "x")))
+
+
+def test_a_config_warning_is_one_clean_line() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATCH_"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "minimallm", "config"],
+        capture_output=True,
+        text=True,
+        env={**env, "BATCH_NUM_WORKER": "3", "PYTHONWARNINGS": "default"},
+        check=False,
+        timeout=60,
+    )
+    warning_lines = [line for line in proc.stderr.splitlines() if "BATCH_NUM_WORKER " in line]
+    assert warning_lines == [
+        "minimallm: warning: BATCH_NUM_WORKER is not a minimallm setting (ignored); did you "
+        "mean BATCH_NUM_WORKERS?"
+    ], proc.stderr
+    assert "ConfigWarning" not in proc.stderr and ".py:" not in proc.stderr

@@ -578,3 +578,12 @@ def test_out_of_range_jitter_is_always_refused(value: float) -> None:
         ConfigError, match=r"^Invalid minimallm configuration \(1 problem\):\n  JITTER="
     ):
         MinimaLlmConfig.from_env({**BASE_ENV, "JITTER": str(value)})
+
+
+def test_openai_api_base_stands_in_for_an_unset_base_url() -> None:
+    from minimallm import MinimaLlmConfig
+
+    old = {"OPENAI_API_BASE": "http://h:1/v1/chat/completions", "OPENAI_MODEL": "m"}
+    assert MinimaLlmConfig.from_env(old).base_url == "http://h:1/v1"
+    both = {**old, "OPENAI_BASE_URL": "http://x:2/v1"}
+    assert MinimaLlmConfig.from_env(both).base_url == "http://x:2/v1"

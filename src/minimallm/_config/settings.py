@@ -214,7 +214,7 @@ class MinimaLlmConfig(Settings):
         name: f"is a batch setting: pass batch=BatchConfig({name}=...)"
         for name in BatchConfig.model_fields
     }
-    _ALSO_READ = frozenset({"OPENAI_API_KEY", "OPENAI_TOKEN"})
+    _ALSO_READ = frozenset({"OPENAI_API_KEY", "OPENAI_TOKEN", "OPENAI_API_BASE"})
     _key_dropped: bool = PrivateAttr(default=False)  # unpickled: the key stayed behind
     _key_warned: bool = PrivateAttr(default=False)
 
@@ -232,7 +232,13 @@ class MinimaLlmConfig(Settings):
             raise custom_error("must name a host, e.g. http://localhost:8000/v1")
         if parts.query or parts.fragment:
             raise custom_error("must not contain a query (?) or fragment (#)")
-        return value.strip().rstrip("/")
+        if "@" in parts.netloc:
+            raise custom_error(
+                "must not contain a user name or password (user:password@host): minimallm "
+                "does not send them; put the key in OPENAI_API_KEY"
+            )
+        # the endpoint itself, as some providers document it: the API root is wanted
+        return value.strip().rstrip("/").removesuffix("/chat/completions").rstrip("/")
 
     @_validates("model")
     @classmethod
@@ -327,11 +333,15 @@ class MinimaLlmConfig(Settings):
         """Read every variable listed in the module docstring from ``env``.
 
         ``env`` defaults to ``os.environ``. The key comes from ``OPENAI_API_KEY``, else
-        ``OPENAI_TOKEN`` (empty counts as unset). Raises one ConfigError naming every
+        ``OPENAI_TOKEN`` (empty counts as unset); ``OPENAI_API_BASE`` (the openai SDK's
+        old name) stands in for an unset ``OPENAI_BASE_URL``. Raises one ConfigError naming every
         bad or missing variable.
         """
         env = os.environ if env is None else env
         warn_misspelt(env)
+        old_base = env.get("OPENAI_API_BASE", "").strip()  # the openai SDK's old name
+        if old_base and not env.get("OPENAI_BASE_URL", "").strip():
+            env = {**env, "OPENAI_BASE_URL": old_base}
         data, raws = cls._read_env(env)
         key_var = "OPENAI_API_KEY" if env.get("OPENAI_API_KEY", "").strip() else "OPENAI_TOKEN"
         key = env.get(key_var, "").strip()

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
+from minimallm._errors import CacheWarning, ConfigWarning
 from minimallm._version import __version__
 from minimallm.cli import config, demo, run_batch, serve
 
@@ -63,9 +65,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """minimallm's own warnings as ``minimallm: warning: ...`` (no source line: the
+    user did not write that code); any other warning as Python shows it."""
+    if issubclass(category, ConfigWarning | CacheWarning):
+        return f"minimallm: warning: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
+_python_format = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``minimallm`` console script and ``python -m minimallm``;
     returns the exit code."""
+    warnings.formatwarning = _one_line
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["mock"]:
         from minimallm.mock.cli import main as mock_main

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import signal
 import sys
 from collections.abc import Callable
@@ -287,6 +288,20 @@ def config_to_argv(config: MockServerConfig) -> list[str]:
     return argv
 
 
+def _beyond_loopback(host: str) -> str | None:
+    """How ``host`` reaches beyond this machine (e.g. "every interface (0.0.0.0)"), or
+    None for a loopback address."""
+    if host in ("", "0.0.0.0", "::"):
+        return f"every interface ({host or '0.0.0.0'})"
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        if host == "localhost":
+            return None
+    return f"{host}"
+
+
 async def _serve_and_announce(config: MockServerConfig) -> None:
     """Serve until SIGINT or SIGTERM (caught even where a shell started us with SIGINT
     ignored), then return so every socket is closed in order."""
@@ -294,6 +309,15 @@ async def _serve_and_announce(config: MockServerConfig) -> None:
         async with trio.open_nursery() as nursery:
             server: MockServer = await nursery.start(serve_mock, config)
             print(ANNOUNCE_PREFIX + server.base_url, flush=True)
+            exposed = _beyond_loopback(config.host)
+            if exposed:
+                print(
+                    f"minimallm mock: warning: listening on {exposed}, port {server.port}, "
+                    "not only on this machine: anyone who can reach it can use this "
+                    "endpoint; --host 127.0.0.1 keeps it local",
+                    file=sys.stderr,
+                    flush=True,
+                )
             async for _ in signals:
                 nursery.cancel_scope.cancel()
                 break

@@ -91,6 +91,8 @@ def test_assistant_messages_may_carry_tool_calls_without_content() -> None:
 
 BAD = [
     ('{"id": "a", "messages": [}', "not JSON: Expecting value (column 26)"),
+    ('{"id": "a"\r\n', "not JSON: Expecting ',' delimiter (column 11)"),  # cut short
+    ('\ufeff{"id": "a"\n', "not JSON: Expecting ',' delimiter (column 12)"),
     (b'{"id": "\xff"}', "not UTF-8 text (byte 0xff at offset 8)"),
     ('["a"]', "not a JSON object but an array"),
     ('{"id": "a", "messages": [], "temperature": NaN}', "NaN is not allowed in JSON"),
@@ -221,10 +223,25 @@ def test_pass_two_skips_what_is_done_and_notices_a_changed_file(tmp_path: Path) 
     assert [r.request_id for r in iter_requests(done)] == ["q3", "q4"]
     write(path, [batch_api(f"q{i}") for i in range(4)])
     with pytest.raises(BatchFileError, match="has 4 requests now, 5 when checked"):
-        list(iter_requests(plan))
+        list(iter_requests(done))
     write(path, [batch_api("q0"), "{"])
     with pytest.raises(BatchFileError, match="changed since it was checked"):
-        list(iter_requests(plan))
+        list(iter_requests(done))
+    # the same number of valid lines, other ids: the file's identity or version tells
+    for replace in (False, True):
+        rows = [batch_api(f"x{i}") for i in range(5)]
+        if replace:  # a new file renamed over the old one
+            write(tmp_path / "new.jsonl", rows).replace(path)
+        else:  # edited in place
+            write(path, rows)
+        with pytest.raises(BatchFileError) as info:
+            list(iter_requests(plan))
+        n = path.stat().st_size
+        how = "replaced by another file" if replace else f"edited ({n} bytes now, {n} when checked)"
+        assert str(info.value) == (
+            f"{path} (changed since it was checked): 1 bad line, nothing was sent:\n"
+            f"  {how} after it was checked"
+        )
 
 
 def test_stdin_is_spooled_to_a_file_read_twice_and_removed(

@@ -98,10 +98,13 @@ def _parse(raw: bytes, build: bool) -> _Parsed | None:
         raise LineError(
             f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})"
         ) from None
+    body = text.rstrip("\r\n")  # a line cut short is an error at its end, not on "line 2"
+    bom = len(body) - len(body := body.lstrip("\ufeff"))
     try:
-        obj = _DECODER.decode(text.lstrip("\ufeff"))
+        obj = _DECODER.decode(body)
     except json.JSONDecodeError as exc:
-        raise LineError(f"not JSON: {exc.msg} (column {exc.colno})") from None
+        column = bom + exc.pos + 1  # in characters, from the start of the line
+        raise LineError(f"not JSON: {exc.msg} (column {column})") from None
     if type(obj) is not dict:
         raise LineError(f"not a JSON object but {_kind(obj)}")
     if "body" in obj or "method" in obj or "url" in obj:

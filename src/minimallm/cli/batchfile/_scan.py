@@ -19,17 +19,14 @@ done one) is refused with :class:`~._resume.ResumeError`.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from minimallm._errors import MinimaLlmError
 from minimallm._types import MinimaLlmRequest
+from minimallm.cli.batchfile._hashes import UNKNOWN, line_hash, read_hashes
 from minimallm.cli.batchfile._ids import IdTable
 from minimallm.cli.batchfile._lines import LineError, check_line, parse_line
 from minimallm.cli.batchfile._resume import DoneLine, ResumeError, done_lines
@@ -39,7 +36,6 @@ __all__ = [
     "PROGRESS_LINES",
     "BatchFileError",
     "BatchPlan",
-    "input_file",
     "iter_requests",
     "scan_batch",
 ]
@@ -60,11 +56,18 @@ class BatchFileError(MinimaLlmError, ValueError):
     """
 
     def __init__(
-        self, path: str, problems: list[tuple[int, str]], count: int, shown: int | None = None
+        self,
+        path: str,
+        problems: list[tuple[int, str]],
+        count: int,
+        shown: int | None = None,
+        *,
+        nothing_sent: bool = True,
     ) -> None:
         noun = "line" if count == 1 else "lines"
-        lines = [f"{path}: {count} bad {noun}, nothing was sent:"]
-        lines += [f"  line {n}: {message}" for n, message in problems]
+        sent = ", nothing was sent" if nothing_sent else ""
+        lines = [f"{path}: {count} bad {noun}{sent}:"]
+        lines += [f"  line {n}: {message}" if n > 0 else f"  {message}" for n, message in problems]
         shown = len(problems) if shown is None else shown  # one problem may cover many lines
         if count > shown:
             lines.append(f"  ... and {count - shown} more bad lines")
@@ -83,7 +86,9 @@ class BatchPlan:
     run, the first ``done`` of the input (``done_ok`` of them in OUTPUT,
     ``done_failed`` in ERRORS); ``output_keep``/``errors_keep``: bytes of OUTPUT and
     ERRORS to keep (a torn last line, and ERRORS lines past the done prefix, are cut);
-    ``redo``: such ERRORS lines, whose requests are sent again.
+    ``redo``: such ERRORS lines, whose requests are sent again; ``held``: requests
+    still to do whose results an earlier run kept (see :mod:`._spill`); ``stamp``
+    the file's identity and version when it was checked (pass 2 refuses another).
     """
 
     path: Path
@@ -95,6 +100,8 @@ class BatchPlan:
     output_keep: int = 0
     errors_keep: int = 0
     redo: int = 0
+    held: int = 0
+    stamp: tuple[int, ...] = ()
 
     @property
     def todo(self) -> int:
@@ -161,6 +168,8 @@ def scan_batch(
     errors: Path | None = None,
     name: str | None = None,
     progress: Callable[[int], None] | None = None,
+    held: Container[str] | None = None,
+    hashes: Path | None = None,
 ) -> BatchPlan:
     """Pass 1: validate every line of ``path`` and find what is already done.
 
@@ -181,6 +190,9 @@ def scan_batch(
     models: dict[str, list[int]] = {}  # model -> [first line naming it, lines naming it]
     walk = _Walk(output, errors)
     total = 0
+    held_at: list[int] = []  # the request numbers of held custom_ids
+    recorded = read_hashes(hashes)
+    changed: list[tuple[int, str]] = []  # (line, custom_id) of done requests edited since
 
     def bad(line: int, message: str) -> None:
         nonlocal count
@@ -189,6 +201,7 @@ def scan_batch(
             problems.append((line, message, 1))
 
     with path.open("rb") as f:
+        stamp = _stamp(os.fstat(f.fileno()))
         for n, raw in enumerate(f, 1):
             if progress is not None and not n % PROGRESS_LINES:
                 progress(n)
@@ -201,6 +214,8 @@ def scan_batch(
                 continue
             custom_id, line_model = checked
             total += 1
+            if held is not None and custom_id in held:
+                held_at.append(total)
             first = ids.add(custom_id, n)
             if first:
                 if len(suspects) < MAX_SHOWN:
@@ -215,7 +230,12 @@ def scan_batch(
                 elif len(models) < MAX_SHOWN:
                     models[line_model] = [n, 1]
             if not walk.finished:
+                done = walk.done
                 walk.step(n, custom_id)
+                if walk.done > done and hashes is not None:
+                    entry = next(recorded, UNKNOWN)
+                    if entry != UNKNOWN and entry != line_hash(raw) and len(changed) < MAX_SHOWN:
+                        changed.append((n, custom_id))
     del ids
     for _, n, message in _confirm(path, suspects):
         bad(n, message)
@@ -228,6 +248,8 @@ def scan_batch(
         covered = sum(lines for _, _, lines in shown)
         raise BatchFileError(name, [(n, message) for n, message, _ in shown], count, covered)
     walk.check(name)
+    if changed:
+        raise ResumeError(_changed_message(name, changed))
     return BatchPlan(
         path=path,
         total=total,
@@ -238,6 +260,22 @@ def scan_batch(
         output_keep=walk.out_keep,
         errors_keep=walk.err_keep,
         redo=walk.redo,
+        held=sum(1 for at in held_at if at > walk.done),
+        stamp=stamp,
+    )
+
+
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _changed_message(name: str, changed: list[tuple[int, str]]) -> str:
+    shown = ", ".join(f"line {n} ({cid!r})" for n, cid in changed[:5])
+    more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+    return (
+        f"cannot resume: {len(changed)} request(s) of {name} changed since an earlier run "
+        f"wrote their results: {shown}{more}; use --overwrite to start over, or choose "
+        "another output file (or restore the lines)"
     )
 
 
@@ -304,49 +342,49 @@ def _confirm(path: Path, suspects: list[tuple[int, int, str]]) -> Iterator[tuple
             yield first, n, f"duplicate custom_id {custom_id!r} (first on line {first})"
 
 
-def iter_requests(plan: BatchPlan, *, name: str | None = None) -> Iterator[MinimaLlmRequest]:
+def iter_requests(
+    plan: BatchPlan,
+    *,
+    name: str | None = None,
+    skip: Callable[[str, bytes], bool] | None = None,
+) -> Iterator[MinimaLlmRequest]:
     """Pass 2: the requests not yet done (``plan.todo`` of them), in input order.
 
-    Reads lazily: one line in memory at a time. Raises :class:`BatchFileError` if the
-    file changed since :func:`scan_batch` checked it.
+    ``skip(custom_id, raw line)`` is called for each of them, in order, just before it
+    would be yielded; True leaves it out (its result is known already). Reads lazily:
+    one line in memory at a time. Raises :class:`BatchFileError` if the file changed
+    since :func:`scan_batch` checked it.
     """
     name = name or str(plan.path)
-    skip = plan.done
+    done = plan.done
     seen = 0
+    changed = f"{name} (changed since it was checked)"
     with plan.path.open("rb") as f:
+        stamp = _stamp(os.fstat(f.fileno()))
+        if plan.stamp and stamp != plan.stamp:
+            how = (
+                "replaced by another file"
+                if stamp[:2] != plan.stamp[:2]
+                else f"edited ({stamp[2]:,} bytes now, {plan.stamp[2]:,} when checked)"
+            )
+            raise BatchFileError(changed, [(0, f"{how} after it was checked")], 1)
         for n, raw in enumerate(f, 1):
             if not raw or raw.isspace():
                 continue
             seen += 1
-            if seen <= skip:
+            if seen <= done:
                 continue
             try:
                 parsed = parse_line(raw)
             except LineError as exc:
-                changed = f"{name} (changed since it was checked)"
-                raise BatchFileError(changed, [(n, str(exc))], 1) from None
+                raise BatchFileError(changed, [(n, str(exc))], 1, nothing_sent=False) from None
             assert parsed is not None
-            yield parsed.request
+            if skip is None or not skip(parsed.custom_id, raw):
+                yield parsed.request
+        now = _stamp(os.fstat(f.fileno()))
     if seen != plan.total:
-        raise BatchFileError(
-            f"{name} (changed since it was checked)",
-            [(seen, f"has {seen} requests now, {plan.total} when checked")],
-            1,
-        )
-
-
-@contextlib.contextmanager
-def input_file(name: str) -> Iterator[Path]:
-    """The input as a path: ``"-"`` copies stdin to a temporary file (two passes need
-    to read it twice; the copy is deleted on exit), anything else is that path."""
-    if name != "-":
-        yield Path(name)
-        return
-    fd, tmp = tempfile.mkstemp(prefix="minimallm-stdin-", suffix=".jsonl")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
-        yield Path(tmp)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        problem = f"has {seen} requests now, {plan.total} when checked"
+        raise BatchFileError(changed, [(seen, problem)], 1, nothing_sent=False)
+    if plan.stamp and now != plan.stamp:  # edited in place while it was read
+        problem = "edited while the run read it (a line or an id may differ from the check)"
+        raise BatchFileError(changed, [(seen, problem)], 1, nothing_sent=False)
