@@ -17,6 +17,7 @@ The order of the checks is the order a real deployment applies them in:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -128,7 +129,22 @@ class Decider:
         directives: Directives,
     ) -> Verdict:
         """The verdict for one chat request arriving at ``now`` (seconds) while
-        ``in_flight`` requests (this one included) are in flight."""
+        ``in_flight`` requests (this one included) are in flight; the config's
+        ``extra_headers`` come first on every answer."""
+        verdict = self._decide(now, in_flight, body, content, directives)
+        extra = self._config.extra_headers
+        if not extra:
+            return verdict
+        return dataclasses.replace(verdict, headers=extra + verdict.headers)
+
+    def _decide(
+        self,
+        now: float,
+        in_flight: int,
+        body: dict[str, Any] | None,
+        content: str,
+        directives: Directives,
+    ) -> Verdict:
         cfg = self._config
         if self._origin is None:
             self._origin = now
@@ -180,6 +196,7 @@ class Decider:
                 headers=cfg.rate_headers,
                 retry_after_style=cfg.retry_after_style,
                 reset_style=cfg.reset_style,
+                retry_after_only=cfg.retry_after_only,
             )
         return self._limiter
 
