@@ -55,8 +55,8 @@ http {{
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     proxy_read_timeout 60s;
-    limit_req_zone $server_name zone=rate:1m rate={rate}r/s;
-    limit_conn_zone $server_name zone=conns:1m;
+    limit_req_zone $binary_remote_addr zone=rate:1m rate={rate}r/s;
+    limit_conn_zone $binary_remote_addr zone=conns:1m;
     limit_req_status 429;
     limit_conn_status 429;
     server {{
