@@ -30,13 +30,17 @@ cache); after an OS crash the last appends may be lost, like SQLite's
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no spill files (a locked cache keeps answers in memory)
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["SPILL_GLOB", "Row", "SpillFiles"]
 
@@ -157,6 +161,8 @@ class SpillFiles:
 
 
 def _create(db_path: Path) -> _Held:
+    if fcntl is None:
+        raise OSError("spill files need POSIX file locks (fcntl)")
     token = f"{os.getpid()}.{secrets.token_hex(4)}"
     temporary = db_path.parent / f".{db_path.name}.spilling.{token}"
     final = db_path.parent / f"{db_path.name}.spill.{token}.jsonl"
@@ -174,6 +180,8 @@ def _create(db_path: Path) -> _Held:
 
 
 def _try_lock(path: Path) -> _Held | None:
+    if fcntl is None:
+        return None
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     except OSError:

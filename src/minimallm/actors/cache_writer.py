@@ -28,6 +28,7 @@ store after its final commit.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -167,7 +168,7 @@ class CacheWriter:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Collect and commit until cancelled or the inbox closes; then commit the rest."""
         try:
-            if await trio.to_thread.run_sync(self._spill.adopt_orphans):
+            if await trio.to_thread.run_sync(self._adopt_orphans):
                 self._next_try = trio.current_time()  # merge them at the first commit
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._commit_loop)
@@ -186,6 +187,12 @@ class CacheWriter:
                     # The writer stops last among the cache's users: it closes the store.
                     await trio.to_thread.run_sync(self._spill.close)
                     await trio.to_thread.run_sync(self._cache.close)
+
+    def _adopt_orphans(self) -> int:
+        try:
+            return self._spill.adopt_orphans()
+        except OSError:  # an unreadable directory: the orphans wait for another opener
+            return 0
 
     # -- taking answers ---------------------------------------------------------------
 
@@ -293,8 +300,13 @@ class CacheWriter:
         is free, else append them to the spill file. Returns the outcome, the rows
         written, and what went wrong (for the warning)."""
         if try_db:
+            kept: list[Row] | None = []
             if self._spill.paths:
-                kept = self._spill.read()
+                try:
+                    kept = self._spill.read()
+                except OSError:  # e.g. removed by hand: commit ours, keep the rest for later
+                    kept = None
+            if kept:
                 everything = list(({r[0]: r for r in kept} | {r[0]: r for r in rows}).values())
             else:
                 everything = rows
@@ -305,7 +317,9 @@ class CacheWriter:
             except CacheWriteError as exc:
                 return _Outcome.REFUSED, 0, str(exc)
             else:
-                self._spill.clear()
+                if kept is not None:  # merged: a failed delete only means a second merge
+                    with contextlib.suppress(OSError):
+                        self._spill.clear()
                 return _Outcome.COMMITTED, len(everything), ""
         try:
             self._spill.append(rows)
