@@ -22,6 +22,7 @@ from minimallm import (
     MinimaLlmResponse,
     OpenAIMinimaLlm,
 )
+from minimallm._cache.store import PromptCache
 from minimallm._errors import CacheWarning
 from minimallm._runtime.runtime import RuntimeOptions
 
@@ -68,7 +69,7 @@ async def test_a_batch_runs_at_full_speed_while_another_process_holds_the_write_
         await b.run_batched(requests("free"))
         unlocked_s = time.monotonic() - start
     assert cached_rows(tmp_path) == N
-    holder = subprocess.Popen(
+    holder = subprocess.Popen(  # noqa: ASYNC220 (started once, before the batch)
         [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "minima_llm.db")],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -83,7 +84,7 @@ async def test_a_batch_runs_at_full_speed_while_another_process_holds_the_write_
                 warned_after: list[float] = []
 
                 async def watch() -> None:
-                    while not any("write lock" in str(w.message) for w in caught):
+                    while not any("write lock" in str(w.message) for w in caught):  # noqa: ASYNC110
                         await trio.sleep(0.05)
                     warned_after.append(time.monotonic() - start)
 
@@ -93,7 +94,7 @@ async def test_a_batch_runs_at_full_speed_while_another_process_holds_the_write_
                         results = await b.run_batched(requests("held"))
                     locked_s = time.monotonic() - start
                     with trio.fail_after(10):
-                        while not warned_after:
+                        while not warned_after:  # noqa: ASYNC110
                             await trio.sleep(0.05)
                 assert all(isinstance(r, MinimaLlmResponse) for r in results)
                 assert locked_s < 2 * unlocked_s + 2, (locked_s, unlocked_s)
@@ -102,7 +103,7 @@ async def test_a_batch_runs_at_full_speed_while_another_process_holds_the_write_
                 holder.stdin.close()  # type: ignore[union-attr]
                 holder.wait(10)
                 with trio.fail_after(10):  # written once the lock frees, backend still open
-                    while cached_rows(tmp_path) < 2 * N:
+                    while cached_rows(tmp_path) < 2 * N:  # noqa: ASYNC110 (a thread commits)
                         await trio.sleep(0.05)
         lock_warnings = [str(w.message) for w in caught if w.category is CacheWarning]
         assert "another process holds its write lock" in lock_warnings[0]
@@ -111,7 +112,59 @@ async def test_a_batch_runs_at_full_speed_while_another_process_holds_the_write_
     finally:
         holder.kill()
         holder.wait()
-    assert not list(tmp_path.glob("*.jsonl"))
-    print(
-        f"unlocked {unlocked_s:.2f} s, locked {locked_s:.2f} s, warned after {warned_after[0]:.2f} s"
+    assert not list(tmp_path.glob("*.jsonl"))  # noqa: ASYNC240
+    print(f"unlocked {unlocked_s:.2f} s, locked {locked_s:.2f} s, warned {warned_after[0]:.2f} s")
+
+
+KILLED_CHILD = (
+    "import sys, time\n"
+    "from minimallm import BatchConfig, MinimaLlmConfig, MinimaLlmRequest, OpenAIMinimaLlm\n"
+    "cfg = MinimaLlmConfig(base_url=sys.argv[1], model='m', rpm=0, cache_dir=sys.argv[2],\n"
+    "                      batch=BatchConfig(heartbeat_s=0))\n"
+    "b = OpenAIMinimaLlm(cfg)\n"
+    "reqs = [MinimaLlmRequest(f'k{i}', [{'role': 'user', 'content': f'k {i}'}])\n"
+    "        for i in range(300)]\n"
+    "b.run_batched_sync(reqs, progress=lambda line: None)\n"
+    "print('done', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_answers_spilled_while_locked_survive_sigkill_and_merge_at_the_next_open(
+    tmp_path: Path,
+) -> None:
+    from minimallm.mock import MockServerThread
+
+    PromptCache.open(tmp_path).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "minima_llm.db")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    with MockServerThread() as mock:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+            argv = [sys.executable, "-W", "ignore", "-c", KILLED_CHILD, mock.base_url]
+            child = subprocess.Popen([*argv, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+            try:
+                assert child.stdout is not None and child.stdout.readline() == "done\n"
+            finally:
+                child.kill()  # SIGKILL: no final commit, no cleanup
+                child.wait()
+            assert cached_rows(tmp_path) == 0
+            assert len(list(tmp_path.glob("minima_llm.db.spill.*.jsonl"))) == 1
+        finally:
+            holder.kill()  # the lock goes with its holder
+            holder.wait()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CacheWarning)
+            cfg = MinimaLlmConfig(
+                base_url=mock.base_url, model="m", rpm=0, cache_dir=str(tmp_path),
+                batch=BatchConfig(heartbeat_s=0),
+            )  # fmt: skip
+            later = OpenAIMinimaLlm(cfg)  # its writer adopts the dead child's spill file
+            later.generate_sync(MinimaLlmRequest("x", [{"role": "user", "content": "x"}]))
+            later.close_sync()
+    assert cached_rows(tmp_path) == 301
+    assert not list(tmp_path.glob("*.jsonl"))
