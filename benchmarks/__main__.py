@@ -47,6 +47,8 @@ RUNNERS: dict[str, Runner] = {
     "bucket-retry-after": lambda f, r, log, q: families_gateway.refusals(f, r, log, 200.0),
     "bucket-bare": lambda f, r, log, q: families_gateway.refusals(f, r, log, 200.0),
     "random-429": lambda f, r, log, q: families_gateway.refusals(f, r, log, None),
+    "every-other-429": lambda f, r, log, q: families_gateway.refusals(f, r, log, None),
+    "litellm-window": lambda f, r, log, q: families_gateway.refusals(f, r, log, 20.0),
     "daily-budget": lambda f, r, log, q: families_gateway.refusals(f, r, log, 640.0),
     "garbage-headers": lambda f, r, log, q: families_gateway.refusals(f, r, log, 640.0),
     "quota": lambda f, r, log, q: families_gateway.refusals(f, r, log, None),

@@ -35,7 +35,8 @@ def _refused(r: ServerRun) -> int:
     """429s the client received: nginx's log when nginx stood in front, else the mock's."""
     if "gateway" in r.extra:
         return _statuses(r).get(429, 0)
-    return sum(r.outcome(k) for k in ("ratelimit", "storm", "429", "capacity"))
+    kinds = ("ratelimit", "storm", "429", "capacity", "refused", "window")
+    return sum(r.outcome(k) for k in kinds)
 
 
 def _attempts(r: ServerRun) -> int:

@@ -257,6 +257,20 @@ def _gateway_families(size: Any, lat: float) -> list[Family]:
             what="goodput/s; 429s; failures (MAX_ATTEMPTS 6; no Retry-After)",
         ),
         Family(
+            "every-other-429", "Every other answer 429 (no Retry-After), whatever the load",
+            "server", PUSHBACK_ROWS, size(2000, 100), plain, server(refuse_every=2),
+            deadline_s=size(60.0, 5.0),
+            what="goodput/s; 429s; failures (MAX_ATTEMPTS 6)",
+        ),
+        Family(
+            "litellm-window", "LiteLLM-like limit: 100 per 5-s calendar window, "
+            "hint in llm_provider-retry-after",
+            "server", PUSHBACK_ROWS, size(500, 60), pushback,
+            server(window_limit=size(100, 20), window_s=5.0),
+            deadline_s=size(45.0, 8.0),
+            what="goodput ÷ 20/s (100 per 5 s); 429s; failures",
+        ),
+        Family(
             "daily-budget", "x-ratelimit-* announcing 10,000/day, 9,990 left, reset 23h59m",
             "server", PUSHBACK_ROWS, size(2000, 100), plain, server(extra_headers=DAILY_BUDGET),
             deadline_s=size(30.0, 4.0),

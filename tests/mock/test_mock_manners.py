@@ -13,7 +13,7 @@ import pytest
 from minimallm import ConfigError
 from minimallm.mock import MockServerConfig, MockServerThread, Storm
 from minimallm.mock.cli import build_parser, config_from_args, config_to_argv
-from minimallm.mock.decide import RATELIMIT, Decider
+from minimallm.mock.decide import RATELIMIT, REFUSED, WINDOW, Decider
 from minimallm.mock.faults import NO_DIRECTIVES
 from minimallm.mock.ratelimit import RateLimiter
 
@@ -92,3 +92,33 @@ def test_an_account_out_of_credit_on_loopback() -> None:
     assert json.loads(r.text)["error"]["type"] == "insufficient_quota"
     assert r.headers["x-ratelimit-reset-requests"] == "23h59m0s"
     assert "retry-after" not in r.headers
+
+
+def _decide(decider: Decider, now: float):  # type: ignore[no-untyped-def]
+    return decider.decide(now=now, in_flight=1, body=None, content="", directives=NO_DIRECTIVES)
+
+
+def test_every_other_request_is_refused_whatever_the_load() -> None:
+    decider = Decider(MockServerConfig(refuse_every=2), random.Random(0))
+    kinds = [_decide(decider, i * 10.0).kind for i in range(6)]
+    assert kinds == ["ok", REFUSED] * 3
+    assert _decide(decider, 100.0).headers == ()
+
+
+def test_calendar_window_limit_refuses_until_the_next_window_litellm_style() -> None:
+    decider = Decider(MockServerConfig(window_limit=2, window_s=60.0), random.Random(0))
+    assert [_decide(decider, t).kind for t in (58.0, 59.0)] == ["ok", "ok"]
+    refused = _decide(decider, 59.5)
+    assert refused.kind == WINDOW and refused.status == 429
+    assert refused.headers == (("llm_provider-retry-after", "1"),)
+    assert _decide(decider, 60.0).kind == "ok"  # a new calendar window, full again
+    assert _decide(decider, 61.0).kind == "ok"
+    assert _decide(decider, 62.0).headers == (("llm_provider-retry-after", "58"),)
+
+
+def test_window_and_refusal_settings_are_checked_and_cross_the_command_line() -> None:
+    for kw in ({"refuse_every": 1}, {"window_limit": 0}, {"window_s": 0.0}):
+        with pytest.raises(ConfigError, match=next(iter(kw))):
+            MockServerConfig(**kw)  # type: ignore[arg-type]
+    config = MockServerConfig(refuse_every=2, window_limit=100, window_s=10.0)
+    assert config_from_args(build_parser().parse_args(config_to_argv(config))) == config

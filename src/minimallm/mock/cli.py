@@ -147,6 +147,19 @@ def build_parser(prog: str = "python -m minimallm.mock") -> argparse.ArgumentPar
         "e.g. x-ratelimit-reset-requests=23h59m0s, or garbage like 1h1h1h)",
     )  # fmt: skip
     g.add_argument(
+        "--refuse-every", type=int, default=None, metavar="K",
+        help="answer every K-th chat request 429 at once, whatever the load (2: every other)",
+    )  # fmt: skip
+    g.add_argument(
+        "--window-limit", type=int, default=None, metavar="N",
+        help="at most N requests per calendar window (LiteLLM-like rpm), 429 above with "
+        "llm_provider-retry-after",
+    )  # fmt: skip
+    g.add_argument(
+        "--window", type=float, default=d.window_s, metavar="S",
+        help="the calendar window of --window-limit, seconds (default %(default)s)",
+    )  # fmt: skip
+    g.add_argument(
         "--error-code", default=None, metavar="CODE",
         help="type and code of every error body, e.g. insufficient_quota "
         "(default: mock_error and the status)",
@@ -222,6 +235,9 @@ def config_from_args(args: argparse.Namespace) -> MockServerConfig:
         retry_after_only=args.retry_after_only,
         extra_headers=tuple(args.header),
         error_code=args.error_code,
+        refuse_every=args.refuse_every,
+        window_limit=args.window_limit,
+        window_s=args.window,
         fault_rates=dict(args.fault_rate),
         fault_retry_after_s=args.fault_retry_after,
         phases=(*args.outage, *args.storm),
@@ -285,6 +301,10 @@ def config_to_argv(config: MockServerConfig) -> list[str]:
         argv += ["--header", f"{header}={text}"]
     if config.error_code is not None:
         argv += ["--error-code", config.error_code]
+    if config.refuse_every is not None:
+        argv += ["--refuse-every", str(config.refuse_every)]
+    if config.window_limit is not None:
+        argv += ["--window-limit", str(config.window_limit), "--window", repr(config.window_s)]
     for kind, rate in config.fault_rates.items():
         argv += ["--fault-rate", f"{kind}={rate!r}"]
     for phase in config.phases:

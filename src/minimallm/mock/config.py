@@ -98,6 +98,13 @@ class MockServerConfig:
       refusals included (e.g. a daily budget ``x-ratelimit-*``, or garbage values).
     - ``error_code``: the ``type`` and ``code`` of every error body (refusals and
       faults), e.g. ``"insufficient_quota"`` (default: ``mock_error`` and the status).
+    - ``refuse_every``: every k-th chat request is answered 429 at once, whatever the
+      load (2: every other one); no Retry-After (outcome ``refused``).
+    - ``window_limit``/``window_s``: at most ``window_limit`` requests per calendar
+      window of ``window_s`` seconds (windows aligned to the clock's multiples of
+      ``window_s``, like LiteLLM's rpm limit per calendar minute); above it 429 at once
+      with the wait until the next window in ``llm_provider-retry-after`` (whole seconds,
+      rounded up) and nothing else (outcome ``window``).
     - ``fault_rates``: kind -> probability per request of a random fault (see
       ``minimallm.mock.faults`` for the kinds); a 429 fault carries ``retry_after_s``, a
       503 fault ``fault_retry_after_s`` (None: no header). ``seed`` seeds latency and
@@ -132,6 +139,9 @@ class MockServerConfig:
     retry_after_only: bool = False
     extra_headers: tuple[tuple[str, str], ...] = ()
     error_code: str | None = None
+    refuse_every: int | None = None
+    window_limit: int | None = None
+    window_s: float = 60.0
     fault_rates: Mapping[str, float] = field(default_factory=_frozen_rates)
     fault_retry_after_s: float | None = None
     phases: tuple[Phase, ...] = ()
@@ -198,6 +208,13 @@ class MockServerConfig:
             )
         if self.error_code is not None and not _header_text(self.error_code):
             problems.append(f"error_code={self.error_code!r} must be printable ASCII or None")
+        count("refuse_every", self.refuse_every, 2)
+        count("window_limit", self.window_limit, 1)
+        if not (
+            isinstance(self.window_s, int | float) and math.isfinite(self.window_s)
+            and self.window_s > 0
+        ):  # fmt: skip
+            problems.append(f"window_s={self.window_s!r} must be a finite number of seconds > 0")
         count("max_records", self.max_records, 0)
         count("max_arrivals", self.max_arrivals, 0)
         rates = {str(k): float(v) for k, v in self.fault_rates.items()}
