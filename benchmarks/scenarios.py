@@ -202,9 +202,9 @@ def _gateway_families(size: Any, lat: float) -> list[Family]:
     pushback = Settings(128, max_attempts=10, timeout_s=10.0)
     plain = Settings(64, max_attempts=6, timeout_s=10.0)
 
-    def server(**kw: Any) -> MockServerConfig:
+    def server(latency_s: float = size(lat, 0.02), **kw: Any) -> MockServerConfig:
         return MockServerConfig(
-            latency_s=size(lat, 0.02), max_records=0, max_arrivals=ARRIVALS_KEPT, **kw
+            latency_s=latency_s, max_records=0, max_arrivals=ARRIVALS_KEPT, **kw
         )
 
     def bucket(**kw: Any) -> MockServerConfig:
@@ -225,15 +225,15 @@ def _gateway_families(size: Any, lat: float) -> list[Family]:
         ),
         Family(
             "nginx-down-10", "nginx proxy, upstream stopped for 10 s mid-run",
-            "server", PUSHBACK_ROWS, size(2000, 300), Settings(32, max_attempts=6, timeout_s=10.0),
-            server(phases=(Outage(size(3.0, 0.5), size(10.0, 1.0), "refuse"),)),
+            "server", PUSHBACK_ROWS, size(2000, 400), Settings(32, max_attempts=6, timeout_s=10.0),
+            server(phases=(Outage(size(3.0, 0.5), size(10.0, 1.0), "refuse"),), latency_s=lat),
             deadline_s=size(60.0, 6.0), gateway="proxy",
             what="failures; s from the upstream's return to the first success, to 90 %",
         ),
         Family(
             "nginx-down-40", "nginx proxy, upstream stopped for 40 s mid-run",
-            "server", PUSHBACK_ROWS, size(2000, 300), Settings(32, max_attempts=6, timeout_s=10.0),
-            server(phases=(Outage(size(3.0, 0.5), size(40.0, 2.0), "refuse"),)),
+            "server", PUSHBACK_ROWS, size(2000, 400), Settings(32, max_attempts=6, timeout_s=10.0),
+            server(phases=(Outage(size(3.0, 0.5), size(40.0, 2.0), "refuse"),), latency_s=lat),
             deadline_s=size(90.0, 8.0), gateway="proxy",
             what="failures; s from the upstream's return to the first success, to 90 %",
         ),
