@@ -58,9 +58,9 @@ class ItemStarted(NamedTuple):
 
 
 class ItemFinished(NamedTuple):
-    """Item ``item`` (its index in the batch) ended at ``at`` as ``kind`` after ``attempts`` HTTP attempts, the
-    first sent at ``first_sent_at`` (None: none was sent), with its token counts and,
-    for a failure, the failure."""
+    """Item ``item`` (its index in the batch) ended at ``at`` as ``kind`` after
+    ``attempts`` HTTP attempts, the first sent at ``first_sent_at`` (None: none was
+    sent), with its token counts and, for a failure, the failure."""
 
     item: int
     at: float

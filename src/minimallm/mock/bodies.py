@@ -30,17 +30,25 @@ def word_count(text: object) -> int:
     return len(text.split()) if isinstance(text, str) else 0
 
 
-def error_body(status: int, message: str) -> bytes:
-    """OpenAI's error shape: ``{"error": {"message", "type", "code"}}``."""
-    body = {"error": {"message": message, "type": "mock_error", "code": status}}
-    return json.dumps(body).encode()
+def error_body(status: int, message: str, code: str | None = None) -> bytes:
+    """OpenAI's error shape: ``{"error": {"message", "type", "code"}}``; ``code`` (e.g.
+    ``"insufficient_quota"``) sets both ``type`` and ``code`` (default: ``mock_error``
+    and the status)."""
+    error: dict[str, object] = {"message": message, "type": "mock_error", "code": status}
+    if code is not None:
+        error.update(type=code, code=code)
+    return json.dumps({"error": error}).encode()
 
 
 def error_response(
-    status: int, message: str, keep_alive: bool, headers: tuple[tuple[str, str], ...] = ()
+    status: int,
+    message: str,
+    keep_alive: bool,
+    headers: tuple[tuple[str, str], ...] = (),
+    code: str | None = None,
 ) -> bytes:
-    """A whole HTTP response carrying ``error_body(status, message)`` and ``headers``."""
-    body = error_body(status, message)
+    """A whole HTTP response carrying ``error_body(status, message, code)`` and ``headers``."""
+    body = error_body(status, message, code)
     return render_response(status, body, keep_alive=keep_alive, extra_headers=headers)
 
 

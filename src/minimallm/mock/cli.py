@@ -33,6 +33,13 @@ def _fault_rate(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected KIND=PROBABILITY, got {text!r}") from None
 
 
+def _header(text: str) -> tuple[str, str]:
+    name, eq, value = text.partition("=")
+    if not (eq and name.strip() and value.strip()):
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
 def _seconds_or_none(text: str) -> float | None:
     if text.lower() == "none":
         return None
@@ -132,6 +139,33 @@ def build_parser(prog: str = "python -m minimallm.mock") -> argparse.ArgumentPar
         "(default %(default)s)",
     )  # fmt: skip
     g.add_argument(
+        "--retry-after-only", action="store_true",
+        help="rate-limit 429s carry only Retry-After (whole seconds); no x-ratelimit-*",
+    )  # fmt: skip
+    g.add_argument(
+        "--header", type=_header, action="append", default=[], metavar="NAME=VALUE",
+        help="send this header first on every chat answer, refusals included (repeatable; "
+        "e.g. x-ratelimit-reset-requests=23h59m0s, or garbage like 1h1h1h)",
+    )  # fmt: skip
+    g.add_argument(
+        "--refuse-every", type=int, default=None, metavar="K",
+        help="answer every K-th chat request 429 at once, whatever the load (2: every other)",
+    )  # fmt: skip
+    g.add_argument(
+        "--window-limit", type=int, default=None, metavar="N",
+        help="at most N requests per calendar window (LiteLLM-like rpm), 429 above with "
+        "llm_provider-retry-after",
+    )  # fmt: skip
+    g.add_argument(
+        "--window", type=float, default=d.window_s, metavar="S",
+        help="the calendar window of --window-limit, seconds (default %(default)s)",
+    )  # fmt: skip
+    g.add_argument(
+        "--error-code", default=None, metavar="CODE",
+        help="type and code of every error body, e.g. insufficient_quota "
+        "(default: mock_error and the status)",
+    )  # fmt: skip
+    g.add_argument(
         "--reset-style", choices=("openai", "seconds"), default=d.reset_style,
         help="x-ratelimit-reset-* as OpenAI writes it (1.5s, 20ms) or plain seconds "
         "(default %(default)s)",
@@ -215,6 +249,12 @@ def config_from_args(args: argparse.Namespace) -> MockServerConfig:
         rate_headers=not args.no_rate_headers,
         retry_after_style=args.retry_after_style,
         reset_style=args.reset_style,
+        retry_after_only=args.retry_after_only,
+        extra_headers=tuple(args.header),
+        error_code=args.error_code,
+        refuse_every=args.refuse_every,
+        window_limit=args.window_limit,
+        window_s=args.window,
         fault_rates=dict(args.fault_rate),
         fault_retry_after_s=args.fault_retry_after,
         phases=(*args.outage, *args.storm),
@@ -277,6 +317,16 @@ def config_to_argv(config: MockServerConfig) -> list[str]:
     argv += ["--batch-duration", repr(config.batch_duration_s)]
     for outcome in config.batch_outcomes:
         argv += ["--batch-outcome", outcome]
+    if config.retry_after_only:
+        argv.append("--retry-after-only")
+    for header, text in config.extra_headers:
+        argv += ["--header", f"{header}={text}"]
+    if config.error_code is not None:
+        argv += ["--error-code", config.error_code]
+    if config.refuse_every is not None:
+        argv += ["--refuse-every", str(config.refuse_every)]
+    if config.window_limit is not None:
+        argv += ["--window-limit", str(config.window_limit), "--window", repr(config.window_s)]
     for kind, rate in config.fault_rates.items():
         argv += ["--fault-rate", f"{kind}={rate!r}"]
     for phase in config.phases:

@@ -347,7 +347,8 @@ class MockServer:
         kind, headers = verdict.kind, verdict.headers
         if verdict.status is not None:  # a refusal: rate limit, capacity, storm
             msg = f"mock {kind}: HTTP {verdict.status}"
-            await stream.send_all(error_response(verdict.status, msg, keep, headers))
+            code = self.config.error_code
+            await stream.send_all(error_response(verdict.status, msg, keep, headers, code))
             return after
         if request.path in MODEL_PATHS:
             await stream.send_all(
@@ -375,7 +376,8 @@ class MockServer:
             return after
         if kind.isdigit():
             msg = f"mock fault: injected HTTP {kind}"
-            await stream.send_all(error_response(int(kind), msg, keep, headers))
+            code = self.config.error_code
+            await stream.send_all(error_response(int(kind), msg, keep, headers, code))
             return after
         payload = self._completion(body, kind)
         if payload is None:
