@@ -327,7 +327,12 @@ async def test_a_request_that_cannot_be_encoded_skips_the_cache_and_spares_its_c
         asked: list[str] = []
 
         async def generate_traced(
-            self, req: MinimaLlmRequest, *, events: object = None, index: object = None
+            self,
+            req: MinimaLlmRequest,
+            *,
+            events: object = None,
+            index: object = None,
+            reask: int = 0,
         ) -> tuple[MinimaLlmFailure, int]:
             self.asked.append(req.request_id)
             return MinimaLlmFailure(req.request_id, "InvalidRequest", "bad", 0), 0

@@ -128,14 +128,16 @@ class CacheLayer:
         runtime: Runtime,
         req: MinimaLlmRequest,
         *,
-        force_refresh: bool,
+        force_refresh: int,
         missed_key: str | None = None,
         events: trio.MemorySendChannel[Any] | None = None,
         index: int | None = None,
     ) -> Traced:
-        """A hit at once (unless ``force_refresh``), else one shared HTTP call per key; a
-        success is queued for writing. ``missed_key``: a bulk lookup already missed
-        under this key (no second read, no second hash).
+        """A hit at once (unless ``force_refresh``: 0, or the re-ask's number, which
+        the runtime sends as a seed and temperature), else one shared HTTP call per
+        key; a success is queued for writing under the request's own key.
+        ``missed_key``: a bulk lookup already missed under this key (no second read,
+        no second hash).
 
         Single flight covers the whole miss path, the disk read included: the first
         caller for a key registers its flight *before* its read's thread hop, so every
@@ -145,7 +147,9 @@ class CacheLayer:
         """
         key = self.key(req) if missed_key is None else missed_key
         if not key:  # NO_KEY, cannot be encoded: the runtime makes it a failure, uncached
-            return await runtime.generate_traced(req, events=events, index=index)
+            return await runtime.generate_traced(
+                req, events=events, index=index, reask=force_refresh
+            )
         while True:
             if not force_refresh:
                 recent = self._recent.get(key)
@@ -169,7 +173,9 @@ class CacheLayer:
                 if hit is not None:
                     flight.result = hit
                     return Traced(hit, 0, None)
-            traced = await runtime.generate_traced(req, events=events, index=index)
+            traced = await runtime.generate_traced(
+                req, events=events, index=index, reask=force_refresh
+            )
             result = flight.result = traced.result
             if isinstance(result, MinimaLlmResponse):
                 self._remember(key, result)  # before the joiners wake

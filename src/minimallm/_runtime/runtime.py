@@ -33,7 +33,7 @@ from minimallm._config.settings import MinimaLlmConfig
 from minimallm._errors import BackendClosedError, BackendFailedError, InvalidRequestError
 from minimallm._http.transport import HttpTransport, request_headers, transport_factory_for
 from minimallm._outcome.attempts import AttemptError, AttemptOutcome, AttemptSuccess
-from minimallm._outcome.redact import MESSAGE_CHARS, snippet
+from minimallm._outcome.redact import MESSAGE_CHARS, redacted_raw, snippet
 from minimallm._policy import (
     Binding,
     ConcurrencyControl,
@@ -44,7 +44,7 @@ from minimallm._policy import (
     binding,
     retry_delay,
 )
-from minimallm._requests import encode_request
+from minimallm._requests import encode_request, reask_request
 from minimallm._types import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
 from minimallm.actors.cooldown import Cooldown, CooldownMessage, CooldownStatistics
 from minimallm.actors.limiter import Limiter, LimiterMessage, LimiterStatistics
@@ -341,11 +341,18 @@ class Runtime:
         *,
         events: trio.MemorySendChannel[Any] | None = None,
         index: int | None = None,
+        reask: int = 0,
     ) -> Traced:
         """:meth:`generate`, with the attempts it took; ``events``: a batch Monitor's
         inbox that gets every attempt's report; ``index``: the request's place in its
-        batch (named when the request is invalid)."""
+        batch (named when the request is invalid); ``reask``: the number of this forced
+        refresh (0: none), which sends a seed and a rising temperature
+        (``_requests.reask_request``)."""
         cfg = self._cfg
+        if reask:
+            req = reask_request(
+                req, reask, cfg.retry_temperature_max, cfg.retry_temperature_halflife
+            )
         try:
             body = encode_request(cfg.model, req, compress=cfg.compress_gzip, index=index)
         except InvalidRequestError as exc:
@@ -417,6 +424,7 @@ class Runtime:
             body_snippet=None if body is None else snippet(body, secret),
             timeout_s=self._cfg.timeout_s,
             attempt_timestamps=tuple(sent_at),
+            raw=None if result.raw is None else redacted_raw(result.raw, secret),
         )
 
 

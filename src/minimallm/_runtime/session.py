@@ -100,14 +100,17 @@ class Session:
         self,
         req: MinimaLlmRequest,
         *,
-        force_refresh: bool,
+        force_refresh: int,
         missed_key: str | None = None,
         events: trio.MemorySendChannel[Any] | None = None,
         index: int | None = None,
     ) -> Traced:
-        """Through the cache when there is one."""
+        """Through the cache when there is one. ``force_refresh``: 0, or the number of
+        this re-ask (see ``Runtime.generate_traced``'s ``reask``)."""
         if self.cache is None:
-            return await self.runtime.generate_traced(req, events=events, index=index)
+            return await self.runtime.generate_traced(
+                req, events=events, index=index, reask=force_refresh
+            )
         return await self.cache.generate_traced(
             self.runtime,
             req,
