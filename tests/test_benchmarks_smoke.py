@@ -334,3 +334,26 @@ def test_the_readme_gets_the_overview_the_main_plots_and_a_link_to_the_rest(
     readme.write_text("<!-- bench:start -->\n<!-- bench:end -->\n")
     update_readme(readme, body, [], tmp_path / "docs", summary="full tables")
     assert (tmp_path / "docs" / "summary.md").read_text() == "full tables"
+
+
+def test_core_bench_runs_every_part_as_whole_processes(tmp_path: Path) -> None:
+    """``bench_core.py --quick``: each client's user script in its own process, every
+    request answered with one HTTP request, the CPU and RSS figures and ratios printed."""
+    out = tmp_path / "core.json"
+    proc = _bench("bench_core.py", ["--quick", "--quiet", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert set(data) == {"cpu", "rss", "rpm"}
+    sizes = {(r["client"], r["n"]) for r in data["cpu"]}
+    assert sizes == {(c, n) for c in ("minimallm", "aiohttp") for n in (300, 100, 400)}
+    assert [r["client"] for r in data["rss"]] == ["minimallm", "aiohttp", "aiohttp-pool"]
+    assert [(r["n"], r["rpm"]) for r in data["rpm"]] == [
+        (300, 6_000_000), (300, 0), (5, 600), (5, 0),
+    ]  # fmt: skip
+    for run in (r for runs in data.values() for r in runs):
+        assert run["ok"] and run["server_requests"] == run["n"] == run["texts"], run
+        assert 0 < run["cpu_s"] < 60 and 10_000 < run["vmhwm_kib"] < 2_000_000, run
+    # RPM 600 spaces the 5 sends 0.1 s apart: the run took at least 0.4 s longer
+    assert data["rpm"][2]["wall_s"] > 0.4
+    assert "minimallm" in proc.stdout and "÷ aiohttp" in proc.stdout
+    for heading in ("(a) CPU per request", "(b) peak RSS", "(c) minimallm's peak RSS by RPM"):
+        assert heading in proc.stdout

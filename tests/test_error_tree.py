@@ -19,7 +19,7 @@ from minimallm import (
     OpenAIMinimaLlm,
     _errors,
 )
-from minimallm._runtime.runtime import RuntimeOptions
+from minimallm._runtime.serve import RuntimeOptions
 
 
 def test_every_error_is_in_the_tree_and_drawn_in_its_docstring() -> None:

@@ -63,6 +63,7 @@ def interrupt(
     return elapsed, answered, rows_on_disk(tmp_path), done
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("mode", ["asyncio", "sync"])
 def test_ctrl_c_exits_promptly_and_loses_no_answer(tmp_path: Path, mode: str) -> None:
     elapsed, answered, rows, done = interrupt(tmp_path, mode, signal.SIGINT)
@@ -71,6 +72,7 @@ def test_ctrl_c_exits_promptly_and_loses_no_answer(tmp_path: Path, mode: str) ->
     assert rows >= answered - IN_FLIGHT
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("mode", ["asyncio", "sync"])
 def test_sigterm_acts_like_ctrl_c_once_the_handler_is_installed(tmp_path: Path, mode: str) -> None:
     elapsed, answered, rows, done = interrupt(tmp_path, mode, signal.SIGTERM, "sigterm")

@@ -1,18 +1,22 @@
 """OpenAIMinimaLlm: the documented backend, one object for trio, asyncio and sync code.
 
 Under trio the call runs natively in the caller's run (no bridge); the backend keeps
-one :class:`~minimallm._runtime.session.Session` (runtime + cache) per trio run. Under asyncio
-and from plain threads the call crosses ``minimallm._bridge`` into the process's trio
-thread, where the same kind of session serves it.
+one runtime per trio run (:mod:`minimallm._runtime`: ``serve`` wires its actors,
+``request`` is the one door, a :class:`~minimallm._runtime.host.Host` runs it in a
+system task, or in the caller's nursery with :meth:`OpenAIMinimaLlm.serving`). Under
+asyncio and from plain threads the call crosses ``minimallm._bridge`` into the
+process's trio thread, where the same kind of runtime serves it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import dataclasses
 import functools
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import NoReturn, Self, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 import trio
 
@@ -29,10 +33,11 @@ from minimallm._batch.stream import (
 )
 from minimallm._config.settings import MinimaLlmConfig
 from minimallm._context import refresh_number, set_last_cached
-from minimallm._errors import UsageError
+from minimallm._errors import BackendFailedError, UsageError
 from minimallm._progress import Progress, make_sink
-from minimallm._runtime.runtime import RuntimeOptions
-from minimallm._runtime.session import Session
+from minimallm._runtime.host import Host
+from minimallm._runtime.request import request
+from minimallm._runtime.serve import Runtime, RuntimeOptions
 from minimallm._types import MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
 
 __all__ = ["OpenAIMinimaLlm"]
@@ -49,12 +54,28 @@ class OpenAIMinimaLlm:
     async context manager) to release connections; it can be used again afterwards.
     """
 
-    def __init__(self, cfg: MinimaLlmConfig, *, options: RuntimeOptions | None = None) -> None:
+    def __init__(
+        self,
+        cfg: MinimaLlmConfig,
+        *,
+        transport: Callable[[str], Any] | None = None,
+        options: RuntimeOptions | None = None,
+    ) -> None:
+        """``transport``: answer attempts without a server, for tests of your own code
+        (:class:`minimallm.testing.MockTransport`)."""
         if not isinstance(cfg, MinimaLlmConfig):
             raise TypeError(f"OpenAIMinimaLlm needs a MinimaLlmConfig, got {type(cfg).__name__}")
+        if transport is not None and not callable(transport):
+            raise TypeError(
+                "transport= takes a minimallm.testing.MockTransport (a factory of "
+                f"connections), got {type(transport).__name__}"
+            )
         self.cfg = cfg
-        self._options = options or RuntimeOptions()
-        self._sessions: dict[trio.lowlevel.TrioToken, Session] = {}
+        options = options or RuntimeOptions()
+        if transport is not None:
+            options = dataclasses.replace(options, transport_factory=transport)
+        self._options = options
+        self._hosts: dict[trio.lowlevel.TrioToken, Host] = {}
 
     @classmethod
     def from_env(cls) -> Self:
@@ -64,7 +85,7 @@ class OpenAIMinimaLlm:
     def __repr__(self) -> str:
         return (
             f"OpenAIMinimaLlm(model={self.cfg.model!r}, base_url={self.cfg.base_url!r}, "
-            f"sessions={len(self._sessions)})"
+            f"runtimes={len(self._hosts)})"
         )
 
     def __reduce__(self) -> NoReturn:
@@ -104,8 +125,8 @@ class OpenAIMinimaLlm:
         return result
 
     async def _generate_here(self, req: MinimaLlmRequest, force_refresh: int) -> MinimaLlmResult:
-        session = await self._session_here()
-        return (await session.generate_traced(req, force_refresh=force_refresh)).result
+        runtime = await self._runtime_here()
+        return (await request(runtime, req, force_refresh=force_refresh)).result
 
     # -- batches --------------------------------------------------------------------
 
@@ -195,9 +216,9 @@ class OpenAIMinimaLlm:
         sink = make_sink(progress, self.cfg.batch.heartbeat_s)
 
         async def start(deliver: Deliver, window: trio.Semaphore | None) -> None:
-            session = await self._session_here()
+            runtime = await self._runtime_here()
             await run_request_batch(
-                session,
+                runtime,
                 requests,
                 self.cfg.batch,
                 force_refresh=force,
@@ -211,53 +232,101 @@ class OpenAIMinimaLlm:
 
     # -- lifecycle ------------------------------------------------------------------
 
-    async def _session_here(self) -> Session:
-        """The session of the current trio run, started on first use."""
+    async def _runtime_here(self) -> Runtime:
+        """The runtime of the current trio run, started on first use (in a system
+        task; see :mod:`minimallm._runtime.host`). After an actor failed, every call
+        raises that failure until the backend is closed."""
         token = trio.lowlevel.current_trio_token()
-        session = self._sessions.get(token)
-        if session is not None and session.running:
-            return session  # the common case: no checkpoint, no task switch
-        if session is None or session.closed:
-            session = Session(self.cfg, self._options)
-            self._sessions[token] = session
+        host = self._hosts.get(token)
+        if host is not None:
+            runtime = host.runtime
+            if runtime is not None and runtime.running:
+                return runtime  # the common case: no checkpoint, no task switch
+        if host is None or (host.ended and host.failure is None):
+            host = self._hosts[token] = Host()
             trio.lowlevel.spawn_system_task(
                 self._host,
                 token,
-                session,
-                name=f"minimallm-session-{self.cfg.model}",
+                host,
+                name=f"minimallm-runtime-{self.cfg.model}",
                 context=contextvars.Context(),
             )
-        await session.wait_ready()
-        return session
+        return await host.wait_ready()
 
-    async def _host(self, token: trio.lowlevel.TrioToken, session: Session) -> None:
+    async def _host(self, token: trio.lowlevel.TrioToken, host: Host) -> None:
         try:
-            await session.host(self.cfg)
+            await host.run(self.cfg, self._options)
         finally:
-            if self._sessions.get(token) is session:
-                del self._sessions[token]
+            if self._hosts.get(token) is host and host.failure is None:
+                del self._hosts[token]  # a failed one stays: later calls are told why
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[Self]:
+        """Run this backend's actors in the caller's own nursery (trio only)::
+
+            async with backend.serving():
+                await backend.generate(req)
+
+        Without it the actors run in a trio system task and a failing actor reaches
+        only the calls waiting on it. Inside it, the failure also cancels the block
+        and the ``async with`` raises the one :class:`BackendFailedError` naming the
+        actor (never an ExceptionGroup). On leaving, the runtime stops and the cache
+        writer commits every answer."""
+        if _bridge.trio_token_here() is None:
+            raise UsageError("serving() needs a trio run: under asyncio, just use the backend")
+        token = trio.lowlevel.current_trio_token()
+        current = self._hosts.get(token)
+        if current is not None and not current.ended:
+            raise UsageError(
+                "this backend already runs in this trio run; serving() must come "
+                "before its first call (or after aclose())"
+            )
+        host = self._hosts[token] = Host()
+        failure: BackendFailedError | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    functools.partial(host.run, reraise=True), self.cfg, self._options
+                )
+                try:
+                    await host.wait_ready()
+                    yield self
+                finally:
+                    await host.aclose()
+        except BaseExceptionGroup as group:
+            failure = _failure_in(group)
+            if failure is None:
+                leaves = _leaves(group)
+                if len(leaves) != 1:
+                    raise
+                raise leaves[0] from leaves[0].__cause__  # the block's own error, as itself
+        finally:
+            if self._hosts.get(token) is host:
+                del self._hosts[token]
+        if failure is not None:
+            raise failure from failure.__cause__
 
     async def aclose(self) -> None:
         """Close connections and stop the actors serving this caller's runtime."""
         token = _bridge.trio_token_here()
         if token is not None:
-            await self._close_session(token)
+            await self._close_here(token)
             return
         thread = _bridge.current_thread_if_running()
-        if thread is not None and thread.token in self._sessions:
-            await _bridge.await_in_trio(functools.partial(self._close_session, thread.token))
+        if thread is not None and thread.token in self._hosts:
+            await _bridge.await_in_trio(functools.partial(self._close_here, thread.token))
 
     def close_sync(self) -> None:
         """``aclose`` for synchronous code."""
         self._refuse_sync_in_trio("close_sync")
         thread = _bridge.current_thread_if_running()
-        if thread is not None and thread.token in self._sessions:
-            _bridge.call_blocking(functools.partial(self._close_session, thread.token))
+        if thread is not None and thread.token in self._hosts:
+            _bridge.call_blocking(functools.partial(self._close_here, thread.token))
 
-    async def _close_session(self, token: trio.lowlevel.TrioToken) -> None:
-        session = self._sessions.pop(token, None)
-        if session is not None:
-            await session.aclose()
+    async def _close_here(self, token: trio.lowlevel.TrioToken) -> None:
+        host = self._hosts.pop(token, None)
+        if host is not None:
+            await host.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -276,6 +345,24 @@ class OpenAIMinimaLlm:
             raise UsageError(
                 f"{name}() was called inside a trio run; use the async method with await"
             )
+
+
+def _failure_in(exc: BaseException) -> BackendFailedError | None:
+    """The BackendFailedError inside ``exc`` (groups unwrapped), if any."""
+    if isinstance(exc, BackendFailedError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _failure_in(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 def _length(items: Iterable[object]) -> int | None:

@@ -1,4 +1,4 @@
-"""The CacheWriter and the CacheLayer around it: nothing reported done before it is on
+"""The CacheWriter and the CacheStage around it: nothing reported done before it is on
 disk, nothing waits on a writer that stopped, one HTTP call per key in flight."""
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import pytest
 import trio
 import trio.testing
 
+from fakes import FakeServer
 from minimallm import MinimaLlmRequest, MinimaLlmResponse, OpenAIMinimaLlm
-from minimallm._cache.stage import CacheLayer
+from minimallm._cache.stage import CacheStage
 from minimallm._cache.store import PromptCache
 from minimallm._config.settings import MinimaLlmConfig
+from minimallm._runtime.serve import RuntimeOptions
 from minimallm.actors.cache_writer import CacheRow, CacheWriter, Flush
 from minimallm.mock import MockServerThread
 
@@ -97,7 +99,7 @@ async def test_flushes_queued_when_the_writer_stops_are_all_answered(
 
 
 async def _flush_or_rescue(
-    layer: CacheLayer, recv: trio.MemoryReceiveChannel[CacheRow | Flush], timeout_s: float = 60
+    layer: CacheStage, recv: trio.MemoryReceiveChannel[CacheRow | Flush], timeout_s: float = 60
 ) -> bool:
     """Run ``layer.flush()`` (shielded, so ``fail_after`` cannot bound it) and report
     whether it returned within ``timeout_s``. If it did not, answer the Flush it is
@@ -128,7 +130,7 @@ async def test_cache_layer_flush_after_the_writer_stopped_returns_at_once(
     """What ``aclose()`` during a cached batch did: the batch's final (shielded) flush
     waited forever on a writer that had stopped reading."""
     writer, send, recv, cache, _ = writer_for(tmp_path)
-    layer = CacheLayer("m", cache, send)
+    layer = CacheStage("m", cache, send)
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         nursery.cancel_scope.cancel()
@@ -141,7 +143,7 @@ async def test_a_flush_sent_during_the_writers_final_commit_returns(
     """The writer is stopping (its final commit is in a thread) when a batch flushes.
     (Real time: a virtual clock would jump while the commit's thread runs.)"""
     writer, send, recv, cache, _ = writer_for(tmp_path)
-    layer = CacheLayer("m", cache, send)
+    layer = CacheStage("m", cache, send)
     in_commit = threading.Event()
     release = threading.Event()
     real_put_many = PromptCache.put_many
@@ -313,7 +315,7 @@ async def test_a_request_that_cannot_be_encoded_skips_the_cache_and_spares_its_c
     cache = PromptCache.open(tmp_path)
     cache.put_many([(cache_key("m", good), "cached answer", None)])
     send, _ = trio.open_memory_channel[CacheRow | Flush](16)
-    layer = CacheLayer("m", cache, send)
+    layer = CacheStage("m", cache, send)
     bad = [
         MinimaLlmRequest("b1", [{"role": "user", "content": "x"}], extra={"x": object()}),
         MinimaLlmRequest("b2", "hi"),  # type: ignore[arg-type]
@@ -323,26 +325,28 @@ async def test_a_request_that_cannot_be_encoded_skips_the_cache_and_spares_its_c
     assert [key for key, _ in found].count("") == 3
     assert [hit is not None for _, hit in found] == [False, True, False, False]
 
-    class Runtime:
-        asked: list[str] = []
-
-        async def generate_traced(
-            self,
-            req: MinimaLlmRequest,
-            *,
-            events: object = None,
-            index: object = None,
-            reask: int = 0,
-        ) -> tuple[MinimaLlmFailure, int]:
-            self.asked.append(req.request_id)
-            return MinimaLlmFailure(req.request_id, "InvalidRequest", "bad", 0), 0
-
-    runtime = Runtime()
-    for req in bad:
-        result, _ = await layer.generate_traced(runtime, req, force_refresh=False)  # type: ignore[arg-type]
-        assert isinstance(result, MinimaLlmFailure)
-    assert runtime.asked == ["b1", "b2", "b3"]
     cache.close()
+    # through the request door: each is its own InvalidRequest failure, the server is
+    # never asked, and the good request of the same batch is still a cache hit
+    server = FakeServer()
+    cfg = MinimaLlmConfig(base_url="http://fake/v1", model="m", rpm=0, cache_dir=str(tmp_path))
+    backend = OpenAIMinimaLlm(cfg, options=RuntimeOptions(server.transport))
+    try:
+        results = await backend.run_batched([bad[0], good, *bad[1:]])
+        for req in bad:
+            single = await backend.generate(req)
+            assert isinstance(single, MinimaLlmFailure), single
+            assert single.error_type == "InvalidRequest"
+    finally:
+        await backend.aclose()
+    assert [getattr(r, "error_type", "ok") for r in results] == [
+        "InvalidRequest",
+        "ok",
+        "InvalidRequest",
+        "InvalidRequest",
+    ]
+    assert isinstance(results[1], MinimaLlmResponse) and results[1].cached
+    assert server.sent == []
 
 
 async def test_a_lookup_after_the_backend_closed_its_cache_is_the_backend_closing(
@@ -358,7 +362,7 @@ async def test_a_lookup_after_the_backend_closed_its_cache_is_the_backend_closin
 
     cache = PromptCache.open(tmp_path)
     send, _ = trio.open_memory_channel[CacheRow | Flush](16)
-    layer = CacheLayer("m", cache, send)
+    layer = CacheStage("m", cache, send)
     cache.close()
     with warnings.catch_warnings():
         warnings.simplefilter("error", CacheWarning)

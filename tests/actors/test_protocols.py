@@ -4,7 +4,7 @@ And nothing of an actor's state is reachable except through its channels and its
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from minimallm._policy import (
     RateLimitInfo,
 )
 from minimallm._policy.flow import CongestionEvent, ReachEvent
-from minimallm._runtime.runtime import Runtime
+from minimallm._runtime.serve import Runtime, RuntimeStatistics
 from minimallm.actors import CacheWriter, Cooldown, Limiter, Monitor, Pacer, Watchdog, Worker
 from minimallm.actors.messages import (
     BATON,
@@ -469,25 +469,33 @@ def test_an_actor_shows_nothing_but_run_and_statistics(actor: type, public: set[
     assert "__dict__" not in dir(actor)  # slotted: no attribute can be added from outside
 
 
-def test_the_runtime_exposes_only_the_request_path_and_snapshots() -> None:
+def test_the_runtime_handle_is_frozen_and_shows_only_snapshots_and_stop() -> None:
     public = {name for name in dir(Runtime) if not name.startswith("_")}
     assert public == {
-        "aclose",
-        "closed",
-        "failure",
-        "generate",
-        "generate_traced",
-        "serve",
-        "statistics",
+        # what the request door reads
+        "cfg",
+        "jobs",
+        "cache",
+        "rng",
+        "secret",
+        "life",
+        # the flow-control actors, for their statistics() only
+        "limiter",
+        "pacer",
+        "cooldown",
+        # lifecycle and snapshots
+        "running",
         "stop",
-        "wait_ready",
+        "aclose",
+        "flush",
+        "statistics",
     }
+    assert Runtime.__dataclass_params__.frozen  # type: ignore[attr-defined]
     assert "__dict__" not in dir(Runtime)
 
 
 def test_statistics_are_frozen_snapshots() -> None:
-    from minimallm._runtime.runtime import RuntimeStatistics
-
-    stats = RuntimeStatistics.__dataclass_params__  # type: ignore[attr-defined]
-    assert stats.frozen
-    assert math.isfinite(1.0)
+    fields = {f.name: None for f in dataclasses.fields(RuntimeStatistics)}
+    stats = RuntimeStatistics(**fields)  # type: ignore[arg-type]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.in_flight = 3  # type: ignore[misc]

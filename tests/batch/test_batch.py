@@ -18,7 +18,7 @@ from minimallm import (
     OpenAIMinimaLlm,
     run_batched_callable,
 )
-from minimallm._runtime.runtime import RuntimeOptions
+from minimallm._runtime.serve import RuntimeOptions
 
 
 def backend_for(

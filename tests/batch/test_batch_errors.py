@@ -28,7 +28,7 @@ from minimallm import (
     run_batched_callable,
 )
 from minimallm._errors import CacheWarning
-from minimallm._runtime.runtime import RuntimeOptions
+from minimallm._runtime.serve import RuntimeOptions
 from minimallm.mock import MockServerThread
 
 
@@ -210,7 +210,13 @@ async def test_an_actor_that_fails_answers_every_waiting_caller_with_why(
         assert str(error).startswith("minimallm's Worker ")
         assert str(error).endswith("failed: Broken: a bug in a transport")
         assert isinstance(error.__cause__, Broken)
-        # a later call starts a fresh runtime (as after aclose)
+        # a later caller is told the same, until the backend is closed ...
+        with pytest.raises(BackendFailedError) as later:
+            await backend.generate(req(99))
+        assert str(later.value) == str(error)
+        assert isinstance(later.value.__cause__, Broken)
+        # ... and after aclose() the next call starts a fresh runtime
+        await backend.aclose()
         assert isinstance(await backend.generate(req(99)), MinimaLlmResponse)
 
 
@@ -237,6 +243,7 @@ def _requests() -> list[MinimaLlmRequest]:
     return [req(i, f"p{i} #mock:latency={0.002 * (i % 50):.3f}") for i in range(3000)]
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("after_s", [0.05, 0.3])
 def test_aclose_during_a_cached_batch_from_trio_asyncio_and_sync(
     mock_server: MockServerThread, tmp_path: Path, after_s: float

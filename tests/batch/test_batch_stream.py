@@ -23,7 +23,7 @@ from minimallm import (
     OpenAIMinimaLlm,
     stream_batched_callable,
 )
-from minimallm._runtime.runtime import RuntimeOptions
+from minimallm._runtime.serve import RuntimeOptions
 from minimallm.mock import MockServerThread
 
 

@@ -29,7 +29,7 @@ from minimallm import (
 )
 from minimallm._cache.store import PromptCache, cache_key
 from minimallm._errors import CacheWarning
-from minimallm._runtime.runtime import RuntimeOptions
+from minimallm._runtime.serve import RuntimeOptions
 
 QUIET = BatchConfig(heartbeat_s=0)
 

@@ -50,6 +50,7 @@ def test_six_processes_share_one_cache(tmp_path: Path, mock_server: MockServerTh
     assert mock_server.stats.requests_total <= 6 * 240
 
 
+@pytest.mark.realtime
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_sigkill_loses_at_most_the_last_half_second(tmp_path: Path) -> None:
     with MockServerThread(MockServerConfig(latency_s=0.01)) as mock:

@@ -23,7 +23,7 @@ from minimallm._http.transport import (
     request_headers,
     transport_factory_for,
 )
-from minimallm._runtime.runtime import RuntimeOptions
+from minimallm._runtime.serve import RuntimeOptions
 from minimallm.mock import MockServerThread
 
 pytestmark = pytest.mark.integration

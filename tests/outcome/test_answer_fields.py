@@ -20,7 +20,7 @@ from minimallm import (
 )
 from minimallm._context import refresh_number, reset_force_refresh, set_force_refresh
 from minimallm._lazy_json import LazyJson
-from minimallm._runtime.runtime import RuntimeOptions
+from minimallm._runtime.serve import RuntimeOptions
 
 BODY = {
     "model": "served-model",

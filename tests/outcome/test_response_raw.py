@@ -13,7 +13,7 @@ from pathlib import Path
 from fakes import FakeServer, Script
 from minimallm import MinimaLlmConfig, MinimaLlmRequest, MinimaLlmResponse, OpenAIMinimaLlm
 from minimallm._lazy_json import LazyJson, stored
-from minimallm._runtime.runtime import RuntimeOptions
+from minimallm._runtime.serve import RuntimeOptions
 from minimallm._types import _RAW
 
 BODY = {

@@ -20,7 +20,7 @@ from minimallm import (
     MinimaLlmRequest,
     OpenAIMinimaLlm,
 )
-from minimallm._runtime.runtime import RuntimeOptions
+from minimallm._runtime.serve import RuntimeOptions
 
 
 def leak_free(*things: object) -> None:

@@ -16,7 +16,7 @@ from minimallm._http.transport import BODY_KEEP_CHARS, HttpReply, outcome_from_r
 from minimallm._outcome.attempts import AttemptError, AttemptSuccess
 from minimallm._outcome.explain import EXPLANATION_CHARS, explanation
 from minimallm._outcome.redact import MIN_PIECE, REDACTED, SNIPPET_CHARS, redact, snippet
-from minimallm._runtime.runtime import RuntimeOptions
+from minimallm._runtime.serve import RuntimeOptions
 
 MISSING = "The model 'x' does not exist"
 

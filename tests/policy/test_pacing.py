@@ -88,3 +88,67 @@ def test_repr_shows_live_state() -> None:
     assert "next=now" in repr(ps)
     ps.take(3.0)
     assert "rpm=60" in repr(ps) and "next=4.000000" in repr(ps)
+
+
+def _allocated_by(build: object) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = build() if callable(build) else None
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    del kept
+    return after - before
+
+
+def test_memory_is_bounded_at_any_rpm() -> None:
+    def paced(rpm: int) -> PacingSchedule:
+        ps = PacingSchedule(rpm)
+        t = 0.0
+        for _ in range(5000):
+            t = ps.peek(t)
+            ps.take(t, waited=True)
+        return ps
+
+    small, huge = _allocated_by(lambda: paced(600)), _allocated_by(lambda: paced(6_000_000))
+    # the send history is a ring of at most 16,384 ticks (128 KiB), whatever the RPM
+    assert huge < 140_000, huge
+    assert huge <= small + 140_000, (small, huge)
+
+
+def _late_sends(ps: PacingSchedule, n: int) -> list[float]:
+    t, sends = 0.0, []
+    for k in range(n):  # every third wake-up comes almost a whole slot (5 s) late
+        t = ps.peek(t) + (4.9 if k % 3 == 1 else 0.0)
+        ps.take(t, waited=True)
+        sends.append(t)
+    return sends
+
+
+def test_high_rpm_keeps_the_exact_cap_with_a_bounded_ring() -> None:
+    # rpm 12 with a ring of at most 4 times: 4 sends per 20 s chained 3 times = 12 per 60 s
+    sends = _late_sends(PacingSchedule(12, max_ring=4), 40)
+    for j, start in enumerate(sends):
+        assert sum(start <= s < start + 60.0 for s in sends[j:]) <= 12
+    # the exact ring of 12 times lets the 40th send go at most one slot earlier
+    assert sends[-1] <= _late_sends(PacingSchedule(12), 40)[-1] + 5.0
+
+
+def test_a_ring_size_that_divides_rpm_loses_no_rate() -> None:
+    ps = PacingSchedule(1000, max_ring=64)  # 50 divides 1000: 50 sends per 3 s, exactly
+    t, count = 0.0, 0
+    while True:
+        t = ps.peek(t)
+        if t >= 120.0:
+            break
+        ps.take(t, waited=True)
+        count += 1
+    assert count == 2000
+
+
+def test_rejects_a_ring_bound_below_one() -> None:
+    with pytest.raises(ValueError, match="max_ring"):
+        PacingSchedule(60, max_ring=0)

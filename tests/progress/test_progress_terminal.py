@@ -29,7 +29,7 @@ import trio.testing
 
 from fakes import FakeServer, Script
 from minimallm import BatchConfig, MinimaLlmConfig, MinimaLlmRequest, OpenAIMinimaLlm
-from minimallm._runtime.runtime import RuntimeOptions
+from minimallm._runtime.serve import RuntimeOptions
 from minimallm.mock import MockServerConfig, MockServerThread
 
 REQUIRE = os.environ.get("MINIMALLM_REQUIRE_INTEGRATION") == "1"

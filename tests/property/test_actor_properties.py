@@ -15,7 +15,7 @@ from minimallm import MinimaLlmRequest, MinimaLlmResponse
 from minimallm._backend import OpenAIMinimaLlm
 from minimallm._config.settings import MinimaLlmConfig
 from minimallm._http import errors as http_errors
-from minimallm._runtime.runtime import RuntimeOptions
+from minimallm._runtime.serve import RuntimeOptions
 
 EPS = 1e-9
 

@@ -21,7 +21,7 @@ from minimallm import (
     MinimaLlmResponse,
     OpenAIMinimaLlm,
 )
-from minimallm._runtime.runtime import RuntimeOptions
+from minimallm._runtime.serve import RuntimeOptions
 
 
 @settings(max_examples=60, deadline=None)

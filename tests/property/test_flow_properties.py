@@ -18,6 +18,7 @@ from minimallm._policy import (
     PauseControl,
 )
 from minimallm._policy.flow import CongestionEvent, FlowWatch
+from minimallm._policy.pacing import MAX_RING
 
 FAST = settings(max_examples=100, deadline=None)
 clock = st.floats(min_value=0.0, max_value=1e7, allow_nan=False, allow_infinity=False)
@@ -195,9 +196,12 @@ def test_cooldown_deadline_never_moves_back_and_expires(
 
 
 @st.composite
-def pacing_runs(draw: st.DrawFn) -> tuple[int, list[tuple[float, float]]]:
-    """An rpm and (arrival, wake-up lateness) pairs: bursts, near-interval gaps, idles."""
+def pacing_runs(draw: st.DrawFn) -> tuple[int, list[tuple[float, float]], int]:
+    """An rpm, (arrival, wake-up lateness) pairs (bursts, near-interval gaps, idles) and
+    a ring bound: the default, or a tiny one so that the bounded ring (rpm > bound)
+    meets bursts of late wake-ups within 150 sends."""
     rpm = draw(st.one_of(st.integers(1, 10), st.integers(1, 100_000)))
+    max_ring = draw(st.one_of(st.just(MAX_RING), st.integers(1, 12)))
     interval = 60.0 / rpm
     gaps = st.one_of(st.just(0.0), st.floats(0.0, 2.0 * interval), st.floats(0.0, 120.0))
     late = st.one_of(st.just(0.0), st.floats(0.0, interval))
@@ -206,12 +210,12 @@ def pacing_runs(draw: st.DrawFn) -> tuple[int, list[tuple[float, float]]]:
     for delta, lateness in draw(st.lists(st.tuples(gaps, late), min_size=1, max_size=150)):
         now += delta
         runs.append((now, lateness))
-    return rpm, runs
+    return rpm, runs, max_ring
 
 
-def _drive(rpm: int, runs: list[tuple[float, float]]) -> list[float]:
+def _drive(rpm: int, runs: list[tuple[float, float]], max_ring: int = MAX_RING) -> list[float]:
     """Sends of a Pacer that grants each request at its slot, woken ``lateness`` late."""
-    ps = PacingSchedule(rpm)
+    ps = PacingSchedule(rpm, max_ring=max_ring)
     sends: list[float] = []
     for arrival, lateness in runs:
         now = max(arrival, sends[-1] if sends else arrival)
@@ -228,10 +232,10 @@ def _drive(rpm: int, runs: list[tuple[float, float]]) -> list[float]:
 @FAST
 @given(run=pacing_runs())
 def test_no_60_s_window_holds_more_than_rpm_sends_however_late_the_wake_ups(
-    run: tuple[int, list[tuple[float, float]]],
+    run: tuple[int, list[tuple[float, float]], int],
 ) -> None:
-    rpm, runs = run
-    sends = _drive(rpm, runs)
+    rpm, runs, max_ring = run
+    sends = _drive(rpm, runs, max_ring)
     for j, start in enumerate(sends):  # windows [t, t + 60) starting at a send are fullest
         assert bisect.bisect_left(sends, start + 60.0) - j <= rpm
 
@@ -239,12 +243,32 @@ def test_no_60_s_window_holds_more_than_rpm_sends_however_late_the_wake_ups(
 @FAST
 @given(run=pacing_runs())
 def test_without_late_wake_ups_sends_keep_the_spacing(
-    run: tuple[int, list[tuple[float, float]]],
+    run: tuple[int, list[tuple[float, float]], int],
 ) -> None:
-    rpm, runs = run
-    sends = _drive(rpm, [(arrival, 0.0) for arrival, _ in runs])
+    rpm, runs, max_ring = run
+    sends = _drive(rpm, [(arrival, 0.0) for arrival, _ in runs], max_ring)
     for a, b in itertools.pairwise(sends):
         assert b - a >= 60.0 / rpm - GRID
+
+
+@FAST
+@given(rpm=st.integers(1, 400), max_ring=st.integers(1, 40))
+def test_a_bounded_ring_keeps_the_rate_and_its_memory(rpm: int, max_ring: int) -> None:
+    """Saturated for two minutes: at least ``rpm - rpm % K`` sends per minute (K the
+    ring size: rpm up to ``max_ring``, above it between ``max_ring // 2`` and
+    ``max_ring``, losing under ``rpm / max_ring``), never more than rpm per 60 s
+    (checked above), and no more than ``max_ring`` send times kept."""
+    ps = PacingSchedule(rpm, max_ring=max_ring)
+    now, sends = 0.0, 0
+    while (now := ps.peek(now)) < 120.0:
+        ps.take(now, waited=True)
+        sends += 1
+    assert ps._ring is not None and len(ps._ring) <= max_ring
+    size = len(ps._ring)
+    assert size == rpm if rpm <= max_ring else max_ring // 2 <= size
+    lost = rpm % size
+    assert lost == 0 or lost < rpm / max_ring
+    assert sends >= 2 * (rpm - lost) - 1  # the last one may fall just past 120 s
 
 
 @FAST

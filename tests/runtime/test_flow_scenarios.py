@@ -21,7 +21,7 @@ from minimallm import (
     MinimaLlmResponse,
     OpenAIMinimaLlm,
 )
-from minimallm._runtime.runtime import RuntimeOptions
+from minimallm._runtime.serve import RuntimeOptions
 from pushback import CapacityServer, FaultServer, OutageServer, StormServer, TokenBucketServer
 
 

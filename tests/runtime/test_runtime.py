@@ -14,7 +14,7 @@ from minimallm._backend import OpenAIMinimaLlm
 from minimallm._config.settings import MinimaLlmConfig
 from minimallm._errors import BackendClosedError
 from minimallm._http import errors as http_errors
-from minimallm._runtime.runtime import RuntimeOptions
+from minimallm._runtime.serve import RuntimeOptions
 
 
 def make_backend(server: FakeServer, **overrides: object) -> OpenAIMinimaLlm:

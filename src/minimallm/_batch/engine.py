@@ -54,8 +54,12 @@ LOOKUP_CHUNK = 512
 Deliver: TypeAlias = Callable[[int, Any], Awaitable[None]]
 """Where each item's value goes, as soon as it is ready: ``deliver(index, value)``."""
 
-Lookup: TypeAlias = Callable[[list[tuple[int, Any]]], Awaitable[dict[int, "ItemResult[Any]"]]]
-"""Hits by index for a chunk of ``(index, item)`` pairs (the prompt cache, in bulk)."""
+Lookup: TypeAlias = Callable[
+    [list[tuple[int, Any]]], Awaitable[list[tuple[int, Any, "ItemResult[Any] | None"]]]
+]
+"""The prompt cache, in bulk: for a chunk of ``(index, item)`` pairs, ``(index, item,
+hit)`` each, in order; a miss (``hit`` None) goes to the runners as the item returned
+(which may carry what the lookup learned, e.g. its key)."""
 
 ItemFn: TypeAlias = Callable[
     [int, Any, trio.MemorySendChannel[MonitorEvent]], Awaitable["ItemResult[Any]"]
@@ -193,11 +197,11 @@ async def run_batch(
                     chunk.append(taken)
                 if not chunk:
                     return
-                hits = await lookup(chunk)
+                looked = await lookup(chunk)
+                hits = sum(1 for _, _, hit in looked if hit is not None)
                 if hits:
-                    await event(CachedItems(len(hits), trio.current_time()))
-                for index, item in chunk:
-                    hit = hits.get(index)
+                    await event(CachedItems(hits, trio.current_time()))
+                for index, item, hit in looked:
                     if hit is None:
                         await misses.send((index, item))
                     else:

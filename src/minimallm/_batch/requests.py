@@ -1,29 +1,40 @@
-"""A batch of requests: each item is one ``generate`` through the session (cache and
-runtime), with the cache read in bulk ahead of the runners."""
+"""A batch of requests: each item goes through the one request door
+(:func:`minimallm._runtime.request.request`), with the cache read in bulk ahead of the
+runners; a miss's key travels with its item (:class:`Missed`), so it is neither hashed
+nor read twice."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from minimallm._batch.engine import Deliver, run_batch
 from minimallm._batch.items import ItemResult, response_item
 from minimallm._config.settings import BatchConfig
 from minimallm._progress import ProgressSink
 from minimallm._requests import request_label
-from minimallm._runtime.session import Session
+from minimallm._runtime.request import request
+from minimallm._runtime.serve import Runtime
 from minimallm._types import MinimaLlmRequest
 
-__all__ = ["run_request_batch"]
+__all__ = ["Missed", "run_request_batch"]
 
 
-def describe_request(index: int, req: object) -> str:
+class Missed(NamedTuple):
+    """A request the bulk lookup did not find, with the key it missed under."""
+
+    req: MinimaLlmRequest
+    key: str
+
+
+def describe_request(index: int, item: object) -> str:
     """``request 17 (id 'q17')``: how an exception's note names the item."""
+    req = item.req if isinstance(item, Missed) else item
     return request_label(index, getattr(req, "request_id", None))
 
 
 async def run_request_batch(
-    session: Session,
+    runtime: Runtime,
     requests: Iterable[MinimaLlmRequest],
     cfg: BatchConfig,
     *,
@@ -33,31 +44,31 @@ async def run_request_batch(
     total: int | None,
     window: Any = None,
 ) -> None:
-    """Answer every request (see ``_batch.engine``); the session's cache is flushed at
-    the end, however the batch ends (shielded: a cancelled batch loses nothing)."""
-    missed: dict[int, str] = {}  # keys of bulk misses, until their runner takes them
+    """Answer every request (see ``_batch.engine``); the cache is flushed at the end,
+    however the batch ends (shielded: a cancelled batch loses nothing)."""
 
-    async def one(index: int, req: MinimaLlmRequest, events: Any) -> ItemResult[Any]:
-        traced = await session.generate_traced(
-            req,
-            force_refresh=force_refresh,
-            missed_key=missed.pop(index, None),
-            events=events,
-            index=index,
-        )
+    async def one(index: int, item: Any, events: Any) -> ItemResult[Any]:
+        if isinstance(item, Missed):
+            traced = await request(
+                runtime, item.req, missed_key=item.key, events=events, index=index
+            )
+        else:
+            traced = await request(
+                runtime, item, force_refresh=force_refresh, events=events, index=index
+            )
         return response_item(traced.result, traced.attempts, traced.first_sent_at)
 
-    async def lookup(chunk: list[tuple[int, Any]]) -> dict[int, ItemResult[Any]]:
-        found = await session.lookup_many([req for _, req in chunk])
-        hits: dict[int, ItemResult[Any]] = {}
-        for (index, _), (key, hit) in zip(chunk, found, strict=True):
-            if hit is None:
-                missed[index] = key
-            else:
-                hits[index] = ItemResult(hit, "cached")
-        return hits
+    async def lookup(chunk: list[tuple[int, Any]]) -> list[tuple[int, Any, ItemResult[Any] | None]]:
+        assert runtime.cache is not None
+        found = await runtime.cache.lookup_many([req for _, req in chunk])
+        return [
+            (index, Missed(req, key), None)
+            if hit is None
+            else (index, req, ItemResult(hit, "cached"))
+            for (index, req), (key, hit) in zip(chunk, found, strict=True)
+        ]
 
-    use_cache = session.cache is not None and not force_refresh
+    use_cache = runtime.cache is not None and not force_refresh
     try:
         await run_batch(
             requests,
@@ -67,9 +78,9 @@ async def run_request_batch(
             sink=sink,
             total=total,
             describe=describe_request,
-            runtime=session.runtime.statistics,
+            runtime=runtime.statistics,
             lookup=lookup if use_cache else None,
             window=window,
         )
     finally:
-        await session.flush()
+        await runtime.flush()

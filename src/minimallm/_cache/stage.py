@@ -1,11 +1,14 @@
-"""The prompt cache in the request path: lookups, single-flight, writes.
+"""The prompt cache's part of the request path: recent answers, bulk reads, single
+flight, writes handed to the CacheWriter.
 
-One :class:`CacheLayer` per runtime (per trio run). ``generate`` asks it first: a hit
-returns ``cached=True`` at once, without pacing or limits; a miss goes to the runtime,
-and identical requests in flight at the same time share that one HTTP call. Successes
-are handed to the :class:`~minimallm.actors.cache_writer.CacheWriter`. Reads run in a
-worker thread; batches read in bulk (:meth:`lookup_many`: one thread hop per chunk,
-not per request).
+A :class:`CacheStage` is plain state plus small operations that the one request door
+(:func:`minimallm._runtime.request.request`) uses in order: :meth:`CacheStage.recent`
+(this process's own answers, before they commit), the flight table (identical requests
+in flight share one HTTP call), :meth:`CacheStage.lookup` (a disk read in a worker
+thread), :meth:`CacheStage.remember` and :meth:`CacheStage.store` (to the CacheWriter
+actor). It is not an actor: nothing here runs on its own. Batches read in bulk
+(:meth:`CacheStage.lookup_many`: one thread hop per chunk, not per request). The stage
+and its writer are created by :func:`minimallm._runtime.serve.serve`.
 """
 
 from __future__ import annotations
@@ -13,25 +16,21 @@ from __future__ import annotations
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
 
 import trio
 
 from minimallm._cache.store import CachedAnswer, CacheUnavailableError, PromptCache, cache_key
-from minimallm._config.settings import MinimaLlmConfig
 from minimallm._errors import BackendClosedError, CacheWarning
 from minimallm._lazy_json import LazyJson
-from minimallm._runtime.runtime import Runtime, Traced
 from minimallm._types import (
     MinimaLlmRequest,
     MinimaLlmResponse,
     MinimaLlmResult,
     raw_json_text,
-    replace_response,
 )
-from minimallm.actors.cache_writer import CacheRow, CacheWriter, Flush
+from minimallm.actors.cache_writer import CacheRow, Flush
 
-__all__ = ["NO_KEY", "CacheLayer", "safe_key", "warn_cache"]
+__all__ = ["NO_KEY", "CacheStage", "Flight", "cached_response", "safe_key", "warn_cache"]
 
 RECENT_ANSWERS = 4096
 """Answers kept in memory so a process reads its own writes before they commit."""
@@ -45,8 +44,9 @@ def warn_cache(message: str) -> None:
     warnings.warn(message, CacheWarning, stacklevel=2)
 
 
-class _Flight:
-    """An HTTP call for one cache key that others may join."""
+class Flight:
+    """An HTTP call for one cache key that others may join: they wait for ``done`` and
+    read ``result`` (None: the leader was cancelled; look again)."""
 
     __slots__ = ("done", "result")
 
@@ -55,10 +55,11 @@ class _Flight:
         self.result: MinimaLlmResult | None = None
 
 
-class CacheLayer:
-    """Cache in front of one runtime."""
+class CacheStage:
+    """The cache's state in one runtime: the store, the writer's inbox, recent answers
+    and the flights in progress."""
 
-    __slots__ = ("_cache", "_flights", "_model", "_recent", "_writes")
+    __slots__ = ("_cache", "_model", "_recent", "_writes", "flights")
 
     def __init__(
         self, model: str, cache: PromptCache, writes: trio.MemorySendChannel[CacheRow | Flush]
@@ -66,27 +67,14 @@ class CacheLayer:
         self._model = model
         self._cache = cache
         self._writes = writes
-        self._flights: dict[str, _Flight] = {}
+        self.flights: dict[str, Flight] = {}
+        """Key -> the HTTP call in progress for it (the request door adds and removes)."""
         # Answers of this process, newest last: a read sees its own writes at once,
         # before the writer's next commit (bounded, oldest dropped first).
         self._recent: OrderedDict[str, MinimaLlmResponse] = OrderedDict()
 
     def __repr__(self) -> str:
-        return f"<CacheLayer {self._cache!r} in_flight={len(self._flights)}>"
-
-    @classmethod
-    async def open(cls, cfg: MinimaLlmConfig, nursery: trio.Nursery) -> CacheLayer | None:
-        """Open the cache and start its writer in ``nursery``; None (with a warning)
-        when the cache cannot be used — requests still go out, uncached."""
-        assert cfg.cache_dir is not None
-        try:
-            cache = await trio.to_thread.run_sync(PromptCache.open, cfg.cache_dir)
-        except CacheUnavailableError as exc:
-            warn_cache(f"minimallm: running WITHOUT the prompt cache: {exc}")
-            return None
-        send, recv = trio.open_memory_channel[CacheRow | Flush](WRITE_BUFFER)
-        await nursery.start(CacheWriter(cache, recv, warn_cache).run)
-        return cls(cfg.model, cache, send)
+        return f"<CacheStage {self._cache!r} in_flight={len(self.flights)}>"
 
     def key(self, req: MinimaLlmRequest) -> str:
         """The cache key of ``req`` (model, messages, temperature, max_tokens, extra), or
@@ -99,7 +87,7 @@ class CacheLayer:
         self, reqs: Sequence[MinimaLlmRequest]
     ) -> list[tuple[str, MinimaLlmResponse | None]]:
         """``(key, hit or None)`` per request, keys computed and read in one thread hop;
-        a miss's key goes back in as ``generate_traced(missed_key=...)``."""
+        a miss's key goes back in as ``request(missed_key=...)``."""
         return await trio.to_thread.run_sync(self._lookup_blocking, reqs, None)
 
     def _lookup_blocking(
@@ -121,80 +109,27 @@ class CacheLayer:
             for r, k in zip(reqs, keys, strict=True)
         ]
 
-    # -- the request path -------------------------------------------------------------
+    def recent(self, key: str) -> MinimaLlmResponse | None:
+        """This process's own answer for ``key`` if it is among the recent ones."""
+        return self._recent.get(key)
 
-    async def generate_traced(
-        self,
-        runtime: Runtime,
-        req: MinimaLlmRequest,
-        *,
-        force_refresh: int,
-        missed_key: str | None = None,
-        events: trio.MemorySendChannel[Any] | None = None,
-        index: int | None = None,
-    ) -> Traced:
-        """A hit at once (unless ``force_refresh``: 0, or the re-ask's number, which
-        the runtime sends as a seed and temperature), else one shared HTTP call per
-        key; a success is queued for writing under the request's own key.
-        ``missed_key``: a bulk lookup already missed under this key (no second read,
-        no second hash).
-
-        Single flight covers the whole miss path, the disk read included: the first
-        caller for a key registers its flight *before* its read's thread hop, so every
-        identical call that arrives meanwhile joins it instead of reading (and missing)
-        too and starting a second HTTP call. Every check and the registration happen
-        without a checkpoint in between.
-        """
-        key = self.key(req) if missed_key is None else missed_key
-        if not key:  # NO_KEY, cannot be encoded: the runtime makes it a failure, uncached
-            return await runtime.generate_traced(
-                req, events=events, index=index, reask=force_refresh
-            )
-        while True:
-            if not force_refresh:
-                recent = self._recent.get(key)
-                if recent is not None:
-                    return Traced(
-                        replace_response(recent, request_id=req.request_id, cached=True), 0, None
-                    )
-            flight = self._flights.get(key)
-            if flight is None:
-                break
-            await flight.done.wait()
-            result = flight.result
-            # None: the leader was cancelled; a cached answer is no answer for a caller
-            # that asked for a fresh one. Either way, look again (and maybe lead).
-            if result is not None and not (force_refresh and _is_cached(result)):
-                return Traced(replace_response(result, request_id=req.request_id), 0, None)
-        flight = self._flights[key] = _Flight()
-        try:
-            if not force_refresh and missed_key is None:
-                [(_, hit)] = await trio.to_thread.run_sync(self._lookup_blocking, [req], [key])
-                if hit is not None:
-                    flight.result = hit
-                    return Traced(hit, 0, None)
-            traced = await runtime.generate_traced(
-                req, events=events, index=index, reask=force_refresh
-            )
-            result = flight.result = traced.result
-            if isinstance(result, MinimaLlmResponse):
-                self._remember(key, result)  # before the joiners wake
-        finally:
-            del self._flights[key]
-            flight.done.set()
-        if isinstance(result, MinimaLlmResponse):
-            await self._store(key, result)
-        return traced
+    async def lookup(self, req: MinimaLlmRequest, key: str) -> MinimaLlmResponse | None:
+        """One disk read (in a worker thread): the hit for ``req`` under ``key``."""
+        [(_, hit)] = await trio.to_thread.run_sync(self._lookup_blocking, [req], [key])
+        return hit
 
     # -- writes -----------------------------------------------------------------------
 
-    def _remember(self, key: str, response: MinimaLlmResponse) -> None:
+    def remember(self, key: str, response: MinimaLlmResponse) -> None:
+        """Keep ``response`` as the recent answer for ``key`` (read before it commits)."""
         self._recent[key] = response
         self._recent.move_to_end(key)
         if len(self._recent) > RECENT_ANSWERS:
             self._recent.popitem(last=False)
 
-    async def _store(self, key: str, response: MinimaLlmResponse) -> None:
+    async def store(self, key: str, response: MinimaLlmResponse) -> None:
+        """Hand ``response`` to the CacheWriter (waits, shielded, only if its buffer is
+        full: a paid-for answer is never dropped for a cancelled caller)."""
         row = CacheRow(key, response.text, raw_json_text(response))
         try:
             self._writes.send_nowait(row)
@@ -230,10 +165,6 @@ def safe_key(model: str, req: MinimaLlmRequest) -> str:
         return cache_key(model, req)
     except (TypeError, ValueError, AttributeError, RecursionError):
         return NO_KEY
-
-
-def _is_cached(result: MinimaLlmResult) -> bool:
-    return isinstance(result, MinimaLlmResponse) and result.cached
 
 
 def cached_response(req: MinimaLlmRequest, hit: CachedAnswer) -> MinimaLlmResponse:

@@ -1,8 +1,10 @@
 """Telling sustained overload from sporadic overload answers, and counting episodes.
 
-Every flow-control actor keeps its own :class:`OverloadSignal` fed with the same
-answers, so they agree without talking. The signal is the share of recent answers that
-were overloads (429/502/503/504), an exponentially weighted average::
+One :class:`OverloadSignal` is fed with every answer, by the Limiter (the one actor
+that sees every attempt): its concurrency controller reads it, and its flow watch
+(``_policy/flow.py``) tells the Pacer and the Cooldown of a step of congestion or the
+return to calm. The signal is the share of recent answers that were overloads
+(429/502/503/504), an exponentially weighted average::
 
     share <- share + alpha * ((1 if overload else 0) - share)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from array import array
 
-__all__ = ["PacingSchedule"]
+__all__ = ["MAX_RING", "PacingSchedule"]
 
 # Slots live on a grid of 2**-20 s (~0.95 us) counted in Python ints: grid values below
 # 2**33 s (~272 years of clock) are exact floats, so sums never drift and the spacing and
@@ -26,6 +26,24 @@ def _ticks_up(seconds: float) -> int:
 
 def _seconds(ticks: int) -> float:
     return math.ldexp(ticks, -_GRID_BITS)
+
+
+MAX_RING = 16_384
+"""The most send times a schedule keeps (8 bytes each: 128 KiB), whatever the RPM."""
+
+
+def _ring_shape(rpm: int, max_ring: int) -> tuple[int, int]:
+    """``(size, span)``: keep the last ``size`` send ticks and hold a send until ``span``
+    ticks after the send ``size`` places before it. ``rpm <= max_ring``: ``(rpm, one
+    minute)``, the exact sliding window itself. Above: ``size`` K in
+    ``[max_ring // 2, max_ring]`` losing the fewest sends per minute (``rpm % K``, none
+    when K divides ``rpm``; with ``j = ceil(rpm / max_ring)``, K = ``rpm // j`` is in that
+    range and loses fewer than ``j``, so the loss is under ``rpm / max_ring``), and
+    ``span`` a ``j``-th of a minute where ``j = rpm // K``."""
+    if rpm <= max_ring:
+        return rpm, _MINUTE_TICKS
+    size = min(range(max_ring, max(1, max_ring // 2) - 1, -1), key=lambda k: rpm % k)
+    return size, -(-_MINUTE_TICKS // (rpm // size))
 
 
 class PacingSchedule:
@@ -43,26 +61,39 @@ class PacingSchedule:
     idle) re-anchors the grid at ``now``: unused slots are not banked, so there is no
     burst after a pause and consecutive sends keep their spacing.
 
-    *The RPM cap is exact*: the times of the last ``rpm`` sends are kept (a ring of
-    ``rpm`` integers), and a send never goes out less than 60 s after the send ``rpm``
-    places before it. So no 60-second window, however placed, holds more than ``rpm``
-    sends, even when late wake-ups bunch sends together. Without lateness (or in
-    virtual time) consecutive sends are at least ``60 / rpm`` s apart.
+    *The RPM cap is exact, in bounded memory*: a send never goes out less than 60 s
+    after the send ``rpm`` places before it, so no 60-second window, however placed,
+    holds more than ``rpm`` sends, even when late wake-ups bunch sends together. Up to
+    ``max_ring`` RPM (default :data:`MAX_RING`) that is checked directly on a ring of the
+    last ``rpm`` send times. Above, the ring keeps the last K send times (K between
+    ``max_ring // 2`` and ``max_ring``, chosen so that ``j = rpm // K`` loses the fewest
+    sends: ``j * K <= rpm``) and a send waits until a ``j``-th of a minute after the
+    send K places before it; chained ``j`` times, send ``k`` goes at least 60 s after
+    send ``k - j*K``, which is no earlier than send ``k - rpm``: the same exact cap, in
+    at most 128 KiB whatever the RPM (the full ring took 8 bytes per RPM: 48 MB at
+    6,000,000). The price: at most ``rpm % K`` fewer sends per minute (under
+    ``rpm / max_ring``, 0.006 %; none when K divides ``rpm``, as for 6,000,000 =
+    375 * 16,000), and a late wake-up that the ring holds back is carried into the
+    next ``1/j`` of a minute instead of the next minute. Without lateness (or in virtual
+    time) consecutive sends are at least ``60 / rpm`` s apart.
 
     ``interval_s`` (a learned rate's spacing, seconds) may be passed to :meth:`peek`
     and :meth:`take`; the larger of it and the RPM spacing applies. ``rpm == 0`` with no
     interval disables pacing: every slot is ``now``.
     """
 
-    __slots__ = ("_count", "_next_tick", "_ring", "_rpm", "_rpm_ticks")
+    __slots__ = ("_count", "_next_tick", "_ring", "_ring_size", "_rpm", "_rpm_ticks", "_span")
 
-    def __init__(self, rpm: int) -> None:
+    def __init__(self, rpm: int, *, max_ring: int = MAX_RING) -> None:
         if rpm < 0:
             raise ValueError(f"rpm must be >= 0 (0 disables pacing), got {rpm!r}")
+        if max_ring < 1:
+            raise ValueError(f"max_ring must be >= 1 (send times kept), got {max_ring!r}")
         self._rpm = rpm
         self._rpm_ticks = -(-_MINUTE_TICKS // rpm) if rpm else 0
+        self._ring_size, self._span = _ring_shape(rpm, max_ring) if rpm else (0, 0)
         self._next_tick: int | None = None
-        self._ring: array[int] | None = None  # send ticks of the last `rpm` sends
+        self._ring: array[int] | None = None  # send ticks of the last `_ring_size` sends
         self._count = 0
 
     @property
@@ -85,9 +116,9 @@ class PacingSchedule:
         nxt = self._next_tick
         if nxt is not None and now_tick <= nxt:
             tick = nxt  # the next slot on the grid has not passed yet
-        if self._ring is not None and self._count >= self._rpm:
-            oldest = self._ring[self._count % self._rpm]
-            tick = max(tick, oldest + _MINUTE_TICKS)
+        if self._ring is not None and self._count >= self._ring_size:
+            oldest = self._ring[self._count % self._ring_size]
+            tick = max(tick, oldest + self._span)
         return tick
 
     def peek(self, now: float, interval_s: float | None = None) -> float:
@@ -121,8 +152,8 @@ class PacingSchedule:
         self._next_tick = slot + step
         if self._rpm:
             if self._ring is None:
-                self._ring = array("q", bytes(8 * self._rpm))
-            self._ring[self._count % self._rpm] = now_tick
+                self._ring = array("q", bytes(8 * self._ring_size))
+            self._ring[self._count % self._ring_size] = now_tick
             self._count += 1
         return _seconds(slot)
 

@@ -1,6 +1,6 @@
 """The actors: each a trio task with ``run(*, task_status)``, its own state, reached only
 through its channels (typed, frozen messages in ``messages``), with a ``statistics()``
-snapshot. They are created and started in one place, ``minimallm._runtime.runtime.serve``::
+snapshot. They are created and started in one place, ``minimallm._runtime.serve.serve``::
 
     caller ─ Job ─► Worker x MAX_OUTSTANDING ─ POST ─► server
                      ▲  ▲  │

@@ -131,10 +131,15 @@ class Limiter:
             burst = await receive_burst(inbox, self._control.wake_at())
             if burst is None:
                 return
-            for message in burst:
-                self._handle(message)
-            self._control.tick(trio.current_time(), self._busy())
-            self._issue()
+            self._react(burst, trio.current_time())
+
+    def _react(self, burst: list[LimiterMessage], now: float) -> None:
+        """One wake-up: take in the messages (maybe none: a deadline passed), let the
+        controller see the time, bring the permits to the limit. No checkpoint."""
+        for message in burst:
+            self._handle(message)
+        self._control.tick(now, self._busy())
+        self._issue()
 
     def _handle(self, message: LimiterMessage) -> None:
         if isinstance(message, PermitBack) or not message.kept:

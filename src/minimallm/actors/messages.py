@@ -1,6 +1,6 @@
 """The messages the actors exchange (all frozen), and the one-shot :class:`Reply`.
 
-Who sends what to whom (the wiring is ``minimallm._runtime.runtime.serve``)::
+Who sends what to whom (the wiring is ``minimallm._runtime.serve.serve``)::
 
     caller ── Job ──────────────► Workers (one shared channel; a Worker pulls jobs)
     Limiter ── PERMIT ──────────► Workers (a channel of permits; a Worker keeps its permit)

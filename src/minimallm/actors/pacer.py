@@ -49,7 +49,7 @@ class PacerStatistics:
     ``rate_per_s``: the pace in requests/s (None when open); ``rate_source``: what
     sets it (``rpm``, ``headers``, ``learned``); ``waiting``: Workers waiting for a
     slot; ``held_until`` (trio time, s) and ``hold_reason`` during a hold; ``granted``:
-    slots given so far; ``dropped_reports``: reports lost to a full inbox."""
+    slots given so far."""
 
     mode: str
     rate_per_s: float | None

@@ -12,7 +12,7 @@ synchronous call goes:
   trio thread serves ``backend.generate`` while this thread waits. The loop is blocked
   for the call's duration, as with DSPy's own LM: that is what a synchronous call
   inside a loop asks for. Under trio the caller's run is blocked, so the background
-  thread serves it with its own session of the backend (connections, cache handle);
+  thread serves it with its own runtime of the backend (connections, cache handle);
 * anywhere else: ``backend.generate_sync`` (minimallm's trio thread serves it).
 
 Both thread-crossing paths need a backend served by minimallm's runtime (one with

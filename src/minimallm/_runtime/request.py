@@ -1,0 +1,222 @@
+"""``request()``: the one door through which every request reaches the server.
+
+One request's whole path on this side of the Workers, top to bottom:
+
+1. **key**: the prompt cache's key (given by a batch whose bulk lookup missed);
+2. **recent answers**: this process's own answer, before it commits;
+3. **single flight**: an identical request in flight is joined, not repeated;
+4. **lookup**: one disk read (skipped by ``force_refresh`` and after a bulk miss);
+5. **encode** the body once;
+6. **attempts**: hand a :class:`~minimallm.actors.messages.Job` to the Worker pool,
+   wait for its :class:`~minimallm.actors.messages.Reply`, back off and try again
+   while the outcome says so;
+7. **store** a success (to the CacheWriter).
+
+What happens between the job and the reply (permit, slot, socket) is the Worker's
+(``actors/worker.py``); flow control is in the Limiter, Pacer and Cooldown actors and
+their pure cores (``_policy/``). One request costs three task switches here: the
+Worker wakes for the job, the Worker wakes when the answer arrives, the caller wakes
+for the reply.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import trio
+
+from minimallm._cache.stage import Flight
+from minimallm._errors import InvalidRequestError
+from minimallm._outcome.attempts import AttemptError, AttemptOutcome, AttemptSuccess
+from minimallm._outcome.redact import MESSAGE_CHARS, redacted_raw, snippet
+from minimallm._policy import retry_delay
+from minimallm._requests import encode_request, reask_request
+from minimallm._runtime.serve import Runtime
+from minimallm._types import (
+    MinimaLlmFailure,
+    MinimaLlmRequest,
+    MinimaLlmResponse,
+    MinimaLlmResult,
+    replace_response,
+)
+from minimallm.actors.messages import Job, Reply
+
+__all__ = ["Traced", "invalid_request", "request"]
+
+
+class Traced(NamedTuple):
+    """One request's result, the HTTP attempts it took, and when the first went out
+    (trio time, seconds; None when none did: a cache hit, an invalid request)."""
+
+    result: MinimaLlmResult
+    attempts: int
+    first_sent_at: float | None
+
+
+async def request(
+    rt: Runtime,
+    req: MinimaLlmRequest,
+    *,
+    force_refresh: int = 0,
+    missed_key: str | None = None,
+    events: trio.MemorySendChannel[Any] | None = None,
+    index: int | None = None,
+) -> Traced:
+    """Answer ``req``: from the cache, by joining an identical call in flight, or from
+    the server. ``force_refresh`` (0, or the number of this re-ask; ``True`` is 1)
+    skips every read (the answer still overwrites the entry under the request's own
+    key) and sends a seed and, for a request without a temperature, a rising one
+    (``_requests.reask_request``); ``missed_key``: a batch's bulk lookup already
+    missed under this key (no second hash, no second read); ``events``: a batch
+    Monitor's inbox for every attempt's report; ``index``: the request's place in its
+    batch (named when it is invalid). Raises only
+    :class:`~minimallm.BackendClosedError` (or its subclass ``BackendFailedError``):
+    anything the server does is in the result."""
+    cache = rt.cache
+    key = missed_key
+    if cache is not None and key is None:
+        key = cache.key(req)
+    if cache is None or not key:  # no cache, or a request that cannot be encoded
+        return await _from_server(rt, req, events, index, force_refresh)
+
+    # Recent answers, then single flight. Every check and the registration below
+    # happen without a checkpoint in between, so identical calls that arrive while
+    # the leader reads the disk join its flight instead of starting a second call.
+    while True:
+        if not force_refresh:
+            recent = cache.recent(key)
+            if recent is not None:
+                return Traced(
+                    replace_response(recent, request_id=req.request_id, cached=True), 0, None
+                )
+        flight = cache.flights.get(key)
+        if flight is None:
+            break
+        await flight.done.wait()
+        shared = flight.result
+        # None: the leader was cancelled; a cached answer is no answer for a caller
+        # that asked for a fresh one. Either way, look again (and maybe lead).
+        if shared is not None and not (force_refresh and _is_cached(shared)):
+            return Traced(replace_response(shared, request_id=req.request_id), 0, None)
+
+    flight = cache.flights[key] = Flight()
+    try:
+        if not force_refresh and missed_key is None:
+            hit = await cache.lookup(req, key)
+            if hit is not None:
+                flight.result = hit
+                return Traced(hit, 0, None)
+        traced = await _from_server(rt, req, events, index, force_refresh)
+        result = flight.result = traced.result
+        if isinstance(result, MinimaLlmResponse):
+            cache.remember(key, result)  # before the joiners wake
+    finally:
+        del cache.flights[key]
+        flight.done.set()
+    if isinstance(result, MinimaLlmResponse):
+        await cache.store(key, result)
+    return traced
+
+
+async def _from_server(
+    rt: Runtime,
+    req: MinimaLlmRequest,
+    events: trio.MemorySendChannel[Any] | None,
+    index: int | None,
+    reask: int = 0,
+) -> Traced:
+    """Encode once (re-ask ``reask`` with its seed and temperature), then attempt
+    until success, a final failure or MAX_ATTEMPTS (0: no limit), backing off between
+    attempts."""
+    cfg = rt.cfg
+    if reask:
+        req = reask_request(req, reask, cfg.retry_temperature_max, cfg.retry_temperature_halflife)
+    try:
+        body = encode_request(cfg.model, req, compress=cfg.compress_gzip, index=index)
+    except InvalidRequestError as exc:
+        return Traced(invalid_request(req, index, exc), 0, None)
+    sent_at: list[float] = []
+    life = rt.life
+    order = life.orders = life.orders + 1  # the Pacer serves older requests first
+    while True:
+        result, sent = await _attempt(rt, body, events, order)
+        if isinstance(result, AttemptSuccess):
+            response = MinimaLlmResponse(
+                req.request_id,
+                result.text,
+                result.raw,
+                False,
+                result.prompt_tokens,
+                result.completion_tokens,
+                result.total_tokens,
+            )
+            return Traced(response, len(sent_at) + 1, sent_at[0] if sent_at else sent)
+        if result.excused:
+            continue  # the client's own probe of a server it believes down
+        sent_at.append(sent)
+        attempt = len(sent_at)
+        if not result.retryable or (cfg.max_attempts and attempt >= cfg.max_attempts):
+            return Traced(_failure(rt, req, result, sent_at), attempt, sent_at[0])
+        await trio.sleep(
+            retry_delay(
+                attempt,
+                result.retry_after_s,
+                base_s=cfg.base_backoff_s,
+                max_s=cfg.max_backoff_s,
+                jitter=cfg.jitter,
+                cap_s=cfg.cooldown_cap_s,
+                rng=rt.rng,
+            )
+        )
+
+
+async def _attempt(
+    rt: Runtime, body: bytes, events: trio.MemorySendChannel[Any] | None, order: int
+) -> tuple[AttemptOutcome, float]:
+    """One attempt through the Worker pool: its outcome and when it was sent."""
+    if rt.life.closed:
+        raise rt.life.closed_error()
+    reply: Reply[tuple[AttemptOutcome, float]] = Reply()
+    job = Job(body, reply, events, order)
+    try:
+        rt.jobs.send_nowait(job)
+    except trio.WouldBlock:
+        try:
+            await rt.jobs.send(job)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise rt.life.closed_error() from None
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        raise rt.life.closed_error() from None
+    return await reply.receive()
+
+
+def _failure(
+    rt: Runtime, req: MinimaLlmRequest, result: AttemptError, sent_at: list[float]
+) -> MinimaLlmFailure:
+    secret = rt.secret
+    body = result.body_snippet
+    return MinimaLlmFailure(
+        request_id=req.request_id,
+        error_type=result.error_type,
+        message=snippet(result.message, secret, MESSAGE_CHARS, marker="…"),
+        attempts=len(sent_at),
+        status=result.status,
+        body_snippet=None if body is None else snippet(body, secret),
+        timeout_s=rt.cfg.timeout_s,
+        attempt_timestamps=tuple(sent_at),
+        raw=None if result.raw is None else redacted_raw(result.raw, secret),
+    )
+
+
+def _is_cached(result: MinimaLlmResult) -> bool:
+    return isinstance(result, MinimaLlmResponse) and result.cached
+
+
+def invalid_request(req: object, index: int | None, exc: InvalidRequestError) -> MinimaLlmFailure:
+    """The failure value of a request that cannot be sent (never an exception)."""
+    request_id = getattr(req, "request_id", None)
+    if not isinstance(request_id, str):
+        request_id = f"item-{index}" if index is not None else "request"
+    return MinimaLlmFailure(
+        request_id=request_id, error_type="InvalidRequest", message=str(exc), attempts=0
+    )
