@@ -33,6 +33,7 @@ from minimallm._progress import BatchProgress
 from minimallm._signals import install_sigterm_handler
 from minimallm._types import (
     AsyncMinimaLlmBackend,
+    MinimaLlmChoice,
     MinimaLlmFailure,
     MinimaLlmRequest,
     MinimaLlmResponse,
@@ -54,6 +55,7 @@ __all__ = [
     "ConfigError",
     "ConfigWarning",
     "InvalidRequestError",
+    "MinimaLlmChoice",
     "MinimaLlmConfig",
     "MinimaLlmError",
     "MinimaLlmFailure",

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from minimallm._runtime.serve import RuntimeOptions
 
 from fakes import FakeServer, Script
 from minimallm import (
@@ -25,6 +24,7 @@ from minimallm import (
 )
 from minimallm._cache.store import PromptCache
 from minimallm._errors import CacheWarning
+from minimallm._runtime.serve import RuntimeOptions
 
 N = 3000
 HOLD_LOCK = (

@@ -174,6 +174,8 @@ def test_config_shows_every_source_and_never_the_key(
         "  cooldown_floor_s              0                      default\n"
         "  cooldown_cap_s                30                     default\n"
         "  cooldown_halflife_s           20                     default\n"
+        "  retry_temperature_max         0.5                    default\n"
+        "  retry_temperature_halflife    5                      default\n"
         "  compress_gzip                 off                    default\n"
         "  cache_dir                     none                   flag --no-cache\n"
         "  ca_bundle                     none                   default\n"

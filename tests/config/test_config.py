@@ -114,6 +114,8 @@ EVERY_VARIABLE = [
     ("COOLDOWN_FLOOR_S", "1", "cooldown_floor_s", 1.0),
     ("COOLDOWN_CAP_S", "90", "cooldown_cap_s", 90.0),
     ("COOLDOWN_HALFLIFE_S", "4", "cooldown_halflife_s", 4.0),
+    ("RETRY_TEMPERATURE_MAX", "0.8", "retry_temperature_max", 0.8),
+    ("RETRY_TEMPERATURE_HALFLIFE", "2", "retry_temperature_halflife", 2.0),
     ("COMPRESS_GZIP", "1", "compress_gzip", True),
     ("CACHE_DIR", "./cache", "cache_dir", "./cache"),
     ("CA_BUNDLE", certifi.where(), "ca_bundle", certifi.where()),
@@ -280,6 +282,8 @@ def test_pickle_drops_the_key_and_keeps_the_rest() -> None:
         ({"MAX_OUTSTANDING": "0"}, "MAX_OUTSTANDING=0: must be an integer >= 1"),
         ({"MAX_ATTEMPTS": "-1"}, "MAX_ATTEMPTS=-1: must be an integer >= 0 (0 retries"),
         ({"COOLDOWN_HALFLIFE_S": "0"}, "COOLDOWN_HALFLIFE_S=0: must be a number > 0"),
+        ({"RETRY_TEMPERATURE_MAX": "-1"}, "RETRY_TEMPERATURE_MAX=-1: must be a number >= 0"),
+        ({"RETRY_TEMPERATURE_HALFLIFE": "0"}, "RETRY_TEMPERATURE_HALFLIFE=0: must be a number > 0"),
         ({"BATCH_NUM_WORKERS": "0"}, "BATCH_NUM_WORKERS=0: must be an integer >= 1"),
         ({"BATCH_HEARTBEAT_S": "-1"}, "BATCH_HEARTBEAT_S=-1: must be a number >= 0"),
         ({"BATCH_STALL_S": "inf"}, "BATCH_STALL_S=inf: must be a finite number > 0"),
@@ -544,6 +548,8 @@ FLOAT_RANGES = {
     "COOLDOWN_FLOOR_S": ("cooldown_floor_s", 0.0, 30.0, False),
     "COOLDOWN_CAP_S": ("cooldown_cap_s", 0.0, 1e9, False),
     "COOLDOWN_HALFLIFE_S": ("cooldown_halflife_s", 0.0, 1e9, True),
+    "RETRY_TEMPERATURE_MAX": ("retry_temperature_max", 0.0, 1e9, False),
+    "RETRY_TEMPERATURE_HALFLIFE": ("retry_temperature_halflife", 0.0, 1e9, True),
 }
 
 

@@ -52,10 +52,10 @@ def broken_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CacheWriter's first commit raises (in the actor itself, not in the commit's
     thread: a virtual clock would jump while a thread runs)."""
 
-    async def commit(self: CacheWriter, waiters: object) -> None:
+    async def step(self: CacheWriter) -> None:
         raise DiskOnFire("the disk is on fire")
 
-    monkeypatch.setattr(CacheWriter, "_commit", commit)
+    monkeypatch.setattr(CacheWriter, "_step", step)
 
 
 def backend_for(tmp_path: Path, server: FakeServer) -> OpenAIMinimaLlm:

@@ -12,7 +12,9 @@ the first two (units: seconds for ``*_S``, requests per minute for ``RPM``):
 ``MAX_OUTSTANDING=32``, ``RPM=600`` (0: no pacing), ``TIMEOUT_S=60`` (one whole attempt),
 ``MAX_ATTEMPTS=6`` (0: until success), ``BASE_BACKOFF_S=0.5``, ``MAX_BACKOFF_S=20``,
 ``JITTER=0.2`` (+-20 %), ``COOLDOWN_FLOOR_S=0``, ``COOLDOWN_CAP_S=30``,
-``COOLDOWN_HALFLIFE_S=20``, ``COMPRESS_GZIP=0`` (1/0, true/false, yes/no, on/off),
+``COOLDOWN_HALFLIFE_S=20``, ``RETRY_TEMPERATURE_MAX=0.5``, ``RETRY_TEMPERATURE_HALFLIFE=5``
+(re-asks without a temperature: ``max·n/(n+halflife)``), ``COMPRESS_GZIP=0`` (1/0,
+true/false, yes/no, on/off),
 ``CACHE_DIR`` (unset: no cache), ``CA_BUNDLE`` (unset: ``SSL_CERT_FILE``/``SSL_CERT_DIR``,
 else certifi), ``TLS_VERIFY=1``, ``MAX_RESPONSE_BYTES=67108864`` (64 MiB),
 ``TRUST_ENV_PROXY=1`` (0: ignore ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``),
@@ -148,6 +150,12 @@ class MinimaLlmConfig(Settings):
         default=30.0, ge=0, validate_default=True, description="Most cooldown, seconds."
     )
     cooldown_halflife_s: float = Field(default=20.0, gt=0, description="Decay, seconds.")
+    retry_temperature_max: float = Field(
+        default=0.5, ge=0, description="Re-ask temperature ceiling; 0: re-asks keep temperature."
+    )
+    retry_temperature_halflife: float = Field(
+        default=5.0, gt=0, description="Re-asks to reach half of retry_temperature_max."
+    )
     compress_gzip: bool = Field(default=False, description="Gzip request bodies.")
     cache_dir: str | None = Field(default=None, description="SQLite cache directory; None: off.")
     ca_bundle: str | None = Field(
@@ -180,6 +188,12 @@ class MinimaLlmConfig(Settings):
         "cooldown_floor_s": ("COOLDOWN_FLOOR_S", float, _SECONDS_GE0),
         "cooldown_cap_s": ("COOLDOWN_CAP_S", float, _SECONDS_GE0),
         "cooldown_halflife_s": ("COOLDOWN_HALFLIFE_S", float, "must be a number > 0 (seconds)"),
+        "retry_temperature_max": ("RETRY_TEMPERATURE_MAX", float, "must be a number >= 0"),
+        "retry_temperature_halflife": (
+            "RETRY_TEMPERATURE_HALFLIFE",
+            float,
+            "must be a number > 0 (re-asks)",
+        ),
         "compress_gzip": (
             "COMPRESS_GZIP",
             parse_bool,

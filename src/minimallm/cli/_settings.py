@@ -86,6 +86,14 @@ SETTINGS: tuple[Setting, ...] = (
         "cooldown_halflife_s", "COOLDOWN_HALFLIFE_S", "--cooldown-halflife", "SECONDS",
         "how fast the memory of overload fades",
     ),
+    _S(
+        "retry_temperature_max", "RETRY_TEMPERATURE_MAX", "--retry-temperature-max", "F",
+        "re-ask temperature ceiling (no temperature set); 0: off",
+    ),
+    _S(
+        "retry_temperature_halflife", "RETRY_TEMPERATURE_HALFLIFE",
+        "--retry-temperature-halflife", "N", "re-asks to reach half the ceiling",
+    ),
     _S("compress_gzip", "COMPRESS_GZIP", "--gzip", "", "gzip request bodies"),
     _S("cache_dir", "CACHE_DIR", "--cache-dir", "DIR", "SQLite prompt cache; none: no cache"),
     _S("ca_bundle", "CA_BUNDLE", "--ca-bundle", "PATH", "CA certificates to trust (file or dir)"),

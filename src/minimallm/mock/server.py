@@ -34,7 +34,7 @@ from minimallm._http.server import (
     render_response,
 )
 from minimallm.mock.batch_api import MockBatchApi
-from minimallm.mock.bodies import completion_body, error_response, models_body
+from minimallm.mock.bodies import SHAPE_ERRORS, completion_body, error_response, models_body
 from minimallm.mock.config import MockServerConfig, last_message_text
 from minimallm.mock.decide import BLACKHOLE, Verdict
 from minimallm.mock.faults import NO_DIRECTIVES, OK, DirectiveError, parse_directives
@@ -83,7 +83,7 @@ class MockServer:
             duration_s=config.batch_duration_s,
             outcomes=config.batch_outcome_map,
             answer=lambda body, kind: (
-                self._completion(body, kind) if kind in ("ok", "null", "nochoices") else None
+                self._completion(body, kind, None) if kind in ("ok", "null", "nochoices") else None
             ),
         )
 
@@ -301,8 +301,12 @@ class MockServer:
                 )
                 return _After.KEEP if request.keep_alive else _After.CLOSE
             if not (verdict.queue and self._slots is not None):
-                return await self._deliver(stream, parser, request, body, verdict, arrived)
-            return await self._deliver_in_slot(stream, parser, request, body, verdict, arrived)
+                return await self._deliver(
+                    stream, parser, request, body, verdict, arrived, directives.shape
+                )
+            return await self._deliver_in_slot(
+                stream, parser, request, body, verdict, arrived, directives.shape
+            )
         finally:
             self.state.finished()
 
@@ -314,6 +318,7 @@ class MockServer:
         body: Any,
         verdict: Verdict,
         arrived: float,
+        shape: str | None = None,
     ) -> _After:
         """Queue mode: wait (watching the socket) for a capacity slot, answer holding it."""
         slots = self._slots
@@ -329,7 +334,7 @@ class MockServer:
                 self.state.queue_left()
             arrived = trio.current_time()
         try:
-            return await self._deliver(stream, parser, request, body, verdict, arrived)
+            return await self._deliver(stream, parser, request, body, verdict, arrived, shape)
         finally:
             slots.release()
 
@@ -341,6 +346,7 @@ class MockServer:
         body: Any,
         verdict: Verdict,
         arrived: float,
+        shape: str | None = None,
     ) -> _After:
         keep = request.keep_alive
         after = _After.KEEP if keep else _After.CLOSE
@@ -379,7 +385,13 @@ class MockServer:
             code = self.config.error_code
             await stream.send_all(error_response(int(kind), msg, keep, headers, code))
             return after
-        payload = self._completion(body, kind)
+        if shape in SHAPE_ERRORS and kind == OK:
+            status, error = SHAPE_ERRORS[shape]
+            await stream.send_all(
+                render_response(status, error, keep_alive=keep, extra_headers=headers)
+            )
+            return after
+        payload = self._completion(body, kind, shape)
         if payload is None:
             await self._responder_failed(stream, keep)
             return after
@@ -390,9 +402,9 @@ class MockServer:
         await stream.send_all(render_response(200, payload, keep_alive=keep, extra_headers=headers))
         return after
 
-    def _completion(self, body: dict[str, Any], kind: str) -> bytes | None:
-        """The 200 body for ``ok``, ``cut``, ``null`` and ``nochoices``; None if the
-        responder raised."""
+    def _completion(self, body: dict[str, Any], kind: str, shape: str | None) -> bytes | None:
+        """The 200 body for ``ok``, ``cut``, ``null`` and ``nochoices`` (in ``shape``);
+        None if the responder raised."""
         text: str | None = None
         if kind != "null":
             try:
@@ -407,6 +419,7 @@ class MockServer:
             default_model=self.config.model,
             with_choices=kind != "nochoices",
             deterministic=self.config.deterministic,
+            shape=shape,
         )
 
     async def _responder_failed(self, stream: trio.SocketStream, keep: bool) -> None:

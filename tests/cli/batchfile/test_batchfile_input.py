@@ -61,6 +61,7 @@ def test_batch_api_line_maps_fields_and_keeps_the_rest_in_extra() -> None:
         temperature=0,
         max_tokens=5,
         extra={"top_p": 0.5, "stop": ["\n"]},
+        model="m",
     )
 
 
@@ -69,7 +70,7 @@ def test_simple_line_with_id_or_custom_id() -> None:
     b = parse_line(line({"custom_id": "x", "messages": MSG, "model": "m"}))
     assert a is not None and b is not None
     assert a.request == MinimaLlmRequest("7", MSG, extra={"seed": 1})
-    assert (b.request, b.model) == (MinimaLlmRequest("x", MSG), "m")
+    assert (b.request, b.model) == (MinimaLlmRequest("x", MSG, model="m"), "m")
 
 
 def test_blank_lines_crlf_and_a_byte_order_mark() -> None:
@@ -194,25 +195,18 @@ def test_a_valid_file_gives_its_plan(tmp_path: Path) -> None:
     assert [r.request_id for r in iter_requests(plan)] == ["a", "2"]
 
 
-def test_lines_naming_another_model_than_the_runs_are_refused_per_model(tmp_path: Path) -> None:
-    rows = [batch_api(f"q{i}", model="gpt-4o-mini" if i % 2 else "llama") for i in range(6)]
+def test_lines_may_name_different_models_each_sent_its_own(tmp_path: Path) -> None:
+    rows = [batch_api(f"q{i}", model="gpt-4o-mini" if i % 2 else "llama") for i in range(4)]
     path = write(tmp_path / "in.jsonl", [*rows, {"id": "x", "messages": MSG}])
-    with pytest.raises(BatchFileError) as info:
-        scan_batch(path, model="llama", name="in")
-    assert str(info.value) == (
-        "in: 3 bad lines, nothing was sent:\n"
-        "  line 2: 3 line(s) name model 'gpt-4o-mini' (first on line 2), but this run uses "
-        "'llama' (--model or OPENAI_MODEL): remove \"model\" from those lines, or run them "
-        "with --model gpt-4o-mini"
-    )
-    ok = scan_batch(write(tmp_path / "ok.jsonl", rows[::2]), model="llama")
-    assert ok.model == "llama"
+    plan = scan_batch(path, model="run-model")
+    assert plan.model == "run-model"
+    models = [r.model for r in iter_requests(plan)]
+    assert models == ["llama", "gpt-4o-mini", "llama", "gpt-4o-mini", None]
 
 
-def test_without_a_configured_model_the_lines_must_agree(tmp_path: Path) -> None:
+def test_without_a_configured_model_the_first_named_is_the_plans(tmp_path: Path) -> None:
     path = write(tmp_path / "in.jsonl", [batch_api("a", model="m1"), batch_api("b", model="m2")])
-    with pytest.raises(BatchFileError, match=r"the lines name 2 models: 'm1' \(line 1\), 'm2'"):
-        scan_batch(path)
+    assert scan_batch(path).model == "m1"
     assert scan_batch(write(tmp_path / "none.jsonl", [batch_api("a")])).model is None
 
 

@@ -2,7 +2,7 @@
 
 Pass 1 (:func:`scan_batch`) reads every line before anything is sent: it validates
 each one, finds duplicate custom_ids with an :class:`~._ids.IdTable` (25 MB for 10^6
-lines; nothing else grows with the file), checks the model the lines name, and, when
+lines; nothing else grows with the file), notes the first model a line names, and, when
 an earlier run left OUTPUT and ERRORS files, walks them alongside the input to find how
 many requests are already done. Every bad line is reported in one
 :class:`BatchFileError`. Pass 2 (:func:`iter_requests`) reads the file again lazily and
@@ -81,14 +81,15 @@ class BatchPlan:
     """What pass 1 learnt; hand it to :func:`iter_requests` and ``BatchWriter.open``.
 
     ``path``: the input file (a spooled copy for stdin); ``total``: requests in it
-    (blank lines are skipped and not counted); ``model``: the model the lines name
-    (None when none names one); ``done``: requests already answered by an earlier
-    run, the first ``done`` of the input (``done_ok`` of them in OUTPUT,
-    ``done_failed`` in ERRORS); ``output_keep``/``errors_keep``: bytes of OUTPUT and
-    ERRORS to keep (a torn last line, and ERRORS lines past the done prefix, are cut);
-    ``redo``: such ERRORS lines, whose requests are sent again; ``held``: requests
-    still to do whose results an earlier run kept (see :mod:`._spill`); ``stamp``
-    the file's identity and version when it was checked (pass 2 refuses another).
+    (blank lines are skipped and not counted); ``model``: the run's model, else the
+    first model a line names (None when none names one); ``done``: requests already
+    answered by an earlier run, the first ``done`` of the input (``done_ok`` of them
+    in OUTPUT, ``done_failed`` in ERRORS); ``output_keep``/``errors_keep``: bytes of
+    OUTPUT and ERRORS to keep (a torn last line, and ERRORS lines past the done
+    prefix, are cut); ``redo``: such ERRORS lines, whose requests are sent again;
+    ``held``: requests still to do whose results an earlier run kept (see
+    :mod:`._spill`); ``stamp`` the file's identity and version when it was checked
+    (pass 2 refuses another).
     """
 
     path: Path
@@ -173,8 +174,10 @@ def scan_batch(
 ) -> BatchPlan:
     """Pass 1: validate every line of ``path`` and find what is already done.
 
-    ``model``: the run's model (lines naming another are bad lines); None: the lines
-    may name one model, returned as ``BatchPlan.model``. ``output``/``errors``: the
+    ``model``: the run's model (``--model`` / ``OPENAI_MODEL``), the plan's model when
+    set; else the first model a line names (the model of lines that name none). Lines
+    may name different models: each line's request is sent to its own.
+    ``output``/``errors``: the
     files of an earlier run to resume (missing files count as empty). ``name`` names
     the input in messages (default: its path). ``progress`` is called with the number
     of lines read every :data:`PROGRESS_LINES` lines (pass 1 takes ~7 s per million
@@ -187,7 +190,7 @@ def scan_batch(
     problems: list[tuple[int, str, int]] = []  # (line, message, bad lines it stands for)
     count = 0
     suspects: list[tuple[int, int, str]] = []  # (first line, line, custom_id)
-    models: dict[str, list[int]] = {}  # model -> [first line naming it, lines naming it]
+    first_model: str | None = None  # the first model a line names
     walk = _Walk(output, errors)
     total = 0
     held_at: list[int] = []  # the request numbers of held custom_ids
@@ -223,12 +226,8 @@ def scan_batch(
                 else:
                     count += 1  # counted, not confirmed: 64-bit collisions are negligible
                 continue
-            if line_model is not None:
-                seen = models.get(line_model)
-                if seen is not None:
-                    seen[1] += 1
-                elif len(models) < MAX_SHOWN:
-                    models[line_model] = [n, 1]
+            if first_model is None:
+                first_model = line_model
             if not walk.finished:
                 done = walk.done
                 walk.step(n, custom_id)
@@ -239,9 +238,6 @@ def scan_batch(
     del ids
     for _, n, message in _confirm(path, suspects):
         bad(n, message)
-    for line, lines, message in _model_problems(models, model):
-        count += lines
-        problems.append((line, message, lines))
     if count:
         problems.sort(key=lambda p: p[0])
         shown = problems[:MAX_SHOWN]
@@ -253,7 +249,7 @@ def scan_batch(
     return BatchPlan(
         path=path,
         total=total,
-        model=next(iter(models), None),
+        model=model or first_model,
         done=walk.done,
         done_ok=walk.ok,
         done_failed=walk.failed,
@@ -277,35 +273,6 @@ def _changed_message(name: str, changed: list[tuple[int, str]]) -> str:
         f"wrote their results: {shown}{more}; use --overwrite to start over, or choose "
         "another output file (or restore the lines)"
     )
-
-
-def _model_problems(
-    models: dict[str, list[int]], model: str | None
-) -> Iterator[tuple[int, int, str]]:
-    """``(first line, bad lines, message)`` per model the lines should not name.
-
-    One run sends one model (its cache keys, limits and progress are per model), so
-    lines naming another model are refused rather than silently sent to the run's.
-    """
-    if model is not None:
-        for name, (first, lines) in models.items():
-            if name != model:
-                yield (
-                    first,
-                    lines,
-                    f"{lines} line(s) name model {name!r} (first on line {first}), but this "
-                    f'run uses {model!r} (--model or OPENAI_MODEL): remove "model" from '
-                    f"those lines, or run them with --model {name}",
-                )
-    elif len(models) > 1:
-        listed = ", ".join(f"{m!r} (line {first})" for m, (first, _) in models.items())
-        first_lines = [first for first, _ in models.values()]
-        yield (
-            min(first_lines),
-            sum(lines for _, lines in models.values()),
-            f"the lines name {len(models)} models: {listed}; a run uses one model: split "
-            "the file, or pick one with --model (lines naming another are then refused)",
-        )
 
 
 def _estimate_lines(path: Path) -> int:
