@@ -11,8 +11,9 @@ MinimaLlmError
 ├── CacheUnavailableError              the prompt cache cannot be opened or read
 └── CacheWriteError                    a batch of answers could not be written
 
-Warnings (nothing stops): CacheWarning (the cache is not used for a while) and
-ConfigWarning (a setting that is probably not what was meant).
+Warnings (nothing stops): CacheWarning (the cache is not used for a while),
+ConfigWarning (a setting that is probably not what was meant) and ServerWaitWarning (the
+server asked for a wait longer than COOLDOWN_CAP_S).
 
 The runtime decides whether a cache error warns (:class:`CacheWarning`) or stops.
 """
@@ -34,6 +35,7 @@ __all__ = [
     "DSPyBatchError",
     "InvalidRequestError",
     "MinimaLlmError",
+    "ServerWaitWarning",
     "UsageError",
 ]
 
@@ -145,3 +147,9 @@ class ConfigWarning(UserWarning):
     """A setting that is probably not what was meant, though nothing stops: an
     environment variable whose name is close to a minimallm setting but not one
     (``BATCH_NUM_WORKER``), or a configuration that lost its API key in a pickle."""
+
+
+class ServerWaitWarning(UserWarning):
+    """The server asked for a longer wait (``Retry-After``) than ``COOLDOWN_CAP_S``:
+    the client retries after the cap instead, and requests still refused after
+    ``MAX_WAIT_S`` fail naming the wait. Shown once per backend."""

@@ -166,6 +166,7 @@ def test_config_shows_every_source_and_never_the_key(
         "  cooldown_floor_s              0                      default\n"
         "  cooldown_cap_s                30                     default\n"
         "  cooldown_halflife_s           20                     default\n"
+        "  max_wait_s                    300                    default\n"
         "  compress_gzip                 off                    default\n"
         "  cache_dir                     none                   flag --no-cache\n"
         "  ca_bundle                     none                   default\n"

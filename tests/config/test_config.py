@@ -114,6 +114,7 @@ EVERY_VARIABLE = [
     ("COOLDOWN_FLOOR_S", "1", "cooldown_floor_s", 1.0),
     ("COOLDOWN_CAP_S", "90", "cooldown_cap_s", 90.0),
     ("COOLDOWN_HALFLIFE_S", "4", "cooldown_halflife_s", 4.0),
+    ("MAX_WAIT_S", "60", "max_wait_s", 60.0),
     ("COMPRESS_GZIP", "1", "compress_gzip", True),
     ("CACHE_DIR", "./cache", "cache_dir", "./cache"),
     ("CA_BUNDLE", certifi.where(), "ca_bundle", certifi.where()),
@@ -523,6 +524,7 @@ FLOAT_RANGES = {
     "COOLDOWN_FLOOR_S": ("cooldown_floor_s", 0.0, 30.0, False),
     "COOLDOWN_CAP_S": ("cooldown_cap_s", 0.0, 1e9, False),
     "COOLDOWN_HALFLIFE_S": ("cooldown_halflife_s", 0.0, 1e9, True),
+    "MAX_WAIT_S": ("max_wait_s", 0.0, 1e9, True),
 }
 
 

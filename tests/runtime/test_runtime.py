@@ -117,7 +117,7 @@ async def test_retry_after_is_honoured_and_capped(autojump_clock: trio.testing.M
         return Script()
 
     server = FakeServer(script)
-    async with make_backend(server, cooldown_cap_s=10.0) as backend:
+    async with make_backend(server, cooldown_cap_s=10.0, max_wait_s=7200.0) as backend:
         result = await backend.generate(req("x"))
     assert isinstance(result, MinimaLlmResponse)
     starts = [s.start for s in server.sent]

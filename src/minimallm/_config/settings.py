@@ -12,7 +12,9 @@ the first two (units: seconds for ``*_S``, requests per minute for ``RPM``):
 ``MAX_OUTSTANDING=32``, ``RPM=600`` (0: no pacing), ``TIMEOUT_S=60`` (one whole attempt),
 ``MAX_ATTEMPTS=6`` (0: until success), ``BASE_BACKOFF_S=0.5``, ``MAX_BACKOFF_S=20``,
 ``JITTER=0.2`` (+-20 %), ``COOLDOWN_FLOOR_S=0``, ``COOLDOWN_CAP_S=30``,
-``COOLDOWN_HALFLIFE_S=20``, ``COMPRESS_GZIP=0`` (1/0, true/false, yes/no, on/off),
+``COOLDOWN_HALFLIFE_S=20``, ``MAX_WAIT_S=300`` (a request refused — 429/502/503/504 — for
+longer, or asked to wait longer, fails naming the wait; refusals do not count against
+``MAX_ATTEMPTS``), ``COMPRESS_GZIP=0`` (1/0, true/false, yes/no, on/off),
 ``CACHE_DIR`` (unset: no cache), ``CA_BUNDLE`` (unset: ``SSL_CERT_FILE``/``SSL_CERT_DIR``,
 else certifi), ``TLS_VERIFY=1``, ``MAX_RESPONSE_BYTES=67108864`` (64 MiB),
 ``TRUST_ENV_PROXY=1`` (0: ignore ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``).
@@ -135,6 +137,9 @@ class MinimaLlmConfig(Settings):
         default=30.0, ge=0, validate_default=True, description="Most cooldown, seconds."
     )
     cooldown_halflife_s: float = Field(default=20.0, gt=0, description="Decay, seconds.")
+    max_wait_s: float = Field(
+        default=300.0, gt=0, description="Longest a request may be refused (429/503), seconds."
+    )
     compress_gzip: bool = Field(default=False, description="Gzip request bodies.")
     cache_dir: str | None = Field(default=None, description="SQLite cache directory; None: off.")
     ca_bundle: str | None = Field(
@@ -159,6 +164,7 @@ class MinimaLlmConfig(Settings):
         "cooldown_floor_s": ("COOLDOWN_FLOOR_S", float, _SECONDS_GE0),
         "cooldown_cap_s": ("COOLDOWN_CAP_S", float, _SECONDS_GE0),
         "cooldown_halflife_s": ("COOLDOWN_HALFLIFE_S", float, "must be a number > 0 (seconds)"),
+        "max_wait_s": ("MAX_WAIT_S", float, "must be a number > 0 (seconds)"),
         "compress_gzip": (
             "COMPRESS_GZIP",
             parse_bool,

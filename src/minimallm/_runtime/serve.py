@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ import outcome
 from minimallm._cache.stage import WRITE_BUFFER, CacheStage, warn_cache
 from minimallm._cache.store import CacheUnavailableError, PromptCache
 from minimallm._config.settings import MinimaLlmConfig
-from minimallm._errors import BackendClosedError, BackendFailedError
+from minimallm._errors import BackendClosedError, BackendFailedError, ServerWaitWarning
 from minimallm._http.transport import HttpTransport, request_headers, transport_factory_for
 from minimallm._policy import (
     Binding,
@@ -40,6 +41,7 @@ from minimallm._policy import (
     RateControl,
     binding,
 )
+from minimallm._policy.retrying import RetryPolicy
 from minimallm.actors.cache_writer import CacheRow, CacheWriter, Flush
 from minimallm.actors.cooldown import Cooldown, CooldownMessage, CooldownStatistics
 from minimallm.actors.limiter import Limiter, LimiterMessage, LimiterStatistics
@@ -153,6 +155,7 @@ class Runtime:
     limiter: Limiter
     pacer: Pacer
     cooldown: Cooldown
+    retry: RetryPolicy
 
     def __repr__(self) -> str:
         state = "stopped" if self.life.stopped.is_set() else "running"
@@ -207,6 +210,10 @@ class Runtime:
                 callers_waiting=callers,
             ),
         )
+
+
+def _warn_long_wait(message: str) -> None:
+    warnings.warn(f"minimallm: {message}", ServerWaitWarning, stacklevel=2)
 
 
 async def _open_store(cfg: MinimaLlmConfig) -> PromptCache | None:
@@ -315,16 +322,27 @@ async def serve(
         *((f"Worker {i}", w.run) for i, w in enumerate(workers)),
     ]
     cache = None if store is None else CacheStage(cfg.model, store, writes_send)
+    rng = options.rng or random.Random()
     runtime = Runtime(
         cfg,
         jobs_send,
         cache,
-        options.rng or random.Random(),
+        rng,
         secret,
         life,
         limiter,
         pacer,
         cooldown,
+        RetryPolicy(
+            max_attempts=cfg.max_attempts,
+            base_s=cfg.base_backoff_s,
+            max_s=cfg.max_backoff_s,
+            jitter=cfg.jitter,
+            cap_s=cfg.cooldown_cap_s,
+            max_wait_s=cfg.max_wait_s,
+            rng=rng,
+            on_long_wait=_warn_long_wait,
+        ),
     )
 
     # -- one supervisor -------------------------------------------------------------
