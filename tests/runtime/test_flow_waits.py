@@ -139,3 +139,37 @@ def test_a_gateway_forwarded_retry_after_is_honoured(header: str) -> None:
     assert isinstance(results, list) and isinstance(results[0], MinimaLlmResponse)
     first, second = (s.start for s in server.sent)
     assert second - first == pytest.approx(7.0, abs=1e-3)
+
+
+def test_a_daily_budget_in_the_headers_is_spent_at_full_speed() -> None:
+    used = {"n": 0}
+
+    def script(content: str, n: int) -> Script:
+        used["n"] += 1
+        headers = {
+            "x-ratelimit-limit-requests": "10000",
+            "x-ratelimit-remaining-requests": str(10_000 - used["n"]),
+            "x-ratelimit-reset-requests": "23h59m",
+        }
+        return Script(latency=0.1, headers=headers)
+
+    server = FakeServer(script)
+    results, wall = run_batch(
+        server, 2000, max_outstanding=32, batch=BatchConfig(num_workers=64, heartbeat_s=0)
+    )
+    assert isinstance(results, list)
+    assert all(isinstance(r, MinimaLlmResponse) for r in results)
+    assert wall <= 1.05 * 2000 * 0.1 / 32  # full speed: 32 at a time, no pacing
+
+
+@pytest.mark.parametrize("reset", ["1h1h1h", "soon", "-5s"])
+def test_garbage_rate_headers_are_ignored(reset: str) -> None:
+    headers = {
+        "x-ratelimit-limit-requests": "20",
+        "x-ratelimit-remaining-requests": "3",
+        "x-ratelimit-reset-requests": reset,
+    }
+    server = FakeServer(lambda c, n: Script(latency=0.1, headers=headers))
+    results, wall = run_batch(server, 320, max_outstanding=32)
+    assert isinstance(results, list)
+    assert wall <= 1.05 * 320 * 0.1 / 32

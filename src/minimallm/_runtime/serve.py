@@ -262,7 +262,9 @@ async def serve(
         jobs_recv,
         (pacer_send, cooldown_send),
     )
-    pacer = Pacer(PacingSchedule(cfg.rpm), RateControl(), pacer_recv, gate)
+    # a bucket with twice MAX_OUTSTANDING left cannot be emptied before its next answer
+    rate = RateControl(plenty=max(64, 2 * cap))
+    pacer = Pacer(PacingSchedule(cfg.rpm), rate, pacer_recv, gate)
     pause = PauseControl(
         CooldownState(
             floor_s=cfg.cooldown_floor_s,
