@@ -25,6 +25,7 @@ from minimallm import (
 )
 from minimallm._errors import ServerWaitWarning
 from minimallm._runtime.serve import RuntimeOptions
+from pushback import RefusingServer
 
 REFUSED = b'{"error": {"message": "rate limit"}}'
 
@@ -173,3 +174,21 @@ def test_garbage_rate_headers_are_ignored(reset: str) -> None:
     results, wall = run_batch(server, 320, max_outstanding=32)
     assert isinstance(results, list)
     assert wall <= 1.05 * 320 * 0.1 / 32
+
+
+@pytest.mark.parametrize(
+    "manner", [{"share": 0.5}, {"alternate": True}, {"share": 0.2}, {"share": 0.3}]
+)
+def test_refusals_whatever_the_load_cost_no_request_and_little_time(
+    manner: dict[str, Any],
+) -> None:
+    # backing off would not lower the refusals: flow control stops backing off.
+    # Refusals come back in 1 ms, answers in 100 ms: 32 at a time serve 320 a second
+    # at best; before, the 50 % server took 10,000 s (256 failures)
+    server = RefusingServer(0.1, **manner)
+    results, wall = run_batch(
+        server, 2000, max_outstanding=32, batch=BatchConfig(num_workers=64, heartbeat_s=0)
+    )
+    assert isinstance(results, list)
+    assert [r for r in results if isinstance(r, MinimaLlmFailure)] == []
+    assert 2000 / wall >= 150.0

@@ -151,9 +151,15 @@ class PauseControl:
             return PauseDecision(True, self._probe_out_at, "cooldown")
         return None  # "broken": try again when the probe times out
 
-    def on_congestion(self, now: float, floor_depth: int) -> PauseDecision | None:
+    def on_congestion(
+        self, now: float, floor_depth: int, *, independent: bool = False
+    ) -> PauseDecision | None:
         """The Limiter saw a step of congestion; ``floor_depth``: the episode's steps
-        that came while the concurrency limit was already 1. The second pauses."""
+        that came while the concurrency limit was already 1. The second pauses.
+        ``independent``: the episode's refusals did not depend on the load; a pause it
+        caused ends."""
+        if independent:
+            return self._release() if self.holding == "cooldown" else None
         if floor_depth >= 2 and self.holding is None:
             return self._hold(now, "cooldown", self._retry_after, persisted=False)
         return None

@@ -162,11 +162,19 @@ class RateControl:
         delivered_per_s: float,
         baseline_per_s: float,
         srtt_s: float | None,
+        independent: bool = False,
     ) -> None:
         """The congestion episode changed; ``floor_depth``: its steps that came while
-        the concurrency limit was already 1. A new one cuts the rate."""
+        the concurrency limit was already 1. A new one cuts the rate; ``independent``
+        (its refusals did not depend on the load) forgets the learned rate."""
         if srtt_s is not None:
             self.srtt_s = srtt_s
+        if independent:
+            self._learned = None
+            self._threshold = math.inf
+            self._next_growth = math.inf
+            self._floor_depth = 0
+            return
         if floor_depth > self._floor_depth:
             before = self._learned if self._learned is not None else baseline_per_s
             before = max(before, baseline_per_s)

@@ -15,9 +15,12 @@ Two kinds of retryable answers, two budgets:
   a daily quota). The failure then names the wait (:attr:`GiveUp.reason`), so a batch where every
   request gets it stops with one line saying why (``_batch/budget.py``'s "all alike").
 
-The delay before the next attempt is :func:`~minimallm._policy.retry.retry_delay` with
-every attempt so far (failures and refusals) as the attempt number: the server's
-Retry-After if it gave one (capped at ``COOLDOWN_CAP_S``), else the backoff. A
+The delay before the next attempt is :func:`~minimallm._policy.retry.retry_delay`: the
+server's Retry-After if it gave one (capped at ``COOLDOWN_CAP_S``), else the backoff —
+for a failure with every attempt so far as the attempt number, for a refusal always
+the first step (``BASE_BACKOFF_S``, jittered): when everyone may send again after
+refusals is decided once for all by flow control (the concurrency limit, the learned
+rate, the shared pause), not by each request's own doubling. A
 Retry-After beyond ``COOLDOWN_CAP_S`` is capped, and reported once per backend through
 ``on_long_wait`` (the runtime makes it a warning) instead of silently.
 
@@ -162,7 +165,9 @@ class RetryState:
         if retry_after_s is not None and retry_after_s > p.cap_s:
             p._long_wait(retry_after_s)
         delay = retry_delay(
-            n,
+            # a refusal waits the server's word or one base backoff: how fast everyone
+            # sends is flow control's business (the Limiter, Pacer and Cooldown)
+            1 if overload else n,
             retry_after_s,
             base_s=p.base_s,
             max_s=p.max_s,

@@ -159,6 +159,8 @@ async def _from_server(
         )
         if isinstance(wait, GiveUp):
             return Traced(_failure(rt, req, result, sent_at, wait.reason), len(sent_at), sent_at[0])
+        if result.overload and result.retry_after_s is None and _idle_capacity(rt):
+            wait = 0.0  # a refusal, and Workers sit idle: flow control decides when it goes
         await trio.sleep(wait)
 
 
@@ -180,6 +182,11 @@ async def _attempt(
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         raise rt.life.closed_error() from None
     return await reply.receive()
+
+
+def _idle_capacity(rt: Runtime) -> bool:
+    """Some Worker holds a permit and waits for a job (read only after a refusal)."""
+    return rt.jobs.statistics().tasks_waiting_receive > 0
 
 
 def _failure(

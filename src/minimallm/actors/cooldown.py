@@ -89,7 +89,9 @@ class Cooldown:
     def _handle(self, message: CooldownMessage) -> PauseDecision | None:
         control = self._control
         if isinstance(message, CongestionEvent):
-            return control.on_congestion(message.at, message.floor_depth)
+            return control.on_congestion(
+                message.at, message.floor_depth, independent=message.independent
+            )
         if isinstance(message, ReachEvent):
             return control.on_reach(message.at, message.reachable)
         if message.kind == "overload":

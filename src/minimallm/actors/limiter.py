@@ -149,6 +149,8 @@ class Limiter:
             )
         limit = self._control.limit
         for event in self._watch.observe(message.done_at, message.sent_at, message.kind, limit):
+            if isinstance(event, CongestionEvent) and event.independent:
+                self._control.restore(event.at, event.limit_before)
             self._tell(event)
 
     def _tell(self, event: CongestionEvent | ReachEvent) -> None:
