@@ -91,12 +91,23 @@ class TokenBucketServer(_Recording):
 
 
 class CapacityServer(_Recording):
-    """``slots`` requests at once; above them 429 with Retry-After: 1 at once; lognormal
-    latency with the given median."""
+    """``slots`` requests at once; above them 429 with Retry-After: 1 at once (or
+    ``status`` with ``headers``); lognormal latency with the given median."""
 
-    def __init__(self, slots: int, median: float, sigma: float, seed: int = 1) -> None:
+    def __init__(
+        self,
+        slots: int,
+        median: float,
+        sigma: float,
+        seed: int = 1,
+        *,
+        status: int = 429,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self.slots, self.median, self.sigma = slots, median, sigma
+        self.status = status
+        self.headers = {"retry-after": "1"} if headers is None else headers
         self.rng = random.Random(seed)
         self.busy = 0
         self.service_s = 0.0
@@ -106,7 +117,7 @@ class CapacityServer(_Recording):
         if self.busy >= self.slots:
             self.log.append((now, "429"))
             await trio.sleep(REFUSAL_S)
-            return HttpReply(429, {"retry-after": "1"}, b'{"error": {"message": "busy"}}')
+            return HttpReply(self.status, dict(self.headers), b'{"error": {"message": "busy"}}')
         self.busy += 1
         self.log.append((now, "ok"))
         latency = self.median * math.exp(self.rng.gauss(0.0, self.sigma))

@@ -4,7 +4,9 @@ requests whatever the load, a daily budget in the rate headers."""
 
 from __future__ import annotations
 
+import bisect
 import io
+import itertools
 import random
 import warnings
 from typing import Any
@@ -25,7 +27,7 @@ from minimallm import (
 )
 from minimallm._errors import ServerWaitWarning
 from minimallm._runtime.serve import RuntimeOptions
-from pushback import RefusingServer
+from pushback import CapacityServer, DeadUpstreamServer, RefusingServer
 
 REFUSED = b'{"error": {"message": "rate limit"}}'
 
@@ -192,3 +194,38 @@ def test_refusals_whatever_the_load_cost_no_request_and_little_time(
     assert isinstance(results, list)
     assert [r for r in results if isinstance(r, MinimaLlmFailure)] == []
     assert 2000 / wall >= 150.0
+
+
+@pytest.mark.parametrize(("down_s", "status"), [(10.0, 502), (40.0, 502), (10.0, 504), (10.0, 503)])
+def test_a_gateways_dead_upstream_is_an_outage(down_s: float, status: int) -> None:
+    # nginx answers 502 at once while its upstream is down: probes at most 2 s apart and
+    # the first success within 2 s of the return (before: 3.9 s / 15.7 s, probes 14 s
+    # apart after a 40 s outage, the pause doubling toward 30 s)
+    start, end = 5.0, 5.0 + down_s
+    server = DeadUpstreamServer(0.1, start, end, status)
+    results, _wall = run_batch(
+        server, 3000, max_outstanding=32, batch=BatchConfig(num_workers=64, heartbeat_s=0)
+    )
+    assert isinstance(results, list)
+    assert [r for r in results if isinstance(r, MinimaLlmFailure)] == []
+    refused = sorted(t for t, kind in server.log if kind == str(status))
+    probes = [t for t in refused if t >= start + 2.0]
+    assert all(b - a <= 2.0 + 0.05 for a, b in itertools.pairwise(probes))
+    oks = sorted(t for t, kind in server.log if kind == "ok")
+    first = next(t for t in oks if t >= end)
+    assert first - end <= 2.0
+    before = bisect.bisect_left(oks, start) - bisect.bisect_left(oks, start - 2.0)
+    t = end
+    while bisect.bisect_left(oks, t + 2.0) - bisect.bisect_left(oks, t) < 0.9 * before:
+        t += 0.25
+    assert t - end <= 5.0  # 90 % of the throughput before, within 5 s
+
+
+def test_a_server_with_few_slots_answering_bare_503s_is_no_outage() -> None:
+    server = CapacityServer(slots=16, median=0.1, sigma=0.3, status=503, headers={})
+    results, wall = run_batch(
+        server, 2000, max_outstanding=32, batch=BatchConfig(num_workers=64, heartbeat_s=0)
+    )
+    assert isinstance(results, list)
+    assert [r for r in results if isinstance(r, MinimaLlmFailure)] == []
+    assert server.service_s / 16 / wall >= 0.85

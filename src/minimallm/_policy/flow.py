@@ -22,14 +22,17 @@ Cooldown act on, so a healthy client sends each of them nothing at all:
   the episode ends with ``independent`` set, and the others undo their reactions
   (the concurrency limit returns to where it was, the learned rate and any pause end);
 - *quiet*: ``quiet_after`` attempts in a row found no server (refused, DNS, no answer
-  within TIMEOUT_S) with no answer in between, at a server that answered before — an
-  outage is likely; and *answered*: the first answer after that.
+  within TIMEOUT_S, or a gateway's word that the server behind it is gone:
+  :func:`upstream_gone`, when nothing succeeded for ``GONE_AFTER_S``) with no answer in
+  between, at a server that answered before — an outage is likely; and *answered*:
+  the first other answer after that.
 
 Pure: no I/O, no clock (``now`` is passed in, seconds).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -39,9 +42,21 @@ from minimallm._policy.congestion import OverloadSignal
 if TYPE_CHECKING:
     from minimallm._outcome.attempts import AttemptKind
 
-__all__ = ["CongestionEvent", "FlowWatch", "ReachEvent"]
+__all__ = ["CongestionEvent", "FlowWatch", "ReachEvent", "upstream_gone"]
+
+
+def upstream_gone(status: int | None, retry_after_s: float | None) -> bool:
+    """A gateway's answer that the server behind it is not there: 502 Bad Gateway, 504
+    Gateway Timeout, or 503 without a Retry-After (nginx, a load balancer with no
+    healthy backend). A 503 with a Retry-After is a server asking for time."""
+    return status in (502, 504) or (status == 503 and retry_after_s is None)
+
 
 _WINDOW_S = 1.0
+GONE_AFTER_S = 1.0
+"""Gateway answers that the server behind is gone make an outage only when nothing
+succeeded for this long (seconds; or 4 round trips): a server with few slots answering
+503 above them still serves some."""
 JUDGE_ANSWERS = 64
 JUDGE_SEND = 1.1
 JUDGE_SHARE = 0.6
@@ -89,6 +104,7 @@ class FlowWatch:
         "_judge_from",
         "_judge_n",
         "_judge_over",
+        "_last_ok_at",
         "_limit_before",
         "_quiet",
         "_quiet_run",
@@ -115,6 +131,7 @@ class FlowWatch:
         self._limit_before = 0
         self._share_before = 0.0
         self._answered = False
+        self._last_ok_at = -math.inf
         self._quiet_run = 0
         self._quiet = False
 
@@ -130,17 +147,33 @@ class FlowWatch:
         span = _WINDOW_S if self._first_at is None else min(_WINDOW_S, now - self._first_at)
         return len(window) / max(span, 0.01)
 
+    @property
+    def quiet(self) -> bool:
+        """True while the server looks gone (after a :class:`ReachEvent` saying so)."""
+        return self._quiet
+
     def observe(
-        self, now: float, sent_at: float, kind: AttemptKind, limit: int
+        self, now: float, sent_at: float, kind: AttemptKind, limit: int, *, gone: bool = False
     ) -> list[CongestionEvent | ReachEvent]:
         """One attempt ended (``kind`` as in :data:`minimallm._outcome.attempts.AttemptKind`);
-        ``limit`` is the concurrency limit it was made under. The events it causes,
-        usually none. Feed the signal's ``observe`` first (the Limiter's concurrency
-        controller does): this reads its depth."""
+        ``limit`` is the concurrency limit it was made under; ``gone``: a gateway's
+        answer that the server behind it is not there (:func:`upstream_gone`). The
+        events it causes, usually none. Feed the signal's ``observe`` first (the
+        Limiter's concurrency controller does): this reads its depth."""
         events: list[CongestionEvent | ReachEvent] = []
         if self._first_at is None:
             self._first_at = sent_at
-        if kind in ("ok", "overload", "failed"):
+        if gone:  # no server behind the gateway, if nothing succeeds for a while
+            self._quiet_run += 1
+            if (
+                self._answered
+                and not self._quiet
+                and self._quiet_run >= self.quiet_after
+                and now - self._last_ok_at >= max(GONE_AFTER_S, 4.0 * (self.srtt_s or 0.0))
+            ):
+                self._quiet = True
+                events.append(ReachEvent(now, False))
+        elif kind in ("ok", "overload", "failed"):
             self._answered = True
             self._quiet_run = 0
             if self._quiet:
@@ -152,6 +185,7 @@ class FlowWatch:
                 self._quiet = True
                 events.append(ReachEvent(now, False))
         if kind == "ok":
+            self._last_ok_at = now
             latency = max(0.0, now - sent_at)
             srtt = self.srtt_s
             self.srtt_s = latency if srtt is None else srtt + (latency - srtt) / 8

@@ -18,7 +18,8 @@ then let one probe go) or *release*. Three reasons to hold, and nothing else:
    everyone; an overload means the overload persisted after the pause: pause again,
    the level doubling (or the new Retry-After).
 3. **An outage.** Attempts in a row found no server (refused, DNS, proxy down, no
-   answer within TIMEOUT_S) at a server that answered before: the client holds and
+   answer within TIMEOUT_S, a gateway's 502/504 or bare 503 while nothing succeeds) at
+   a server that answered before: the client holds and
    probes with one attempt at a time, every ``probe_s`` doubling up to
    ``max_probe_s``, instead of burning every request's attempts. The probe's own
    failures are not counted against its request (the Worker marks them *excused*). The
@@ -128,8 +129,13 @@ class PauseControl:
         retry_after_s: float | None = None,
         exhausted: bool = False,
         probe: bool = False,
+        gone: bool = False,
     ) -> PauseDecision | None:
-        """An overload answer, or any probe's outcome; a decision for the Pacer or None."""
+        """An overload answer, or any probe's outcome; a decision for the Pacer or None.
+        ``gone``: a gateway said the server behind it is not there (an outage's probe
+        found no server, like a refused connection)."""
+        if gone and probe and self.holding == "outage":
+            kind = "unreachable"
         if kind == "overload":
             self._retry_after = retry_after_s
             if probe and self.holding == "cooldown":  # the overload outlasted the pause

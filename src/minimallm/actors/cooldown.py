@@ -102,6 +102,7 @@ class Cooldown:
             retry_after_s=message.retry_after_s,
             exhausted=message.rate is not None and message.rate.exhausted,
             probe=message.probe is not None,
+            gone=message.upstream_gone,
         )
 
     async def _tell(self, decision: PauseDecision | None) -> None:

@@ -142,13 +142,17 @@ class Limiter:
             self._revoking = max(0, self._revoking - 1)
         if not isinstance(message, AttemptReport):
             return
-        if message.answered:
+        gone = message.upstream_gone
+        if message.answered and not (gone and self._watch.quiet):
             others = max(0, self._busy() - (1 if message.kept else 0))
             self._control.on_answer(
                 message.done_at, message.sent_at, message.kind == "overload", others
             )
         limit = self._control.limit
-        for event in self._watch.observe(message.done_at, message.sent_at, message.kind, limit):
+        events = self._watch.observe(
+            message.done_at, message.sent_at, message.kind, limit, gone=gone
+        )
+        for event in events:
             if isinstance(event, CongestionEvent) and event.independent:
                 self._control.restore(event.at, event.limit_before)
             self._tell(event)
