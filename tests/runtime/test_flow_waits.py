@@ -229,3 +229,16 @@ def test_a_server_with_few_slots_answering_bare_503s_is_no_outage() -> None:
     assert isinstance(results, list)
     assert [r for r in results if isinstance(r, MinimaLlmFailure)] == []
     assert server.service_s / 16 / wall >= 0.85
+
+
+def test_a_long_pause_is_shown_with_what_the_server_asked() -> None:
+    server = FakeServer(
+        lambda c, n: Script(latency=0.01, status=429, body=REFUSED, headers={"retry-after": "120"})
+    )
+    lines = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ServerWaitWarning)
+        run_batch(server, 20, progress=lines, batch=BatchConfig(heartbeat_s=10.0), max_wait_s=200)
+    held = [line for line in lines.getvalue().splitlines() if "held back by cooldown" in line]
+    assert held
+    assert "server asked 2 min (Retry-After)" in held[0] and "(until " in held[0]

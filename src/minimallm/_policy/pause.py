@@ -68,6 +68,7 @@ class PauseControl:
         "_probe_interval_s",
         "_probe_out_at",
         "_retry_after",
+        "asked_s",
         "cooldown",
         "holding",
         "max_probe_s",
@@ -93,6 +94,8 @@ class PauseControl:
         self.probe_timeout_s = probe_timeout_s
         self.holding: Reason | None = None
         """Why the client is held now (None: not held)."""
+        self.asked_s: float | None = None
+        """The server's Retry-After (seconds) that set the current pause, if one did."""
         self.pauses = 0
         self._retry_after: float | None = None  # the latest Retry-After of an overload
         self._outage_since: float | None = None
@@ -198,6 +201,7 @@ class PauseControl:
     ) -> PauseDecision:
         until = self.cooldown.pause(now, retry_after_s=retry_after_s, persisted=persisted)
         self.holding = reason
+        self.asked_s = retry_after_s
         self.pauses += 1
         self._probe_out_at = until
         return PauseDecision(True, until, reason)
@@ -210,6 +214,7 @@ class PauseControl:
 
     def _release(self) -> PauseDecision:
         self.holding = None
+        self.asked_s = None
         self._outage_since = None
         self._probe_out_at = None
         return RELEASE

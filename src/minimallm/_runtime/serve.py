@@ -208,6 +208,8 @@ class Runtime:
                 limit=lim.limit,
                 cap=lim.cap,
                 callers_waiting=callers,
+                now_wall=time.time(),
+                asked_s=coo.asked_s,
             ),
         )
 

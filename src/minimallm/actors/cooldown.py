@@ -29,7 +29,8 @@ CooldownMessage = AttemptReport | CongestionEvent | ReachEvent
 class CooldownStatistics:
     """The Cooldown now: the shared deadline (trio time, s; ``-inf`` before any pause),
     the level (s), why the client is held (``cooldown``, ``outage`` or None), since
-    when an outage lasts, overload answers heard and pauses so far."""
+    when an outage lasts, overload answers heard and pauses so far, and the server's
+    Retry-After (s) that set the current pause, if one did."""
 
     deadline: float
     level_s: float
@@ -37,6 +38,7 @@ class CooldownStatistics:
     outage_since: float | None
     overloads: int
     pauses: int
+    asked_s: float | None = None
 
 
 class Cooldown:
@@ -70,6 +72,7 @@ class Cooldown:
             outage_since=c.outage_since,
             overloads=self._overloads,
             pauses=c.pauses,
+            asked_s=c.asked_s,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
