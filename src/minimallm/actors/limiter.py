@@ -57,6 +57,8 @@ class LimiterStatistics:
     frozen: bool
     srtt_s: float | None
     decreases: int
+    tolerated: float = 0.0
+    """The share of refusals judged not to depend on the load (0: none)."""
 
 
 class Limiter:
@@ -120,6 +122,7 @@ class Limiter:
             frozen=c.frozen,
             srtt_s=c.srtt_s,
             decreases=c.decreases,
+            tolerated=c.signal.floor,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
