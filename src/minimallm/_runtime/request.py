@@ -159,8 +159,6 @@ async def _from_server(
         )
         if isinstance(wait, GiveUp):
             return Traced(_failure(rt, req, result, sent_at, wait.reason), len(sent_at), sent_at[0])
-        if result.overload and result.retry_after_s is None and _idle_capacity(rt):
-            wait = 0.0  # refusals whatever the load, and Workers sit idle: go now
         await trio.sleep(wait)
 
 
@@ -182,16 +180,6 @@ async def _attempt(
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         raise rt.life.closed_error() from None
     return await reply.receive()
-
-
-def _idle_capacity(rt: Runtime) -> bool:
-    """Flow control judged the server's refusals not to depend on the load, and some
-    Worker holds a permit and waits for a job (read only after a refusal). Retrying at
-    once otherwise costs a rate limiter 2.5x the refusals for no goodput (nginx
-    limit_req 100 r/s: 3,619 vs 1,581 429s per 1,000 requests)."""
-    return (
-        rt.jobs.statistics().tasks_waiting_receive > 0 and rt.limiter.statistics().tolerated > 0.0
-    )
 
 
 def _failure(
