@@ -18,7 +18,15 @@ from fakes import FakeServer
 from minimallm._http import errors as http_errors
 from minimallm._http.reply import HttpReply
 
-__all__ = ["CapacityServer", "FaultServer", "OutageServer", "StormServer", "TokenBucketServer"]
+__all__ = [
+    "CapacityServer",
+    "DeadUpstreamServer",
+    "FaultServer",
+    "OutageServer",
+    "RefusingServer",
+    "StormServer",
+    "TokenBucketServer",
+]
 
 REFUSAL_S = 0.001
 """How long a refusal takes to come back (a round trip on a LAN, roughly)."""
@@ -83,12 +91,23 @@ class TokenBucketServer(_Recording):
 
 
 class CapacityServer(_Recording):
-    """``slots`` requests at once; above them 429 with Retry-After: 1 at once; lognormal
-    latency with the given median."""
+    """``slots`` requests at once; above them 429 with Retry-After: 1 at once (or
+    ``status`` with ``headers``); lognormal latency with the given median."""
 
-    def __init__(self, slots: int, median: float, sigma: float, seed: int = 1) -> None:
+    def __init__(
+        self,
+        slots: int,
+        median: float,
+        sigma: float,
+        seed: int = 1,
+        *,
+        status: int = 429,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self.slots, self.median, self.sigma = slots, median, sigma
+        self.status = status
+        self.headers = {"retry-after": "1"} if headers is None else headers
         self.rng = random.Random(seed)
         self.busy = 0
         self.service_s = 0.0
@@ -98,7 +117,7 @@ class CapacityServer(_Recording):
         if self.busy >= self.slots:
             self.log.append((now, "429"))
             await trio.sleep(REFUSAL_S)
-            return HttpReply(429, {"retry-after": "1"}, b'{"error": {"message": "busy"}}')
+            return HttpReply(self.status, dict(self.headers), b'{"error": {"message": "busy"}}')
         self.busy += 1
         self.log.append((now, "ok"))
         latency = self.median * math.exp(self.rng.gauss(0.0, self.sigma))
@@ -175,4 +194,55 @@ class OutageServer(_Recording):
         await trio.sleep(self.latency)
         if self.start <= trio.current_time() < self.end:  # the server went away meanwhile
             raise http_errors.ReadError("connection reset by peer")
+        return HttpReply(200, {}, _ok(_content(body)))
+
+
+class RefusingServer(_Recording):
+    """Refuses a share of requests whatever the load: at random (``share``), or every
+    other one (``alternate``); 429 with ``headers`` (none by default)."""
+
+    def __init__(
+        self,
+        latency: float,
+        share: float = 0.5,
+        *,
+        alternate: bool = False,
+        headers: dict[str, str] | None = None,
+        seed: int = 3,
+    ) -> None:
+        super().__init__()
+        self.latency, self.share, self.alternate = latency, share, alternate
+        self.headers = headers or {}
+        self.rng = random.Random(seed)
+        self.n = 0
+
+    async def handle(self, body: bytes) -> HttpReply:
+        now = trio.current_time()
+        self.n += 1
+        refuse = self.n % 2 == 0 if self.alternate else self.rng.random() < self.share
+        if refuse:
+            self.log.append((now, "429"))
+            await trio.sleep(REFUSAL_S)
+            return HttpReply(429, dict(self.headers), b'{"error": {"message": "try again"}}')
+        self.log.append((now, "ok"))
+        await trio.sleep(self.latency)
+        return HttpReply(200, {}, _ok(_content(body)))
+
+
+class DeadUpstreamServer(_Recording):
+    """A gateway (it accepts every connection) whose upstream is down between ``start``
+    and ``end``: every request then gets ``status`` (502 by default) at once."""
+
+    def __init__(self, latency: float, start: float, end: float, status: int = 502) -> None:
+        super().__init__()
+        self.latency, self.start, self.end, self.status = latency, start, end, status
+
+    async def handle(self, body: bytes) -> HttpReply:
+        now = trio.current_time()
+        if self.start <= now < self.end:
+            self.log.append((now, str(self.status)))
+            await trio.sleep(REFUSAL_S)
+            return HttpReply(self.status, {}, b"<html>502 Bad Gateway</html>")
+        self.log.append((now, "ok"))
+        await trio.sleep(self.latency)
         return HttpReply(200, {}, _ok(_content(body)))

@@ -14,8 +14,9 @@ MinimaLlmError
 └── CacheWriteError                    a batch of answers could not be written
     └── CacheLockedError               ... because another process held the write lock
 
-Warnings (nothing stops): CacheWarning (the cache is not used for a while) and
-ConfigWarning (a setting that is probably not what was meant).
+Warnings (nothing stops): CacheWarning (the cache is not used for a while),
+ConfigWarning (a setting that is probably not what was meant) and ServerWaitWarning (the
+server asked for a wait longer than COOLDOWN_CAP_S).
 
 The runtime decides whether a cache error warns (:class:`CacheWarning`) or stops.
 """
@@ -39,6 +40,7 @@ __all__ = [
     "DSPyBatchError",
     "InvalidRequestError",
     "MinimaLlmError",
+    "ServerWaitWarning",
     "TokenBudgetExceededError",
     "UsageError",
 ]
@@ -189,3 +191,9 @@ class ConfigWarning(UserWarning):
     """A setting that is probably not what was meant, though nothing stops: an
     environment variable whose name is close to a minimallm setting but not one
     (``BATCH_NUM_WORKER``), or a configuration that lost its API key in a pickle."""
+
+
+class ServerWaitWarning(UserWarning):
+    """The server asked for a longer wait (``Retry-After``) than ``COOLDOWN_CAP_S``:
+    the client retries after the cap instead, and requests still refused after
+    ``MAX_WAIT_S`` fail naming the wait. Shown once per backend."""

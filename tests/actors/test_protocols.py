@@ -79,7 +79,7 @@ async def test_limiter_mints_permits_revokes_on_a_step_and_tells_the_others(
         assert limiter.statistics().frozen
         assert drain(revocations[1]) == [REVOKE] * 8  # frozen: every held permit back
         [step] = drain(told)
-        assert step == CongestionEvent(1.0, 1, 0, 0.0, 0.0, None)
+        assert step == CongestionEvent(1.0, 1, 0, 0.0, 0.0, None, limit_before=8)
         # 8 permits come back (revoked); then the first success decides: 1 survived
         for _ in range(8):
             inbox_in.send_nowait(AttemptReport(0.6, 1.2, "overload", kept=False))
@@ -477,6 +477,7 @@ def test_the_runtime_handle_is_frozen_and_shows_only_snapshots_and_stop() -> Non
         "jobs",
         "cache",
         "rng",
+        "retry",
         "secret",
         "life",
         # the flow-control actors, for their statistics() only

@@ -144,7 +144,7 @@ async def test_stall_warning_says_what_is_going_on(autojump_clock: trio.testing.
 async def test_first_failures_are_printed_in_the_reference_format(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server = FakeServer(lambda c, n: Script(latency=0.5, status=503, body=b"overloaded"))
+    server = FakeServer(lambda c, n: Script(latency=0.5, status=500, body=b"overloaded"))
     lines = Lines()
     batch = BatchConfig(num_workers=1, heartbeat_s=0, print_first_failures=2, max_failures=None)
     async with backend_for(
@@ -156,7 +156,7 @@ async def test_first_failures_are_printed_in_the_reference_format(
     assert len(failures) == 2
     assert failures[0] == (
         "Failure 1: id0\n"
-        "    HTTPError: status=503\n"
+        "    HTTPError: status=500\n"
         "    attempts=3, timeout=60.0s [+0.0s, +1.5s, +3.0s]\n"
         "    body=overloaded"
     )

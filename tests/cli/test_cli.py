@@ -176,6 +176,7 @@ def test_config_shows_every_source_and_never_the_key(
         "  cooldown_halflife_s           20                     default\n"
         "  retry_temperature_max         0.5                    default\n"
         "  retry_temperature_halflife    5                      default\n"
+        "  max_wait_s                    300                    default\n"
         "  compress_gzip                 off                    default\n"
         "  cache_dir                     none                   flag --no-cache\n"
         "  ca_bundle                     none                   default\n"

@@ -13,7 +13,7 @@ requests arrive in:
 * the mock answers with deterministic bodies (``MockServerConfig(deterministic=True)``:
   ``created`` 0, an id derived from the request);
 * lines that must end as failures ask for it with per-prompt directives
-  (``#mock:fault=503*1000``: the first 1,000 attempts of that prompt fail, more than
+  (``#mock:fault=500*1000``: the first 1,000 attempts of that prompt fail, more than
   all runs of this module make together; the mock counts attempts per prompt);
 * random faults (``fault_rates``) are transient only: drawn per request in arrival
   order, so a rerun sees them on other lines, but with MAX_ATTEMPTS 8 a line would need
@@ -48,7 +48,7 @@ from minimallm.mock import MockServerConfig, MockServerThread, MockStats
 N = 2000
 DEADLINE_S = 60.0  # a generous bound for a child run; a healthy one takes 1-3 s
 
-PERMANENT = {17: "400*1000", 29: "503*1000", 41: "malformed*1000"}
+PERMANENT = {17: "400*1000", 29: "500*1000", 41: "malformed*1000"}
 """line % 97 -> the fault every attempt of that line's prompt gets."""
 TRANSIENT = "500,reset,ok"
 """Lines with i % 53 == 5: two faults, then an answer (the same in every run)."""

@@ -116,6 +116,7 @@ EVERY_VARIABLE = [
     ("COOLDOWN_HALFLIFE_S", "4", "cooldown_halflife_s", 4.0),
     ("RETRY_TEMPERATURE_MAX", "0.8", "retry_temperature_max", 0.8),
     ("RETRY_TEMPERATURE_HALFLIFE", "2", "retry_temperature_halflife", 2.0),
+    ("MAX_WAIT_S", "60", "max_wait_s", 60.0),
     ("COMPRESS_GZIP", "1", "compress_gzip", True),
     ("CACHE_DIR", "./cache", "cache_dir", "./cache"),
     ("CA_BUNDLE", certifi.where(), "ca_bundle", certifi.where()),
@@ -550,6 +551,7 @@ FLOAT_RANGES = {
     "COOLDOWN_HALFLIFE_S": ("cooldown_halflife_s", 0.0, 1e9, True),
     "RETRY_TEMPERATURE_MAX": ("retry_temperature_max", 0.0, 1e9, False),
     "RETRY_TEMPERATURE_HALFLIFE": ("retry_temperature_halflife", 0.0, 1e9, True),
+    "MAX_WAIT_S": ("max_wait_s", 0.0, 1e9, True),
 }
 
 

@@ -55,3 +55,15 @@ IDLE: dict[str, Any] = {
 )
 def test_binding(changes: dict[str, Any], expected: Binding | None) -> None:
     assert binding(**{**IDLE, **changes}) == expected
+
+
+def test_a_long_hold_says_until_when_and_what_the_server_asked() -> None:
+    import time
+
+    b = binding(**{**IDLE, "held": "cooldown", "held_until": 130.0}, now_wall=1e9, asked_s=120.0)
+    until = time.strftime("%H:%M:%S", time.localtime(1e9 + 30.0))
+    assert b == Binding(
+        "cooldown", f"cooldown 30.0s left (until {until}), server asked 2 min (Retry-After)"
+    )
+    short = binding(**{**IDLE, "held": "cooldown", "held_until": 101.0}, now_wall=1e9)
+    assert short == Binding("cooldown", "cooldown 1.0s left")  # a short wait: no clock

@@ -36,7 +36,7 @@ def test_steps_and_calm_with_the_rates_before_and_now() -> None:
         t += 0.005
         feed(sig, w, t, t - 0.05, "ok")
     events = [e for _ in range(8) for e in feed(sig, w, t, t - 0.05, "overload")]
-    assert events == [CongestionEvent(t, 1, 0, 200.0, 200.0, pytest.approx(0.05))]
+    assert events == [CongestionEvent(t, 1, 0, 200.0, 200.0, pytest.approx(0.05), limit_before=8)]
     t += 1.5
     (second,) = feed(sig, w, t, t - 0.1, "overload")
     assert isinstance(second, CongestionEvent) and (second.depth, second.floor_depth) == (2, 0)
@@ -63,3 +63,36 @@ def test_quiet_after_an_answer_then_answered_again() -> None:
     assert feed(sig, w, 11.3, 11.2, "unreachable") == [ReachEvent(11.3, False)]
     assert feed(sig, w, 11.4, 11.3, "unreachable") == []  # said once
     assert feed(sig, w, 12.0, 11.9, "failed") == [ReachEvent(12.0, True)]
+
+
+def test_refusals_that_stay_when_the_client_backs_off_are_load_independent() -> None:
+    # 100 answers a second at full speed, half refused whatever the load: once the
+    # client sends no faster than it was served, the share is the same: tolerated
+    sig, w = watch()
+    rng = __import__("random").Random(1)
+    t, events = 0.0, []
+    for _ in range(400):
+        t += 0.01
+        events += feed(sig, w, t, t - 0.05, "overload" if rng.random() < 0.5 else "ok", 32)
+    assert [e.depth for e in events if isinstance(e, CongestionEvent)][:1] == [1]
+    for _ in range(400):  # backed off to a quarter of the pace: still half refused
+        t += 0.04
+        events += feed(sig, w, t, t - 0.05, "overload" if rng.random() < 0.5 else "ok", 4)
+    ends = [e for e in events if isinstance(e, CongestionEvent) and e.independent]
+    assert len(ends) == 1
+    assert (ends[0].depth, ends[0].limit_before) == (0, 32)
+    assert 0.3 <= sig.floor <= 0.7 and sig.depth == 0
+
+
+def test_refusals_that_stop_when_the_client_backs_off_are_a_real_limit() -> None:
+    # a token bucket: refusals above its rate, none below
+    sig, w = watch()
+    t, events = 0.0, []
+    for i in range(400):  # 100 sends a second at a limit of 50: every other refused
+        t += 0.01
+        events += feed(sig, w, t, t - 0.05, "overload" if i % 2 else "ok", 32)
+    for _ in range(400):  # backed off below the limit: served
+        t += 0.025
+        events += feed(sig, w, t, t - 0.05, "ok", 4)
+    assert not any(isinstance(e, CongestionEvent) and e.independent for e in events)
+    assert sig.floor == 0.0

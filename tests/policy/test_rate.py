@@ -83,3 +83,22 @@ def test_a_learned_rate_nobody_uses_is_forgotten() -> None:
         t = rc.wake_at()
         rc.tick(t)  # no paced sends at all: far below the learned rate
     assert rc.rate(t) is None and t < 5
+
+
+def test_a_daily_budget_with_plenty_left_is_no_rate() -> None:
+    rc = RateControl(plenty=64)
+    rc.on_headers(1.0, info(10))  # a small bucket: paced
+    assert rc.rate(1.0) is not None
+    daily = RateLimitInfo(limit_requests=10_000, remaining_requests=9_990, reset_requests_s=86340)
+    rc.on_headers(2.0, daily)  # 10 used in 23h59m would pace at 1 per 2.4 h
+    assert rc.rate(2.0) is None and rc.source(2.0) is None
+    low = RateLimitInfo(limit_requests=10_000, remaining_requests=30, reset_requests_s=3600)
+    rc.on_headers(3.0, low)  # running low: the headers pace again
+    assert rc.rate(3.0) is not None
+
+
+def test_plenty_of_tokens_left_is_no_rate_either() -> None:
+    rc = RateControl(plenty=64)
+    tokens = RateLimitInfo(limit_tokens=10**9, remaining_tokens=10**9 - 500, reset_tokens_s=86000)
+    rc.on_headers(1.0, tokens, 100)
+    assert rc.rate(1.0) is None

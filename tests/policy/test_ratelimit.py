@@ -25,6 +25,10 @@ from minimallm._policy import RateLimitInfo, parse_duration, parse_rate_limit_he
         ("-3s", None),
         ("1s2", None),
         ("m", None),
+        ("1h1h1h", None),  # garbage seen from a gateway: not three hours
+        ("5s1h", None),
+        ("1m1m", None),
+        ("23h59m", 86340.0),
     ],
 )
 def test_parse_duration(text: str, seconds: float | None) -> None:
@@ -64,3 +68,15 @@ def test_no_headers_or_garbage() -> None:
         {"x-ratelimit-limit-requests": "many", "x-ratelimit-reset-requests": "soon"}
     )
     assert info is None  # nothing readable
+
+
+def test_a_reset_given_as_a_moment_is_the_wait_until_it() -> None:
+    headers = {
+        "x-ratelimit-limit-requests": "100",
+        "x-ratelimit-remaining-requests": "40",
+        "x-ratelimit-reset-requests": "1733500030",
+    }
+    info = parse_rate_limit_headers(headers, now_wall=1733500000.0)
+    assert info is not None and info.reset_requests_s == pytest.approx(30.0)
+    info = parse_rate_limit_headers(headers)  # no wall clock: the moment is ignored
+    assert info is not None and info.reset_requests_s is None

@@ -96,7 +96,6 @@ FAULTS = {
     "nochoices": ("MalformedResponse", 200, True),
     "null": ("EmptyContent", 200, False),
     "500": ("HTTPError", 500, True),
-    "503": ("HTTPError", 503, True),
 }
 
 
@@ -113,6 +112,16 @@ async def test_each_fault_over_the_wire(
         assert result.error_type == error_types
     assert result.status == status
     assert result.attempts == (2 if retried else 1) == mock_server.stats.requests_total
+
+
+async def test_refusals_do_not_spend_max_attempts_over_the_wire(
+    make_backend: Factory, mock_server: MockServerThread
+) -> None:
+    # 503 is the server's refusal, a signal for flow control: bounded by MAX_WAIT_S,
+    # not by MAX_ATTEMPTS
+    result = await one(make_backend(max_attempts=2), "#mock:fault=503*5")
+    assert isinstance(result, MinimaLlmResponse)
+    assert mock_server.stats.requests_total == 6
 
 
 async def test_connect_refused_is_a_retried_failure(make_backend: Factory) -> None:

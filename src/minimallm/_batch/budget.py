@@ -52,6 +52,8 @@ def fix_for(f: MinimaLlmFailure) -> str:
         return "check the proxy settings (HTTP_PROXY, HTTPS_PROXY, NO_PROXY)"
     if f.error_type == "TimeoutError":
         return "the server did not answer within TIMEOUT_S"
+    if "MAX_WAIT_S" in f.message:
+        return "the server refuses for now (a quota or a rate limit): wait, or raise MAX_WAIT_S"
     if f.error_type == "InvalidRequest":
         return "fix the requests"
     return "see the failure above"

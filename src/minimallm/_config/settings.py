@@ -12,7 +12,9 @@ the first two (units: seconds for ``*_S``, requests per minute for ``RPM``):
 ``MAX_OUTSTANDING=32``, ``RPM=600`` (0: no pacing), ``TIMEOUT_S=60`` (one whole attempt),
 ``MAX_ATTEMPTS=6`` (0: until success), ``BASE_BACKOFF_S=0.5``, ``MAX_BACKOFF_S=20``,
 ``JITTER=0.2`` (+-20 %), ``COOLDOWN_FLOOR_S=0``, ``COOLDOWN_CAP_S=30``,
-``COOLDOWN_HALFLIFE_S=20``, ``RETRY_TEMPERATURE_MAX=0.5``, ``RETRY_TEMPERATURE_HALFLIFE=5``
+``COOLDOWN_HALFLIFE_S=20``, ``MAX_WAIT_S=300`` (a request refused — 429/502/503/504 — for
+longer, or asked to wait longer, fails naming the wait; refusals do not count against
+``MAX_ATTEMPTS``), ``RETRY_TEMPERATURE_MAX=0.5``, ``RETRY_TEMPERATURE_HALFLIFE=5``
 (re-asks without a temperature: ``max·n/(n+halflife)``), ``COMPRESS_GZIP=0`` (1/0,
 true/false, yes/no, on/off),
 ``CACHE_DIR`` (unset: no cache), ``CA_BUNDLE`` (unset: ``SSL_CERT_FILE``/``SSL_CERT_DIR``,
@@ -156,6 +158,9 @@ class MinimaLlmConfig(Settings):
     retry_temperature_halflife: float = Field(
         default=5.0, gt=0, description="Re-asks to reach half of retry_temperature_max."
     )
+    max_wait_s: float = Field(
+        default=300.0, gt=0, description="Longest a request may be refused (429/503), seconds."
+    )
     compress_gzip: bool = Field(default=False, description="Gzip request bodies.")
     cache_dir: str | None = Field(default=None, description="SQLite cache directory; None: off.")
     ca_bundle: str | None = Field(
@@ -194,6 +199,7 @@ class MinimaLlmConfig(Settings):
             float,
             "must be a number > 0 (re-asks)",
         ),
+        "max_wait_s": ("MAX_WAIT_S", float, "must be a number > 0 (seconds)"),
         "compress_gzip": (
             "COMPRESS_GZIP",
             parse_bool,

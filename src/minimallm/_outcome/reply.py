@@ -50,7 +50,7 @@ def outcome_from_reply(
     own explanation when it gives one (``HTTP 404: The model 'x' does not exist``,
     see ``_outcome.explain``)."""
     status = reply.status
-    rate = _rate_info(reply.headers)
+    rate = _rate_info(reply.headers, wall_clock)
     if 200 <= status < 300:
         return _parse_success(reply, rate)
     body = reply.body
@@ -69,13 +69,13 @@ _ADVICE = {
 }
 
 
-def _rate_info(headers: Mapping[str, str]) -> RateLimitInfo | None:
+def _rate_info(headers: Mapping[str, str], wall_clock: Callable[[], float]) -> RateLimitInfo | None:
     """The answer's ``x-ratelimit-*`` headers; a look at the raw head first, so an
     answer without them (most servers) costs no header parsing."""
     mentions = getattr(headers, "mentions", None)
     if mentions is not None and not mentions(b"x-ratelimit-"):
         return None
-    return parse_rate_limit_headers(headers)
+    return parse_rate_limit_headers(headers, now_wall=wall_clock())
 
 
 def _snippet(body: bytes) -> str:

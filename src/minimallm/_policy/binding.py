@@ -18,10 +18,16 @@ Nothing waiting: nothing binds; the pace is the server's latency.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Binding", "binding"]
+from minimallm._policy.retrying import describe_wait
+
+__all__ = ["LONG_WAIT_S", "Binding", "binding"]
+
+LONG_WAIT_S = 3.0
+"""A hold at least this long (seconds) says until when it lasts."""
 
 Limit = Literal["outage", "cooldown", "rpm", "server-rate", "max-outstanding", "server-concurrency"]
 
@@ -48,14 +54,23 @@ def binding(
     limit: int,
     cap: int,
     callers_waiting: int,
+    now_wall: float | None = None,
+    asked_s: float | None = None,
 ) -> Binding | None:
-    """What binds now (see the module docstring); None when nothing does."""
+    """What binds now (see the module docstring); None when nothing does. A hold with
+    ``LONG_WAIT_S`` or more left says until when (wall clock, from ``now_wall``), and
+    the server's Retry-After that set it (``asked_s``), so no long wait is silent."""
     if held == "outage":
         since = "" if outage_since is None else f" for {max(0.0, now - outage_since):.0f}s"
         return Binding("outage", f"outage: no server{since}, probing")
     if held == "cooldown":
         left = 0.0 if held_until is None else max(0.0, held_until - now)
-        return Binding("cooldown", f"cooldown {left:.1f}s left")
+        text = f"cooldown {left:.1f}s left"
+        if left >= LONG_WAIT_S and now_wall is not None:
+            text += f" (until {time.strftime('%H:%M:%S', time.localtime(now_wall + left))})"
+        if asked_s is not None:
+            text += f", server asked {describe_wait(asked_s)} (Retry-After)"
+        return Binding("cooldown", text)
     if slot_waiting:
         if rate_source in ("headers", "learned") and rate_per_s is not None:
             how = "its headers" if rate_source == "headers" else "learned"

@@ -155,6 +155,17 @@ class ConcurrencyControl:
             return
         self._grow(now, others + 1)
 
+    def restore(self, now: float, level: int) -> None:
+        """The episode's refusals did not depend on the load (:mod:`.flow`): undo its
+        decreases, back to ``level`` (the limit when it began), which is stable."""
+        level = max(self.limit, min(self.cap, level))
+        self._frozen_from = None
+        self._decide_by = math.inf
+        self._level = self._ssthresh = float(level)
+        self._stable = level
+        self._held = True
+        self._level_since = now
+
     def tick(self, now: float, in_flight: int) -> None:
         """Time passed; ``in_flight`` attempts are out. Ends a freeze that saw no
         success by ``decide_s``."""

@@ -24,6 +24,21 @@ limit drops); a second step means the overload persisted after that reaction (th
 drops); a third, after that too (the shared pause). The episode ends, and ``depth``
 returns to 0, when ``share`` falls below ``calm``.
 
+*Refusals that do not depend on the load.* Some servers refuse a share of requests
+whatever the client does (every other answer, 20-50 % at random: a flaky gateway, a
+shared upstream). Backing off does not lower that share, it only lowers goodput. When
+the client has backed off and the share stayed (:mod:`minimallm._policy.flow` judges
+it), :meth:`OverloadSignal.tolerate` makes that share the *floor*: from then on only
+overload well above it is congestion::
+
+    threshold' = max(threshold, floor + max(0.25, (1 - floor) / 2))
+    run'       = max(run, ceil(log(1e-5) / log(floor)))      (a run that rare by chance)
+    calm'      = floor + calm
+
+The floor follows the share down slowly (``alpha / 8`` per clean answer: a server that
+stops refusing is judged by the ordinary rules again after some hundreds of answers),
+never up: only a judgement raises it.
+
 Pure: no I/O, no clock (``now`` is passed in, seconds).
 """
 
@@ -40,11 +55,15 @@ class OverloadSignal:
     __slots__ = (
         "_alpha",
         "_calm",
+        "_calm_now",
         "_run",
         "_run_needed",
+        "_run_now",
         "_step_at",
         "_threshold",
+        "_threshold_now",
         "depth",
+        "floor",
         "share",
         "steps",
     )
@@ -67,6 +86,11 @@ class OverloadSignal:
         self._run = 0
         self._threshold = threshold
         self._calm = calm
+        self.floor = 0.0
+        """The share of overloads that does not depend on the load (0: none known)."""
+        self._threshold_now = threshold
+        self._run_now = run
+        self._calm_now = calm
         self._step_at = -math.inf
         self.share = 0.0
         """Weighted share of overloads among recent answers, in [0, 1]."""
@@ -88,11 +112,13 @@ class OverloadSignal:
         self.share += self._alpha * ((1.0 if overloaded else 0.0) - self.share)
         if not overloaded:
             self._run = 0
-            if self.depth and self.share < self._calm:
+            if self.floor and self.share < self.floor:  # follow the share down, slowly
+                self._set_floor(self.floor - self._alpha / 8 * (self.floor - self.share))
+            if self.depth and self.share < self._calm_now:
                 self.depth = 0
             return False
         self._run += 1
-        if self._run < self._run_needed and self.share < self._threshold:
+        if self._run < self._run_now and self.share < self._threshold_now:
             return False
         if sent_at <= self._step_at or not can_step:
             return False
@@ -100,6 +126,27 @@ class OverloadSignal:
         self.depth += 1
         self.steps += 1
         return True
+
+    def tolerate(self, share: float) -> None:
+        """Overloads at ``share`` (in [0, 1)) came whatever the load: make it the floor
+        and end the episode (see the module docstring)."""
+        self._set_floor(max(self.floor, min(0.95, share)))
+        self.depth = 0
+        self._run = 0
+
+    def _set_floor(self, floor: float) -> None:
+        self.floor = floor = max(0.0, floor)
+        if floor < 0.01:
+            self.floor = 0.0
+            self._threshold_now, self._run_now, self._calm_now = (
+                self._threshold,
+                self._run_needed,
+                self._calm,
+            )
+            return
+        self._threshold_now = max(self._threshold, floor + max(0.25, (1.0 - floor) / 2))
+        self._run_now = max(self._run_needed, math.ceil(math.log(1e-5) / math.log(floor)))
+        self._calm_now = floor + self._calm
 
     def settle(self, now: float) -> None:
         """The reaction to the current step is in force from ``now``: attempts sent

@@ -10,15 +10,29 @@ Cooldown act on, so a healthy client sends each of them nothing at all:
   the rate of successes over the last second (``delivered_per_s``), that rate when the
   episode began (``baseline_per_s``, what the server gave before it pushed back) and
   the smoothed latency of successes (``srtt_s``);
+- *load-independent refusals*: during an episode, in windows of ``JUDGE_ANSWERS``
+  answers to attempts sent after it began: once the client sends no faster than the
+  most the server delivered during the episode (``JUDGE_SEND`` x that, successes per
+  second over a second, looked at when a window is judged) and the refusals in
+  the window still come at
+  ``JUDGE_SHARE`` of the episode's share or more (and at least ``JUDGE_FLOOR``), backing
+  off did not lower them: a real limit (a token bucket, a few slots) would refuse
+  almost nothing at that pace. The refusals do not depend on the load: the signal
+  tolerates that share (:meth:`~minimallm._policy.congestion.OverloadSignal.tolerate`),
+  the episode ends with ``independent`` set, and the others undo their reactions
+  (the concurrency limit returns to where it was, the learned rate and any pause end);
 - *quiet*: ``quiet_after`` attempts in a row found no server (refused, DNS, no answer
-  within TIMEOUT_S) with no answer in between, at a server that answered before — an
-  outage is likely; and *answered*: the first answer after that.
+  within TIMEOUT_S, or a gateway's word that the server behind it is gone:
+  :func:`upstream_gone`, when nothing succeeded for ``GONE_AFTER_S``) with no answer in
+  between, at a server that answered before — an outage is likely; and *answered*:
+  the first other answer after that.
 
 Pure: no I/O, no clock (``now`` is passed in, seconds).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,16 +42,33 @@ from minimallm._policy.congestion import OverloadSignal
 if TYPE_CHECKING:
     from minimallm._outcome.attempts import AttemptKind
 
-__all__ = ["CongestionEvent", "FlowWatch", "ReachEvent"]
+__all__ = ["CongestionEvent", "FlowWatch", "ReachEvent", "upstream_gone"]
+
+
+def upstream_gone(status: int | None, retry_after_s: float | None) -> bool:
+    """A gateway's answer that the server behind it is not there: 502 Bad Gateway, 504
+    Gateway Timeout, or 503 without a Retry-After (nginx, a load balancer with no
+    healthy backend). A 503 with a Retry-After is a server asking for time."""
+    return status in (502, 504) or (status == 503 and retry_after_s is None)
+
 
 _WINDOW_S = 1.0
+GONE_AFTER_S = 1.0
+"""Gateway answers that the server behind is gone make an outage only when nothing
+succeeded for this long (seconds; or 4 round trips): a server with few slots answering
+503 above them still serves some."""
+JUDGE_ANSWERS = 64
+JUDGE_SEND = 1.1
+JUDGE_SHARE = 0.6
+JUDGE_FLOOR = 0.15
 
 
 @dataclass(frozen=True, slots=True)
 class CongestionEvent:
     """The congestion episode changed at ``at``: ``depth`` steps so far (0: calm), of
     which ``floor_depth`` came while the concurrency limit was already down to 1 (so
-    fewer attempts at once could not help: the rate, then a pause, must)."""
+    fewer attempts at once could not help: the rate, then a pause, must); with
+    ``independent``, it ended because backing off did not lower the refusals."""
 
     at: float
     depth: int
@@ -45,6 +76,10 @@ class CongestionEvent:
     delivered_per_s: float
     baseline_per_s: float
     srtt_s: float | None
+    independent: bool = False
+    """The episode ended because its refusals do not depend on the load."""
+    limit_before: int = 0
+    """The concurrency limit when the episode began."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +97,18 @@ class FlowWatch:
     __slots__ = (
         "_answered",
         "_baseline",
+        "_best",
         "_depth",
         "_first_at",
         "_floor_depth",
+        "_judge_from",
+        "_judge_n",
+        "_judge_over",
+        "_last_ok_at",
+        "_limit_before",
         "_quiet",
         "_quiet_run",
+        "_share_before",
         "_successes",
         "quiet_after",
         "signal",
@@ -79,10 +121,17 @@ class FlowWatch:
         self.srtt_s: float | None = None
         self._successes: deque[float] = deque()  # done times within the last second
         self._baseline = 0.0
+        self._best = 0.0  # the most the server delivered (per s) during the episode
         self._first_at: float | None = None  # when the first attempt answered went out
         self._depth = 0
         self._floor_depth = 0
+        self._judge_from = 0.0  # answers to attempts sent after this are judged
+        self._judge_n = 0
+        self._judge_over = 0
+        self._limit_before = 0
+        self._share_before = 0.0
         self._answered = False
+        self._last_ok_at = -math.inf
         self._quiet_run = 0
         self._quiet = False
 
@@ -98,17 +147,33 @@ class FlowWatch:
         span = _WINDOW_S if self._first_at is None else min(_WINDOW_S, now - self._first_at)
         return len(window) / max(span, 0.01)
 
+    @property
+    def quiet(self) -> bool:
+        """True while the server looks gone (after a :class:`ReachEvent` saying so)."""
+        return self._quiet
+
     def observe(
-        self, now: float, sent_at: float, kind: AttemptKind, limit: int
+        self, now: float, sent_at: float, kind: AttemptKind, limit: int, *, gone: bool = False
     ) -> list[CongestionEvent | ReachEvent]:
         """One attempt ended (``kind`` as in :data:`minimallm._outcome.attempts.AttemptKind`);
-        ``limit`` is the concurrency limit it was made under. The events it causes,
-        usually none. Feed the signal's ``observe`` first (the Limiter's concurrency
-        controller does): this reads its depth."""
+        ``limit`` is the concurrency limit it was made under; ``gone``: a gateway's
+        answer that the server behind it is not there (:func:`upstream_gone`). The
+        events it causes, usually none. Feed the signal's ``observe`` first (the
+        Limiter's concurrency controller does): this reads its depth."""
         events: list[CongestionEvent | ReachEvent] = []
         if self._first_at is None:
             self._first_at = sent_at
-        if kind in ("ok", "overload", "failed"):
+        if gone:  # no server behind the gateway, if nothing succeeds for a while
+            self._quiet_run += 1
+            if (
+                self._answered
+                and not self._quiet
+                and self._quiet_run >= self.quiet_after
+                and now - self._last_ok_at >= max(GONE_AFTER_S, 4.0 * (self.srtt_s or 0.0))
+            ):
+                self._quiet = True
+                events.append(ReachEvent(now, False))
+        elif kind in ("ok", "overload", "failed"):
             self._answered = True
             self._quiet_run = 0
             if self._quiet:
@@ -120,6 +185,7 @@ class FlowWatch:
                 self._quiet = True
                 events.append(ReachEvent(now, False))
         if kind == "ok":
+            self._last_ok_at = now
             latency = max(0.0, now - sent_at)
             srtt = self.srtt_s
             self.srtt_s = latency if srtt is None else srtt + (latency - srtt) / 8
@@ -131,19 +197,46 @@ class FlowWatch:
         if depth != self._depth:
             if self._depth == 0:
                 self._baseline = self.delivered_per_s(now)
+                self._limit_before = limit
+                self._share_before = self.signal.share
+                self._best = self._baseline
+                self._judge_from, self._judge_n, self._judge_over = now, 0, 0
             if depth == 0:
                 self._floor_depth = 0
             elif depth > self._depth and limit <= 1:
                 self._floor_depth += 1
             self._depth = depth
-            events.append(
-                CongestionEvent(
-                    now,
-                    depth,
-                    self._floor_depth,
-                    self.delivered_per_s(now),
-                    self._baseline,
-                    self.srtt_s,
-                )
-            )
+            events.append(self._event(now))
+        elif depth and sent_at > self._judge_from and kind in ("ok", "overload"):
+            self._judge_n += 1
+            self._judge_over += kind == "overload"
+            share = self._judge(now) if self._judge_n >= JUDGE_ANSWERS else None
+            if share is not None:
+                self.signal.tolerate(share)
+                self._depth = self._floor_depth = 0
+                events.append(self._event(now, independent=True))
         return events
+
+    def _judge(self, now: float) -> float | None:
+        """The window's share of refusals if they do not depend on the load, else None
+        (and a new window starts)."""
+        n, over = self._judge_n, self._judge_over
+        sent_per_s = n / max(now - self._judge_from, 1e-3)
+        self._judge_from, self._judge_n, self._judge_over = now, 0, 0
+        self._best = best = max(self._best, self.delivered_per_s(now))
+        if sent_per_s > JUDGE_SEND * best:
+            return None  # still sending faster than the server delivered: not judged yet
+        share = over / n
+        return share if share >= max(JUDGE_FLOOR, JUDGE_SHARE * self._share_before) else None
+
+    def _event(self, now: float, *, independent: bool = False) -> CongestionEvent:
+        return CongestionEvent(
+            now,
+            self._depth,
+            self._floor_depth,
+            self.delivered_per_s(now),
+            self._baseline,
+            self.srtt_s,
+            independent,
+            self._limit_before,
+        )

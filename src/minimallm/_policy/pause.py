@@ -18,7 +18,8 @@ then let one probe go) or *release*. Three reasons to hold, and nothing else:
    everyone; an overload means the overload persisted after the pause: pause again,
    the level doubling (or the new Retry-After).
 3. **An outage.** Attempts in a row found no server (refused, DNS, proxy down, no
-   answer within TIMEOUT_S) at a server that answered before: the client holds and
+   answer within TIMEOUT_S, a gateway's 502/504 or bare 503 while nothing succeeds) at
+   a server that answered before: the client holds and
    probes with one attempt at a time, every ``probe_s`` doubling up to
    ``max_probe_s``, instead of burning every request's attempts. The probe's own
    failures are not counted against its request (the Worker marks them *excused*). The
@@ -67,6 +68,7 @@ class PauseControl:
         "_probe_interval_s",
         "_probe_out_at",
         "_retry_after",
+        "asked_s",
         "cooldown",
         "holding",
         "max_probe_s",
@@ -92,6 +94,8 @@ class PauseControl:
         self.probe_timeout_s = probe_timeout_s
         self.holding: Reason | None = None
         """Why the client is held now (None: not held)."""
+        self.asked_s: float | None = None
+        """The server's Retry-After (seconds) that set the current pause, if one did."""
         self.pauses = 0
         self._retry_after: float | None = None  # the latest Retry-After of an overload
         self._outage_since: float | None = None
@@ -128,8 +132,13 @@ class PauseControl:
         retry_after_s: float | None = None,
         exhausted: bool = False,
         probe: bool = False,
+        gone: bool = False,
     ) -> PauseDecision | None:
-        """An overload answer, or any probe's outcome; a decision for the Pacer or None."""
+        """An overload answer, or any probe's outcome; a decision for the Pacer or None.
+        ``gone``: a gateway said the server behind it is not there (an outage's probe
+        found no server, like a refused connection)."""
+        if gone and probe and self.holding == "outage":
+            kind = "unreachable"
         if kind == "overload":
             self._retry_after = retry_after_s
             if probe and self.holding == "cooldown":  # the overload outlasted the pause
@@ -151,9 +160,15 @@ class PauseControl:
             return PauseDecision(True, self._probe_out_at, "cooldown")
         return None  # "broken": try again when the probe times out
 
-    def on_congestion(self, now: float, floor_depth: int) -> PauseDecision | None:
+    def on_congestion(
+        self, now: float, floor_depth: int, *, independent: bool = False
+    ) -> PauseDecision | None:
         """The Limiter saw a step of congestion; ``floor_depth``: the episode's steps
-        that came while the concurrency limit was already 1. The second pauses."""
+        that came while the concurrency limit was already 1. The second pauses.
+        ``independent``: the episode's refusals did not depend on the load; a pause it
+        caused ends."""
+        if independent:
+            return self._release() if self.holding == "cooldown" else None
         if floor_depth >= 2 and self.holding is None:
             return self._hold(now, "cooldown", self._retry_after, persisted=False)
         return None
@@ -186,6 +201,7 @@ class PauseControl:
     ) -> PauseDecision:
         until = self.cooldown.pause(now, retry_after_s=retry_after_s, persisted=persisted)
         self.holding = reason
+        self.asked_s = retry_after_s
         self.pauses += 1
         self._probe_out_at = until
         return PauseDecision(True, until, reason)
@@ -198,6 +214,7 @@ class PauseControl:
 
     def _release(self) -> PauseDecision:
         self.holding = None
+        self.asked_s = None
         self._outage_since = None
         self._probe_out_at = None
         return RELEASE

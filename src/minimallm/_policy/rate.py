@@ -14,6 +14,12 @@ A full bucket is drained at 1.25 R, an empty one refilled at 0.75 R, so the buck
 settles half full and the client sends at R without ever finding it empty: no 429s in
 steady state, goodput R.
 
+*Plenty left is no rate.* A bucket with at least ``plenty`` requests left (or that many
+requests' worth of tokens) does not limit the client now, whatever its refill rate: a
+budget of 10,000 a day with 9,990 left is spent at full speed (its refill rate, 10 used
+over 23h59m, would pace at one request every 2.4 hours). Such an answer clears the
+header rate; the headers pace again when the bucket runs low.
+
 *Persisting overload without headers*. When overload persists although the concurrency
 limit is down to one attempt at a time (a step of congestion at that floor, told by
 the Limiter, see :mod:`minimallm._policy.flow`), the rate drops to 0.9 x the rate of successes over
@@ -87,11 +93,13 @@ class RateControl:
         "_tokens_per_request",
         "_underused_since",
         "idle_s",
+        "plenty",
         "srtt_s",
     )
 
-    def __init__(self, *, min_rate: float = 0.5, idle_s: float = 2.0) -> None:
+    def __init__(self, *, min_rate: float = 0.5, idle_s: float = 2.0, plenty: int = 64) -> None:
         self._min_rate = min_rate
+        self.plenty = plenty
         self.idle_s = idle_s
         self._header_rate: float | None = None
         self._header_at = -math.inf
@@ -120,13 +128,26 @@ class RateControl:
             tpr = self._tokens_per_request
             self._tokens_per_request = tokens if tpr is None else tpr + (tokens - tpr) / 16
         rates: list[float] = []
-        r_req, fill_req = info.request_rate(), info.request_fill()
-        if r_req is not None and fill_req is not None:
-            rates.append(r_req * (0.75 + 0.5 * fill_req))
-        r_tok, fill_tok = info.token_rate(), info.token_fill()
-        if r_tok is not None and fill_tok is not None and self._tokens_per_request:
-            rates.append(r_tok / self._tokens_per_request * (0.75 + 0.5 * fill_tok))
+        plenty = 0
+        tpr = self._tokens_per_request
+        left = info.remaining_requests
+        if left is not None and left >= self.plenty:
+            plenty += 1
+        else:
+            r_req, fill_req = info.request_rate(), info.request_fill()
+            if r_req is not None and fill_req is not None:
+                rates.append(r_req * (0.75 + 0.5 * fill_req))
+        left = info.remaining_tokens
+        if left is not None and tpr and left >= self.plenty * tpr:
+            plenty += 1
+        else:
+            r_tok, fill_tok = info.token_rate(), info.token_fill()
+            if r_tok is not None and fill_tok is not None and tpr:
+                rates.append(r_tok / tpr * (0.75 + 0.5 * fill_tok))
         if not rates:
+            if plenty:  # the server's word: nothing binds now
+                self._header_rate = None
+                self._header_at = -math.inf
             return
         rate = min(rates)
         prev = self._header_rate
@@ -141,11 +162,19 @@ class RateControl:
         delivered_per_s: float,
         baseline_per_s: float,
         srtt_s: float | None,
+        independent: bool = False,
     ) -> None:
         """The congestion episode changed; ``floor_depth``: its steps that came while
-        the concurrency limit was already 1. A new one cuts the rate."""
+        the concurrency limit was already 1. A new one cuts the rate; ``independent``
+        (its refusals did not depend on the load) forgets the learned rate."""
         if srtt_s is not None:
             self.srtt_s = srtt_s
+        if independent:
+            self._learned = None
+            self._threshold = math.inf
+            self._next_growth = math.inf
+            self._floor_depth = 0
+            return
         if floor_depth > self._floor_depth:
             before = self._learned if self._learned is not None else baseline_per_s
             before = max(before, baseline_per_s)

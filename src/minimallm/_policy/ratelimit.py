@@ -26,12 +26,15 @@ __all__ = ["RateLimitInfo", "parse_duration", "parse_rate_limit_headers"]
 
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|ns)")
+_RANK = {"h": 0, "m": 1, "s": 2, "ms": 3, "us": 4, "µs": 4, "ns": 5}
+"""Units in the order a Go duration writes them, each at most once."""
 _PLAIN = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 
 
 def parse_duration(text: str) -> float | None:
-    """Seconds in ``text``: a Go-style duration (``6m0s``, ``20ms``, ``1h2m3.5s``) or a
-    plain non-negative number of seconds (``"12"``, ``"0.5"``); None if it is neither."""
+    """Seconds in ``text``: a Go-style duration (``6m0s``, ``20ms``, ``1h2m3.5s``: units
+    from large to small, each at most once) or a plain non-negative number of seconds
+    (``"12"``, ``"0.5"``); None if it is neither (``"1h1h1h"``, ``"soon"``)."""
     text = text.strip()
     if not text:
         return None
@@ -40,10 +43,13 @@ def parse_duration(text: str) -> float | None:
         return value if math.isfinite(value) else None
     total = 0.0
     pos = 0
+    rank = -1
     for match in _PART.finditer(text):
-        if match.start() != pos:
-            return None
-        total += float(match.group(1)) * _UNIT_S[match.group(2)]
+        unit = match.group(2)
+        if match.start() != pos or _RANK[unit] <= rank:
+            return None  # not one duration: "1h1h1h", "5s1h", junk in between
+        rank = _RANK[unit]
+        total += float(match.group(1)) * _UNIT_S[unit]
         pos = match.end()
     if pos != len(text) or not math.isfinite(total):
         return None
@@ -60,9 +66,21 @@ def _count(headers: Mapping[str, str], name: str) -> int | None:
     return int(value)
 
 
-def _seconds(headers: Mapping[str, str], name: str) -> float | None:
+_EPOCH_AFTER_S = 1e9
+"""A plain "reset" number this large is a moment (Unix seconds, 2001 on), not a wait:
+some gateways say when a calendar window reopens."""
+
+
+def _seconds(headers: Mapping[str, str], name: str, now_wall: float | None) -> float | None:
     value = headers.get(name)
-    return None if value is None else parse_duration(value)
+    if value is None:
+        return None
+    seconds = parse_duration(value)
+    if seconds is not None and seconds >= _EPOCH_AFTER_S:
+        if now_wall is None:
+            return None
+        return max(0.0, seconds - now_wall)
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,16 +132,20 @@ def _fill(limit: int | None, remaining: int | None) -> float | None:
     return min(1.0, max(0.0, remaining / limit))
 
 
-def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitInfo | None:
+def parse_rate_limit_headers(
+    headers: Mapping[str, str], *, now_wall: float | None = None
+) -> RateLimitInfo | None:
     """The ``x-ratelimit-*`` headers of an answer (looked up with lower-case names),
-    or None when it carries none of them. Never raises."""
+    or None when it carries none of them. A reset given as a moment (Unix seconds, a
+    calendar window's end) becomes the wait until it from ``now_wall`` (``time.time()``;
+    None: such a reset is ignored). Never raises."""
     info = RateLimitInfo(
         limit_requests=_count(headers, "x-ratelimit-limit-requests"),
         remaining_requests=_count(headers, "x-ratelimit-remaining-requests"),
-        reset_requests_s=_seconds(headers, "x-ratelimit-reset-requests"),
+        reset_requests_s=_seconds(headers, "x-ratelimit-reset-requests", now_wall),
         limit_tokens=_count(headers, "x-ratelimit-limit-tokens"),
         remaining_tokens=_count(headers, "x-ratelimit-remaining-tokens"),
-        reset_tokens_s=_seconds(headers, "x-ratelimit-reset-tokens"),
+        reset_tokens_s=_seconds(headers, "x-ratelimit-reset-tokens", now_wall),
     )
     return None if info == _EMPTY else info
 

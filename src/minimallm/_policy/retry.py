@@ -176,22 +176,36 @@ def parse_retry_after(headers: Mapping[str, str], *, now_wall: float) -> float |
     2. ``retry-after``: a number of seconds (``"3"``, ``"2.5"``) or an HTTP date
        (``"Wed, 21 Oct 2015 07:28:00 GMT"``), the latter converted to a delay relative
        to ``now_wall`` (Unix seconds, i.e. ``time.time()``).
+    3. The same two with the ``llm_provider-`` prefix: the upstream provider's hint as
+       LiteLLM's proxy forwards it.
 
     A negative delay or a date in the past gives ``0.0`` (retry now); garbage, NaN and
     infinities give None. The result is not capped here: :func:`retry_delay` caps it.
     """
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        ms_value = _parse_seconds(ms)
-        if ms_value is not None:
-            return ms_value / 1000.0
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    seconds = _parse_seconds(value)
-    if seconds is not None:
-        return seconds
-    return _parse_http_date(value, now_wall)
+    for prefix in _PREFIXES:
+        ms = headers.get(prefix + "retry-after-ms")
+        if ms is not None:
+            ms_value = _parse_seconds(ms)
+            if ms_value is not None:
+                return ms_value / 1000.0
+        value = headers.get(prefix + "retry-after")
+        if value is None:
+            continue
+        seconds = _parse_seconds(value)
+        if seconds is None:
+            seconds = _parse_http_date(value, now_wall)
+        if seconds is not None:
+            return seconds
+    return None
+
+
+_PREFIXES = ("", "llm_provider-")
+"""Where the hint may be: the server's own headers, then the upstream provider's as
+LiteLLM's proxy forwards them (``llm_provider-retry-after``)."""
+
+
+RETRY_AFTER_SPREAD_S = 5.0
+"""A Retry-After's jitter is ``jitter`` times this at most (seconds)."""
 
 
 def retry_delay(
@@ -208,18 +222,21 @@ def retry_delay(
 
     ::
 
-        retry_after_s given:  delay = min(cap_s, ra * (1 + U(0, jitter)))
+        retry_after_s given:  delay = min(cap_s, ra + U(0, jitter * min(ra, 5)))
                               ra = max(0, retry_after_s)
         otherwise:            delay = backoff_delay(failed_attempt, ...)
 
     ``cap_s`` is ``COOLDOWN_CAP_S``: a server asking for an hour does not stall a batch
-    for an hour. A Retry-After may exceed ``max_s`` (the server knows best) but never
-    ``cap_s``. The jitter on a Retry-After only lengthens it (never earlier than the
-    server asked): requests refused together do not all come back in the same instant.
+    for an hour (how much longer a request may be refused is ``MAX_WAIT_S``'s business,
+    :mod:`minimallm._policy.retrying`). A Retry-After may exceed ``max_s`` (the server
+    knows best) but never ``cap_s``. The jitter on a Retry-After only lengthens it (never
+    earlier than the server asked), by at most ``5 * jitter`` seconds (1 s with the
+    default 0.2): requests refused together do not all come back in the same instant,
+    and a window that reopens in a minute is not noticed 12 s late.
     """
     if retry_after_s is not None:
         ra = max(0.0, retry_after_s)
         if jitter and ra:
-            ra *= 1.0 + rng.uniform(0.0, jitter)
+            ra += rng.uniform(0.0, jitter * min(ra, RETRY_AFTER_SPREAD_S))
         return min(cap_s, ra)
     return backoff_delay(failed_attempt, base_s=base_s, max_s=max_s, jitter=jitter, rng=rng)

@@ -3,10 +3,10 @@
 ``usage.prompt_tokens_details.cached_tokens`` (prompt tokens the server's own prompt
 cache served) and ``usage.completion_tokens_details.reasoning_tokens`` (completion
 tokens spent thinking). They are read here, in one place, for the batch's progress and
-its token budget, from the server's JSON body (the response's own fields of the same
-name decode the body; this does not). A body is kept as text (a batch holds every result), so the two
-counts are read from its text without decoding it again (measured on an OpenAI-style
-body: about a third of a ``json.loads`` of it, measured on a loaded machine).
+its token budget, from the server's JSON body. A body is kept as text (a batch holds
+every result), so the two counts are read from its text without decoding it (about a
+third of a ``json.loads`` of an OpenAI-style body, measured on a loaded machine); the
+response's own fields of the same name decode the whole body on first read.
 """
 
 from __future__ import annotations

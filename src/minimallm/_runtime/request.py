@@ -29,7 +29,7 @@ from minimallm._cache.stage import Flight
 from minimallm._errors import InvalidRequestError
 from minimallm._outcome.attempts import AttemptError, AttemptOutcome, AttemptSuccess
 from minimallm._outcome.redact import MESSAGE_CHARS, redacted_raw, snippet
-from minimallm._policy import retry_delay
+from minimallm._policy.retrying import GiveUp, RetryState
 from minimallm._requests import encode_request, reask_request
 from minimallm._runtime.serve import Runtime
 from minimallm._types import (
@@ -128,8 +128,9 @@ async def _from_server(
     reask: int = 0,
 ) -> Traced:
     """Encode once (re-ask ``reask`` with its seed and temperature), then attempt
-    until success, a final failure or MAX_ATTEMPTS (0: no limit), backing off between
-    attempts."""
+    until success or a final failure, backing off between attempts: failures count
+    against MAX_ATTEMPTS (0: no limit), refusals against MAX_WAIT_S
+    (:mod:`minimallm._policy.retrying`)."""
     cfg = rt.cfg
     if reask:
         req = reask_request(req, reask, cfg.retry_temperature_max, cfg.retry_temperature_halflife)
@@ -138,6 +139,7 @@ async def _from_server(
     except InvalidRequestError as exc:
         return Traced(invalid_request(req, index, exc), 0, None)
     sent_at: list[float] = []
+    retries: RetryState | None = None  # made at the first failure only
     life = rt.life
     order = life.orders = life.orders + 1  # the Pacer serves older requests first
     while True:
@@ -156,20 +158,17 @@ async def _from_server(
         if result.excused:
             continue  # the client's own probe of a server it believes down
         sent_at.append(sent)
-        attempt = len(sent_at)
-        if not result.retryable or (cfg.max_attempts and attempt >= cfg.max_attempts):
-            return Traced(_failure(rt, req, result, sent_at), attempt, sent_at[0])
-        await trio.sleep(
-            retry_delay(
-                attempt,
-                result.retry_after_s,
-                base_s=cfg.base_backoff_s,
-                max_s=cfg.max_backoff_s,
-                jitter=cfg.jitter,
-                cap_s=cfg.cooldown_cap_s,
-                rng=rt.rng,
-            )
+        if retries is None:
+            retries = RetryState(rt.retry)
+        wait = retries.after(
+            trio.current_time(),
+            retryable=result.retryable,
+            overload=result.overload,
+            retry_after_s=result.retry_after_s,
         )
+        if isinstance(wait, GiveUp):
+            return Traced(_failure(rt, req, result, sent_at, wait.reason), len(sent_at), sent_at[0])
+        await trio.sleep(wait)
 
 
 async def _attempt(
@@ -193,14 +192,19 @@ async def _attempt(
 
 
 def _failure(
-    rt: Runtime, req: MinimaLlmRequest, result: AttemptError, sent_at: list[float]
+    rt: Runtime,
+    req: MinimaLlmRequest,
+    result: AttemptError,
+    sent_at: list[float],
+    reason: str | None = None,
 ) -> MinimaLlmFailure:
     secret = rt.secret
     body = result.body_snippet
+    message = result.message if reason is None else f"{result.message} ({reason})"
     return MinimaLlmFailure(
         request_id=req.request_id,
         error_type=result.error_type,
-        message=snippet(result.message, secret, MESSAGE_CHARS, marker="…"),
+        message=snippet(message, secret, MESSAGE_CHARS, marker="…"),
         attempts=len(sent_at),
         status=result.status,
         body_snippet=None if body is None else snippet(body, secret),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ import trio
 import outcome
 from minimallm._cache.stage import WRITE_BUFFER, CacheStage, open_cache, warn_cache
 from minimallm._config.settings import MinimaLlmConfig
-from minimallm._errors import BackendClosedError, BackendFailedError
+from minimallm._errors import BackendClosedError, BackendFailedError, ServerWaitWarning
 from minimallm._http.transport import HttpTransport, request_headers, transport_factory_for
 from minimallm._policy import (
     Binding,
@@ -39,6 +40,7 @@ from minimallm._policy import (
     RateControl,
     binding,
 )
+from minimallm._policy.retrying import RetryPolicy
 from minimallm.actors.cache_writer import CacheRow, CacheWriter, Flush
 from minimallm.actors.cooldown import Cooldown, CooldownMessage, CooldownStatistics
 from minimallm.actors.limiter import Limiter, LimiterMessage, LimiterStatistics
@@ -152,6 +154,7 @@ class Runtime:
     limiter: Limiter
     pacer: Pacer
     cooldown: Cooldown
+    retry: RetryPolicy
 
     def __repr__(self) -> str:
         state = "stopped" if self.life.stopped.is_set() else "running"
@@ -205,8 +208,14 @@ class Runtime:
                 limit=lim.limit,
                 cap=lim.cap,
                 callers_waiting=callers,
+                now_wall=time.time(),
+                asked_s=coo.asked_s,
             ),
         )
+
+
+def _warn_long_wait(message: str) -> None:
+    warnings.warn(f"minimallm: {message}", ServerWaitWarning, stacklevel=2)
 
 
 async def serve(
@@ -245,7 +254,9 @@ async def serve(
         jobs_recv,
         (pacer_send, cooldown_send),
     )
-    pacer = Pacer(PacingSchedule(cfg.rpm), RateControl(), pacer_recv, gate)
+    # a bucket with twice MAX_OUTSTANDING left cannot be emptied before its next answer
+    rate = RateControl(plenty=max(64, 2 * cap))
+    pacer = Pacer(PacingSchedule(cfg.rpm), rate, pacer_recv, gate)
     pause = PauseControl(
         CooldownState(
             floor_s=cfg.cooldown_floor_s,
@@ -308,16 +319,27 @@ async def serve(
     if opened is not None:
         store, sources = opened
         cache = CacheStage(cfg.model, store, writes_send, sources, force_refresh=cfg.force_refresh)
+    rng = options.rng or random.Random()
     runtime = Runtime(
         cfg,
         jobs_send,
         cache,
-        options.rng or random.Random(),
+        rng,
         secret,
         life,
         limiter,
         pacer,
         cooldown,
+        RetryPolicy(
+            max_attempts=cfg.max_attempts,
+            base_s=cfg.base_backoff_s,
+            max_s=cfg.max_backoff_s,
+            jitter=cfg.jitter,
+            cap_s=cfg.cooldown_cap_s,
+            max_wait_s=cfg.max_wait_s,
+            rng=rng,
+            on_long_wait=_warn_long_wait,
+        ),
     )
 
     # -- one supervisor -------------------------------------------------------------

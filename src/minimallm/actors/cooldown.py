@@ -29,7 +29,8 @@ CooldownMessage = AttemptReport | CongestionEvent | ReachEvent
 class CooldownStatistics:
     """The Cooldown now: the shared deadline (trio time, s; ``-inf`` before any pause),
     the level (s), why the client is held (``cooldown``, ``outage`` or None), since
-    when an outage lasts, overload answers heard and pauses so far."""
+    when an outage lasts, overload answers heard and pauses so far, and the server's
+    Retry-After (s) that set the current pause, if one did."""
 
     deadline: float
     level_s: float
@@ -37,6 +38,7 @@ class CooldownStatistics:
     outage_since: float | None
     overloads: int
     pauses: int
+    asked_s: float | None = None
 
 
 class Cooldown:
@@ -70,6 +72,7 @@ class Cooldown:
             outage_since=c.outage_since,
             overloads=self._overloads,
             pauses=c.pauses,
+            asked_s=c.asked_s,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -89,7 +92,9 @@ class Cooldown:
     def _handle(self, message: CooldownMessage) -> PauseDecision | None:
         control = self._control
         if isinstance(message, CongestionEvent):
-            return control.on_congestion(message.at, message.floor_depth)
+            return control.on_congestion(
+                message.at, message.floor_depth, independent=message.independent
+            )
         if isinstance(message, ReachEvent):
             return control.on_reach(message.at, message.reachable)
         if message.kind == "overload":
@@ -100,6 +105,7 @@ class Cooldown:
             retry_after_s=message.retry_after_s,
             exhausted=message.rate is not None and message.rate.exhausted,
             probe=message.probe is not None,
+            gone=message.upstream_gone,
         )
 
     async def _tell(self, decision: PauseDecision | None) -> None:

@@ -57,6 +57,8 @@ class LimiterStatistics:
     frozen: bool
     srtt_s: float | None
     decreases: int
+    tolerated: float = 0.0
+    """The share of refusals judged not to depend on the load (0: none)."""
 
 
 class Limiter:
@@ -120,6 +122,7 @@ class Limiter:
             frozen=c.frozen,
             srtt_s=c.srtt_s,
             decreases=c.decreases,
+            tolerated=c.signal.floor,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -149,13 +152,19 @@ class Limiter:
             self._existing -= 1  # a permit came back (revoked)
             self._revoking = max(0, self._revoking - 1)
             busy = max(0, busy - 1)
-        if message.answered:
+        gone = message.upstream_gone
+        if message.answered and not (gone and self._watch.quiet):
             others = max(0, busy - (1 if message.kept else 0))
             self._control.on_answer(
                 message.done_at, message.sent_at, message.kind == "overload", others
             )
         limit = self._control.limit
-        for event in self._watch.observe(message.done_at, message.sent_at, message.kind, limit):
+        events = self._watch.observe(
+            message.done_at, message.sent_at, message.kind, limit, gone=gone
+        )
+        for event in events:
+            if isinstance(event, CongestionEvent) and event.independent:
+                self._control.restore(event.at, event.limit_before)
             self._tell(event)
         return busy
 

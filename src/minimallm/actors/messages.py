@@ -24,6 +24,7 @@ import trio
 
 import outcome
 from minimallm._outcome.attempts import AttemptKind
+from minimallm._policy.flow import upstream_gone
 from minimallm._policy.ratelimit import RateLimitInfo
 
 __all__ = [
@@ -83,8 +84,9 @@ class Job(NamedTuple):
 class AttemptReport(NamedTuple):
     """An attempt is over: sent and done at (trio time, seconds), how it ended for flow
     control, the server's Retry-After (seconds) and rate-limit headers, the tokens it
-    used, whether it went out as the Pacer's probe (and why the Pacer was probing), and
-    whether the Worker keeps its permit (``kept``; False: the permit comes back)."""
+    used, whether it went out as the Pacer's probe (and why the Pacer was probing),
+    whether the Worker keeps its permit (``kept``; False: the permit comes back), and
+    the HTTP status of an answer that was not a success (None otherwise)."""
 
     sent_at: float
     done_at: float
@@ -94,11 +96,18 @@ class AttemptReport(NamedTuple):
     tokens: int | None = None
     probe: str | None = None
     kept: bool = False
+    status: int | None = None
 
     @property
     def answered(self) -> bool:
         """True when the server answered (any status), as opposed to no answer."""
         return self.kind in ("ok", "overload", "failed")
+
+    @property
+    def upstream_gone(self) -> bool:
+        """A gateway answered for a server behind it that is not there (see
+        :func:`minimallm._policy.flow.upstream_gone`)."""
+        return self.kind == "overload" and upstream_gone(self.status, self.retry_after_s)
 
 
 class WantSlot(NamedTuple):

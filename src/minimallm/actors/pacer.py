@@ -179,6 +179,7 @@ class Pacer:
                 delivered_per_s=message.delivered_per_s,
                 baseline_per_s=message.baseline_per_s,
                 srtt_s=message.srtt_s,
+                independent=message.independent,
             )
         elif isinstance(message, Hold):
             self._hold = _HoldState(message)

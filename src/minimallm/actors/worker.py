@@ -294,7 +294,15 @@ class Worker:
             )
         else:
             report = AttemptReport(
-                sent_at, done_at, kind, result.retry_after_s, result.rate, None, probe, kept
+                sent_at,
+                done_at,
+                kind,
+                result.retry_after_s,
+                result.rate,
+                None,
+                probe,
+                kept,
+                result.status,
             )
         ch = self._ch
         try:  # every report (the permit's fate is in it): never dropped

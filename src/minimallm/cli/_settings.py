@@ -94,6 +94,10 @@ SETTINGS: tuple[Setting, ...] = (
         "retry_temperature_halflife", "RETRY_TEMPERATURE_HALFLIFE",
         "--retry-temperature-halflife", "N", "re-asks to reach half the ceiling",
     ),
+    _S(
+        "max_wait_s", "MAX_WAIT_S", "--max-wait", "SECONDS",
+        "longest a request may be refused (429/503) before it fails",
+    ),
     _S("compress_gzip", "COMPRESS_GZIP", "--gzip", "", "gzip request bodies"),
     _S("cache_dir", "CACHE_DIR", "--cache-dir", "DIR", "SQLite prompt cache; none: no cache"),
     _S("ca_bundle", "CA_BUNDLE", "--ca-bundle", "PATH", "CA certificates to trust (file or dir)"),
