@@ -1,5 +1,5 @@
-"""The bridge from asyncio and from plain threads into trio (the only module that
-imports asyncio).
+"""The bridge from asyncio and from plain threads into trio (the only package that
+imports asyncio; ``callables``: an asyncio coroutine function awaited from trio).
 
 One background thread per process runs ``trio.run`` and serves every backend's
 asyncio and synchronous callers. Requests go in with ``TrioToken.run_sync_soon``,
@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
-import contextvars
 import os
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import trio
 
 import outcome
+from minimallm._bridge.callables import asyncio_fn_for_trio
 from minimallm._errors import BackendClosedError, UsageError
 
 __all__ = [
@@ -365,42 +364,3 @@ def call_blocking(fn: Callable[[], Awaitable[T]], *, allow_running_loop: bool = 
         done.wait(_STOP_JOIN_TIMEOUT_S)
         raise
     return box[0].unwrap()
-
-
-def asyncio_fn_for_trio(
-    async_fn: Callable[[Any], Coroutine[Any, Any, T]],
-) -> Callable[[Any], Awaitable[T]]:
-    """Wrap an asyncio coroutine function so trio code (the batch engine, in the trio
-    thread) can await it: each call runs as a task on the *calling* asyncio loop, in a
-    copy of the caller's context. Cancelling the trio side cancels the asyncio task.
-    Call this on the loop's thread."""
-    loop = asyncio.get_running_loop()
-    caller_context = contextvars.copy_context()
-
-    async def in_trio(item: Any) -> T:
-        token = trio.lowlevel.current_trio_token()
-        done = trio.Event()
-        holder: list[asyncio.Task[T]] = []
-
-        def wake(_: object) -> None:
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(done.set)
-
-        def start() -> None:
-            task = loop.create_task(async_fn(item), context=caller_context.copy())
-            task.add_done_callback(wake)
-            holder.append(task)
-
-        loop.call_soon_threadsafe(start)
-        try:
-            await done.wait()
-        except BaseException:
-            with contextlib.suppress(RuntimeError):  # the loop is already closed
-                loop.call_soon_threadsafe(lambda: holder and holder[0].cancel())
-            raise
-        task = holder[0]
-        if task.cancelled():
-            raise BackendClosedError("the item's asyncio task was cancelled")
-        return task.result()
-
-    return in_trio
