@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from enum import Enum
 from functools import partial
 from typing import Any
 
@@ -34,9 +33,10 @@ from minimallm._http.server import (
     render_response,
 )
 from minimallm.mock.batch_api import MockBatchApi
-from minimallm.mock.bodies import SHAPE_ERRORS, completion_body, error_response, models_body
+from minimallm.mock.bodies import error_response
 from minimallm.mock.config import MockServerConfig, last_message_text
-from minimallm.mock.decide import BLACKHOLE, Verdict
+from minimallm.mock.decide import Verdict
+from minimallm.mock.delivery import MODEL_PATHS, After, Delivery
 from minimallm.mock.faults import NO_DIRECTIVES, OK, DirectiveError, parse_directives
 from minimallm.mock.listeners import (
     Connections,
@@ -53,14 +53,7 @@ from minimallm.mock.timeline import Outage
 __all__ = ["MockServer", "serve_mock"]
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
-MODEL_PATHS = frozenset({"/v1/models", "/models"})
 _RECV_BYTES = 65536
-
-
-class _After(Enum):
-    KEEP = "keep"  # the connection may serve another request
-    CLOSE = "close"  # close it gracefully
-    RESET = "reset"  # close it with an RST
 
 
 class MockServer:
@@ -76,6 +69,7 @@ class MockServer:
         self.state = MockState(config)
         self._connections = Connections()
         self._origin_known = trio.Event()
+        self._delivery = Delivery(config, self.state)
         self._slots: trio.Semaphore | None = None
         if config.capacity is not None and config.capacity_mode == "queue":
             self._slots = trio.Semaphore(config.capacity)  # FIFO: trio's locks are fair
@@ -83,7 +77,9 @@ class MockServer:
             duration_s=config.batch_duration_s,
             outcomes=config.batch_outcome_map,
             answer=lambda body, kind: (
-                self._completion(body, kind, None) if kind in ("ok", "null", "nochoices") else None
+                self._delivery.completion(body, kind, None)
+                if kind in ("ok", "null", "nochoices")
+                else None
             ),
         )
 
@@ -174,33 +170,33 @@ class MockServer:
     async def _handle_connection(self, stream: trio.SocketStream) -> None:
         conn_id = self.state.connection_opened()
         parser = RequestParser()
-        after = _After.CLOSE
+        after = After.CLOSE
         try:
             with self._connections.track(conn_id, stream):
                 after = await self._serve_requests(stream, parser, conn_id)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            after = _After.CLOSE
+            after = After.CLOSE
         finally:
-            if after is _After.RESET:
+            if after is After.RESET:
                 reset_with_rst(stream)
             self.state.connection_closed()
             await stream.aclose()
 
     async def _serve_requests(
         self, stream: trio.SocketStream, parser: RequestParser, conn_id: int
-    ) -> _After:
+    ) -> After:
         while True:
             try:
                 request = parser.next_request()
             except HttpError as exc:
                 await stream.send_all(error_response(exc.status, exc.message, keep_alive=False))
-                return _After.CLOSE
+                return After.CLOSE
             if request is None:
                 if parser.take_continue():
                     await stream.send_all(CONTINUE_RESPONSE)
                 data = await stream.receive_some(_RECV_BYTES)
                 if not data:
-                    return _After.CLOSE
+                    return After.CLOSE
                 parser.feed(data)
                 continue
             if request.path.startswith("/mock/"):
@@ -213,13 +209,13 @@ class MockServer:
                 await stream.send_all(
                     render_response(status, body, keep_alive=keep, content_type=ctype)
                 )
-                after = _After.KEEP if keep else _After.CLOSE
+                after = After.KEEP if keep else After.CLOSE
             else:
                 after = await self._answer(stream, parser, conn_id, request)
-            if after is not _After.KEEP:
+            if after is not After.KEEP:
                 return after
 
-    async def _control(self, stream: trio.SocketStream, request: HttpRequest) -> _After:
+    async def _control(self, stream: trio.SocketStream, request: HttpRequest) -> After:
         if request.path == "/mock/stats" and request.method == "GET":
             body = json.dumps(self.stats.as_dict()).encode()
             await stream.send_all(render_response(200, body, keep_alive=request.keep_alive))
@@ -235,7 +231,7 @@ class MockServer:
         else:
             msg = f"no mock control endpoint {request.method} {request.path}"
             await stream.send_all(error_response(404, msg, keep_alive=request.keep_alive))
-        return _After.KEEP if request.keep_alive else _After.CLOSE
+        return After.KEEP if request.keep_alive else After.CLOSE
 
     # --- one counted request -----------------------------------------------------
 
@@ -245,7 +241,7 @@ class MockServer:
         parser: RequestParser,
         conn_id: int,
         request: HttpRequest,
-    ) -> _After:
+    ) -> After:
         # Latency counts from the request's arrival, so parsing and answering do not
         # add to it (clients would otherwise see ~2 ms more than asked at 100 ms).
         arrived = trio.current_time()
@@ -299,9 +295,9 @@ class MockServer:
                 await stream.send_all(
                     error_response(problem[0], problem[1], keep_alive=request.keep_alive)
                 )
-                return _After.KEEP if request.keep_alive else _After.CLOSE
+                return After.KEEP if request.keep_alive else After.CLOSE
             if not (verdict.queue and self._slots is not None):
-                return await self._deliver(
+                return await self._delivery.deliver(
                     stream, parser, request, body, verdict, arrived, directives.shape
                 )
             return await self._deliver_in_slot(
@@ -319,7 +315,7 @@ class MockServer:
         verdict: Verdict,
         arrived: float,
         shape: str | None = None,
-    ) -> _After:
+    ) -> After:
         """Queue mode: wait (watching the socket) for a capacity slot, answer holding it."""
         slots = self._slots
         assert slots is not None
@@ -329,102 +325,16 @@ class MockServer:
             self.state.queue_entered()
             try:
                 if not await wait_watching(stream, parser, slots.acquire):
-                    return _After.CLOSE
+                    return After.CLOSE
             finally:
                 self.state.queue_left()
             arrived = trio.current_time()
         try:
-            return await self._deliver(stream, parser, request, body, verdict, arrived, shape)
+            return await self._delivery.deliver(
+                stream, parser, request, body, verdict, arrived, shape
+            )
         finally:
             slots.release()
-
-    async def _deliver(
-        self,
-        stream: trio.SocketStream,
-        parser: RequestParser,
-        request: HttpRequest,
-        body: Any,
-        verdict: Verdict,
-        arrived: float,
-        shape: str | None = None,
-    ) -> _After:
-        keep = request.keep_alive
-        after = _After.KEEP if keep else _After.CLOSE
-        kind, headers = verdict.kind, verdict.headers
-        if verdict.status is not None:  # a refusal: rate limit, capacity, storm
-            msg = f"mock {kind}: HTTP {verdict.status}"
-            code = self.config.error_code
-            await stream.send_all(error_response(verdict.status, msg, keep, headers, code))
-            return after
-        if request.path in MODEL_PATHS:
-            await stream.send_all(
-                render_response(200, models_body(self.config.model), keep_alive=keep)
-            )
-            return after
-        if kind in ("hang", BLACKHOLE):
-            await wait_watching(stream, parser, trio.sleep_forever)
-            return _After.CLOSE
-        answer_at = arrived + verdict.latency_s
-        if answer_at > trio.current_time() and not await wait_watching(
-            stream, parser, partial(trio.sleep_until, answer_at)
-        ):
-            return _After.CLOSE
-        if self.state.blackholed(trio.current_time()):  # the answer is lost on the way
-            await wait_watching(stream, parser, trio.sleep_forever)
-            return _After.CLOSE
-        if kind == "reset":
-            return _After.RESET
-        if kind == "malformed":
-            page = b"<html>mock: not JSON"
-            await stream.send_all(
-                render_response(200, page, keep_alive=keep, extra_headers=headers)
-            )
-            return after
-        if kind.isdigit():
-            msg = f"mock fault: injected HTTP {kind}"
-            code = self.config.error_code
-            await stream.send_all(error_response(int(kind), msg, keep, headers, code))
-            return after
-        if shape in SHAPE_ERRORS and kind == OK:
-            status, error = SHAPE_ERRORS[shape]
-            await stream.send_all(
-                render_response(status, error, keep_alive=keep, extra_headers=headers)
-            )
-            return after
-        payload = self._completion(body, kind, shape)
-        if payload is None:
-            await self._responder_failed(stream, keep)
-            return after
-        if kind == "cut":
-            full = render_response(200, payload, keep_alive=False)
-            await stream.send_all(full[: len(full) - max(1, len(payload) // 2)])
-            return _After.CLOSE
-        await stream.send_all(render_response(200, payload, keep_alive=keep, extra_headers=headers))
-        return after
-
-    def _completion(self, body: dict[str, Any], kind: str, shape: str | None) -> bytes | None:
-        """The 200 body for ``ok``, ``cut``, ``null`` and ``nochoices`` (in ``shape``);
-        None if the responder raised."""
-        text: str | None = None
-        if kind != "null":
-            try:
-                text = self.config.responder(body)
-            # The responder is user code; a server answers 500 when its code fails.
-            except Exception:
-                return None
-        return completion_body(
-            body,
-            text,
-            number=self.state.next_answer_number(),
-            default_model=self.config.model,
-            with_choices=kind != "nochoices",
-            deterministic=self.config.deterministic,
-            shape=shape,
-        )
-
-    async def _responder_failed(self, stream: trio.SocketStream, keep: bool) -> None:
-        self.state.responder_failed()
-        await stream.send_all(error_response(500, "mock responder raised", keep_alive=keep))
 
 
 async def serve_mock(
