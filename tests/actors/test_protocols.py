@@ -483,6 +483,7 @@ def test_the_runtime_handle_is_frozen_and_shows_only_snapshots_and_stop() -> Non
         "limiter",
         "pacer",
         "cooldown",
+        "endpoints",  # each endpoint's (several endpoints of one model)
         # lifecycle and snapshots
         "running",
         "stop",

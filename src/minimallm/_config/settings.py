@@ -110,6 +110,26 @@ class BatchConfig(Settings):
 _SECONDS_GE0 = "must be a number >= 0 (seconds)"
 
 
+def _url_problem(value: str) -> str | None:
+    """What is wrong with one endpoint's URL, or None."""
+    if not value.lower().startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    try:  # urlsplit raises on a bad IPv6 literal, .port on a bad port
+        parts = urlsplit(value)
+        host, _ = parts.hostname, parts.port
+    except ValueError:
+        return "has an invalid host or port"
+    if not host:
+        return "must name a host, e.g. http://localhost:8000/v1"
+    if parts.query or parts.fragment:
+        return "must not contain a query (?) or fragment (#)"
+    return None
+
+
+def _api_base(url: str) -> str:
+    return url if url.endswith("/v1") else url + "/v1"
+
+
 class MinimaLlmConfig(Settings):
     """Everything a backend needs: endpoint, key, limits, retries, cooldown, cache.
 
@@ -130,7 +150,10 @@ class MinimaLlmConfig(Settings):
     ``cfg = cfg.with_changes(api_key=os.environ["OPENAI_API_KEY"])``.
     """
 
-    base_url: str = Field(description="http(s)://host[:port][/path], /v1 optional.")
+    base_url: str = Field(
+        description="http(s)://host[:port][/path], /v1 optional; several endpoints of one "
+        "model: a comma-separated string or a list."
+    )
     model: str = Field(description="Model name sent with every request.")
     api_key: SecretStr | None = Field(default=None, description="Bearer key; None: no header.")
     batch: BatchConfig = Field(default=BatchConfig(), description="Frozen, so shared safely.")
@@ -168,7 +191,11 @@ class MinimaLlmConfig(Settings):
     )
 
     _SPECS = {
-        "base_url": ("OPENAI_BASE_URL", str, "must be a string like http://localhost:8000/v1"),
+        "base_url": (
+            "OPENAI_BASE_URL",
+            str,
+            "must be a URL like http://localhost:8000/v1, or several separated by commas",
+        ),
         "model": ("OPENAI_MODEL", str, "must be a non-empty string"),
         "max_outstanding": ("MAX_OUTSTANDING", int, "must be an integer >= 1"),
         "rpm": ("RPM", int, "must be an integer >= 0 (0 disables pacing)"),
@@ -218,21 +245,28 @@ class MinimaLlmConfig(Settings):
     _key_dropped: bool = PrivateAttr(default=False)  # unpickled: the key stayed behind
     _key_warned: bool = PrivateAttr(default=False)
 
+    @_validates("base_url", mode="before")
+    @classmethod
+    def _urls_to_str(cls, value: object) -> object:
+        """Several endpoints of one model: a list (or tuple) becomes the comma string."""
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return ",".join(value)
+        return value
+
     @_validates("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        if not value.strip().lower().startswith(("http://", "https://")):
-            raise custom_error("must start with http:// or https://")
-        try:  # urlsplit raises on a bad IPv6 literal, .port on a bad port
-            parts = urlsplit(value.strip())
-            host, _ = parts.hostname, parts.port
-        except ValueError:
-            raise custom_error("has an invalid host or port") from None
-        if not host:
-            raise custom_error("must name a host, e.g. http://localhost:8000/v1")
-        if parts.query or parts.fragment:
-            raise custom_error("must not contain a query (?) or fragment (#)")
-        return value.strip().rstrip("/")
+        entries = [part.strip() for part in value.split(",")]
+        for n, entry in enumerate(entries, 1):
+            problem = _url_problem(entry)
+            if problem is not None:
+                if len(entries) == 1:
+                    raise custom_error(problem)
+                raise custom_error(f"entry {n} ({entry!r}) {problem}")
+        checked = [entry.rstrip("/") for entry in entries]
+        if len(set(checked)) != len(checked):
+            raise custom_error("names an endpoint twice; each must be listed once")
+        return ",".join(checked)
 
     @_validates("model")
     @classmethod
@@ -377,14 +411,26 @@ class MinimaLlmConfig(Settings):
         return None
 
     @property
+    def base_urls(self) -> tuple[str, ...]:
+        """Every endpoint of the model (one unless ``base_url`` lists several)."""
+        return tuple(self.base_url.split(","))
+
+    @property
     def api_base(self) -> str:
-        """The API root, always ending in ``/v1`` (added when ``base_url`` lacks it)."""
-        return self.base_url if self.base_url.endswith("/v1") else self.base_url + "/v1"
+        """The API root, always ending in ``/v1`` (added when ``base_url`` lacks it); the
+        first endpoint's when there are several."""
+        return _api_base(self.base_urls[0])
 
     @property
     def chat_completions_url(self) -> str:
-        """Where chat completions are POSTed: ``<api_base>/chat/completions``."""
+        """Where chat completions are POSTed: ``<api_base>/chat/completions`` (the first
+        endpoint's when there are several; see :attr:`chat_completions_urls`)."""
         return self.api_base + "/chat/completions"
+
+    @property
+    def chat_completions_urls(self) -> tuple[str, ...]:
+        """Each endpoint's chat-completions URL, in the order of :attr:`base_urls`."""
+        return tuple(_api_base(url) + "/chat/completions" for url in self.base_urls)
 
     @property
     def models_url(self) -> str:

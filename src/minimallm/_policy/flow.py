@@ -73,7 +73,12 @@ class FlowWatch:
         "srtt_s",
     )
 
-    def __init__(self, signal: OverloadSignal, *, quiet_after: int = 4) -> None:
+    def __init__(
+        self, signal: OverloadSignal, *, quiet_after: int = 4, assume_answered: bool = False
+    ) -> None:
+        """``assume_answered``: count a server that never answered as one that stopped
+        (with several endpoints of one model: one down from the start is held, its
+        work going to the others, instead of failing the requests it takes)."""
         self.signal = signal
         self.quiet_after = quiet_after
         self.srtt_s: float | None = None
@@ -82,7 +87,7 @@ class FlowWatch:
         self._first_at: float | None = None  # when the first attempt answered went out
         self._depth = 0
         self._floor_depth = 0
-        self._answered = False
+        self._answered = assume_answered
         self._quiet_run = 0
         self._quiet = False
 

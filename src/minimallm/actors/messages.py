@@ -111,10 +111,13 @@ class WantSlot:
 @dataclass(frozen=True, slots=True)
 class Slot:
     """Send now. ``probe``: this send is the Pacer's one probe after a hold, and why it
-    probes (``"cooldown"`` or ``"outage"``); None for an ordinary paced send."""
+    probes (``"cooldown"`` or ``"outage"``); None for an ordinary paced send. ``back``:
+    do not send; hand the job back to the shared channel (several endpoints: this one
+    is held, the others may take it)."""
 
     seq: int
     probe: str | None = None
+    back: bool = False
 
 
 @dataclass(frozen=True, slots=True)
