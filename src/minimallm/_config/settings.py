@@ -5,11 +5,13 @@ settings whose variable is set (empty counts as unset, except ``BATCH_MAX_FAILUR
 where empty, like ``none``, means "never abort"). The variables, all optional except
 the first two (units: seconds for ``*_S``, requests per minute for ``RPM``):
 
-``OPENAI_BASE_URL`` (http(s)://..., ``/v1`` optional), ``OPENAI_MODEL``,
+``OPENAI_BASE_URL`` (http(s)://..., ``/v1`` optional; several replicas of one model:
+comma-separated), ``OPENAI_MODEL``,
 ``OPENAI_API_KEY`` (else ``OPENAI_TOKEN``; none: no Authorization header),
 ``BATCH_NUM_WORKERS=64``, ``BATCH_MAX_FAILURES=25``, ``BATCH_HEARTBEAT_S=10`` (0: off),
 ``BATCH_STALL_S=300``, ``BATCH_PRINT_FIRST_FAILURES=5``, ``BATCH_KEEP_FAILURE_SUMMARIES=20``,
-``MAX_OUTSTANDING=32``, ``RPM=600`` (0: no pacing), ``TIMEOUT_S=60`` (one whole attempt),
+``MAX_OUTSTANDING=32`` (per endpoint), ``RPM=600`` (0: no pacing), ``TPM=0`` (tokens per
+minute, 0: off; both totals over the endpoints), ``TIMEOUT_S=60`` (one whole attempt),
 ``MAX_ATTEMPTS=6`` (0: until success), ``BASE_BACKOFF_S=0.5``, ``MAX_BACKOFF_S=20``,
 ``JITTER=0.2`` (+-20 %), ``COOLDOWN_FLOOR_S=0``, ``COOLDOWN_CAP_S=30``,
 ``COOLDOWN_HALFLIFE_S=20``, ``COMPRESS_GZIP=0`` (1/0, true/false, yes/no, on/off),
@@ -159,6 +161,9 @@ class MinimaLlmConfig(Settings):
     batch: BatchConfig = Field(default=BatchConfig(), description="Frozen, so shared safely.")
     max_outstanding: int = Field(default=32, ge=1, description="HTTP requests in flight.")
     rpm: int = Field(default=600, ge=0, description="Requests per minute; 0: no pacing.")
+    tpm: int = Field(
+        default=0, ge=0, description="Tokens per minute (all endpoints); 0: no token budget."
+    )
     timeout_s: float = Field(default=60.0, gt=0, description="Seconds for a whole attempt.")
     max_attempts: int = Field(default=6, ge=0, description="Per request; 0: until success.")
     base_backoff_s: float = Field(default=0.5, ge=0, description="Seconds before attempt 2.")
@@ -199,6 +204,7 @@ class MinimaLlmConfig(Settings):
         "model": ("OPENAI_MODEL", str, "must be a non-empty string"),
         "max_outstanding": ("MAX_OUTSTANDING", int, "must be an integer >= 1"),
         "rpm": ("RPM", int, "must be an integer >= 0 (0 disables pacing)"),
+        "tpm": ("TPM", int, "must be an integer >= 0 (0 disables the token budget)"),
         "timeout_s": ("TIMEOUT_S", float, "must be a number > 0 (seconds)"),
         "max_attempts": ("MAX_ATTEMPTS", int, "must be an integer >= 0 (0 retries until success)"),
         "base_backoff_s": ("BASE_BACKOFF_S", float, _SECONDS_GE0),

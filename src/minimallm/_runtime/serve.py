@@ -39,6 +39,7 @@ from minimallm._runtime.endpoint import (
     EndpointStatistics,
     build_endpoint,
 )
+from minimallm._runtime.tokens import TokenGate
 from minimallm.actors.cache_writer import CacheRow, CacheWriter, Flush
 from minimallm.actors.cooldown import Cooldown, CooldownStatistics
 from minimallm.actors.limiter import Limiter, LimiterStatistics
@@ -155,6 +156,7 @@ class Runtime:
     pacer: Pacer
     cooldown: Cooldown
     endpoints: tuple[Endpoint, ...] = ()  # every endpoint's flow control, as listed
+    tokens: TokenGate | None = None  # TPM (None: no token budget)
 
     def __repr__(self) -> str:
         state = "stopped" if self.life.stopped.is_set() else "running"
@@ -276,6 +278,7 @@ async def serve(
         first.pacer,
         first.cooldown,
         tuple(endpoints),
+        TokenGate(cfg.tpm) if cfg.tpm else None,
     )
 
     # -- one supervisor -------------------------------------------------------------
