@@ -5,7 +5,8 @@ Who sends what to whom (the wiring is ``minimallm._runtime.serve.serve``)::
     caller ── Job ──────────────► Workers (one shared channel; a Worker pulls jobs)
     Limiter ── PERMIT ──────────► Workers (a channel of permits; a Worker keeps its permit)
     Limiter ── REVOKE ──────────► Workers (give a permit back: the limit fell)
-    Pacer ── BATON / Slot ──────► Workers (the baton while unpaced; else Slots on request)
+    Pacer ── BATON / Slot ──────► Workers (the baton while unpaced; else Slots on request;
+                                  several endpoints: Slot(back=True) hands a job back)
     Worker ── WantSlot ─────────► Pacer
     Worker ── AttemptReport ────► Limiter (kept, or the permit back), Pacer, Cooldown,
                                   and the batch's Monitor when the Job names one
