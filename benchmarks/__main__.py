@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from benchmarks import _harness, families_healthy, families_server, report
+from benchmarks import _harness, families_gateway, families_healthy, families_server, report
 from benchmarks.clients import missing
 from benchmarks.scenarios import FAMILY_NAMES, Family, families
 
@@ -40,6 +40,20 @@ RUNNERS: dict[str, Runner] = {
     "faults": lambda f, r, log, q: families_server.faults(f, r, log),
     "outage": lambda f, r, log, q: families_server.outage(f, r, log),
     "storm": lambda f, r, log, q: families_server.storm(f, r, log),
+    "nginx-limit-req": lambda f, r, log, q: families_gateway.refusals(f, r, log, 100.0),
+    "nginx-limit-conn": lambda f, r, log, q: families_gateway.refusals(f, r, log, 160.0),
+    "nginx-down-10": lambda f, r, log, q: families_gateway.gateway_down(f, r, log),
+    "nginx-down-40": lambda f, r, log, q: families_gateway.gateway_down(f, r, log),
+    "bucket-retry-after": lambda f, r, log, q: families_gateway.refusals(f, r, log, 200.0),
+    "bucket-bare": lambda f, r, log, q: families_gateway.refusals(f, r, log, 200.0),
+    "random-429": lambda f, r, log, q: families_gateway.refusals(f, r, log, None),
+    "every-other-429": lambda f, r, log, q: families_gateway.refusals(f, r, log, None),
+    "litellm-window": lambda f, r, log, q: families_gateway.refusals(f, r, log, 20.0),
+    "daily-budget": lambda f, r, log, q: families_gateway.refusals(f, r, log, 640.0),
+    "garbage-headers": lambda f, r, log, q: families_gateway.refusals(f, r, log, 640.0),
+    "quota": lambda f, r, log, q: families_gateway.refusals(f, r, log, None),
+    "retry-after-day": lambda f, r, log, q: families_gateway.refusals(f, r, log, None),
+    "queueing": lambda f, r, log, q: families_gateway.refusals(f, r, log, 160.0),
     "cached": lambda f, r, log, q: families_healthy.cached(f, r, log),
     "memory": families_healthy.memory,
 }

@@ -7,11 +7,12 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from benchmarks import _harness
+from benchmarks import _harness, _nginx
 from benchmarks.scenarios import Family
 from minimallm.mock import MockServerProcess, MockStats
 
@@ -105,20 +106,39 @@ def _read_server(
             time.sleep(0.2)  # the outage ends on the server's schedule; nothing to wait on
 
 
+@contextmanager
+def _gateway(family: Family, server: MockServerProcess) -> Iterator[_nginx.Front | None]:
+    """nginx of the family's kind in front of ``server``, or None (no gateway)."""
+    if family.gateway is None:
+        yield None
+        return
+    port = int(server.base_url.rsplit(":", 1)[1].split("/")[0])
+    with _nginx.front(family.gateway, port) as gateway:
+        yield gateway
+
+
 def _one(family: Family, client: str, log: TextIO | None) -> ServerRun:
     scenario = _harness.Scenario(family.n, family.settings.concurrency, family.latency_s, 0)
     with MockServerProcess(family.server) as server:
-        try:
-            out = _harness.run_child(
-                client,
-                server.base_url,
-                scenario,
-                options=family.settings.options(),
-                deadline_s=family.deadline_s,
-            )
-        except _harness.ChildError as exc:
-            return ServerRun(client, family.n, None, None, 0.0, 0.0, False, None, error=str(exc))
+        with _gateway(family, server) as gateway:
+            try:
+                out = _harness.run_child(
+                    client,
+                    server.base_url if gateway is None else gateway.base_url,
+                    scenario,
+                    options=family.settings.options(),
+                    deadline_s=family.deadline_s,
+                )
+            except _harness.ChildError as exc:
+                return ServerRun(
+                    client, family.n, None, None, 0.0, 0.0, False, None, error=str(exc)
+                )
         stats, arrivals = _read_server(server, family)
+    if gateway is not None and gateway.answers:
+        # Relative to the mock's timeline (its first request ~ nginx's first answer
+        # minus one latency), so phases line up.
+        g0 = gateway.answers[0][0] - family.latency_s
+        out["gateway"] = [(t - g0, status) for t, status in gateway.answers]
     t0 = stats.timeline_started_at or 0.0
     known = {"client", "ok", "failed", "warmup_failed", "wall_s", "cpu_user_s", "cpu_sys_s"}
     run = ServerRun(

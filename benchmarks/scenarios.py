@@ -66,7 +66,8 @@ class Family:
     ``kind`` picks how it runs: ``healthy`` (one shared server, rows interleaved,
     medians of ``rounds``), ``server`` (a fresh server per run, so its buckets and
     timeline start afresh; a row cut short by ``deadline_s`` is not run again),
-    ``cached`` and ``memory`` (minimallm only). ``n``: requests per run.
+    ``cached`` and ``memory`` (minimallm only). ``n``: requests per run. ``gateway``:
+    a real nginx of that kind between the clients and the mock (``benchmarks/_nginx.py``).
     """
 
     name: str
@@ -79,6 +80,7 @@ class Family:
     rounds: int = 1
     deadline_s: float | None = None
     what: str = ""
+    gateway: Literal["limit_req", "limit_conn", "proxy"] | None = None
 
     @property
     def latency_s(self) -> float:
@@ -165,6 +167,7 @@ def families(quick: bool = False) -> dict[str, Family]:
             deadline_s=size(80.0, 6.0),
             what="seconds from the storm's end until throughput is back to ≥ 90 % of before",
         ),
+        *_gateway_families(size, lat),
         Family(
             "cached", "Fully cached rerun in a new process", "cached",
             ("minimallm-batched-cache",), size(20_000, 300), Settings(size(64, 8)),
@@ -177,6 +180,131 @@ def families(quick: bool = False) -> dict[str, Family]:
         ),
     ]  # fmt: skip
     return {f.name: f for f in table}
+
+
+DAILY_BUDGET = (
+    ("x-ratelimit-limit-requests", "10000"),
+    ("x-ratelimit-remaining-requests", "9990"),
+    ("x-ratelimit-reset-requests", "23h59m0s"),
+)
+"""A daily budget announced like a per-minute one: 10,000 a day, 9,990 left."""
+GARBAGE_HEADERS = (
+    ("x-ratelimit-limit-requests", "1h1h1h"),
+    ("x-ratelimit-remaining-requests", "-3"),
+    ("x-ratelimit-reset-requests", "1h1h1h"),
+    ("retry-after", "soon"),
+)
+"""Rate headers nobody can read."""
+
+
+def _gateway_families(size: Any, lat: float) -> list[Family]:
+    """Real nginx in front of the mock, and mock servers with other manners (issue 16)."""
+    pushback = Settings(128, max_attempts=10, timeout_s=10.0)
+    plain = Settings(64, max_attempts=6, timeout_s=10.0)
+
+    def server(latency_s: float = size(lat, 0.02), **kw: Any) -> MockServerConfig:
+        return MockServerConfig(
+            latency_s=latency_s, max_records=0, max_arrivals=ARRIVALS_KEPT, **kw
+        )
+
+    def bucket(**kw: Any) -> MockServerConfig:
+        return server(rate_limit_per_s=200.0, burst=20, **kw)
+
+    return [
+        Family(
+            "nginx-limit-req", "nginx limit_req 100 r/s (burst 20 nodelay) over the mock",
+            "server", PUSHBACK_ROWS, size(1000, 100), pushback, server(),
+            rounds=size(2, 1), deadline_s=size(45.0, 5.0), gateway="limit_req",
+            what="goodput ÷ 100/s; nginx's 429s (no Retry-After); failures per run",
+        ),
+        Family(
+            "nginx-limit-conn", "nginx limit_conn 16 over the mock (100 ms)",
+            "server", PUSHBACK_ROWS, size(1600, 100), pushback, server(),
+            deadline_s=size(45.0, 5.0), gateway="limit_conn",
+            what="goodput ÷ 160/s (16 ÷ 100 ms); nginx's 429s; failures",
+        ),
+        Family(
+            "nginx-down-10", "nginx proxy, upstream stopped for 10 s mid-run",
+            "server", PUSHBACK_ROWS, size(2000, 400), Settings(32, max_attempts=6, timeout_s=10.0),
+            server(phases=(Outage(size(3.0, 0.5), size(10.0, 1.0), "refuse"),), latency_s=lat),
+            deadline_s=size(60.0, 6.0), gateway="proxy",
+            what="failures; s from the upstream's return to the first success, to 90 %",
+        ),
+        Family(
+            "nginx-down-40", "nginx proxy, upstream stopped for 40 s mid-run",
+            "server", PUSHBACK_ROWS, size(2000, 400), Settings(32, max_attempts=6, timeout_s=10.0),
+            server(phases=(Outage(size(3.0, 0.5), size(40.0, 2.0), "refuse"),), latency_s=lat),
+            deadline_s=size(90.0, 8.0), gateway="proxy",
+            what="failures; s from the upstream's return to the first success, to 90 %",
+        ),
+        Family(
+            "bucket-retry-after", "Token bucket 200/s, burst 20, 429 + Retry-After only",
+            "server", PUSHBACK_ROWS, size(4000, 150), pushback, bucket(retry_after_only=True),
+            deadline_s=size(35.0, 4.0),
+            what="goodput ÷ 200/s; 429s; failures (no x-ratelimit-*, whole-second Retry-After)",
+        ),
+        Family(
+            "bucket-bare", "Token bucket 200/s, burst 20, bare 429s",
+            "server", PUSHBACK_ROWS, size(4000, 150), pushback, bucket(rate_headers=False),
+            deadline_s=size(35.0, 4.0),
+            what="goodput ÷ 200/s; 429s; failures (no header at all)",
+        ),
+        Family(
+            "random-429", "Half the answers 429 at random, whatever the load",
+            "server", PUSHBACK_ROWS, size(2000, 100), plain,
+            server(fault_rates={"429": 0.5}, retry_after_s=None),
+            deadline_s=size(60.0, 5.0),
+            what="goodput/s; 429s; failures (MAX_ATTEMPTS 6; no Retry-After)",
+        ),
+        Family(
+            "every-other-429", "Every other answer 429 (no Retry-After), whatever the load",
+            "server", PUSHBACK_ROWS, size(2000, 100), plain, server(refuse_every=2),
+            deadline_s=size(60.0, 5.0),
+            what="goodput/s; 429s; failures (MAX_ATTEMPTS 6)",
+        ),
+        Family(
+            "litellm-window", "LiteLLM-like limit: 100 per 5-s calendar window, "
+            "hint in llm_provider-retry-after",
+            "server", PUSHBACK_ROWS, size(500, 60), pushback,
+            server(window_limit=size(100, 20), window_s=5.0),
+            deadline_s=size(45.0, 8.0),
+            what="goodput ÷ 20/s (100 per 5 s); 429s; failures",
+        ),
+        Family(
+            "daily-budget", "x-ratelimit-* announcing 10,000/day, 9,990 left, reset 23h59m",
+            "server", PUSHBACK_ROWS, size(2000, 100), plain, server(extra_headers=DAILY_BUDGET),
+            deadline_s=size(30.0, 4.0),
+            what="goodput/s (the healthy ideal: 64 ÷ 100 ms = 640/s)",
+        ),
+        Family(
+            "garbage-headers", "Unreadable rate headers (1h1h1h, -3, Retry-After: soon)",
+            "server", PUSHBACK_ROWS, size(2000, 100), plain,
+            server(extra_headers=GARBAGE_HEADERS),
+            deadline_s=size(30.0, 4.0),
+            what="goodput/s (the healthy ideal: 640/s)",
+        ),
+        Family(
+            "quota", "Every answer 429 insufficient_quota (an account out of credit)",
+            "server", PUSHBACK_ROWS, size(200, 20), plain,
+            server(phases=(Storm(0.0, 86400.0, 429, None),), error_code="insufficient_quota"),
+            deadline_s=size(40.0, 4.0),
+            what="how long until the batch ends (cut at the deadline), failures",
+        ),
+        Family(
+            "retry-after-day", "Every answer 429 with Retry-After: 86400",
+            "server", PUSHBACK_ROWS, size(20, 5), plain,
+            server(phases=(Storm(0.0, 86400.0, 429, 86400.0),)),
+            deadline_s=size(40.0, 4.0),
+            what="how long until the batch ends (cut at the deadline), failures",
+        ),
+        Family(
+            "queueing", "A queueing server: 16 slots, never refuses, latency rises with load",
+            "server", PUSHBACK_ROWS, size(2000, 100), Settings(128, max_attempts=6, timeout_s=10.0),
+            server(capacity=16, capacity_mode="queue"),
+            deadline_s=size(45.0, 4.0),
+            what="goodput ÷ 160/s (16 slots ÷ 100 ms); failures",
+        ),
+    ]  # fmt: skip
 
 
 FAMILY_NAMES: tuple[str, ...] = tuple(families())

@@ -240,6 +240,41 @@ def test_families_quick_run_writes_tables_plots_and_summary(
     assert "- CPU: " in summary and "| minimallm-batched |" in summary
 
 
+def test_an_nginx_family_runs_end_to_end_through_real_nginx(
+    tmp_path: Path, harness: ModuleType
+) -> None:
+    """nginx proxies to the mock, whose listener closes for a second mid-batch: nginx
+    answers 502s meanwhile, its access log is read back, every row finishes."""
+    from benchmarks._nginx import nginx_binary
+
+    if nginx_binary() is None:
+        pytest.skip("nginx is not installed (Debian: apt-get install nginx)")
+    out = tmp_path / "results"
+    args = ["--quick", "--family", "nginx-down-10", "--quiet", "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    from benchmarks.clients import missing
+    from benchmarks.scenarios import PUSHBACK_ROWS
+
+    data = json.loads((out / "results.json").read_text())["nginx-down-10"]
+    runs = {c: r for c, r in data.items() if c not in ("wall_s", "notes")}
+    assert list(runs) == [r for r in PUSHBACK_ROWS if not missing(r)]
+    for client, (run,) in runs.items():
+        assert run["error"] is None, (client, run)
+        statuses = {status for _, status in run["gateway"]}
+        assert 200 in statuses and 502 in statuses, (client, sorted(statuses))
+    assert (
+        "| client | wall s | ok | failures | 502/504s |" in (out / "nginx-down-10.md").read_text()
+    )
+
+
 def test_every_family_has_a_runner_and_the_sizes_the_issues_ask_for(harness: ModuleType) -> None:
     from benchmarks.__main__ import RUNNERS
     from benchmarks.scenarios import FAMILY_NAMES, families
@@ -264,6 +299,20 @@ def test_every_family_has_a_runner_and_the_sizes_the_issues_ask_for(harness: Mod
     pacing = full["pacing"]
     assert (pacing.n, pacing.settings.rpm, pacing.server.latency_s) == (1000, 3000, 0.05)
     assert (full["cached"].n, full["memory"].n) == (20_000, 100_000)
+    for name in ("bucket-retry-after", "bucket-bare"):
+        b = full[name]
+        assert (b.n, b.settings.concurrency, b.server.rate_limit_per_s, b.server.burst) == (
+            4000, 128, 200.0, 20,
+        )  # fmt: skip
+    assert full["bucket-retry-after"].server.retry_after_only
+    assert not full["bucket-bare"].server.rate_headers
+    assert (full["nginx-limit-req"].gateway, full["nginx-limit-conn"].gateway) == (
+        "limit_req", "limit_conn",
+    )  # fmt: skip
+    assert [p.duration_s for p in full["nginx-down-10"].server.phases] == [10.0]
+    assert [p.duration_s for p in full["nginx-down-40"].server.phases] == [40.0]
+    assert dict(full["random-429"].server.fault_rates) == {"429": 0.5}
+    assert full["quota"].server.error_code == "insufficient_quota"
 
 
 # --- the figures ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import trio
 
-dspy = pytest.importorskip("dspy")
+dspy = pytest.importorskip("dspy", reason="needs the [dspy] extra")
 
 from pydantic import BaseModel  # noqa: E402
 

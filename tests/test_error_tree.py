@@ -32,7 +32,7 @@ def test_every_error_is_in_the_tree_and_drawn_in_its_docstring() -> None:
 
 
 def test_dspy_batch_error_is_a_minimallm_error_and_a_runtime_error() -> None:
-    pytest.importorskip("dspy")
+    pytest.importorskip("dspy", reason="needs the [dspy] extra")
     from minimallm.dspy import DSPyBatchError
 
     assert issubclass(DSPyBatchError, MinimaLlmError)

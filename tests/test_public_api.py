@@ -31,10 +31,34 @@ def test_all_is_explicit_sorted_and_importable() -> None:
     assert not set(LAZY) & set(minimallm.__all__)
 
 
+@pytest.mark.skipif(not HAS_DSPY, reason="needs the [dspy] extra")
 def test_dir_lists_the_lazy_dspy_names() -> None:
     names = dir(minimallm)
     assert set(LAZY) <= set(names)
     assert set(minimallm.__all__) <= set(names)
+
+
+def test_dir_shows_only_public_names() -> None:
+    names = set(dir(minimallm))
+    assert set(minimallm.__all__) <= names
+    assert not names & {"Any", "TYPE_CHECKING", "actors", "cli", "mock", "dspy"}
+
+
+def test_help_and_getmembers_work_without_dspy() -> None:
+    result = run_python(
+        "import sys; sys.modules['dspy'] = None  # as if DSPy were not installed\n"
+        "import inspect, io, contextlib, minimallm\n"
+        "assert 'MinimaLlmDSPyLM' not in dir(minimallm)\n"
+        "members = dict(inspect.getmembers(minimallm))\n"
+        "assert members['OpenAIMinimaLlm'] is minimallm.OpenAIMinimaLlm\n"
+        "buf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf):\n"
+        "    help(minimallm)\n"
+        "assert 'OpenAIMinimaLlm' in buf.getvalue()\n"
+        "print('ok')\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok\n"
 
 
 def test_unknown_attribute_is_an_attribute_error() -> None:

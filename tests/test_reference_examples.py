@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("dspy")
+pytest.importorskip("dspy", reason="needs the [dspy] extra")
 
 from minimallm.mock.cli import ANNOUNCE_PREFIX
 

@@ -33,6 +33,7 @@ from minimallm._progress import BatchProgress
 from minimallm._signals import install_sigterm_handler
 from minimallm._types import (
     AsyncMinimaLlmBackend,
+    MinimaLlmChoice,
     MinimaLlmFailure,
     MinimaLlmRequest,
     MinimaLlmResponse,
@@ -54,6 +55,7 @@ __all__ = [
     "ConfigError",
     "ConfigWarning",
     "InvalidRequestError",
+    "MinimaLlmChoice",
     "MinimaLlmConfig",
     "MinimaLlmError",
     "MinimaLlmFailure",
@@ -90,4 +92,11 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY_DSPY})
+    """The public names (what ``help(minimallm)`` and ``inspect.getmembers`` walk): the
+    lazy DSPy names only where DSPy is installed, so walking them never raises; no
+    helpers of this module (``Any``) and no subpackages."""
+    import importlib.util
+
+    lazy = _LAZY_DSPY if importlib.util.find_spec("dspy") is not None else ()
+    dunders = {n for n in globals() if n.startswith("__") and n.endswith("__")}
+    return sorted({*__all__, *lazy, *dunders})

@@ -32,7 +32,7 @@ from minimallm._batch.stream import (
     TrioBatchStream,
 )
 from minimallm._config.settings import MinimaLlmConfig
-from minimallm._context import get_force_refresh, set_last_cached
+from minimallm._context import refresh_number, set_last_cached
 from minimallm._errors import BackendFailedError, UsageError
 from minimallm._progress import Progress, make_sink
 from minimallm._runtime.host import Host
@@ -97,11 +97,14 @@ class OpenAIMinimaLlm:
     # -- the request path -----------------------------------------------------------
 
     async def generate(
-        self, req: MinimaLlmRequest, *, force_refresh: bool = False
+        self, req: MinimaLlmRequest, *, force_refresh: bool | int = False
     ) -> MinimaLlmResult:
         """Answer one request. ``force_refresh`` (or the ``set_force_refresh`` context
-        variable) skips the cache read; the answer still overwrites the cache entry."""
-        force = force_refresh or get_force_refresh()
+        variable) skips the cache read; the answer still overwrites the cache entry.
+        A forced refresh is a re-ask (an int: its number, ``True``: 1): a request
+        without a temperature goes out with a seed and a temperature rising with the
+        number (``RETRY_TEMPERATURE_MAX``), neither in the cache key."""
+        force = refresh_number(force_refresh)
         if _bridge.trio_token_here() is not None:
             result = await self._generate_here(req, force)
         else:
@@ -111,17 +114,17 @@ class OpenAIMinimaLlm:
         return result
 
     def generate_sync(
-        self, req: MinimaLlmRequest, *, force_refresh: bool = False
+        self, req: MinimaLlmRequest, *, force_refresh: bool | int = False
     ) -> MinimaLlmResult:
         """``generate`` for synchronous code (not on a thread with a running event loop)."""
         self._refuse_sync_in_trio("generate_sync")
-        force = force_refresh or get_force_refresh()
+        force = refresh_number(force_refresh)
         result = _bridge.call_blocking(functools.partial(self._generate_here, req, force))
         if isinstance(result, MinimaLlmResponse):
             set_last_cached(result.cached)
         return result
 
-    async def _generate_here(self, req: MinimaLlmRequest, force_refresh: bool) -> MinimaLlmResult:
+    async def _generate_here(self, req: MinimaLlmRequest, force_refresh: int) -> MinimaLlmResult:
         runtime = await self._runtime_here()
         return (await request(runtime, req, force_refresh=force_refresh)).result
 
@@ -209,7 +212,7 @@ class OpenAIMinimaLlm:
     ) -> EngineStarter:
         """The batch, ready to run in whichever trio run serves this caller; the
         caller's context (force_refresh) and progress choice are read now."""
-        force = get_force_refresh()
+        force = refresh_number()
         sink = make_sink(progress, self.cfg.batch.heartbeat_s)
 
         async def start(deliver: Deliver, window: trio.Semaphore | None) -> None:

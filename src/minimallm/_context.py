@@ -23,24 +23,35 @@ __all__ = [
 T = TypeVar("T")
 R = TypeVar("R")
 
-_force_refresh: ContextVar[bool] = ContextVar("minimallm_force_refresh", default=False)
+_force_refresh: ContextVar[int] = ContextVar("minimallm_force_refresh", default=0)
 _last_cached: ContextVar[bool] = ContextVar("minimallm_last_cached", default=False)
 
 
-def set_force_refresh(force: bool) -> Token[bool]:
+def set_force_refresh(force: bool | int) -> Token[int]:
     """Ask the next ``generate`` calls in this context to bypass the cache read.
 
-    Returns the token for :func:`reset_force_refresh` (call it in ``finally``).
+    ``True`` is re-ask number 1; an int ``n`` > 1 is the n-th re-ask of the same
+    request (``run_dspy_batch`` counts its parse re-asks this way): a request without
+    a temperature then goes out with a seed and a temperature that rises with ``n``
+    (``RETRY_TEMPERATURE_MAX``). Returns the token for :func:`reset_force_refresh`
+    (call it in ``finally``).
     """
-    return _force_refresh.set(bool(force))
+    return _force_refresh.set(max(0, int(force)) if type(force) is int else int(bool(force)))
 
 
 def get_force_refresh() -> bool:
     """True when a cache bypass was requested in this context."""
-    return _force_refresh.get()
+    return _force_refresh.get() > 0
 
 
-def reset_force_refresh(token: Token[bool]) -> None:
+def refresh_number(force_refresh: bool | int = False) -> int:
+    """The re-ask number of a call given ``force_refresh`` (an argument) and this
+    context's :func:`set_force_refresh`: 0 when neither asks for a refresh, else the
+    larger of the two (``True`` counts as 1)."""
+    return max(int(force_refresh), _force_refresh.get())
+
+
+def reset_force_refresh(token: Token[int]) -> None:
     """Restore the force-refresh flag to what it was before ``set_force_refresh``."""
     _force_refresh.reset(token)
 

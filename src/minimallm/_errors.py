@@ -12,6 +12,7 @@ MinimaLlmError
 ├── DSPyBatchError (also RuntimeError) items of run_dspy_batch failed (minimallm.dspy)
 ├── CacheUnavailableError              the prompt cache cannot be opened or read
 └── CacheWriteError                    a batch of answers could not be written
+    └── CacheLockedError               ... because another process held the write lock
 
 Warnings (nothing stops): CacheWarning (the cache is not used for a while) and
 ConfigWarning (a setting that is probably not what was meant).
@@ -28,6 +29,7 @@ __all__ = [
     "BackendClosedError",
     "BackendFailedError",
     "BatchAbortedError",
+    "CacheLockedError",
     "CacheUnavailableError",
     "CacheWarning",
     "CacheWriteError",
@@ -170,6 +172,12 @@ class CacheWriteError(MinimaLlmError):
     budget.
     The failed batch is rolled back as a whole; rows written before stay intact.
     """
+
+
+class CacheLockedError(CacheWriteError):
+    """Another connection (usually another process) held the prompt cache's write lock
+    for the whole short wait a caller asked for (``put_many(..., lock_wait_s=...)``).
+    Nothing was written; the rows are the caller's to keep and try again."""
 
 
 class CacheWarning(UserWarning):

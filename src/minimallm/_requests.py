@@ -20,6 +20,7 @@ each) on top of the encoding; the slow search for a culprit runs only on failure
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import math
@@ -30,7 +31,7 @@ from minimallm._errors import InvalidRequestError
 from minimallm._http.transport import build_payload
 from minimallm._types import MinimaLlmRequest
 
-__all__ = ["check_request", "encode_request", "request_label"]
+__all__ = ["check_request", "encode_request", "reask_request", "request_label", "retry_temperature"]
 
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _SHAPE = "a list of objects with 'role' and 'content'"
@@ -83,6 +84,35 @@ def encode_request(
     )
 
 
+# -- re-asks --------------------------------------------------------------------------
+
+
+def retry_temperature(n: int, max_temperature: float, halflife: float) -> float:
+    """The temperature of re-ask ``n`` (1, 2, ...): ``max·n/(n + halflife)``, rising
+    with each re-ask and never reaching ``max`` (minima-llm 0.2.6's ramp)."""
+    return max_temperature * n / (n + halflife)
+
+
+def reask_request(
+    req: MinimaLlmRequest, n: int, max_temperature: float, halflife: float
+) -> MinimaLlmRequest:
+    """What re-ask ``n`` (a forced refresh; 0: none) sends instead of ``req``: a
+    ``seed`` (``n``, or the request's own seed + ``n``) and, when the request has no
+    temperature (None or 0, in ``extra`` too), :func:`retry_temperature`, so a
+    deterministic server can answer differently. Only what is sent changes: the cache
+    key is the original request's, so a good answer replaces the bad entry.
+    ``max_temperature`` 0 turns the ramp off (the seed still changes)."""
+    if n <= 0:
+        return req
+    extra = dict(req.extra) if req.extra else {}
+    seed = extra.get("seed")
+    extra["seed"] = seed + n if type(seed) is int else n
+    temperature = extra.get("temperature", req.temperature)
+    if not temperature and max_temperature > 0:
+        extra["temperature"] = retry_temperature(n, max_temperature, halflife)
+    return dataclasses.replace(req, extra=extra)
+
+
 # -- the checks -----------------------------------------------------------------------
 
 
@@ -112,6 +142,12 @@ def _problem(req: object) -> str | None:
         for key in extra:
             if not isinstance(key, str):
                 return f"extra has a key of type {type(key).__name__}; keys must be strings"
+    model = req.model
+    if model is not None and (type(model) is not str or not model.strip()):
+        return f"model must be a non-empty string or None (configured model), got {_kind(model)}"
+    sample = req.sample
+    if sample != 0 and (type(sample) is not int or sample < 0):
+        return f"sample must be an integer >= 0 (0: no sample number), got {_kind(sample)}"
     return None
 
 

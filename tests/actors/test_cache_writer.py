@@ -148,10 +148,12 @@ async def test_a_flush_sent_during_the_writers_final_commit_returns(
     release = threading.Event()
     real_put_many = PromptCache.put_many
 
-    def slow_put_many(self: PromptCache, rows: list[tuple[str, str, str | None]]) -> None:
+    def slow_put_many(
+        self: PromptCache, rows: list[tuple[str, str, str | None]], **kw: float | None
+    ) -> None:
         in_commit.set()
         release.wait(10)
-        real_put_many(self, rows)
+        real_put_many(self, rows, **kw)
 
     monkeypatch.setattr(PromptCache, "put_many", slow_put_many)
     async with trio.open_nursery() as nursery:
@@ -248,10 +250,12 @@ async def test_answers_waiting_for_room_when_the_writer_stops_are_all_written(
     release = threading.Event()
     real_put_many = PromptCache.put_many
 
-    def slow_put_many(self: PromptCache, rows: list[tuple[str, str, str | None]]) -> None:
+    def slow_put_many(
+        self: PromptCache, rows: list[tuple[str, str, str | None]], **kw: float | None
+    ) -> None:
         in_commit.set()
         release.wait(10)
-        real_put_many(self, rows)
+        real_put_many(self, rows, **kw)
 
     monkeypatch.setattr(PromptCache, "put_many", slow_put_many)
     sent: list[str] = []
@@ -285,7 +289,7 @@ async def test_a_writer_that_crashes_still_answers_its_flushes(
 ) -> None:
     writer, send, _, _, _ = writer_for(tmp_path)
 
-    def broken(self: PromptCache, rows: object) -> None:
+    def broken(self: PromptCache, rows: object, **kw: object) -> None:
         raise RuntimeError("a bug in the store")
 
     monkeypatch.setattr(PromptCache, "put_many", broken)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from minimallm._runtime.serve import RuntimeOptions
 
 from fakes import FakeServer, Script
 from minimallm import (
@@ -24,6 +23,7 @@ from minimallm import (
     OpenAIMinimaLlm,
     TokenBudgetExceededError,
 )
+from minimallm._runtime.serve import RuntimeOptions
 
 USAGE = {
     "prompt_tokens": 10,

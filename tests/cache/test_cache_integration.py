@@ -243,7 +243,7 @@ async def test_write_failure_warns_once_and_keeps_results(
 ) -> None:
     from minimallm._cache.store import CacheWriteError
 
-    def full(self: PromptCache, rows: object) -> None:
+    def full(self: PromptCache, rows: object, **kw: object) -> None:
         raise CacheWriteError(f"database or disk is full: {self.path}")
 
     monkeypatch.setattr(PromptCache, "put_many", full)

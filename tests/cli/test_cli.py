@@ -5,6 +5,7 @@ and its --dspy flag."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -70,21 +71,26 @@ def test_top_level_help(env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[s
         "\n"
         "positional arguments:\n"
         "  COMMAND\n"
-        "    demo         run a batch against the built-in mock endpoint (no key, no network)\n"
-        "    mock         serve the OpenAI-compatible mock endpoint (faults, latency, DSPy "
+        "    demo            run a batch against the built-in mock endpoint (no key, no network)\n"
+        "    mock            serve the OpenAI-compatible mock endpoint (faults, latency, DSPy "
         "answers)\n"
-        "    config       show the effective configuration and the source of each setting\n"
-        "    run-batch    answer every request of a JSONL file, in order, resumably\n"
+        "    config          show the effective configuration and the source of each setting\n"
+        "    run-batch       answer every request of a JSONL file, in order, resumably\n"
+        "    serve           an OpenAI-compatible server sharing one backend between processes\n"
+        "    batch-status    show (or cancel) the provider batches of run-batch --provider-batch "
+        "runs\n"
         "\n"
         "options:\n"
-        "  -h, --help     show this help message and exit\n"
-        "  --version      show program's version number and exit\n"
+        "  -h, --help        show this help message and exit\n"
+        "  --version         show program's version number and exit\n"
         "\n"
         "`minimallm COMMAND --help` shows the options of a command.\n"
     )
 
 
-@pytest.mark.parametrize("command", ["demo", "mock", "config", "run-batch"])
+@pytest.mark.parametrize(
+    "command", ["demo", "mock", "config", "run-batch", "serve", "batch-status"]
+)
 def test_each_subcommand_help_names_its_program(
     command: str, env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -114,7 +120,9 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
     return parsers
 
 
-@pytest.mark.parametrize("command", ["demo", "mock", "config", "run-batch"])
+@pytest.mark.parametrize(
+    "command", ["demo", "mock", "config", "run-batch", "serve", "batch-status"]
+)
 def test_every_option_with_a_default_shows_it(command: str) -> None:
     for action in _subparsers()[command]._actions:
         if not action.option_strings or action.help in (None, argparse.SUPPRESS):
@@ -167,6 +175,8 @@ def test_config_shows_every_source_and_never_the_key(
         "  cooldown_floor_s              0                      default\n"
         "  cooldown_cap_s                30                     default\n"
         "  cooldown_halflife_s           20                     default\n"
+        "  retry_temperature_max         0.5                    default\n"
+        "  retry_temperature_halflife    5                      default\n"
         "  compress_gzip                 off                    default\n"
         "  cache_dir                     none                   flag --no-cache\n"
         "  ca_bundle                     none                   default\n"
@@ -295,3 +305,21 @@ def test_mock_dspy_flag_selects_the_dspy_responder_and_crosses_processes() -> No
     assert "--dspy" not in config_to_argv(MockServerConfig())
     with pytest.raises(ConfigError, match="custom fallback"):
         config_to_argv(MockServerConfig(responder=DSPyResponder(fallback=lambda body: "x")))
+
+
+def test_a_config_warning_is_one_clean_line() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATCH_"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "minimallm", "config"],
+        capture_output=True,
+        text=True,
+        env={**env, "BATCH_NUM_WORKER": "3", "PYTHONWARNINGS": "default"},
+        check=False,
+        timeout=60,
+    )
+    warning_lines = [line for line in proc.stderr.splitlines() if "BATCH_NUM_WORKER " in line]
+    assert warning_lines == [
+        "minimallm: warning: BATCH_NUM_WORKER is not a minimallm setting (ignored); did you "
+        "mean BATCH_NUM_WORKERS?"
+    ], proc.stderr
+    assert "ConfigWarning" not in proc.stderr and ".py:" not in proc.stderr

@@ -105,3 +105,65 @@ def test_stdout_output_has_failures_inline_unless_errors_named(tmp_path: Path) -
 def test_quiet_flag(flag: str) -> None:
     ns = build_parser().parse_args(["run-batch", "in", "-o", "out", flag])
     assert ns.quiet is True
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        (
+            ["-o", "{d}/nodir/out.jsonl"],
+            "-o/--output {d}/nodir/out.jsonl: the directory {d}/nodir does not exist; "
+            "create it first",
+        ),
+        (
+            ["-o", "{d}/sub/"],
+            "-o/--output {d}/sub/ is a directory: name a file (e.g. {d}/sub/out.jsonl)",
+        ),
+        (
+            ["-o", "{d}/o.jsonl", "--errors", "{d}/nodir/e.jsonl"],
+            "--errors {d}/nodir/e.jsonl: the directory {d}/nodir does not exist; create it first",
+        ),
+        (
+            ["-o", "-", "--retry-failed"],
+            "--retry-failed needs the OUTPUT and ERRORS of an earlier run; not with -o -",
+        ),
+    ],
+    ids=["missing-output-dir", "output-is-dir", "missing-errors-dir", "retry-to-stdout"],
+)
+def test_bad_paths_are_refused_before_anything_is_read_or_written(
+    tmp_path: Path, where: list[str], expected: str
+) -> None:
+    (tmp_path / "sub").mkdir()
+    inp = write(tmp_path / "in.jsonl", [{"id": "a", "messages": MSG}])
+    argv = [str(inp), "--model", "m", *(w.format(d=tmp_path) for w in where)]
+    job, err = prepared(argv)
+    assert job == 2
+    assert err == f"minimallm run-batch: {expected.format(d=tmp_path)}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "sub"]
+
+
+def test_a_bad_progress_mode_is_refused_before_overwrite_empties_output(tmp_path: Path) -> None:
+    inp = write(tmp_path / "in.jsonl", [{"id": "a", "messages": MSG}])
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b"precious\n")
+    argv = [str(inp), "-o", str(out), "--model", "m", "--overwrite"]
+    job, err = prepared(argv, {"MINIMALLM_PROGRESS": "bars"})
+    assert job == 2
+    assert err == (
+        "minimallm run-batch: MINIMALLM_PROGRESS='bars' is not a progress mode; use auto, "
+        "bar, lines, log, off\n"
+    )
+    assert out.read_bytes() == b"precious\n"
+
+
+def test_the_base_url_old_name_a_full_endpoint_and_credentials(tmp_path: Path) -> None:
+    inp = write(tmp_path / "in.jsonl", [{"id": "a", "messages": MSG}])
+    argv = [str(inp), "-o", str(tmp_path / "o.jsonl"), "--model", "m"]
+    old = {"OPENAI_BASE_URL": "", "OPENAI_API_BASE": "http://h:1/v1/chat/completions"}
+    job, err = prepared(argv, old)
+    assert isinstance(job, Job), err
+    assert job.config.base_url == "http://h:1/v1"  # the endpoint's own path is dropped
+    job, err = prepared([*argv, "--base-url", "https://user:pa55word@h/v1"])
+    assert job == 2
+    assert "pa55word" not in err and "user" not in err.split("must not")[0]
+    assert "--base-url='https://***@h/v1': must not contain a user name or password" in err

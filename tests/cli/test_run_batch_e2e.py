@@ -254,7 +254,7 @@ def test_killed_twice_at_random_points_and_rerun_ends_byte_identical(
         rc = finish(proc)
         if sig == signal.SIGTERM:
             assert rc == 130, log.read_text()
-            assert "minimallm run-batch: interrupted; " in log.read_text()
+            assert "minimallm run-batch: interrupted by SIGTERM; " in log.read_text()
             assert out.read_bytes().endswith(b"\n")  # an orderly stop: no torn line
         else:
             assert rc == -signal.SIGKILL
@@ -313,7 +313,7 @@ def test_an_input_changed_during_the_run_stops_it_with_status_2(
             f.write(line(40) + "\n")
         assert send_job(job, quiet=True, err=err) == 2
     text = err.getvalue()
-    assert "(changed since it was checked)" in text and "has 41 requests now, 40 when" in text
+    assert "(changed since it was checked): 1 bad line, nothing was sent:\n  edited (" in text
     assert re.search(
         r"^minimallm run-batch: (\d+) of 40 requests written \(\1 by this run\)$", text, re.M
     )

@@ -116,6 +116,8 @@ EVERY_VARIABLE = [
     ("COOLDOWN_FLOOR_S", "1", "cooldown_floor_s", 1.0),
     ("COOLDOWN_CAP_S", "90", "cooldown_cap_s", 90.0),
     ("COOLDOWN_HALFLIFE_S", "4", "cooldown_halflife_s", 4.0),
+    ("RETRY_TEMPERATURE_MAX", "0.8", "retry_temperature_max", 0.8),
+    ("RETRY_TEMPERATURE_HALFLIFE", "2", "retry_temperature_halflife", 2.0),
     ("COMPRESS_GZIP", "1", "compress_gzip", True),
     ("CACHE_DIR", "./cache", "cache_dir", "./cache"),
     ("CA_BUNDLE", certifi.where(), "ca_bundle", certifi.where()),
@@ -282,6 +284,8 @@ def test_pickle_drops_the_key_and_keeps_the_rest() -> None:
         ({"MAX_OUTSTANDING": "0"}, "MAX_OUTSTANDING=0: must be an integer >= 1"),
         ({"MAX_ATTEMPTS": "-1"}, "MAX_ATTEMPTS=-1: must be an integer >= 0 (0 retries"),
         ({"COOLDOWN_HALFLIFE_S": "0"}, "COOLDOWN_HALFLIFE_S=0: must be a number > 0"),
+        ({"RETRY_TEMPERATURE_MAX": "-1"}, "RETRY_TEMPERATURE_MAX=-1: must be a number >= 0"),
+        ({"RETRY_TEMPERATURE_HALFLIFE": "0"}, "RETRY_TEMPERATURE_HALFLIFE=0: must be a number > 0"),
         ({"BATCH_NUM_WORKERS": "0"}, "BATCH_NUM_WORKERS=0: must be an integer >= 1"),
         ({"BATCH_HEARTBEAT_S": "-1"}, "BATCH_HEARTBEAT_S=-1: must be a number >= 0"),
         ({"BATCH_STALL_S": "inf"}, "BATCH_STALL_S=inf: must be a finite number > 0"),
@@ -547,6 +551,8 @@ FLOAT_RANGES = {
     "COOLDOWN_FLOOR_S": ("cooldown_floor_s", 0.0, 30.0, False),
     "COOLDOWN_CAP_S": ("cooldown_cap_s", 0.0, 1e9, False),
     "COOLDOWN_HALFLIFE_S": ("cooldown_halflife_s", 0.0, 1e9, True),
+    "RETRY_TEMPERATURE_MAX": ("retry_temperature_max", 0.0, 1e9, False),
+    "RETRY_TEMPERATURE_HALFLIFE": ("retry_temperature_halflife", 0.0, 1e9, True),
 }
 
 
@@ -581,3 +587,12 @@ def test_out_of_range_jitter_is_always_refused(value: float) -> None:
         ConfigError, match=r"^Invalid minimallm configuration \(1 problem\):\n  JITTER="
     ):
         MinimaLlmConfig.from_env({**BASE_ENV, "JITTER": str(value)})
+
+
+def test_openai_api_base_stands_in_for_an_unset_base_url() -> None:
+    from minimallm import MinimaLlmConfig
+
+    old = {"OPENAI_API_BASE": "http://h:1/v1/chat/completions", "OPENAI_MODEL": "m"}
+    assert MinimaLlmConfig.from_env(old).base_url == "http://h:1/v1"
+    both = {**old, "OPENAI_BASE_URL": "http://x:2/v1"}
+    assert MinimaLlmConfig.from_env(both).base_url == "http://x:2/v1"

@@ -69,7 +69,7 @@ async def test_a_br_answer_is_one_failure_naming_the_encoding(make_config: Confi
 
 @pytest.fixture
 def tls_pair() -> tuple[ssl.SSLContext, str]:
-    trustme = pytest.importorskip("trustme")
+    trustme = pytest.importorskip("trustme", reason="trustme makes the test CA")
     ca = trustme.CA()
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server)

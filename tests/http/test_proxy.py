@@ -151,7 +151,7 @@ def tunnel_server(
 @pytest.fixture
 def origin_tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """(server, client) contexts for a certificate of origin.test from a test CA."""
-    trustme = pytest.importorskip("trustme")
+    trustme = pytest.importorskip("trustme", reason="trustme makes the test CA")
     ca = trustme.CA()
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("origin.test").configure_cert(server)

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minimallm import ConfigError
+from minimallm._http.server import HttpError, RequestParser
 from minimallm.mock import (
     DirectiveError,
     MockServer,
@@ -29,7 +30,6 @@ from minimallm.mock import (
 )
 from minimallm.mock.cli import build_parser, config_from_args, config_to_argv
 from minimallm.mock.faults import FaultRoller, FaultSequences
-from minimallm.mock.http import HttpError, RequestParser
 
 # --- helpers ----------------------------------------------------------------------
 

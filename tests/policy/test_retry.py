@@ -228,7 +228,9 @@ def test_parse_retry_after_minus_zero_zone_is_utc_not_local_time() -> None:
 
 
 def test_parse_retry_after_accepts_httpx_headers() -> None:
-    httpx = pytest.importorskip("httpx")
+    httpx = pytest.importorskip(
+        "httpx", reason="needs httpx (the [test] extra) for its Headers type"
+    )
     headers = httpx.Headers({"Retry-After": "3", "Retry-After-Ms": "120"})
     assert parse_retry_after(headers, now_wall=NOW_WALL) == pytest.approx(0.12)
 

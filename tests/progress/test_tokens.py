@@ -8,10 +8,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minimallm._lazy_json import LazyJson
+from minimallm._lazy_json import LazyJson, stored
 from minimallm._progress import ProgressTally, format_summary
 from minimallm._progress.tokens import detail_tokens, usage_details
-from minimallm._types import MinimaLlmResponse
+from minimallm._types import _RAW, MinimaLlmResponse
 
 
 def response(body: dict[str, Any], *, lazy: bool = True) -> MinimaLlmResponse:
@@ -51,12 +51,16 @@ def test_a_usage_key_inside_the_answer_text_does_not_fool_it() -> None:
     assert detail_tokens(MinimaLlmResponse("r", "x", lazy)) == (100, 64)
 
 
-def test_the_responses_own_fields_win_once_it_has_them() -> None:
-    class WithFields:
-        cached_tokens = 3
-        reasoning_tokens = None
-
-    assert detail_tokens(WithFields()) == (3, None)  # type: ignore[arg-type]
+def test_agrees_with_the_responses_own_fields_without_decoding_the_body() -> None:
+    body = (
+        '{"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": 9, '
+        '"prompt_tokens_details": {"cached_tokens": 3}, '
+        '"completion_tokens_details": {"reasoning_tokens": 4}}}'
+    )
+    response = MinimaLlmResponse("r", "x", LazyJson(body))  # type: ignore[arg-type]
+    counts = detail_tokens(response)
+    assert stored(_RAW, response)._data is None  # type: ignore[union-attr]  # not decoded
+    assert counts == (response.cached_tokens, response.reasoning_tokens) == (3, 4)
 
 
 _ints = st.one_of(st.none(), st.integers(0, 10**9))

@@ -98,8 +98,10 @@ def test_random_faults_cost_only_the_requests_they_hit() -> None:
     steady = (bisect.bisect_left(sorted(sent), 5.0) - bisect.bisect_left(sorted(sent), 1.0)) / 4
     assert steady >= 0.8 * 640
     # 3237 attempts at 64 x 0.1 s take 5.1 s; then the stragglers: an item hung at the
-    # end waits its 2 s timeout and a backoff, perhaps twice
-    assert wall < 10.0
+    # end waits its 2 s timeout and a backoff, perhaps twice, rarely three times (the
+    # order in which trio wakes tasks varies between processes: 8.5-9.3 s in 6 runs,
+    # 11.5 s seen once)
+    assert wall < 12.5
 
 
 def test_after_a_30_s_storm_throughput_is_back_within_10_s() -> None:

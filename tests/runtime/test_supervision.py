@@ -52,10 +52,10 @@ def broken_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CacheWriter's first commit raises (in the actor itself, not in the commit's
     thread: a virtual clock would jump while a thread runs)."""
 
-    async def commit(self: CacheWriter, waiters: object) -> None:
+    async def step(self: CacheWriter) -> None:
         raise DiskOnFire("the disk is on fire")
 
-    monkeypatch.setattr(CacheWriter, "_commit", commit)
+    monkeypatch.setattr(CacheWriter, "_step", step)
 
 
 def backend_for(tmp_path: Path, server: FakeServer) -> OpenAIMinimaLlm:
@@ -64,7 +64,10 @@ def backend_for(tmp_path: Path, server: FakeServer) -> OpenAIMinimaLlm:
         model="m",
         rpm=0,
         cache_dir=str(tmp_path),
-        batch=BatchConfig(heartbeat_s=0, num_workers=8),
+        # no attempt may time out while the writer's closing thread lets the virtual
+        # clock run: only the failure ends the calls that never get an answer
+        timeout_s=1e12,
+        batch=BatchConfig(heartbeat_s=0, num_workers=8, stall_s=1e12),
     )
     return OpenAIMinimaLlm(cfg, options=RuntimeOptions(server.transport, random.Random(0)))
 

@@ -2,6 +2,9 @@
 
 Three rules, all pure:
 
+- **Systemic at once.** A ``QuotaExceeded`` failure (the account's quota or billing
+  limit) stops the batch at the first one: every other item would fail the same way.
+
 - **All alike from the start.** When the first ``alike_after`` items to finish all
   failed in the same way (same error type, status and message) and none succeeded, the
   fault is not in the items: a wrong key (401), an unknown model (404), a server that is
@@ -35,6 +38,8 @@ ALIKE_AFTER = 5
 
 def fix_for(f: MinimaLlmFailure) -> str:
     """What to check when every request fails like ``f``."""
+    if f.error_type == "QuotaExceeded":
+        return "check the plan and billing of OPENAI_API_KEY"
     if f.status in (401, 403):
         return "check OPENAI_API_KEY (or OPENAI_TOKEN)"
     if f.status == 404:
@@ -85,6 +90,12 @@ class FailureBudget:
         """Count one failure; the abort message when the batch must stop, else None."""
         self.count += 1
         self.recent.append(failure)
+        if failure.error_type == "QuotaExceeded":
+            return (
+                f"Aborting batch: {self.count} failures: the account's quota is exhausted "
+                f"(QuotaExceeded), so every request would fail: {_message(failure)} "
+                "(check the plan and billing of OPENAI_API_KEY)"
+            )
         signature = _signature(failure)
         if self._first is None:
             self._first = signature

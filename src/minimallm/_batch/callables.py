@@ -4,6 +4,7 @@ the caller's context); under trio, in the caller's run."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -23,6 +24,60 @@ __all__ = ["run_batched_callable", "stream_batched_callable"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def _checked(
+    entry: str, items: object, async_fn: Any, batch_config: object
+) -> tuple[Callable[[Any], Awaitable[Any]], BatchConfig]:
+    """The arguments of ``entry`` checked: TypeError naming the bad one and what it
+    takes. Returns the function (wrapped so a synchronous one is caught on its first
+    call, naming the argument) and the batch configuration."""
+    if items is None or isinstance(items, str | bytes) or not isinstance(items, Iterable):
+        raise TypeError(
+            f"{entry}(items=...) takes an iterable of items (a list, a tuple, a generator), "
+            f"got {type(items).__name__}"
+        )
+    if batch_config is None:
+        cfg = BatchConfig.from_env()
+    elif isinstance(batch_config, BatchConfig):
+        cfg = batch_config
+    else:
+        hint = (
+            " (use its .batch)"
+            if hasattr(batch_config, "batch")
+            else " (build one: BatchConfig(**settings), or BatchConfig.from_env())"
+        )
+        raise TypeError(
+            f"{entry}(batch_config=...) takes a BatchConfig or None, got "
+            f"{type(batch_config).__name__}{hint}"
+        )
+    if not callable(async_fn):
+        raise TypeError(
+            f"{entry}(async_fn=...) takes an async function (async def), got "
+            f"{type(async_fn).__name__}"
+        )
+    if inspect.iscoroutinefunction(async_fn) or inspect.iscoroutinefunction(
+        getattr(async_fn, "__call__", None)  # noqa: B004 (an object with async __call__)
+    ):
+        return async_fn, cfg
+    name = getattr(async_fn, "__qualname__", type(async_fn).__name__)
+    if inspect.isbuiltin(async_fn) or isinstance(async_fn, type):
+        raise TypeError(
+            f"{entry}(async_fn=...) takes an async function (async def), got {name}, "
+            "which is not one"
+        )
+    sync_fn = async_fn
+
+    async def awaited(item: Any) -> Any:  # a lambda returning a coroutine is fine
+        result = sync_fn(item)
+        if not inspect.isawaitable(result):
+            raise TypeError(
+                f"{entry}(async_fn=...) takes an async function (async def); {name} "
+                f"returned {type(result).__name__}, not an awaitable"
+            )
+        return await result
+
+    return awaited, cfg
 
 
 def _describe(index: int, item: object) -> str:
@@ -88,7 +143,7 @@ async def run_batched_callable(
     defaults to ``BatchConfig.from_env()``. ``calls``: a counter ``async_fn`` bumps
     for each LM call it makes (``run_dspy_batch`` does), shown in the progress.
     """
-    cfg = batch_config if batch_config is not None else BatchConfig.from_env()
+    async_fn, cfg = _checked("run_batched_callable", items, async_fn, batch_config)
     item_list = items if isinstance(items, list | tuple) else list(items)
     start = _starter(item_list, async_fn, cfg, progress, len(item_list), calls)
     if _bridge.trio_token_here() is not None:
@@ -112,7 +167,7 @@ def stream_batched_callable(
     """``async with stream_batched_callable(items, fn) as results: async for i, r in
     results``: each ``(index, value)`` as soon as it is ready (in input order with
     ``ordered=True``); ``items`` may be any iterable, read lazily."""
-    cfg = batch_config if batch_config is not None else BatchConfig.from_env()
+    async_fn, cfg = _checked("stream_batched_callable", items, async_fn, batch_config)
     total = total if total is not None else _total(items)
     window = max(1024, 4 * cfg.num_workers)
     if _bridge.trio_token_here() is not None:

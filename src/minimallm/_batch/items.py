@@ -8,8 +8,7 @@ values; only programming errors (:data:`PROGRAMMING_ERRORS`) escape an item.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from minimallm._progress.tokens import detail_tokens
 from minimallm._types import MinimaLlmFailure, MinimaLlmResponse
@@ -39,8 +38,7 @@ once and raises them (as themselves, with a note naming the item) instead of cou
 them toward ``max_failures``."""
 
 
-@dataclass(frozen=True, slots=True)
-class ItemResult(Generic[R]):
+class ItemResult(NamedTuple, Generic[R]):
     """One item's value and what the Monitor needs to know about it (token counts:
     None where the server did not say; a cache hit used none)."""
 

@@ -38,7 +38,7 @@ async def run_request_batch(
     requests: Iterable[MinimaLlmRequest],
     cfg: BatchConfig,
     *,
-    force_refresh: bool,
+    force_refresh: int,
     deliver: Deliver,
     sink: ProgressSink,
     total: int | None,

@@ -145,6 +145,20 @@ class TrioBatchStream(Generic[R]):
         self._window.release()  # one more item of the input may be read
         return index, self._pending.pop(index)
 
+    def held_back(self) -> list[tuple[int, R | None]]:
+        """The results finished but not handed over yet (behind a slower one, or not yet
+        received), in index order; taken from the stream. Call inside the block, e.g.
+        after stopping the iteration early, to keep what would otherwise be dropped."""
+        while True:
+            try:
+                index, value = self._recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            self._pending[index] = value
+        held = sorted(self._pending.items())
+        self._pending.clear()
+        return held
+
     async def next_burst(self) -> list[tuple[int, R | None]]:
         """The next result (waiting for it) and every other one ready now, in order
         (StopAsyncIteration at the end). For the bridge: one crossing per burst."""

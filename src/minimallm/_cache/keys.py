@@ -48,19 +48,23 @@ def _encode(obj: dict[str, Any]) -> str:
 def canonical_request_json(model: str, req: MinimaLlmRequest) -> str:
     """The canonical JSON text that :func:`cache_key` hashes (useful to debug a miss).
 
-    ``model`` and ``messages`` always; ``temperature`` and ``max_tokens`` when not
-    None; ``extra`` when non-empty; keys sorted, ASCII only, no spaces, exactly as the
-    original implementation did, so its caches keep hitting.
+    ``model`` (the request's own when it names one) and ``messages`` always;
+    ``temperature`` and ``max_tokens`` when not None; ``extra`` when non-empty;
+    ``sample`` when non-zero; keys sorted, ASCII only, no spaces, exactly as the
+    original implementation did, so its caches keep hitting (a request without
+    ``model`` and ``sample`` has the key it always had).
     """
     # json only encodes real dicts; copying the ones that already are costs time.
     messages = [m if type(m) is dict else dict(m) for m in req.messages]
-    obj: dict[str, Any] = {"model": model, "messages": messages}
+    obj: dict[str, Any] = {"model": req.model or model, "messages": messages}
     if req.temperature is not None:
         obj["temperature"] = req.temperature
     if req.max_tokens is not None:
         obj["max_tokens"] = req.max_tokens
     if req.extra:
         obj["extra"] = dict(req.extra)
+    if req.sample:
+        obj["sample"] = req.sample
     return _encode(obj)
 
 

@@ -29,6 +29,7 @@ decides whether they warn or stop)::
     MinimaLlmError
     ├── CacheUnavailableError   the cache cannot be opened or read
     └── CacheWriteError         a batch of answers could not be written
+        └── CacheLockedError    ... within a short lock wait the caller chose
 
 The keys (:func:`cache_key`, :func:`canonical_request_json`) come from
 :mod:`minimallm._cache.keys` and the SQL, schema check and lock waits from
@@ -66,10 +67,16 @@ from minimallm._cache.sqlite import (
     with_lock_retry,
     write_batch,
 )
-from minimallm._errors import CacheUnavailableError, CacheWriteError, MinimaLlmError
+from minimallm._errors import (
+    CacheLockedError,
+    CacheUnavailableError,
+    CacheWriteError,
+    MinimaLlmError,
+)
 
 __all__ = [
     "DB_FILENAME",
+    "CacheLockedError",
     "CacheUnavailableError",
     "CacheWriteError",
     "CachedAnswer",
@@ -283,7 +290,12 @@ class PromptCache:
                     f"{exc}{self._lock_note(exc)}"
                 ) from exc
 
-    def put_many(self, rows: Sequence[tuple[str, str, str | None] | StoreRow]) -> None:
+    def put_many(
+        self,
+        rows: Sequence[tuple[str, str, str | None] | StoreRow],
+        *,
+        lock_wait_s: float | None = None,
+    ) -> None:
         """Write ``(key, text, raw_json)`` rows (or :class:`StoreRow` values) in one
         transaction; later rows win.
 
@@ -294,6 +306,10 @@ class PromptCache:
         ``model``/``canonical`` columns gets them from StoreRow values (NULL from plain
         tuples). All or nothing: on failure the batch is rolled back and
         :class:`CacheWriteError` is raised; rows written earlier stay intact.
+
+        ``lock_wait_s`` (seconds): wait at most this long for a write lock held
+        elsewhere, in one attempt, then raise :class:`CacheLockedError` (nothing
+        written). None: the whole budget (busy timeout and retries) described above.
         """
         if not rows:
             return
@@ -303,20 +319,40 @@ class PromptCache:
             conn = self._usable(self._writer, CacheWriteError)
             try:
                 try:
-                    with_lock_retry(lambda: write_batch(conn, params), self._sleep)
+                    self._write(conn, params, lock_wait_s)
                 except UnicodeEncodeError:
                     # A lone surrogate (a server may send one as a JSON escape) cannot
                     # be stored as UTF-8: keep the batch, with U+FFFD in its place.
                     params = [scrub_surrogates(p) for p in params]
-                    with_lock_retry(lambda: write_batch(conn, params), self._sleep)
+                    self._write(conn, params, lock_wait_s)
             except sqlite3.Error as exc:
                 if not is_environmental(exc):
                     raise
+                if lock_wait_s is not None and is_busy(exc):
+                    raise CacheLockedError(
+                        f"the prompt cache {str(self._db_path)!r} is locked: another "
+                        f"process holds its write lock (waited {lock_wait_s:g} s)"
+                    ) from exc
                 raise CacheWriteError(
                     f"could not write {len(params)} answers to the prompt cache "
                     f"{str(self._db_path)!r}: {exc}{self._lock_note(exc)}; "
                     "answers written before are intact"
                 ) from exc
+
+    def _write(
+        self,
+        conn: sqlite3.Connection,
+        params: list[Params],
+        lock_wait_s: float | None,
+    ) -> None:
+        if lock_wait_s is None:
+            with_lock_retry(lambda: write_batch(conn, params), self._sleep)
+            return
+        conn.execute(f"PRAGMA busy_timeout = {max(0, round(lock_wait_s * 1000))}")
+        try:
+            write_batch(conn, params)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {round(self._busy_timeout_s * 1000)}")
 
     @property
     def closed(self) -> bool:

@@ -15,6 +15,7 @@ The models themselves, their defaults and the list of variables live in
 from __future__ import annotations
 
 import difflib
+import re
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, NoReturn, Self
@@ -71,7 +72,12 @@ def render(problems: Iterable[Problem], names: Mapping[str, str]) -> str:
     return "\n".join([head, *(f"  {line}" for line in lines)])
 
 
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+
+
 def _show(value: object) -> str:
+    if isinstance(value, str):  # never show a password written into a URL
+        value = _URL_USERINFO.sub(r"\1***@", value)
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 

@@ -14,7 +14,9 @@ comma-separated), ``OPENAI_MODEL``,
 minute, 0: off; both totals over the endpoints), ``TIMEOUT_S=60`` (one whole attempt),
 ``MAX_ATTEMPTS=6`` (0: until success), ``BASE_BACKOFF_S=0.5``, ``MAX_BACKOFF_S=20``,
 ``JITTER=0.2`` (+-20 %), ``COOLDOWN_FLOOR_S=0``, ``COOLDOWN_CAP_S=30``,
-``COOLDOWN_HALFLIFE_S=20``, ``COMPRESS_GZIP=0`` (1/0, true/false, yes/no, on/off),
+``COOLDOWN_HALFLIFE_S=20``, ``RETRY_TEMPERATURE_MAX=0.5``, ``RETRY_TEMPERATURE_HALFLIFE=5``
+(re-asks without a temperature: ``max·n/(n+halflife)``), ``COMPRESS_GZIP=0`` (1/0,
+true/false, yes/no, on/off),
 ``CACHE_DIR`` (unset: no cache), ``CA_BUNDLE`` (unset: ``SSL_CERT_FILE``/``SSL_CERT_DIR``,
 else certifi), ``TLS_VERIFY=1``, ``MAX_RESPONSE_BYTES=67108864`` (64 MiB),
 ``TRUST_ENV_PROXY=1`` (0: ignore ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``),
@@ -125,6 +127,11 @@ def _url_problem(value: str) -> str | None:
         return "must name a host, e.g. http://localhost:8000/v1"
     if parts.query or parts.fragment:
         return "must not contain a query (?) or fragment (#)"
+    if "@" in parts.netloc:
+        return (
+            "must not contain a user name or password (user:password@host): minimallm "
+            "does not send them; put the key in OPENAI_API_KEY"
+        )
     return None
 
 
@@ -176,6 +183,12 @@ class MinimaLlmConfig(Settings):
         default=30.0, ge=0, validate_default=True, description="Most cooldown, seconds."
     )
     cooldown_halflife_s: float = Field(default=20.0, gt=0, description="Decay, seconds.")
+    retry_temperature_max: float = Field(
+        default=0.5, ge=0, description="Re-ask temperature ceiling; 0: re-asks keep temperature."
+    )
+    retry_temperature_halflife: float = Field(
+        default=5.0, gt=0, description="Re-asks to reach half of retry_temperature_max."
+    )
     compress_gzip: bool = Field(default=False, description="Gzip request bodies.")
     cache_dir: str | None = Field(default=None, description="SQLite cache directory; None: off.")
     ca_bundle: str | None = Field(
@@ -213,6 +226,12 @@ class MinimaLlmConfig(Settings):
         "cooldown_floor_s": ("COOLDOWN_FLOOR_S", float, _SECONDS_GE0),
         "cooldown_cap_s": ("COOLDOWN_CAP_S", float, _SECONDS_GE0),
         "cooldown_halflife_s": ("COOLDOWN_HALFLIFE_S", float, "must be a number > 0 (seconds)"),
+        "retry_temperature_max": ("RETRY_TEMPERATURE_MAX", float, "must be a number >= 0"),
+        "retry_temperature_halflife": (
+            "RETRY_TEMPERATURE_HALFLIFE",
+            float,
+            "must be a number > 0 (re-asks)",
+        ),
         "compress_gzip": (
             "COMPRESS_GZIP",
             parse_bool,
@@ -247,7 +266,7 @@ class MinimaLlmConfig(Settings):
         name: f"is a batch setting: pass batch=BatchConfig({name}=...)"
         for name in BatchConfig.model_fields
     }
-    _ALSO_READ = frozenset({"OPENAI_API_KEY", "OPENAI_TOKEN"})
+    _ALSO_READ = frozenset({"OPENAI_API_KEY", "OPENAI_TOKEN", "OPENAI_API_BASE"})
     _key_dropped: bool = PrivateAttr(default=False)  # unpickled: the key stayed behind
     _key_warned: bool = PrivateAttr(default=False)
 
@@ -269,7 +288,10 @@ class MinimaLlmConfig(Settings):
                 if len(entries) == 1:
                     raise custom_error(problem)
                 raise custom_error(f"entry {n} ({entry!r}) {problem}")
-        checked = [entry.rstrip("/") for entry in entries]
+        # the endpoint itself, as some providers document it: the API root is wanted
+        checked = [
+            entry.rstrip("/").removesuffix("/chat/completions").rstrip("/") for entry in entries
+        ]
         if len(set(checked)) != len(checked):
             raise custom_error("names an endpoint twice; each must be listed once")
         return ",".join(checked)
@@ -367,11 +389,15 @@ class MinimaLlmConfig(Settings):
         """Read every variable listed in the module docstring from ``env``.
 
         ``env`` defaults to ``os.environ``. The key comes from ``OPENAI_API_KEY``, else
-        ``OPENAI_TOKEN`` (empty counts as unset). Raises one ConfigError naming every
+        ``OPENAI_TOKEN`` (empty counts as unset); ``OPENAI_API_BASE`` (the openai SDK's
+        old name) stands in for an unset ``OPENAI_BASE_URL``. Raises one ConfigError naming every
         bad or missing variable.
         """
         env = os.environ if env is None else env
         warn_misspelt(env)
+        old_base = env.get("OPENAI_API_BASE", "").strip()  # the openai SDK's old name
+        if old_base and not env.get("OPENAI_BASE_URL", "").strip():
+            env = {**env, "OPENAI_BASE_URL": old_base}
         data, raws = cls._read_env(env)
         key_var = "OPENAI_API_KEY" if env.get("OPENAI_API_KEY", "").strip() else "OPENAI_TOKEN"
         key = env.get(key_var, "").strip()

@@ -27,7 +27,7 @@ never on a fresh connection, never after an ``interrupt()``, never once a byte o
 answer arrived.
 
 Errors are the layer's own classes (``errors``), mapped to outcomes in
-``_transport``'s one table. Anything that interrupts a request (an error, a timeout,
+``_outcome/classify.py``'s one table. Anything that interrupts a request (an error, a timeout,
 a cancelled caller) closes the connection at once: a half-read answer can never be
 reused.
 """

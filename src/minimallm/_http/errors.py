@@ -1,5 +1,5 @@
-"""The HTTP layer's own exceptions. ``_transport`` maps each to an attempt outcome in
-its one table (with a test that every class here is mapped); none reaches a user.
+"""The HTTP layer's own exceptions. ``_outcome/classify.py`` maps each to an attempt
+outcome in its one table (with a test that every class here is mapped); none reaches a user.
 
 HttpError
 ├── TransportError                    the network failed us; usually worth a retry

@@ -28,11 +28,14 @@ _RECEIVE_BYTES = 64 * 1024
 
 class PlainSocket:
     """The two stream operations a plain-``http`` request needs, straight on the
-    non-blocking socket. ``receive_some`` waits for readability first, so it is a
-    checkpoint like trio's; ``send_all`` returns without yielding when the kernel takes
+    non-blocking socket. ``receive_some`` reads at once when bytes are already there
+    (the rest of an answer that came in several segments) and parks the task only when
+    none are (parking costs a trip through trio's scheduler, ~10 µs, even when the
+    socket is readable); ``send_all`` returns without yielding when the kernel takes
     the whole request at once (it nearly always does): trio's SocketStream yields after
     every send, one task switch per request, measured ~11 µs of CPU with its error
-    translation. Waits are trio's ``wait_readable``/``wait_writable``, so
+    translation; ``receive_some`` checks for cancellation first. Waits are trio's
+    ``wait_readable``/``wait_writable``, so
     cancellation and ``notify_closing`` (how a connection is interrupted) work as for
     any trio socket."""
 
@@ -48,12 +51,12 @@ class PlainSocket:
     async def receive_some(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` once some arrived; b"" at EOF."""
         sock = self._sock
+        await trio.lowlevel.checkpoint_if_cancelled()
         while True:
-            await trio.lowlevel.wait_readable(sock)
             try:
                 return sock.recv(max_bytes)
-            except BlockingIOError:  # a spurious wake-up
-                continue
+            except BlockingIOError:  # nothing yet (or a spurious wake-up): wait
+                await trio.lowlevel.wait_readable(sock)
 
 
 class TlsSocket:

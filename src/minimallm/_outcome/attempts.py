@@ -1,6 +1,7 @@
 """What one HTTP attempt ends as: a success or an error, decided once where the
-answer (or the transport's exception) is classified (``_transport``), read by the
-request path (retry or not) and, as an :data:`AttemptKind`, by flow control.
+answer (or the transport's exception) is classified (``_outcome.classify``: one row
+gives the error type, retryable, overload and flow-control kind together), read by
+the request path (retry or not) and, as its :data:`AttemptKind`, by flow control.
 """
 
 from __future__ import annotations
@@ -11,12 +12,20 @@ from typing import Any, Literal, TypeAlias
 
 from minimallm._policy.ratelimit import RateLimitInfo
 
-__all__ = ["AttemptError", "AttemptKind", "AttemptOutcome", "AttemptSuccess", "attempt_kind"]
+__all__ = ["AttemptError", "AttemptKind", "AttemptOutcome", "AttemptSuccess"]
+
+AttemptKind: TypeAlias = Literal["ok", "overload", "failed", "unreachable", "timeout", "broken"]
+"""How flow control sees an attempt: ``ok``; ``overload`` (429/502/503/504, not a
+quota); ``failed`` (any other answer: an error status, a malformed body, a proxy or a
+certificate that said no for good); ``unreachable`` (no connection: refused, DNS,
+connect timeout, proxy down); ``timeout`` (no answer within TIMEOUT_S); ``broken``
+(the connection broke mid-way, or nothing was sent). The first three are *answers*."""
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptSuccess:
-    """A 2xx answer whose ``choices[0].message.content`` is a string."""
+    """A 2xx completion: ``choices[0].message.content`` a string, or null beside a
+    tool call, a refusal or reasoning (then ``text`` is ``""``)."""
 
     text: str
     raw: Mapping[str, Any]
@@ -25,46 +34,31 @@ class AttemptSuccess:
     total_tokens: int | None = None
     rate: RateLimitInfo | None = None
 
+    @property
+    def kind(self) -> AttemptKind:
+        """Always ``"ok"``."""
+        return "ok"
+
 
 @dataclass(frozen=True, slots=True)
 class AttemptError:
-    """Anything else. ``retryable`` and ``overload`` are decided once, where the
-    outcome is made (``_transport``), from the policy tables. ``excused``: the attempt
-    was the client's own probe of a server it believes down (an outage); it does not
-    count against MAX_ATTEMPTS."""
+    """Anything else, made by a row of the one table (``_outcome.classify.Row.error``):
+    ``error_type``, ``retryable``, ``overload`` and ``kind`` are that row's. ``raw``:
+    the body of a 2xx answer that is a failure (``Truncated`` keeps the reasoning).
+    ``excused``: the attempt was the client's own probe of a server it believes down
+    (an outage); it does not count against MAX_ATTEMPTS."""
 
     error_type: str
     message: str
     retryable: bool
-    overload: bool = False
+    overload: bool
+    kind: AttemptKind
     status: int | None = None
     body_snippet: str | None = None
     retry_after_s: float | None = None
     rate: RateLimitInfo | None = None
+    raw: Mapping[str, Any] | None = None
     excused: bool = False
 
 
 AttemptOutcome: TypeAlias = AttemptSuccess | AttemptError
-
-AttemptKind: TypeAlias = Literal["ok", "overload", "failed", "unreachable", "timeout", "broken"]
-"""How flow control sees an attempt: ``ok``; ``overload`` (429/502/503/504); ``failed``
-(any other answer: an error status, a malformed body); ``unreachable`` (no connection:
-refused, DNS, connect timeout, proxy); ``timeout`` (no answer within TIMEOUT_S);
-``broken`` (the connection broke mid-way). The first three are *answers*."""
-
-_UNREACHABLE = frozenset({"ConnectError", "ProxyError"})
-
-
-def attempt_kind(outcome: AttemptOutcome) -> AttemptKind:
-    """The flow-control view of ``outcome``."""
-    if isinstance(outcome, AttemptSuccess):
-        return "ok"
-    if outcome.overload:
-        return "overload"
-    if outcome.error_type in _UNREACHABLE:
-        return "unreachable"
-    if outcome.error_type == "TimeoutError":
-        return "timeout"
-    if outcome.status is not None:
-        return "failed"
-    return "broken"

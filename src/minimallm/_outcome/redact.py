@@ -8,14 +8,27 @@ e.g. the transport's) left at the end. The text never holds the key, nor a piece
 it of :data:`MIN_PIECE` characters or more.
 
 The runtime calls :func:`snippet` on every text of a failure that came from a server
-(the message and the body snippet); nothing else needs the key.
+(the message and the body snippet), and :func:`redacted_raw` on a failure's whole
+2xx body; nothing else needs the key.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["MESSAGE_CHARS", "MIN_PIECE", "REDACTED", "SNIPPET_CHARS", "redact", "snippet"]
+from minimallm._lazy_json import LazyJson
+
+__all__ = [
+    "MESSAGE_CHARS",
+    "MIN_PIECE",
+    "REDACTED",
+    "SNIPPET_CHARS",
+    "redact",
+    "redacted_raw",
+    "snippet",
+]
 
 REDACTED = "***"
 """What stands in for the key (or a piece of it)."""
@@ -76,3 +89,12 @@ def _redact_tail(text: str, secret: str | None) -> str:
         if text.endswith(secret[:size]):
             return text[:-size] + REDACTED
     return text
+
+
+def redacted_raw(raw: Mapping[str, Any], secret: str | None) -> Mapping[str, Any]:
+    """A failure's whole 2xx body (``Truncated``) with the key redacted: kept as
+    lazily decoded text, like a response's ``raw``."""
+    text = raw.text if isinstance(raw, LazyJson) else json.dumps(dict(raw))
+    if secret and any(form in text for form in _forms(secret)):
+        return LazyJson(redact(text, secret))
+    return raw if isinstance(raw, LazyJson) else LazyJson(text)

@@ -138,8 +138,7 @@ class BarSink:
                 unit="req",
                 file=self._stream,
                 dynamic_ncols=True,
-                bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}"
-                "{postfix}]"
+                bar_format=_WITH_BAR
                 if p.total is not None
                 else "{desc} {n_fmt} done [{elapsed}{postfix}]",
                 mininterval=0.0,
@@ -162,7 +161,12 @@ class BarSink:
             parts.append(f"failed {p.failed}")
         if p.binding:
             parts.append(f"held back by {p.binding}")
-        bar.set_postfix_str(", ".join(parts), refresh=False)  # tqdm puts ", " before it
+        postfix, with_bar = fit_postfix(parts, p, self._columns())
+        if not with_bar and bar.bar_format != _NO_BAR:
+            bar.bar_format = _NO_BAR
+        elif with_bar and bar.bar_format == _NO_BAR:
+            bar.bar_format = _WITH_BAR
+        bar.set_postfix_str(postfix, refresh=False)  # tqdm puts ", " before it
         bar.n = p.done
         bar.refresh()
         if p.kind == "done":
@@ -170,10 +174,42 @@ class BarSink:
             for line in format_summary(p):
                 print(line, file=self._stream, flush=True)
 
+    def _columns(self) -> int:
+        """The display's width (a notebook's: unbounded)."""
+        if _in_notebook(self._stream):
+            return 10_000
+        try:
+            return os.get_terminal_size(self._stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            return 80
+
     def close(self) -> None:
         """Close the bar if the batch ended without a ``done`` snapshot."""
         if self._bar is not None and not self._bar.disable:
             self._bar.close()
+
+
+_WITH_BAR = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+_NO_BAR = "{desc} {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+_MIN_BAR = 10
+"""Columns the bar itself needs to be worth showing."""
+
+
+def fit_postfix(parts: list[str], p: BatchProgress, columns: int) -> tuple[str, bool]:
+    """The bar's postfix for a display ``columns`` wide, and whether the bar itself
+    fits too. What holds the batch back is the last thing dropped (it is what the
+    display is for): first the bar goes, then the rate, the ETA, the failure count."""
+    fixed = len(f"minimallm 100% {p.done}/{p.total} [0:00:00, ]") + 2  # a margin
+    kept = list(parts)
+    if fixed + len(", ".join(kept)) + _MIN_BAR + 2 <= columns:
+        return ", ".join(kept), True
+    for prefix in ("", "ETA", "failed"):  # the rate first ("" matches it: it is first)
+        if fixed + len(", ".join(kept)) <= columns or len(kept) <= 1:
+            break
+        drop = next((x for x in kept if x.startswith(prefix) and not x.startswith("held")), None)
+        if drop is not None:
+            kept.remove(drop)
+    return ", ".join(kept), False
 
 
 def _in_notebook(stream: TextIO) -> bool:

@@ -3,8 +3,8 @@
 ``usage.prompt_tokens_details.cached_tokens`` (prompt tokens the server's own prompt
 cache served) and ``usage.completion_tokens_details.reasoning_tokens`` (completion
 tokens spent thinking). They are read here, in one place, for the batch's progress and
-its token budget: from the response's own fields when it has them, else from the
-server's JSON body. A body is kept as text (a batch holds every result), so the two
+its token budget, from the server's JSON body (the response's own fields of the same
+name decode the body; this does not). A body is kept as text (a batch holds every result), so the two
 counts are read from its text without decoding it again (measured on an OpenAI-style
 body: about a third of a ``json.loads`` of it, measured on a loaded machine).
 """
@@ -28,15 +28,13 @@ _REASONING = re.compile(
     r'"completion_tokens_details"\s*:\s*\{[^{}]*?"reasoning_tokens"\s*:\s*(\d+)'
 )
 _NONE: tuple[int | None, int | None] = (None, None)
-_ABSENT = object()
 
 
 def detail_tokens(response: MinimaLlmResponse) -> tuple[int | None, int | None]:
     """``(cached_tokens, reasoning_tokens)`` of ``response``; None where the server
     did not say."""
-    own = getattr(response, "cached_tokens", _ABSENT)  # the response's fields, once it has them
-    if own is not _ABSENT:
-        return _count(own), _count(getattr(response, "reasoning_tokens", None))
+    # Not the response's own ``cached_tokens``/``reasoning_tokens``: those decode the
+    # whole body on first read, and a batch's progress reads every answer.
     raw = stored(_RAW, response)  # without decoding a body kept as text
     if not isinstance(raw, LazyJson):
         return usage_details(raw.get("usage") if isinstance(raw, Mapping) else None)

@@ -28,11 +28,11 @@ import trio
 
 from minimallm._cache.stage import Flight
 from minimallm._errors import InvalidRequestError
-from minimallm._outcome.attempts import AttemptError, AttemptOutcome, AttemptSuccess, attempt_kind
-from minimallm._outcome.redact import MESSAGE_CHARS, snippet
+from minimallm._outcome.attempts import AttemptError, AttemptOutcome, AttemptSuccess
+from minimallm._outcome.redact import MESSAGE_CHARS, redacted_raw, snippet
 from minimallm._policy import retry_delay
 from minimallm._policy.tokens import Reservation
-from minimallm._requests import encode_request
+from minimallm._requests import encode_request, reask_request
 from minimallm._runtime.serve import Runtime
 from minimallm._runtime.tokens import TokenGate
 from minimallm._types import (
@@ -60,31 +60,35 @@ async def request(
     rt: Runtime,
     req: MinimaLlmRequest,
     *,
-    force_refresh: bool = False,
+    force_refresh: int = 0,
     missed_key: str | None = None,
     events: trio.MemorySendChannel[Any] | None = None,
     index: int | None = None,
 ) -> Traced:
     """Answer ``req``: from the cache, by joining an identical call in flight, or from
-    the server. ``force_refresh`` skips every read (the answer still overwrites the
-    entry); ``missed_key``: a batch's bulk lookup already missed under this key (no
-    second hash, no second read); ``events``: a batch Monitor's inbox for every
-    attempt's report; ``index``: the request's place in its batch (named when it is
-    invalid). Raises only :class:`~minimallm.BackendClosedError` (or its subclass
-    ``BackendFailedError``): anything the server does is in the result."""
+    the server. ``force_refresh`` (0, or the number of this re-ask; ``True`` is 1)
+    skips every read (the answer still overwrites the entry under the request's own
+    key) and sends a seed and, for a request without a temperature, a rising one
+    (``_requests.reask_request``); ``missed_key``: a batch's bulk lookup already
+    missed under this key (no second hash, no second read); ``events``: a batch
+    Monitor's inbox for every attempt's report; ``index``: the request's place in its
+    batch (named when it is invalid). Raises only
+    :class:`~minimallm.BackendClosedError` (or its subclass ``BackendFailedError``):
+    anything the server does is in the result."""
     cache = rt.cache
     key = missed_key
     if cache is not None and key is None:
         key = cache.key(req)
     if cache is None or not key:  # no cache, or a request that cannot be encoded
-        return await _from_server(rt, req, events, index)
-    force_refresh = force_refresh or cache.force_all  # CACHE_FORCE_REFRESH
+        return await _from_server(rt, req, events, index, force_refresh)
+    # CACHE_FORCE_REFRESH skips every read too, but asks the same request (no re-ask)
+    skip_reads = bool(force_refresh) or cache.force_all
 
     # Recent answers, then single flight. Every check and the registration below
     # happen without a checkpoint in between, so identical calls that arrive while
     # the leader reads the disk join its flight instead of starting a second call.
     while True:
-        if not force_refresh:
+        if not skip_reads:
             recent = cache.recent(key)
             if recent is not None:
                 return Traced(
@@ -97,17 +101,17 @@ async def request(
         shared = flight.result
         # None: the leader was cancelled; a cached answer is no answer for a caller
         # that asked for a fresh one. Either way, look again (and maybe lead).
-        if shared is not None and not (force_refresh and _is_cached(shared)):
+        if shared is not None and not (skip_reads and _is_cached(shared)):
             return Traced(replace_response(shared, request_id=req.request_id), 0, None)
 
     flight = cache.flights[key] = Flight()
     try:
-        if not force_refresh and missed_key is None:
+        if not skip_reads and missed_key is None:
             hit = await cache.lookup(req, key)
             if hit is not None:
                 flight.result = hit
                 return Traced(hit, 0, None)
-        traced = await _from_server(rt, req, events, index)
+        traced = await _from_server(rt, req, events, index, force_refresh)
         result = flight.result = traced.result
         if isinstance(result, MinimaLlmResponse):
             cache.remember(key, result)  # before the joiners wake
@@ -124,10 +128,14 @@ async def _from_server(
     req: MinimaLlmRequest,
     events: trio.MemorySendChannel[Any] | None,
     index: int | None,
+    reask: int = 0,
 ) -> Traced:
-    """Encode once, then attempt until success, a final failure or MAX_ATTEMPTS
-    (0: no limit), backing off between attempts."""
+    """Encode once (re-ask ``reask`` with its seed and temperature), then attempt
+    until success, a final failure or MAX_ATTEMPTS (0: no limit), backing off between
+    attempts."""
     cfg = rt.cfg
+    if reask:
+        req = reask_request(req, reask, cfg.retry_temperature_max, cfg.retry_temperature_halflife)
     try:
         body = encode_request(cfg.model, req, compress=cfg.compress_gzip, index=index)
     except InvalidRequestError as exc:
@@ -204,7 +212,7 @@ def _settle(gate: TokenGate, reservation: Reservation, result: AttemptOutcome, s
             used = prompt + completion
         gate.settle(reservation, used, completion, result.rate, sent)
     else:
-        refused = result.excused or attempt_kind(result) in ("overload", "unreachable")
+        refused = result.excused or result.kind in ("overload", "unreachable")
         gate.settle(reservation, 0 if refused else None, None, result.rate, sent)
 
 
@@ -222,6 +230,7 @@ def _failure(
         body_snippet=None if body is None else snippet(body, secret),
         timeout_s=rt.cfg.timeout_s,
         attempt_timestamps=tuple(sent_at),
+        raw=None if result.raw is None else redacted_raw(result.raw, secret),
     )
 
 

@@ -17,14 +17,25 @@ async def receive_burst(inbox: trio.MemoryReceiveChannel[T], deadline: float) ->
     already waiting. ``[]``: the deadline came first; None: the inbox is closed and
     empty."""
     burst: list[T] = []
-    with trio.move_on_at(deadline):
+    if deadline > trio.current_time():
+        # messages already waiting (the actor was busy with its last burst): take
+        # them without opening a cancel scope (once the deadline has passed, the old
+        # way: the caller's deadline work must not wait behind a steady stream)
         try:
-            burst.append(await inbox.receive())
+            burst.append(inbox.receive_nowait())
+        except trio.WouldBlock:
+            pass
         except trio.EndOfChannel:
             return None
-        while True:
+    if not burst:
+        with trio.move_on_at(deadline):
             try:
-                burst.append(inbox.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
+                burst.append(await inbox.receive())
+            except trio.EndOfChannel:
+                return None
+    while burst:
+        try:
+            burst.append(inbox.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
     return burst

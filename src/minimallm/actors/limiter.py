@@ -146,23 +146,28 @@ class Limiter:
     def _react(self, burst: list[LimiterMessage], now: float) -> None:
         """One wake-up: take in the messages (maybe none: a deadline passed), let the
         controller see the time, bring the permits to the limit. No checkpoint."""
+        busy = self._busy()  # read once: nothing else runs during a wake-up
         for message in burst:
-            self._handle(message)
-        self._control.tick(now, self._busy())
+            busy = self._handle(message, busy)
+        self._control.tick(now, busy)
         self._issue()
 
-    def _handle(self, message: LimiterMessage) -> None:
+    def _handle(self, message: LimiterMessage, busy: int) -> int:
+        """Take in one report; ``busy``: permits busy with an attempt before it, returned
+        as after it (a permit that came back is no longer busy)."""
         if not message.kept:
             self._existing -= 1  # a permit came back (revoked)
             self._revoking = max(0, self._revoking - 1)
+            busy = max(0, busy - 1)
         if message.answered:
-            others = max(0, self._busy() - (1 if message.kept else 0))
+            others = max(0, busy - (1 if message.kept else 0))
             self._control.on_answer(
                 message.done_at, message.sent_at, message.kind == "overload", others
             )
         limit = self._control.limit
         for event in self._watch.observe(message.done_at, message.sent_at, message.kind, limit):
             self._tell(event)
+        return busy
 
     def _tell(self, event: CongestionEvent | ReachEvent) -> None:
         for listener in self._listeners:

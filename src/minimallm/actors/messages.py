@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import trio
 
@@ -60,13 +60,17 @@ PERMIT: Final = _Token("PERMIT")
 REVOKE: Final = _Token("REVOKE")
 """The Limiter wants a permit back: the Worker that takes this returns its own."""
 
+# The per-attempt messages (Job, AttemptReport, WantSlot, Slot, AttemptStarted) are
+# NamedTuples: as immutable as a frozen dataclass and ~4x cheaper to build (a frozen
+# dataclass sets each field through object.__setattr__), and several are built per
+# attempt. The rare ones (Hold, Release) stay dataclasses.
+
 BATON: Final = _Token("BATON")
 """Sends are neither paced nor held: a Worker takes the baton from the Pacer's gate,
 puts it straight back and sends. The Pacer takes it away to pace or to hold."""
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
+class Job(NamedTuple):
     """One HTTP attempt to make: the request body, where the outcome goes, the batch
     Monitor's inbox (None outside a batch) for the attempt's report, and the request's
     ``order`` (its number in the order requests arrived; its retries keep it)."""
@@ -77,8 +81,7 @@ class Job:
     order: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptReport:
+class AttemptReport(NamedTuple):
     """An attempt is over: sent and done at (trio time, seconds), how it ended for flow
     control, the server's Retry-After (seconds) and rate-limit headers, the tokens it
     used, whether it went out as the Pacer's probe (and why the Pacer was probing), and
@@ -99,8 +102,7 @@ class AttemptReport:
         return self.kind in ("ok", "overload", "failed")
 
 
-@dataclass(frozen=True, slots=True)
-class WantSlot:
+class WantSlot(NamedTuple):
     """A Worker holding a permit asks the Pacer when it may send its job of ``order``;
     the Pacer answers with a :class:`Slot` carrying ``seq`` on ``grant``."""
 
@@ -109,8 +111,7 @@ class WantSlot:
     order: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Slot:
+class Slot(NamedTuple):
     """Send now. ``probe``: this send is the Pacer's one probe after a hold, and why it
     probes (``"cooldown"`` or ``"outage"``); None for an ordinary paced send. ``back``:
     do not send; hand the job back to the shared channel (several endpoints: this one
@@ -137,8 +138,7 @@ class Release:
     """Cooldown → Pacer: the hold is over; pace as usual."""
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptStarted:
+class AttemptStarted(NamedTuple):
     """Worker → Watchdog: Worker ``worker``'s attempt ``seq`` must end by ``deadline``
     (trio time, seconds)."""
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import trio
 
@@ -50,21 +50,19 @@ class MonitorStatistics:
     failures_shown: int
 
 
-@dataclass(frozen=True, slots=True)
-class ItemStarted:
-    """Item ``index`` began at ``at`` (trio time, seconds)."""
+class ItemStarted(NamedTuple):
+    """Item ``item`` (its index in the batch) began at ``at`` (trio time, seconds)."""
 
-    index: int
+    item: int
     at: float
 
 
-@dataclass(frozen=True, slots=True)
-class ItemFinished:
-    """Item ``index`` ended at ``at`` as ``kind`` after ``attempts`` HTTP attempts, the
-    first sent at ``first_sent_at`` (None: none was sent), with its token counts and,
-    for a failure, the failure."""
+class ItemFinished(NamedTuple):
+    """Item ``item`` (its index in the batch) ended at ``at`` as ``kind`` after
+    ``attempts`` HTTP attempts, the first sent at ``first_sent_at`` (None: none was
+    sent), with its token counts and, for a failure, the failure."""
 
-    index: int
+    item: int
     at: float
     kind: ItemKind
     attempts: int = 0
@@ -172,13 +170,13 @@ class Monitor:
             tally.attempt(e.sent_at, e.done_at, e.answered)
             return False
         if isinstance(e, ItemStarted):
-            tally.item_started(e.index, e.at)
+            tally.item_started(e.item, e.at)
             return False
         if isinstance(e, CachedItems):
             tally.cached_in_bulk(e.count)
             return True
         tally.item_finished(
-            e.index,
+            e.item,
             e.at,
             e.kind,
             attempts=e.attempts,

@@ -12,7 +12,7 @@ connection). A Worker never waits for a permit with a job in hand. One attempt::
     job      ◄─ the shared job channel           (receive_nowait first: no switch if ready)
     go       ◄─ the Pacer: the baton if open, else WantSlot → Slot
     started  ─► the Watchdog                     (send_nowait; TIMEOUT_S from here)
-    POST on the own connection; classify the answer (``_transport``)
+    POST on the own connection; classify the answer (``_outcome``: one table)
     report   ─► Limiter (kept, or back when revoked); the Pacer if the answer had rate headers;
                 the Cooldown if it was an overload or a probe; the batch's Monitor
     outcome  ─► the caller's Reply
@@ -47,7 +47,7 @@ from minimallm._http.transport import (
     outcome_from_reply,
     timeout_outcome,
 )
-from minimallm._outcome.attempts import AttemptError, AttemptOutcome, AttemptSuccess, attempt_kind
+from minimallm._outcome.attempts import AttemptError, AttemptOutcome, AttemptSuccess
 from minimallm.actors.admission import Admission
 from minimallm.actors.messages import (
     BATON,
@@ -335,7 +335,7 @@ class Worker:
     async def _report(
         self, job: Job, result: AttemptOutcome, sent_at: float, probe: str | None
     ) -> None:
-        kind = attempt_kind(result)
+        kind = result.kind
         kept = not self._revoked()
         self._permit = kept
         done_at = trio.current_time()
@@ -366,7 +366,7 @@ def excused(result: AttemptOutcome, probe: str | None) -> AttemptOutcome:
     if (
         probe == "outage"
         and isinstance(result, AttemptError)
-        and attempt_kind(result) in ("unreachable", "timeout")
+        and result.kind in ("unreachable", "timeout")
     ):
         return dataclasses.replace(result, excused=True)
     return result

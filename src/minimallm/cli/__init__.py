@@ -1,9 +1,10 @@
 """The ``minimallm`` command: one module per subcommand.
 
 ``demo`` (:mod:`.demo`), ``mock`` (the mock server's own parser,
-:mod:`minimallm.mock.cli`), ``config`` (:mod:`.config`) and ``run-batch``
-(:mod:`.run_batch`). Subcommands import their machinery only when they run, so
-``minimallm --help`` and ``--version`` answer at once.
+:mod:`minimallm.mock.cli`), ``config`` (:mod:`.config`), ``run-batch``
+(:mod:`.run_batch`; ``--provider-batch`` in :mod:`.provider_batch`), ``batch-status``
+(:mod:`.provider_batch._status`) and ``serve`` (:mod:`.serve`). Subcommands import their
+machinery only when they run, so ``minimallm --help`` and ``--version`` answer at once.
 
 Exit codes: 0 success, 1 the work failed, 2 bad arguments or configuration.
 """
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
+from minimallm._errors import CacheWarning, ConfigWarning
 from minimallm._version import __version__
-from minimallm.cli import config, demo, run_batch
+from minimallm.cli import config, demo, run_batch, serve
 
 __all__ = ["build_parser", "main"]
 
@@ -32,7 +35,7 @@ class _CommandsFormatter(argparse.HelpFormatter):
 
     def __init__(self, prog: str) -> None:
         super().__init__(prog)
-        self._action_max_length = len("    run-batch") + 2
+        self._action_max_length = len("    batch-status") + 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,12 +58,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.add_parser(sub)
     run_batch.add_parser(sub)
+    serve.add_parser(sub)
+    from minimallm.cli.provider_batch._flags import add_status_parser as add_batch_status
+
+    add_batch_status(sub)
     return parser
+
+
+def _one_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """minimallm's own warnings as ``minimallm: warning: ...`` (no source line: the
+    user did not write that code); any other warning as Python shows it."""
+    if issubclass(category, ConfigWarning | CacheWarning):
+        return f"minimallm: warning: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
+_python_format = warnings.formatwarning
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``minimallm`` console script and ``python -m minimallm``;
     returns the exit code."""
+    warnings.formatwarning = _one_line
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["mock"]:
         from minimallm.mock.cli import main as mock_main
@@ -71,4 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         return demo.run(ns)
     if ns.command == "config":
         return config.run(ns)
+    if ns.command == "serve":
+        return serve.run(ns)
+    if ns.command == "batch-status":
+        from minimallm.cli.provider_batch._status import run as run_status
+
+        return run_status(ns)
     return run_batch.run(ns)

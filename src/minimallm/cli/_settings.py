@@ -29,9 +29,13 @@ __all__ = [
     "Setting",
     "add_settings_flags",
     "config_from_flags",
+    "name_flags",
     "resolve",
     "shown",
 ]
+
+OLD_BASE_URL = "OPENAI_API_BASE"
+"""Read as ``OPENAI_BASE_URL`` when that is not set (openai < 1.0 used this name)."""
 
 KEY_VARIABLES = ("OPENAI_API_KEY", "OPENAI_TOKEN")
 """Where the key is read from, in order of preference."""
@@ -82,6 +86,14 @@ SETTINGS: tuple[Setting, ...] = (
     _S(
         "cooldown_halflife_s", "COOLDOWN_HALFLIFE_S", "--cooldown-halflife", "SECONDS",
         "how fast the memory of overload fades",
+    ),
+    _S(
+        "retry_temperature_max", "RETRY_TEMPERATURE_MAX", "--retry-temperature-max", "F",
+        "re-ask temperature ceiling (no temperature set); 0: off",
+    ),
+    _S(
+        "retry_temperature_halflife", "RETRY_TEMPERATURE_HALFLIFE",
+        "--retry-temperature-halflife", "N", "re-asks to reach half the ceiling",
     ),
     _S("compress_gzip", "COMPRESS_GZIP", "--gzip", "", "gzip request bodies"),
     _S("cache_dir", "CACHE_DIR", "--cache-dir", "DIR", "SQLite prompt cache; none: no cache"),
@@ -228,16 +240,22 @@ def resolve(
     sources: dict[str, str] = {}
     written: dict[str, str] = {}
     flags: dict[str, str] = {}
+    old_base = env.get(OLD_BASE_URL, "").strip()
+    if old_base and not env.get("OPENAI_BASE_URL", "").strip():
+        merged["OPENAI_BASE_URL"] = old_base  # the openai SDK's old name, read as the new
     for s in SETTINGS:
         given = getattr(ns, s.dest, None)
-        raw = env.get(s.env)
+        raw = merged.get(s.env) if s.env == "OPENAI_BASE_URL" else env.get(s.env)
         if given is not None:
             merged[s.env] = given
             flags[s.env] = _flag_name(s, given)
             sources[s.field] = f"flag {flags[s.env]}"
             written[s.field] = given
         elif raw is not None and (raw.strip() or s.env in _EMPTY_MEANS_NONE):
-            sources[s.field] = f"env {s.env}"
+            old = s.env == "OPENAI_BASE_URL" and not env.get(s.env, "").strip()
+            sources[s.field] = (
+                f"env {OLD_BASE_URL} (the openai SDK's old name)" if old else f"env {s.env}"
+            )
             written[s.field] = raw.strip()
         elif fallbacks and s.env in fallbacks:
             value, source = fallbacks[s.env]
@@ -266,6 +284,14 @@ def config_from_flags(resolved: Resolved) -> MinimaLlmConfig:
         return MinimaLlmConfig.from_env(resolved.env)
     except ConfigError as exc:
         raise ConfigError(_rename(str(exc), resolved.flags)) from None
+
+
+def name_flags(message: str, flags: Mapping[str, str]) -> str:
+    """``message`` with each variable set by a flag named as that flag (an abort
+    saying "check OPENAI_BASE_URL" says "check --base-url" when the flag was used)."""
+    for var, flag in flags.items():
+        message = re.sub(rf"\b{var}\b", flag, message)
+    return message
 
 
 def _rename(message: str, flags: Mapping[str, str]) -> str:

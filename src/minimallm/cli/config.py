@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -40,6 +41,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return parser
 
 
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")  # never shown
+
+
 def _value(config: MinimaLlmConfig, field: str) -> object:
     if field.startswith("batch."):
         return getattr(config.batch, field.removeprefix("batch."))
@@ -54,7 +58,7 @@ def render(resolved: Resolved, config: MinimaLlmConfig | None) -> list[str]:
         if config is not None:
             value = shown(_value(config, s.field))
         elif s.field in resolved.written:
-            value = repr(resolved.written[s.field])
+            value = repr(_URL_USERINFO.sub(r"\1***@", resolved.written[s.field]))
         else:
             value = "(not set)" if s.field in ("base_url", "model") else shown(s.default)
         rows.append((s.field, value, resolved.sources[s.field]))

@@ -190,7 +190,8 @@ async def run_dspy_batch(
             inputs = obj.model_dump(include=include)  # type: ignore[attr-defined]
             problem = "no attempt made"
             for attempt in range(1, max_parse_attempts + 1):
-                refresh = set_force_refresh(True) if attempt > 1 else None
+                # re-ask n sends a seed and a rising temperature (see set_force_refresh)
+                refresh = set_force_refresh(attempt - 1) if attempt > 1 else None
                 try:
                     with (
                         request_tag(f"{sig_name}:{index}:a{attempt}", calls) as trace,

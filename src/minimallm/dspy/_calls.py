@@ -34,7 +34,7 @@ from typing import Any
 import trio
 
 from minimallm import _bridge
-from minimallm._context import get_force_refresh, set_last_cached
+from minimallm._context import refresh_number, set_last_cached
 from minimallm._errors import UsageError
 from minimallm._progress.calls import CallCounter
 from minimallm._types import MinimaLlmFailure, MinimaLlmRequest, MinimaLlmResponse, MinimaLlmResult
@@ -124,7 +124,7 @@ def _in_trio_worker_thread() -> bool:
 
 def generate_blocking(backend: Any, req: MinimaLlmRequest) -> MinimaLlmResult:
     """Answer ``req`` from synchronous code (see the module docstring for the ways)."""
-    force = get_force_refresh()
+    force = refresh_number()  # the re-ask's number (run_dspy_batch), 0: none
     if _in_trio_worker_thread():
         generate = functools.partial(backend.generate, req, force_refresh=force)
         result: MinimaLlmResult = trio.from_thread.run(generate)
@@ -147,7 +147,7 @@ def generate_blocking(backend: Any, req: MinimaLlmRequest) -> MinimaLlmResult:
 
 async def agenerate(backend: Any, req: MinimaLlmRequest) -> MinimaLlmResult:
     """Answer ``req`` from async code (asyncio, or trio for a trio-aware backend)."""
-    result: MinimaLlmResult = await backend.generate(req, force_refresh=get_force_refresh())
+    result: MinimaLlmResult = await backend.generate(req, force_refresh=refresh_number())
     return result
 
 

@@ -163,12 +163,14 @@ class MinimaLlmDSPyLM(dspy.LM):  # type: ignore[misc]
         temperature = merged.pop("temperature", None)
         max_tokens = merged.pop("max_tokens", None)
         max_completion = merged.pop("max_completion_tokens", None)
+        if max_completion is not None:  # sent as given, never rewritten into max_tokens
+            merged["max_completion_tokens"] = max_completion
         extra = {**merged, **self.extra_body}
         return MinimaLlmRequest(
             request_id=next_request_id(),
             messages=messages or [{"role": "user", "content": prompt}],
             temperature=temperature,
-            max_tokens=max_tokens if max_tokens is not None else max_completion,
+            max_tokens=max_tokens,
             extra=extra or None,
         )
 

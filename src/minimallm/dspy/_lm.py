@@ -36,13 +36,33 @@ REQUEST_ERRORS: tuple[type[BaseException], ...] = (LMError,)
 _OWN_SETTINGS = ("cache", "num_retries", "engine", "async_engine")
 # The LM making the current call: engines are shared by copies of an LM, so a
 # copy's own settings (extra_body) reach the engine through the call, not the engine.
-_calling_lm: ContextVar[MinimaLlmDSPyLM | None] = ContextVar("minimallm_dspy_lm", default=None)
+# The call's own kwargs ride along: lm15's canonical Request keeps one max_tokens, so
+# the spelling the user chose (max_tokens or max_completion_tokens) is read here.
+_calling_lm: ContextVar[tuple[MinimaLlmDSPyLM, Mapping[str, Any]] | None] = ContextVar(
+    "minimallm_dspy_lm", default=None
+)
+_TOKEN_LIMITS = ("max_tokens", "max_completion_tokens")
+
+
+def token_limit_name(lm_kwargs: Mapping[str, Any], call_kwargs: Mapping[str, Any]) -> str:
+    """The key the token limit goes out as: the one the call names, else the one the
+    LM's kwargs name (``dspy.LM`` itself writes ``max_completion_tokens`` for OpenAI's
+    reasoning models), else ``max_tokens``. Never rewritten into the other: OpenAI's
+    reasoning models refuse ``max_tokens``, older servers know only ``max_tokens``."""
+    for kwargs in (call_kwargs, lm_kwargs):
+        named = [k for k in _TOKEN_LIMITS if kwargs.get(k) is not None]
+        if len(named) == 1:
+            return named[0]
+    return "max_tokens"
 
 
 def _minimallm_request(request: Any) -> MinimaLlmRequest:
-    lm = _calling_lm.get()
-    extra_body = lm.extra_body if lm is not None else None
-    return request_from_lm15(request, next_request_id(), extra_body)
+    calling = _calling_lm.get()
+    if calling is None:
+        return request_from_lm15(request, next_request_id())
+    lm, call_kwargs = calling
+    limit = token_limit_name(lm.kwargs, call_kwargs)
+    return request_from_lm15(request, next_request_id(), lm.extra_body, token_limit=limit)
 
 
 def _response(result: MinimaLlmResult, model: str) -> Any:
@@ -132,7 +152,9 @@ class MinimaLlmDSPyLM(dspy.LM):  # type: ignore[misc]
     ``MinimaLlmDSPyLM(backend, temperature=0.0, max_tokens=512, ...)``: keyword
     arguments become ``lm.kwargs`` as for ``dspy.LM``; ``temperature`` and
     ``max_tokens`` are sent as request fields, other generation settings
-    (``top_p``, ``stop``, ``seed`` …) as top-level JSON keys. ``extra_body`` is
+    (``top_p``, ``stop``, ``seed``, ``n``, ``logprobs``, ``reasoning_effort`` …) as
+    top-level JSON keys; ``max_completion_tokens`` goes out under that name (never
+    rewritten into ``max_tokens``, which OpenAI's reasoning models refuse). ``extra_body`` is
     merged into every request body as is, for server knobs DSPy's request cannot
     carry (vLLM's ``repetition_penalty`` …). ``model`` defaults to the backend's
     model; it names the model in DSPy's history (the backend decides what is sent).
@@ -176,7 +198,7 @@ class MinimaLlmDSPyLM(dspy.LM):  # type: ignore[misc]
 
     def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
         """DSPy's synchronous call (also inside a running event loop, see ``_calls``)."""
-        token = _calling_lm.set(self)
+        token = _calling_lm.set((self, kwargs))
         try:
             return super().__call__(prompt, messages=messages, **kwargs)
         finally:
@@ -184,7 +206,7 @@ class MinimaLlmDSPyLM(dspy.LM):  # type: ignore[misc]
 
     async def acall(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
         """DSPy's asynchronous call (asyncio)."""
-        token = _calling_lm.set(self)
+        token = _calling_lm.set((self, kwargs))
         try:
             return await super().acall(prompt, messages=messages, **kwargs)
         finally:

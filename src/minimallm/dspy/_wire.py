@@ -33,13 +33,19 @@ def _builder() -> Any:
 
 
 def request_from_lm15(
-    request: Any, request_id: str, extra_body: Mapping[str, Any] | None = None
+    request: Any,
+    request_id: str,
+    extra_body: Mapping[str, Any] | None = None,
+    *,
+    token_limit: str = "max_tokens",
 ) -> MinimaLlmRequest:
     """The MinimaLlmRequest for a canonical DSPy ``Request``.
 
-    ``max_tokens`` is read from ``max_tokens`` or ``max_completion_tokens`` (lm15's
-    OpenAI spelling) and sent as ``max_tokens``; ``extra_body`` is merged last, for
-    server knobs the canonical Request cannot carry.
+    The token limit is read from ``max_tokens`` or ``max_completion_tokens`` (lm15
+    writes the latter for either) and sent under ``token_limit``, the name the user
+    chose: ``max_tokens`` as the request field, ``max_completion_tokens`` in
+    ``extra``, as given. ``extra_body`` is merged last, for server knobs the
+    canonical Request cannot carry.
     """
     payload: dict[str, Any] = json.loads(_builder().build_request(request, stream=False).body)
     for key in _CALL_MODE_KEYS:
@@ -50,6 +56,9 @@ def request_from_lm15(
     max_completion = payload.pop("max_completion_tokens", None)
     if max_tokens is None:
         max_tokens = max_completion
+    if token_limit == "max_completion_tokens" and max_tokens is not None:
+        payload["max_completion_tokens"] = max_tokens
+        max_tokens = None
     payload.update(extra_body or {})
     return MinimaLlmRequest(
         request_id=request_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import signal
 import sys
 from collections.abc import Callable
@@ -30,6 +31,13 @@ def _fault_rate(text: str) -> tuple[str, float]:
         return kind.strip(), float(rate)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected KIND=PROBABILITY, got {text!r}") from None
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, eq, value = text.partition("=")
+    if not (eq and name.strip() and value.strip()):
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
 
 
 def _seconds_or_none(text: str) -> float | None:
@@ -131,6 +139,33 @@ def build_parser(prog: str = "python -m minimallm.mock") -> argparse.ArgumentPar
         "(default %(default)s)",
     )  # fmt: skip
     g.add_argument(
+        "--retry-after-only", action="store_true",
+        help="rate-limit 429s carry only Retry-After (whole seconds); no x-ratelimit-*",
+    )  # fmt: skip
+    g.add_argument(
+        "--header", type=_header, action="append", default=[], metavar="NAME=VALUE",
+        help="send this header first on every chat answer, refusals included (repeatable; "
+        "e.g. x-ratelimit-reset-requests=23h59m0s, or garbage like 1h1h1h)",
+    )  # fmt: skip
+    g.add_argument(
+        "--refuse-every", type=int, default=None, metavar="K",
+        help="answer every K-th chat request 429 at once, whatever the load (2: every other)",
+    )  # fmt: skip
+    g.add_argument(
+        "--window-limit", type=int, default=None, metavar="N",
+        help="at most N requests per calendar window (LiteLLM-like rpm), 429 above with "
+        "llm_provider-retry-after",
+    )  # fmt: skip
+    g.add_argument(
+        "--window", type=float, default=d.window_s, metavar="S",
+        help="the calendar window of --window-limit, seconds (default %(default)s)",
+    )  # fmt: skip
+    g.add_argument(
+        "--error-code", default=None, metavar="CODE",
+        help="type and code of every error body, e.g. insufficient_quota "
+        "(default: mock_error and the status)",
+    )  # fmt: skip
+    g.add_argument(
         "--reset-style", choices=("openai", "seconds"), default=d.reset_style,
         help="x-ratelimit-reset-* as OpenAI writes it (1.5s, 20ms) or plain seconds "
         "(default %(default)s)",
@@ -175,6 +210,22 @@ def build_parser(prog: str = "python -m minimallm.mock") -> argparse.ArgumentPar
         help="answers carry created 0 and an id derived from the request (same request, "
         "same bytes)",
     )  # fmt: skip
+    g = p.add_argument_group(
+        "Batch API (/v1/files, /v1/batches)",
+        "Batches run on a time scale: validating, in_progress (lines finish evenly), "
+        "finalizing, completed. Each line is answered like a live request (the same "
+        "bodies; #mock:fault=400 gives that line an error). GET /mock/batches counts "
+        "uploads, uploaded lines, batches created and downloads.",
+    )
+    g.add_argument(
+        "--batch-duration", type=float, default=d.batch_duration_s, metavar="S",
+        help="seconds from create to completed (default %(default)s)",
+    )  # fmt: skip
+    g.add_argument(
+        "--batch-outcome", action="append", default=[], metavar="N=KIND[@FRACTION]",
+        help="the Nth batch created ends otherwise: N=expired@0.5 (expires once half its "
+        "lines are done), N=cancelled@0.5, N=failed (fails validation) (repeatable)",
+    )  # fmt: skip
     return p
 
 
@@ -198,6 +249,12 @@ def config_from_args(args: argparse.Namespace) -> MockServerConfig:
         rate_headers=not args.no_rate_headers,
         retry_after_style=args.retry_after_style,
         reset_style=args.reset_style,
+        retry_after_only=args.retry_after_only,
+        extra_headers=tuple(args.header),
+        error_code=args.error_code,
+        refuse_every=args.refuse_every,
+        window_limit=args.window_limit,
+        window_s=args.window,
         fault_rates=dict(args.fault_rate),
         fault_retry_after_s=args.fault_retry_after,
         phases=(*args.outage, *args.storm),
@@ -206,6 +263,8 @@ def config_from_args(args: argparse.Namespace) -> MockServerConfig:
         responder=DSPyResponder() if args.dspy else echo_responder,
         max_arrivals=args.max_arrivals,
         deterministic=args.deterministic,
+        batch_duration_s=args.batch_duration,
+        batch_outcomes=tuple(args.batch_outcome),
     )
 
 
@@ -255,6 +314,19 @@ def config_to_argv(config: MockServerConfig) -> list[str]:
             argv += [flag, repr(value)]
     if not config.rate_headers:
         argv.append("--no-rate-headers")
+    argv += ["--batch-duration", repr(config.batch_duration_s)]
+    for outcome in config.batch_outcomes:
+        argv += ["--batch-outcome", outcome]
+    if config.retry_after_only:
+        argv.append("--retry-after-only")
+    for header, text in config.extra_headers:
+        argv += ["--header", f"{header}={text}"]
+    if config.error_code is not None:
+        argv += ["--error-code", config.error_code]
+    if config.refuse_every is not None:
+        argv += ["--refuse-every", str(config.refuse_every)]
+    if config.window_limit is not None:
+        argv += ["--window-limit", str(config.window_limit), "--window", repr(config.window_s)]
     for kind, rate in config.fault_rates.items():
         argv += ["--fault-rate", f"{kind}={rate!r}"]
     for phase in config.phases:
@@ -266,6 +338,20 @@ def config_to_argv(config: MockServerConfig) -> list[str]:
     return argv
 
 
+def _beyond_loopback(host: str) -> str | None:
+    """How ``host`` reaches beyond this machine (e.g. "every interface (0.0.0.0)"), or
+    None for a loopback address."""
+    if host in ("", "0.0.0.0", "::"):
+        return f"every interface ({host or '0.0.0.0'})"
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        if host == "localhost":
+            return None
+    return f"{host}"
+
+
 async def _serve_and_announce(config: MockServerConfig) -> None:
     """Serve until SIGINT or SIGTERM (caught even where a shell started us with SIGINT
     ignored), then return so every socket is closed in order."""
@@ -273,6 +359,15 @@ async def _serve_and_announce(config: MockServerConfig) -> None:
         async with trio.open_nursery() as nursery:
             server: MockServer = await nursery.start(serve_mock, config)
             print(ANNOUNCE_PREFIX + server.base_url, flush=True)
+            exposed = _beyond_loopback(config.host)
+            if exposed:
+                print(
+                    f"minimallm mock: warning: listening on {exposed}, port {server.port}, "
+                    "not only on this machine: anyone who can reach it can use this "
+                    "endpoint; --host 127.0.0.1 keeps it local",
+                    file=sys.stderr,
+                    flush=True,
+                )
             async for _ in signals:
                 nursery.cancel_scope.cancel()
                 break

@@ -20,6 +20,7 @@ __all__ = [
     "Responder",
     "echo_responder",
     "last_message_text",
+    "parse_batch_outcome",
 ]
 
 LATENCY_DISTS = ("fixed", "lognormal")
@@ -58,6 +59,29 @@ def echo_responder(body: dict[str, Any]) -> str:
     return "echo: " + last_message_text(body)
 
 
+def parse_batch_outcome(text: str) -> tuple[int, str, float]:
+    """``"N=expired@0.5"`` -> (N, "expired", 0.5); kinds: expired, cancelled (both
+    ``@FRACTION`` of the lines done, default 0.5) and failed. Raises ValueError."""
+    number, eq, rest = text.partition("=")
+    kind, at, frac = rest.partition("@")
+    kind = kind.strip().lower()
+    try:
+        n = int(number)
+        fraction = float(frac) if at else 0.5
+    except ValueError:
+        n, fraction = 0, -1.0
+    if not eq or n < 1 or kind not in ("expired", "cancelled", "failed") or not 0 <= fraction <= 1:
+        raise ValueError(
+            f"bad batch outcome {text!r}: use N=expired@FRACTION, N=cancelled@FRACTION or "
+            "N=failed (N counts batches from 1, FRACTION of its lines done, 0..1)"
+        )
+    return n, kind, fraction
+
+
+def _header_text(value: object) -> bool:
+    return isinstance(value, str) and bool(value) and value.isascii() and value.isprintable()
+
+
 def _frozen_rates() -> Mapping[str, float]:
     return MappingProxyType({})
 
@@ -87,7 +111,20 @@ class MockServerConfig:
       ``-tokens``), and a rate-limit 429 carries ``Retry-After`` (``retry_after_style``
       ``"ceil"``: whole seconds rounded up, as real servers send it; ``"exact"``) and
       ``retry-after-ms``; ``reset_style`` writes durations like OpenAI (``"1.5s"``,
-      ``"20ms"``) or as ``"seconds"``. See ``minimallm.mock.ratelimit``.
+      ``"20ms"``) or as ``"seconds"``; ``retry_after_only``: a rate-limit 429 carries
+      only ``Retry-After`` (whole seconds) and answers no ``x-ratelimit-*`` (a gateway
+      that tells when, not how much). See ``minimallm.mock.ratelimit``.
+    - ``extra_headers``: ``((name, value), ...)`` sent first on every chat answer,
+      refusals included (e.g. a daily budget ``x-ratelimit-*``, or garbage values).
+    - ``error_code``: the ``type`` and ``code`` of every error body (refusals and
+      faults), e.g. ``"insufficient_quota"`` (default: ``mock_error`` and the status).
+    - ``refuse_every``: every k-th chat request is answered 429 at once, whatever the
+      load (2: every other one); no Retry-After (outcome ``refused``).
+    - ``window_limit``/``window_s``: at most ``window_limit`` requests per calendar
+      window of ``window_s`` seconds (windows aligned to the clock's multiples of
+      ``window_s``, like LiteLLM's rpm limit per calendar minute); above it 429 at once
+      with the wait until the next window in ``llm_provider-retry-after`` (whole seconds,
+      rounded up) and nothing else (outcome ``window``).
     - ``fault_rates``: kind -> probability per request of a random fault (see
       ``minimallm.mock.faults`` for the kinds); a 429 fault carries ``retry_after_s``, a
       503 fault ``fault_retry_after_s`` (None: no header). ``seed`` seeds latency and
@@ -98,6 +135,9 @@ class MockServerConfig:
     - ``max_records``: how many recent requests ``requests`` keeps; ``max_arrivals``:
       how many ``(time, outcome)`` arrival stamps ``arrivals`` keeps (0: none; cheap,
       for benchmarks that measure rates over time).
+    - ``batch_duration_s``/``batch_outcomes``: the Batch API's time scale (seconds
+      from create to completed) and batches that expire, fail or are cancelled on
+      demand (see ``minimallm.mock.batch_api``).
     - ``deterministic``: answers carry ``created: 0`` and an id derived from the
       request, so the same request always gets the same bytes.
     """
@@ -119,6 +159,12 @@ class MockServerConfig:
     rate_headers: bool = True
     retry_after_style: RetryAfterStyle = "ceil"
     reset_style: ResetStyle = "openai"
+    retry_after_only: bool = False
+    extra_headers: tuple[tuple[str, str], ...] = ()
+    error_code: str | None = None
+    refuse_every: int | None = None
+    window_limit: int | None = None
+    window_s: float = 60.0
     fault_rates: Mapping[str, float] = field(default_factory=_frozen_rates)
     fault_retry_after_s: float | None = None
     phases: tuple[Phase, ...] = ()
@@ -127,6 +173,10 @@ class MockServerConfig:
     max_records: int = 10_000
     max_arrivals: int = 0
     deterministic: bool = False
+    # The Batch API (``batch_api.py``): how long a batch takes (seconds, wall clock)
+    # and how the Nth batch ends otherwise ("1=expired@0.5", "2=failed", ...).
+    batch_duration_s: float = 2.0
+    batch_outcomes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -153,6 +203,12 @@ class MockServerConfig:
                 problems.append(f"{name}={value!r} must be one of: {', '.join(allowed)}")
 
         seconds("latency_s", self.latency_s)
+        seconds("batch_duration_s", self.batch_duration_s)
+        for text in self.batch_outcomes:
+            try:
+                parse_batch_outcome(text)
+            except ValueError as exc:
+                problems.append(str(exc))
         seconds("latency_jitter_s", self.latency_jitter_s)
         seconds("latency_sigma", self.latency_sigma)
         seconds("retry_after_s", self.retry_after_s, optional=True)
@@ -174,6 +230,24 @@ class MockServerConfig:
             problems.append("burst and token_rate_per_s need rate_limit_per_s")
         if self.token_rate_per_s is None and self.token_burst is not None:
             problems.append("token_burst needs token_rate_per_s")
+        headers = tuple(self.extra_headers)
+        if not all(
+            isinstance(h, tuple) and len(h) == 2 and all(_header_text(x) for x in h)
+            for h in headers
+        ):
+            problems.append(
+                f"extra_headers={headers!r} must be (name, value) pairs of printable "
+                "ASCII text without CR/LF"
+            )
+        if self.error_code is not None and not _header_text(self.error_code):
+            problems.append(f"error_code={self.error_code!r} must be printable ASCII or None")
+        count("refuse_every", self.refuse_every, 2)
+        count("window_limit", self.window_limit, 1)
+        if not (
+            isinstance(self.window_s, int | float) and math.isfinite(self.window_s)
+            and self.window_s > 0
+        ):  # fmt: skip
+            problems.append(f"window_s={self.window_s!r} must be a finite number of seconds > 0")
         count("max_records", self.max_records, 0)
         count("max_arrivals", self.max_arrivals, 0)
         rates = {str(k): float(v) for k, v in self.fault_rates.items()}
@@ -193,6 +267,12 @@ class MockServerConfig:
             raise ConfigError("invalid MockServerConfig: " + "; ".join(problems))
         object.__setattr__(self, "fault_rates", MappingProxyType(rates))
         object.__setattr__(self, "phases", phases)
+        object.__setattr__(self, "extra_headers", headers)
+
+    @property
+    def batch_outcome_map(self) -> dict[int, tuple[str, float]]:
+        """``batch_outcomes`` parsed: batch number -> (kind, fraction of lines done)."""
+        return {n: (kind, f) for n, kind, f in map(parse_batch_outcome, self.batch_outcomes)}
 
     @property
     def effective_burst(self) -> int:

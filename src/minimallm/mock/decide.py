@@ -17,6 +17,7 @@ The order of the checks is the order a real deployment applies them in:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -30,7 +31,17 @@ from minimallm.mock.timeline import Outage, Storm, Timeline
 if TYPE_CHECKING:
     from minimallm.mock.config import MockServerConfig
 
-__all__ = ["BLACKHOLE", "CAPACITY", "RATELIMIT", "STORM", "Decider", "Verdict", "draw_latency"]
+__all__ = [
+    "BLACKHOLE",
+    "CAPACITY",
+    "RATELIMIT",
+    "REFUSED",
+    "STORM",
+    "WINDOW",
+    "Decider",
+    "Verdict",
+    "draw_latency",
+]
 
 CAPACITY = "capacity"
 """Outcome of a request refused by the concurrency capacity (429 or 503)."""
@@ -40,6 +51,10 @@ STORM = "storm"
 """Outcome of a request answered during a storm phase."""
 BLACKHOLE = "blackhole"
 """Outcome of a request swallowed by a blackhole outage (never answered)."""
+REFUSED = "refused"
+"""Outcome of a request refused with 429 by ``refuse_every`` (whatever the load)."""
+WINDOW = "window"
+"""Outcome of a request refused with 429 by the calendar-window limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +99,17 @@ class Decider:
     buckets, fault-sequence counters, the timeline's origin). Not thread-safe: the
     server's state object calls it under its lock."""
 
-    __slots__ = ("_config", "_limiter", "_origin", "_rng", "_roller", "_sequences", "timeline")
+    __slots__ = (
+        "_config",
+        "_limiter",
+        "_origin",
+        "_rng",
+        "_roller",
+        "_seen",
+        "_sequences",
+        "_window",
+        "timeline",
+    )
 
     def __init__(self, config: MockServerConfig, rng: random.Random) -> None:
         self._config = config
@@ -93,6 +118,8 @@ class Decider:
         self._sequences = FaultSequences()
         self._limiter: RateLimiter | None = None
         self._origin: float | None = None
+        self._seen = 0  # chat requests past the timeline (for refuse_every)
+        self._window = (-1, 0)  # (calendar window index, requests admitted in it)
         self.timeline = Timeline(config.phases)
 
     @property
@@ -128,7 +155,22 @@ class Decider:
         directives: Directives,
     ) -> Verdict:
         """The verdict for one chat request arriving at ``now`` (seconds) while
-        ``in_flight`` requests (this one included) are in flight."""
+        ``in_flight`` requests (this one included) are in flight; the config's
+        ``extra_headers`` come first on every answer."""
+        verdict = self._decide(now, in_flight, body, content, directives)
+        extra = self._config.extra_headers
+        if not extra:
+            return verdict
+        return dataclasses.replace(verdict, headers=extra + verdict.headers)
+
+    def _decide(
+        self,
+        now: float,
+        in_flight: int,
+        body: dict[str, Any] | None,
+        content: str,
+        directives: Directives,
+    ) -> Verdict:
         cfg = self._config
         if self._origin is None:
             self._origin = now
@@ -141,6 +183,14 @@ class Decider:
             assert isinstance(p, Outage)
             return Verdict(BLACKHOLE if p.mode == "blackhole" else "reset", phase=phase)
         headers: Headers = ()
+        if cfg.refuse_every is not None:
+            self._seen += 1
+            if self._seen % cfg.refuse_every == 0:
+                return Verdict(REFUSED, 429, phase=phase)
+        if cfg.window_limit is not None:
+            refusal = self._window_check(now, cfg.window_limit, cfg.window_s)
+            if refusal is not None:
+                return Verdict(WINDOW, 429, headers=refusal, phase=phase)
         if cfg.rate_limit_per_s is not None:
             verdict = self._rate_limiter(now).check(request_tokens(body), now)
             if not verdict.allowed:
@@ -167,6 +217,20 @@ class Decider:
             headers += _retry_after(ra)
         return Verdict(kind, None, latency, headers, queue, phase)
 
+    def _window_check(self, now: float, limit: int, window_s: float) -> Headers | None:
+        """None when a request at ``now`` fits its calendar window, else the refusal's
+        headers (the wait until the next window, LiteLLM's way)."""
+        index = math.floor(now / window_s)
+        current, used = self._window
+        if index != current:
+            current, used = index, 0
+        if used < limit:
+            self._window = (current, used + 1)
+            return None
+        self._window = (current, used)
+        wait = (index + 1) * window_s - now
+        return (("llm_provider-retry-after", str(max(1, math.ceil(wait - 1e-9)))),)
+
     def _rate_limiter(self, now: float) -> RateLimiter:
         if self._limiter is None:  # the buckets start full at the first request
             cfg = self._config
@@ -180,6 +244,7 @@ class Decider:
                 headers=cfg.rate_headers,
                 retry_after_style=cfg.retry_after_style,
                 reset_style=cfg.reset_style,
+                retry_after_only=cfg.retry_after_only,
             )
         return self._limiter
 

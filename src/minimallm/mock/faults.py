@@ -8,7 +8,8 @@ Two ways to ask for a fault:
   entry for the i-th attempt of that content, then succeeds. ``#mock:retry_after=1.5``
   sets the ``Retry-After`` header (seconds) of a 429 (or of any fault status it goes
   with); ``#mock:latency=2.0`` replaces the server's latency and jitter for this prompt
-  (seconds).
+  (seconds); ``#mock:shape=NAME`` answers every successful attempt of this prompt in
+  one of the :data:`SHAPES` of today's endpoints (see ``bodies.py``).
 * **Random**: ``fault_rates`` maps a kind to a probability per request, drawn from a
   seeded ``random.Random``. Requests that carry a ``fault`` directive never get a random
   fault, so directive-driven tests stay deterministic.
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 __all__ = [
     "NAMED_KINDS",
     "OK",
+    "SHAPES",
     "DirectiveError",
     "Directives",
     "FaultRoller",
@@ -40,6 +42,27 @@ __all__ = [
 OK = "ok"
 NAMED_KINDS = frozenset({OK, "reset", "hang", "malformed", "cut", "null", "nochoices"})
 """Every fault kind that is not an HTTP status number."""
+
+SHAPES = frozenset(
+    {
+        "reasoning",
+        "reasoning_content",
+        "reasoning_only",
+        "tool_call",
+        "refusal",
+        "length",
+        "content_filter",
+        "quota",
+        "context_length",
+    }
+)
+"""Answer shapes ``#mock:shape=`` asks for: ``reasoning`` / ``reasoning_content`` (the
+text plus reasoning under that name, as vLLM / llama.cpp send it), ``reasoning_only``
+(``content: null`` beside ``reasoning``), ``tool_call`` (``content: null``, one tool
+call), ``refusal`` (``content: null``, a refusal), ``length`` (``content: null``,
+reasoning, ``finish_reason: "length"``), ``content_filter`` (``content: null``,
+``finish_reason: "content_filter"``), ``quota`` (429 ``insufficient_quota``),
+``context_length`` (400 ``context_length_exceeded``)."""
 
 _DIRECTIVE = re.compile(r"#mock:([A-Za-z_]+)=(\S*)")
 _MAX_REPEAT = 1_000_000
@@ -91,12 +114,14 @@ class Directives:
     """What the ``#mock:`` directives of one prompt ask for.
 
     ``faults`` is the per-attempt sequence (empty: no fault directive);
-    ``retry_after_s`` and ``latency_s`` are seconds, None when not given.
+    ``retry_after_s`` and ``latency_s`` are seconds, None when not given; ``shape``:
+    one of :data:`SHAPES`, None for the usual answer.
     """
 
     faults: tuple[str, ...] = ()
     retry_after_s: float | None = None
     latency_s: float | None = None
+    shape: str | None = None
 
 
 NO_DIRECTIVES = Directives()
@@ -113,6 +138,7 @@ def parse_directives(content: str) -> Directives:
     faults: tuple[str, ...] = ()
     retry_after: float | None = None
     latency: float | None = None
+    shape: str | None = None
     for match in _DIRECTIVE.finditer(content):
         name, value = match.group(1).lower(), match.group(2)
         if name == "fault":
@@ -121,11 +147,17 @@ def parse_directives(content: str) -> Directives:
             retry_after = _parse_seconds(name, value)
         elif name == "latency":
             latency = _parse_seconds(name, value)
+        elif name == "shape":
+            shape = value.strip().lower()
+            if shape not in SHAPES:
+                raise DirectiveError(
+                    f"unknown mock shape {value!r}: use one of {', '.join(sorted(SHAPES))}"
+                )
         else:
             raise DirectiveError(
-                f"unknown mock directive #mock:{name}= (known: fault, retry_after, latency)"
+                f"unknown mock directive #mock:{name}= (known: fault, retry_after, latency, shape)"
             )
-    return Directives(faults, retry_after, latency)
+    return Directives(faults, retry_after, latency, shape)
 
 
 class FaultSequences:

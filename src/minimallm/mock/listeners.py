@@ -14,7 +14,7 @@ from functools import partial
 
 import trio
 
-from minimallm.mock.http import RequestParser
+from minimallm._http.server import RequestParser
 
 __all__ = [
     "Connections",

@@ -153,10 +153,19 @@ class RateLimiter:
     """A request bucket and an optional token bucket, both full at ``now``.
 
     ``check(tokens, now)`` passes a request only if both buckets have enough (then
-    both are charged) and says which headers the answer carries.
+    both are charged) and says which headers the answer carries: none without
+    ``headers``; with ``retry_after_only``, only ``Retry-After`` (whole seconds) on a
+    refusal, like a gateway that tells when but announces no limits.
     """
 
-    __slots__ = ("_headers", "_requests", "_reset_style", "_retry_style", "_tokens")
+    __slots__ = (
+        "_headers",
+        "_requests",
+        "_reset_style",
+        "_retry_after_only",
+        "_retry_style",
+        "_tokens",
+    )
 
     def __init__(
         self,
@@ -169,8 +178,10 @@ class RateLimiter:
         headers: bool = True,
         retry_after_style: RetryAfterStyle = "ceil",
         reset_style: ResetStyle = "openai",
+        retry_after_only: bool = False,
     ) -> None:
         self._requests = TokenBucket(rate_per_s, burst, now)
+        self._retry_after_only = retry_after_only
         self._tokens: TokenBucket | None = None
         if token_rate_per_s is not None:
             size = token_burst if token_burst is not None else max(1, math.ceil(token_rate_per_s))
@@ -191,6 +202,8 @@ class RateLimiter:
                 self._tokens.take(tokens, now)
         if not self._headers:
             return RateVerdict(allowed, wait, ())
+        if self._retry_after_only:  # a refusal says when, nothing else does
+            return RateVerdict(allowed, wait, () if allowed else retry_after_headers(wait)[:1])
         headers = self._limit_headers(now)
         if not allowed:
             headers = retry_after_headers(wait, self._retry_style) + headers

@@ -3,7 +3,9 @@
 Endpoints: ``POST /v1/chat/completions`` (also ``/chat/completions``), ``GET /v1/models``
 (also ``/models``), and control endpoints that are neither counted nor recorded:
 ``GET /mock/stats`` (the counters as JSON, for a server in another process),
-``GET /mock/arrivals`` (the arrival stamps) and ``POST /mock/reset``.
+``GET /mock/arrivals`` (the arrival stamps), ``GET /mock/batches`` (the Batch API's
+counters) and ``POST /mock/reset``. ``/v1/files`` and ``/v1/batches`` are the Batch
+API of ``batch_api.py``.
 
 One chat request goes: parse -> count, decide and record (``state.py`` around the pure
 ``decide.py``, under a lock, so another thread may read ``stats``/``requests`` or call
@@ -23,11 +25,7 @@ from typing import Any
 
 import trio
 
-from minimallm.mock.bodies import completion_body, error_response, models_body
-from minimallm.mock.config import MockServerConfig, last_message_text
-from minimallm.mock.decide import BLACKHOLE, Verdict
-from minimallm.mock.faults import NO_DIRECTIVES, OK, DirectiveError, parse_directives
-from minimallm.mock.http import (
+from minimallm._http.server import (
     CONTINUE_RESPONSE,
     HttpError,
     HttpRequest,
@@ -35,6 +33,11 @@ from minimallm.mock.http import (
     decode_body,
     render_response,
 )
+from minimallm.mock.batch_api import MockBatchApi
+from minimallm.mock.bodies import SHAPE_ERRORS, completion_body, error_response, models_body
+from minimallm.mock.config import MockServerConfig, last_message_text
+from minimallm.mock.decide import BLACKHOLE, Verdict
+from minimallm.mock.faults import NO_DIRECTIVES, OK, DirectiveError, parse_directives
 from minimallm.mock.listeners import (
     Connections,
     RefusalWindow,
@@ -76,6 +79,13 @@ class MockServer:
         self._slots: trio.Semaphore | None = None
         if config.capacity is not None and config.capacity_mode == "queue":
             self._slots = trio.Semaphore(config.capacity)  # FIFO: trio's locks are fair
+        self.batch_api = MockBatchApi(
+            duration_s=config.batch_duration_s,
+            outcomes=config.batch_outcome_map,
+            answer=lambda body, kind: (
+                self._completion(body, kind, None) if kind in ("ok", "null", "nochoices") else None
+            ),
+        )
 
     @property
     def base_url(self) -> str:
@@ -195,6 +205,15 @@ class MockServer:
                 continue
             if request.path.startswith("/mock/"):
                 after = await self._control(stream, request)
+            elif MockBatchApi.handles(request.path):  # the Batch API (batch_api.py)
+                status, body, ctype = self.batch_api.handle(
+                    request.method, request.target, request.headers, request.body
+                )
+                keep = request.keep_alive
+                await stream.send_all(
+                    render_response(status, body, keep_alive=keep, content_type=ctype)
+                )
+                after = _After.KEEP if keep else _After.CLOSE
             else:
                 after = await self._answer(stream, parser, conn_id, request)
             if after is not _After.KEEP:
@@ -206,6 +225,9 @@ class MockServer:
             await stream.send_all(render_response(200, body, keep_alive=request.keep_alive))
         elif request.path == "/mock/arrivals" and request.method == "GET":
             body = json.dumps({"arrivals": self.arrivals()}).encode()
+            await stream.send_all(render_response(200, body, keep_alive=request.keep_alive))
+        elif request.path == "/mock/batches" and request.method == "GET":
+            body = json.dumps(self.batch_api.counters).encode()
             await stream.send_all(render_response(200, body, keep_alive=request.keep_alive))
         elif request.path == "/mock/reset" and request.method == "POST":
             self.reset()
@@ -279,8 +301,12 @@ class MockServer:
                 )
                 return _After.KEEP if request.keep_alive else _After.CLOSE
             if not (verdict.queue and self._slots is not None):
-                return await self._deliver(stream, parser, request, body, verdict, arrived)
-            return await self._deliver_in_slot(stream, parser, request, body, verdict, arrived)
+                return await self._deliver(
+                    stream, parser, request, body, verdict, arrived, directives.shape
+                )
+            return await self._deliver_in_slot(
+                stream, parser, request, body, verdict, arrived, directives.shape
+            )
         finally:
             self.state.finished()
 
@@ -292,6 +318,7 @@ class MockServer:
         body: Any,
         verdict: Verdict,
         arrived: float,
+        shape: str | None = None,
     ) -> _After:
         """Queue mode: wait (watching the socket) for a capacity slot, answer holding it."""
         slots = self._slots
@@ -307,7 +334,7 @@ class MockServer:
                 self.state.queue_left()
             arrived = trio.current_time()
         try:
-            return await self._deliver(stream, parser, request, body, verdict, arrived)
+            return await self._deliver(stream, parser, request, body, verdict, arrived, shape)
         finally:
             slots.release()
 
@@ -319,13 +346,15 @@ class MockServer:
         body: Any,
         verdict: Verdict,
         arrived: float,
+        shape: str | None = None,
     ) -> _After:
         keep = request.keep_alive
         after = _After.KEEP if keep else _After.CLOSE
         kind, headers = verdict.kind, verdict.headers
         if verdict.status is not None:  # a refusal: rate limit, capacity, storm
             msg = f"mock {kind}: HTTP {verdict.status}"
-            await stream.send_all(error_response(verdict.status, msg, keep, headers))
+            code = self.config.error_code
+            await stream.send_all(error_response(verdict.status, msg, keep, headers, code))
             return after
         if request.path in MODEL_PATHS:
             await stream.send_all(
@@ -353,9 +382,16 @@ class MockServer:
             return after
         if kind.isdigit():
             msg = f"mock fault: injected HTTP {kind}"
-            await stream.send_all(error_response(int(kind), msg, keep, headers))
+            code = self.config.error_code
+            await stream.send_all(error_response(int(kind), msg, keep, headers, code))
             return after
-        payload = self._completion(body, kind)
+        if shape in SHAPE_ERRORS and kind == OK:
+            status, error = SHAPE_ERRORS[shape]
+            await stream.send_all(
+                render_response(status, error, keep_alive=keep, extra_headers=headers)
+            )
+            return after
+        payload = self._completion(body, kind, shape)
         if payload is None:
             await self._responder_failed(stream, keep)
             return after
@@ -366,9 +402,9 @@ class MockServer:
         await stream.send_all(render_response(200, payload, keep_alive=keep, extra_headers=headers))
         return after
 
-    def _completion(self, body: dict[str, Any], kind: str) -> bytes | None:
-        """The 200 body for ``ok``, ``cut``, ``null`` and ``nochoices``; None if the
-        responder raised."""
+    def _completion(self, body: dict[str, Any], kind: str, shape: str | None) -> bytes | None:
+        """The 200 body for ``ok``, ``cut``, ``null`` and ``nochoices`` (in ``shape``);
+        None if the responder raised."""
         text: str | None = None
         if kind != "null":
             try:
@@ -383,6 +419,7 @@ class MockServer:
             default_model=self.config.model,
             with_choices=kind != "nochoices",
             deterministic=self.config.deterministic,
+            shape=shape,
         )
 
     async def _responder_failed(self, stream: trio.SocketStream, keep: bool) -> None:

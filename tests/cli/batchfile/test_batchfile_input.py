@@ -61,6 +61,7 @@ def test_batch_api_line_maps_fields_and_keeps_the_rest_in_extra() -> None:
         temperature=0,
         max_tokens=5,
         extra={"top_p": 0.5, "stop": ["\n"]},
+        model="m",
     )
 
 
@@ -69,7 +70,7 @@ def test_simple_line_with_id_or_custom_id() -> None:
     b = parse_line(line({"custom_id": "x", "messages": MSG, "model": "m"}))
     assert a is not None and b is not None
     assert a.request == MinimaLlmRequest("7", MSG, extra={"seed": 1})
-    assert (b.request, b.model) == (MinimaLlmRequest("x", MSG), "m")
+    assert (b.request, b.model) == (MinimaLlmRequest("x", MSG, model="m"), "m")
 
 
 def test_blank_lines_crlf_and_a_byte_order_mark() -> None:
@@ -91,6 +92,8 @@ def test_assistant_messages_may_carry_tool_calls_without_content() -> None:
 
 BAD = [
     ('{"id": "a", "messages": [}', "not JSON: Expecting value (column 26)"),
+    ('{"id": "a"\r\n', "not JSON: Expecting ',' delimiter (column 11)"),  # cut short
+    ('\ufeff{"id": "a"\n', "not JSON: Expecting ',' delimiter (column 12)"),
     (b'{"id": "\xff"}', "not UTF-8 text (byte 0xff at offset 8)"),
     ('["a"]', "not a JSON object but an array"),
     ('{"id": "a", "messages": [], "temperature": NaN}', "NaN is not allowed in JSON"),
@@ -192,25 +195,18 @@ def test_a_valid_file_gives_its_plan(tmp_path: Path) -> None:
     assert [r.request_id for r in iter_requests(plan)] == ["a", "2"]
 
 
-def test_lines_naming_another_model_than_the_runs_are_refused_per_model(tmp_path: Path) -> None:
-    rows = [batch_api(f"q{i}", model="gpt-4o-mini" if i % 2 else "llama") for i in range(6)]
+def test_lines_may_name_different_models_each_sent_its_own(tmp_path: Path) -> None:
+    rows = [batch_api(f"q{i}", model="gpt-4o-mini" if i % 2 else "llama") for i in range(4)]
     path = write(tmp_path / "in.jsonl", [*rows, {"id": "x", "messages": MSG}])
-    with pytest.raises(BatchFileError) as info:
-        scan_batch(path, model="llama", name="in")
-    assert str(info.value) == (
-        "in: 3 bad lines, nothing was sent:\n"
-        "  line 2: 3 line(s) name model 'gpt-4o-mini' (first on line 2), but this run uses "
-        "'llama' (--model or OPENAI_MODEL): remove \"model\" from those lines, or run them "
-        "with --model gpt-4o-mini"
-    )
-    ok = scan_batch(write(tmp_path / "ok.jsonl", rows[::2]), model="llama")
-    assert ok.model == "llama"
+    plan = scan_batch(path, model="run-model")
+    assert plan.model == "run-model"
+    models = [r.model for r in iter_requests(plan)]
+    assert models == ["llama", "gpt-4o-mini", "llama", "gpt-4o-mini", None]
 
 
-def test_without_a_configured_model_the_lines_must_agree(tmp_path: Path) -> None:
+def test_without_a_configured_model_the_first_named_is_the_plans(tmp_path: Path) -> None:
     path = write(tmp_path / "in.jsonl", [batch_api("a", model="m1"), batch_api("b", model="m2")])
-    with pytest.raises(BatchFileError, match=r"the lines name 2 models: 'm1' \(line 1\), 'm2'"):
-        scan_batch(path)
+    assert scan_batch(path).model == "m1"
     assert scan_batch(write(tmp_path / "none.jsonl", [batch_api("a")])).model is None
 
 
@@ -221,10 +217,25 @@ def test_pass_two_skips_what_is_done_and_notices_a_changed_file(tmp_path: Path) 
     assert [r.request_id for r in iter_requests(done)] == ["q3", "q4"]
     write(path, [batch_api(f"q{i}") for i in range(4)])
     with pytest.raises(BatchFileError, match="has 4 requests now, 5 when checked"):
-        list(iter_requests(plan))
+        list(iter_requests(done))
     write(path, [batch_api("q0"), "{"])
     with pytest.raises(BatchFileError, match="changed since it was checked"):
-        list(iter_requests(plan))
+        list(iter_requests(done))
+    # the same number of valid lines, other ids: the file's identity or version tells
+    for replace in (False, True):
+        rows = [batch_api(f"x{i}") for i in range(5)]
+        if replace:  # a new file renamed over the old one
+            write(tmp_path / "new.jsonl", rows).replace(path)
+        else:  # edited in place
+            write(path, rows)
+        with pytest.raises(BatchFileError) as info:
+            list(iter_requests(plan))
+        n = path.stat().st_size
+        how = "replaced by another file" if replace else f"edited ({n} bytes now, {n} when checked)"
+        assert str(info.value) == (
+            f"{path} (changed since it was checked): 1 bad line, nothing was sent:\n"
+            f"  {how} after it was checked"
+        )
 
 
 def test_stdin_is_spooled_to_a_file_read_twice_and_removed(

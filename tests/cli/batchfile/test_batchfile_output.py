@@ -352,3 +352,42 @@ def test_output_written_by_another_tool_is_read_in_full(tmp_path: Path) -> None:
     (tmp_path / "o").write_text(json.dumps(other) + "\n" + '{"custom_id": "q1"')  # torn
     plan = scan_batch(inp, output=tmp_path / "o")
     assert (plan.done, plan.output_keep) == (1, len(json.dumps(other)) + 1)
+
+
+class _FullDisk(io.BytesIO):
+    def write(self, data: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+
+def test_the_counts_are_of_lines_written_not_buffered_when_the_disk_fills() -> None:
+    writer = BatchWriter(_FullDisk(), None)
+    for i in range(3):
+        writer.write(ok(f"q{i}"))
+    with pytest.raises(OSError, match="No space"):
+        writer.flush()
+    writer.close()  # writes nothing more
+    assert (writer.ok, writer.failed) == (0, 0)
+
+
+def test_failures_held_until_the_first_answer_can_be_dropped() -> None:
+    out, err = io.BytesIO(), io.BytesIO()
+    writer = BatchWriter(out, err)
+    writer.hold_failures()
+    writer.write(http_404("a"))
+    writer.write(http_404("b"))
+    writer.flush()
+    assert err.getvalue() == b""  # held
+    assert writer.drop_held() == 2
+    assert (out.getvalue(), err.getvalue()) == (b"", b"")
+    writer.close()
+    assert writer.failed == 0
+    # an answer ends the holding: everything is written, in order
+    out, err = io.BytesIO(), io.BytesIO()
+    writer = BatchWriter(out, err)
+    writer.hold_failures()
+    writer.write(http_404("a"))
+    writer.write(ok("b"))
+    writer.flush()
+    assert writer.drop_held() == 0
+    assert (writer.ok, writer.failed) == (1, 1)
+    assert b'"custom_id":"a"' in err.getvalue() and b'"custom_id":"b"' in out.getvalue()

@@ -12,7 +12,9 @@ No networking here: the command drives these with the streaming batch API.
   the files end as if the run had never stopped.
 """
 
+from minimallm.cli.batchfile._hashes import hashes_path, line_hash
 from minimallm.cli.batchfile._lines import CHAT_URL, LineError, ParsedLine, parse_line
+from minimallm.cli.batchfile._lock import OutputInUseError, OutputLock
 from minimallm.cli.batchfile._output import (
     BatchWriter,
     batch_request_id,
@@ -22,14 +24,16 @@ from minimallm.cli.batchfile._output import (
     success_line,
 )
 from minimallm.cli.batchfile._resume import ResumeError
+from minimallm.cli.batchfile._retry import move_failures_out
 from minimallm.cli.batchfile._scan import (
     MAX_SHOWN,
     BatchFileError,
     BatchPlan,
-    input_file,
     iter_requests,
     scan_batch,
 )
+from minimallm.cli.batchfile._spill import Held, read_spill, spill_path, write_spill
+from minimallm.cli.batchfile._stdin import input_file
 
 __all__ = [
     "CHAT_URL",
@@ -37,16 +41,25 @@ __all__ = [
     "BatchFileError",
     "BatchPlan",
     "BatchWriter",
+    "Held",
     "LineError",
+    "OutputInUseError",
+    "OutputLock",
     "ParsedLine",
     "ResumeError",
     "batch_request_id",
     "default_errors_path",
     "error_line",
+    "hashes_path",
     "input_file",
     "iter_requests",
+    "line_hash",
+    "move_failures_out",
     "parse_line",
     "raw_json_text",
+    "read_spill",
     "scan_batch",
+    "spill_path",
     "success_line",
+    "write_spill",
 ]

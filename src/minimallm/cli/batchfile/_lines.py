@@ -8,10 +8,11 @@ Two shapes are accepted, line by line (a file may mix them):
   request field. An integer ``id`` is taken as its decimal text.
 
 The body's ``messages`` become the request's messages, ``temperature`` and
-``max_tokens`` its fields, ``model`` is compared with the run's model by the caller,
-and every other key goes into ``extra`` as is (``top_p``, ``stop``,
-``response_format`` ...). Each problem is a :class:`LineError` whose message names
-the key at fault and what is allowed.
+``max_tokens`` its fields, ``model`` the request's own model (sent instead of the
+run's; lines may name different models), and every other key goes into ``extra`` as
+is (``top_p``, ``stop``, ``response_format``, ``max_completion_tokens`` ...). Each
+problem is a :class:`LineError` whose message names the key at fault and what is
+allowed.
 """
 
 from __future__ import annotations
@@ -98,10 +99,13 @@ def _parse(raw: bytes, build: bool) -> _Parsed | None:
         raise LineError(
             f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})"
         ) from None
+    body = text.rstrip("\r\n")  # a line cut short is an error at its end, not on "line 2"
+    bom = len(body) - len(body := body.lstrip("\ufeff"))
     try:
-        obj = _DECODER.decode(text.lstrip("\ufeff"))
+        obj = _DECODER.decode(body)
     except json.JSONDecodeError as exc:
-        raise LineError(f"not JSON: {exc.msg} (column {exc.colno})") from None
+        column = bom + exc.pos + 1  # in characters, from the start of the line
+        raise LineError(f"not JSON: {exc.msg} (column {column})") from None
     if type(obj) is not dict:
         raise LineError(f"not a JSON object but {_kind(obj)}")
     if "body" in obj or "method" in obj or "url" in obj:
@@ -178,7 +182,14 @@ def _request(custom_id: str, body: dict[str, Any], where: str, build: bool) -> _
     if not build:
         return custom_id, model, None
     extra = {k: v for k, v in body.items() if k not in _OWN_FIELDS}
-    request = MinimaLlmRequest(custom_id, messages, temperature, max_tokens, extra or None)  # type: ignore[arg-type]
+    request = MinimaLlmRequest(
+        custom_id,
+        messages,  # type: ignore[arg-type]
+        temperature,
+        max_tokens,
+        extra or None,
+        model,
+    )
     return custom_id, model, request
 
 

@@ -2,7 +2,7 @@
 
 Pass 1 (:func:`scan_batch`) reads every line before anything is sent: it validates
 each one, finds duplicate custom_ids with an :class:`~._ids.IdTable` (25 MB for 10^6
-lines; nothing else grows with the file), checks the model the lines name, and, when
+lines; nothing else grows with the file), notes the first model a line names, and, when
 an earlier run left OUTPUT and ERRORS files, walks them alongside the input to find how
 many requests are already done. Every bad line is reported in one
 :class:`BatchFileError`. Pass 2 (:func:`iter_requests`) reads the file again lazily and
@@ -19,17 +19,14 @@ done one) is refused with :class:`~._resume.ResumeError`.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from minimallm._errors import MinimaLlmError
 from minimallm._types import MinimaLlmRequest
+from minimallm.cli.batchfile._hashes import UNKNOWN, line_hash, read_hashes
 from minimallm.cli.batchfile._ids import IdTable
 from minimallm.cli.batchfile._lines import LineError, check_line, parse_line
 from minimallm.cli.batchfile._resume import DoneLine, ResumeError, done_lines
@@ -39,7 +36,6 @@ __all__ = [
     "PROGRESS_LINES",
     "BatchFileError",
     "BatchPlan",
-    "input_file",
     "iter_requests",
     "scan_batch",
 ]
@@ -60,11 +56,18 @@ class BatchFileError(MinimaLlmError, ValueError):
     """
 
     def __init__(
-        self, path: str, problems: list[tuple[int, str]], count: int, shown: int | None = None
+        self,
+        path: str,
+        problems: list[tuple[int, str]],
+        count: int,
+        shown: int | None = None,
+        *,
+        nothing_sent: bool = True,
     ) -> None:
         noun = "line" if count == 1 else "lines"
-        lines = [f"{path}: {count} bad {noun}, nothing was sent:"]
-        lines += [f"  line {n}: {message}" for n, message in problems]
+        sent = ", nothing was sent" if nothing_sent else ""
+        lines = [f"{path}: {count} bad {noun}{sent}:"]
+        lines += [f"  line {n}: {message}" if n > 0 else f"  {message}" for n, message in problems]
         shown = len(problems) if shown is None else shown  # one problem may cover many lines
         if count > shown:
             lines.append(f"  ... and {count - shown} more bad lines")
@@ -78,12 +81,15 @@ class BatchPlan:
     """What pass 1 learnt; hand it to :func:`iter_requests` and ``BatchWriter.open``.
 
     ``path``: the input file (a spooled copy for stdin); ``total``: requests in it
-    (blank lines are skipped and not counted); ``model``: the model the lines name
-    (None when none names one); ``done``: requests already answered by an earlier
-    run, the first ``done`` of the input (``done_ok`` of them in OUTPUT,
-    ``done_failed`` in ERRORS); ``output_keep``/``errors_keep``: bytes of OUTPUT and
-    ERRORS to keep (a torn last line, and ERRORS lines past the done prefix, are cut);
-    ``redo``: such ERRORS lines, whose requests are sent again.
+    (blank lines are skipped and not counted); ``model``: the run's model, else the
+    first model a line names (None when none names one); ``done``: requests already
+    answered by an earlier run, the first ``done`` of the input (``done_ok`` of them
+    in OUTPUT, ``done_failed`` in ERRORS); ``output_keep``/``errors_keep``: bytes of
+    OUTPUT and ERRORS to keep (a torn last line, and ERRORS lines past the done
+    prefix, are cut); ``redo``: such ERRORS lines, whose requests are sent again;
+    ``held``: requests still to do whose results an earlier run kept (see
+    :mod:`._spill`); ``stamp`` the file's identity and version when it was checked
+    (pass 2 refuses another).
     """
 
     path: Path
@@ -95,6 +101,8 @@ class BatchPlan:
     output_keep: int = 0
     errors_keep: int = 0
     redo: int = 0
+    held: int = 0
+    stamp: tuple[int, ...] = ()
 
     @property
     def todo(self) -> int:
@@ -161,11 +169,15 @@ def scan_batch(
     errors: Path | None = None,
     name: str | None = None,
     progress: Callable[[int], None] | None = None,
+    held: Container[str] | None = None,
+    hashes: Path | None = None,
 ) -> BatchPlan:
     """Pass 1: validate every line of ``path`` and find what is already done.
 
-    ``model``: the run's model (lines naming another are bad lines); None: the lines
-    may name one model, returned as ``BatchPlan.model``. ``output``/``errors``: the
+    ``model``: the run's model (``--model`` / ``OPENAI_MODEL``), the plan's model when
+    set; else the first model a line names (the model of lines that name none). Lines
+    may name different models: each line's request is sent to its own.
+    ``output``/``errors``: the
     files of an earlier run to resume (missing files count as empty). ``name`` names
     the input in messages (default: its path). ``progress`` is called with the number
     of lines read every :data:`PROGRESS_LINES` lines (pass 1 takes ~7 s per million
@@ -178,9 +190,12 @@ def scan_batch(
     problems: list[tuple[int, str, int]] = []  # (line, message, bad lines it stands for)
     count = 0
     suspects: list[tuple[int, int, str]] = []  # (first line, line, custom_id)
-    models: dict[str, list[int]] = {}  # model -> [first line naming it, lines naming it]
+    first_model: str | None = None  # the first model a line names
     walk = _Walk(output, errors)
     total = 0
+    held_at: list[int] = []  # the request numbers of held custom_ids
+    recorded = read_hashes(hashes)
+    changed: list[tuple[int, str]] = []  # (line, custom_id) of done requests edited since
 
     def bad(line: int, message: str) -> None:
         nonlocal count
@@ -189,6 +204,7 @@ def scan_batch(
             problems.append((line, message, 1))
 
     with path.open("rb") as f:
+        stamp = _stamp(os.fstat(f.fileno()))
         for n, raw in enumerate(f, 1):
             if progress is not None and not n % PROGRESS_LINES:
                 progress(n)
@@ -201,6 +217,8 @@ def scan_batch(
                 continue
             custom_id, line_model = checked
             total += 1
+            if held is not None and custom_id in held:
+                held_at.append(total)
             first = ids.add(custom_id, n)
             if first:
                 if len(suspects) < MAX_SHOWN:
@@ -208,66 +226,53 @@ def scan_batch(
                 else:
                     count += 1  # counted, not confirmed: 64-bit collisions are negligible
                 continue
-            if line_model is not None:
-                seen = models.get(line_model)
-                if seen is not None:
-                    seen[1] += 1
-                elif len(models) < MAX_SHOWN:
-                    models[line_model] = [n, 1]
+            if first_model is None:
+                first_model = line_model
             if not walk.finished:
+                done = walk.done
                 walk.step(n, custom_id)
+                if walk.done > done and hashes is not None:
+                    entry = next(recorded, UNKNOWN)
+                    if entry != UNKNOWN and entry != line_hash(raw) and len(changed) < MAX_SHOWN:
+                        changed.append((n, custom_id))
     del ids
     for _, n, message in _confirm(path, suspects):
         bad(n, message)
-    for line, lines, message in _model_problems(models, model):
-        count += lines
-        problems.append((line, message, lines))
     if count:
         problems.sort(key=lambda p: p[0])
         shown = problems[:MAX_SHOWN]
         covered = sum(lines for _, _, lines in shown)
         raise BatchFileError(name, [(n, message) for n, message, _ in shown], count, covered)
     walk.check(name)
+    if changed:
+        raise ResumeError(_changed_message(name, changed))
     return BatchPlan(
         path=path,
         total=total,
-        model=next(iter(models), None),
+        model=model or first_model,
         done=walk.done,
         done_ok=walk.ok,
         done_failed=walk.failed,
         output_keep=walk.out_keep,
         errors_keep=walk.err_keep,
         redo=walk.redo,
+        held=sum(1 for at in held_at if at > walk.done),
+        stamp=stamp,
     )
 
 
-def _model_problems(
-    models: dict[str, list[int]], model: str | None
-) -> Iterator[tuple[int, int, str]]:
-    """``(first line, bad lines, message)`` per model the lines should not name.
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
-    One run sends one model (its cache keys, limits and progress are per model), so
-    lines naming another model are refused rather than silently sent to the run's.
-    """
-    if model is not None:
-        for name, (first, lines) in models.items():
-            if name != model:
-                yield (
-                    first,
-                    lines,
-                    f"{lines} line(s) name model {name!r} (first on line {first}), but this "
-                    f'run uses {model!r} (--model or OPENAI_MODEL): remove "model" from '
-                    f"those lines, or run them with --model {name}",
-                )
-    elif len(models) > 1:
-        listed = ", ".join(f"{m!r} (line {first})" for m, (first, _) in models.items())
-        first_lines = [first for first, _ in models.values()]
-        yield (
-            min(first_lines),
-            sum(lines for _, lines in models.values()),
-            f"the lines name {len(models)} models: {listed}; a run uses one model: split "
-            "the file, or pick one with --model (lines naming another are then refused)",
-        )
+
+def _changed_message(name: str, changed: list[tuple[int, str]]) -> str:
+    shown = ", ".join(f"line {n} ({cid!r})" for n, cid in changed[:5])
+    more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+    return (
+        f"cannot resume: {len(changed)} request(s) of {name} changed since an earlier run "
+        f"wrote their results: {shown}{more}; use --overwrite to start over, or choose "
+        "another output file (or restore the lines)"
+    )
 
 
 def _estimate_lines(path: Path) -> int:
@@ -304,49 +309,49 @@ def _confirm(path: Path, suspects: list[tuple[int, int, str]]) -> Iterator[tuple
             yield first, n, f"duplicate custom_id {custom_id!r} (first on line {first})"
 
 
-def iter_requests(plan: BatchPlan, *, name: str | None = None) -> Iterator[MinimaLlmRequest]:
+def iter_requests(
+    plan: BatchPlan,
+    *,
+    name: str | None = None,
+    skip: Callable[[str, bytes], bool] | None = None,
+) -> Iterator[MinimaLlmRequest]:
     """Pass 2: the requests not yet done (``plan.todo`` of them), in input order.
 
-    Reads lazily: one line in memory at a time. Raises :class:`BatchFileError` if the
-    file changed since :func:`scan_batch` checked it.
+    ``skip(custom_id, raw line)`` is called for each of them, in order, just before it
+    would be yielded; True leaves it out (its result is known already). Reads lazily:
+    one line in memory at a time. Raises :class:`BatchFileError` if the file changed
+    since :func:`scan_batch` checked it.
     """
     name = name or str(plan.path)
-    skip = plan.done
+    done = plan.done
     seen = 0
+    changed = f"{name} (changed since it was checked)"
     with plan.path.open("rb") as f:
+        stamp = _stamp(os.fstat(f.fileno()))
+        if plan.stamp and stamp != plan.stamp:
+            how = (
+                "replaced by another file"
+                if stamp[:2] != plan.stamp[:2]
+                else f"edited ({stamp[2]:,} bytes now, {plan.stamp[2]:,} when checked)"
+            )
+            raise BatchFileError(changed, [(0, f"{how} after it was checked")], 1)
         for n, raw in enumerate(f, 1):
             if not raw or raw.isspace():
                 continue
             seen += 1
-            if seen <= skip:
+            if seen <= done:
                 continue
             try:
                 parsed = parse_line(raw)
             except LineError as exc:
-                changed = f"{name} (changed since it was checked)"
-                raise BatchFileError(changed, [(n, str(exc))], 1) from None
+                raise BatchFileError(changed, [(n, str(exc))], 1, nothing_sent=False) from None
             assert parsed is not None
-            yield parsed.request
+            if skip is None or not skip(parsed.custom_id, raw):
+                yield parsed.request
+        now = _stamp(os.fstat(f.fileno()))
     if seen != plan.total:
-        raise BatchFileError(
-            f"{name} (changed since it was checked)",
-            [(seen, f"has {seen} requests now, {plan.total} when checked")],
-            1,
-        )
-
-
-@contextlib.contextmanager
-def input_file(name: str) -> Iterator[Path]:
-    """The input as a path: ``"-"`` copies stdin to a temporary file (two passes need
-    to read it twice; the copy is deleted on exit), anything else is that path."""
-    if name != "-":
-        yield Path(name)
-        return
-    fd, tmp = tempfile.mkstemp(prefix="minimallm-stdin-", suffix=".jsonl")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
-        yield Path(tmp)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        problem = f"has {seen} requests now, {plan.total} when checked"
+        raise BatchFileError(changed, [(seen, problem)], 1, nothing_sent=False)
+    if plan.stamp and now != plan.stamp:  # edited in place while it was read
+        problem = "edited while the run read it (a line or an id may differ from the check)"
+        raise BatchFileError(changed, [(seen, problem)], 1, nothing_sent=False)
