@@ -406,3 +406,17 @@ def test_core_bench_runs_every_part_as_whole_processes(tmp_path: Path) -> None:
     assert "minimallm" in proc.stdout and "÷ aiohttp" in proc.stdout
     for heading in ("(a) CPU per request", "(b) peak RSS", "(c) minimallm's peak RSS by RPM"):
         assert heading in proc.stdout
+
+
+def test_replicas_bench_spreads_by_capacity_and_fails_nothing() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_replicas", "--requests", "300", "--no-outage"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=BENCH.parent,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| healthy |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["minimallm", "round-robin aiohttp"]
+    assert all(row.split("|")[6].strip() == "0" for row in rows)  # no failure

@@ -484,6 +484,8 @@ def test_the_runtime_handle_is_frozen_and_shows_only_snapshots_and_stop() -> Non
         "limiter",
         "pacer",
         "cooldown",
+        "endpoints",  # each endpoint's (several endpoints of one model)
+        "tokens",  # the TPM gate (the request door reserves and settles there)
         # lifecycle and snapshots
         "running",
         "stop",

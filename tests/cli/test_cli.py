@@ -166,6 +166,7 @@ def test_config_shows_every_source_and_never_the_key(
         "  model                         llama                  env OPENAI_MODEL\n"
         "  max_outstanding               32                     default\n"
         "  rpm                           7                      flag --rpm\n"
+        "  tpm                           0                      default\n"
         "  timeout_s                     60                     default\n"
         "  max_attempts                  6                      default\n"
         "  base_backoff_s                0.5                    default\n"

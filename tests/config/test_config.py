@@ -44,6 +44,7 @@ REFERENCE_DEFAULTS = {
     "api_key": None,
     "max_outstanding": 32,
     "rpm": 600,
+    "tpm": 0,
     "timeout_s": 60.0,
     "max_attempts": 6,
     "base_backoff_s": 0.5,
@@ -106,6 +107,7 @@ EVERY_VARIABLE = [
     ("BATCH_KEEP_FAILURE_SUMMARIES", "100", "keep_failure_summaries", 100),
     ("MAX_OUTSTANDING", "256", "max_outstanding", 256),
     ("RPM", "0", "rpm", 0),
+    ("TPM", "90000", "tpm", 90000),
     ("TIMEOUT_S", "1.5", "timeout_s", 1.5),
     ("MAX_ATTEMPTS", "0", "max_attempts", 0),
     ("BASE_BACKOFF_S", "0.01", "base_backoff_s", 0.01),
@@ -536,6 +538,7 @@ INT_RANGES = {
     "BATCH_KEEP_FAILURE_SUMMARIES": ("keep_failure_summaries", 0),
     "MAX_OUTSTANDING": ("max_outstanding", 1),
     "RPM": ("rpm", 0),
+    "TPM": ("tpm", 0),
     "MAX_ATTEMPTS": ("max_attempts", 0),
 }
 # (attr, low, high, low excluded); highs keep the defaults of the paired bounds valid

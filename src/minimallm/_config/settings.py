@@ -5,11 +5,13 @@ settings whose variable is set (empty counts as unset, except ``BATCH_MAX_FAILUR
 where empty, like ``none``, means "never abort"). The variables, all optional except
 the first two (units: seconds for ``*_S``, requests per minute for ``RPM``):
 
-``OPENAI_BASE_URL`` (http(s)://..., ``/v1`` optional), ``OPENAI_MODEL``,
+``OPENAI_BASE_URL`` (http(s)://..., ``/v1`` optional; several replicas of one model:
+comma-separated), ``OPENAI_MODEL``,
 ``OPENAI_API_KEY`` (else ``OPENAI_TOKEN``; none: no Authorization header),
 ``BATCH_NUM_WORKERS=64``, ``BATCH_MAX_FAILURES=25``, ``BATCH_HEARTBEAT_S=10`` (0: off),
 ``BATCH_STALL_S=300``, ``BATCH_PRINT_FIRST_FAILURES=5``, ``BATCH_KEEP_FAILURE_SUMMARIES=20``,
-``MAX_OUTSTANDING=32``, ``RPM=600`` (0: no pacing), ``TIMEOUT_S=60`` (one whole attempt),
+``MAX_OUTSTANDING=32`` (per endpoint), ``RPM=600`` (0: no pacing), ``TPM=0`` (tokens per
+minute, 0: off; both totals over the endpoints), ``TIMEOUT_S=60`` (one whole attempt),
 ``MAX_ATTEMPTS=6`` (0: until success), ``BASE_BACKOFF_S=0.5``, ``MAX_BACKOFF_S=20``,
 ``JITTER=0.2`` (+-20 %), ``COOLDOWN_FLOOR_S=0``, ``COOLDOWN_CAP_S=30``,
 ``COOLDOWN_HALFLIFE_S=20``, ``MAX_WAIT_S=300`` (a request refused — 429/502/503/504 — for
@@ -114,6 +116,31 @@ class BatchConfig(Settings):
 _SECONDS_GE0 = "must be a number >= 0 (seconds)"
 
 
+def _url_problem(value: str) -> str | None:
+    """What is wrong with one endpoint's URL, or None."""
+    if not value.lower().startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    try:  # urlsplit raises on a bad IPv6 literal, .port on a bad port
+        parts = urlsplit(value)
+        host, _ = parts.hostname, parts.port
+    except ValueError:
+        return "has an invalid host or port"
+    if not host:
+        return "must name a host, e.g. http://localhost:8000/v1"
+    if parts.query or parts.fragment:
+        return "must not contain a query (?) or fragment (#)"
+    if "@" in parts.netloc:
+        return (
+            "must not contain a user name or password (user:password@host): minimallm "
+            "does not send them; put the key in OPENAI_API_KEY"
+        )
+    return None
+
+
+def _api_base(url: str) -> str:
+    return url if url.endswith("/v1") else url + "/v1"
+
+
 class MinimaLlmConfig(Settings):
     """Everything a backend needs: endpoint, key, limits, retries, cooldown, cache.
 
@@ -134,12 +161,18 @@ class MinimaLlmConfig(Settings):
     ``cfg = cfg.with_changes(api_key=os.environ["OPENAI_API_KEY"])``.
     """
 
-    base_url: str = Field(description="http(s)://host[:port][/path], /v1 optional.")
+    base_url: str = Field(
+        description="http(s)://host[:port][/path], /v1 optional; several endpoints of one "
+        "model: a comma-separated string or a list."
+    )
     model: str = Field(description="Model name sent with every request.")
     api_key: SecretStr | None = Field(default=None, description="Bearer key; None: no header.")
     batch: BatchConfig = Field(default=BatchConfig(), description="Frozen, so shared safely.")
     max_outstanding: int = Field(default=32, ge=1, description="HTTP requests in flight.")
     rpm: int = Field(default=600, ge=0, description="Requests per minute; 0: no pacing.")
+    tpm: int = Field(
+        default=0, ge=0, description="Tokens per minute (all endpoints); 0: no token budget."
+    )
     timeout_s: float = Field(default=60.0, gt=0, description="Seconds for a whole attempt.")
     max_attempts: int = Field(default=6, ge=0, description="Per request; 0: until success.")
     base_backoff_s: float = Field(default=0.5, ge=0, description="Seconds before attempt 2.")
@@ -181,10 +214,15 @@ class MinimaLlmConfig(Settings):
     )
 
     _SPECS = {
-        "base_url": ("OPENAI_BASE_URL", str, "must be a string like http://localhost:8000/v1"),
+        "base_url": (
+            "OPENAI_BASE_URL",
+            str,
+            "must be a URL like http://localhost:8000/v1, or several separated by commas",
+        ),
         "model": ("OPENAI_MODEL", str, "must be a non-empty string"),
         "max_outstanding": ("MAX_OUTSTANDING", int, "must be an integer >= 1"),
         "rpm": ("RPM", int, "must be an integer >= 0 (0 disables pacing)"),
+        "tpm": ("TPM", int, "must be an integer >= 0 (0 disables the token budget)"),
         "timeout_s": ("TIMEOUT_S", float, "must be a number > 0 (seconds)"),
         "max_attempts": ("MAX_ATTEMPTS", int, "must be an integer >= 0 (0 retries until success)"),
         "base_backoff_s": ("BASE_BACKOFF_S", float, _SECONDS_GE0),
@@ -238,27 +276,31 @@ class MinimaLlmConfig(Settings):
     _key_dropped: bool = PrivateAttr(default=False)  # unpickled: the key stayed behind
     _key_warned: bool = PrivateAttr(default=False)
 
+    @_validates("base_url", mode="before")
+    @classmethod
+    def _urls_to_str(cls, value: object) -> object:
+        """Several endpoints of one model: a list (or tuple) becomes the comma string."""
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return ",".join(value)
+        return value
+
     @_validates("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        if not value.strip().lower().startswith(("http://", "https://")):
-            raise custom_error("must start with http:// or https://")
-        try:  # urlsplit raises on a bad IPv6 literal, .port on a bad port
-            parts = urlsplit(value.strip())
-            host, _ = parts.hostname, parts.port
-        except ValueError:
-            raise custom_error("has an invalid host or port") from None
-        if not host:
-            raise custom_error("must name a host, e.g. http://localhost:8000/v1")
-        if parts.query or parts.fragment:
-            raise custom_error("must not contain a query (?) or fragment (#)")
-        if "@" in parts.netloc:
-            raise custom_error(
-                "must not contain a user name or password (user:password@host): minimallm "
-                "does not send them; put the key in OPENAI_API_KEY"
-            )
+        entries = [part.strip() for part in value.split(",")]
+        for n, entry in enumerate(entries, 1):
+            problem = _url_problem(entry)
+            if problem is not None:
+                if len(entries) == 1:
+                    raise custom_error(problem)
+                raise custom_error(f"entry {n} ({entry!r}) {problem}")
         # the endpoint itself, as some providers document it: the API root is wanted
-        return value.strip().rstrip("/").removesuffix("/chat/completions").rstrip("/")
+        checked = [
+            entry.rstrip("/").removesuffix("/chat/completions").rstrip("/") for entry in entries
+        ]
+        if len(set(checked)) != len(checked):
+            raise custom_error("names an endpoint twice; each must be listed once")
+        return ",".join(checked)
 
     @_validates("model")
     @classmethod
@@ -407,14 +449,26 @@ class MinimaLlmConfig(Settings):
         return None
 
     @property
+    def base_urls(self) -> tuple[str, ...]:
+        """Every endpoint of the model (one unless ``base_url`` lists several)."""
+        return tuple(self.base_url.split(","))
+
+    @property
     def api_base(self) -> str:
-        """The API root, always ending in ``/v1`` (added when ``base_url`` lacks it)."""
-        return self.base_url if self.base_url.endswith("/v1") else self.base_url + "/v1"
+        """The API root, always ending in ``/v1`` (added when ``base_url`` lacks it); the
+        first endpoint's when there are several."""
+        return _api_base(self.base_urls[0])
 
     @property
     def chat_completions_url(self) -> str:
-        """Where chat completions are POSTed: ``<api_base>/chat/completions``."""
+        """Where chat completions are POSTed: ``<api_base>/chat/completions`` (the first
+        endpoint's when there are several; see :attr:`chat_completions_urls`)."""
         return self.api_base + "/chat/completions"
+
+    @property
+    def chat_completions_urls(self) -> tuple[str, ...]:
+        """Each endpoint's chat-completions URL, in the order of :attr:`base_urls`."""
+        return tuple(_api_base(url) + "/chat/completions" for url in self.base_urls)
 
     @property
     def models_url(self) -> str:

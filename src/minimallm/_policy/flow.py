@@ -115,7 +115,12 @@ class FlowWatch:
         "srtt_s",
     )
 
-    def __init__(self, signal: OverloadSignal, *, quiet_after: int = 4) -> None:
+    def __init__(
+        self, signal: OverloadSignal, *, quiet_after: int = 4, assume_answered: bool = False
+    ) -> None:
+        """``assume_answered``: count a server that never answered as one that stopped
+        (with several endpoints of one model: one down from the start is held, its
+        work going to the others, instead of failing the requests it takes)."""
         self.signal = signal
         self.quiet_after = quiet_after
         self.srtt_s: float | None = None
@@ -130,7 +135,7 @@ class FlowWatch:
         self._judge_over = 0
         self._limit_before = 0
         self._share_before = 0.0
-        self._answered = False
+        self._answered = assume_answered
         self._last_ok_at = -math.inf
         self._quiet_run = 0
         self._quiet = False

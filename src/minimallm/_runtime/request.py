@@ -7,9 +7,10 @@ One request's whole path on this side of the Workers, top to bottom:
 3. **single flight**: an identical request in flight is joined, not repeated;
 4. **lookup**: one disk read (skipped by ``force_refresh`` and after a bulk miss);
 5. **encode** the body once;
-6. **attempts**: hand a :class:`~minimallm.actors.messages.Job` to the Worker pool,
-   wait for its :class:`~minimallm.actors.messages.Reply`, back off and try again
-   while the outcome says so;
+6. **attempts**: with ``TPM``, reserve the request's token estimate (settled with the
+   answer's usage, :mod:`.tokens`); hand a :class:`~minimallm.actors.messages.Job` to
+   the Worker pool, wait for its :class:`~minimallm.actors.messages.Reply`, back off
+   and try again while the outcome says so;
 7. **store** a success (to the CacheWriter).
 
 What happens between the job and the reply (permit, slot, socket) is the Worker's
@@ -30,8 +31,10 @@ from minimallm._errors import InvalidRequestError
 from minimallm._outcome.attempts import AttemptError, AttemptOutcome, AttemptSuccess
 from minimallm._outcome.redact import MESSAGE_CHARS, redacted_raw, snippet
 from minimallm._policy.retrying import GiveUp, RetryState
+from minimallm._policy.tokens import Reservation
 from minimallm._requests import encode_request, reask_request
 from minimallm._runtime.serve import Runtime
+from minimallm._runtime.tokens import TokenGate
 from minimallm._types import (
     MinimaLlmFailure,
     MinimaLlmRequest,
@@ -142,8 +145,15 @@ async def _from_server(
     retries: RetryState | None = None  # made at the first failure only
     life = rt.life
     order = life.orders = life.orders + 1  # the Pacer serves older requests first
+    gate = rt.tokens  # TPM: each attempt reserves its estimate, settled by its usage
+    estimate = 0 if gate is None else gate.estimate(req)
     while True:
-        result, sent = await _attempt(rt, body, events, order)
+        if gate is None:
+            result, sent = await _attempt(rt, body, events, order)
+        else:
+            reservation = await gate.reserve(estimate)
+            result, sent = await _attempt(rt, body, events, order)
+            _settle(gate, reservation, result, sent)
         if isinstance(result, AttemptSuccess):
             response = MinimaLlmResponse(
                 req.request_id,
@@ -189,6 +199,20 @@ async def _attempt(
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         raise rt.life.closed_error() from None
     return await reply.receive()
+
+
+def _settle(gate: TokenGate, reservation: Reservation, result: AttemptOutcome, sent: float) -> None:
+    """Settle an attempt's reservation: its usage, nothing for an attempt the server
+    refused or never saw, the estimate when the server may have worked and said nothing."""
+    if isinstance(result, AttemptSuccess):
+        prompt, completion = result.prompt_tokens, result.completion_tokens
+        used = result.total_tokens
+        if prompt is not None and completion is not None:
+            used = prompt + completion
+        gate.settle(reservation, used, completion, result.rate, sent)
+    else:
+        refused = result.excused or result.kind in ("overload", "unreachable")
+        gate.settle(reservation, 0 if refused else None, None, result.rate, sent)
 
 
 def _failure(

@@ -1,10 +1,11 @@
 """``serve()``: the one function that wires a backend's actors and supervises them.
 
 It opens the prompt cache's store, creates every channel, starts every actor of one
-backend (the CacheWriter, the Limiter, the Pacer, the Cooldown, the Watchdog and
-MAX_OUTSTANDING Workers) under one supervisor, and hands back a frozen
-:class:`Runtime` handle (``task_status.started(runtime)``) that the request door
-(:mod:`.request`) and ``statistics()`` use. Who talks to whom reads top to bottom here
+backend (the CacheWriter, and for each endpoint of the model a Limiter, a Pacer, a
+Cooldown, a Watchdog and MAX_OUTSTANDING Workers: :mod:`.endpoint`) under one
+supervisor, and hands back a frozen :class:`Runtime` handle
+(``task_status.started(runtime)``) that the request door (:mod:`.request`) and
+``statistics()`` use. Who talks to whom reads top to bottom here
 and nowhere else (the messages are drawn in :mod:`minimallm.actors.messages`).
 
 Supervision: the first actor that fails is recorded as a
@@ -31,34 +32,33 @@ from minimallm._cache.stage import WRITE_BUFFER, CacheStage, open_cache, warn_ca
 from minimallm._config.settings import MinimaLlmConfig
 from minimallm._errors import BackendClosedError, BackendFailedError, ServerWaitWarning
 from minimallm._http.transport import HttpTransport, request_headers, transport_factory_for
-from minimallm._policy import (
-    Binding,
-    ConcurrencyControl,
-    CooldownState,
-    PacingSchedule,
-    PauseControl,
-    RateControl,
-    binding,
-)
+from minimallm._policy import Binding
 from minimallm._policy.retrying import RetryPolicy
+from minimallm._runtime.endpoint import (
+    REPORT_BUFFER,
+    WATCHDOG_BUFFER,
+    Endpoint,
+    EndpointStatistics,
+    build_endpoint,
+)
+from minimallm._runtime.tokens import TokenGate
 from minimallm.actors.cache_writer import CacheRow, CacheWriter, Flush
-from minimallm.actors.cooldown import Cooldown, CooldownMessage, CooldownStatistics
-from minimallm.actors.limiter import Limiter, LimiterMessage, LimiterStatistics
-from minimallm.actors.messages import AttemptStarted, Job
-from minimallm.actors.pacer import Pacer, PacerMessage, PacerStatistics
-from minimallm.actors.watchdog import Watchdog
-from minimallm.actors.worker import Worker, WorkerChannels
+from minimallm.actors.cooldown import Cooldown, CooldownStatistics
+from minimallm.actors.limiter import Limiter, LimiterStatistics
+from minimallm.actors.messages import Job
+from minimallm.actors.pacer import Pacer, PacerStatistics
 
-__all__ = ["Life", "Runtime", "RuntimeOptions", "RuntimeStatistics", "serve"]
+__all__ = [
+    "REPORT_BUFFER",
+    "WATCHDOG_BUFFER",
+    "Life",
+    "Runtime",
+    "RuntimeOptions",
+    "RuntimeStatistics",
+    "serve",
+]
 
 TransportFactory = Callable[[str], HttpTransport]
-
-REPORT_BUFFER = 4096
-"""Messages buffered for the Limiter, Pacer and Cooldown (each drains its inbox per
-wake-up; bounded, and a Worker's report to the Limiter waits when it is full)."""
-
-WATCHDOG_BUFFER = 65536
-"""Attempt starts buffered for the Watchdog (it drains them at least once a second)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +73,9 @@ class RuntimeOptions:
 
 @dataclass(frozen=True, slots=True)
 class RuntimeStatistics:
-    """The runtime now: each flow-control actor's snapshot, callers waiting for a
-    Worker, attempts on the wire, and which limit binds (None: none)."""
+    """The runtime now: each flow-control actor's snapshot (the first endpoint's),
+    callers waiting for a Worker, attempts on the wire (all endpoints), which limit
+    binds (None: none), and each endpoint's state."""
 
     limiter: LimiterStatistics
     pacer: PacerStatistics
@@ -82,6 +83,8 @@ class RuntimeStatistics:
     callers_waiting: int
     in_flight: int
     binding: Binding | None
+    endpoints: tuple[EndpointStatistics, ...] = ()
+    """Each endpoint's state (one entry with one endpoint)."""
 
 
 class Life:
@@ -151,10 +154,12 @@ class Runtime:
     rng: random.Random
     secret: str | None
     life: Life
-    limiter: Limiter
+    limiter: Limiter  # the first endpoint's (the only one's, usually)
     pacer: Pacer
     cooldown: Cooldown
     retry: RetryPolicy
+    endpoints: tuple[Endpoint, ...] = ()  # every endpoint's flow control, as listed
+    tokens: TokenGate | None = None  # TPM (None: no token budget)
 
     def __repr__(self) -> str:
         state = "stopped" if self.life.stopped.is_set() else "running"
@@ -181,37 +186,34 @@ class Runtime:
             await self.cache.flush()
 
     def statistics(self) -> RuntimeStatistics:
-        """A frozen snapshot of flow control now."""
+        """A frozen snapshot of flow control now (with several endpoints, ``limiter``,
+        ``pacer`` and ``cooldown`` are the first one's; ``endpoints`` has each)."""
         if self.life.stopped.is_set():
             raise BackendClosedError("the minimallm runtime is not running")
-        lim = self.limiter.statistics()
-        pac = self.pacer.statistics()
-        coo = self.cooldown.statistics()
         queue = self.jobs.statistics()
         callers = queue.current_buffer_used + queue.tasks_waiting_send
+        each = tuple(e.statistics(callers) for e in self.endpoints)
+        first = each[0]
         return RuntimeStatistics(
-            limiter=lim,
-            pacer=pac,
-            cooldown=coo,
+            limiter=first.limiter,
+            pacer=first.pacer,
+            cooldown=first.cooldown,
             callers_waiting=callers,
-            in_flight=max(0, lim.busy - pac.waiting),
-            binding=binding(
-                now=trio.current_time(),
-                held=pac.hold_reason if pac.mode in ("held", "probing") else None,
-                held_until=pac.held_until,
-                outage_since=coo.outage_since,
-                slot_waiting=pac.waiting,
-                rate_per_s=pac.rate_per_s,
-                rate_source=pac.rate_source,
-                rpm=pac.rpm,
-                permit_waiting=lim.waiting,
-                limit=lim.limit,
-                cap=lim.cap,
-                callers_waiting=callers,
-                now_wall=time.time(),
-                asked_s=coo.asked_s,
-            ),
+            in_flight=sum(e.in_flight for e in each),
+            binding=first.binding if len(each) == 1 else _fleet_binding(each),
+            endpoints=each,
         )
+
+
+def _fleet_binding(each: tuple[EndpointStatistics, ...]) -> Binding | None:
+    """Several endpoints: a held one first ("replica 2: outage: no server for 12s,
+    probing"), else the first that binds, named."""
+    bound = [e for e in each if e.binding is not None]
+    held = [e for e in bound if e.state != "open"]
+    for e in held or bound:
+        assert e.binding is not None
+        return Binding(e.binding.limit, f"replica {e.number}: {e.binding.text}")
+    return None
 
 
 def _warn_long_wait(message: str) -> None:
@@ -232,56 +234,13 @@ async def serve(
     opened = await open_cache(cfg)  # None: no CACHE_DIR, or it cannot be used
 
     # -- channels -------------------------------------------------------------------
-    cap = cfg.max_outstanding
+    urls = cfg.chat_completions_urls
+    several = len(urls) > 1
     # Buffered: a caller hands its job over without waiting (and without a second
-    # wake-up when a Worker takes it); it then waits once, for the reply.
-    jobs_send, jobs_recv = trio.open_memory_channel[Job](cap)
-    permits = trio.open_memory_channel[object](cap)
-    revocations = trio.open_memory_channel[object](cap)  # "give a permit back" tokens
-    limiter_send, limiter_recv = trio.open_memory_channel[LimiterMessage](REPORT_BUFFER)
-    pacer_send, pacer_recv = trio.open_memory_channel[PacerMessage](REPORT_BUFFER)
-    cooldown_send, cooldown_recv = trio.open_memory_channel[CooldownMessage](REPORT_BUFFER)
-    watchdog_send, watchdog_recv = trio.open_memory_channel[AttemptStarted](WATCHDOG_BUFFER)
-    gate = trio.open_memory_channel[object](1)  # holds the baton while unpaced
+    # wake-up when a Worker takes it); it then waits once, for the reply. One channel
+    # for every endpoint's Workers (see _runtime/endpoint.py).
+    jobs_send, jobs_recv = trio.open_memory_channel[Job](cfg.max_outstanding * len(urls))
     writes_send, writes_recv = trio.open_memory_channel[CacheRow | Flush](WRITE_BUFFER)
-
-    # -- actors ---------------------------------------------------------------------
-    limiter = Limiter(
-        ConcurrencyControl(cap),
-        limiter_recv,
-        permits,
-        revocations,
-        jobs_recv,
-        (pacer_send, cooldown_send),
-    )
-    # a bucket with twice MAX_OUTSTANDING left cannot be emptied before its next answer
-    rate = RateControl(plenty=max(64, 2 * cap))
-    pacer = Pacer(PacingSchedule(cfg.rpm), rate, pacer_recv, gate)
-    pause = PauseControl(
-        CooldownState(
-            floor_s=cfg.cooldown_floor_s,
-            cap_s=cfg.cooldown_cap_s,
-            halflife_s=cfg.cooldown_halflife_s,
-            initial_s=max(cfg.base_backoff_s, 0.1),
-        ),
-        probe_s=max(0.1, cfg.base_backoff_s),
-        # a refused connect costs the server nothing: probe at least every 2 s, so
-        # an outage's end is noticed within 2 s (a blackholed probe takes TIMEOUT_S)
-        max_probe_s=min(2.0, max(1.0, cfg.max_backoff_s / 4)),
-        outage_budget_s=cfg.max_attempts * cfg.max_backoff_s if cfg.max_attempts else None,
-        probe_timeout_s=cfg.timeout_s + 1.0,
-    )
-    cooldown = Cooldown(pause, cooldown_recv, pacer_send)
-    channels = WorkerChannels(
-        jobs=jobs_recv,
-        permits=permits[1],
-        revocations=revocations[1],
-        gate=gate,
-        limiter=limiter_send,
-        pacer=pacer_send,
-        cooldown=cooldown_send,
-        watchdog=watchdog_send,
-    )
     secret = cfg.api_key_value()
     headers = request_headers(secret, compress=cfg.compress_gzip)
     make_transport = options.transport_factory or transport_factory_for(cfg)
@@ -293,32 +252,28 @@ async def serve(
             outcome.Error(life.closed_error("the minimallm runtime stopped during the request"))
         )
 
-    workers = [
-        Worker(
-            i,
-            make_transport(cfg.chat_completions_url),
-            channels,
+    # -- actors: one flow-control set per endpoint ------------------------------------
+    endpoints: list[Endpoint] = []
+    actors: list[tuple[str, Callable[..., Awaitable[None]]]] = []
+    for number, url in enumerate(urls, 1):
+        endpoint, its_actors = build_endpoint(
+            cfg,
+            number,
+            url,
+            (jobs_send, jobs_recv),
+            several=several,
+            make_transport=make_transport,
             headers=headers,
-            timeout_s=cfg.timeout_s,
             orphan=orphan,
             wall_clock=options.wall_clock,
         )
-        for i in range(cap)
-    ]
-    watchdog = Watchdog(
-        watchdog_recv, [w.expire for w in workers], tick_s=min(1.0, cfg.timeout_s / 2)
-    )
-    actors: list[tuple[str, Callable[..., Awaitable[None]]]] = [
-        ("Limiter", limiter.run),
-        ("Pacer", pacer.run),
-        ("Cooldown", cooldown.run),
-        ("Watchdog", watchdog.run),
-        *((f"Worker {i}", w.run) for i, w in enumerate(workers)),
-    ]
+        endpoints.append(endpoint)
+        actors.extend(its_actors)
     cache = None
     if opened is not None:
         store, sources = opened
         cache = CacheStage(cfg.model, store, writes_send, sources, force_refresh=cfg.force_refresh)
+    first = endpoints[0]
     rng = options.rng or random.Random()
     runtime = Runtime(
         cfg,
@@ -327,9 +282,9 @@ async def serve(
         rng,
         secret,
         life,
-        limiter,
-        pacer,
-        cooldown,
+        first.limiter,
+        first.pacer,
+        first.cooldown,
         RetryPolicy(
             max_attempts=cfg.max_attempts,
             base_s=cfg.base_backoff_s,
@@ -340,6 +295,8 @@ async def serve(
             rng=rng,
             on_long_wait=_warn_long_wait,
         ),
+        tuple(endpoints),
+        TokenGate(cfg.tpm) if cfg.tpm else None,
     )
 
     # -- one supervisor -------------------------------------------------------------

@@ -10,6 +10,9 @@ snapshot. They are created and started in one place, ``minimallm._runtime.serve.
                                  Cooldown ─ Hold / Release ─► Pacer
                      Worker ─ AttemptStarted ─► Watchdog (TIMEOUT_S)
 
+    per endpoint: the Limiter, Pacer, Cooldown, Watchdog and Workers above (several
+                  endpoints of one model: their Workers share the one job channel; a
+                  held endpoint's Pacer closes its Admission, see ``admission``)
     per backend:  CacheWriter (batched SQLite commits, off the event loop)
     per batch:    Monitor (heartbeat, what binds, stalls, failures, summary)
 """

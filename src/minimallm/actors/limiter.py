@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -39,6 +39,13 @@ from minimallm.actors.messages import PERMIT, REVOKE, AttemptReport
 __all__ = ["Limiter", "LimiterStatistics"]
 
 LimiterMessage = AttemptReport
+
+
+class _Waiters(Protocol):
+    """The job channel (or, with several endpoints, the endpoint's Admission): its
+    ``statistics().tasks_waiting_receive`` are Workers holding a permit, waiting for a job."""
+
+    def statistics(self) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +91,13 @@ class Limiter:
         inbox: trio.MemoryReceiveChannel[LimiterMessage],
         permits: tuple[trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]],
         revocations: tuple[trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]],
-        jobs: trio.MemoryReceiveChannel[Any],
+        jobs: _Waiters,
         listeners: tuple[trio.MemorySendChannel[Any], ...] = (),
+        *,
+        assume_answered: bool = False,  # several endpoints: see FlowWatch
     ) -> None:
         self._control = control
-        self._watch = FlowWatch(control.signal)
+        self._watch = FlowWatch(control.signal, assume_answered=assume_answered)
         self._inbox = inbox
         self._permits_in, self._permits_out = permits
         self._revocations_in, self._revocations_out = revocations
@@ -107,7 +116,8 @@ class Limiter:
     def _busy(self) -> int:
         """Permits held by Workers that are making an attempt (not waiting for a job)."""
         held = self._existing - self._idle()
-        return max(0, held - self._jobs.statistics().tasks_waiting_receive)
+        idle: int = self._jobs.statistics().tasks_waiting_receive
+        return max(0, held - idle)
 
     def statistics(self) -> LimiterStatistics:
         """A frozen snapshot (safe to call from any task of the same run)."""

@@ -5,7 +5,8 @@ Who sends what to whom (the wiring is ``minimallm._runtime.serve.serve``)::
     caller ── Job ──────────────► Workers (one shared channel; a Worker pulls jobs)
     Limiter ── PERMIT ──────────► Workers (a channel of permits; a Worker keeps its permit)
     Limiter ── REVOKE ──────────► Workers (give a permit back: the limit fell)
-    Pacer ── BATON / Slot ──────► Workers (the baton while unpaced; else Slots on request)
+    Pacer ── BATON / Slot ──────► Workers (the baton while unpaced; else Slots on request;
+                                  several endpoints: Slot(back=True) hands a job back)
     Worker ── WantSlot ─────────► Pacer
     Worker ── AttemptReport ────► Limiter (kept, or the permit back), Pacer, Cooldown,
                                   and the batch's Monitor when the Job names one
@@ -121,10 +122,13 @@ class WantSlot(NamedTuple):
 
 class Slot(NamedTuple):
     """Send now. ``probe``: this send is the Pacer's one probe after a hold, and why it
-    probes (``"cooldown"`` or ``"outage"``); None for an ordinary paced send."""
+    probes (``"cooldown"`` or ``"outage"``); None for an ordinary paced send. ``back``:
+    do not send; hand the job back to the shared channel (several endpoints: this one
+    is held, the others may take it)."""
 
     seq: int
     probe: str | None = None
+    back: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,11 @@ Pacer learns the server's rate (:mod:`minimallm._policy.rate`) from the reports 
 answers that carried ``x-ratelimit-*`` headers and from the Limiter's
 :class:`CongestionEvent`. At most one request per Worker is queued: a newer one
 replaces it (a Worker whose caller left asks again for its next job).
+
+With several endpoints the Pacer of each also keeps its endpoint's
+:class:`~minimallm.actors.admission.Admission`: closed during a hold (and every queued
+Worker is sent its job back, ``Slot(back=True)``, for the other endpoints), one job
+admitted for the probe, open otherwise.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from minimallm._policy.flow import CongestionEvent, ReachEvent
 from minimallm._policy.pacing import PacingSchedule
 from minimallm._policy.rate import RateControl
 from minimallm.actors._inbox import receive_burst
+from minimallm.actors.admission import Admission
 from minimallm.actors.messages import BATON, AttemptReport, Hold, Release, Slot, WantSlot
 
 __all__ = ["Pacer", "PacerMessage", "PacerStatistics"]
@@ -75,6 +81,7 @@ class Pacer:
     """Actor owning the send schedule, the learned rate and the gate."""
 
     __slots__ = (
+        "_admission",
         "_asked",
         "_baton_out",
         "_gate_in",
@@ -96,8 +103,10 @@ class Pacer:
         rate: RateControl,
         inbox: trio.MemoryReceiveChannel[PacerMessage],
         gate: tuple[trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]],
+        admission: Admission | None = None,
     ) -> None:
         self._schedule = schedule
+        self._admission = admission  # several endpoints: which jobs this one may take
         self._rate = rate
         self._inbox = inbox
         self._gate_in, self._gate_out = gate
@@ -191,15 +200,25 @@ class Pacer:
         self._wake_at = math.inf
         planned, self._planned_slot = self._planned_slot, None  # re-planned below if still due
         hold = self._hold
+        admission = self._admission
         if hold is not None:
             self._take_baton()
             if now < hold.until:
                 self._wake_at = hold.until
+                self._refuse()
                 return
             if not hold.probe:
                 self._hold = None
             elif hold.probed or not self._queue:
-                return  # the probe is out (or nobody to send it yet): wait for the word
+                # the probe is out (or nobody to send it yet): wait for the word
+                if admission is not None:
+                    if hold.probed:
+                        self._refuse()
+                    else:
+                        admission.admit_one()
+                return
+        if self._hold is None and admission is not None:
+            admission.open()
         interval = self._interval(now)
         if hold is None and not self._schedule.rpm and interval is None:
             self._give_baton()
@@ -220,6 +239,7 @@ class Pacer:
             if hold is not None:  # the one probe after a hold, still on the schedule
                 hold.probed = True
                 self._grant(hold.reason)
+                self._refuse()
                 return
             self._grant(None)
 
@@ -237,6 +257,23 @@ class Pacer:
             grant.send_nowait(Slot(seq, probe))
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the Worker is gone, or a stale grant is still unread: the slot is lost
+
+    def _refuse(self) -> None:
+        """Several endpoints, during a hold: take no job, and hand the queued ones back."""
+        if self._admission is None:
+            return
+        self._admission.close()
+        heap, queue = self._heap, self._queue
+        while queue:
+            _, asked, grant = heapq.heappop(heap)
+            entry = queue.get(grant)
+            if entry is not None and entry[1] == asked:
+                del queue[grant]
+                try:  # noqa: SIM105
+                    grant.send_nowait(Slot(entry[2], back=True))
+                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+        heap.clear()
 
     def _give_baton(self) -> None:
         if not self._baton_out:

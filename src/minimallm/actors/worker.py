@@ -48,6 +48,7 @@ from minimallm._http.transport import (
     timeout_outcome,
 )
 from minimallm._outcome.attempts import AttemptError, AttemptOutcome, AttemptSuccess
+from minimallm.actors.admission import Admission
 from minimallm.actors.messages import (
     BATON,
     AttemptReport,
@@ -88,6 +89,8 @@ class WorkerChannels:
     pacer: trio.MemorySendChannel[Any]
     cooldown: trio.MemorySendChannel[Any]
     watchdog: trio.MemorySendChannel[AttemptStarted]
+    admission: Admission | None = None  # several endpoints: may this one take a job now?
+    requeue: trio.MemorySendChannel[Job] | None = None  # several endpoints: hand a job back
 
 
 class Worker:
@@ -170,21 +173,27 @@ class Worker:
         or the runtime is cancelled. The permit stays with the Worker from one attempt
         to the next (see the module docstring) until the Limiter revokes it."""
         jobs = self._ch.jobs
+        admission = self._ch.admission
         task_status.started()
         job: Job | None = None
         try:
             while True:
                 if not self._permit:
                     await self._take_permit()
-                try:
-                    job = jobs.receive_nowait()
-                except trio.WouldBlock:
+                if admission is not None:
+                    job = await self._pull(jobs, admission)
+                    if job is None:
+                        return
+                else:
                     try:
-                        job = await jobs.receive()
+                        job = jobs.receive_nowait()
+                    except trio.WouldBlock:
+                        try:
+                            job = await jobs.receive()
+                        except (trio.EndOfChannel, trio.ClosedResourceError):
+                            return
                     except (trio.EndOfChannel, trio.ClosedResourceError):
                         return
-                except (trio.EndOfChannel, trio.ClosedResourceError):
-                    return
                 await self._serve(job)
                 job = None
         except BaseException as exc:
@@ -224,9 +233,13 @@ class Worker:
             gate_in.send_nowait(BATON)
         except trio.WouldBlock:
             try:
-                probe = await self._wait_for_slot(seq, job.order)
+                slot = await self._wait_for_slot(seq, job.order)
             except _Left:
                 return
+            if slot.back:  # several endpoints, this one held: the others may send it
+                await self._hand_back(job)
+                return
+            probe = slot.probe
         if reply.cancelled:
             return
         result, sent_at = await self._attempt(job)
@@ -235,7 +248,45 @@ class Worker:
         await self._report(job, result, sent_at, probe)
         reply.send(outcome.Value((excused(result, probe), sent_at)))
 
-    async def _wait_for_slot(self, seq: int, order: int) -> str | None:
+    async def _pull(self, jobs: trio.MemoryReceiveChannel[Job], admission: Admission) -> Job | None:
+        """Several endpoints: the next job this endpoint may send (None: the channel
+        closed). Waits while the endpoint is held; a job taken while the endpoint went
+        into a hold goes back to the channel. Counted as idle meanwhile (for the
+        Limiter: a Worker waiting here holds a permit but makes no attempt)."""
+        admission.idle += 1
+        try:
+            while True:
+                await admission.wait()
+                try:
+                    job = jobs.receive_nowait()
+                except trio.WouldBlock:
+                    job = await jobs.receive()
+                if admission.try_take():
+                    return job
+                try:
+                    await self._hand_back(job)  # held since: for the other endpoints
+                except BaseException as exc:
+                    if not job.reply.cancelled:
+                        self._orphan(job, exc)
+                    raise
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            return None
+        finally:
+            admission.idle -= 1
+
+    async def _hand_back(self, job: Job) -> None:
+        """Several endpoints: put ``job`` back in the shared channel (this endpoint is
+        held; a Worker of another takes it)."""
+        requeue = self._ch.requeue
+        assert requeue is not None  # an Admission comes with it
+        if job.reply.cancelled:
+            return
+        try:
+            requeue.send_nowait(job)
+        except trio.WouldBlock:
+            await requeue.send(job)
+
+    async def _wait_for_slot(self, seq: int, order: int) -> Slot:
         """Ask the Pacer for a slot and wait for it; raises _Left if the caller left."""
         grants = self._grants_out
         while True:  # a grant for an attempt given up earlier may still lie here
@@ -255,7 +306,7 @@ class Worker:
                 while True:
                     slot = await grants.receive()
                     if slot.seq == seq:
-                        return slot.probe
+                        return slot
             finally:
                 self._phase = _Phase.IDLE
                 self._scope = None

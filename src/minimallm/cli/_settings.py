@@ -71,10 +71,11 @@ class Setting:
 _S = Setting
 # fmt: off
 SETTINGS: tuple[Setting, ...] = (
-    _S("base_url", "OPENAI_BASE_URL", "--base-url", "URL", "endpoint, with or without /v1"),
+    _S("base_url", "OPENAI_BASE_URL", "--base-url", "URL", "endpoint(s), /v1 optional: a[,b,...]"),
     _S("model", "OPENAI_MODEL", "--model", "NAME", "model name sent with every request"),
     _S("max_outstanding", "MAX_OUTSTANDING", "--max-outstanding", "N", "HTTP requests in flight"),
     _S("rpm", "RPM", "--rpm", "N", "requests per minute; 0: no pacing"),
+    _S("tpm", "TPM", "--tpm", "N", "tokens per minute (all endpoints); 0: off"),
     _S("timeout_s", "TIMEOUT_S", "--timeout", "SECONDS", "one whole attempt"),
     _S("max_attempts", "MAX_ATTEMPTS", "--max-attempts", "N", "per request; 0: until success"),
     _S("base_backoff_s", "BASE_BACKOFF_S", "--base-backoff", "SECONDS", "wait before attempt 2"),

@@ -98,7 +98,8 @@ def run(
     for line in render(resolved, config):
         print(line, file=out)
     if config is not None:
-        print(f"requests go to: POST {config.chat_completions_url}", file=out)
+        for url in config.chat_completions_urls:
+            print(f"requests go to: POST {url}", file=out)
         return 0
     print(f"minimallm config: {problem}", file=err)
     return 2

@@ -1,0 +1,231 @@
+"""One endpoint's flow-control set: its Limiter, Pacer, Cooldown, Watchdog and Workers.
+
+:func:`build_endpoint` creates one endpoint's channels and actors (``serve()`` calls it
+once per endpoint of ``OPENAI_BASE_URL``) and hands back its :class:`Endpoint` (the
+actors the runtime's statistics read) and the actors to start. Every endpoint learns
+its own concurrency, rate and outages; ``MAX_OUTSTANDING`` caps each.
+
+Several endpoints of one model share **one job channel**: whichever endpoint has a
+free Worker holding a permit takes the next job, so work goes to the endpoints with the
+most free learned capacity, in proportion to it, with no bias by list order. An
+endpoint its Pacer holds (an outage, a shared pause) takes no jobs, hands back those it
+held (:class:`~minimallm.actors.admission.Admission`) and sends only its probes, so its
+work flows to the others.
+
+``RPM`` is a total for the key across all endpoints: it is **split evenly** (each
+endpoint's Pacer paces its share, at least 1/min). Why not one shared Pacer: the Pacer
+also carries each endpoint's own holds, probes and learned rate, and one endpoint's hold
+must not stop the others; and why not a split by capacity: capacities are learned while
+the run goes, and an even split can never exceed the total the provider allows. The
+cost: when an endpoint cannot use its share (held, or slower than its share), that part
+of the total goes unused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from minimallm._config.settings import MinimaLlmConfig
+from minimallm._http.transport import HttpTransport
+from minimallm._policy import (
+    Binding,
+    ConcurrencyControl,
+    CooldownState,
+    PacingSchedule,
+    PauseControl,
+    RateControl,
+    binding,
+)
+from minimallm.actors.admission import Admission
+from minimallm.actors.cooldown import Cooldown, CooldownMessage, CooldownStatistics
+from minimallm.actors.limiter import Limiter, LimiterMessage, LimiterStatistics
+from minimallm.actors.messages import AttemptStarted, Job
+from minimallm.actors.pacer import Pacer, PacerMessage, PacerStatistics
+from minimallm.actors.watchdog import Watchdog
+from minimallm.actors.worker import Worker, WorkerChannels
+
+__all__ = ["Endpoint", "EndpointStatistics", "build_endpoint", "rpm_share"]
+
+REPORT_BUFFER = 4096
+"""Messages buffered for the Limiter, Pacer and Cooldown (each drains its inbox per
+wake-up; bounded, and a Worker's report to the Limiter waits when it is full)."""
+
+WATCHDOG_BUFFER = 65536
+"""Attempt starts buffered for the Watchdog (it drains them at least once a second)."""
+
+Actors = list[tuple[str, Callable[..., Awaitable[None]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStatistics:
+    """One endpoint now: its number (1-based, as listed), URL, each flow-control
+    actor's snapshot, attempts on the wire, what binds it, and its state in words
+    (``open``, ``outage, probing``, ``cooldown``)."""
+
+    number: int
+    url: str
+    limiter: LimiterStatistics
+    pacer: PacerStatistics
+    cooldown: CooldownStatistics
+    in_flight: int
+    binding: Binding | None
+
+    @property
+    def state(self) -> str:
+        """``open``, ``outage, probing`` or ``cooldown``."""
+        held = self.pacer.hold_reason if self.pacer.mode in ("held", "probing") else None
+        if held == "outage":
+            return "outage, probing"
+        return held or "open"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One endpoint's flow-control actors (read for statistics)."""
+
+    number: int
+    url: str
+    limiter: Limiter
+    pacer: Pacer
+    cooldown: Cooldown
+
+    def statistics(self, callers_waiting: int) -> EndpointStatistics:
+        """A frozen snapshot; ``callers_waiting``: jobs no Worker has taken yet."""
+        lim = self.limiter.statistics()
+        pac = self.pacer.statistics()
+        coo = self.cooldown.statistics()
+        return EndpointStatistics(
+            number=self.number,
+            url=self.url,
+            limiter=lim,
+            pacer=pac,
+            cooldown=coo,
+            in_flight=max(0, lim.busy - pac.waiting),
+            binding=binding(
+                now=trio.current_time(),
+                held=pac.hold_reason if pac.mode in ("held", "probing") else None,
+                held_until=pac.held_until,
+                outage_since=coo.outage_since,
+                slot_waiting=pac.waiting,
+                rate_per_s=pac.rate_per_s,
+                rate_source=pac.rate_source,
+                rpm=pac.rpm,
+                permit_waiting=lim.waiting,
+                limit=lim.limit,
+                cap=lim.cap,
+                callers_waiting=callers_waiting,
+                now_wall=time.time(),
+                asked_s=coo.asked_s,
+            ),
+        )
+
+
+def rpm_share(rpm: int, endpoints: int, number: int) -> int:
+    """Endpoint ``number``'s (1-based) part of ``rpm`` split evenly over ``endpoints``
+    (0: no pacing; at least 1/min each, so a tiny RPM over many endpoints may total a
+    little more than asked)."""
+    if not rpm:
+        return 0
+    share = rpm // endpoints + (1 if number <= rpm % endpoints else 0)
+    return max(1, share)
+
+
+def build_endpoint(
+    cfg: MinimaLlmConfig,
+    number: int,
+    url: str,
+    jobs: tuple[trio.MemorySendChannel[Job], trio.MemoryReceiveChannel[Job]],
+    *,
+    several: bool,
+    make_transport: Callable[[str], HttpTransport],
+    headers: tuple[tuple[bytes, bytes], ...],
+    orphan: Callable[[Job, BaseException], None],
+    wall_clock: Callable[[], float],
+) -> tuple[Endpoint, Actors]:
+    """Endpoint ``number``'s channels and actors, its Workers pulling from ``jobs``
+    (shared by all endpoints); ``several``: there are other endpoints (its Workers then
+    take jobs only while it is open, see the module docstring)."""
+    jobs_send, jobs_recv = jobs
+    cap = cfg.max_outstanding
+    count = len(cfg.base_urls)
+    permits = trio.open_memory_channel[object](cap)
+    revocations = trio.open_memory_channel[object](cap)  # "give a permit back" tokens
+    limiter_send, limiter_recv = trio.open_memory_channel[LimiterMessage](REPORT_BUFFER)
+    pacer_send, pacer_recv = trio.open_memory_channel[PacerMessage](REPORT_BUFFER)
+    cooldown_send, cooldown_recv = trio.open_memory_channel[CooldownMessage](REPORT_BUFFER)
+    watchdog_send, watchdog_recv = trio.open_memory_channel[AttemptStarted](WATCHDOG_BUFFER)
+    gate = trio.open_memory_channel[object](1)  # holds the baton while unpaced
+    admission = Admission() if several else None
+
+    limiter = Limiter(
+        ConcurrencyControl(cap),
+        limiter_recv,
+        permits,
+        revocations,
+        jobs_recv if admission is None else admission,  # who waits for a job, idle
+        (pacer_send, cooldown_send),
+        assume_answered=several,  # one down from the start is held too
+    )
+    pacer = Pacer(
+        PacingSchedule(rpm_share(cfg.rpm, count, number)),
+        # a bucket with twice MAX_OUTSTANDING left cannot be emptied before its next answer
+        RateControl(plenty=max(64, 2 * cap)),
+        pacer_recv,
+        gate,
+        admission,
+    )
+    pause = PauseControl(
+        CooldownState(
+            floor_s=cfg.cooldown_floor_s,
+            cap_s=cfg.cooldown_cap_s,
+            halflife_s=cfg.cooldown_halflife_s,
+            initial_s=max(cfg.base_backoff_s, 0.1),
+        ),
+        probe_s=max(0.1, cfg.base_backoff_s),
+        # a refused connect costs the server nothing: probe at least every 2 s, so
+        # an outage's end is noticed within 2 s (a blackholed probe takes TIMEOUT_S)
+        max_probe_s=min(2.0, max(1.0, cfg.max_backoff_s / 4)),
+        outage_budget_s=cfg.max_attempts * cfg.max_backoff_s if cfg.max_attempts else None,
+        probe_timeout_s=cfg.timeout_s + 1.0,
+    )
+    cooldown = Cooldown(pause, cooldown_recv, pacer_send)
+    channels = WorkerChannels(
+        jobs=jobs_recv,
+        permits=permits[1],
+        revocations=revocations[1],
+        gate=gate,
+        limiter=limiter_send,
+        pacer=pacer_send,
+        cooldown=cooldown_send,
+        watchdog=watchdog_send,
+        admission=admission,
+        requeue=jobs_send.clone() if several else None,
+    )
+    workers = [
+        Worker(
+            i,
+            make_transport(url),
+            channels,
+            headers=headers,
+            timeout_s=cfg.timeout_s,
+            orphan=orphan,
+            wall_clock=wall_clock,
+        )
+        for i in range(cap)
+    ]
+    watchdog = Watchdog(
+        watchdog_recv, [w.expire for w in workers], tick_s=min(1.0, cfg.timeout_s / 2)
+    )
+    tag = f" (endpoint {number})" if several else ""
+    actors: Actors = [
+        (f"Limiter{tag}", limiter.run),
+        (f"Pacer{tag}", pacer.run),
+        (f"Cooldown{tag}", cooldown.run),
+        (f"Watchdog{tag}", watchdog.run),
+        *((f"Worker {i}{tag}", w.run) for i, w in enumerate(workers)),
+    ]
+    return Endpoint(number, url, limiter, pacer, cooldown), actors

@@ -1,0 +1,99 @@
+"""Admission: whether one endpoint's Workers may take jobs now (several endpoints only).
+
+With several endpoints of one model every endpoint's Workers pull from the one shared
+job channel, so whichever endpoint has a free Worker holding a permit takes the next
+job (the endpoint with the most free learned capacity gets the most work, whatever
+its place in the list). A Worker of an endpoint its Pacer holds (an outage, a shared
+pause) must not take a job it cannot send: its Pacer closes the endpoint's
+Admission, and the Worker waits here before pulling, and checks again after a pull
+(it may have waited in the channel since before the hold), handing a job it may not
+send back to the channel for the other endpoints. When a hold ends with a probe, the
+Pacer admits exactly one job: the probe.
+
+Plain state shared by one Pacer (the writer) and its endpoint's Workers (readers),
+all in one trio run; no messages, no task switch while the endpoint is open. With one
+endpoint there is no Admission at all (the Workers keep the jobs they take and wait
+for the Pacer's probe slot, as a lone client must).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import trio
+
+__all__ = ["Admission"]
+
+
+class _Idle(NamedTuple):
+    tasks_waiting_receive: int
+
+
+class Admission:
+    """``open`` (any number of jobs), or ``tickets`` (0: none; 1: the probe's)."""
+
+    __slots__ = ("_lot", "_open", "_tickets", "idle")
+
+    def __init__(self) -> None:
+        self.idle = 0
+        """The endpoint's Workers waiting for a job (they hold a permit, make no attempt)."""
+        self._open = True
+        self._tickets = 0
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def __repr__(self) -> str:
+        return f"<Admission {self.state}>"
+
+    @property
+    def state(self) -> str:
+        """``open``, ``probe`` (one job admitted for the probe) or ``closed``."""
+        if self._open:
+            return "open"
+        return "probe" if self._tickets else "closed"
+
+    @property
+    def is_open(self) -> bool:
+        """True while the endpoint takes jobs freely."""
+        return self._open
+
+    def statistics(self) -> _Idle:
+        """For the Limiter: its Workers waiting for a job, as a job channel reports them."""
+        return _Idle(self.idle)
+
+    # -- the Pacer ----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Take jobs freely (no hold)."""
+        if not self._open:
+            self._open = True
+            self._tickets = 0
+            self._lot.unpark_all()
+
+    def close(self) -> None:
+        """Take no job (held, or the probe is out)."""
+        self._open = False
+        self._tickets = 0
+
+    def admit_one(self) -> None:
+        """Take exactly one job (the probe's); idempotent until it is taken."""
+        self._open = False
+        if not self._tickets:
+            self._tickets = 1
+            self._lot.unpark_all()
+
+    # -- the Workers --------------------------------------------------------------------
+
+    def try_take(self) -> bool:
+        """May the Worker keep the job it just took? (Takes the probe's ticket.)"""
+        if self._open:
+            return True
+        if self._tickets:
+            self._tickets -= 1
+            return True
+        return False
+
+    async def wait(self) -> None:
+        """Until the endpoint takes a job (open, or a ticket is out); no checkpoint when
+        it does already."""
+        while not (self._open or self._tickets):
+            await self._lot.park()
