@@ -1,35 +1,17 @@
-"""Configuration: :class:`MinimaLlmConfig` and :class:`BatchConfig`, from code or the environment.
+"""Configuration: :class:`MinimaLlmConfig` (and :class:`BatchConfig`, in :mod:`.batch`),
+from code or the environment.
 
 One set of defaults lives in the field definitions; ``from_env`` overrides only the
 settings whose variable is set (empty counts as unset, except ``BATCH_MAX_FAILURES``
-where empty, like ``none``, means "never abort"). The variables, all optional except
-the first two (units: seconds for ``*_S``, requests per minute for ``RPM``):
-
-``OPENAI_BASE_URL`` (http(s)://..., ``/v1`` optional; several replicas of one model:
-comma-separated), ``OPENAI_MODEL``,
-``OPENAI_API_KEY`` (else ``OPENAI_TOKEN``; none: no Authorization header),
-``BATCH_NUM_WORKERS=64``, ``BATCH_MAX_FAILURES=25``, ``BATCH_HEARTBEAT_S=10`` (0: off),
-``BATCH_STALL_S=300``, ``BATCH_PRINT_FIRST_FAILURES=5``, ``BATCH_KEEP_FAILURE_SUMMARIES=20``,
-``MAX_OUTSTANDING=32`` (per endpoint), ``RPM=600`` (0: no pacing), ``TPM=0`` (tokens per
-minute, 0: off; both totals over the endpoints), ``TIMEOUT_S=60`` (one whole attempt),
-``MAX_ATTEMPTS=6`` (0: until success), ``BASE_BACKOFF_S=0.5``, ``MAX_BACKOFF_S=20``,
-``JITTER=0.2`` (+-20 %), ``COOLDOWN_FLOOR_S=0``, ``COOLDOWN_CAP_S=30``,
-``COOLDOWN_HALFLIFE_S=20``, ``MAX_WAIT_S=300`` (a request refused — 429/502/503/504 — for
-longer, or asked to wait longer, fails naming the wait; refusals do not count against
-``MAX_ATTEMPTS``), ``RETRY_TEMPERATURE_MAX=0.5``, ``RETRY_TEMPERATURE_HALFLIFE=5``
-(re-asks without a temperature: ``max·n/(n+halflife)``), ``COMPRESS_GZIP=0`` (1/0,
-true/false, yes/no, on/off),
-``CACHE_DIR`` (unset: no cache), ``CA_BUNDLE`` (unset: ``SSL_CERT_FILE``/``SSL_CERT_DIR``,
-else certifi), ``TLS_VERIFY=1``, ``MAX_RESPONSE_BYTES=67108864`` (64 MiB),
-``TRUST_ENV_PROXY=1`` (0: ignore ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``),
-``CACHE_FORCE_REFRESH=0`` (1: never read the cache, still write it), ``CACHE_LOOKUP_DIRS``
-and ``MODEL_SYNONYMS`` (comma lists; see :mod:`minimallm._cache.lookup`),
-``MAX_TOTAL_TOKENS`` (unset or none: no token budget for a batch).
+where empty, like ``none``, means "never abort"). Which variable feeds which field,
+and what it accepts, is the ``MINIMALLM_VARIABLES`` table (:mod:`.variables`); the
+README's Configuration table and ``minimallm config`` show them all with their
+defaults. Units: seconds (``*_S``), per minute (``RPM``, ``TPM``).
 
 Invalid settings raise one :class:`~minimallm.ConfigError` listing every problem, named
 by environment variable (``from_env``) or by field (constructor), never showing the key.
-The machinery both models share (strict validation, collecting and rendering the
-problems, reading the environment) is :mod:`minimallm._config.base`.
+Shared machinery (validation, the problems, the environment): :mod:`.base`; endpoint
+URLs: :mod:`.urls`; how the key shows: :mod:`.key`.
 """
 
 from __future__ import annotations
@@ -39,7 +21,6 @@ import ssl
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo
 from pydantic import field_validator as _validates
@@ -52,93 +33,16 @@ from minimallm._config.base import (
     custom_error,
     header_problem,
     nested_error,
-    optional_int,
-    parse_bool,
     render,
     warn_misspelt,
 )
+from minimallm._config.batch import BatchConfig
+from minimallm._config.key import KEY_DROPPED, KeyShown
+from minimallm._config.urls import api_base, url_problem
+from minimallm._config.variables import MINIMALLM_VARIABLES
 from minimallm._errors import ConfigError, ConfigWarning
 
 __all__ = ["BatchConfig", "MinimaLlmConfig"]
-
-
-class BatchConfig(Settings):
-    """How a batch runs: items in progress, failure budget, progress reports. Frozen."""
-
-    num_workers: int = Field(default=64, ge=1, description="Items in progress at once.")
-    max_failures: int | None = Field(default=25, ge=0, description="Abort past this; None: never.")
-    heartbeat_s: float = Field(default=10.0, ge=0, description="Seconds between reports; 0: off.")
-    stall_s: float = Field(default=300.0, gt=0, description="Seconds idle before a warning.")
-    print_first_failures: int = Field(default=5, ge=0, description="Failures printed in full.")
-    keep_failure_summaries: int = Field(default=20, ge=0, description="Failures kept for reports.")
-    max_total_tokens: int | None = Field(
-        default=None, ge=1, description="Stop once the answers used this many tokens; None: never."
-    )
-
-    _SPECS = {
-        "num_workers": ("BATCH_NUM_WORKERS", int, "must be an integer >= 1"),
-        "max_failures": (
-            "BATCH_MAX_FAILURES",
-            optional_int,
-            "must be an integer >= 0, or none to never abort",
-        ),
-        "heartbeat_s": (
-            "BATCH_HEARTBEAT_S",
-            float,
-            "must be a number >= 0 (seconds; 0 disables the heartbeat)",
-        ),
-        "stall_s": ("BATCH_STALL_S", float, "must be a number > 0 (seconds)"),
-        "print_first_failures": ("BATCH_PRINT_FIRST_FAILURES", int, "must be an integer >= 0"),
-        "keep_failure_summaries": ("BATCH_KEEP_FAILURE_SUMMARIES", int, "must be an integer >= 0"),
-        "max_total_tokens": (
-            "MAX_TOTAL_TOKENS",
-            optional_int,
-            "must be an integer >= 1 (tokens), or none for no budget",
-        ),
-    }
-    _EMPTY_IS_NONE = frozenset({"max_failures"})
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
-        """Read only the ``BATCH_*`` variables (and ``MAX_TOTAL_TOKENS``) of ``env``
-        (default: ``os.environ``).
-
-        Unset variables keep their defaults. Raises one ConfigError naming every bad one.
-        """
-        env = os.environ if env is None else env
-        warn_misspelt(env)
-        instance, problems = cls._check_env(*cls._read_env(env))
-        if instance is None:
-            raise ConfigError(render(problems, cls._env_names()))
-        return instance
-
-
-_SECONDS_GE0 = "must be a number >= 0 (seconds)"
-
-
-def _url_problem(value: str) -> str | None:
-    """What is wrong with one endpoint's URL, or None."""
-    if not value.lower().startswith(("http://", "https://")):
-        return "must start with http:// or https://"
-    try:  # urlsplit raises on a bad IPv6 literal, .port on a bad port
-        parts = urlsplit(value)
-        host, _ = parts.hostname, parts.port
-    except ValueError:
-        return "has an invalid host or port"
-    if not host:
-        return "must name a host, e.g. http://localhost:8000/v1"
-    if parts.query or parts.fragment:
-        return "must not contain a query (?) or fragment (#)"
-    if "@" in parts.netloc:
-        return (
-            "must not contain a user name or password (user:password@host): minimallm "
-            "does not send them; put the key in OPENAI_API_KEY"
-        )
-    return None
-
-
-def _api_base(url: str) -> str:
-    return url if url.endswith("/v1") else url + "/v1"
 
 
 class MinimaLlmConfig(Settings):
@@ -213,57 +117,7 @@ class MinimaLlmConfig(Settings):
         default=(), description="Model names whose cache entries count as this model's."
     )
 
-    _SPECS = {
-        "base_url": (
-            "OPENAI_BASE_URL",
-            str,
-            "must be a URL like http://localhost:8000/v1, or several separated by commas",
-        ),
-        "model": ("OPENAI_MODEL", str, "must be a non-empty string"),
-        "max_outstanding": ("MAX_OUTSTANDING", int, "must be an integer >= 1"),
-        "rpm": ("RPM", int, "must be an integer >= 0 (0 disables pacing)"),
-        "tpm": ("TPM", int, "must be an integer >= 0 (0 disables the token budget)"),
-        "timeout_s": ("TIMEOUT_S", float, "must be a number > 0 (seconds)"),
-        "max_attempts": ("MAX_ATTEMPTS", int, "must be an integer >= 0 (0 retries until success)"),
-        "base_backoff_s": ("BASE_BACKOFF_S", float, _SECONDS_GE0),
-        "max_backoff_s": ("MAX_BACKOFF_S", float, _SECONDS_GE0),
-        "jitter": ("JITTER", float, "must be a number between 0 and 1"),
-        "cooldown_floor_s": ("COOLDOWN_FLOOR_S", float, _SECONDS_GE0),
-        "cooldown_cap_s": ("COOLDOWN_CAP_S", float, _SECONDS_GE0),
-        "cooldown_halflife_s": ("COOLDOWN_HALFLIFE_S", float, "must be a number > 0 (seconds)"),
-        "retry_temperature_max": ("RETRY_TEMPERATURE_MAX", float, "must be a number >= 0"),
-        "retry_temperature_halflife": (
-            "RETRY_TEMPERATURE_HALFLIFE",
-            float,
-            "must be a number > 0 (re-asks)",
-        ),
-        "max_wait_s": ("MAX_WAIT_S", float, "must be a number > 0 (seconds)"),
-        "compress_gzip": (
-            "COMPRESS_GZIP",
-            parse_bool,
-            "must be true or false (1/0, yes/no, on/off)",
-        ),
-        "cache_dir": ("CACHE_DIR", str, "must be a directory path"),
-        "ca_bundle": ("CA_BUNDLE", str, "must be a PEM file or a directory of CA certificates"),
-        "tls_verify": ("TLS_VERIFY", parse_bool, "must be true or false (1/0, yes/no, on/off)"),
-        "max_response_bytes": ("MAX_RESPONSE_BYTES", int, "must be an integer >= 1024 (bytes)"),
-        "trust_env_proxy": (
-            "TRUST_ENV_PROXY",
-            parse_bool,
-            "must be true or false (1/0, yes/no, on/off)",
-        ),
-        "force_refresh": (
-            "CACHE_FORCE_REFRESH",
-            parse_bool,
-            "must be true or false (1/0, yes/no, on/off)",
-        ),
-        "cache_lookup_dirs": (
-            "CACHE_LOOKUP_DIRS",
-            comma_list,
-            "must be a comma-separated list of cache directories",
-        ),
-        "model_synonyms": ("MODEL_SYNONYMS", comma_list, "must be a comma-separated list of names"),
-    }
+    _SPECS = MINIMALLM_VARIABLES
     _REQUIREMENTS = {
         "api_key": "must be a string",
         "batch": "must be a BatchConfig or a dict of its fields",
@@ -289,7 +143,7 @@ class MinimaLlmConfig(Settings):
     def _check_base_url(cls, value: str) -> str:
         entries = [part.strip() for part in value.split(",")]
         for n, entry in enumerate(entries, 1):
-            problem = _url_problem(entry)
+            problem = url_problem(entry)
             if problem is not None:
                 if len(entries) == 1:
                     raise custom_error(problem)
@@ -445,7 +299,7 @@ class MinimaLlmConfig(Settings):
             return self.api_key.get_secret_value()
         if self._key_dropped and not self._key_warned:
             self.__pydantic_private__["_key_warned"] = True  # type: ignore[index]
-            warnings.warn(_KEY_DROPPED, ConfigWarning, stacklevel=2)
+            warnings.warn(KEY_DROPPED, ConfigWarning, stacklevel=2)
         return None
 
     @property
@@ -457,7 +311,7 @@ class MinimaLlmConfig(Settings):
     def api_base(self) -> str:
         """The API root, always ending in ``/v1`` (added when ``base_url`` lacks it); the
         first endpoint's when there are several."""
-        return _api_base(self.base_urls[0])
+        return api_base(self.base_urls[0])
 
     @property
     def chat_completions_url(self) -> str:
@@ -468,7 +322,7 @@ class MinimaLlmConfig(Settings):
     @property
     def chat_completions_urls(self) -> tuple[str, ...]:
         """Each endpoint's chat-completions URL, in the order of :attr:`base_urls`."""
-        return tuple(_api_base(url) + "/chat/completions" for url in self.base_urls)
+        return tuple(api_base(url) + "/chat/completions" for url in self.base_urls)
 
     @property
     def models_url(self) -> str:
@@ -515,7 +369,7 @@ class MinimaLlmConfig(Settings):
         lines = [f"MinimaLlmConfig (POST {self.chat_completions_url})"]
         for name in type(self).model_fields:
             if name == "api_key":
-                lines.append(f"  api_key={_KeyShown(self)!r}")
+                lines.append(f"  api_key={KeyShown(self)!r}")
             elif name != "batch":
                 lines.append(f"  {name}={getattr(self, name)}")
         lines += [
@@ -543,27 +397,4 @@ class MinimaLlmConfig(Settings):
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
-            yield name, (_KeyShown(self) if name == "api_key" and value is None else value)
-
-
-class _KeyShown:
-    """How a config shows its key: ``None``, ``None (dropped when pickled)``, ``***``."""
-
-    __slots__ = ("_text",)
-
-    def __init__(self, cfg: MinimaLlmConfig) -> None:
-        if cfg.api_key is not None:
-            self._text = "*** (set)"
-        else:
-            self._text = "None (dropped when pickled)" if cfg._key_dropped else "None"
-
-    def __repr__(self) -> str:
-        return self._text
-
-
-_KEY_DROPPED = (
-    "this MinimaLlmConfig was unpickled, and pickling drops the API key: requests go "
-    "without an Authorization header. Add the key back in this process, e.g. "
-    'cfg = cfg.with_changes(api_key=os.environ["OPENAI_API_KEY"]), or build the '
-    "config here with MinimaLlmConfig.from_env()"
-)
+            yield name, (KeyShown(self) if name == "api_key" and value is None else value)
