@@ -152,6 +152,8 @@ class CacheStage:
     async def store(self, key: str, response: MinimaLlmResponse, req: MinimaLlmRequest) -> None:
         """Hand ``response`` to the CacheWriter (waits, shielded, only if its buffer is
         full: a paid-for answer is never dropped for a cancelled caller)."""
+        if self._cache.read_only:  # warned once when opened: nothing to write
+            return
         row = CacheRow(key, response.text, raw_json_text(response))
         if self._cache.audit_columns:  # minima-llm 0.2.7's columns: its model and canonical
             model = request_model(self._model, req)
@@ -202,7 +204,8 @@ def cached_response(req: MinimaLlmRequest, hit: CachedAnswer) -> MinimaLlmRespon
 async def open_cache(cfg: MinimaLlmConfig) -> tuple[PromptCache, CacheSources] | None:
     """The prompt cache's store and its read sources (the store, the lookup dirs,
     the model synonyms), or None (with a warning) when the cache cannot be used:
-    requests still go out, uncached. A lookup dir that cannot be opened is skipped
+    requests still go out, uncached. A store this process may not write is read
+    only (one warning says so). A lookup dir that cannot be opened is skipped
     with a warning. Blocking opens run in worker threads."""
     if cfg.cache_dir is None:
         return None
@@ -211,6 +214,11 @@ async def open_cache(cfg: MinimaLlmConfig) -> tuple[PromptCache, CacheSources] |
     except CacheUnavailableError as exc:
         warn_cache(f"minimallm: running WITHOUT the prompt cache: {exc}")
         return None
+    if cache.read_only:
+        warn_cache(
+            f"minimallm: the prompt cache {str(cfg.cache_dir)!r} is read-only for this "
+            "process: its answers are used, new answers will not be cached"
+        )
     lookups: list[LookupCache] = []
     for directory in cfg.cache_lookup_dirs:
         try:

@@ -24,11 +24,11 @@ the whole budget it becomes a :class:`CacheWriteError` / :class:`CacheUnavailabl
 that names the file.
 
 Errors it raises (defined in :mod:`minimallm._errors`, re-exported here; the runtime
-decides whether they warn or stop)::
+decides whether they warn or stop): :class:`CacheUnavailableError` (the cache cannot
+be opened or read) and :class:`CacheWriteError` (a batch could not be written).
 
-    MinimaLlmError
-    ├── CacheUnavailableError   the cache cannot be opened or read
-    └── CacheWriteError         a batch of answers could not be written
+A cache this process may not write (another user's directory, a read-only mount) is
+opened read-only (:attr:`PromptCache.read_only`): read as usual, never written.
 
 The keys (:func:`cache_key`, :func:`canonical_request_json`) come from
 :mod:`minimallm._cache.keys` and the SQL, schema check and lock waits from
@@ -55,11 +55,9 @@ from minimallm._cache.sqlite import (
     READ_CHUNK,
     Params,
     StoredRow,
-    connect,
     is_busy,
     is_environmental,
-    open_hint,
-    prepare,
+    open_connections,
     scrub_surrogates,
     select_chunk,
     select_rows,
@@ -145,7 +143,7 @@ class PromptCache:
         self,
         db_path: Path,
         reader: sqlite3.Connection,
-        writer: sqlite3.Connection,
+        writer: sqlite3.Connection | None,
         *,
         journal_mode: str,
         busy_timeout_s: float,
@@ -199,26 +197,7 @@ class PromptCache:
             raise CacheUnavailableError(
                 f"cannot open the prompt cache {str(db_path)!r}: it exists and is not a file"
             )
-        opened: list[sqlite3.Connection] = []
-        try:
-            writer = connect(db_path, busy_timeout_s)
-            opened.append(writer)
-            journal_mode, audit = with_lock_retry(lambda: prepare(writer, db_path), sleep)
-            reader = connect(db_path, busy_timeout_s)
-            opened.append(reader)
-            reader.execute("PRAGMA query_only=ON")
-        except sqlite3.Error as exc:
-            for conn in opened:
-                conn.close()
-            if not is_environmental(exc):
-                raise
-            raise CacheUnavailableError(
-                f"cannot open the prompt cache {str(db_path)!r}: {exc}{open_hint(exc, directory)}"
-            ) from exc
-        except CacheUnavailableError:
-            for conn in opened:
-                conn.close()
-            raise
+        reader, writer, journal_mode, audit = open_connections(db_path, busy_timeout_s, sleep)
         return cls(
             db_path,
             reader,
@@ -229,6 +208,14 @@ class PromptCache:
             sleep=sleep,
             audit=audit,
         )
+
+    @property
+    def read_only(self) -> bool:
+        """True when this process may not write the file or its directory (another
+        user's cache, a read-only mount): it is opened as a lookup cache is
+        (``mode=ro``, or ``immutable`` when no ``-wal`` file can be made), its answers
+        are read, and :meth:`put_many` raises :class:`CacheWriteError`."""
+        return self._writer is None
 
     @property
     def path(self) -> Path:
@@ -297,10 +284,17 @@ class PromptCache:
         """
         if not rows:
             return
+        writer = self._writer
+        if writer is None:
+            raise CacheWriteError(
+                f"could not write {len(rows)} answers to the prompt cache "
+                f"{str(self._db_path)!r}: the file or its directory is readonly for this "
+                "process; answers written before are intact"
+            )
         now = self._wall_clock()
         params: list[Params] = [_params(row, now, self._audit) for row in rows]
         with self._write_lock:
-            conn = self._usable(self._writer, CacheWriteError)
+            conn = self._usable(writer, CacheWriteError)
             try:
                 try:
                     with_lock_retry(lambda: write_batch(conn, params), self._sleep)
@@ -343,7 +337,8 @@ class PromptCache:
             try:
                 self._reader.close()
             finally:
-                self._writer.close()
+                if self._writer is not None:
+                    self._writer.close()
 
     def __enter__(self) -> PromptCache:
         """Return self; :meth:`close` on exit."""
