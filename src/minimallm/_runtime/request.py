@@ -187,7 +187,7 @@ async def _attempt(
 def _failure(
     rt: Runtime, req: MinimaLlmRequest, result: AttemptError, sent_at: list[float]
 ) -> MinimaLlmFailure:
-    secret = rt.secret
+    secret = rt.secrets
     body = result.body_snippet
     return MinimaLlmFailure(
         request_id=req.request_id,

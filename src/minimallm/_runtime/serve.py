@@ -29,6 +29,7 @@ import outcome
 from minimallm._cache.stage import WRITE_BUFFER, CacheStage, open_cache, warn_cache
 from minimallm._config.settings import MinimaLlmConfig
 from minimallm._errors import BackendClosedError, BackendFailedError
+from minimallm._http.proxy import proxy_secrets
 from minimallm._http.transport import HttpTransport, request_headers, transport_factory_for
 from minimallm._policy import (
     Binding,
@@ -147,7 +148,7 @@ class Runtime:
     jobs: trio.MemorySendChannel[Job]
     cache: CacheStage | None
     rng: random.Random
-    secret: str | None
+    secrets: tuple[str, ...]  # the API key and the proxy's credentials: never shown
     life: Life
     limiter: Limiter
     pacer: Pacer
@@ -274,6 +275,8 @@ async def serve(
     secret = cfg.api_key_value()
     headers = request_headers(secret, compress=cfg.compress_gzip)
     make_transport = options.transport_factory or transport_factory_for(cfg)
+    url = cfg.chat_completions_url
+    secrets = tuple(filter(None, (secret, *proxy_secrets(url, trust_env=cfg.trust_env_proxy))))
 
     def orphan(job: Job, exc: BaseException) -> None:
         """A Worker stopped while holding ``job`` (``exc``: why): tell its caller."""
@@ -307,13 +310,15 @@ async def serve(
     cache = None
     if opened is not None:
         store, sources = opened
-        cache = CacheStage(cfg.model, store, writes_send, sources, force_refresh=cfg.force_refresh)
+        cache = CacheStage(
+            cfg.model, store, writes_send, sources, force_refresh=cfg.force_refresh, secrets=secrets
+        )
     runtime = Runtime(
         cfg,
         jobs_send,
         cache,
         options.rng or random.Random(),
-        secret,
+        secrets,
         life,
         limiter,
         pacer,
