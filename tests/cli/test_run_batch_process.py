@@ -298,6 +298,8 @@ def test_a_run_where_every_request_fails_alike_records_no_line_failures(
     assert "every request failed" in text
     assert "check --base-url: is the server running" in text  # the flag used, not the variable
     assert re.search(r"the \d+ failures of this run are not recorded: fix the cause", text)
+    # not "run the same command again": it would fail the same way
+    assert text.rstrip().endswith("; fix the cause, then run the command again to resume"), text
     assert size_of(errors) == 0 and size_of(out) == 0
     # fixed: the same command with the right URL answers every line
     assert start(command(inp, out, mock_url), log).wait(DEADLINE_S) == 0, log.read_text()

@@ -234,7 +234,10 @@ def send_job(job: Job, *, quiet: bool, err: TextIO) -> int:
                 "fix the cause, then run the same command again",
                 file=err,
             )
-        print(f"{PROG}: {where.so_far(written)}{where.resume}", file=err)
+        resume = where.resume
+        if resume and _all_alike(exc):  # the same command would fail the same way
+            resume = "; fix the cause, then run the command again to resume"
+        print(f"{PROG}: {where.so_far(written)}{resume}", file=err)
         return 1
     except BatchFileError as exc:
         print(f"{PROG}: {exc}", file=err)
