@@ -478,7 +478,7 @@ def test_the_runtime_handle_is_frozen_and_shows_only_snapshots_and_stop() -> Non
         "cache",
         "rng",
         "retry",
-        "secret",
+        "secrets",
         "life",
         # the flow-control actors, for their statistics() only
         "limiter",

@@ -324,3 +324,24 @@ def test_a_config_warning_is_one_clean_line() -> None:
         "mean BATCH_NUM_WORKERS?"
     ], proc.stderr
     assert "ConfigWarning" not in proc.stderr and ".py:" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "unknown", "meant"),
+    [
+        (["run-batch", "in.jsonl", "-o", "out.jsonl", "--modle", "m"], "--modle m", "--model"),
+        (["config", "--bse-url=http://x/v1"], "--bse-url=http://x/v1", "--base-url"),
+    ],
+)
+def test_a_mistyped_flag_gets_its_command_usage_and_the_flag_meant(
+    argv: list[str], unknown: str, meant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = argv[0]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: minimallm {command} "), err  # not the top level's
+    assert err.rstrip().splitlines()[-1] == (
+        f"minimallm {command}: error: unrecognized arguments: {unknown}; did you mean {meant}?"
+    )

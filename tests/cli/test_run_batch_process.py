@@ -298,6 +298,8 @@ def test_a_run_where_every_request_fails_alike_records_no_line_failures(
     assert "every request failed" in text
     assert "check --base-url: is the server running" in text  # the flag used, not the variable
     assert re.search(r"the \d+ failures of this run are not recorded: fix the cause", text)
+    # not "run the same command again": it would fail the same way
+    assert text.rstrip().endswith("; fix the cause, then run the command again to resume"), text
     assert size_of(errors) == 0 and size_of(out) == 0
     # fixed: the same command with the right URL answers every line
     assert start(command(inp, out, mock_url), log).wait(DEADLINE_S) == 0, log.read_text()
@@ -349,3 +351,53 @@ def test_a_key_echoed_in_an_answer_never_reaches_output(mock_url: str, tmp_path:
     assert rc == 0, log.read_text()
     assert key.encode() not in out.read_bytes()
     assert answers(out) == [("a", "echo: my key is ***")]
+
+
+@pytest.mark.realtime
+def test_a_second_ctrl_c_during_the_orderly_stop_exits_at_once(
+    reference: bytes, inp: Path, mock_url: str, tmp_path: Path
+) -> None:
+    """The orderly stop waits for the cache's final commit; another process holds the
+    cache's write lock, so that stop would take minutes (SQLite's 30 s busy timeout,
+    then retries). A second Ctrl-C ends it at once, saying what may be lost."""
+    import sqlite3
+
+    from minimallm._cache.store import PromptCache
+
+    reset(mock_url)
+    out, log, cache = tmp_path / "out.jsonl", tmp_path / "log", tmp_path / "cache"
+    PromptCache.open(cache).close()
+    argv = command(inp, out, mock_url, "--timeout", "60")
+    argv[argv.index("--no-cache")] = f"--cache-dir={cache}"
+    holder = sqlite3.connect(cache / "minima_llm.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, held for the whole stop
+    proc = start(argv, log)
+    try:
+        wait_for(lambda: requests_total(mock_url) >= N // 2, proc, f"{N // 2} requests")
+        proc.send_signal(signal.SIGINT)
+        # trio coalesces a signal repeated before it is read: a person's second Ctrl-C
+        # comes later than that; so does this one
+        time.sleep(1.0)
+        assert proc.poll() is None, log.read_text()  # the orderly stop is stuck
+        proc.send_signal(signal.SIGINT)
+        sent_at = time.monotonic()
+        rc = proc.wait(DEADLINE_S)
+        took = time.monotonic() - sent_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        holder.execute("ROLLBACK")
+        holder.close()
+    text = log.read_text()
+    assert rc == 130, text
+    assert took < 10, text  # without the fix: minutes (the busy timeout, then retries)
+    assert "Traceback" not in text and "Trio" not in text, text
+    assert text.rstrip().splitlines()[-1] == (
+        "minimallm run-batch: SIGINT again: stopping at once; answers received but not "
+        "yet written may be lost (run the same command again to resume)"
+    )
+    # the rerun resumes as after kill -9: every line once, in input order
+    rc = start(argv, log).wait(DEADLINE_S)
+    assert rc == 0, log.read_text()
+    assert out.read_bytes() == reference

@@ -257,3 +257,45 @@ async def test_an_unusable_proxy_variable_fails_each_request_once(
     assert isinstance(result, MinimaLlmFailure)
     assert (result.error_type, result.attempts) == ("UnsupportedProtocol", 1)
     assert "all_proxy names a socks5:// proxy" in result.message
+
+
+async def test_proxy_credentials_echoed_in_an_error_stay_out_of_the_failure(
+    make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy that echoes its Proxy-Authorization (and the user:password it encodes)
+    in an error body: neither reaches the failure's message or body snippet."""
+    box: list[Peer] = []
+    user_pass = "alice:pr0xy-s3cret"
+    token = base64.b64encode(user_pass.encode()).decode()
+
+    async def handler(stream: trio.SocketStream, index: int) -> None:
+        buf = bytearray()
+        while await read_request(stream, box[0], buf):
+            head = box[0].requests[-1][0].decode("latin-1")
+            auth = next(
+                line.split(":", 1)[1].strip()
+                for line in head.split("\r\n")
+                if line.lower().startswith("proxy-authorization:")
+            )
+            body = f"bad request: {auth} ({user_pass}) password pr0xy-s3cret".encode()
+            await stream.send_all(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+
+    async with serve(handler) as (url, peer):
+        box.append(peer)
+        monkeypatch.setenv("HTTP_PROXY", f"http://alice:pr0xy-s3cret@127.0.0.1:{port_of(url)}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        cfg = make_config(base_url="http://origin.test/v1", max_attempts=1)
+        async with OpenAIMinimaLlm(cfg) as backend:
+            result = await backend.generate(
+                MinimaLlmRequest("r", [{"role": "user", "content": "x"}])
+            )
+    assert isinstance(result, MinimaLlmFailure), result
+    assert result.status == 400
+    assert f"Basic {token}".encode() in peer.requests[0][0]  # what was echoed was sent
+    shown = f"{result.message} {result.body_snippet}"
+    for secret in (token, user_pass, "pr0xy-s3cret"):
+        assert secret not in shown, shown
+    assert "bad request: Basic ***" in (result.body_snippet or "")

@@ -194,7 +194,7 @@ class CacheSources:
                 copies.append(
                     StoreRow(key, row.text, row.raw_json, model, canonical, row.created_at)
                 )
-        if copies:
+        if copies and not self._primary.read_only:
             try:
                 self._primary.put_many(copies)
             except CacheWriteError as exc:

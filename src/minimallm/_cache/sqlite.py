@@ -28,6 +28,9 @@ __all__ = [
     "connect_read_only",
     "is_busy",
     "is_environmental",
+    "is_read_only_error",
+    "may_write",
+    "open_connections",
     "open_hint",
     "prepare",
     "scrub_surrogates",
@@ -252,6 +255,68 @@ def select_rows(
         for key, text, raw, at in with_lock_retry(partial(_select_rows_chunk, conn, chunk), sleep):
             found[key] = StoredRow(text, raw, float(at) if isinstance(at, int | float) else 0.0)
     return found
+
+
+def open_connections(
+    db_path: Path, busy_timeout_s: float, sleep: Callable[[float], None]
+) -> tuple[sqlite3.Connection, sqlite3.Connection | None, str, bool]:
+    """The prompt cache's ``(reader, writer, journal_mode, audit)`` on ``db_path``
+    (created if missing, see :func:`prepare`). An existing file this process may not
+    write, or whose directory it may not write, is opened as a lookup cache is
+    (:func:`connect_read_only`) with no writer (None) and the mode ``"read-only"``.
+    Raises CacheUnavailableError naming the file (and the usual cause)."""
+    if db_path.is_file() and not may_write(db_path):
+        return _read_only(db_path, busy_timeout_s, None)
+    opened: list[sqlite3.Connection] = []
+    try:
+        writer = connect(db_path, busy_timeout_s)
+        opened.append(writer)
+        journal_mode, audit = with_lock_retry(lambda: prepare(writer, db_path), sleep)
+        reader = connect(db_path, busy_timeout_s)
+        opened.append(reader)
+        reader.execute("PRAGMA query_only=ON")
+    except sqlite3.Error as exc:
+        for conn in opened:
+            conn.close()
+        if not is_environmental(exc):
+            raise
+        if db_path.is_file() and is_read_only_error(exc):
+            return _read_only(db_path, busy_timeout_s, exc)
+        raise CacheUnavailableError(
+            f"cannot open the prompt cache {str(db_path)!r}: {exc}{open_hint(exc, db_path.parent)}"
+        ) from exc
+    except CacheUnavailableError:
+        for conn in opened:
+            conn.close()
+        raise
+    return reader, writer, journal_mode, audit
+
+
+def _read_only(
+    db_path: Path, busy_timeout_s: float, cause: sqlite3.Error | None
+) -> tuple[sqlite3.Connection, None, str, bool]:
+    try:
+        reader = connect_read_only(db_path, busy_timeout_s)
+    except sqlite3.Error as exc:
+        if not is_environmental(exc):
+            raise
+        why = cause or exc
+        raise CacheUnavailableError(
+            f"cannot open the prompt cache {str(db_path)!r}: {why}{open_hint(why, db_path.parent)}"
+        ) from exc
+    return reader, None, "read-only", False
+
+
+def may_write(db_path: Path) -> bool:
+    """The file and its directory (where SQLite makes ``-wal``/``-shm``) are writable
+    by this process (``os.access``: a read-only mount says no even to root)."""
+    return os.access(db_path, os.W_OK) and os.access(db_path.parent, os.W_OK)
+
+
+def is_read_only_error(exc: sqlite3.Error) -> bool:
+    """True when ``exc`` says the file or its directory may not be written."""
+    msg = str(exc).lower()
+    return "readonly" in msg or "unable to open" in msg
 
 
 def open_hint(exc: sqlite3.Error, directory: Path) -> str:

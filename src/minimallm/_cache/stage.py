@@ -30,6 +30,7 @@ from minimallm._cache.store import (
 from minimallm._config.settings import MinimaLlmConfig
 from minimallm._errors import BackendClosedError, CacheWarning
 from minimallm._lazy_json import LazyJson
+from minimallm._outcome.redact import redact
 from minimallm._types import (
     MinimaLlmRequest,
     MinimaLlmResponse,
@@ -67,7 +68,9 @@ class CacheStage:
     """The cache's state in one runtime: the store, the writer's inbox, recent answers
     and the flights in progress."""
 
-    __slots__ = ("_cache", "_model", "_recent", "_sources", "_writes", "flights", "force_all")
+    __slots__ = (
+        "_cache", "_model", "_recent", "_secrets", "_sources", "_writes", "flights", "force_all"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -77,8 +80,10 @@ class CacheStage:
         sources: CacheSources | None = None,
         *,
         force_refresh: bool = False,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self._model = model
+        self._secrets = secrets  # the API key (and proxy credentials): never stored
         self._cache = cache
         self._writes = writes
         # The cache with its lookup dirs and model synonyms (CACHE_LOOKUP_DIRS,
@@ -151,8 +156,16 @@ class CacheStage:
 
     async def store(self, key: str, response: MinimaLlmResponse, req: MinimaLlmRequest) -> None:
         """Hand ``response`` to the CacheWriter (waits, shielded, only if its buffer is
-        full: a paid-for answer is never dropped for a cancelled caller)."""
-        row = CacheRow(key, response.text, raw_json_text(response))
+        full: a paid-for answer is never dropped for a cancelled caller), the API key
+        redacted from its text and body (the caller's own value is left as the server
+        sent it)."""
+        if self._cache.read_only:  # warned once when opened: nothing to write
+            return
+        text, raw = response.text, raw_json_text(response)
+        if self._secrets:  # a server may echo the key in an answer: never store it
+            text = redact(text, self._secrets)
+            raw = None if raw is None else redact(raw, self._secrets)
+        row = CacheRow(key, text, raw)
         if self._cache.audit_columns:  # minima-llm 0.2.7's columns: its model and canonical
             model = request_model(self._model, req)
             row = CacheRow(key, row.text, row.raw_json, model, canonical_request_json(model, req))
@@ -202,7 +215,8 @@ def cached_response(req: MinimaLlmRequest, hit: CachedAnswer) -> MinimaLlmRespon
 async def open_cache(cfg: MinimaLlmConfig) -> tuple[PromptCache, CacheSources] | None:
     """The prompt cache's store and its read sources (the store, the lookup dirs,
     the model synonyms), or None (with a warning) when the cache cannot be used:
-    requests still go out, uncached. A lookup dir that cannot be opened is skipped
+    requests still go out, uncached. A store this process may not write is read
+    only (one warning says so). A lookup dir that cannot be opened is skipped
     with a warning. Blocking opens run in worker threads."""
     if cfg.cache_dir is None:
         return None
@@ -211,6 +225,11 @@ async def open_cache(cfg: MinimaLlmConfig) -> tuple[PromptCache, CacheSources] |
     except CacheUnavailableError as exc:
         warn_cache(f"minimallm: running WITHOUT the prompt cache: {exc}")
         return None
+    if cache.read_only:
+        warn_cache(
+            f"minimallm: the prompt cache {str(cfg.cache_dir)!r} is read-only for this "
+            "process: its answers are used, new answers will not be cached"
+        )
     lookups: list[LookupCache] = []
     for directory in cfg.cache_lookup_dirs:
         try:

@@ -24,12 +24,16 @@ the whole budget it becomes a :class:`CacheWriteError` / :class:`CacheUnavailabl
 that names the file.
 
 Errors it raises (defined in :mod:`minimallm._errors`, re-exported here; the runtime
-decides whether they warn or stop)::
+decides whether they warn or stop): :class:`CacheUnavailableError` (the cache cannot
+be opened or read) and :class:`CacheWriteError` (a batch could not be written).
 
     MinimaLlmError
     ├── CacheUnavailableError   the cache cannot be opened or read
     └── CacheWriteError         a batch of answers could not be written
         └── CacheLockedError    ... within a short lock wait the caller chose
+
+A cache this process may not write (another user's directory, a read-only mount) is
+opened read-only (:attr:`PromptCache.read_only`): read as usual, never written.
 
 The keys (:func:`cache_key`, :func:`canonical_request_json`) come from
 :mod:`minimallm._cache.keys` and the SQL, schema check and lock waits from
@@ -44,23 +48,20 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
 
 from minimallm._cache.keys import cache_key, canonical_request_json
+from minimallm._cache.rows import CachedAnswer, StoreRow, row_params
 from minimallm._cache.sqlite import (
     LOCK_RETRIES,
     READ_CHUNK,
     Params,
     StoredRow,
-    connect,
     is_busy,
     is_environmental,
-    open_hint,
-    prepare,
+    open_connections,
     scrub_surrogates,
     select_chunk,
     select_rows,
@@ -89,30 +90,6 @@ __all__ = [
 
 DB_FILENAME = "minima_llm.db"
 """The database's file name inside ``cache_dir`` (the original implementation's)."""
-
-
-@dataclass(frozen=True, slots=True)
-class CachedAnswer:
-    """One cache hit: the answer's text and the server's JSON body as text (or None);
-    ``source`` says where it was found when not in the cache itself under its own key
-    (``"lookup:<dir>"``, ``"synonym:<model>"`` or both, as minima-llm names them)."""
-
-    text: str
-    raw_json: str | None
-    source: str | None = None
-
-
-class StoreRow(NamedTuple):
-    """One answer to write. ``model``/``canonical`` fill minima-llm's columns where the
-    table has them; ``created_at`` None means now (a copy from a lookup cache keeps the
-    original's, so "the newest row wins" still sees it as that generation)."""
-
-    key: str
-    text: str
-    raw_json: str | None
-    model: str | None = None
-    canonical: str | None = None
-    created_at: float | None = None
 
 
 class PromptCache:
@@ -152,7 +129,7 @@ class PromptCache:
         self,
         db_path: Path,
         reader: sqlite3.Connection,
-        writer: sqlite3.Connection,
+        writer: sqlite3.Connection | None,
         *,
         journal_mode: str,
         busy_timeout_s: float,
@@ -206,26 +183,7 @@ class PromptCache:
             raise CacheUnavailableError(
                 f"cannot open the prompt cache {str(db_path)!r}: it exists and is not a file"
             )
-        opened: list[sqlite3.Connection] = []
-        try:
-            writer = connect(db_path, busy_timeout_s)
-            opened.append(writer)
-            journal_mode, audit = with_lock_retry(lambda: prepare(writer, db_path), sleep)
-            reader = connect(db_path, busy_timeout_s)
-            opened.append(reader)
-            reader.execute("PRAGMA query_only=ON")
-        except sqlite3.Error as exc:
-            for conn in opened:
-                conn.close()
-            if not is_environmental(exc):
-                raise
-            raise CacheUnavailableError(
-                f"cannot open the prompt cache {str(db_path)!r}: {exc}{open_hint(exc, directory)}"
-            ) from exc
-        except CacheUnavailableError:
-            for conn in opened:
-                conn.close()
-            raise
+        reader, writer, journal_mode, audit = open_connections(db_path, busy_timeout_s, sleep)
         return cls(
             db_path,
             reader,
@@ -236,6 +194,14 @@ class PromptCache:
             sleep=sleep,
             audit=audit,
         )
+
+    @property
+    def read_only(self) -> bool:
+        """True when this process may not write the file or its directory (another
+        user's cache, a read-only mount): it is opened as a lookup cache is
+        (``mode=ro``, or ``immutable`` when no ``-wal`` file can be made), its answers
+        are read, and :meth:`put_many` raises :class:`CacheWriteError`."""
+        return self._writer is None
 
     @property
     def path(self) -> Path:
@@ -313,10 +279,17 @@ class PromptCache:
         """
         if not rows:
             return
+        writer = self._writer
+        if writer is None:
+            raise CacheWriteError(
+                f"could not write {len(rows)} answers to the prompt cache "
+                f"{str(self._db_path)!r}: the file or its directory is readonly for this "
+                "process; answers written before are intact"
+            )
         now = self._wall_clock()
-        params: list[Params] = [_params(row, now, self._audit) for row in rows]
+        params: list[Params] = [row_params(row, now, self._audit) for row in rows]
         with self._write_lock:
-            conn = self._usable(self._writer, CacheWriteError)
+            conn = self._usable(writer, CacheWriteError)
             try:
                 try:
                     self._write(conn, params, lock_wait_s)
@@ -379,7 +352,8 @@ class PromptCache:
             try:
                 self._reader.close()
             finally:
-                self._writer.close()
+                if self._writer is not None:
+                    self._writer.close()
 
     def __enter__(self) -> PromptCache:
         """Return self; :meth:`close` on exit."""
@@ -416,13 +390,3 @@ class PromptCache:
             f" (still locked by another connection after {LOCK_RETRIES + 1} attempts "
             f"of up to {self._busy_timeout_s:g} s each)"
         )
-
-
-def _params(row: tuple[str, str, str | None] | StoreRow, now: float, audit: bool) -> Params:
-    if isinstance(row, StoreRow):
-        at = now if row.created_at is None else row.created_at
-        if audit:
-            return (row.key, row.text, row.raw_json, at, row.model, row.canonical)
-        return (row.key, row.text, row.raw_json, at)
-    key, text, raw = row
-    return (key, text, raw, now, None, None) if audit else (key, text, raw, now)

@@ -40,7 +40,7 @@ import trio
 from minimallm._http.errors import ProxyError, ProxyRejectedError, RemoteProtocolError
 from minimallm._http.reply import scan_head
 
-__all__ = ["Proxy", "ProxySettings", "open_tunnel"]
+__all__ = ["Proxy", "ProxySettings", "open_tunnel", "proxy_secrets"]
 
 _MAX_CONNECT_HEAD = 16 * 1024
 
@@ -65,6 +65,18 @@ class Proxy:
         """How messages name it: ``proxy 127.0.0.1:8888``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"proxy {host}:{self.port}"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Its credentials as a message must never show them: the ``Basic`` token as
+        sent, the ``user:password`` it encodes and the password alone (each of at least
+        4 characters: shorter ones cannot be told from ordinary text)."""
+        if self.authorization is None:
+            return ()
+        token = self.authorization.removeprefix(b"Basic ").decode("ascii")
+        user_pass = base64.b64decode(token).decode("utf-8", "replace")
+        found = (token, user_pass, user_pass.partition(":")[2])
+        return tuple(dict.fromkeys(s for s in found if len(s) >= 4))
 
     @classmethod
     def parse(cls, url: str, source: str) -> Proxy:
@@ -127,6 +139,19 @@ class ProxySettings:
         if bypass(parts.netloc.lower(), self.proxies):
             return None
         return Proxy.parse(value, self.names.get(key, f"{key.upper()}_PROXY"))
+
+
+def proxy_secrets(url: str, *, trust_env: bool = True) -> tuple[str, ...]:
+    """The credentials (:attr:`Proxy.secrets`) of the proxy the environment names for
+    ``url``; none without one, with ``trust_env`` off, or when its variable cannot be
+    used (its message never quotes the URL)."""
+    if not trust_env:
+        return ()
+    try:
+        proxy = ProxySettings.from_environment().proxy_for(url)
+    except ValueError:
+        return ()
+    return () if proxy is None else proxy.secrets
 
 
 async def open_tunnel(stream: trio.abc.Stream, authority: str, proxy: Proxy) -> None:

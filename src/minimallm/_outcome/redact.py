@@ -8,14 +8,15 @@ e.g. the transport's) left at the end. The text never holds the key, nor a piece
 it of :data:`MIN_PIECE` characters or more.
 
 The runtime calls :func:`snippet` on every text of a failure that came from a server
-(the message and the body snippet), and :func:`redacted_raw` on a failure's whole
-2xx body; nothing else needs the key.
+(the message and the body snippet), :func:`redacted_raw` on a failure's whole 2xx
+body, and :func:`redact` on an answer before the cache stores it. They take one secret
+or several (the key and a proxy's credentials).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from minimallm._lazy_json import LazyJson
@@ -25,10 +26,14 @@ __all__ = [
     "MIN_PIECE",
     "REDACTED",
     "SNIPPET_CHARS",
+    "Secrets",
     "redact",
     "redacted_raw",
     "snippet",
 ]
+
+Secrets = str | Sequence[str] | None
+"""One secret, several (each redacted alike), or none."""
 
 REDACTED = "***"
 """What stands in for the key (or a piece of it)."""
@@ -44,15 +49,21 @@ MIN_PIECE = 4
 ("s", "sk-") cannot be told from ordinary text and give nothing away."""
 
 
-def redact(text: str, secret: str | None) -> str:
-    """``text`` with every whole occurrence of ``secret`` replaced by ``***``, also as
-    a JSON string would write it (``\\"``, ``\\\\``, ``\\/``). No secret: unchanged."""
-    if not secret:
-        return text
-    for form in _forms(secret):
-        if form in text:
-            text = text.replace(form, REDACTED)
+def redact(text: str, secret: Secrets) -> str:
+    """``text`` with every whole occurrence of ``secret`` (or of each of several)
+    replaced by ``***``, also as a JSON string would write it (``\\"``, ``\\\\``,
+    ``\\/``). No secret: unchanged."""
+    for one in _each(secret):
+        for form in _forms(one):
+            if form in text:
+                text = text.replace(form, REDACTED)
     return text
+
+
+def _each(secret: Secrets) -> Sequence[str]:
+    if not secret:
+        return ()
+    return (secret,) if isinstance(secret, str) else [s for s in secret if s]
 
 
 def _forms(secret: str) -> tuple[str, ...]:
@@ -61,7 +72,7 @@ def _forms(secret: str) -> tuple[str, ...]:
 
 
 def snippet(
-    text: str | bytes, secret: str | None, limit: int = SNIPPET_CHARS, *, marker: str = ""
+    text: str | bytes, secret: Secrets, limit: int = SNIPPET_CHARS, *, marker: str = ""
 ) -> str:
     """The first ``limit`` characters of ``text`` (bytes decoded as UTF-8, bad bytes
     replaced), with the key redacted before the cut and any start of the key of at
@@ -72,7 +83,7 @@ def snippet(
     if isinstance(text, bytes):
         # a character is at most 4 bytes; more than that cannot reach the cut, except
         # through the key's own replacement, which shortens the text
-        keep = (limit + len(secret or "")) * 4 + 4
+        keep = (limit + max(map(len, _each(secret)), default=0)) * 4 + 4
         text = text[:keep].decode("utf-8", "replace")
     text = redact(text, secret)
     if len(text) > limit:
@@ -81,20 +92,21 @@ def snippet(
     return _redact_tail(text, secret)
 
 
-def _redact_tail(text: str, secret: str | None) -> str:
-    """Redact the longest start of ``secret`` (>= MIN_PIECE characters) ending ``text``."""
-    if not secret:
-        return text
-    for size in range(min(len(secret) - 1, len(text)), MIN_PIECE - 1, -1):
-        if text.endswith(secret[:size]):
-            return text[:-size] + REDACTED
+def _redact_tail(text: str, secret: Secrets) -> str:
+    """Redact the longest start of ``secret`` (>= MIN_PIECE characters) ending ``text``
+    (of each secret in turn)."""
+    for one in _each(secret):
+        for size in range(min(len(one) - 1, len(text)), MIN_PIECE - 1, -1):
+            if text.endswith(one[:size]):
+                text = text[:-size] + REDACTED
+                break
     return text
 
 
-def redacted_raw(raw: Mapping[str, Any], secret: str | None) -> Mapping[str, Any]:
-    """A failure's whole 2xx body (``Truncated``) with the key redacted: kept as
-    lazily decoded text, like a response's ``raw``."""
+def redacted_raw(raw: Mapping[str, Any], secret: Secrets) -> Mapping[str, Any]:
+    """A failure's whole 2xx body (``Truncated``) with the key (and any other secret)
+    redacted: kept as lazily decoded text, like a response's ``raw``."""
     text = raw.text if isinstance(raw, LazyJson) else json.dumps(dict(raw))
-    if secret and any(form in text for form in _forms(secret)):
+    if any(form in text for one in _each(secret) for form in _forms(one)):
         return LazyJson(redact(text, secret))
     return raw if isinstance(raw, LazyJson) else LazyJson(text)

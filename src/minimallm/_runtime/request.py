@@ -222,7 +222,7 @@ def _failure(
     sent_at: list[float],
     reason: str | None = None,
 ) -> MinimaLlmFailure:
-    secret = rt.secret
+    secret = rt.secrets
     body = result.body_snippet
     message = result.message if reason is None else f"{result.message} ({reason})"
     return MinimaLlmFailure(

@@ -31,6 +31,7 @@ import outcome
 from minimallm._cache.stage import WRITE_BUFFER, CacheStage, open_cache, warn_cache
 from minimallm._config.settings import MinimaLlmConfig
 from minimallm._errors import BackendClosedError, BackendFailedError, ServerWaitWarning
+from minimallm._http.proxy import proxy_secrets
 from minimallm._http.transport import HttpTransport, request_headers, transport_factory_for
 from minimallm._policy import Binding
 from minimallm._policy.retrying import RetryPolicy
@@ -152,7 +153,7 @@ class Runtime:
     jobs: trio.MemorySendChannel[Job]
     cache: CacheStage | None
     rng: random.Random
-    secret: str | None
+    secrets: tuple[str, ...]  # the API key and the proxy's credentials: never shown
     life: Life
     limiter: Limiter  # the first endpoint's (the only one's, usually)
     pacer: Pacer
@@ -244,6 +245,8 @@ async def serve(
     secret = cfg.api_key_value()
     headers = request_headers(secret, compress=cfg.compress_gzip)
     make_transport = options.transport_factory or transport_factory_for(cfg)
+    url = cfg.chat_completions_url
+    secrets = tuple(filter(None, (secret, *proxy_secrets(url, trust_env=cfg.trust_env_proxy))))
 
     def orphan(job: Job, exc: BaseException) -> None:
         """A Worker stopped while holding ``job`` (``exc``: why): tell its caller."""
@@ -272,7 +275,9 @@ async def serve(
     cache = None
     if opened is not None:
         store, sources = opened
-        cache = CacheStage(cfg.model, store, writes_send, sources, force_refresh=cfg.force_refresh)
+        cache = CacheStage(
+            cfg.model, store, writes_send, sources, force_refresh=cfg.force_refresh, secrets=secrets
+        )
     first = endpoints[0]
     rng = options.rng or random.Random()
     runtime = Runtime(
@@ -280,7 +285,7 @@ async def serve(
         jobs_send,
         cache,
         rng,
-        secret,
+        secrets,
         life,
         first.limiter,
         first.pacer,

@@ -12,8 +12,10 @@ Exit codes: 0 success, 1 the work failed, 2 bad arguments or configuration.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import warnings
+from typing import NoReturn
 
 from minimallm._errors import CacheWarning, ConfigWarning
 from minimallm._version import __version__
@@ -82,6 +84,24 @@ def _one_line(
 _python_format = warnings.formatwarning
 
 
+def _refuse_unknown(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> NoReturn:
+    """Exit 2 naming what is unknown with the usage of the command it was given to
+    (not the top level's) and, for a mistyped flag, the flag meant."""
+    sub: argparse.ArgumentParser = next(
+        a.choices[command]
+        for a in parser._actions  # argparse keeps its subparsers there
+        if isinstance(a, argparse._SubParsersAction) and command in a.choices
+    )
+    flags = [flag for action in sub._actions for flag in action.option_strings]
+    hints = [
+        f"did you mean {close[0]}?"
+        for arg in unknown
+        if arg.startswith("--")
+        and (close := difflib.get_close_matches(arg.split("=", 1)[0], flags, n=1))
+    ]
+    sub.error("; ".join([f"unrecognized arguments: {' '.join(unknown)}", *hints]))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``minimallm`` console script and ``python -m minimallm``;
     returns the exit code."""
@@ -91,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         from minimallm.mock.cli import main as mock_main
 
         return mock_main(args[1:], prog="minimallm mock")
-    ns = build_parser().parse_args(args)
+    parser = build_parser()
+    ns, unknown = parser.parse_known_args(args)
+    if unknown:
+        _refuse_unknown(parser, ns.command, unknown)
     if ns.command == "demo":
         return demo.run(ns)
     if ns.command == "config":

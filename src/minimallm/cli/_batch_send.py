@@ -10,16 +10,20 @@ Ctrl-C (unless ignored), SIGTERM and SIGHUP are received by trio
 cancels the stream; what the stream handed over is written and flushed, the results it
 finished but held back (behind a slower line) go to ``OUTPUT.pending`` with the kept
 ones not written yet, the backend closes (committing its cache), and the run reports
-in one line and exits with 130. A run that stops because every request failed alike
-records none of its failures (they are held until the first answer).
+in one line and exits with 130. A second one during that orderly stop ends the process
+at once (exit 130, one line saying answers not yet written may be lost). A run that
+stops because every request failed alike records none of its failures (they are held
+until the first answer).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 import trio
 
@@ -82,14 +86,36 @@ async def _flush_every(writer: BatchWriter, seconds: float) -> None:
         writer.flush()
 
 
-async def _watch(signals: AsyncIterator[int], stop: trio.CancelScope, written: _Written) -> None:
+async def _watch(
+    signals: AsyncIterator[int], stop: trio.CancelScope, written: _Written, err: TextIO
+) -> None:
+    """For the whole trio run: the first stop signal cancels ``stop`` (the orderly
+    stop), a second one ends the process at once (:func:`_force_exit`)."""
     async for signum in signals:
-        if written.signum is None:
-            written.signum = signum
+        if written.signum is not None:
+            _force_exit(signum, err)
+        written.signum = signum
         stop.cancel()
 
 
-async def _send(job: Job, progress: Progress, written: _Written, signals: tuple[int, ...]) -> None:
+def _force_exit(signum: int, err: TextIO) -> NoReturn:
+    """A second stop signal during the orderly stop: exit 130 now, saying what that
+    may cost (the OUTPUT lock goes with the process; the rerun resumes as after
+    ``kill -9``)."""
+    name = signal.Signals(signum).name
+    with contextlib.suppress(Exception):
+        print(
+            f"{PROG}: {name} again: stopping at once; answers received but not yet "
+            "written may be lost (run the same command again to resume)",
+            file=err,
+            flush=True,
+        )
+    os._exit(130)
+
+
+async def _send(
+    job: Job, progress: Progress, written: _Written, signals: tuple[int, ...], err: TextIO
+) -> None:
     """The trio main: answer ``job.requests()`` and write each result in input order;
     a stop signal ends the stream, and what it held back goes to the spill file."""
     stop = trio.CancelScope()
@@ -97,6 +123,9 @@ async def _send(job: Job, progress: Progress, written: _Written, signals: tuple[
     with trio.open_signal_receiver(*signals) as received:
         if written.signum is not None:  # arrived before the receiver was open
             stop.cancel()
+        # a system task: it outlives the nurseries below, so a second signal during
+        # the orderly stop (closing the backend, committing the cache) still counts
+        trio.lowlevel.spawn_system_task(_watch, received, stop, written, err)
         backend = OpenAIMinimaLlm(job.config)
         held_back: list[MinimaLlmResult] = []
         try:
@@ -107,7 +136,6 @@ async def _send(job: Job, progress: Progress, written: _Written, signals: tuple[
                         writer.hold_failures()
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(_flush_every, writer, FLUSH_S)
-                        nursery.start_soon(_watch, received, stop, written)
                         requests = job.requests(known.skip)
                         total = max(job.plan.todo - job.plan.held, 0)
                         async with backend.stream_batched(
@@ -189,12 +217,13 @@ def send_job(job: Job, *, quiet: bool, err: TextIO) -> int:
 
     def record(signum: int, frame: object) -> None:  # outside the receiver's lifetime
         del frame
-        if written.signum is None:
-            written.signum = signum
+        if written.signum is not None and not written.complete:
+            _force_exit(signum, err)
+        written.signum = written.signum or signum
 
     previous = {s: signal.signal(s, record) for s in signals}
     try:
-        trio.run(_send, job, progress, written, signals)
+        trio.run(_send, job, progress, written, signals, err)
     except KeyboardInterrupt:  # not expected (SIGINT is received), but never a traceback
         written.signum = written.signum or signal.SIGINT
     except BatchAbortedError as exc:
@@ -205,7 +234,10 @@ def send_job(job: Job, *, quiet: bool, err: TextIO) -> int:
                 "fix the cause, then run the same command again",
                 file=err,
             )
-        print(f"{PROG}: {where.so_far(written)}{where.resume}", file=err)
+        resume = where.resume
+        if resume and _all_alike(exc):  # the same command would fail the same way
+            resume = "; fix the cause, then run the command again to resume"
+        print(f"{PROG}: {where.so_far(written)}{resume}", file=err)
         return 1
     except BatchFileError as exc:
         print(f"{PROG}: {exc}", file=err)
