@@ -116,7 +116,10 @@ def test_unequal_replicas_share_the_work_by_capacity() -> None:
     # 56 slots of ~0.113 s mean service (lognormal, median 0.1, sigma 0.5)
     ideal = 6000 * 0.1 * math.exp(0.5**2 / 2) / 56
     assert ideal / wall >= 0.9, (ideal, wall)
-    assert sum(r.count("429") for r in replicas) <= 0.05 * 6000
+    # each replica's slots are found by refusals (429 above them): a refused request
+    # waits one base backoff, not a doubling one (flow control decides how fast all
+    # send), so a few hundred refusals, not the thousands of a client that never learns
+    assert sum(r.count("429") for r in replicas) <= 0.15 * 6000
 
 
 def test_a_replica_down_for_20_s_costs_no_request_and_rejoins() -> None:

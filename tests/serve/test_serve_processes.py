@@ -105,9 +105,11 @@ def test_openai_python_curl_and_streaming(mock_server: MockServerThread, tmp_pat
 
 
 def test_upstream_errors_pass_through(mock_server: MockServerThread, tmp_path: Path) -> None:
-    env = upstream(mock_server, tmp_path, MAX_ATTEMPTS="1")
+    # a refusal is retried until MAX_WAIT_S, not MAX_ATTEMPTS: one that persists
+    # past it passes through as the upstream's 429
+    env = upstream(mock_server, tmp_path, MAX_ATTEMPTS="1", MAX_WAIT_S="1")
     with ServeProcess(env) as serve:
-        status, _, body = post(serve.base_url, ask("quota #mock:fault=429"))
+        status, _, body = post(serve.base_url, ask("quota #mock:fault=429*1000"))
         assert status == 429
         assert "error" in json.loads(body)
         status, _, _ = post(serve.base_url, ask("broken #mock:fault=500"))
