@@ -24,7 +24,7 @@ from typing import TextIO
 
 from benchmarks import _harness, families_gateway, families_healthy, families_server, report
 from benchmarks.clients import missing
-from benchmarks.scenarios import FAMILY_NAMES, Family, families
+from benchmarks.scenarios import DEFAULT_FAMILY_NAMES, FAMILY_NAMES, Family, families
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only this family (repeatable; default: all)",
     )  # fmt: skip
     p.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, seconds each")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="also the gateway families (real nginx, odd servers; ~30 min more on 2 cores)",
+    )
     p.add_argument(
         "--rounds", type=int, default=None,
         help="rounds per row (default: per family, see scenarios.py); medians shown",
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results = [
         run_family(table[name], rounds=args.rounds, quick=args.quick, out=args.out, log=log)
-        for name in (args.family or FAMILY_NAMES)
+        for name in (args.family or (FAMILY_NAMES if args.all else DEFAULT_FAMILY_NAMES))
     ]
     wall = time.perf_counter() - started
     machine = report.machine_lines(ROOT, (load_before, _harness.machine_load()))

@@ -19,7 +19,9 @@ from typing import Any, Literal
 from minimallm.mock import MockServerConfig, Outage, Storm
 
 __all__ = [
+    "DEFAULT_FAMILY_NAMES",
     "FAMILY_NAMES",
+    "GATEWAY_FAMILY_NAMES",
     "HEALTHY_ROWS",
     "PUSHBACK_ROWS",
     "Family",
@@ -308,6 +310,17 @@ def _gateway_families(size: Any, lat: float) -> list[Family]:
 
 
 FAMILY_NAMES: tuple[str, ...] = tuple(families())
+
+GATEWAY_FAMILY_NAMES: tuple[str, ...] = tuple(
+    f.name for f in _gateway_families(lambda v, q: v, 0.1)
+)
+"""The families of real gateways and odd servers (issue 16): ~30 min on 2 cores, so
+``python -m benchmarks`` runs them only with ``--all`` or by name (``--family``)."""
+
+DEFAULT_FAMILY_NAMES: tuple[str, ...] = tuple(
+    name for name in FAMILY_NAMES if name not in GATEWAY_FAMILY_NAMES
+)
+"""What ``python -m benchmarks`` runs by default (under 10 min on 2 cores)."""
 """Every family name, in running order."""
 
 MILLION = 1_000_000

@@ -281,6 +281,12 @@ def test_every_family_has_a_runner_and_the_sizes_the_issues_ask_for(harness: Mod
 
     full = families()
     assert set(RUNNERS) == set(FAMILY_NAMES) == set(full)
+    from benchmarks.scenarios import DEFAULT_FAMILY_NAMES, GATEWAY_FAMILY_NAMES
+
+    # the default run leaves out the gateway families (~30 min), and only those
+    assert set(DEFAULT_FAMILY_NAMES) | set(GATEWAY_FAMILY_NAMES) == set(FAMILY_NAMES)
+    assert not set(DEFAULT_FAMILY_NAMES) & set(GATEWAY_FAMILY_NAMES)
+    assert {"rate-limited", "capacity", "faults", "outage", "storm"} <= set(DEFAULT_FAMILY_NAMES)
     rl = full["rate-limited"]
     assert (rl.n, rl.settings.concurrency, rl.server.rate_limit_per_s, rl.server.burst) == (
         4000, 128, 200.0, 20,
