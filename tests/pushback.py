@@ -8,15 +8,26 @@ faults, a window of 429s (a storm), a window where nobody answers (an outage).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import random
+from typing import Any
 
 import trio
+import trio.testing
 
 from fakes import FakeServer
+from minimallm import (
+    BatchAbortedError,
+    BatchConfig,
+    MinimaLlmConfig,
+    MinimaLlmRequest,
+    OpenAIMinimaLlm,
+)
 from minimallm._http import errors as http_errors
 from minimallm._http.reply import HttpReply
+from minimallm._runtime.serve import RuntimeOptions
 
 __all__ = [
     "CapacityServer",
@@ -246,3 +257,38 @@ class DeadUpstreamServer(_Recording):
         self.log.append((now, "ok"))
         await trio.sleep(self.latency)
         return HttpReply(200, {}, _ok(_content(body)))
+
+
+def run_virtual_batch(
+    server: FakeServer, n: int, *, progress: io.StringIO | None = None, **cfg: Any
+) -> tuple[list[Any] | BatchAbortedError, float]:
+    """Run ``n`` requests through a backend on ``server``'s transports in virtual time
+    (MockClock, autojump): the results (or the BatchAbortedError that stopped the
+    batch) and the batch's virtual wall time, seconds."""
+    settings: dict[str, Any] = {
+        "base_url": "http://fake.invalid",
+        "model": "m",
+        "rpm": 0,
+        "batch": BatchConfig(heartbeat_s=0, max_failures=None),
+    }
+    settings.update(cfg)
+    out: dict[str, Any] = {}
+
+    async def main() -> None:
+        backend = OpenAIMinimaLlm(
+            MinimaLlmConfig(**settings),
+            options=RuntimeOptions(server.transport, random.Random(0)),
+        )
+        reqs = [MinimaLlmRequest(f"r{i}", [{"role": "user", "content": f"q{i}"}]) for i in range(n)]
+        async with backend:
+            start = trio.current_time()
+            try:
+                out["results"] = await backend.run_batched(
+                    reqs, progress=progress if progress is not None else io.StringIO()
+                )
+            except BatchAbortedError as exc:
+                out["results"] = exc
+            out["wall"] = trio.current_time() - start
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    return out["results"], out["wall"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import bisect
 import io
 import random
-from typing import Any
 
 import trio
 import trio.testing
@@ -22,37 +21,19 @@ from minimallm import (
     OpenAIMinimaLlm,
 )
 from minimallm._runtime.serve import RuntimeOptions
-from pushback import CapacityServer, FaultServer, OutageServer, StormServer, TokenBucketServer
-
-
-def run_batch(server: FakeServer, n: int, **cfg: Any) -> tuple[list[Any], float]:
-    settings: dict[str, Any] = {
-        "base_url": "http://fake.invalid",
-        "model": "m",
-        "rpm": 0,
-        "batch": BatchConfig(heartbeat_s=0, max_failures=None),
-    }
-    settings.update(cfg)
-    out: dict[str, Any] = {}
-
-    async def main() -> None:
-        backend = OpenAIMinimaLlm(
-            MinimaLlmConfig(**settings),
-            options=RuntimeOptions(server.transport, random.Random(0)),
-        )
-        reqs = [MinimaLlmRequest(f"r{i}", [{"role": "user", "content": f"q{i}"}]) for i in range(n)]
-        async with backend:
-            start = trio.current_time()
-            out["results"] = await backend.run_batched(reqs, progress=io.StringIO())
-            out["wall"] = trio.current_time() - start
-
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    return out["results"], out["wall"]
+from pushback import (
+    CapacityServer,
+    FaultServer,
+    OutageServer,
+    StormServer,
+    TokenBucketServer,
+    run_virtual_batch,
+)
 
 
 def test_token_bucket_with_headers_goodput_and_few_429s() -> None:
     server = TokenBucketServer(rate=200.0, burst=20)
-    results, wall = run_batch(
+    results, wall = run_virtual_batch(
         server,
         4000,
         max_outstanding=128,
@@ -67,7 +48,7 @@ def test_token_bucket_with_headers_goodput_and_few_429s() -> None:
 
 def test_a_server_with_32_slots_is_kept_full() -> None:
     server = CapacityServer(slots=32, median=0.1, sigma=0.5)
-    results, wall = run_batch(
+    results, wall = run_virtual_batch(
         server,
         3000,
         max_outstanding=64,
@@ -82,7 +63,7 @@ def test_a_server_with_32_slots_is_kept_full() -> None:
 
 def test_random_faults_cost_only_the_requests_they_hit() -> None:
     server = FaultServer(latency=0.1)
-    results, wall = run_batch(  # NUM_WORKERS = 2 x MAX_OUTSTANDING, as the defaults
+    results, wall = run_virtual_batch(  # NUM_WORKERS = 2 x MAX_OUTSTANDING, as the defaults
         server,
         3000,
         max_outstanding=64,
@@ -106,7 +87,7 @@ def test_random_faults_cost_only_the_requests_they_hit() -> None:
 
 def test_after_a_30_s_storm_throughput_is_back_within_10_s() -> None:
     server = StormServer(latency=0.1, start=5.0, end=35.0)
-    results, _wall = run_batch(
+    results, _wall = run_virtual_batch(
         server,
         12000,
         max_outstanding=64,
@@ -131,7 +112,7 @@ def test_after_a_30_s_storm_throughput_is_back_within_10_s() -> None:
 
 def test_a_20_s_outage_costs_no_request_with_the_default_attempts() -> None:
     server = OutageServer(latency=0.1, start=5.0, end=25.0)
-    results, _wall = run_batch(server, 3000, max_outstanding=32)  # MAX_ATTEMPTS 6
+    results, _wall = run_virtual_batch(server, 3000, max_outstanding=32)  # MAX_ATTEMPTS 6
     assert [r for r in results if isinstance(r, MinimaLlmFailure)] == []
     refused = [t for t, kind in server.log if kind == "refused"]
     assert len(refused) < 200  # one probe at a time, not every request's six attempts
@@ -142,7 +123,7 @@ def test_a_20_s_outage_costs_no_request_with_the_default_attempts() -> None:
 
 def test_pacing_at_rpm_3000_holds_50_a_second_with_no_burst() -> None:
     server = FakeServer(lambda c, n: Script(latency=0.05))
-    _results, _wall = run_batch(server, 1000, rpm=3000, max_outstanding=32)
+    _results, _wall = run_virtual_batch(server, 1000, rpm=3000, max_outstanding=32)
     sends = sorted(s.start for s in server.sent)
     rate = (len(sends) - 1) / (sends[-1] - sends[0])
     assert rate >= 0.99 * 50
@@ -183,5 +164,5 @@ def test_paced_requests_go_out_in_the_order_they_came() -> None:
     # grant by who asked first, or a low RPM delays the first answer by a whole wave
     for _ in range(8):
         server = FakeServer(lambda c, n: Script(latency=0.05))
-        run_batch(server, 24, rpm=1200, max_outstanding=8, batch=BatchConfig(num_workers=8))
+        run_virtual_batch(server, 24, rpm=1200, max_outstanding=8, batch=BatchConfig(num_workers=8))
         assert [s.content for s in server.sent] == [f"q{i}" for i in range(24)]

@@ -7,61 +7,22 @@ from __future__ import annotations
 import bisect
 import io
 import itertools
-import random
 import warnings
 from typing import Any
 
 import pytest
-import trio
-import trio.testing
 
 from fakes import FakeServer, Script
 from minimallm import (
     BatchAbortedError,
     BatchConfig,
-    MinimaLlmConfig,
     MinimaLlmFailure,
-    MinimaLlmRequest,
     MinimaLlmResponse,
-    OpenAIMinimaLlm,
 )
 from minimallm._errors import ServerWaitWarning
-from minimallm._runtime.serve import RuntimeOptions
-from pushback import CapacityServer, DeadUpstreamServer, RefusingServer
+from pushback import CapacityServer, DeadUpstreamServer, RefusingServer, run_virtual_batch
 
 REFUSED = b'{"error": {"message": "rate limit"}}'
-
-
-def run_batch(
-    server: FakeServer, n: int, *, progress: io.StringIO | None = None, **cfg: Any
-) -> tuple[list[Any] | BatchAbortedError, float]:
-    settings: dict[str, Any] = {
-        "base_url": "http://fake.invalid",
-        "model": "m",
-        "rpm": 0,
-        "batch": BatchConfig(heartbeat_s=0, max_failures=None),
-    }
-    settings.update(cfg)
-    out: dict[str, Any] = {}
-
-    async def main() -> None:
-        backend = OpenAIMinimaLlm(
-            MinimaLlmConfig(**settings),
-            options=RuntimeOptions(server.transport, random.Random(0)),
-        )
-        reqs = [MinimaLlmRequest(f"r{i}", [{"role": "user", "content": f"q{i}"}]) for i in range(n)]
-        async with backend:
-            start = trio.current_time()
-            try:
-                out["results"] = await backend.run_batched(
-                    reqs, progress=progress if progress is not None else io.StringIO()
-                )
-            except BatchAbortedError as exc:
-                out["results"] = exc
-            out["wall"] = trio.current_time() - start
-
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    return out["results"], out["wall"]
 
 
 def test_retry_after_a_day_on_everything_ends_the_batch_at_once_naming_the_wait() -> None:
@@ -70,7 +31,7 @@ def test_retry_after_a_day_on_everything_ends_the_batch_at_once_naming_the_wait(
             latency=0.01, status=429, body=REFUSED, headers={"retry-after": "86400"}
         )
     )
-    outcome, wall = run_batch(server, 20, batch=BatchConfig(heartbeat_s=0))
+    outcome, wall = run_virtual_batch(server, 20, batch=BatchConfig(heartbeat_s=0))
     assert isinstance(outcome, BatchAbortedError)
     assert wall < 30.0
     message = str(outcome)
@@ -82,7 +43,7 @@ def test_a_request_asked_to_wait_longer_than_max_wait_fails_naming_the_wait() ->
     server = FakeServer(
         lambda c, n: Script(latency=0.01, status=503, body=REFUSED, headers={"retry-after": "900"})
     )
-    results, wall = run_batch(server, 1)
+    results, wall = run_virtual_batch(server, 1)
     assert isinstance(results, list)
     (failure,) = results
     assert isinstance(failure, MinimaLlmFailure)
@@ -97,7 +58,7 @@ def test_a_retry_after_beyond_the_cap_is_reported_once_and_bounded_by_max_wait()
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        results, wall = run_batch(server, 3, max_wait_s=200.0)
+        results, wall = run_virtual_batch(server, 3, max_wait_s=200.0)
     assert isinstance(results, list)
     assert all(isinstance(r, MinimaLlmFailure) for r in results)
     assert all("refused for longer than MAX_WAIT_S=200s" in r.message for r in results)
@@ -117,14 +78,14 @@ def test_refusals_do_not_spend_max_attempts_while_the_server_answers_others() ->
             Script(latency=0.01, status=429, body=REFUSED) if n < 5 else Script(latency=0.01)
         )
     )
-    results, _wall = run_batch(server, 10, max_attempts=3)
+    results, _wall = run_virtual_batch(server, 10, max_attempts=3)
     assert isinstance(results, list)
     assert all(isinstance(r, MinimaLlmResponse) for r in results)
 
 
 def test_failures_other_than_refusals_still_count_against_max_attempts() -> None:
     server = FakeServer(lambda c, n: Script(latency=0.01, status=500, body=REFUSED))
-    results, _wall = run_batch(server, 2, max_attempts=3)
+    results, _wall = run_virtual_batch(server, 2, max_attempts=3)
     assert isinstance(results, list)
     assert [r.attempts for r in results if isinstance(r, MinimaLlmFailure)] == [3, 3]
 
@@ -138,7 +99,7 @@ def test_a_gateway_forwarded_retry_after_is_honoured(header: str) -> None:
             else Script(latency=0.0)
         )
     )
-    results, _wall = run_batch(server, 1, jitter=0.0)
+    results, _wall = run_virtual_batch(server, 1, jitter=0.0)
     assert isinstance(results, list) and isinstance(results[0], MinimaLlmResponse)
     first, second = (s.start for s in server.sent)
     assert second - first == pytest.approx(7.0, abs=1e-3)
@@ -157,7 +118,7 @@ def test_a_daily_budget_in_the_headers_is_spent_at_full_speed() -> None:
         return Script(latency=0.1, headers=headers)
 
     server = FakeServer(script)
-    results, wall = run_batch(
+    results, wall = run_virtual_batch(
         server, 2000, max_outstanding=32, batch=BatchConfig(num_workers=64, heartbeat_s=0)
     )
     assert isinstance(results, list)
@@ -173,7 +134,7 @@ def test_garbage_rate_headers_are_ignored(reset: str) -> None:
         "x-ratelimit-reset-requests": reset,
     }
     server = FakeServer(lambda c, n: Script(latency=0.1, headers=headers))
-    results, wall = run_batch(server, 320, max_outstanding=32)
+    results, wall = run_virtual_batch(server, 320, max_outstanding=32)
     assert isinstance(results, list)
     assert wall <= 1.05 * 320 * 0.1 / 32
 
@@ -188,7 +149,7 @@ def test_refusals_whatever_the_load_cost_no_request_and_little_time(
     # Refusals come back in 1 ms, answers in 100 ms: 32 at a time serve 320 a second
     # at best; before, the 50 % server took 10,000 s (256 failures)
     server = RefusingServer(0.1, **manner)
-    results, wall = run_batch(
+    results, wall = run_virtual_batch(
         server, 2000, max_outstanding=32, batch=BatchConfig(num_workers=64, heartbeat_s=0)
     )
     assert isinstance(results, list)
@@ -203,7 +164,7 @@ def test_a_gateways_dead_upstream_is_an_outage(down_s: float, status: int) -> No
     # apart after a 40 s outage, the pause doubling toward 30 s)
     start, end = 5.0, 5.0 + down_s
     server = DeadUpstreamServer(0.1, start, end, status)
-    results, _wall = run_batch(
+    results, _wall = run_virtual_batch(
         server, 3000, max_outstanding=32, batch=BatchConfig(num_workers=64, heartbeat_s=0)
     )
     assert isinstance(results, list)
@@ -223,7 +184,7 @@ def test_a_gateways_dead_upstream_is_an_outage(down_s: float, status: int) -> No
 
 def test_a_server_with_few_slots_answering_bare_503s_is_no_outage() -> None:
     server = CapacityServer(slots=16, median=0.1, sigma=0.3, status=503, headers={})
-    results, wall = run_batch(
+    results, wall = run_virtual_batch(
         server, 2000, max_outstanding=32, batch=BatchConfig(num_workers=64, heartbeat_s=0)
     )
     assert isinstance(results, list)
@@ -238,7 +199,9 @@ def test_a_long_pause_is_shown_with_what_the_server_asked() -> None:
     lines = io.StringIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ServerWaitWarning)
-        run_batch(server, 20, progress=lines, batch=BatchConfig(heartbeat_s=10.0), max_wait_s=200)
+        run_virtual_batch(
+            server, 20, progress=lines, batch=BatchConfig(heartbeat_s=10.0), max_wait_s=200
+        )
     held = [line for line in lines.getvalue().splitlines() if "held back by cooldown" in line]
     assert held
     assert "server asked 2 min (Retry-After)" in held[0] and "(until " in held[0]
