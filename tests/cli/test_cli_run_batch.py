@@ -167,3 +167,20 @@ def test_the_base_url_old_name_a_full_endpoint_and_credentials(tmp_path: Path) -
     assert job == 2
     assert "pa55word" not in err and "user" not in err.split("must not")[0]
     assert "--base-url='https://***@h/v1': must not contain a user name or password" in err
+
+
+def test_provider_batch_with_several_endpoints_names_them_and_sends_nothing(
+    tmp_path: Path,
+) -> None:
+    inp = write(tmp_path / "in.jsonl", [{"custom_id": "q0", "messages": MSG}])
+    out = tmp_path / "out.jsonl"
+    urls = "http://127.0.0.1:9/v1,http://127.0.0.1:10/v1"
+    job, err = prepared(
+        [str(inp), "-o", str(out), "--model", "m", "--provider-batch"], {"OPENAI_BASE_URL": urls}
+    )
+    assert job == 2
+    assert "--provider-batch" in err and "2 endpoints" in err
+    assert "http://127.0.0.1:10/v1" in err and "sk-SECRET" not in err
+    assert not out.exists()
+    job, err = prepared([str(inp), "-o", str(out), "--model", "m", "--provider-batch"])
+    assert isinstance(job, Job) and err == ""

@@ -246,6 +246,14 @@ def prepare(
     except ConfigError as exc:
         print(f"minimallm run-batch: {exc}", file=err)
         return 2
+    if getattr(ns, "provider_batch", False) and len(config.base_urls) > 1:
+        print(
+            "minimallm run-batch: --provider-batch uploads to one provider, but "
+            f"OPENAI_BASE_URL lists {len(config.base_urls)} endpoints "
+            f"({', '.join(config.base_urls)}): give the one that runs batches",
+            file=err,
+        )
+        return 2
     if ns.retry_failed and plan.done_failed:  # everything checked: now the files change
         assert spill is not None and errors is not None
         failed = move_failures_out(plan, Path(ns.output), Path(errors), spill, held)
