@@ -25,7 +25,13 @@ Cooldown act on, so a healthy client sends each of them nothing at all:
   within TIMEOUT_S, or a gateway's word that the server behind it is gone:
   :func:`upstream_gone`, when nothing succeeded for ``GONE_AFTER_S``) with no answer in
   between, at a server that answered before — an outage is likely; and *answered*:
-  the first other answer after that.
+  the first other answer after that. A timeout counts only if nothing was answered
+  since its attempt went out: a server that answered others meanwhile is busy (a
+  queueing server with TIMEOUT_S below its queue wait), not gone.
+
+It also keeps the latencies of the run's first ``LATENCY_SAMPLES`` successes and of
+the last as many, whose fastest tenths (:meth:`FlowWatch.fast_latencies`) tell a
+queueing server (latency rising with load) in :mod:`minimallm._policy.binding`.
 
 Pure: no I/O, no clock (``now`` is passed in, seconds).
 """
@@ -57,6 +63,8 @@ GONE_AFTER_S = 1.0
 """Gateway answers that the server behind is gone make an outage only when nothing
 succeeded for this long (seconds; or 4 round trips): a server with few slots answering
 503 above them still serves some."""
+LATENCY_SAMPLES = 64
+"""Successes whose latencies are kept, at first and lately (for the fastest tenth)."""
 JUDGE_ANSWERS = 64
 JUDGE_SEND = 1.1
 JUDGE_SHARE = 0.6
@@ -100,14 +108,17 @@ class FlowWatch:
         "_best",
         "_depth",
         "_first_at",
+        "_first_latencies",
         "_floor_depth",
         "_judge_from",
         "_judge_n",
         "_judge_over",
+        "_last_answer_at",
         "_last_ok_at",
         "_limit_before",
         "_quiet",
         "_quiet_run",
+        "_recent_latencies",
         "_share_before",
         "_successes",
         "quiet_after",
@@ -137,8 +148,11 @@ class FlowWatch:
         self._share_before = 0.0
         self._answered = assume_answered
         self._last_ok_at = -math.inf
+        self._last_answer_at = -math.inf
         self._quiet_run = 0
         self._quiet = False
+        self._first_latencies: list[float] = []
+        self._recent_latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
 
     def __repr__(self) -> str:
         return f"<FlowWatch depth={self._depth} quiet={self._quiet} srtt={self.srtt_s}>"
@@ -151,6 +165,16 @@ class FlowWatch:
             window.popleft()
         span = _WINDOW_S if self._first_at is None else min(_WINDOW_S, now - self._first_at)
         return len(window) / max(span, 0.01)
+
+    def fast_latencies(self) -> tuple[float | None, float | None]:
+        """The fastest tenth of the recent successes' latencies and of the run's first
+        (seconds; None until there are ``LATENCY_SAMPLES // 4``)."""
+        return _fast(self._recent_latencies), _fast(self._first_latencies)
+
+    def answered_since(self, sent_at: float) -> bool:
+        """True when the server answered something after ``sent_at``: an attempt sent
+        then that timed out met a busy server, not a missing one."""
+        return self._last_answer_at > sent_at
 
     @property
     def quiet(self) -> bool:
@@ -180,11 +204,12 @@ class FlowWatch:
                 events.append(ReachEvent(now, False))
         elif kind in ("ok", "overload", "failed"):
             self._answered = True
+            self._last_answer_at = now
             self._quiet_run = 0
             if self._quiet:
                 self._quiet = False
                 events.append(ReachEvent(now, True))
-        elif kind in ("unreachable", "timeout"):
+        elif kind == "unreachable" or (kind == "timeout" and not self.answered_since(sent_at)):
             self._quiet_run += 1
             if self._answered and not self._quiet and self._quiet_run >= self.quiet_after:
                 self._quiet = True
@@ -194,6 +219,9 @@ class FlowWatch:
             latency = max(0.0, now - sent_at)
             srtt = self.srtt_s
             self.srtt_s = latency if srtt is None else srtt + (latency - srtt) / 8
+            self._recent_latencies.append(latency)
+            if len(self._first_latencies) < LATENCY_SAMPLES:
+                self._first_latencies.append(latency)
             window = self._successes
             window.append(now)
             while window[0] <= now - _WINDOW_S:  # keep one second: memory stays flat
@@ -245,3 +273,10 @@ class FlowWatch:
             independent,
             self._limit_before,
         )
+
+
+def _fast(latencies: list[float] | deque[float]) -> float | None:
+    """The fastest tenth's upper end (None with too few samples)."""
+    if len(latencies) < LATENCY_SAMPLES // 4:
+        return None
+    return sorted(latencies)[len(latencies) // 10]
