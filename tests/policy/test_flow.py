@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -147,16 +150,40 @@ def test_a_server_that_answers_after_each_timed_out_send_is_never_gone(
 
 
 def test_the_fastest_answers_now_and_at_first() -> None:
-    """The fastest tenth of the latencies of the first answers and of the recent ones
-    (a queueing server: 0.1 s at first, 0.8 s once 128 wait in its queue)."""
-    sig, w = watch()
-    assert w.fast_latencies() == (None, None)
-    t = 1.0
-    for i in range(64):  # the first wave: 16 at a time, 0.1 s each
+    """The fastest tenth of the first wave's latencies (the attempts out when the first
+    success came) and of the recent ones: a queueing server, 16 slots of 0.1 s, 128 sent
+    at once, then every answer waiting 0.7 s in its queue."""
+    _, w = watch()
+    assert w.fast_latencies(0.0) == (None, None)
+    t = 0.0
+    for i in range(128):  # the first wave: 16 at a time, 0.1 s each
         t = 0.1 * (i // 16 + 1)
-        feed(sig, w, t, 0.0, "ok")
-    assert w.fast_latencies() == (pytest.approx(0.1), pytest.approx(0.1))
-    for _ in range(200):  # then every answer waited 0.7 s in the queue
+        w.observe(t, 0.0, "ok", 128, in_flight=128 - i)
+        if i < 12:  # its fastest tenth is its 13th answer
+            assert w.fast_latencies(t)[1] is None
+    assert w.fast_latencies(t) == (pytest.approx(0.1), pytest.approx(0.1))
+    for _ in range(300):
         t += 0.01
-        feed(sig, w, t, t - 0.8, "ok")
-    assert w.fast_latencies() == (pytest.approx(0.8), pytest.approx(0.1))
+        w.observe(t, t - 0.8, "ok", 128, in_flight=128)
+    assert w.fast_latencies(t) == (pytest.approx(0.8), pytest.approx(0.1))
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    sigma=st.floats(0.1, 1.5),
+    wave=st.integers(8, 256),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_first_waves_fastest_tenth_is_that_of_all_its_latencies(
+    sigma: float, wave: int, seed: int
+) -> None:
+    """Sent at once, answered in the order of their latencies: the first wave's figure
+    is the k-th fastest of all its latencies, k a tenth of the wave (not the fastest of
+    the first few answers, which a server whose latencies merely vary would make look
+    like a queue later)."""
+    rng = random.Random(seed)
+    latencies = sorted(math.exp(rng.gauss(0.0, sigma)) for _ in range(wave))
+    _, w = watch()
+    for i, latency in enumerate(latencies):
+        w.observe(latency, 0.0, "ok", wave, in_flight=wave - i)
+    assert w.fast_latencies(latencies[-1])[1] == latencies[math.ceil(wave / 10) - 1]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from minimallm import BatchConfig, BatchProgress, MinimaLlmFailure
-from pushback import QueueServer, run_virtual_batch
+from pushback import CapacityServer, QueueServer, run_virtual_batch
 
 
 def run(server: QueueServer, n: int, **cfg: Any) -> tuple[list[Any], float, list[BatchProgress]]:
@@ -59,3 +61,17 @@ def test_timeouts_of_a_busy_server_are_not_an_outage() -> None:
     assert not any(isinstance(r, MinimaLlmFailure) for r in results)
     # the limit drops to what the server serves within TIMEOUT_S: ~all of its 160/s
     assert wall <= 2000 / 160 * 1.15, wall
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 1.5])
+@pytest.mark.parametrize("seed", range(3))
+def test_a_server_whose_latencies_merely_vary_is_not_called_a_queue(
+    sigma: float, seed: int
+) -> None:
+    # no queue, lognormal latencies (sigma 1.5: p90 / p10 = 47): MAX_OUTSTANDING binds
+    server = CapacityServer(10_000, median=0.5, sigma=sigma, seed=seed)
+    ticks: list[BatchProgress] = []
+    batch = BatchConfig(heartbeat_s=1.0, num_workers=64, max_failures=None)
+    run_virtual_batch(server, 1500, progress=ticks.append, max_outstanding=32, batch=batch)
+    said = {t.binding for t in ticks if t.kind == "tick"} - {None}
+    assert said == {"MAX_OUTSTANDING 32"}, said

@@ -29,9 +29,12 @@ Cooldown act on, so a healthy client sends each of them nothing at all:
   since its attempt went out: a server that answered others meanwhile is busy (a
   queueing server with TIMEOUT_S below its queue wait), not gone.
 
-It also keeps the latencies of the run's first ``LATENCY_SAMPLES`` successes and of
-the last as many, whose fastest tenths (:meth:`FlowWatch.fast_latencies`) tell a
-queueing server (latency rising with load) in :mod:`minimallm._policy.binding`.
+It also keeps the fastest tenth of the latencies of the run's *first wave* (the
+attempts sent before the first success came back: sent at once, before any queue
+could form at the server, so an unbiased sample; its k-th answer to come back, k a
+tenth of the wave) and of the recent successes (the last ``LATENCY_SAMPLES``, within
+``LATENCY_WINDOW_S``; :meth:`FlowWatch.fast_latencies`): far apart, the server
+queues (latency rising with load), as :mod:`minimallm._policy.binding` tells.
 
 Pure: no I/O, no clock (``now`` is passed in, seconds).
 """
@@ -63,8 +66,11 @@ GONE_AFTER_S = 1.0
 """Gateway answers that the server behind is gone make an outage only when nothing
 succeeded for this long (seconds; or 4 round trips): a server with few slots answering
 503 above them still serves some."""
-LATENCY_SAMPLES = 64
-"""Successes whose latencies are kept, at first and lately (for the fastest tenth)."""
+LATENCY_SAMPLES = 256
+"""Recent successes whose latencies are kept (for their fastest tenth)..."""
+LATENCY_WINDOW_S = 10.0
+"""...of those, the ones that came within this many seconds (at least
+``LATENCY_SAMPLES // 16``, the latest, for a slow server)."""
 JUDGE_ANSWERS = 64
 JUDGE_SEND = 1.1
 JUDGE_SHARE = 0.6
@@ -108,7 +114,7 @@ class FlowWatch:
         "_best",
         "_depth",
         "_first_at",
-        "_first_latencies",
+        "_first_fast",
         "_floor_depth",
         "_judge_from",
         "_judge_n",
@@ -121,6 +127,8 @@ class FlowWatch:
         "_recent_latencies",
         "_share_before",
         "_successes",
+        "_wave_left",
+        "_wave_until",
         "quiet_after",
         "signal",
         "srtt_s",
@@ -151,8 +159,10 @@ class FlowWatch:
         self._last_answer_at = -math.inf
         self._quiet_run = 0
         self._quiet = False
-        self._first_latencies: list[float] = []
-        self._recent_latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._recent_latencies: deque[tuple[float, float]] = deque(maxlen=LATENCY_SAMPLES)
+        self._wave_until: float | None = None  # the first success: the first wave's end
+        self._wave_left = 0  # the first wave's answers to come before its fastest tenth's
+        self._first_fast: float | None = None
 
     def __repr__(self) -> str:
         return f"<FlowWatch depth={self._depth} quiet={self._quiet} srtt={self.srtt_s}>"
@@ -166,10 +176,18 @@ class FlowWatch:
         span = _WINDOW_S if self._first_at is None else min(_WINDOW_S, now - self._first_at)
         return len(window) / max(span, 0.01)
 
-    def fast_latencies(self) -> tuple[float | None, float | None]:
-        """The fastest tenth of the recent successes' latencies and of the run's first
-        (seconds; None until there are ``LATENCY_SAMPLES // 4``)."""
-        return _fast(self._recent_latencies), _fast(self._first_latencies)
+    def fast_latencies(self, now: float) -> tuple[float | None, float | None]:
+        """The fastest tenth of the recent successes' latencies at ``now`` and of the
+        first wave's (seconds; None until known)."""
+        least = LATENCY_SAMPLES // 16
+        recent = self._recent_latencies
+        if len(recent) < least:
+            return None, self._first_fast
+        since = now - LATENCY_WINDOW_S
+        latest = [latency for at, latency in recent if at >= since]
+        if len(latest) < least:
+            latest = [latency for _, latency in list(recent)[-least:]]
+        return sorted(latest)[len(latest) // 10], self._first_fast
 
     def answered_since(self, sent_at: float) -> bool:
         """True when the server answered something after ``sent_at``: an attempt sent
@@ -182,11 +200,19 @@ class FlowWatch:
         return self._quiet
 
     def observe(
-        self, now: float, sent_at: float, kind: AttemptKind, limit: int, *, gone: bool = False
+        self,
+        now: float,
+        sent_at: float,
+        kind: AttemptKind,
+        limit: int,
+        *,
+        gone: bool = False,
+        in_flight: int = 1,
     ) -> list[CongestionEvent | ReachEvent]:
         """One attempt ended (``kind`` as in :data:`minimallm._outcome.attempts.AttemptKind`);
         ``limit`` is the concurrency limit it was made under; ``gone``: a gateway's
-        answer that the server behind it is not there (:func:`upstream_gone`). The
+        answer that the server behind it is not there (:func:`upstream_gone`);
+        ``in_flight``: attempts out as it ended, itself included. The
         events it causes, usually none. Feed the signal's ``observe`` first (the
         Limiter's concurrency controller does): this reads its depth."""
         events: list[CongestionEvent | ReachEvent] = []
@@ -219,9 +245,9 @@ class FlowWatch:
             latency = max(0.0, now - sent_at)
             srtt = self.srtt_s
             self.srtt_s = latency if srtt is None else srtt + (latency - srtt) / 8
-            self._recent_latencies.append(latency)
-            if len(self._first_latencies) < LATENCY_SAMPLES:
-                self._first_latencies.append(latency)
+            self._recent_latencies.append((now, latency))
+            if self._first_fast is None:
+                self._first_wave(now, sent_at, latency, in_flight)
             window = self._successes
             window.append(now)
             while window[0] <= now - _WINDOW_S:  # keep one second: memory stays flat
@@ -262,6 +288,16 @@ class FlowWatch:
         share = over / n
         return share if share >= max(JUDGE_FLOOR, JUDGE_SHARE * self._share_before) else None
 
+    def _first_wave(self, now: float, sent_at: float, latency: float, in_flight: int) -> None:
+        """A success while the first wave's fastest tenth is not known yet."""
+        if self._wave_until is None:  # the first success: the wave is what is out now
+            self._wave_until = now
+            self._wave_left = math.ceil(max(1, in_flight) / 10)
+        if sent_at < self._wave_until:
+            self._wave_left -= 1
+            if self._wave_left <= 0:
+                self._first_fast = latency
+
     def _event(self, now: float, *, independent: bool = False) -> CongestionEvent:
         return CongestionEvent(
             now,
@@ -273,10 +309,3 @@ class FlowWatch:
             independent,
             self._limit_before,
         )
-
-
-def _fast(latencies: list[float] | deque[float]) -> float | None:
-    """The fastest tenth's upper end (None with too few samples)."""
-    if len(latencies) < LATENCY_SAMPLES // 4:
-        return None
-    return sorted(latencies)[len(latencies) // 10]

@@ -131,7 +131,7 @@ class Limiter:
     def statistics(self) -> LimiterStatistics:
         """A frozen snapshot (safe to call from any task of the same run)."""
         c = self._control
-        fast, first_fast = self._watch.fast_latencies()
+        fast, first_fast = self._watch.fast_latencies(trio.current_time())
         return LimiterStatistics(
             limit=c.limit,
             cap=c.cap,
@@ -184,7 +184,7 @@ class Limiter:
             self._busy_timeout(message)
         limit = self._control.limit
         events = self._watch.observe(
-            message.done_at, message.sent_at, message.kind, limit, gone=gone
+            message.done_at, message.sent_at, message.kind, limit, gone=gone, in_flight=busy
         )
         for event in events:
             if isinstance(event, CongestionEvent) and event.independent:
