@@ -154,18 +154,18 @@ def test_the_fastest_answers_now_and_at_first() -> None:
     success came) and of the recent ones: a queueing server, 16 slots of 0.1 s, 128 sent
     at once, then every answer waiting 0.7 s in its queue."""
     _, w = watch()
-    assert w.fast_latencies(0.0) == (None, None)
+    assert w.fast_latencies() == (None, None)
     t = 0.0
     for i in range(128):  # the first wave: 16 at a time, 0.1 s each
         t = 0.1 * (i // 16 + 1)
         w.observe(t, 0.0, "ok", 128, in_flight=128 - i)
         if i < 12:  # its fastest tenth is its 13th answer
-            assert w.fast_latencies(t)[1] is None
-    assert w.fast_latencies(t) == (pytest.approx(0.1), pytest.approx(0.1))
+            assert w.fast_latencies()[1] is None
+    assert w.fast_latencies() == (pytest.approx(0.1), pytest.approx(0.1))
     for _ in range(300):
         t += 0.01
         w.observe(t, t - 0.8, "ok", 128, in_flight=128)
-    assert w.fast_latencies(t) == (pytest.approx(0.8), pytest.approx(0.1))
+    assert w.fast_latencies() == (pytest.approx(0.8), pytest.approx(0.1))
 
 
 @settings(max_examples=50, deadline=None)
@@ -186,4 +186,4 @@ def test_the_first_waves_fastest_tenth_is_that_of_all_its_latencies(
     _, w = watch()
     for i, latency in enumerate(latencies):
         w.observe(latency, 0.0, "ok", wave, in_flight=wave - i)
-    assert w.fast_latencies(latencies[-1])[1] == latencies[math.ceil(wave / 10) - 1]
+    assert w.fast_latencies()[1] == latencies[math.ceil(wave / 10) - 1]

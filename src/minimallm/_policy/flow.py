@@ -69,7 +69,7 @@ succeeded for this long (seconds; or 4 round trips): a server with few slots ans
 LATENCY_SAMPLES = 256
 """Recent successes whose latencies are kept (for their fastest tenth)..."""
 LATENCY_WINDOW_S = 10.0
-"""...of those, the ones that came within this many seconds (at least
+"""...of those, the ones that came within this many seconds of the latest (at least
 ``LATENCY_SAMPLES // 16``, the latest, for a slow server)."""
 JUDGE_ANSWERS = 64
 JUDGE_SEND = 1.1
@@ -176,14 +176,15 @@ class FlowWatch:
         span = _WINDOW_S if self._first_at is None else min(_WINDOW_S, now - self._first_at)
         return len(window) / max(span, 0.01)
 
-    def fast_latencies(self, now: float) -> tuple[float | None, float | None]:
-        """The fastest tenth of the recent successes' latencies at ``now`` and of the
-        first wave's (seconds; None until known)."""
+    def fast_latencies(self) -> tuple[float | None, float | None]:
+        """The fastest tenth of the recent successes' latencies (those within
+        ``LATENCY_WINDOW_S`` of the latest) and of the first wave's (seconds; None
+        until known)."""
         least = LATENCY_SAMPLES // 16
         recent = self._recent_latencies
         if len(recent) < least:
             return None, self._first_fast
-        since = now - LATENCY_WINDOW_S
+        since = recent[-1][0] - LATENCY_WINDOW_S
         latest = [latency for at, latency in recent if at >= since]
         if len(latest) < least:
             latest = [latency for _, latency in list(recent)[-least:]]

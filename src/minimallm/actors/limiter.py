@@ -131,7 +131,7 @@ class Limiter:
     def statistics(self) -> LimiterStatistics:
         """A frozen snapshot (safe to call from any task of the same run)."""
         c = self._control
-        fast, first_fast = self._watch.fast_latencies(trio.current_time())
+        fast, first_fast = self._watch.fast_latencies()
         return LimiterStatistics(
             limit=c.limit,
             cap=c.cap,
