@@ -34,6 +34,7 @@ __all__ = [
     "DeadUpstreamServer",
     "FaultServer",
     "OutageServer",
+    "QueueServer",
     "RefusingServer",
     "StormServer",
     "TokenBucketServer",
@@ -137,6 +138,23 @@ class CapacityServer(_Recording):
             await trio.sleep(latency)
         finally:
             self.busy -= 1
+        return HttpReply(200, {}, _ok(_content(body)))
+
+
+class QueueServer(_Recording):
+    """A queueing server (llama.cpp): ``slots`` requests served at once, ``latency``
+    each; the others wait their turn (FIFO), never refused. A request whose client
+    left while it waited is dropped from the queue."""
+
+    def __init__(self, slots: int, latency: float) -> None:
+        super().__init__()
+        self.latency = latency
+        self._slots = trio.Semaphore(slots)  # trio's waiters are served FIFO
+
+    async def handle(self, body: bytes) -> HttpReply:
+        async with self._slots:
+            self.log.append((trio.current_time(), "ok"))
+            await trio.sleep(self.latency)
         return HttpReply(200, {}, _ok(_content(body)))
 
 

@@ -51,6 +51,46 @@ IDLE: dict[str, Any] = {
             {"permit_waiting": 5, "limit": 12},
             Binding("server-concurrency", "server concurrency ~12 (learned)"),
         ),
+        # a queueing server: its answers' latency rose with the load
+        (
+            {"callers_waiting": 9, "fast_s": 0.8, "first_fast_s": 0.1},
+            Binding("server-queue", "server's queue: latency 0.80s, 0.10s at first"),
+        ),
+        (
+            {
+                "slot_waiting": 2,
+                "rate_per_s": 10.0,
+                "rate_source": "rpm",
+                "fast_s": 16.0,
+                "first_fast_s": 2.0,
+            },
+            Binding("server-queue", "server's queue: latency 16s, 2.0s at first"),
+        ),
+        (  # a server that tells its rate binds by that, whatever its latency
+            {
+                "slot_waiting": 3,
+                "rate_per_s": 3.2,
+                "rate_source": "headers",
+                "fast_s": 0.8,
+                "first_fast_s": 0.1,
+            },
+            Binding("server-rate", "server rate ~3.2/s (its headers)"),
+        ),
+        (  # latency as at first: the RPM cap, not the server, holds the client back
+            {
+                "slot_waiting": 3,
+                "rate_per_s": 10.0,
+                "rate_source": "rpm",
+                "fast_s": 0.15,
+                "first_fast_s": 0.1,
+            },
+            Binding("rpm", "RPM cap 600/min"),
+        ),
+        (  # a rise of milliseconds is noise, not a queue
+            {"permit_waiting": 5, "fast_s": 0.004, "first_fast_s": 0.001},
+            Binding("max-outstanding", "MAX_OUTSTANDING 32"),
+        ),
+        ({"fast_s": 0.8, "first_fast_s": 0.1}, None),  # nothing waits: nothing binds
     ],
 )
 def test_binding(changes: dict[str, Any], expected: Binding | None) -> None:

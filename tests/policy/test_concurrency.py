@@ -140,3 +140,26 @@ def test_sporadic_overloads_at_a_stable_limit_change_nothing() -> None:
 def test_rejects_a_cap_below_one() -> None:
     with pytest.raises(ValueError):
         ConcurrencyControl(0)
+
+
+def test_a_limit_told_from_outside_holds_and_grows_one_per_round_trip() -> None:
+    """Timeouts in a busy server's queue: the Limiter works out how many fit within
+    TIMEOUT_S (Little's law) and lowers the limit to that at once; it then grows by
+    one per round trip (no slow start back into the queue), and a second word within
+    the same round trip changes nothing."""
+    cc = ConcurrencyControl(128)
+    t = 0.0
+    for _ in range(20):
+        t += 0.01
+        cc.on_answer(t, t - 0.4, False, 127)
+    cc.limit_to(t, t - 0.5, 60)
+    assert cc.limit == 60 and cc.decreases == 1 and cc.learned and not cc.frozen
+    cc.limit_to(t + 0.1, t - 0.4, 40)  # sent before the decision: the same episode
+    assert cc.limit == 60
+    cc.limit_to(t + 0.6, t + 0.1, 90)  # never raises
+    assert cc.limit == 60
+    t += 1.0  # after the usual probe delay
+    for _ in range(62):  # a round trip's worth of successes at the limit
+        t += 0.4 / 62
+        cc.on_answer(t, t - 0.4, False, cc.limit - 1)
+    assert cc.limit == 61

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minimallm._policy import OverloadSignal
 from minimallm._policy.flow import CongestionEvent, FlowWatch, ReachEvent
@@ -96,3 +101,89 @@ def test_refusals_that_stop_when_the_client_backs_off_are_a_real_limit() -> None
         events += feed(sig, w, t, t - 0.05, "ok", 4)
     assert not any(isinstance(e, CongestionEvent) and e.independent for e in events)
     assert sig.floor == 0.0
+
+
+def test_timeouts_while_the_server_answers_others_are_not_an_outage() -> None:
+    """A queueing server (llama.cpp) with TIMEOUT_S below its queue wait: attempts time
+    out while others sent no earlier are answered. The server is busy, not gone."""
+    sig, w = watch()
+    feed(sig, w, 1.0, 0.9, "ok")
+    events = []
+    for i in range(50):  # each timed out after 0.5 s; others answered meanwhile
+        t = 2.0 + i * 0.1
+        events += feed(sig, w, t, t - 0.5, "timeout")
+        events += feed(sig, w, t, t - 0.45, "timeout")
+        events += feed(sig, w, t + 0.05, t - 0.4, "ok") if i % 4 == 0 else []
+    assert events == []
+    assert not w.quiet
+
+
+def test_timeouts_after_the_last_answer_are_an_outage() -> None:
+    """Attempts sent after the server's last answer that all time out: nobody answers."""
+    sig, w = watch()
+    feed(sig, w, 1.0, 0.9, "ok")
+    feed(sig, w, 1.6, 0.95, "timeout")  # sent before the last answer: busy, not gone
+    assert [e for i in range(3) for e in feed(sig, w, 2.0 + i, 1.5 + i, "timeout")] == []
+    assert feed(sig, w, 5.0, 4.5, "timeout") == [ReachEvent(5.0, False)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.01, 2.0), st.booleans()), min_size=1, max_size=200))
+def test_a_server_that_answers_after_each_timed_out_send_is_never_gone(
+    steps: list[tuple[float, bool]],
+) -> None:
+    """Whatever the timing: when some answer came after every timed-out attempt was
+    sent, the server is not declared gone."""
+    sig, w = watch()
+    t = 1.0
+    feed(sig, w, t, t - 0.1, "ok")
+    last_answer = t
+    for gap, answer in steps:
+        t += gap
+        if answer:
+            feed(sig, w, t, t - 0.1, "ok")
+            last_answer = t
+        else:  # sent no later than the last answer, timed out now
+            sent = last_answer - 0.001
+            assert feed(sig, w, t, sent, "timeout") == []
+    assert not w.quiet
+
+
+def test_the_fastest_answers_now_and_at_first() -> None:
+    """The fastest tenth of the first wave's latencies (the attempts out when the first
+    success came) and of the recent ones: a queueing server, 16 slots of 0.1 s, 128 sent
+    at once, then every answer waiting 0.7 s in its queue."""
+    _, w = watch()
+    assert w.fast_latencies() == (None, None)
+    t = 0.0
+    for i in range(128):  # the first wave: 16 at a time, 0.1 s each
+        t = 0.1 * (i // 16 + 1)
+        w.observe(t, 0.0, "ok", 128, in_flight=128 - i)
+        if i < 12:  # its fastest tenth is its 13th answer
+            assert w.fast_latencies()[1] is None
+    assert w.fast_latencies() == (pytest.approx(0.1), pytest.approx(0.1))
+    for _ in range(300):
+        t += 0.01
+        w.observe(t, t - 0.8, "ok", 128, in_flight=128)
+    assert w.fast_latencies() == (pytest.approx(0.8), pytest.approx(0.1))
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    sigma=st.floats(0.1, 1.5),
+    wave=st.integers(8, 256),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_first_waves_fastest_tenth_is_that_of_all_its_latencies(
+    sigma: float, wave: int, seed: int
+) -> None:
+    """Sent at once, answered in the order of their latencies: the first wave's figure
+    is the k-th fastest of all its latencies, k a tenth of the wave (not the fastest of
+    the first few answers, which a server whose latencies merely vary would make look
+    like a queue later)."""
+    rng = random.Random(seed)
+    latencies = sorted(math.exp(rng.gauss(0.0, sigma)) for _ in range(wave))
+    _, w = watch()
+    for i, latency in enumerate(latencies):
+        w.observe(latency, 0.0, "ok", wave, in_flight=wave - i)
+    assert w.fast_latencies()[1] == latencies[math.ceil(wave / 10) - 1]

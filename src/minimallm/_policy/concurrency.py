@@ -166,6 +166,22 @@ class ConcurrencyControl:
         self._held = True
         self._level_since = now
 
+    def limit_to(self, now: float, sent_at: float, level: int) -> None:
+        """Lower the limit to ``level`` at once (never raises it): the Limiter's word
+        that attempts time out in a busy server's queue (``level``: how many fit within
+        TIMEOUT_S, by Little's law). Like a step, once per episode: an attempt sent
+        before the last decrease changes nothing. Then additive increase (one per round
+        trip), no slow start back into the queue."""
+        if sent_at <= self._last_decrease or level >= self.limit or self.frozen:
+            return
+        self._level = self._ssthresh = float(max(1, level))
+        self._stable = int(self._level)
+        self._held = False
+        self._level_since = now
+        self._probe_at = now + self._probe_wait_s
+        self._last_decrease = now
+        self.decreases += 1
+
     def tick(self, now: float, in_flight: int) -> None:
         """Time passed; ``in_flight`` attempts are out. Ends a freeze that saw no
         success by ``decide_s``."""

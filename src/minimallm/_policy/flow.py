@@ -25,7 +25,16 @@ Cooldown act on, so a healthy client sends each of them nothing at all:
   within TIMEOUT_S, or a gateway's word that the server behind it is gone:
   :func:`upstream_gone`, when nothing succeeded for ``GONE_AFTER_S``) with no answer in
   between, at a server that answered before — an outage is likely; and *answered*:
-  the first other answer after that.
+  the first other answer after that. A timeout counts only if nothing was answered
+  since its attempt went out: a server that answered others meanwhile is busy (a
+  queueing server with TIMEOUT_S below its queue wait), not gone.
+
+It also keeps the fastest tenth of the latencies of the run's *first wave* (the
+attempts sent before the first success came back: sent at once, before any queue
+could form at the server, so an unbiased sample; its k-th answer to come back, k a
+tenth of the wave) and of the recent successes (the last ``LATENCY_SAMPLES``, within
+``LATENCY_WINDOW_S``; :meth:`FlowWatch.fast_latencies`): far apart, the server
+queues (latency rising with load), as :mod:`minimallm._policy.binding` tells.
 
 Pure: no I/O, no clock (``now`` is passed in, seconds).
 """
@@ -57,6 +66,11 @@ GONE_AFTER_S = 1.0
 """Gateway answers that the server behind is gone make an outage only when nothing
 succeeded for this long (seconds; or 4 round trips): a server with few slots answering
 503 above them still serves some."""
+LATENCY_SAMPLES = 256
+"""Recent successes whose latencies are kept (for their fastest tenth)..."""
+LATENCY_WINDOW_S = 10.0
+"""...of those, the ones that came within this many seconds of the latest (at least
+``LATENCY_SAMPLES // 16``, the latest, for a slow server)."""
 JUDGE_ANSWERS = 64
 JUDGE_SEND = 1.1
 JUDGE_SHARE = 0.6
@@ -100,16 +114,21 @@ class FlowWatch:
         "_best",
         "_depth",
         "_first_at",
+        "_first_fast",
         "_floor_depth",
         "_judge_from",
         "_judge_n",
         "_judge_over",
+        "_last_answer_at",
         "_last_ok_at",
         "_limit_before",
         "_quiet",
         "_quiet_run",
+        "_recent_latencies",
         "_share_before",
         "_successes",
+        "_wave_left",
+        "_wave_until",
         "quiet_after",
         "signal",
         "srtt_s",
@@ -137,8 +156,13 @@ class FlowWatch:
         self._share_before = 0.0
         self._answered = assume_answered
         self._last_ok_at = -math.inf
+        self._last_answer_at = -math.inf
         self._quiet_run = 0
         self._quiet = False
+        self._recent_latencies: deque[tuple[float, float]] = deque(maxlen=LATENCY_SAMPLES)
+        self._wave_until: float | None = None  # the first success: the first wave's end
+        self._wave_left = 0  # the first wave's answers to come before its fastest tenth's
+        self._first_fast: float | None = None
 
     def __repr__(self) -> str:
         return f"<FlowWatch depth={self._depth} quiet={self._quiet} srtt={self.srtt_s}>"
@@ -152,17 +176,44 @@ class FlowWatch:
         span = _WINDOW_S if self._first_at is None else min(_WINDOW_S, now - self._first_at)
         return len(window) / max(span, 0.01)
 
+    def fast_latencies(self) -> tuple[float | None, float | None]:
+        """The fastest tenth of the recent successes' latencies (those within
+        ``LATENCY_WINDOW_S`` of the latest) and of the first wave's (seconds; None
+        until known)."""
+        least = LATENCY_SAMPLES // 16
+        recent = self._recent_latencies
+        if len(recent) < least:
+            return None, self._first_fast
+        since = recent[-1][0] - LATENCY_WINDOW_S
+        latest = [latency for at, latency in recent if at >= since]
+        if len(latest) < least:
+            latest = [latency for _, latency in list(recent)[-least:]]
+        return sorted(latest)[len(latest) // 10], self._first_fast
+
+    def answered_since(self, sent_at: float) -> bool:
+        """True when the server answered something after ``sent_at``: an attempt sent
+        then that timed out met a busy server, not a missing one."""
+        return self._last_answer_at > sent_at
+
     @property
     def quiet(self) -> bool:
         """True while the server looks gone (after a :class:`ReachEvent` saying so)."""
         return self._quiet
 
     def observe(
-        self, now: float, sent_at: float, kind: AttemptKind, limit: int, *, gone: bool = False
+        self,
+        now: float,
+        sent_at: float,
+        kind: AttemptKind,
+        limit: int,
+        *,
+        gone: bool = False,
+        in_flight: int = 1,
     ) -> list[CongestionEvent | ReachEvent]:
         """One attempt ended (``kind`` as in :data:`minimallm._outcome.attempts.AttemptKind`);
         ``limit`` is the concurrency limit it was made under; ``gone``: a gateway's
-        answer that the server behind it is not there (:func:`upstream_gone`). The
+        answer that the server behind it is not there (:func:`upstream_gone`);
+        ``in_flight``: attempts out as it ended, itself included. The
         events it causes, usually none. Feed the signal's ``observe`` first (the
         Limiter's concurrency controller does): this reads its depth."""
         events: list[CongestionEvent | ReachEvent] = []
@@ -180,11 +231,12 @@ class FlowWatch:
                 events.append(ReachEvent(now, False))
         elif kind in ("ok", "overload", "failed"):
             self._answered = True
+            self._last_answer_at = now
             self._quiet_run = 0
             if self._quiet:
                 self._quiet = False
                 events.append(ReachEvent(now, True))
-        elif kind in ("unreachable", "timeout"):
+        elif kind == "unreachable" or (kind == "timeout" and not self.answered_since(sent_at)):
             self._quiet_run += 1
             if self._answered and not self._quiet and self._quiet_run >= self.quiet_after:
                 self._quiet = True
@@ -194,6 +246,9 @@ class FlowWatch:
             latency = max(0.0, now - sent_at)
             srtt = self.srtt_s
             self.srtt_s = latency if srtt is None else srtt + (latency - srtt) / 8
+            self._recent_latencies.append((now, latency))
+            if self._first_fast is None:
+                self._first_wave(now, sent_at, latency, in_flight)
             window = self._successes
             window.append(now)
             while window[0] <= now - _WINDOW_S:  # keep one second: memory stays flat
@@ -233,6 +288,16 @@ class FlowWatch:
             return None  # still sending faster than the server delivered: not judged yet
         share = over / n
         return share if share >= max(JUDGE_FLOOR, JUDGE_SHARE * self._share_before) else None
+
+    def _first_wave(self, now: float, sent_at: float, latency: float, in_flight: int) -> None:
+        """A success while the first wave's fastest tenth is not known yet."""
+        if self._wave_until is None:  # the first success: the wave is what is out now
+            self._wave_until = now
+            self._wave_left = math.ceil(max(1, in_flight) / 10)
+        if sent_at < self._wave_until:
+            self._wave_left -= 1
+            if self._wave_left <= 0:
+                self._first_fast = latency
 
     def _event(self, now: float, *, independent: bool = False) -> CongestionEvent:
         return CongestionEvent(

@@ -10,10 +10,12 @@ Two kinds of retryable answers, two budgets:
   refused while the server answers others has done nothing wrong, and flow control
   (the Limiter, Pacer and Cooldown) already decides how fast everyone sends. They do
   not count against ``MAX_ATTEMPTS``; they are bounded by *time*: a request gives up
-  when its next attempt would go out more than ``MAX_WAIT_S`` after its first refusal,
-  or at once when the server asks it to wait longer than that (``Retry-After: 86400``:
-  a daily quota). The failure then names the wait (:attr:`GiveUp.reason`), so a batch where every
-  request gets it stops with one line saying why (``_batch/budget.py``'s "all alike").
+  when its next attempt would go out more than ``MAX_WAIT_S`` after its first refusal
+  (:meth:`RetryState.send_by`; one held that long by the client's shared pause ends
+  then, while it waits), or at once when the server asks it to wait longer than that
+  (``Retry-After: 86400``: a daily quota). The failure then names the wait
+  (:attr:`GiveUp.reason`), so a batch where every request gets it stops with one line
+  saying why (``_batch/budget.py``'s "all alike").
 
 The delay before the next attempt is :func:`~minimallm._policy.retry.retry_delay`: the
 server's Retry-After if it gave one (capped at ``COOLDOWN_CAP_S``), else the backoff —
@@ -30,6 +32,7 @@ Pure: no I/O, no clock (``now`` is passed in, seconds); randomness from the poli
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -178,5 +181,16 @@ class RetryState:
         since = self.refused_since
         if overload and since is not None and now + delay - since > p.max_wait_s:
             # the next attempt would go out after the request's time is up
-            return GiveUp(f"refused for longer than MAX_WAIT_S={p.max_wait_s:g}s")
+            return self.expired()
         return delay
+
+    def send_by(self) -> float:
+        """When the request's next attempt must have gone out (seconds): MAX_WAIT_S
+        after its first refusal (inf before any). A request still waiting then (held by
+        the client's shared pause) ends as :meth:`expired`, not at its next attempt."""
+        since = self.refused_since
+        return math.inf if since is None else since + self.policy.max_wait_s
+
+    def expired(self) -> GiveUp:
+        """The request was refused (or held after refusals) for MAX_WAIT_S."""
+        return GiveUp(f"refused for longer than MAX_WAIT_S={self.policy.max_wait_s:g}s")

@@ -120,6 +120,8 @@ class Endpoint:
                 callers_waiting=callers_waiting,
                 now_wall=time.time(),
                 asked_s=coo.asked_s,
+                fast_s=lim.fast_s,
+                first_fast_s=lim.first_fast_s,
             ),
         )
 

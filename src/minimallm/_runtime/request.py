@@ -10,7 +10,8 @@ One request's whole path on this side of the Workers, top to bottom:
 6. **attempts**: with ``TPM``, reserve the request's token estimate (settled with the
    answer's usage, :mod:`.tokens`); hand a :class:`~minimallm.actors.messages.Job` to
    the Worker pool, wait for its :class:`~minimallm.actors.messages.Reply`, back off
-   and try again while the outcome says so;
+   and try again while the outcome says so (after refusals, the wait for the next
+   attempt to go out, a shared pause included, ends MAX_WAIT_S after the first);
 7. **store** a success (to the CacheWriter).
 
 What happens between the job and the reply (permit, slot, socket) is the Worker's
@@ -147,13 +148,25 @@ async def _from_server(
     order = life.orders = life.orders + 1  # the Pacer serves older requests first
     gate = rt.tokens  # TPM: each attempt reserves its estimate, settled by its usage
     estimate = 0 if gate is None else gate.estimate(req)
+    last: AttemptError | None = None  # the latest attempt's failure
+    attempted: tuple[AttemptOutcome, float] | None
     while True:
-        if gate is None:
-            result, sent = await _attempt(rt, body, events, order)
-        else:
+        if gate is not None:
             reservation = await gate.reserve(estimate)
-            result, sent = await _attempt(rt, body, events, order)
-            _settle(gate, reservation, result, sent)
+        if retries is None:
+            attempted = await _attempt(rt, body, events, order)
+        else:  # after refusals, a wait for the send bounded by MAX_WAIT_S
+            attempted = await _attempt_by(rt, body, events, order, retries.send_by())
+        if gate is not None:
+            if attempted is None:  # never sent: nothing used
+                gate.settle(reservation, 0, None, None, trio.current_time())
+            else:
+                _settle(gate, reservation, *attempted)
+        if attempted is None:  # held (a shared pause) until its MAX_WAIT_S was up
+            assert retries is not None and last is not None
+            reason = retries.expired().reason
+            return Traced(_failure(rt, req, last, sent_at, reason), len(sent_at), sent_at[0])
+        result, sent = attempted
         if isinstance(result, AttemptSuccess):
             response = MinimaLlmResponse(
                 req.request_id,
@@ -167,6 +180,7 @@ async def _from_server(
             return Traced(response, len(sent_at) + 1, sent_at[0] if sent_at else sent)
         if result.excused:
             continue  # the client's own probe of a server it believes down
+        last = result
         sent_at.append(sent)
         if retries is None:
             retries = RetryState(rt.retry)
@@ -182,13 +196,18 @@ async def _from_server(
 
 
 async def _attempt(
-    rt: Runtime, body: bytes, events: trio.MemorySendChannel[Any] | None, order: int
+    rt: Runtime,
+    body: bytes,
+    events: trio.MemorySendChannel[Any] | None,
+    order: int,
+    waiting: trio.CancelScope | None = None,
 ) -> tuple[AttemptOutcome, float]:
-    """One attempt through the Worker pool: its outcome and when it was sent."""
+    """One attempt through the Worker pool: its outcome and when it was sent;
+    ``waiting``: see :func:`_attempt_by`."""
     if rt.life.closed:
         raise rt.life.closed_error()
     reply: Reply[tuple[AttemptOutcome, float]] = Reply()
-    job = Job(body, reply, events, order)
+    job = Job(body, reply, events, order, waiting)
     try:
         rt.jobs.send_nowait(job)
     except trio.WouldBlock:
@@ -199,6 +218,21 @@ async def _attempt(
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         raise rt.life.closed_error() from None
     return await reply.receive()
+
+
+async def _attempt_by(
+    rt: Runtime,
+    body: bytes,
+    events: trio.MemorySendChannel[Any] | None,
+    order: int,
+    send_by: float,
+) -> tuple[AttemptOutcome, float] | None:
+    """:func:`_attempt`, or None if it had not gone out by ``send_by`` (trio time,
+    seconds: MAX_WAIT_S after the request's first refusal). The deadline bounds only
+    the wait: the Worker lifts it as it sends, so an attempt once sent is not cut."""
+    with trio.CancelScope(deadline=send_by) as waiting:
+        return await _attempt(rt, body, events, order, waiting)
+    return None
 
 
 def _settle(gate: TokenGate, reservation: Reservation, result: AttemptOutcome, sent: float) -> None:

@@ -40,6 +40,10 @@ __all__ = ["Limiter", "LimiterStatistics"]
 
 LimiterMessage = AttemptReport
 
+BUSY_TIMEOUT_SHARE = 0.75
+"""After timeouts in a busy server's queue, the attempts kept in flight are those it
+serves in this share of TIMEOUT_S (a margin for its latency's spread)."""
+
 
 class _Waiters(Protocol):
     """The job channel (or, with several endpoints, the endpoint's Admission): its
@@ -66,6 +70,11 @@ class LimiterStatistics:
     decreases: int
     tolerated: float = 0.0
     """The share of refusals judged not to depend on the load (0: none)."""
+    fast_s: float | None = None
+    """The fastest tenth of the recent successes' latencies (s; None: too few yet)."""
+    first_fast_s: float | None = None
+    """The same for the run's first successes: ``fast_s`` far above it means the
+    server queues (:mod:`minimallm._policy.binding`)."""
 
 
 class Limiter:
@@ -122,6 +131,7 @@ class Limiter:
     def statistics(self) -> LimiterStatistics:
         """A frozen snapshot (safe to call from any task of the same run)."""
         c = self._control
+        fast, first_fast = self._watch.fast_latencies()
         return LimiterStatistics(
             limit=c.limit,
             cap=c.cap,
@@ -133,6 +143,8 @@ class Limiter:
             srtt_s=c.srtt_s,
             decreases=c.decreases,
             tolerated=c.signal.floor,
+            fast_s=fast,
+            first_fast_s=first_fast,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -168,15 +180,31 @@ class Limiter:
             self._control.on_answer(
                 message.done_at, message.sent_at, message.kind == "overload", others
             )
+        elif message.kind == "timeout":
+            self._busy_timeout(message)
         limit = self._control.limit
         events = self._watch.observe(
-            message.done_at, message.sent_at, message.kind, limit, gone=gone
+            message.done_at, message.sent_at, message.kind, limit, gone=gone, in_flight=busy
         )
         for event in events:
             if isinstance(event, CongestionEvent) and event.independent:
                 self._control.restore(event.at, event.limit_before)
             self._tell(event)
         return busy
+
+    def _busy_timeout(self, message: LimiterMessage) -> None:
+        """An attempt timed out while the server answered others (within the last
+        second, after it was sent): it waited in a busy server's queue. At most as many
+        attempts as the server finishes in ``BUSY_TIMEOUT_SHARE`` of the time it waited
+        fit within TIMEOUT_S (Little's law): the limit drops to that at once. A timeout
+        with no answer meanwhile may be an outage (:class:`FlowWatch`'s business)."""
+        now, sent_at = message.done_at, message.sent_at
+        if not self._watch.answered_since(max(sent_at, now - 1.0)):
+            return
+        served_per_s = self._watch.delivered_per_s(now)
+        if served_per_s > 0:
+            fits = int(BUSY_TIMEOUT_SHARE * served_per_s * (now - sent_at))
+            self._control.limit_to(now, sent_at, fits)
 
     def _tell(self, event: CongestionEvent | ReachEvent) -> None:
         for listener in self._listeners:

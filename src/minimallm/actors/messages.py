@@ -73,13 +73,18 @@ puts it straight back and sends. The Pacer takes it away to pace or to hold."""
 
 class Job(NamedTuple):
     """One HTTP attempt to make: the request body, where the outcome goes, the batch
-    Monitor's inbox (None outside a batch) for the attempt's report, and the request's
-    ``order`` (its number in the order requests arrived; its retries keep it)."""
+    Monitor's inbox (None outside a batch) for the attempt's report, the request's
+    ``order`` (its number in the order requests arrived; its retries keep it), and
+    ``waiting``: after refusals, the cancel scope whose deadline (MAX_WAIT_S) bounds the
+    caller's wait for this attempt to go out; the Worker lifts the deadline as it sends
+    (a request held too long by a shared pause ends then; an attempt once sent is not
+    cut)."""
 
     body: bytes
     reply: Reply[Any]
     events: trio.MemorySendChannel[Any] | None = None
     order: int = 0
+    waiting: trio.CancelScope | None = None
 
 
 class AttemptReport(NamedTuple):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -242,6 +243,8 @@ class Worker:
             probe = slot.probe
         if reply.cancelled:
             return
+        if job.waiting is not None:  # sent now: the caller's wait is over
+            job.waiting.deadline = math.inf
         result, sent_at = await self._attempt(job)
         if reply.cancelled:  # interrupted because the caller left: not the server's doing
             return
