@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import io
 import itertools
+import re
 import warnings
 from typing import Any
 
@@ -205,3 +206,19 @@ def test_a_long_pause_is_shown_with_what_the_server_asked() -> None:
     held = [line for line in lines.getvalue().splitlines() if "held back by cooldown" in line]
     assert held
     assert "server asked 2 min (Retry-After)" in held[0] and "(until " in held[0]
+
+
+def test_retries_are_counted_as_they_happen_not_when_items_end() -> None:
+    """Everything refused for minutes: the progress lines count the attempts sent again
+    while nothing has finished (they said "retries 0" for 200 s)."""
+    server = FakeServer(
+        lambda c, n: Script(latency=0.01, status=429, body=REFUSED, headers={"retry-after": "20"})
+    )
+    lines = io.StringIO()
+    run_virtual_batch(
+        server, 20, progress=lines, batch=BatchConfig(heartbeat_s=10.0), max_wait_s=200
+    )
+    ticks = [line for line in lines.getvalue().splitlines() if " 0/20 " in line]
+    retries = [int(m[1].replace(",", "")) for t in ticks if (m := re.search(r"retries (\S+)", t))]
+    assert retries and retries[-1] >= 20  # every request was sent again at least once
+    assert retries == sorted(retries)

@@ -30,7 +30,8 @@ class BatchProgress:
     ``kind``: ``tick`` (periodic), ``failure`` (``failure`` holds one of the first
     failures), ``stall`` (nothing finished for ``stalled_s``), ``done`` (the last one).
     ``total`` is None when the input's length is unknown. ``attempts`` counts HTTP
-    attempts as they happen; ``retries`` the attempts beyond each item's first.
+    attempts as they happen; ``retries`` the attempts beyond each item's first, also as
+    they happen (every attempt that did not succeed and was not its item's last).
     ``eta_s`` comes from the rate of items that needed the server (cache hits come in
     bulk and would make it lie). ``binding`` says which limit holds the client back now
     (None: none; the server's latency sets the pace). ``server_s`` is the median time
@@ -163,7 +164,9 @@ class ProgressTally:
     __slots__ = (
         "_attempt_times",
         "_done_times",
+        "_failed_attempts",
         "_first_uncached",
+        "_last_failed",
         "_recent_server",
         "_recent_waiting",
         "_started",
@@ -190,6 +193,8 @@ class ProgressTally:
         self.start = start
         self.done = self.ok = self.cached = self.failed = self.none = 0
         self.attempts = self.retries = 0
+        self._failed_attempts = 0  # attempts that did not succeed, as they end
+        self._last_failed = 0  # of those, the last of an item that failed
         self.prompt_tokens = self.completion_tokens = 0
         self.cached_tokens = self.reasoning_tokens = 0
         self.tokens_reported = False
@@ -226,6 +231,8 @@ class ProgressTally:
         started = self._started.pop(index, at)
         self.done += 1
         self.retries += max(0, attempts - 1)
+        if kind == "failed" and attempts:
+            self._last_failed += 1
         self.latency.add(max(0.0, at - started))
         if first_sent_at is not None:
             self._recent_waiting.append(max(0.0, first_sent_at - started))
@@ -256,14 +263,23 @@ class ProgressTally:
         self.ok += count
         self.cached += count
 
-    def attempt(self, sent_at: float, done_at: float, answered: bool) -> None:
-        """An HTTP attempt ended (the server answered, or not)."""
+    def attempt(self, sent_at: float, done_at: float, answered: bool, ok: bool = True) -> None:
+        """An HTTP attempt ended (the server answered, or not; it succeeded, or not)."""
         self.attempts += 1
+        if not ok:
+            self._failed_attempts += 1
         self._attempt_times.add(done_at)
         if answered:
             self._recent_server.append(max(0.0, done_at - sent_at))
 
     # -- reading --------------------------------------------------------------------------
+
+    @property
+    def live_retries(self) -> int:
+        """The attempts sent again so far: those of finished items (exact), or, while
+        items wait to be sent again, every attempt that failed and was not the last of
+        a failed item (the reports are lossy when the Monitor is behind: the larger)."""
+        return max(self.retries, self._failed_attempts - self._last_failed)
 
     @property
     def in_progress(self) -> int:
@@ -312,7 +328,7 @@ class ProgressTally:
             none=self.none,
             in_progress=self.in_progress,
             attempts=self.attempts,
-            retries=self.retries,
+            retries=self.live_retries,
             send_rate=self._attempt_times.rate(now, since),
             done_rate=self._done_times.rate(now, since),
             eta_s=self.eta(now),

@@ -167,7 +167,7 @@ class Monitor:
         tally = self._tally
         assert tally is not None
         if isinstance(e, AttemptReport):
-            tally.attempt(e.sent_at, e.done_at, e.answered)
+            tally.attempt(e.sent_at, e.done_at, e.answered, e.kind == "ok")
             return False
         if isinstance(e, ItemStarted):
             tally.item_started(e.item, e.at)
