@@ -142,8 +142,12 @@ async def run_batch(
         return None
 
     async def run_item(stop: _Stop, index: int, item: Any) -> None:
-        started = trio.current_time()
-        await event(ItemStarted(index, started))
+        # events inline (no coroutine per event): try send_nowait, wait only when full
+        started: MonitorEvent = ItemStarted(index, trio.current_time())
+        try:
+            events_send.send_nowait(started)
+        except trio.WouldBlock:
+            await events_send.send(started)
         try:
             result = await fn(index, item, events_send)
         except PROGRAMMING_ERRORS as exc:
@@ -152,20 +156,22 @@ async def run_batch(
         except BackendClosedError as exc:
             stop(exc)
             return
-        await event(
-            ItemFinished(
-                index,
-                trio.current_time(),
-                result.kind,
-                result.attempts,
-                result.first_sent_at,
-                result.prompt_tokens,
-                result.completion_tokens,
-                result.failure,
-                result.cached_tokens,
-                result.reasoning_tokens,
-            )
+        finished: MonitorEvent = ItemFinished(
+            index,
+            trio.current_time(),
+            result.kind,
+            result.attempts,
+            result.first_sent_at,
+            result.prompt_tokens,
+            result.completion_tokens,
+            result.failure,
+            result.cached_tokens,
+            result.reasoning_tokens,
         )
+        try:
+            events_send.send_nowait(finished)
+        except trio.WouldBlock:
+            await events_send.send(finished)
         verdict = None
         if result.failure is not None:
             verdict = budget.record(result.failure)
