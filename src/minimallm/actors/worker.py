@@ -39,7 +39,6 @@ from typing import Any
 
 import trio
 
-import outcome
 from minimallm._http.transport import (
     TRANSPORT_EXCEPTIONS,
     HttpTransport,
@@ -248,7 +247,7 @@ class Worker:
         await self._report(job, result, sent_at, probe)
         if probe is not None:
             result = excused(result, probe)
-        reply.send(outcome.Value((result, sent_at)))
+        reply.send_value((result, sent_at))
 
     async def _pull(self, jobs: trio.MemoryReceiveChannel[Job], admission: Admission) -> Job | None:
         """Several endpoints: the next job this endpoint may send (None: the channel
