@@ -186,7 +186,7 @@ def _without_text(
 def _keep_raw(body: bytes, data: dict[str, Any]) -> Mapping[str, Any]:
     """The body as lazily decoded text (a quarter of the memory of ``data``)."""
     try:
-        return LazyJson(body.decode("utf-8"))
+        return LazyJson(body.decode("utf-8-sig"))  # a BOM is not part of the JSON text
     except UnicodeDecodeError:  # UTF-16/32 JSON: rare enough to keep decoded
         return data
 
