@@ -30,6 +30,15 @@ Parts (issue 14, acceptance 3):
   literal comparison). What pacing costs is each paced row minus its unpaced peer;
   target: the same at 6,000,000 as at 600 (within ~1 MiB of noise).
 
+Bytecode: each client runs from compiled bytecode, as from an install (``pip install``
+compiles every module; the venv's aiohttp was). Where ``PYTHONDONTWRITEBYTECODE`` is set
+(this repository's sandbox sets it), a process importing minimallm from a source tree
+would compile its ~90 modules again every time (~0.07 s of CPU, ~3.5 µs per request at
+20,000): the children run with ``PYTHONPYCACHEPREFIX`` set to a temporary directory
+instead (nothing is written into the tree) after one unmeasured warm-up run of each
+client that fills it. ``--no-bytecode-cache`` runs them with the caller's environment
+as is.
+
 Prints markdown tables and the ratios; ``--json`` also writes every run. Exit status 1
 if any request failed or the server saw other than one request per call.
 """
@@ -94,6 +103,17 @@ class CoreRun:
         return self.vmhwm_kib / 1024
 
 
+_CHILD_ENV: dict[str, str] | None = None
+"""The children's environment (None: the caller's; see the module docstring)."""
+
+
+def bytecode_cache(directory: str) -> dict[str, str]:
+    """The caller's environment with bytecode written to (and read from) ``directory``."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = directory
+    return env
+
+
 def run_one(
     server: MockServerProcess, client: str, n: int, concurrency: int = 64, rpm: int = 0
 ) -> CoreRun:
@@ -102,7 +122,7 @@ def run_one(
     cmd = [sys.executable, str(CHILD), client, server.base_url, str(n), str(concurrency), str(rpm)]
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=_CHILD_ENV)
         assert proc.stdout is not None
         out = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
@@ -286,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one round")
     p.add_argument("--quiet", action="store_true", help="no per-run lines on stderr")
     p.add_argument("--json", type=Path, default=None, help="also write every run here")
+    p.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="children run with the caller's environment as is (with "
+        "PYTHONDONTWRITEBYTECODE set, minimallm is compiled again in every process)",
+    )
     return p
 
 
@@ -297,7 +323,15 @@ def main(argv: list[str] | None = None) -> int:
         args.rpm_n, args.rpm600_n, args.rounds, args.rss_rounds = 300, 5, 1, 1
     source, load_before = _harness.source_fingerprint(), _harness.machine_load()
     runs: dict[str, list[CoreRun]] = {}
-    with MockServerProcess(MockServerConfig(latency_s=0.0, max_records=0)) as server:
+    global _CHILD_ENV
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-core-pyc-") as pyc,
+        MockServerProcess(MockServerConfig(latency_s=0.0, max_records=0)) as server,
+    ):
+        if not args.no_bytecode_cache:
+            _CHILD_ENV = bytecode_cache(pyc)
+            for client in (*CLIENTS, POOL):  # warm-up: compile into the cache, unmeasured
+                run_one(server, client, 10)
         if "cpu" in args.parts:
             runs["cpu"] = measure_cpu(
                 server, args.n, args.small, args.large, args.rounds, args.quiet
@@ -308,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
             runs["rpm"] = measure_rpm(
                 server, args.rpm_n, args.rpm600_n, args.rss_rounds, args.quiet
             )
-    print(f"{load_before} before, {_harness.machine_load()} after; src {source}\n")
+    cache = "no bytecode cache" if args.no_bytecode_cache else "bytecode cached"
+    print(f"{load_before} before, {_harness.machine_load()} after; src {source}; {cache}\n")
     tables = {
         "cpu": lambda r: cpu_table(r, args.n, args.small, args.large),
         "rss": lambda r: rss_table(r, args.hold),

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
+from minimallm._frozen import fast_init
 from minimallm._lazy_json import LazyJson, decode_on_read, stored
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 
+@fast_init  # a batch builds these by the million: see _frozen.py
 @dataclass(frozen=True, slots=True)
 class MinimaLlmRequest:
     """One chat-completion call.
@@ -63,6 +65,7 @@ class MinimaLlmChoice:
     logprobs: Any = None
 
 
+@fast_init  # a batch builds these by the million: see _frozen.py
 @dataclass(frozen=True, slots=True)
 class MinimaLlmResponse:
     """A successful completion.
@@ -188,6 +191,7 @@ def _usage_detail(raw: Mapping[str, Any] | None, group: str, name: str) -> int |
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+@fast_init  # a batch builds these by the million: see _frozen.py
 @dataclass(frozen=True, slots=True)
 class MinimaLlmFailure:
     """A request that did not succeed: returned, never raised.

@@ -179,3 +179,31 @@ def test_completions_without_text(message: dict[str, object], finish: str, expec
     if expected == "Truncated":
         assert "max_tokens" in outcome.message and "max_completion_tokens" in outcome.message
         assert outcome.raw is not None and outcome.raw["choices"][0]["message"] == message
+
+
+GOOD = json.dumps({"choices": [{"message": {"content": "hi"}}], "usage": {"total_tokens": 3}})
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (GOOD.encode(), "hi"),  # the common case: the C scanner, straight from the text
+        (b"  \n" + GOOD.encode() + b"\r\n", "hi"),  # whitespace around: json.loads
+        (b"\xef\xbb\xbf" + GOOD.encode(), "hi"),  # a UTF-8 BOM: json.loads
+        (GOOD.encode("utf-16"), "hi"),  # UTF-16 JSON: json.loads
+        (GOOD.encode() + b" {}", "MalformedResponse"),  # extra data after the object
+        (GOOD.encode()[:-1], "MalformedResponse"),  # cut short
+        (b"\xff" + GOOD.encode(), "MalformedResponse"),  # not UTF-8, no BOM
+    ],
+)
+def test_a_2xx_body_is_decoded_as_json_loads_would(body: bytes, expected: str) -> None:
+    """The fast path (one JSON value from the first character to the last) and the
+    rest (json.loads) agree: same text, same failures; the raw answer reads the same."""
+    outcome = outcome_from_reply(HttpReply(200, {}, body))
+    if expected == "MalformedResponse":
+        assert isinstance(outcome, AttemptError) and outcome.error_type == expected
+        assert "not JSON" in outcome.message, outcome.message
+        return
+    assert isinstance(outcome, AttemptSuccess) and outcome.text == expected
+    assert outcome.total_tokens == 3
+    assert dict(outcome.raw) == json.loads(GOOD)

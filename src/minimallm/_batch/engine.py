@@ -120,16 +120,11 @@ async def run_batch(
         except trio.WouldBlock:
             await events_send.send(e)
 
-    async def next_item(stop: _Stop) -> tuple[int, Any] | None:
+    def take_item(stop: _Stop) -> tuple[int, Any] | None:
         """The next input item, or None at the end (or when the input raised)."""
         nonlocal exhausted
         if exhausted:
             return None
-        if window is not None:
-            try:
-                window.acquire_nowait()
-            except trio.WouldBlock:
-                await window.acquire()
         try:
             return next(source)
         except StopIteration:
@@ -137,13 +132,30 @@ async def run_batch(
         except Exception as exc:
             exhausted = True
             stop(_noted(exc, "minimallm: raised by the batch's input while taking an item"))
-        if window is not None:
-            window.release()
         return None
 
+    async def next_item(stop: _Stop) -> tuple[int, Any] | None:
+        """:func:`take_item`, within the ``window`` (when there is one)."""
+        if window is None:
+            return take_item(stop)
+        if exhausted:
+            return None
+        try:
+            window.acquire_nowait()
+        except trio.WouldBlock:
+            await window.acquire()
+        taken = take_item(stop)
+        if taken is None:
+            window.release()
+        return taken
+
     async def run_item(stop: _Stop, index: int, item: Any) -> None:
-        started = trio.current_time()
-        await event(ItemStarted(index, started))
+        # events inline (no coroutine per event): try send_nowait, wait only when full
+        started: MonitorEvent = ItemStarted(index, trio.current_time())
+        try:
+            events_send.send_nowait(started)
+        except trio.WouldBlock:
+            await events_send.send(started)
         try:
             result = await fn(index, item, events_send)
         except PROGRAMMING_ERRORS as exc:
@@ -152,20 +164,22 @@ async def run_batch(
         except BackendClosedError as exc:
             stop(exc)
             return
-        await event(
-            ItemFinished(
-                index,
-                trio.current_time(),
-                result.kind,
-                result.attempts,
-                result.first_sent_at,
-                result.prompt_tokens,
-                result.completion_tokens,
-                result.failure,
-                result.cached_tokens,
-                result.reasoning_tokens,
-            )
+        finished: MonitorEvent = ItemFinished(
+            index,
+            trio.current_time(),
+            result.kind,
+            result.attempts,
+            result.first_sent_at,
+            result.prompt_tokens,
+            result.completion_tokens,
+            result.failure,
+            result.cached_tokens,
+            result.reasoning_tokens,
         )
+        try:
+            events_send.send_nowait(finished)
+        except trio.WouldBlock:
+            await events_send.send(finished)
         verdict = None
         if result.failure is not None:
             verdict = budget.record(result.failure)
@@ -183,7 +197,8 @@ async def run_batch(
     ) -> None:
         while stop.error is None:
             if misses is None:
-                taken = await next_item(stop)
+                # no window: take the item without a coroutine (one fewer per item)
+                taken = take_item(stop) if window is None else await next_item(stop)
                 if taken is None:
                     return
             else:

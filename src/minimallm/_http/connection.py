@@ -255,7 +255,7 @@ class Http11Connection(AnswerReader):
                 first = b""
             else:
                 try:
-                    first = await self._receive()
+                    first = await self._receive(answer=True)
                 except ReadError:
                     if not reused or self._interrupted:
                         raise

@@ -35,11 +35,15 @@ class AnswerReader:
     def _close(self) -> None:
         raise NotImplementedError
 
-    async def _receive(self) -> bytes | bytearray:
+    async def _receive(self, *, answer: bool = False) -> bytes | bytearray:
+        """The next bytes (b"" at EOF); ``answer``: the first of the answer to a request
+        just sent (the stream waits before it reads, see ``PlainSocket.receive_answer``)."""
         stream = self._stream
         if stream is None:
             raise ReadError("connection interrupted")
         try:
+            if answer and type(stream) is PlainSocket:  # TLS reads its buffer first anyway
+                return await stream.receive_answer(_RECEIVE_BYTES)
             return await stream.receive_some(_RECEIVE_BYTES)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ReadError(reason(exc)) from exc

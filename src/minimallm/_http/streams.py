@@ -58,6 +58,18 @@ class PlainSocket:
             except BlockingIOError:  # nothing yet (or a spurious wake-up): wait
                 await trio.lowlevel.wait_readable(sock)
 
+    async def receive_answer(self, max_bytes: int) -> bytes:
+        """:meth:`receive_some` for the first bytes of the answer to a request just
+        sent: those are almost never there yet, so this waits for the socket first
+        (trying first costs a failed ``recv`` and its exception, ~2 µs per request)."""
+        sock = self._sock
+        while True:
+            await trio.lowlevel.wait_readable(sock)  # a checkpoint
+            try:
+                return sock.recv(max_bytes)
+            except BlockingIOError:  # a spurious wake-up
+                continue
+
 
 class TlsSocket:
     """TLS on the non-blocking socket (client side), through ``context.wrap_bio``."""

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
+from minimallm._frozen import fast_init
 from minimallm._policy.ratelimit import RateLimitInfo
 
 __all__ = ["AttemptError", "AttemptKind", "AttemptOutcome", "AttemptSuccess"]
@@ -22,6 +23,7 @@ connect timeout, proxy down); ``timeout`` (no answer within TIMEOUT_S); ``broken
 (the connection broke mid-way, or nothing was sent). The first three are *answers*."""
 
 
+@fast_init  # one per attempt: see _frozen.py
 @dataclass(frozen=True, slots=True)
 class AttemptSuccess:
     """A 2xx completion: ``choices[0].message.content`` a string, or null beside a
@@ -40,6 +42,7 @@ class AttemptSuccess:
         return "ok"
 
 
+@fast_init  # one per attempt: see _frozen.py
 @dataclass(frozen=True, slots=True)
 class AttemptError:
     """Anything else, made by a row of the one table (``_outcome.classify.Row.error``):

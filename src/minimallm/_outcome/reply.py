@@ -82,9 +82,28 @@ def _snippet(body: bytes) -> str:
     return body[: BODY_KEEP_CHARS * 4].decode("utf-8", "replace")[:BODY_KEEP_CHARS]
 
 
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+"""The C scanner ``json.loads`` ends in, called directly on an answer that is one JSON
+value from its first character to its last (nearly every answer): ``json.loads`` on
+bytes first guesses the encoding and skips whitespace (~1.5 µs per answer)."""
+
+
+def _decode(body: bytes) -> tuple[Any, str | None]:
+    """The decoded body, and its text when it is UTF-8 (else None); raises as
+    ``json.loads`` does."""
+    try:
+        text = body.decode("utf-8")
+        data, end = _SCAN(text, 0)
+        if end == len(text):
+            return data, text
+    except (ValueError, StopIteration):
+        pass  # not the common case: json.loads says what is wrong, as before
+    return json.loads(body), None
+
+
 def _parse_success(reply: HttpReply, rate: RateLimitInfo | None) -> AttemptOutcome:
     try:
-        data = json.loads(reply.body)
+        data, text = _decode(reply.body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         return _bad_body(reply, MALFORMED_RESPONSE, f"2xx body is not JSON: {exc}")
     except RecursionError:
@@ -111,7 +130,7 @@ def _parse_success(reply: HttpReply, rate: RateLimitInfo | None) -> AttemptOutco
             return failed
         content = ""
     usage = data.get("usage")
-    raw = _keep_raw(reply.body, data)
+    raw: Mapping[str, Any] = _keep_raw(reply.body, data) if text is None else LazyJson(text)
     if type(usage) is dict:
         return AttemptSuccess(
             content,
@@ -167,7 +186,7 @@ def _without_text(
 def _keep_raw(body: bytes, data: dict[str, Any]) -> Mapping[str, Any]:
     """The body as lazily decoded text (a quarter of the memory of ``data``)."""
     try:
-        return LazyJson(body.decode("utf-8"))
+        return LazyJson(body.decode("utf-8-sig"))  # a BOM is not part of the JSON text
     except UnicodeDecodeError:  # UTF-16/32 JSON: rare enough to keep decoded
         return data
 

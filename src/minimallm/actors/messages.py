@@ -171,18 +171,20 @@ class Reply(Generic[T]):
     :meth:`send` is then dropped. Costs one task switch, no channel, no Event.
     """
 
-    __slots__ = ("_handle", "_result", "_seq", "_task", "_waiting", "cancelled")
+    __slots__ = ("_handle", "_result", "_sent", "_seq", "_task", "_waiting", "cancelled")
 
     def __init__(self) -> None:
         self._task = trio.lowlevel.current_task()
-        self._result: outcome.Outcome[T] | None = None
+        # the value itself, or an outcome.Error (sent=True): no outcome.Value per attempt
+        self._result: T | outcome.Error | None = None
+        self._sent = False
         self._handle: Callable[[int], None] | None = None
         self._seq = 0
         self._waiting = False
         self.cancelled = False
 
     def __repr__(self) -> str:
-        state = "cancelled" if self.cancelled else "sent" if self._result else "waiting"
+        state = "cancelled" if self.cancelled else "sent" if self._sent else "waiting"
         return f"<Reply {state}>"
 
     def bind(self, handle: Callable[[int], None], seq: int) -> None:
@@ -192,9 +194,21 @@ class Reply(Generic[T]):
 
     def send(self, result: outcome.Outcome[T]) -> None:
         """(Worker) Deliver the outcome; dropped if the caller has left."""
-        if self.cancelled or self._result is not None:
+        if isinstance(result, outcome.Value):
+            self.send_value(result.value)
+        else:
+            assert isinstance(result, outcome.Error)
+            self._deliver(result)
+
+    def send_value(self, value: T) -> None:
+        """(Worker) :meth:`send` of a value."""
+        self._deliver(value)
+
+    def _deliver(self, result: T | outcome.Error) -> None:
+        if self.cancelled or self._sent:
             return
         self._result = result
+        self._sent = True
         if self._waiting:
             self._waiting = False
             trio.lowlevel.reschedule(self._task)
@@ -202,7 +216,7 @@ class Reply(Generic[T]):
     async def receive(self) -> T:
         """(caller) Wait for the outcome (cancellable). Returns at once, without a
         checkpoint, if it is already there (the caller's send was the checkpoint)."""
-        if self._result is None:
+        if not self._sent:
 
             def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
                 self._waiting = False
@@ -213,5 +227,8 @@ class Reply(Generic[T]):
 
             self._waiting = True
             await trio.lowlevel.wait_task_rescheduled(abort)
-        assert self._result is not None
-        return self._result.unwrap()
+        result = self._result
+        if type(result) is outcome.Error:
+            self._result = None  # unwrap raises; drop the reference (no cycle)
+            return result.unwrap()
+        return result  # type: ignore[return-value]

@@ -40,7 +40,6 @@ from typing import Any
 
 import trio
 
-import outcome
 from minimallm._http.transport import (
     TRANSPORT_EXCEPTIONS,
     HttpTransport,
@@ -249,7 +248,9 @@ class Worker:
         if reply.cancelled:  # interrupted because the caller left: not the server's doing
             return
         await self._report(job, result, sent_at, probe)
-        reply.send(outcome.Value((excused(result, probe), sent_at)))
+        if probe is not None:
+            result = excused(result, probe)
+        reply.send_value((result, sent_at))
 
     async def _pull(self, jobs: trio.MemoryReceiveChannel[Job], admission: Admission) -> Job | None:
         """Several endpoints: the next job this endpoint may send (None: the channel
