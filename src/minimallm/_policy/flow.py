@@ -24,8 +24,10 @@ Cooldown act on, so a healthy client sends each of them nothing at all:
 - *quiet*: ``quiet_after`` attempts in a row found no server (refused, DNS, no answer
   within TIMEOUT_S, or a gateway's word that the server behind it is gone:
   :func:`upstream_gone`, when nothing succeeded for ``GONE_AFTER_S``) with no answer in
-  between, at a server that answered before — an outage is likely; and *answered*:
-  the first other answer after that.
+  between to an attempt sent since the first of them (an attempt that was out when the
+  server fell may still be answered: that says nothing about now), at a server that
+  answered before — an outage is likely; and *answered*: the first answer after that
+  to an attempt sent since.
 
 Pure: no I/O, no clock (``now`` is passed in, seconds).
 """
@@ -57,6 +59,8 @@ GONE_AFTER_S = 1.0
 """Gateway answers that the server behind is gone make an outage only when nothing
 succeeded for this long (seconds; or 4 round trips): a server with few slots answering
 503 above them still serves some."""
+QUIET_AFTER = 4
+"""No-server attempts in a row that make a server that answered before look gone."""
 JUDGE_ANSWERS = 64
 JUDGE_SEND = 1.1
 JUDGE_SHARE = 0.6
@@ -107,6 +111,7 @@ class FlowWatch:
         "_last_ok_at",
         "_limit_before",
         "_quiet",
+        "_quiet_from",
         "_quiet_run",
         "_share_before",
         "_successes",
@@ -116,7 +121,11 @@ class FlowWatch:
     )
 
     def __init__(
-        self, signal: OverloadSignal, *, quiet_after: int = 4, assume_answered: bool = False
+        self,
+        signal: OverloadSignal,
+        *,
+        quiet_after: int = QUIET_AFTER,
+        assume_answered: bool = False,
     ) -> None:
         """``assume_answered``: count a server that never answered as one that stopped
         (with several endpoints of one model: one down from the start is held, its
@@ -138,6 +147,7 @@ class FlowWatch:
         self._answered = assume_answered
         self._last_ok_at = -math.inf
         self._quiet_run = 0
+        self._quiet_from = math.inf  # when the run's first no-server attempt went out
         self._quiet = False
 
     def __repr__(self) -> str:
@@ -169,7 +179,7 @@ class FlowWatch:
         if self._first_at is None:
             self._first_at = sent_at
         if gone:  # no server behind the gateway, if nothing succeeds for a while
-            self._quiet_run += 1
+            self._no_server(sent_at)
             if (
                 self._answered
                 and not self._quiet
@@ -180,12 +190,14 @@ class FlowWatch:
                 events.append(ReachEvent(now, False))
         elif kind in ("ok", "overload", "failed"):
             self._answered = True
-            self._quiet_run = 0
-            if self._quiet:
-                self._quiet = False
-                events.append(ReachEvent(now, True))
+            if sent_at >= self._quiet_from or not self._quiet_run:  # sent since: news
+                self._quiet_run = 0
+                self._quiet_from = math.inf
+                if self._quiet:
+                    self._quiet = False
+                    events.append(ReachEvent(now, True))
         elif kind in ("unreachable", "timeout"):
-            self._quiet_run += 1
+            self._no_server(sent_at)
             if self._answered and not self._quiet and self._quiet_run >= self.quiet_after:
                 self._quiet = True
                 events.append(ReachEvent(now, False))
@@ -221,6 +233,11 @@ class FlowWatch:
                 self._depth = self._floor_depth = 0
                 events.append(self._event(now, independent=True))
         return events
+
+    def _no_server(self, sent_at: float) -> None:
+        if not self._quiet_run:
+            self._quiet_from = sent_at
+        self._quiet_run += 1
 
     def _judge(self, now: float) -> float | None:
         """The window's share of refusals if they do not depend on the load, else None
