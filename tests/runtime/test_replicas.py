@@ -4,104 +4,22 @@ outage costs no request."""
 
 from __future__ import annotations
 
-import io
 import math
-import random
 from typing import Any
 
 import trio
-import trio.testing
 
-from fakes import FakeServer, FakeTransport
+from fakes import FakeServer
 from minimallm import (
-    BatchConfig,
     MinimaLlmConfig,
     MinimaLlmFailure,
     MinimaLlmRequest,
     MinimaLlmResponse,
     OpenAIMinimaLlm,
 )
-from minimallm._http import errors as http_errors
-from minimallm._http.reply import HttpReply
 from minimallm._runtime.endpoint import rpm_share
 from minimallm._runtime.serve import RuntimeOptions
-from pushback import REFUSAL_S, _content, _ok
-
-
-class Replica(FakeServer):
-    """``slots`` requests at once (429 with Retry-After: 1 above), lognormal latency of
-    median ``median``; connections refused between ``down`` = (start, end)."""
-
-    def __init__(
-        self, slots: int, median: float = 0.1, sigma: float = 0.5, seed: int = 1, down: Any = None
-    ) -> None:
-        super().__init__()
-        self.slots, self.median, self.sigma = slots, median, sigma
-        self.rng = random.Random(seed)
-        self.down = down
-        self.busy = 0
-        self.log: list[tuple[float, str]] = []
-
-    def count(self, kind: str, start: float = -math.inf, end: float = math.inf) -> int:
-        return sum(1 for t, k in self.log if k == kind and start <= t < end)
-
-    async def handle(self, body: bytes) -> HttpReply:
-        now = trio.current_time()
-        if self.down is not None and self.down[0] <= now < self.down[1]:
-            self.log.append((now, "refused"))
-            await trio.sleep(REFUSAL_S)
-            raise http_errors.ConnectError("connection refused")
-        if self.busy >= self.slots:
-            self.log.append((now, "429"))
-            await trio.sleep(REFUSAL_S)
-            return HttpReply(429, {"retry-after": "1"}, b'{"error": {"message": "busy"}}')
-        self.busy += 1
-        self.log.append((now, "ok"))
-        try:
-            await trio.sleep(self.median * math.exp(self.rng.gauss(0.0, self.sigma)))
-        finally:
-            self.busy -= 1
-        return HttpReply(200, {}, _ok(_content(body)))
-
-
-def run(replicas: list[Replica], n: int, **cfg: Any) -> tuple[list[Any], float, list[Any]]:
-    urls = [f"http://replica{i}.invalid/v1" for i in range(1, len(replicas) + 1)]
-    by_url = {u + "/chat/completions": r for u, r in zip(urls, replicas, strict=True)}
-
-    def factory(url: str) -> FakeTransport:
-        return by_url[url].transport(url)
-
-    settings: dict[str, Any] = {
-        "base_url": ",".join(urls),
-        "model": "m",
-        "rpm": 0,
-        "max_outstanding": 64,
-        "max_attempts": 10,
-        "batch": BatchConfig(num_workers=256, heartbeat_s=0, max_failures=None),
-    }
-    settings.update(cfg)
-    out: dict[str, Any] = {"stats": []}
-
-    async def watch(backend: OpenAIMinimaLlm) -> None:
-        while True:
-            await trio.sleep(1.0)
-            runtime = await backend._runtime_here()
-            out["stats"].append((trio.current_time(), runtime.statistics()))
-
-    async def main() -> None:
-        backend = OpenAIMinimaLlm(
-            MinimaLlmConfig(**settings), options=RuntimeOptions(factory, random.Random(0))
-        )
-        reqs = [MinimaLlmRequest(f"r{i}", [{"role": "user", "content": f"q{i}"}]) for i in range(n)]
-        async with backend, trio.open_nursery() as nursery:
-            nursery.start_soon(watch, backend)
-            start = trio.current_time()
-            out["results"] = await backend.run_batched(reqs, progress=io.StringIO())
-            out["wall"] = trio.current_time() - start
-            nursery.cancel_scope.cancel()
-
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    return out["results"], out["wall"], out["stats"]
+from replicas import Replica, run
 
 
 def test_unequal_replicas_share_the_work_by_capacity() -> None:
@@ -182,3 +100,32 @@ def test_rpm_is_split_evenly_and_never_exceeds_the_total() -> None:
     assert [rpm_share(601, 3, k) for k in (1, 2, 3)] == [201, 200, 200]
     assert [rpm_share(0, 3, k) for k in (1, 2, 3)] == [0, 0, 0]
     assert sum(rpm_share(1000, 7, k) for k in range(1, 8)) == 1000
+
+
+def test_a_request_at_a_replica_as_it_falls_moves_on_without_losing_an_attempt() -> None:
+    # MAX_ATTEMPTS=1: a request that found no server at a replica as it fell, while
+    # the others answer, must go to another replica, not fail with its one attempt
+    replicas = [Replica(8, seed=1), Replica(16, seed=2, down=(5.0, 25.0)), Replica(32, seed=3)]
+    results, _wall, _stats = run(replicas, 6000, max_attempts=1)
+    failures = [r for r in results if isinstance(r, MinimaLlmFailure)]
+    assert failures == [], (len(failures), failures[:1])
+    assert replicas[1].count("refused", 5.0, 6.0) >= 1  # it did fall under load
+
+
+def test_a_replica_down_longer_than_the_outage_budget_costs_no_request() -> None:
+    # MAX_ATTEMPTS x MAX_BACKOFF_S = 6 s: a lone endpoint would give its outage up then
+    # (its requests fail the ordinary way); with another up, the work stays there
+    replicas = [Replica(8, seed=1), Replica(16, seed=2, down=(2.0, math.inf))]
+    results, wall, _stats = run(replicas, 3000, max_attempts=6, max_backoff_s=1.0)
+    assert wall > 20.0  # well past the budget
+    assert [r for r in results if isinstance(r, MinimaLlmFailure)] == []
+    assert replicas[1].count("refused", 3.0) <= 1.1 * wall  # probes only (1 s apart), to the end
+
+
+def test_every_replica_down_fails_after_the_outage_budget_instead_of_waiting() -> None:
+    down = (1.0, math.inf)
+    replicas = [Replica(8, seed=1, down=down), Replica(16, seed=2, down=down)]
+    results, wall, _stats = run(replicas, 2000, max_attempts=6, max_backoff_s=1.0)
+    failures = [r for r in results if isinstance(r, MinimaLlmFailure)]
+    assert failures and all(f.error_type == "ConnectError" for f in failures)
+    assert wall < 60.0

@@ -25,7 +25,9 @@ then let one probe go) or *release*. Three reasons to hold, and nothing else:
    failures are not counted against its request (the Worker marks them *excused*). The
    first answer, of any status, ends the outage. An outage longer than
    ``outage_budget_s`` is given up: the client releases and requests fail the ordinary
-   way (None: never give up).
+   way (None: never give up). With several endpoints of one model, an endpoint's
+   outage is not given up while another endpoint is open (``others_up``): its work
+   goes there, and it goes on probing.
 
 A probe that never reports (its caller left) is re-issued after ``probe_timeout_s``.
 Pure: no I/O, no clock (``now`` is passed in, seconds).
@@ -64,6 +66,7 @@ class PauseControl:
     """The hold/release decisions; see the module docstring."""
 
     __slots__ = (
+        "_budget_waits",
         "_outage_since",
         "_probe_interval_s",
         "_probe_out_at",
@@ -99,6 +102,7 @@ class PauseControl:
         self.pauses = 0
         self._retry_after: float | None = None  # the latest Retry-After of an overload
         self._outage_since: float | None = None
+        self._budget_waits = False  # the outage outlasted its budget; others are up
         self._probe_interval_s = probe_s
         self._probe_out_at: float | None = None  # when the current probe's hold ends
 
@@ -118,7 +122,11 @@ class PauseControl:
         times = [math.inf]
         if self._probe_out_at is not None:
             times.append(self._probe_out_at + self.probe_timeout_s)
-        if self._outage_since is not None and self.outage_budget_s is not None:
+        if (
+            self._outage_since is not None
+            and self.outage_budget_s is not None
+            and not self._budget_waits  # looked at again with each probe's outcome
+        ):
             times.append(self._outage_since + self.outage_budget_s)
         return min(times)
 
@@ -180,15 +188,19 @@ class PauseControl:
         if self.holding == "outage":
             return None
         self._outage_since = now
+        self._budget_waits = False
         self._probe_interval_s = self.probe_s
         return self._hold_outage(now)
 
-    def tick(self, now: float) -> PauseDecision | None:
-        """Time passed: re-issue a lost probe, or give an outage up."""
+    def tick(self, now: float, *, others_up: bool = False) -> PauseDecision | None:
+        """Time passed: re-issue a lost probe, or give an outage up (not while
+        ``others_up``: another endpoint of the model takes the work)."""
         budget = self.outage_budget_s
         since = self._outage_since
         if since is not None and budget is not None and now >= since + budget:
-            return self._release()
+            self._budget_waits = others_up
+            if not others_up:
+                return self._release()
         if self._probe_out_at is not None and now >= self._probe_out_at + self.probe_timeout_s:
             self._probe_out_at = now
             return PauseDecision(True, now, self.holding)
@@ -216,5 +228,6 @@ class PauseControl:
         self.holding = None
         self.asked_s = None
         self._outage_since = None
+        self._budget_waits = False
         self._probe_out_at = None
         return RELEASE

@@ -10,7 +10,11 @@ free Worker holding a permit takes the next job, so work goes to the endpoints w
 most free learned capacity, in proportion to it, with no bias by list order. An
 endpoint its Pacer holds (an outage, a shared pause) takes no jobs, hands back those it
 held (:class:`~minimallm.actors.admission.Admission`) and sends only its probes, so its
-work flows to the others.
+work flows to the others. A request never fails because one endpoint is down while
+another is up: an attempt that found no server there moves on to the others at once,
+not counted against ``MAX_ATTEMPTS`` (:func:`~minimallm.actors.worker.excused`), and
+an endpoint's outage is not given up after ``MAX_ATTEMPTS`` x ``MAX_BACKOFF_S`` while
+another endpoint is up (only when all are down do requests fail the ordinary way).
 
 ``RPM`` is a total for the key across all endpoints: it is **split evenly** (each
 endpoint's Pacer paces its share, at least 1/min). Why not one shared Pacer: the Pacer
@@ -140,15 +144,17 @@ def build_endpoint(
     url: str,
     jobs: tuple[trio.MemorySendChannel[Job], trio.MemoryReceiveChannel[Job]],
     *,
-    several: bool,
+    fleet: list[Admission] | None,
     make_transport: Callable[[str], HttpTransport],
     headers: tuple[tuple[bytes, bytes], ...],
     orphan: Callable[[Job, BaseException], None],
     wall_clock: Callable[[], float],
 ) -> tuple[Endpoint, Actors]:
     """Endpoint ``number``'s channels and actors, its Workers pulling from ``jobs``
-    (shared by all endpoints); ``several``: there are other endpoints (its Workers then
-    take jobs only while it is open, see the module docstring)."""
+    (shared by all endpoints); ``fleet``: with several endpoints, the list of their
+    Admissions that this one's joins (its Workers then take jobs only while it is
+    open, see the module docstring); None with one."""
+    several = fleet is not None
     jobs_send, jobs_recv = jobs
     cap = cfg.max_outstanding
     count = len(cfg.base_urls)
@@ -159,7 +165,7 @@ def build_endpoint(
     cooldown_send, cooldown_recv = trio.open_memory_channel[CooldownMessage](REPORT_BUFFER)
     watchdog_send, watchdog_recv = trio.open_memory_channel[AttemptStarted](WATCHDOG_BUFFER)
     gate = trio.open_memory_channel[object](1)  # holds the baton while unpaced
-    admission = Admission() if several else None
+    admission = Admission(fleet) if fleet is not None else None
 
     limiter = Limiter(
         ConcurrencyControl(cap),
@@ -192,7 +198,9 @@ def build_endpoint(
         outage_budget_s=cfg.max_attempts * cfg.max_backoff_s if cfg.max_attempts else None,
         probe_timeout_s=cfg.timeout_s + 1.0,
     )
-    cooldown = Cooldown(pause, cooldown_recv, pacer_send)
+    cooldown = Cooldown(
+        pause, cooldown_recv, pacer_send, None if admission is None else admission.others_up
+    )
     channels = WorkerChannels(
         jobs=jobs_recv,
         permits=permits[1],

@@ -147,12 +147,13 @@ async def _from_server(
     order = life.orders = life.orders + 1  # the Pacer serves older requests first
     gate = rt.tokens  # TPM: each attempt reserves its estimate, settled by its usage
     estimate = 0 if gate is None else gate.estimate(req)
+    moves = 0  # attempts excused so far (see actors.worker.excused)
     while True:
         if gate is None:
-            result, sent = await _attempt(rt, body, events, order)
+            result, sent = await _attempt(rt, body, events, order, moves)
         else:
             reservation = await gate.reserve(estimate)
-            result, sent = await _attempt(rt, body, events, order)
+            result, sent = await _attempt(rt, body, events, order, moves)
             _settle(gate, reservation, result, sent)
         if isinstance(result, AttemptSuccess):
             response = MinimaLlmResponse(
@@ -165,8 +166,9 @@ async def _from_server(
                 result.total_tokens,
             )
             return Traced(response, len(sent_at) + 1, sent_at[0] if sent_at else sent)
-        if result.excused:
-            continue  # the client's own probe of a server it believes down
+        if result.excused:  # the client's own probe of a server it believes down, or
+            moves += 1  # a replica found down while another is up: go again at once
+            continue
         sent_at.append(sent)
         if retries is None:
             retries = RetryState(rt.retry)
@@ -182,13 +184,17 @@ async def _from_server(
 
 
 async def _attempt(
-    rt: Runtime, body: bytes, events: trio.MemorySendChannel[Any] | None, order: int
+    rt: Runtime,
+    body: bytes,
+    events: trio.MemorySendChannel[Any] | None,
+    order: int,
+    moves: int = 0,
 ) -> tuple[AttemptOutcome, float]:
     """One attempt through the Worker pool: its outcome and when it was sent."""
     if rt.life.closed:
         raise rt.life.closed_error()
     reply: Reply[tuple[AttemptOutcome, float]] = Reply()
-    job = Job(body, reply, events, order)
+    job = Job(body, reply, events, order, moves)
     try:
         rt.jobs.send_nowait(job)
     except trio.WouldBlock:

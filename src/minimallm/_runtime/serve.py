@@ -43,6 +43,7 @@ from minimallm._runtime.endpoint import (
     build_endpoint,
 )
 from minimallm._runtime.tokens import TokenGate
+from minimallm.actors.admission import Admission
 from minimallm.actors.cache_writer import CacheRow, CacheWriter, Flush
 from minimallm.actors.cooldown import Cooldown, CooldownStatistics
 from minimallm.actors.limiter import Limiter, LimiterStatistics
@@ -258,13 +259,14 @@ async def serve(
     # -- actors: one flow-control set per endpoint ------------------------------------
     endpoints: list[Endpoint] = []
     actors: list[tuple[str, Callable[..., Awaitable[None]]]] = []
+    fleet: list[Admission] | None = [] if several else None  # each endpoint's Admission
     for number, url in enumerate(urls, 1):
         endpoint, its_actors = build_endpoint(
             cfg,
             number,
             url,
             (jobs_send, jobs_recv),
-            several=several,
+            fleet=fleet,
             make_transport=make_transport,
             headers=headers,
             orphan=orphan,

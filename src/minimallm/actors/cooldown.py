@@ -11,6 +11,7 @@ Pacer's gate, and the Pacer lets one probe through when the hold ends.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -44,15 +45,19 @@ class CooldownStatistics:
 class Cooldown:
     """Actor owning the shared pause."""
 
-    __slots__ = ("_control", "_inbox", "_overloads", "_pacer")
+    __slots__ = ("_control", "_inbox", "_others_up", "_overloads", "_pacer")
 
     def __init__(
         self,
         control: PauseControl,
         inbox: trio.MemoryReceiveChannel[CooldownMessage],
         pacer: trio.MemorySendChannel[Hold | Release],
+        others_up: Callable[[], bool] | None = None,
     ) -> None:
+        """``others_up``: several endpoints: is another one open now? (An outage is
+        not given up while one is.)"""
         self._control = control
+        self._others_up = others_up
         self._inbox = inbox
         self._pacer = pacer
         self._overloads = 0
@@ -86,7 +91,8 @@ class Cooldown:
                 return
             for message in burst:
                 decision = self._handle(message) or decision
-            decision = self._control.tick(trio.current_time()) or decision
+            others_up = self._others_up is not None and self._others_up()
+            decision = self._control.tick(trio.current_time(), others_up=others_up) or decision
             await self._tell(decision)
 
     def _handle(self, message: CooldownMessage) -> PauseDecision | None:

@@ -73,13 +73,16 @@ puts it straight back and sends. The Pacer takes it away to pace or to hold."""
 
 class Job(NamedTuple):
     """One HTTP attempt to make: the request body, where the outcome goes, the batch
-    Monitor's inbox (None outside a batch) for the attempt's report, and the request's
-    ``order`` (its number in the order requests arrived; its retries keep it)."""
+    Monitor's inbox (None outside a batch) for the attempt's report, the request's
+    ``order`` (its number in the order requests arrived; its retries keep it), and
+    its attempts so far that were excused (``moves``: several endpoints bound how
+    often one request moves on from an endpoint that found no server)."""
 
     body: bytes
     reply: Reply[Any]
     events: trio.MemorySendChannel[Any] | None = None
     order: int = 0
+    moves: int = 0
 
 
 class AttemptReport(NamedTuple):

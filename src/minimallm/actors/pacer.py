@@ -202,6 +202,8 @@ class Pacer:
         hold = self._hold
         admission = self._admission
         if hold is not None:
+            if admission is not None:
+                admission.outage = hold.reason == "outage"
             self._take_baton()
             if now < hold.until:
                 self._wake_at = hold.until

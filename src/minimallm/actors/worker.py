@@ -48,6 +48,7 @@ from minimallm._http.transport import (
     timeout_outcome,
 )
 from minimallm._outcome.attempts import AttemptError, AttemptOutcome, AttemptSuccess
+from minimallm._policy.flow import QUIET_AFTER
 from minimallm.actors.admission import Admission
 from minimallm.actors.messages import (
     BATON,
@@ -246,7 +247,7 @@ class Worker:
         if reply.cancelled:  # interrupted because the caller left: not the server's doing
             return
         await self._report(job, result, sent_at, probe)
-        reply.send(outcome.Value((excused(result, probe), sent_at)))
+        reply.send(outcome.Value((excused(result, probe, job.moves, self._ch.admission), sent_at)))
 
     async def _pull(self, jobs: trio.MemoryReceiveChannel[Job], admission: Admission) -> Job | None:
         """Several endpoints: the next job this endpoint may send (None: the channel
@@ -368,13 +369,24 @@ class Worker:
             _send_lossy(job.events, report)
 
 
-def excused(result: AttemptOutcome, probe: str | None) -> AttemptOutcome:
+def excused(
+    result: AttemptOutcome, probe: str | None, moves: int = 0, admission: Admission | None = None
+) -> AttemptOutcome:
     """An outage probe that found no server is the client's own business, not an
-    attempt of its request."""
-    if (
-        probe == "outage"
-        and isinstance(result, AttemptError)
-        and result.kind in ("unreachable", "timeout")
+    attempt of its request. So is, with several endpoints, an attempt that found no
+    server (it never reached one) while another endpoint is up: the request moves on
+    to it at once. ``moves`` (the request's excused attempts so far) bounds that to
+    what the endpoints' flow control needs to find them down and hold them
+    (:data:`~minimallm._policy.flow.QUIET_AFTER` each): a request does not bounce for
+    ever between endpoints that nobody holds."""
+    if not isinstance(result, AttemptError):
+        return result
+    kind = result.kind
+    if (probe == "outage" and kind in ("unreachable", "timeout")) or (
+        kind == "unreachable"
+        and admission is not None
+        and moves < QUIET_AFTER * admission.endpoints
+        and admission.others_up()
     ):
         return dataclasses.replace(result, excused=True)
     return result
