@@ -4,6 +4,7 @@ outage costs no request."""
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any
 
@@ -17,7 +18,6 @@ from minimallm import (
     MinimaLlmResponse,
     OpenAIMinimaLlm,
 )
-from minimallm._runtime.endpoint import rpm_share
 from minimallm._runtime.serve import RuntimeOptions
 from replicas import Replica, run
 
@@ -95,11 +95,29 @@ def test_with_one_endpoint_the_statistics_look_as_before() -> None:
         assert len(s.endpoints) == 1 and s.limiter == s.endpoints[0].limiter
 
 
-def test_rpm_is_split_evenly_and_never_exceeds_the_total() -> None:
-    assert [rpm_share(600, 3, k) for k in (1, 2, 3)] == [200, 200, 200]
-    assert [rpm_share(601, 3, k) for k in (1, 2, 3)] == [201, 200, 200]
-    assert [rpm_share(0, 3, k) for k in (1, 2, 3)] == [0, 0, 0]
-    assert sum(rpm_share(1000, 7, k) for k in range(1, 8)) == 1000
+def _most_in_a_minute(replicas: list[Replica]) -> int:
+    sends = sorted(t for r in replicas for t, _kind in r.log)
+    return max(bisect.bisect_left(sends, t + 60.0) - i for i, t in enumerate(sends))
+
+
+def test_rpm_is_one_total_that_a_replica_down_leaves_to_the_others() -> None:
+    # RPM=600 for the key: with replica 2 down from the start, replica 1 may use it all
+    # (an even split would leave it 300/min: 60 s for 300 requests)
+    replicas = [Replica(8, seed=1), Replica(8, seed=2, down=(0.0, math.inf))]
+    results, wall, _stats = run(replicas, 300, rpm=600, max_attempts=6)
+    assert all(isinstance(r, MinimaLlmResponse) for r in results)
+    assert wall <= 33.0, wall
+    assert _most_in_a_minute(replicas) <= 600
+
+
+def test_rpm_is_one_total_shared_by_work_not_evenly() -> None:
+    # 3000/min (50/s) for the key; replica 1 serves ~9/s (1 slot), replica 2 ~70/s: an
+    # even split (25/s each) would deliver ~34/s; the total goes where the work goes
+    replicas = [Replica(1, seed=1), Replica(8, seed=2)]
+    results, wall, _stats = run(replicas, 3000, rpm=3000)
+    assert all(isinstance(r, MinimaLlmResponse) for r in results)
+    assert 3000 / wall >= 0.9 * 50, 3000 / wall
+    assert _most_in_a_minute(replicas) <= 3000
 
 
 def test_a_request_at_a_replica_as_it_falls_moves_on_without_losing_an_attempt() -> None:

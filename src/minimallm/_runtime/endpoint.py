@@ -16,13 +16,15 @@ not counted against ``MAX_ATTEMPTS`` (:func:`~minimallm.actors.worker.excused`),
 an endpoint's outage is not given up after ``MAX_ATTEMPTS`` x ``MAX_BACKOFF_S`` while
 another endpoint is up (only when all are down do requests fail the ordinary way).
 
-``RPM`` is a total for the key across all endpoints: it is **split evenly** (each
-endpoint's Pacer paces its share, at least 1/min). Why not one shared Pacer: the Pacer
-also carries each endpoint's own holds, probes and learned rate, and one endpoint's hold
-must not stop the others; and why not a split by capacity: capacities are learned while
-the run goes, and an even split can never exceed the total the provider allows. The
-cost: when an endpoint cannot use its share (held, or slower than its share), that part
-of the total goes unused.
+``RPM`` is a total for the key across all endpoints: every endpoint's Pacer takes its
+send times from **one shared RPM schedule** (``rpm``, made once by ``serve()``), and
+paces its own learned rate on a schedule of its own. The total goes where the work
+goes: an endpoint in an outage, or one slower than an even share, asks for fewer slots
+and leaves them to the others, and the exact cap (no 60 s window above ``RPM``) holds
+for the sum. Not one shared Pacer: the Pacer also carries each endpoint's own holds,
+probes and learned rate, and one endpoint's hold must not stop the others. Not an even
+split (as before): with one endpoint down, half or more of the key's budget went unused.
+``TPM`` is one budget for all endpoints too (:mod:`minimallm._runtime.tokens`).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from minimallm.actors.pacer import Pacer, PacerMessage, PacerStatistics
 from minimallm.actors.watchdog import Watchdog
 from minimallm.actors.worker import Worker, WorkerChannels
 
-__all__ = ["Endpoint", "EndpointStatistics", "build_endpoint", "rpm_share"]
+__all__ = ["Endpoint", "EndpointStatistics", "build_endpoint"]
 
 REPORT_BUFFER = 4096
 """Messages buffered for the Limiter, Pacer and Cooldown (each drains its inbox per
@@ -128,16 +130,6 @@ class Endpoint:
         )
 
 
-def rpm_share(rpm: int, endpoints: int, number: int) -> int:
-    """Endpoint ``number``'s (1-based) part of ``rpm`` split evenly over ``endpoints``
-    (0: no pacing; at least 1/min each, so a tiny RPM over many endpoints may total a
-    little more than asked)."""
-    if not rpm:
-        return 0
-    share = rpm // endpoints + (1 if number <= rpm % endpoints else 0)
-    return max(1, share)
-
-
 def build_endpoint(
     cfg: MinimaLlmConfig,
     number: int,
@@ -145,6 +137,7 @@ def build_endpoint(
     jobs: tuple[trio.MemorySendChannel[Job], trio.MemoryReceiveChannel[Job]],
     *,
     fleet: list[Admission] | None,
+    rpm: PacingSchedule,
     make_transport: Callable[[str], HttpTransport],
     headers: tuple[tuple[bytes, bytes], ...],
     orphan: Callable[[Job, BaseException], None],
@@ -153,11 +146,11 @@ def build_endpoint(
     """Endpoint ``number``'s channels and actors, its Workers pulling from ``jobs``
     (shared by all endpoints); ``fleet``: with several endpoints, the list of their
     Admissions that this one's joins (its Workers then take jobs only while it is
-    open, see the module docstring); None with one."""
+    open, see the module docstring); None with one. ``rpm``: the RPM schedule, one
+    for all endpoints."""
     several = fleet is not None
     jobs_send, jobs_recv = jobs
     cap = cfg.max_outstanding
-    count = len(cfg.base_urls)
     permits = trio.open_memory_channel[object](cap)
     revocations = trio.open_memory_channel[object](cap)  # "give a permit back" tokens
     limiter_send, limiter_recv = trio.open_memory_channel[LimiterMessage](REPORT_BUFFER)
@@ -177,12 +170,13 @@ def build_endpoint(
         assume_answered=several,  # one down from the start is held too
     )
     pacer = Pacer(
-        PacingSchedule(rpm_share(cfg.rpm, count, number)),
+        rpm,
         # a bucket with twice MAX_OUTSTANDING left cannot be emptied before its next answer
         RateControl(plenty=max(64, 2 * cap)),
         pacer_recv,
         gate,
         admission,
+        PacingSchedule(0) if several else None,  # its own learned rate's
     )
     pause = PauseControl(
         CooldownState(

@@ -33,7 +33,7 @@ from minimallm._config.settings import MinimaLlmConfig
 from minimallm._errors import BackendClosedError, BackendFailedError, ServerWaitWarning
 from minimallm._http.proxy import proxy_secrets
 from minimallm._http.transport import HttpTransport, request_headers, transport_factory_for
-from minimallm._policy import Binding
+from minimallm._policy import Binding, PacingSchedule
 from minimallm._policy.retrying import RetryPolicy
 from minimallm._runtime.endpoint import (
     REPORT_BUFFER,
@@ -260,6 +260,7 @@ async def serve(
     endpoints: list[Endpoint] = []
     actors: list[tuple[str, Callable[..., Awaitable[None]]]] = []
     fleet: list[Admission] | None = [] if several else None  # each endpoint's Admission
+    rpm = PacingSchedule(cfg.rpm)  # RPM is one total for the key: one schedule for all
     for number, url in enumerate(urls, 1):
         endpoint, its_actors = build_endpoint(
             cfg,
@@ -267,6 +268,7 @@ async def serve(
             url,
             (jobs_send, jobs_recv),
             fleet=fleet,
+            rpm=rpm,
             make_transport=make_transport,
             headers=headers,
             orphan=orphan,
