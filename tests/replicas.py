@@ -67,7 +67,12 @@ class Replica(FakeServer):
         return HttpReply(200, {}, _ok(_content(body)))
 
 
-def run(replicas: list[Replica], n: int, **cfg: Any) -> tuple[list[Any], float, list[Any]]:
+def run(
+    replicas: list[Replica], n: int, progress: io.StringIO | None = None, **cfg: Any
+) -> tuple[list[Any], float, list[Any]]:
+    """Send ``n`` requests to ``replicas`` as one batch; the results, the wall time and
+    the runtime's statistics once a second (``progress``: where the batch's progress
+    goes; ``cfg``: settings)."""
     urls = [f"http://replica{i}.invalid/v1" for i in range(1, len(replicas) + 1)]
     by_url = {u + "/chat/completions": r for u, r in zip(urls, replicas, strict=True)}
 
@@ -99,7 +104,7 @@ def run(replicas: list[Replica], n: int, **cfg: Any) -> tuple[list[Any], float, 
         async with backend, trio.open_nursery() as nursery:
             nursery.start_soon(watch, backend)
             start = trio.current_time()
-            out["results"] = await backend.run_batched(reqs, progress=io.StringIO())
+            out["results"] = await backend.run_batched(reqs, progress=progress or io.StringIO())
             out["wall"] = trio.current_time() - start
             nursery.cancel_scope.cancel()
 

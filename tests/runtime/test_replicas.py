@@ -5,6 +5,7 @@ outage costs no request."""
 from __future__ import annotations
 
 import bisect
+import io
 import math
 from typing import Any
 
@@ -12,6 +13,7 @@ import trio
 
 from fakes import FakeServer
 from minimallm import (
+    BatchConfig,
     MinimaLlmConfig,
     MinimaLlmFailure,
     MinimaLlmRequest,
@@ -60,6 +62,28 @@ def test_a_replica_down_for_20_s_costs_no_request_and_rejoins() -> None:
     assert all(states[t] == ["open", "open", "open"] for t in states if t > 28)
     texts = [s.binding.text for t, s in stats if 8 < t < 24 and s.binding is not None]
     assert texts and all(text.startswith("replica 2: outage") for text in texts)
+
+
+def test_the_progress_names_each_replica_that_is_held() -> None:
+    # replica 2 down from 5 s, replica 3 from 9 s: the heartbeat lines name both
+    replicas = [
+        Replica(8, seed=1),
+        Replica(16, seed=2, down=(5.0, math.inf)),
+        Replica(32, seed=3, down=(9.0, math.inf)),
+    ]
+    progress = io.StringIO()
+    batch = BatchConfig(num_workers=256, heartbeat_s=2.0, max_failures=None)
+    results, _wall, stats = run(replicas, 6000, progress, max_attempts=6, batch=batch)
+    assert [r for r in results if isinstance(r, MinimaLlmFailure)] == []
+    lines = progress.getvalue().splitlines()
+    assert any("replica 2: outage" in line for line in lines), lines[:8]
+    both = [line for line in lines if "replica 2: outage" in line and "replica 3: outage" in line]
+    assert both, lines
+    late = [s for t, s in stats if t > 12.0]
+    assert late and all(
+        [e.state for e in s.endpoints] == ["open", "outage, probing", "outage, probing"]
+        for s in late
+    )
 
 
 def test_a_replica_down_from_the_start_costs_no_request() -> None:

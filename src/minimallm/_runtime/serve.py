@@ -208,14 +208,16 @@ class Runtime:
 
 
 def _fleet_binding(each: tuple[EndpointStatistics, ...]) -> Binding | None:
-    """Several endpoints: a held one first ("replica 2: outage: no server for 12s,
-    probing"), else the first that binds, named."""
+    """Several endpoints: every held one, named ("replica 2: outage: no server for 12s,
+    probing; replica 3: cooldown …"), else the first that binds."""
     bound = [e for e in each if e.binding is not None]
     held = [e for e in bound if e.state != "open"]
-    for e in held or bound:
-        assert e.binding is not None
-        return Binding(e.binding.limit, f"replica {e.number}: {e.binding.text}")
-    return None
+    named = [
+        (e.binding, f"replica {e.number}: {e.binding.text}") for e in held or bound[:1] if e.binding
+    ]
+    if not named:
+        return None
+    return Binding(named[0][0].limit, "; ".join(text for _, text in named))
 
 
 def _warn_long_wait(message: str) -> None:
