@@ -68,11 +68,15 @@ class Replica(FakeServer):
 
 
 def run(
-    replicas: list[Replica], n: int, progress: io.StringIO | None = None, **cfg: Any
+    replicas: list[Replica],
+    n: int,
+    progress: io.StringIO | None = None,
+    max_tokens: int | None = None,
+    **cfg: Any,
 ) -> tuple[list[Any], float, list[Any]]:
-    """Send ``n`` requests to ``replicas`` as one batch; the results, the wall time and
-    the runtime's statistics once a second (``progress``: where the batch's progress
-    goes; ``cfg``: settings)."""
+    """Send ``n`` requests (each with ``max_tokens``) to ``replicas`` as one batch; the
+    results, the wall time and the runtime's statistics once a second (``progress``:
+    where the batch's progress goes; ``cfg``: settings)."""
     urls = [f"http://replica{i}.invalid/v1" for i in range(1, len(replicas) + 1)]
     by_url = {u + "/chat/completions": r for u, r in zip(urls, replicas, strict=True)}
 
@@ -100,7 +104,10 @@ def run(
         backend = OpenAIMinimaLlm(
             MinimaLlmConfig(**settings), options=RuntimeOptions(factory, random.Random(0))
         )
-        reqs = [MinimaLlmRequest(f"r{i}", [{"role": "user", "content": f"q{i}"}]) for i in range(n)]
+        reqs = [
+            MinimaLlmRequest(f"r{i}", [{"role": "user", "content": f"q{i}"}], max_tokens=max_tokens)
+            for i in range(n)
+        ]
         async with backend, trio.open_nursery() as nursery:
             nursery.start_soon(watch, backend)
             start = trio.current_time()

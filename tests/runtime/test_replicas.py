@@ -171,3 +171,13 @@ def test_every_replica_down_fails_after_the_outage_budget_instead_of_waiting() -
     failures = [r for r in results if isinstance(r, MinimaLlmFailure)]
     assert failures and all(f.error_type == "ConnectError" for f in failures)
     assert wall < 60.0
+
+
+def test_tpm_is_one_budget_that_a_replica_down_leaves_to_the_others() -> None:
+    # TPM=60,000 for the key over a sliding minute, ~1,000 tokens a request (max_tokens;
+    # the answers carry no usage): ~59 go at once, the rest a minute later, whichever
+    # replica sends. Split over two replicas, replica 1 alone would send ~29 a minute
+    replicas = [Replica(8, seed=1), Replica(8, seed=2, down=(0.0, math.inf))]
+    results, wall, _stats = run(replicas, 100, max_tokens=1000, tpm=60_000, max_attempts=6)
+    assert all(isinstance(r, MinimaLlmResponse) for r in results)
+    assert 60.0 <= wall <= 65.0, wall
