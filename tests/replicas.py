@@ -22,13 +22,21 @@ from pushback import REFUSAL_S, _content, _ok
 
 class Replica(FakeServer):
     """``slots`` requests at once (429 with Retry-After: 1 above), lognormal latency of
-    median ``median``; connections refused between ``down`` = (start, end). ``log``:
-    each attempt's arrival and outcome; ``peak``: the most attempts at once."""
+    median ``median``; connections refused between ``down`` = (start, end), or with
+    ``blackhole`` never answered (an attempt arriving then waits until the client gives
+    up). ``log``: each attempt's arrival and outcome; ``peak``: the most attempts at once."""
 
     def __init__(
-        self, slots: int, median: float = 0.1, sigma: float = 0.5, seed: int = 1, down: Any = None
+        self,
+        slots: int,
+        median: float = 0.1,
+        sigma: float = 0.5,
+        seed: int = 1,
+        down: Any = None,
+        blackhole: bool = False,
     ) -> None:
         super().__init__()
+        self.blackhole = blackhole
         self.slots, self.median, self.sigma = slots, median, sigma
         self.rng = random.Random(seed)
         self.down = down
@@ -51,6 +59,9 @@ class Replica(FakeServer):
     async def _answer(self, body: bytes) -> HttpReply:
         now = trio.current_time()
         if self.down is not None and self.down[0] <= now < self.down[1]:
+            if self.blackhole:
+                self.log.append((now, "blackholed"))
+                await trio.sleep_forever()
             self.log.append((now, "refused"))
             await trio.sleep(REFUSAL_S)
             raise http_errors.ConnectError("connection refused")

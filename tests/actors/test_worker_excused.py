@@ -1,7 +1,7 @@
 """Which failed attempts the Worker excuses (not counted against the request): an
-outage probe that found no server, and with several endpoints an attempt that found
-no server while another endpoint is up (the request moves on), a bounded number of
-times per request."""
+outage probe that found no server, and with several endpoints, while another one is
+up, an attempt that found no server or timed out at a silent endpoint (the request
+moves on), a bounded number of times per request."""
 
 from __future__ import annotations
 
@@ -38,11 +38,20 @@ def test_no_server_while_another_endpoint_is_up_moves_the_request() -> None:
     # as often as flow control needs to find each endpoint down, then it counts
     assert excused(REFUSED, None, 2 * QUIET_AFTER - 1, a).excused
     assert not excused(REFUSED, None, 2 * QUIET_AFTER, a).excused
-    # only "no server" (never reached one): a reset or a timeout may be the request's own
+    # a reset may be the request's own doing (the server saw it): it counts
     assert not excused(RESET, None, 0, a).excused
-    assert not excused(TIMEOUT, None, 0, a).excused
     b.outage = True  # every other endpoint is down: it counts, the ordinary way
     assert not excused(REFUSED, None, 0, a).excused
+
+
+def test_a_timeout_at_a_silent_endpoint_moves_the_request_once_per_endpoint() -> None:
+    a, _b = fleet(2)
+    a.answered_sent = 10.0  # the endpoint answered an attempt sent at 10.0
+    assert excused(TIMEOUT, None, 0, a, sent_at=12.0).excused  # nothing since 12.0: silent
+    assert excused(TIMEOUT, None, 1, a, sent_at=12.0).excused
+    assert not excused(TIMEOUT, None, 2, a, sent_at=12.0).excused  # timed out everywhere
+    # it answered attempts sent after this one: this request is slow, not the endpoint
+    assert not excused(TIMEOUT, None, 0, a, sent_at=9.0).excused
 
 
 def test_a_success_is_never_touched() -> None:

@@ -1,7 +1,9 @@
 """Routing invariants over replicas of unequal size, one of which goes down at a random
 moment for a random time (virtual time, hypothesis): no request fails while another
-replica is up, whatever MAX_ATTEMPTS; no replica sees more than MAX_OUTSTANDING
-attempts at once; a replica found down gets only probes until it returns."""
+replica is up, whatever MAX_ATTEMPTS, whether the replica refuses connections or
+answers nothing (a blackhole: attempts time out); no replica sees more than
+MAX_OUTSTANDING attempts at once; a replica found down gets only probes until it
+returns."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ PROBE_GAP_S = 0.5  # the first probe interval (BASE_BACKOFF_S), doubling to 2 s
     which=st.integers(min_value=0, max_value=2),
     max_attempts=st.sampled_from([1, 2, 6]),
     seed=st.integers(min_value=0, max_value=1000),
+    blackhole=st.booleans(),
 )
 def test_one_replica_down_costs_no_request_and_gets_only_probes(
     slots: list[int],
@@ -32,20 +35,25 @@ def test_one_replica_down_costs_no_request_and_gets_only_probes(
     which: int,
     max_attempts: int,
     seed: int,
+    blackhole: bool,
 ) -> None:
     which %= len(slots)
     down = (down_at, down_at + down_for)
     replicas = [
-        Replica(s, seed=seed + i, down=down if i == which else None) for i, s in enumerate(slots)
+        Replica(s, seed=seed + i, down=down if i == which else None, blackhole=blackhole)
+        for i, s in enumerate(slots)
     ]
-    results, wall, _stats = run(replicas, 400, max_attempts=max_attempts, max_outstanding=16)
+    results, wall, _stats = run(
+        replicas, 400, max_attempts=max_attempts, max_outstanding=16, timeout_s=2.0
+    )
     failures = [r for r in results if isinstance(r, MinimaLlmFailure)]
     assert failures == [], failures[:1]
     assert all(r.peak <= 16 for r in replicas), [r.peak for r in replicas]
     fallen = replicas[which]
-    refused = [t for t, kind in fallen.log if kind == "refused"]
+    refused = [t for t, kind in fallen.log if kind in ("refused", "blackholed")]
     if refused:
-        # noticed within a round trip or so of the first refusal; then probes only
-        settled = refused[0] + 1.0
+        # noticed within a round trip (or TIMEOUT_S) of the first; then probes only
+        settled = refused[0] + (2.5 if blackhole else 1.0)
         later = [t for t in refused if t >= settled]
-        assert len(later) <= (min(wall, down[1]) - settled) / PROBE_GAP_S + 2, (len(later), wall)
+        span = max(0.0, min(wall, down[1]) - settled)
+        assert len(later) <= span / PROBE_GAP_S + 2, (len(later), wall)

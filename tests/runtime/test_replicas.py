@@ -181,3 +181,19 @@ def test_tpm_is_one_budget_that_a_replica_down_leaves_to_the_others() -> None:
     results, wall, _stats = run(replicas, 100, max_tokens=1000, tpm=60_000, max_attempts=6)
     assert all(isinstance(r, MinimaLlmResponse) for r in results)
     assert 60.0 <= wall <= 65.0, wall
+
+
+def test_a_request_caught_in_a_blackholed_replica_moves_on_without_losing_an_attempt() -> None:
+    # replica 2 stops answering at 5 s (no refusal: every attempt there waits TIMEOUT_S);
+    # an attempt that timed out there while nothing it sent since was answered is the
+    # replica's silence, not the request's fault: with another replica up it goes again
+    replicas = [
+        Replica(8, seed=1),
+        Replica(16, seed=2, down=(5.0, math.inf), blackhole=True),
+        Replica(32, seed=3),
+    ]
+    results, _wall, stats = run(replicas, 6000, max_attempts=1, timeout_s=5.0)
+    failures = [r for r in results if isinstance(r, MinimaLlmFailure)]
+    assert failures == [], (len(failures), failures[:1])
+    assert replicas[1].count("blackholed") >= 4
+    assert any(s.endpoints[1].state == "outage, probing" for _, s in stats)

@@ -23,6 +23,7 @@ for the Pacer's probe slot, as a lone client must).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import trio
@@ -37,7 +38,7 @@ class _Idle(NamedTuple):
 class Admission:
     """``open`` (any number of jobs), or ``tickets`` (0: none; 1: the probe's)."""
 
-    __slots__ = ("_fleet", "_lot", "_open", "_tickets", "idle", "outage")
+    __slots__ = ("_fleet", "_lot", "_open", "_tickets", "answered_sent", "idle", "outage")
 
     def __init__(self, fleet: list[Admission] | None = None) -> None:
         """``fleet``: the Admissions of the model's other endpoints (this one joins it;
@@ -46,6 +47,10 @@ class Admission:
         self._fleet.append(self)
         self.outage = False
         """The endpoint is held for an outage (its Pacer says so; False when open)."""
+        self.answered_sent = -math.inf
+        """When the latest attempt that this endpoint answered went out (trio time, s;
+        its Workers write it): an attempt that timed out with nothing sent after it
+        answered met a silent endpoint."""
         self.idle = 0
         """The endpoint's Workers waiting for a job (they hold a permit, make no attempt)."""
         self._open = True

@@ -247,7 +247,8 @@ class Worker:
         if reply.cancelled:  # interrupted because the caller left: not the server's doing
             return
         await self._report(job, result, sent_at, probe)
-        reply.send(outcome.Value((excused(result, probe, job.moves, self._ch.admission), sent_at)))
+        admission = self._ch.admission
+        reply.send(outcome.Value((excused(result, probe, job.moves, admission, sent_at), sent_at)))
 
     async def _pull(self, jobs: trio.MemoryReceiveChannel[Job], admission: Admission) -> Job | None:
         """Several endpoints: the next job this endpoint may send (None: the channel
@@ -357,6 +358,9 @@ class Worker:
                 result.status,
             )
         ch = self._ch
+        admission = ch.admission
+        if admission is not None and kind in _ANSWERS and sent_at > admission.answered_sent:
+            admission.answered_sent = sent_at
         try:  # every report (the permit's fate is in it): never dropped
             ch.limiter.send_nowait(report)
         except trio.WouldBlock:
@@ -369,24 +373,38 @@ class Worker:
             _send_lossy(job.events, report)
 
 
+_ANSWERS = frozenset(("ok", "overload", "failed"))
+
+
 def excused(
-    result: AttemptOutcome, probe: str | None, moves: int = 0, admission: Admission | None = None
+    result: AttemptOutcome,
+    probe: str | None,
+    moves: int = 0,
+    admission: Admission | None = None,
+    sent_at: float = 0.0,
 ) -> AttemptOutcome:
     """An outage probe that found no server is the client's own business, not an
-    attempt of its request. So is, with several endpoints, an attempt that found no
-    server (it never reached one) while another endpoint is up: the request moves on
-    to it at once. ``moves`` (the request's excused attempts so far) bounds that to
-    what the endpoints' flow control needs to find them down and hold them
-    (:data:`~minimallm._policy.flow.QUIET_AFTER` each): a request does not bounce for
-    ever between endpoints that nobody holds."""
+    attempt of its request. So is, with several endpoints and another one up, an
+    attempt that
+
+    - found no server (it never reached one): ``moves`` (the request's excused
+      attempts so far) bounds how often, to what the endpoints' flow control needs to
+      find them down and hold them (:data:`~minimallm._policy.flow.QUIET_AFTER` each),
+      so a request does not bounce for ever between endpoints nobody holds;
+    - timed out, sent at ``sent_at``, while the endpoint answered nothing sent after
+      it (a silent endpoint: a blackhole, a hung server), once per endpoint at most (a
+      request too long for TIMEOUT_S times out everywhere, and then counts).
+
+    The request goes again at once, to whichever endpoint takes it."""
     if not isinstance(result, AttemptError):
         return result
     kind = result.kind
-    if (probe == "outage" and kind in ("unreachable", "timeout")) or (
-        kind == "unreachable"
-        and admission is not None
-        and moves < QUIET_AFTER * admission.endpoints
-        and admission.others_up()
+    if probe == "outage" and kind in ("unreachable", "timeout"):
+        return dataclasses.replace(result, excused=True)
+    if admission is None or not admission.others_up():
+        return result
+    if (kind == "unreachable" and moves < QUIET_AFTER * admission.endpoints) or (
+        kind == "timeout" and moves < admission.endpoints and admission.answered_sent < sent_at
     ):
         return dataclasses.replace(result, excused=True)
     return result
