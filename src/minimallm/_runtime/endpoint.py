@@ -11,8 +11,9 @@ most free learned capacity, in proportion to it, with no bias by list order. An
 endpoint its Pacer holds (an outage, a shared pause) takes no jobs, hands back those it
 held (:class:`~minimallm.actors.admission.Admission`) and sends only its probes, so its
 work flows to the others. A request never fails because one endpoint is down while
-another is up: an attempt that found no server there moves on to the others at once,
-not counted against ``MAX_ATTEMPTS`` (:func:`~minimallm.actors.worker.excused`), and
+another is up: an attempt that found no server there (or timed out at an endpoint that
+answered nothing since) moves on to the others at once, not counted against
+``MAX_ATTEMPTS`` (:func:`~minimallm.actors.worker.excused`), and
 an endpoint's outage is not given up after ``MAX_ATTEMPTS`` x ``MAX_BACKOFF_S`` while
 another endpoint is up (only when all are down do requests fail the ordinary way).
 
