@@ -54,8 +54,8 @@ class Cooldown:
         pacer: trio.MemorySendChannel[Hold | Release],
         others_up: Callable[[], bool] | None = None,
     ) -> None:
-        """``others_up``: several endpoints: is another one open now? (An outage is
-        not given up while one is.)"""
+        """``others_up``: several endpoints: is another one up (not in an outage) now?
+        An outage is not given up while one is."""
         self._control = control
         self._others_up = others_up
         self._inbox = inbox

@@ -75,8 +75,9 @@ class Job(NamedTuple):
     """One HTTP attempt to make: the request body, where the outcome goes, the batch
     Monitor's inbox (None outside a batch) for the attempt's report, the request's
     ``order`` (its number in the order requests arrived; its retries keep it), and
-    its attempts so far that were excused (``moves``: several endpoints bound how
-    often one request moves on from an endpoint that found no server)."""
+    its attempts so far that were excused (``moves``: with several endpoints, they
+    bound how often one request moves on from an endpoint found down,
+    :func:`~minimallm.actors.worker.excused`)."""
 
     body: bytes
     reply: Reply[Any]
