@@ -97,6 +97,19 @@ def test_an_outage_is_not_given_up_while_another_endpoint_is_up() -> None:
     assert pc.wake_at() == pytest.approx(30.0)
 
 
+def test_an_outage_given_up_while_all_were_down_is_held_again_once_another_is_up() -> None:
+    pc = control(outage_budget_s=10.0)
+    pc.on_reach(1.0, False)
+    assert pc.tick(11.0, others_up=False) == PauseDecision(False)  # all down: given up
+    # no server still; nobody else up: it stays released (requests fail the ordinary way)
+    assert pc.on_attempt(12.0, "unreachable") is None
+    assert pc.on_attempt(13.0, "unreachable", others_up=True) == PauseDecision(True, 13.5, "outage")
+    assert pc.holding == "outage" and pc.outage_since == 13.0  # a new budget from here
+    # an endpoint that answered since it was given up is not held again for that
+    pc.on_reach(14.0, True)
+    assert pc.on_attempt(15.0, "unreachable", others_up=True) is None
+
+
 def test_a_lost_probe_is_sent_again() -> None:
     pc = control(probe_timeout_s=5.0)
     pc.on_attempt(1.0, "overload", retry_after_s=1.0, exhausted=True)  # hold until 2.0

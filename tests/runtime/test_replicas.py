@@ -7,9 +7,11 @@ from __future__ import annotations
 import bisect
 import io
 import math
+import random
 from typing import Any
 
 import trio
+import trio.testing
 
 from fakes import FakeServer
 from minimallm import (
@@ -197,3 +199,48 @@ def test_a_request_caught_in_a_blackholed_replica_moves_on_without_losing_an_att
     assert failures == [], (len(failures), failures[:1])
     assert replicas[1].count("blackholed") >= 4
     assert any(s.endpoints[1].state == "outage, probing" for _, s in stats)
+
+
+def test_a_replica_given_up_while_all_were_down_is_held_again_once_another_is_back() -> None:
+    # both down from 1 s, past the 6 s budget: requests fail, as with one endpoint;
+    # replica 1 returns at 20 s, replica 2 never does: from then on replica 2 is held
+    # again (probes only) and no request fails
+    replicas = [Replica(8, seed=1, down=(1.0, 20.0)), Replica(16, seed=2, down=(1.0, math.inf))]
+    urls = [f"http://replica{i}.invalid/v1" for i in (1, 2)]
+    by_url = {u + "/chat/completions": r for u, r in zip(urls, replicas, strict=True)}
+    cfg = MinimaLlmConfig(
+        base_url=",".join(urls),
+        model="m",
+        rpm=0,
+        max_outstanding=64,
+        max_attempts=6,
+        max_backoff_s=1.0,
+        batch=BatchConfig(num_workers=256, heartbeat_s=0, max_failures=None),
+    )
+    out: dict[str, Any] = {}
+
+    def batch(name: str, n: int) -> list[MinimaLlmRequest]:
+        return [
+            MinimaLlmRequest(f"{name}{i}", [{"role": "user", "content": f"{name}{i}"}])
+            for i in range(n)
+        ]
+
+    async def main() -> None:
+        options = RuntimeOptions(lambda url: by_url[url].transport(url), random.Random(0))
+        async with OpenAIMinimaLlm(cfg, options=options) as backend:
+            first = await backend.run_batched(batch("a", 300), progress=io.StringIO())
+            out["first"] = [r for r in first if isinstance(r, MinimaLlmFailure)]
+            await trio.sleep_until(25.0)
+            second = await backend.run_batched(batch("b", 1000), progress=io.StringIO())
+            out["second"] = [r for r in second if isinstance(r, MinimaLlmFailure)]
+            out["end"] = trio.current_time()
+            runtime = await backend._runtime_here()
+            out["states"] = [e.state for e in runtime.statistics().endpoints]
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert out["first"]  # all down past the budget: they fail, they do not wait for ever
+    assert out["second"] == [], (len(out["second"]), out["second"][:1])
+    assert out["states"] == ["open", "outage, probing"]
+    # a burst of refused connects while its Workers take the batch's first jobs, then
+    # probes only (1 s apart)
+    assert replicas[1].count("refused", 26.0) <= 1.1 * (out["end"] - 26.0) + 2

@@ -26,8 +26,9 @@ then let one probe go) or *release*. Three reasons to hold, and nothing else:
    first answer, of any status, ends the outage. An outage longer than
    ``outage_budget_s`` is given up: the client releases and requests fail the ordinary
    way (None: never give up). With several endpoints of one model, an endpoint's
-   outage is not given up while another endpoint is open (``others_up``): its work
-   goes there, and it goes on probing.
+   outage is not given up while another endpoint is up (``others_up``): its work
+   goes there, and it goes on probing; and one given up while all were down is held
+   again at its next attempt that finds no server once another is back.
 
 A probe that never reports (its caller left) is re-issued after ``probe_timeout_s``.
 Pure: no I/O, no clock (``now`` is passed in, seconds).
@@ -67,6 +68,7 @@ class PauseControl:
 
     __slots__ = (
         "_budget_waits",
+        "_given_up",
         "_outage_since",
         "_probe_interval_s",
         "_probe_out_at",
@@ -103,6 +105,7 @@ class PauseControl:
         self._retry_after: float | None = None  # the latest Retry-After of an overload
         self._outage_since: float | None = None
         self._budget_waits = False  # the outage outlasted its budget; others are up
+        self._given_up = False  # released at the budget (all down), not answered since
         self._probe_interval_s = probe_s
         self._probe_out_at: float | None = None  # when the current probe's hold ends
 
@@ -141,12 +144,17 @@ class PauseControl:
         exhausted: bool = False,
         probe: bool = False,
         gone: bool = False,
+        others_up: bool = False,
     ) -> PauseDecision | None:
-        """An overload answer, or any probe's outcome; a decision for the Pacer or None.
-        ``gone``: a gateway said the server behind it is not there (an outage's probe
-        found no server, like a refused connection)."""
+        """An overload answer, any probe's outcome, or (several endpoints) an attempt
+        that found no server; a decision for the Pacer or None. ``gone``: a gateway
+        said the server behind it is not there (an outage's probe found no server, like
+        a refused connection); ``others_up``: another endpoint is up now."""
         if gone and probe and self.holding == "outage":
             kind = "unreachable"
+        if self._given_up and others_up and kind in ("unreachable", "timeout"):
+            self._given_up = False  # still down, and another endpoint is back: hold again
+            return self.on_reach(now, False)
         if kind == "overload":
             self._retry_after = retry_after_s
             if probe and self.holding == "cooldown":  # the overload outlasted the pause
@@ -184,6 +192,7 @@ class PauseControl:
     def on_reach(self, now: float, reachable: bool) -> PauseDecision | None:
         """The Limiter saw attempts in a row find no server, or the first answer since."""
         if reachable:
+            self._given_up = False
             return self._release() if self.holding == "outage" else None
         if self.holding == "outage":
             return None
@@ -200,7 +209,9 @@ class PauseControl:
         if since is not None and budget is not None and now >= since + budget:
             self._budget_waits = others_up
             if not others_up:
-                return self._release()
+                decision = self._release()
+                self._given_up = True
+                return decision
         if self._probe_out_at is not None and now >= self._probe_out_at + self.probe_timeout_s:
             self._probe_out_at = now
             return PauseDecision(True, now, self.holding)

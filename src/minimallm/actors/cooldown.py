@@ -2,7 +2,8 @@
 overload, an outage — and tells the Pacer (:class:`Hold` / :class:`Release`).
 
 The decisions are the pure :class:`~minimallm._policy.pause.PauseControl`; this actor
-feeds it what it hears — overload answers and every probe's outcome from the Workers,
+feeds it what it hears — overload answers and every probe's outcome from the Workers
+(with several endpoints also every attempt that found no server),
 steps of congestion and the server's reachability from the Limiter (drained in bulk per
 wake-up) — wakes at the moments it asks for (a lost probe, an outage's budget), and
 forwards its decisions. It never holds a permit or a slot itself: a hold closes the
@@ -103,15 +104,20 @@ class Cooldown:
             )
         if isinstance(message, ReachEvent):
             return control.on_reach(message.at, message.reachable)
-        if message.kind == "overload":
+        kind = message.kind
+        if kind == "overload":
             self._overloads += 1
+        others_up = (
+            kind in ("unreachable", "timeout") and self._others_up is not None and self._others_up()
+        )
         return control.on_attempt(
             message.done_at,
-            message.kind,
+            kind,
             retry_after_s=message.retry_after_s,
             exhausted=message.rate is not None and message.rate.exhausted,
             probe=message.probe is not None,
             gone=message.upstream_gone,
+            others_up=others_up,
         )
 
     async def _tell(self, decision: PauseDecision | None) -> None:

@@ -369,6 +369,8 @@ class Worker:
             _send_lossy(ch.pacer, report)
         if kind == "overload" or probe is not None:
             _send_lossy(ch.cooldown, report)
+        elif admission is not None and kind in ("unreachable", "timeout"):
+            _send_lossy(ch.cooldown, report)  # an endpoint given up may be held again
         if job.events is not None:
             _send_lossy(job.events, report)
 
