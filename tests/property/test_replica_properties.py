@@ -38,6 +38,11 @@ def test_one_replica_down_costs_no_request_and_gets_only_probes(
     blackhole: bool,
 ) -> None:
     which %= len(slots)
+    if blackhole:
+        # an attempt caught in a blackhole that ends before TIMEOUT_S, while attempts
+        # sent after it are answered, looks like a request too long for TIMEOUT_S: it
+        # counts once (it cannot be told from one); a second attempt then succeeds
+        max_attempts = max(max_attempts, 2)
     down = (down_at, down_at + down_for)
     replicas = [
         Replica(s, seed=seed + i, down=down if i == which else None, blackhole=blackhole)

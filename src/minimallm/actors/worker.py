@@ -395,7 +395,9 @@ def excused(
       so a request does not bounce for ever between endpoints nobody holds;
     - timed out, sent at ``sent_at``, while the endpoint answered nothing sent after
       it (a silent endpoint: a blackhole, a hung server), once per endpoint at most (a
-      request too long for TIMEOUT_S times out everywhere, and then counts).
+      request too long for TIMEOUT_S times out everywhere, and then counts). One caught
+      in a blackhole that ended before its TIMEOUT_S, with later attempts answered,
+      cannot be told from a request too long, and counts.
 
     The request goes again at once, to whichever endpoint takes it."""
     if not isinstance(result, AttemptError):
