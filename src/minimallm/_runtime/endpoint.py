@@ -13,7 +13,7 @@ held (:class:`~minimallm.actors.admission.Admission`) and sends only its probes,
 work flows to the others. A request never fails because one endpoint is down while
 another is up: an attempt that found no server there (or timed out at an endpoint that
 answered nothing since) moves on to the others at once, not counted against
-``MAX_ATTEMPTS`` (:func:`~minimallm.actors.worker.excused`), and
+``MAX_ATTEMPTS`` (:func:`~minimallm.actors.excuse.excused`), and
 an endpoint's outage is not given up after ``MAX_ATTEMPTS`` x ``MAX_BACKOFF_S`` while
 another endpoint is up (only when all are down do requests fail the ordinary way).
 

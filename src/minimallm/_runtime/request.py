@@ -147,7 +147,7 @@ async def _from_server(
     order = life.orders = life.orders + 1  # the Pacer serves older requests first
     gate = rt.tokens  # TPM: each attempt reserves its estimate, settled by its usage
     estimate = 0 if gate is None else gate.estimate(req)
-    moves = 0  # attempts excused so far (see actors.worker.excused)
+    moves = 0  # attempts excused so far (see actors.excuse.excused)
     while True:
         if gate is None:
             result, sent = await _attempt(rt, body, events, order, moves)

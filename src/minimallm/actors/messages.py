@@ -77,7 +77,7 @@ class Job(NamedTuple):
     ``order`` (its number in the order requests arrived; its retries keep it), and
     its attempts so far that were excused (``moves``: with several endpoints, they
     bound how often one request moves on from an endpoint found down,
-    :func:`~minimallm.actors.worker.excused`)."""
+    :func:`~minimallm.actors.excuse.excused`)."""
 
     body: bytes
     reply: Reply[Any]

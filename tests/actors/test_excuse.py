@@ -10,7 +10,7 @@ from minimallm._outcome.attempts import AttemptSuccess
 from minimallm._outcome.classify import outcome_from_exception, timeout_outcome
 from minimallm._policy.flow import QUIET_AFTER
 from minimallm.actors.admission import Admission
-from minimallm.actors.worker import excused
+from minimallm.actors.excuse import excused
 
 REFUSED = outcome_from_exception(http_errors.ConnectError("connection refused"))
 RESET = outcome_from_exception(http_errors.ReadError("connection reset"))
