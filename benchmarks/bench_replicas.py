@@ -7,7 +7,9 @@ fresh mocks per client: ``healthy``, and ``outage``: replica 2 (16 slots) refuse
 connections for 20 s from ``--outage-start`` seconds after its first request. Reported
 per client: wall, throughput against the sum of capacities (56 slots / the mean
 latency, 0.113 s: ~494 requests/s), failures, 429s, and each replica's share of the
-answered requests next to its share of the capacity (8/56, 16/56, 32/56).
+answered requests next to its share of the capacity (8/56, 16/56, 32/56); the 429s
+are split into those of the first ``EARLY_S`` seconds (the first burst, before any
+replica's limit is learned) and the rest (steady state).
 
 The peer: 56 asyncio tasks (the sum of the capacities, which it is told), each
 request sent to the next replica in turn; a failed attempt (429, 5xx, a refused
@@ -16,7 +18,7 @@ or minimallm's default backoff, up to 6 attempts (minimallm's default).
 LiteLLM's Router is not installed here (the project does not depend on it).
 
 Run: ``python -m benchmarks.bench_replicas [--requests 6000] [--outage-start 3]
-[--no-outage]``.
+[--no-outage] [--no-peer] [--runs 1]``.
 Noisy on a shared machine: compare the two clients of one run, not runs.
 """
 
@@ -54,6 +56,7 @@ MEAN_S = MEDIAN_S * math.exp(SIGMA**2 / 2)
 OUTAGE_S = 20.0
 DOWN = 1  # replica 2 (0-based 1) goes down in the outage scenario
 MAX_ATTEMPTS = 6
+EARLY_S = 2.0  # refusals counted as the first burst's
 
 
 def _mocks(outage_start: float | None) -> list[MockServerProcess]:
@@ -71,6 +74,7 @@ def _mocks(outage_start: float | None) -> list[MockServerProcess]:
             retry_after_s=1.0,
             phases=phases,
             seed=i,
+            max_arrivals=100_000,
         )
         mocks.append(MockServerProcess(config).start())
     return mocks
@@ -166,10 +170,22 @@ def _stats(mock: MockServerProcess) -> Any:
             time.sleep(0.5)
 
 
+def _refusals_by_phase(mocks: list[MockServerProcess]) -> tuple[int, int]:
+    """429s in the first EARLY_S seconds (from the first arrival anywhere), and later."""
+    arrivals = [a for m in mocks for a in m.arrivals()]
+    if not arrivals:
+        return 0, 0
+    start = min(t for t, _ in arrivals)
+    refused = [t for t, kind in arrivals if kind in ("capacity", "429")]
+    early = sum(1 for t in refused if t < start + EARLY_S)
+    return early, len(refused) - early
+
+
 def _report(name: str, scenario: str, wall: float, failed: int, mocks: list[Any], n: int) -> str:
     stats = [_stats(m) for m in mocks]
     oks = [s.outcomes.get("ok", 0) for s in stats]
     refusals = sum(v for s in stats for k, v in s.outcomes.items() if k in ("capacity", "429"))
+    early, later = _refusals_by_phase(mocks)
     total = max(1, sum(oks))
     ideal = sum(SLOTS) / MEAN_S
     shares = ", ".join(
@@ -178,7 +194,7 @@ def _report(name: str, scenario: str, wall: float, failed: int, mocks: list[Any]
     )
     return (
         f"| {scenario} | {name} | {wall:.1f} | {n / wall:.0f} | {n / wall / ideal:.2f} | "
-        f"{failed} | {refusals} | {shares} | {dict(stats[DOWN].outcomes)} |"
+        f"{failed} | {refusals} ({early} + {later}) | {shares} | {dict(stats[DOWN].outcomes)} |"
     )
 
 
@@ -187,20 +203,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=6000)
     parser.add_argument("--outage-start", type=float, default=3.0)
     parser.add_argument("--no-outage", action="store_true", help="the healthy scenario only")
+    parser.add_argument("--no-peer", action="store_true", help="minimallm only")
+    parser.add_argument("--runs", type=int, default=1, help="repeat each scenario")
     args = parser.parse_args(argv)
     prompts = _prompts(args.requests)
     print(f"3 replicas {SLOTS} slots, {MEDIAN_S * 1000:.0f} ms lognormal, {args.requests} requests")
     print(f"sum of capacities: {sum(SLOTS) / MEAN_S:.0f} requests/s")
     print(
-        "| scenario | client | wall s | req/s | of capacity | failed | 429s | "
-        "shares of answers | replica 2 outcomes |"
+        "| scenario | client | wall s | req/s | of capacity | failed | "
+        f"429s (first {EARLY_S:g} s + later) | shares of answers | replica 2 outcomes |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     scenarios: list[tuple[str, float | None]] = [("healthy", None)]
     if not args.no_outage:
         scenarios.append(("outage", args.outage_start))
-    for scenario, start in scenarios:
-        for name, run in (("minimallm", run_minimallm), ("round-robin aiohttp", run_round_robin)):
+    clients = [("minimallm", run_minimallm), ("round-robin aiohttp", run_round_robin)]
+    if args.no_peer:
+        clients = clients[:1]
+    for scenario, start in [s for s in scenarios for _ in range(args.runs)]:
+        for name, run in clients:
             mocks = _mocks(start)
             try:
                 wall, failed = run([m.base_url for m in mocks], prompts)

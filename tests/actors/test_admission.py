@@ -49,3 +49,20 @@ async def test_waiters_wake_when_it_opens_or_admits_one(
         assert len(woke) == 2
         a.open()
     assert woke == [1.0, 2.0, 4.0]
+
+
+def test_a_fleet_knows_whether_another_endpoint_is_up() -> None:
+    fleet: list[Admission] = []
+    a, b, c = Admission(fleet), Admission(fleet), Admission(fleet)
+    assert a.endpoints == 3 and all(x.others_up() for x in fleet)
+    b.outage = True  # its Pacer holds it for an outage
+    b.close()
+    assert a.others_up() and b.others_up()
+    c.outage = True
+    assert not a.others_up() and b.others_up()  # b's other, a, is up
+    a.close()  # a pause (429s), not an outage: still up
+    assert b.others_up() and c.others_up()
+    b.open()
+    assert not b.outage and a.others_up()
+    alone = Admission()
+    assert alone.endpoints == 1 and not alone.others_up()

@@ -70,6 +70,26 @@ def test_quiet_after_an_answer_then_answered_again() -> None:
     assert feed(sig, w, 12.0, 11.9, "failed") == [ReachEvent(12.0, True)]
 
 
+def test_answers_to_attempts_sent_before_the_fall_do_not_hide_it() -> None:
+    # a replica falls at 11.0 with attempts out: those may still be answered (they
+    # were accepted before), which says nothing about now
+    sig, w = watch()
+    feed(sig, w, 10.0, 9.9, "ok")
+    assert feed(sig, w, 11.01, 11.0, "unreachable") == []
+    assert feed(sig, w, 11.02, 10.95, "ok") == []  # sent before the first refusal
+    assert feed(sig, w, 11.03, 11.02, "unreachable") == []
+    assert feed(sig, w, 11.04, 10.99, "overload") == []
+    assert feed(sig, w, 11.05, 11.04, "unreachable") == []
+    assert feed(sig, w, 11.06, 11.05, "unreachable") == [ReachEvent(11.06, False)]
+    assert feed(sig, w, 11.2, 10.98, "ok") == []  # a late one: still down
+    assert feed(sig, w, 12.0, 11.9, "ok") == [ReachEvent(12.0, True)]  # sent since: back
+    # an answer to an attempt sent after a refusal breaks the run
+    assert feed(sig, w, 13.0, 12.9, "unreachable") == []
+    assert feed(sig, w, 13.1, 13.0, "ok") == []
+    for t in (13.2, 13.3, 13.4):
+        assert feed(sig, w, t, t - 0.05, "unreachable") == []
+
+
 def test_refusals_that_stay_when_the_client_backs_off_are_load_independent() -> None:
     # 100 answers a second at full speed, half refused whatever the load: once the
     # client sends no faster than it was served, the share is the same: tolerated

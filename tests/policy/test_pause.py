@@ -82,6 +82,34 @@ def test_an_outage_longer_than_its_budget_is_given_up() -> None:
     assert pc.holding is None
 
 
+def test_an_outage_is_not_given_up_while_another_endpoint_is_up() -> None:
+    pc = control(outage_budget_s=10.0, probe_timeout_s=60.0)
+    pc.on_reach(1.0, False)
+    assert pc.tick(11.0, others_up=True) is None
+    assert pc.holding == "outage"
+    assert pc.wake_at() == pytest.approx(0.5 + 1.0 + 60.0)  # the probe's timeout, not the budget
+    # its probes go on; looked at again with each probe's outcome
+    assert pc.on_attempt(12.0, "unreachable", probe=True) == PauseDecision(True, 13.0, "outage")
+    assert pc.tick(12.0, others_up=True) is None
+    assert pc.tick(13.5, others_up=False) == PauseDecision(False)  # all down: given up
+    assert pc.holding is None
+    pc.on_reach(20.0, False)  # a new outage, a new budget
+    assert pc.wake_at() == pytest.approx(30.0)
+
+
+def test_an_outage_given_up_while_all_were_down_is_held_again_once_another_is_up() -> None:
+    pc = control(outage_budget_s=10.0)
+    pc.on_reach(1.0, False)
+    assert pc.tick(11.0, others_up=False) == PauseDecision(False)  # all down: given up
+    # no server still; nobody else up: it stays released (requests fail the ordinary way)
+    assert pc.on_attempt(12.0, "unreachable") is None
+    assert pc.on_attempt(13.0, "unreachable", others_up=True) == PauseDecision(True, 13.5, "outage")
+    assert pc.holding == "outage" and pc.outage_since == 13.0  # a new budget from here
+    # an endpoint that answered since it was given up is not held again for that
+    pc.on_reach(14.0, True)
+    assert pc.on_attempt(15.0, "unreachable", others_up=True) is None
+
+
 def test_a_lost_probe_is_sent_again() -> None:
     pc = control(probe_timeout_s=5.0)
     pc.on_attempt(1.0, "overload", retry_after_s=1.0, exhausted=True)  # hold until 2.0

@@ -4,6 +4,7 @@ outage costs no request."""
 
 from __future__ import annotations
 
+import bisect
 import io
 import math
 import random
@@ -12,7 +13,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from fakes import FakeServer, FakeTransport
+from fakes import FakeServer
 from minimallm import (
     BatchConfig,
     MinimaLlmConfig,
@@ -21,87 +22,8 @@ from minimallm import (
     MinimaLlmResponse,
     OpenAIMinimaLlm,
 )
-from minimallm._http import errors as http_errors
-from minimallm._http.reply import HttpReply
-from minimallm._runtime.endpoint import rpm_share
 from minimallm._runtime.serve import RuntimeOptions
-from pushback import REFUSAL_S, _content, _ok
-
-
-class Replica(FakeServer):
-    """``slots`` requests at once (429 with Retry-After: 1 above), lognormal latency of
-    median ``median``; connections refused between ``down`` = (start, end)."""
-
-    def __init__(
-        self, slots: int, median: float = 0.1, sigma: float = 0.5, seed: int = 1, down: Any = None
-    ) -> None:
-        super().__init__()
-        self.slots, self.median, self.sigma = slots, median, sigma
-        self.rng = random.Random(seed)
-        self.down = down
-        self.busy = 0
-        self.log: list[tuple[float, str]] = []
-
-    def count(self, kind: str, start: float = -math.inf, end: float = math.inf) -> int:
-        return sum(1 for t, k in self.log if k == kind and start <= t < end)
-
-    async def handle(self, body: bytes) -> HttpReply:
-        now = trio.current_time()
-        if self.down is not None and self.down[0] <= now < self.down[1]:
-            self.log.append((now, "refused"))
-            await trio.sleep(REFUSAL_S)
-            raise http_errors.ConnectError("connection refused")
-        if self.busy >= self.slots:
-            self.log.append((now, "429"))
-            await trio.sleep(REFUSAL_S)
-            return HttpReply(429, {"retry-after": "1"}, b'{"error": {"message": "busy"}}')
-        self.busy += 1
-        self.log.append((now, "ok"))
-        try:
-            await trio.sleep(self.median * math.exp(self.rng.gauss(0.0, self.sigma)))
-        finally:
-            self.busy -= 1
-        return HttpReply(200, {}, _ok(_content(body)))
-
-
-def run(replicas: list[Replica], n: int, **cfg: Any) -> tuple[list[Any], float, list[Any]]:
-    urls = [f"http://replica{i}.invalid/v1" for i in range(1, len(replicas) + 1)]
-    by_url = {u + "/chat/completions": r for u, r in zip(urls, replicas, strict=True)}
-
-    def factory(url: str) -> FakeTransport:
-        return by_url[url].transport(url)
-
-    settings: dict[str, Any] = {
-        "base_url": ",".join(urls),
-        "model": "m",
-        "rpm": 0,
-        "max_outstanding": 64,
-        "max_attempts": 10,
-        "batch": BatchConfig(num_workers=256, heartbeat_s=0, max_failures=None),
-    }
-    settings.update(cfg)
-    out: dict[str, Any] = {"stats": []}
-
-    async def watch(backend: OpenAIMinimaLlm) -> None:
-        while True:
-            await trio.sleep(1.0)
-            runtime = await backend._runtime_here()
-            out["stats"].append((trio.current_time(), runtime.statistics()))
-
-    async def main() -> None:
-        backend = OpenAIMinimaLlm(
-            MinimaLlmConfig(**settings), options=RuntimeOptions(factory, random.Random(0))
-        )
-        reqs = [MinimaLlmRequest(f"r{i}", [{"role": "user", "content": f"q{i}"}]) for i in range(n)]
-        async with backend, trio.open_nursery() as nursery:
-            nursery.start_soon(watch, backend)
-            start = trio.current_time()
-            out["results"] = await backend.run_batched(reqs, progress=io.StringIO())
-            out["wall"] = trio.current_time() - start
-            nursery.cancel_scope.cancel()
-
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    return out["results"], out["wall"], out["stats"]
+from replicas import Replica, run
 
 
 def test_unequal_replicas_share_the_work_by_capacity() -> None:
@@ -144,6 +66,28 @@ def test_a_replica_down_for_20_s_costs_no_request_and_rejoins() -> None:
     assert texts and all(text.startswith("replica 2: outage") for text in texts)
 
 
+def test_the_progress_names_each_replica_that_is_held() -> None:
+    # replica 2 down from 5 s, replica 3 from 9 s: the heartbeat lines name both
+    replicas = [
+        Replica(8, seed=1),
+        Replica(16, seed=2, down=(5.0, math.inf)),
+        Replica(32, seed=3, down=(9.0, math.inf)),
+    ]
+    progress = io.StringIO()
+    batch = BatchConfig(num_workers=256, heartbeat_s=2.0, max_failures=None)
+    results, _wall, stats = run(replicas, 6000, progress, max_attempts=6, batch=batch)
+    assert [r for r in results if isinstance(r, MinimaLlmFailure)] == []
+    lines = progress.getvalue().splitlines()
+    assert any("replica 2: outage" in line for line in lines), lines[:8]
+    both = [line for line in lines if "replica 2: outage" in line and "replica 3: outage" in line]
+    assert both, lines
+    late = [s for t, s in stats if t > 12.0]
+    assert late and all(
+        [e.state for e in s.endpoints] == ["open", "outage, probing", "outage, probing"]
+        for s in late
+    )
+
+
 def test_a_replica_down_from_the_start_costs_no_request() -> None:
     replicas = [Replica(8, seed=1), Replica(16, seed=2, down=(0.0, math.inf))]
     results, _wall, stats = run(replicas, 2000, max_attempts=6)
@@ -177,8 +121,126 @@ def test_with_one_endpoint_the_statistics_look_as_before() -> None:
         assert len(s.endpoints) == 1 and s.limiter == s.endpoints[0].limiter
 
 
-def test_rpm_is_split_evenly_and_never_exceeds_the_total() -> None:
-    assert [rpm_share(600, 3, k) for k in (1, 2, 3)] == [200, 200, 200]
-    assert [rpm_share(601, 3, k) for k in (1, 2, 3)] == [201, 200, 200]
-    assert [rpm_share(0, 3, k) for k in (1, 2, 3)] == [0, 0, 0]
-    assert sum(rpm_share(1000, 7, k) for k in range(1, 8)) == 1000
+def _most_in_a_minute(replicas: list[Replica]) -> int:
+    sends = sorted(t for r in replicas for t, _kind in r.log)
+    return max(bisect.bisect_left(sends, t + 60.0) - i for i, t in enumerate(sends))
+
+
+def test_rpm_is_one_total_that_a_replica_down_leaves_to_the_others() -> None:
+    # RPM=600 for the key: with replica 2 down from the start, replica 1 may use it all
+    # (an even split would leave it 300/min: 60 s for 300 requests)
+    replicas = [Replica(8, seed=1), Replica(8, seed=2, down=(0.0, math.inf))]
+    results, wall, _stats = run(replicas, 300, rpm=600, max_attempts=6)
+    assert all(isinstance(r, MinimaLlmResponse) for r in results)
+    assert wall <= 33.0, wall
+    assert _most_in_a_minute(replicas) <= 600
+
+
+def test_rpm_is_one_total_shared_by_work_not_evenly() -> None:
+    # 3000/min (50/s) for the key; replica 1 serves ~9/s (1 slot), replica 2 ~70/s: an
+    # even split (25/s each) would deliver ~34/s; the total goes where the work goes
+    replicas = [Replica(1, seed=1), Replica(8, seed=2)]
+    results, wall, _stats = run(replicas, 3000, rpm=3000)
+    assert all(isinstance(r, MinimaLlmResponse) for r in results)
+    assert 3000 / wall >= 0.9 * 50, 3000 / wall
+    assert _most_in_a_minute(replicas) <= 3000
+
+
+def test_a_request_at_a_replica_as_it_falls_moves_on_without_losing_an_attempt() -> None:
+    # MAX_ATTEMPTS=1: a request that found no server at a replica as it fell, while
+    # the others answer, must go to another replica, not fail with its one attempt
+    replicas = [Replica(8, seed=1), Replica(16, seed=2, down=(5.0, 25.0)), Replica(32, seed=3)]
+    results, _wall, _stats = run(replicas, 6000, max_attempts=1)
+    failures = [r for r in results if isinstance(r, MinimaLlmFailure)]
+    assert failures == [], (len(failures), failures[:1])
+    assert replicas[1].count("refused", 5.0, 6.0) >= 1  # it did fall under load
+
+
+def test_a_replica_down_longer_than_the_outage_budget_costs_no_request() -> None:
+    # MAX_ATTEMPTS x MAX_BACKOFF_S = 6 s: a lone endpoint would give its outage up then
+    # (its requests fail the ordinary way); with another up, the work stays there
+    replicas = [Replica(8, seed=1), Replica(16, seed=2, down=(2.0, math.inf))]
+    results, wall, _stats = run(replicas, 3000, max_attempts=6, max_backoff_s=1.0)
+    assert wall > 20.0  # well past the budget
+    assert [r for r in results if isinstance(r, MinimaLlmFailure)] == []
+    assert replicas[1].count("refused", 3.0) <= 1.1 * wall  # probes only (1 s apart), to the end
+
+
+def test_every_replica_down_fails_after_the_outage_budget_instead_of_waiting() -> None:
+    down = (1.0, math.inf)
+    replicas = [Replica(8, seed=1, down=down), Replica(16, seed=2, down=down)]
+    results, wall, _stats = run(replicas, 2000, max_attempts=6, max_backoff_s=1.0)
+    failures = [r for r in results if isinstance(r, MinimaLlmFailure)]
+    assert failures and all(f.error_type == "ConnectError" for f in failures)
+    assert wall < 60.0
+
+
+def test_tpm_is_one_budget_that_a_replica_down_leaves_to_the_others() -> None:
+    # TPM=60,000 for the key over a sliding minute, ~1,000 tokens a request (max_tokens;
+    # the answers carry no usage): ~59 go at once, the rest a minute later, whichever
+    # replica sends. Split over two replicas, replica 1 alone would send ~29 a minute
+    replicas = [Replica(8, seed=1), Replica(8, seed=2, down=(0.0, math.inf))]
+    results, wall, _stats = run(replicas, 100, max_tokens=1000, tpm=60_000, max_attempts=6)
+    assert all(isinstance(r, MinimaLlmResponse) for r in results)
+    assert 60.0 <= wall <= 65.0, wall
+
+
+def test_a_request_caught_in_a_blackholed_replica_moves_on_without_losing_an_attempt() -> None:
+    # replica 2 stops answering at 5 s (no refusal: every attempt there waits TIMEOUT_S);
+    # an attempt that timed out there while nothing it sent since was answered is the
+    # replica's silence, not the request's fault: with another replica up it goes again
+    replicas = [
+        Replica(8, seed=1),
+        Replica(16, seed=2, down=(5.0, math.inf), blackhole=True),
+        Replica(32, seed=3),
+    ]
+    results, _wall, stats = run(replicas, 6000, max_attempts=1, timeout_s=5.0)
+    failures = [r for r in results if isinstance(r, MinimaLlmFailure)]
+    assert failures == [], (len(failures), failures[:1])
+    assert replicas[1].count("blackholed") >= 4
+    assert any(s.endpoints[1].state == "outage, probing" for _, s in stats)
+
+
+def test_a_replica_given_up_while_all_were_down_is_held_again_once_another_is_back() -> None:
+    # both down from 1 s, past the 6 s budget: requests fail, as with one endpoint;
+    # replica 1 returns at 20 s, replica 2 never does: from then on replica 2 is held
+    # again (probes only) and no request fails
+    replicas = [Replica(8, seed=1, down=(1.0, 20.0)), Replica(16, seed=2, down=(1.0, math.inf))]
+    urls = [f"http://replica{i}.invalid/v1" for i in (1, 2)]
+    by_url = {u + "/chat/completions": r for u, r in zip(urls, replicas, strict=True)}
+    cfg = MinimaLlmConfig(
+        base_url=",".join(urls),
+        model="m",
+        rpm=0,
+        max_outstanding=64,
+        max_attempts=6,
+        max_backoff_s=1.0,
+        batch=BatchConfig(num_workers=256, heartbeat_s=0, max_failures=None),
+    )
+    out: dict[str, Any] = {}
+
+    def batch(name: str, n: int) -> list[MinimaLlmRequest]:
+        return [
+            MinimaLlmRequest(f"{name}{i}", [{"role": "user", "content": f"{name}{i}"}])
+            for i in range(n)
+        ]
+
+    async def main() -> None:
+        options = RuntimeOptions(lambda url: by_url[url].transport(url), random.Random(0))
+        async with OpenAIMinimaLlm(cfg, options=options) as backend:
+            first = await backend.run_batched(batch("a", 300), progress=io.StringIO())
+            out["first"] = [r for r in first if isinstance(r, MinimaLlmFailure)]
+            await trio.sleep_until(25.0)
+            second = await backend.run_batched(batch("b", 1000), progress=io.StringIO())
+            out["second"] = [r for r in second if isinstance(r, MinimaLlmFailure)]
+            out["end"] = trio.current_time()
+            runtime = await backend._runtime_here()
+            out["states"] = [e.state for e in runtime.statistics().endpoints]
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert out["first"]  # all down past the budget: they fail, they do not wait for ever
+    assert out["second"] == [], (len(out["second"]), out["second"][:1])
+    assert out["states"] == ["open", "outage, probing"]
+    # a burst of refused connects while its Workers take the batch's first jobs, then
+    # probes only (1 s apart)
+    assert replicas[1].count("refused", 26.0) <= 1.1 * (out["end"] - 26.0) + 2

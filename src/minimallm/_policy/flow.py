@@ -24,10 +24,12 @@ Cooldown act on, so a healthy client sends each of them nothing at all:
 - *quiet*: ``quiet_after`` attempts in a row found no server (refused, DNS, no answer
   within TIMEOUT_S, or a gateway's word that the server behind it is gone:
   :func:`upstream_gone`, when nothing succeeded for ``GONE_AFTER_S``) with no answer in
-  between, at a server that answered before — an outage is likely; and *answered*:
-  the first other answer after that. A timeout counts only if nothing was answered
-  since its attempt went out: a server that answered others meanwhile is busy (a
-  queueing server with TIMEOUT_S below its queue wait), not gone.
+  between to an attempt sent since the first of them (an attempt that was out when the
+  server fell may still be answered: that says nothing about now), at a server that
+  answered before — an outage is likely; and *answered*: the first answer after that
+  to an attempt sent since. A timeout counts only if nothing was answered since its
+  attempt went out: a server that answered others meanwhile is busy (a queueing server
+  with TIMEOUT_S below its queue wait), not gone.
 
 It also keeps the fastest tenth of the latencies of the run's *first wave* (the
 attempts sent before the first success came back: sent at once, before any queue
@@ -66,6 +68,8 @@ GONE_AFTER_S = 1.0
 """Gateway answers that the server behind is gone make an outage only when nothing
 succeeded for this long (seconds; or 4 round trips): a server with few slots answering
 503 above them still serves some."""
+QUIET_AFTER = 4
+"""No-server attempts in a row that make a server that answered before look gone."""
 LATENCY_SAMPLES = 256
 """Recent successes whose latencies are kept (for their fastest tenth)..."""
 LATENCY_WINDOW_S = 10.0
@@ -123,6 +127,7 @@ class FlowWatch:
         "_last_ok_at",
         "_limit_before",
         "_quiet",
+        "_quiet_from",
         "_quiet_run",
         "_recent_latencies",
         "_share_before",
@@ -135,7 +140,11 @@ class FlowWatch:
     )
 
     def __init__(
-        self, signal: OverloadSignal, *, quiet_after: int = 4, assume_answered: bool = False
+        self,
+        signal: OverloadSignal,
+        *,
+        quiet_after: int = QUIET_AFTER,
+        assume_answered: bool = False,
     ) -> None:
         """``assume_answered``: count a server that never answered as one that stopped
         (with several endpoints of one model: one down from the start is held, its
@@ -158,6 +167,7 @@ class FlowWatch:
         self._last_ok_at = -math.inf
         self._last_answer_at = -math.inf
         self._quiet_run = 0
+        self._quiet_from = math.inf  # when the run's first no-server attempt went out
         self._quiet = False
         self._recent_latencies: deque[tuple[float, float]] = deque(maxlen=LATENCY_SAMPLES)
         self._wave_until: float | None = None  # the first success: the first wave's end
@@ -220,7 +230,7 @@ class FlowWatch:
         if self._first_at is None:
             self._first_at = sent_at
         if gone:  # no server behind the gateway, if nothing succeeds for a while
-            self._quiet_run += 1
+            self._no_server(sent_at)
             if (
                 self._answered
                 and not self._quiet
@@ -232,12 +242,14 @@ class FlowWatch:
         elif kind in ("ok", "overload", "failed"):
             self._answered = True
             self._last_answer_at = now
-            self._quiet_run = 0
-            if self._quiet:
-                self._quiet = False
-                events.append(ReachEvent(now, True))
+            if sent_at >= self._quiet_from or not self._quiet_run:  # sent since: news
+                self._quiet_run = 0
+                self._quiet_from = math.inf
+                if self._quiet:
+                    self._quiet = False
+                    events.append(ReachEvent(now, True))
         elif kind == "unreachable" or (kind == "timeout" and not self.answered_since(sent_at)):
-            self._quiet_run += 1
+            self._no_server(sent_at)
             if self._answered and not self._quiet and self._quiet_run >= self.quiet_after:
                 self._quiet = True
                 events.append(ReachEvent(now, False))
@@ -276,6 +288,11 @@ class FlowWatch:
                 self._depth = self._floor_depth = 0
                 events.append(self._event(now, independent=True))
         return events
+
+    def _no_server(self, sent_at: float) -> None:
+        if not self._quiet_run:
+            self._quiet_from = sent_at
+        self._quiet_run += 1
 
     def _judge(self, now: float) -> float | None:
         """The window's share of refusals if they do not depend on the load, else None

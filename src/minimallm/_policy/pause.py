@@ -25,7 +25,10 @@ then let one probe go) or *release*. Three reasons to hold, and nothing else:
    failures are not counted against its request (the Worker marks them *excused*). The
    first answer, of any status, ends the outage. An outage longer than
    ``outage_budget_s`` is given up: the client releases and requests fail the ordinary
-   way (None: never give up).
+   way (None: never give up). With several endpoints of one model, an endpoint's
+   outage is not given up while another endpoint is up (``others_up``): its work
+   goes there, and it goes on probing; and one given up while all were down is held
+   again at its next attempt that finds no server once another is back.
 
 A probe that never reports (its caller left) is re-issued after ``probe_timeout_s``.
 Pure: no I/O, no clock (``now`` is passed in, seconds).
@@ -64,6 +67,8 @@ class PauseControl:
     """The hold/release decisions; see the module docstring."""
 
     __slots__ = (
+        "_budget_waits",
+        "_given_up",
         "_outage_since",
         "_probe_interval_s",
         "_probe_out_at",
@@ -99,6 +104,8 @@ class PauseControl:
         self.pauses = 0
         self._retry_after: float | None = None  # the latest Retry-After of an overload
         self._outage_since: float | None = None
+        self._budget_waits = False  # the outage outlasted its budget; others are up
+        self._given_up = False  # released at the budget (all down), not answered since
         self._probe_interval_s = probe_s
         self._probe_out_at: float | None = None  # when the current probe's hold ends
 
@@ -118,7 +125,11 @@ class PauseControl:
         times = [math.inf]
         if self._probe_out_at is not None:
             times.append(self._probe_out_at + self.probe_timeout_s)
-        if self._outage_since is not None and self.outage_budget_s is not None:
+        if (
+            self._outage_since is not None
+            and self.outage_budget_s is not None
+            and not self._budget_waits  # looked at again with each probe's outcome
+        ):
             times.append(self._outage_since + self.outage_budget_s)
         return min(times)
 
@@ -133,12 +144,17 @@ class PauseControl:
         exhausted: bool = False,
         probe: bool = False,
         gone: bool = False,
+        others_up: bool = False,
     ) -> PauseDecision | None:
-        """An overload answer, or any probe's outcome; a decision for the Pacer or None.
-        ``gone``: a gateway said the server behind it is not there (an outage's probe
-        found no server, like a refused connection)."""
+        """An overload answer, any probe's outcome, or (several endpoints) an attempt
+        that found no server; a decision for the Pacer or None. ``gone``: a gateway
+        said the server behind it is not there (an outage's probe found no server, like
+        a refused connection); ``others_up``: another endpoint is up now."""
         if gone and probe and self.holding == "outage":
             kind = "unreachable"
+        if self._given_up and others_up and kind in ("unreachable", "timeout"):
+            self._given_up = False  # still down, and another endpoint is back: hold again
+            return self.on_reach(now, False)
         if kind == "overload":
             self._retry_after = retry_after_s
             if probe and self.holding == "cooldown":  # the overload outlasted the pause
@@ -176,19 +192,26 @@ class PauseControl:
     def on_reach(self, now: float, reachable: bool) -> PauseDecision | None:
         """The Limiter saw attempts in a row find no server, or the first answer since."""
         if reachable:
+            self._given_up = False
             return self._release() if self.holding == "outage" else None
         if self.holding == "outage":
             return None
         self._outage_since = now
+        self._budget_waits = False
         self._probe_interval_s = self.probe_s
         return self._hold_outage(now)
 
-    def tick(self, now: float) -> PauseDecision | None:
-        """Time passed: re-issue a lost probe, or give an outage up."""
+    def tick(self, now: float, *, others_up: bool = False) -> PauseDecision | None:
+        """Time passed: re-issue a lost probe, or give an outage up (not while
+        ``others_up``: another endpoint of the model takes the work)."""
         budget = self.outage_budget_s
         since = self._outage_since
         if since is not None and budget is not None and now >= since + budget:
-            return self._release()
+            self._budget_waits = others_up
+            if not others_up:
+                decision = self._release()
+                self._given_up = True
+                return decision
         if self._probe_out_at is not None and now >= self._probe_out_at + self.probe_timeout_s:
             self._probe_out_at = now
             return PauseDecision(True, now, self.holding)
@@ -216,5 +239,6 @@ class PauseControl:
         self.holding = None
         self.asked_s = None
         self._outage_since = None
+        self._budget_waits = False
         self._probe_out_at = None
         return RELEASE

@@ -10,15 +10,22 @@ free Worker holding a permit takes the next job, so work goes to the endpoints w
 most free learned capacity, in proportion to it, with no bias by list order. An
 endpoint its Pacer holds (an outage, a shared pause) takes no jobs, hands back those it
 held (:class:`~minimallm.actors.admission.Admission`) and sends only its probes, so its
-work flows to the others.
+work flows to the others. A request never fails because one endpoint is down while
+another is up: an attempt that found no server there (or timed out at an endpoint that
+answered nothing since) moves on to the others at once, not counted against
+``MAX_ATTEMPTS`` (:func:`~minimallm.actors.excuse.excused`), and
+an endpoint's outage is not given up after ``MAX_ATTEMPTS`` x ``MAX_BACKOFF_S`` while
+another endpoint is up (only when all are down do requests fail the ordinary way).
 
-``RPM`` is a total for the key across all endpoints: it is **split evenly** (each
-endpoint's Pacer paces its share, at least 1/min). Why not one shared Pacer: the Pacer
-also carries each endpoint's own holds, probes and learned rate, and one endpoint's hold
-must not stop the others; and why not a split by capacity: capacities are learned while
-the run goes, and an even split can never exceed the total the provider allows. The
-cost: when an endpoint cannot use its share (held, or slower than its share), that part
-of the total goes unused.
+``RPM`` is a total for the key across all endpoints: every endpoint's Pacer takes its
+send times from **one shared RPM schedule** (``rpm``, made once by ``serve()``), and
+paces its own learned rate on a schedule of its own. The total goes where the work
+goes: an endpoint in an outage, or one slower than an even share, asks for fewer slots
+and leaves them to the others, and the exact cap (no 60 s window above ``RPM``) holds
+for the sum. Not one shared Pacer: the Pacer also carries each endpoint's own holds,
+probes and learned rate, and one endpoint's hold must not stop the others. Not an even
+split (as before): with one endpoint down, half or more of the key's budget went unused.
+``TPM`` is one budget for all endpoints too (:mod:`minimallm._runtime.tokens`).
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from minimallm.actors.pacer import Pacer, PacerMessage, PacerStatistics
 from minimallm.actors.watchdog import Watchdog
 from minimallm.actors.worker import Worker, WorkerChannels
 
-__all__ = ["Endpoint", "EndpointStatistics", "build_endpoint", "rpm_share"]
+__all__ = ["Endpoint", "EndpointStatistics", "build_endpoint"]
 
 REPORT_BUFFER = 4096
 """Messages buffered for the Limiter, Pacer and Cooldown (each drains its inbox per
@@ -126,34 +133,27 @@ class Endpoint:
         )
 
 
-def rpm_share(rpm: int, endpoints: int, number: int) -> int:
-    """Endpoint ``number``'s (1-based) part of ``rpm`` split evenly over ``endpoints``
-    (0: no pacing; at least 1/min each, so a tiny RPM over many endpoints may total a
-    little more than asked)."""
-    if not rpm:
-        return 0
-    share = rpm // endpoints + (1 if number <= rpm % endpoints else 0)
-    return max(1, share)
-
-
 def build_endpoint(
     cfg: MinimaLlmConfig,
     number: int,
     url: str,
     jobs: tuple[trio.MemorySendChannel[Job], trio.MemoryReceiveChannel[Job]],
     *,
-    several: bool,
+    fleet: list[Admission] | None,
+    rpm: PacingSchedule,
     make_transport: Callable[[str], HttpTransport],
     headers: tuple[tuple[bytes, bytes], ...],
     orphan: Callable[[Job, BaseException], None],
     wall_clock: Callable[[], float],
 ) -> tuple[Endpoint, Actors]:
     """Endpoint ``number``'s channels and actors, its Workers pulling from ``jobs``
-    (shared by all endpoints); ``several``: there are other endpoints (its Workers then
-    take jobs only while it is open, see the module docstring)."""
+    (shared by all endpoints); ``fleet``: with several endpoints, the list of their
+    Admissions that this one's joins (its Workers then take jobs only while it is
+    open, see the module docstring); None with one. ``rpm``: the RPM schedule, one
+    for all endpoints."""
+    several = fleet is not None
     jobs_send, jobs_recv = jobs
     cap = cfg.max_outstanding
-    count = len(cfg.base_urls)
     permits = trio.open_memory_channel[object](cap)
     revocations = trio.open_memory_channel[object](cap)  # "give a permit back" tokens
     limiter_send, limiter_recv = trio.open_memory_channel[LimiterMessage](REPORT_BUFFER)
@@ -161,7 +161,7 @@ def build_endpoint(
     cooldown_send, cooldown_recv = trio.open_memory_channel[CooldownMessage](REPORT_BUFFER)
     watchdog_send, watchdog_recv = trio.open_memory_channel[AttemptStarted](WATCHDOG_BUFFER)
     gate = trio.open_memory_channel[object](1)  # holds the baton while unpaced
-    admission = Admission() if several else None
+    admission = Admission(fleet) if fleet is not None else None
 
     limiter = Limiter(
         ConcurrencyControl(cap),
@@ -173,12 +173,13 @@ def build_endpoint(
         assume_answered=several,  # one down from the start is held too
     )
     pacer = Pacer(
-        PacingSchedule(rpm_share(cfg.rpm, count, number)),
+        rpm,
         # a bucket with twice MAX_OUTSTANDING left cannot be emptied before its next answer
         RateControl(plenty=max(64, 2 * cap)),
         pacer_recv,
         gate,
         admission,
+        PacingSchedule(0) if several else None,  # its own learned rate's
     )
     pause = PauseControl(
         CooldownState(
@@ -194,7 +195,9 @@ def build_endpoint(
         outage_budget_s=cfg.max_attempts * cfg.max_backoff_s if cfg.max_attempts else None,
         probe_timeout_s=cfg.timeout_s + 1.0,
     )
-    cooldown = Cooldown(pause, cooldown_recv, pacer_send)
+    cooldown = Cooldown(
+        pause, cooldown_recv, pacer_send, None if admission is None else admission.others_up
+    )
     channels = WorkerChannels(
         jobs=jobs_recv,
         permits=permits[1],

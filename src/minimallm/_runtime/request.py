@@ -149,14 +149,15 @@ async def _from_server(
     gate = rt.tokens  # TPM: each attempt reserves its estimate, settled by its usage
     estimate = 0 if gate is None else gate.estimate(req)
     last: AttemptError | None = None  # the latest attempt's failure
+    moves = 0  # attempts excused so far (see actors.excuse.excused)
     attempted: tuple[AttemptOutcome, float] | None
     while True:
         if gate is not None:
             reservation = await gate.reserve(estimate)
         if retries is None:
-            attempted = await _attempt(rt, body, events, order)
+            attempted = await _attempt(rt, body, events, order, None, moves)
         else:  # after refusals, a wait for the send bounded by MAX_WAIT_S
-            attempted = await _attempt_by(rt, body, events, order, retries.send_by())
+            attempted = await _attempt_by(rt, body, events, order, retries.send_by(), moves)
         if gate is not None:
             if attempted is None:  # never sent: nothing used
                 gate.settle(reservation, 0, None, None, trio.current_time())
@@ -178,8 +179,9 @@ async def _from_server(
                 result.total_tokens,
             )
             return Traced(response, len(sent_at) + 1, sent_at[0] if sent_at else sent)
-        if result.excused:
-            continue  # the client's own probe of a server it believes down
+        if result.excused:  # the client's own probe of a server it believes down, or
+            moves += 1  # a replica found down while another is up: go again at once
+            continue
         last = result
         sent_at.append(sent)
         if retries is None:
@@ -201,13 +203,15 @@ async def _attempt(
     events: trio.MemorySendChannel[Any] | None,
     order: int,
     waiting: trio.CancelScope | None = None,
+    moves: int = 0,
 ) -> tuple[AttemptOutcome, float]:
     """One attempt through the Worker pool: its outcome and when it was sent;
-    ``waiting``: see :func:`_attempt_by`."""
+    ``waiting``: see :func:`_attempt_by`; ``moves``: the request's excused attempts so far
+    (see :func:`minimallm.actors.excuse.excused`)."""
     if rt.life.closed:
         raise rt.life.closed_error()
     reply: Reply[tuple[AttemptOutcome, float]] = Reply()
-    job = Job(body, reply, events, order, waiting)
+    job = Job(body, reply, events, order, waiting, moves)
     try:
         rt.jobs.send_nowait(job)
     except trio.WouldBlock:
@@ -226,12 +230,13 @@ async def _attempt_by(
     events: trio.MemorySendChannel[Any] | None,
     order: int,
     send_by: float,
+    moves: int = 0,
 ) -> tuple[AttemptOutcome, float] | None:
     """:func:`_attempt`, or None if it had not gone out by ``send_by`` (trio time,
     seconds: MAX_WAIT_S after the request's first refusal). The deadline bounds only
     the wait: the Worker lifts it as it sends, so an attempt once sent is not cut."""
     with trio.CancelScope(deadline=send_by) as waiting:
-        return await _attempt(rt, body, events, order, waiting)
+        return await _attempt(rt, body, events, order, waiting, moves)
     return None
 
 

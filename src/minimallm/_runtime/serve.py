@@ -33,7 +33,7 @@ from minimallm._config.settings import MinimaLlmConfig
 from minimallm._errors import BackendClosedError, BackendFailedError, ServerWaitWarning
 from minimallm._http.proxy import proxy_secrets
 from minimallm._http.transport import HttpTransport, request_headers, transport_factory_for
-from minimallm._policy import Binding
+from minimallm._policy import Binding, PacingSchedule
 from minimallm._policy.retrying import RetryPolicy
 from minimallm._runtime.endpoint import (
     REPORT_BUFFER,
@@ -43,6 +43,7 @@ from minimallm._runtime.endpoint import (
     build_endpoint,
 )
 from minimallm._runtime.tokens import TokenGate
+from minimallm.actors.admission import Admission
 from minimallm.actors.cache_writer import CacheRow, CacheWriter, Flush
 from minimallm.actors.cooldown import Cooldown, CooldownStatistics
 from minimallm.actors.limiter import Limiter, LimiterStatistics
@@ -207,14 +208,16 @@ class Runtime:
 
 
 def _fleet_binding(each: tuple[EndpointStatistics, ...]) -> Binding | None:
-    """Several endpoints: a held one first ("replica 2: outage: no server for 12s,
-    probing"), else the first that binds, named."""
+    """Several endpoints: every held one, named ("replica 2: outage: no server for 12s,
+    probing; replica 3: cooldown …"), else the first that binds."""
     bound = [e for e in each if e.binding is not None]
     held = [e for e in bound if e.state != "open"]
-    for e in held or bound:
-        assert e.binding is not None
-        return Binding(e.binding.limit, f"replica {e.number}: {e.binding.text}")
-    return None
+    named = [
+        (e.binding, f"replica {e.number}: {e.binding.text}") for e in held or bound[:1] if e.binding
+    ]
+    if not named:
+        return None
+    return Binding(named[0][0].limit, "; ".join(text for _, text in named))
 
 
 def _warn_long_wait(message: str) -> None:
@@ -258,13 +261,16 @@ async def serve(
     # -- actors: one flow-control set per endpoint ------------------------------------
     endpoints: list[Endpoint] = []
     actors: list[tuple[str, Callable[..., Awaitable[None]]]] = []
+    fleet: list[Admission] | None = [] if several else None  # each endpoint's Admission
+    rpm = PacingSchedule(cfg.rpm)  # RPM is one total for the key: one schedule for all
     for number, url in enumerate(urls, 1):
         endpoint, its_actors = build_endpoint(
             cfg,
             number,
             url,
             (jobs_send, jobs_recv),
-            several=several,
+            fleet=fleet,
+            rpm=rpm,
             make_transport=make_transport,
             headers=headers,
             orphan=orphan,

@@ -10,6 +10,11 @@ Admission, and the Worker waits here before pulling, and checks again after a pu
 send back to the channel for the other endpoints. When a hold ends with a probe, the
 Pacer admits exactly one job: the probe.
 
+The Admissions of one model's endpoints form a *fleet* (one list, shared): a Worker
+whose attempt found no server asks whether another endpoint is up (not in an outage:
+:meth:`Admission.others_up`), and so does the Cooldown before it gives an outage up (a
+request moves to an endpoint that answers rather than fail because one is down).
+
 Plain state shared by one Pacer (the writer) and its endpoint's Workers (readers),
 all in one trio run; no messages, no task switch while the endpoint is open. With one
 endpoint there is no Admission at all (the Workers keep the jobs they take and wait
@@ -18,6 +23,7 @@ for the Pacer's probe slot, as a lone client must).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import trio
@@ -32,9 +38,19 @@ class _Idle(NamedTuple):
 class Admission:
     """``open`` (any number of jobs), or ``tickets`` (0: none; 1: the probe's)."""
 
-    __slots__ = ("_lot", "_open", "_tickets", "idle")
+    __slots__ = ("_fleet", "_lot", "_open", "_tickets", "answered_sent", "idle", "outage")
 
-    def __init__(self) -> None:
+    def __init__(self, fleet: list[Admission] | None = None) -> None:
+        """``fleet``: the Admissions of the model's other endpoints (this one joins it;
+        None: alone)."""
+        self._fleet = [] if fleet is None else fleet
+        self._fleet.append(self)
+        self.outage = False
+        """The endpoint is held for an outage (its Pacer says so; False when open)."""
+        self.answered_sent = -math.inf
+        """When the latest attempt that this endpoint answered went out (trio time, s;
+        its Workers write it): an attempt that timed out with nothing sent after it
+        answered met a silent endpoint."""
         self.idle = 0
         """The endpoint's Workers waiting for a job (they hold a permit, make no attempt)."""
         self._open = True
@@ -56,6 +72,16 @@ class Admission:
         """True while the endpoint takes jobs freely."""
         return self._open
 
+    @property
+    def endpoints(self) -> int:
+        """How many endpoints the fleet has (this one included)."""
+        return len(self._fleet)
+
+    def others_up(self) -> bool:
+        """True while another endpoint of the fleet is not held for an outage (it takes
+        jobs, or will after a pause)."""
+        return any(not a.outage for a in self._fleet if a is not self)
+
     def statistics(self) -> _Idle:
         """For the Limiter: its Workers waiting for a job, as a job channel reports them."""
         return _Idle(self.idle)
@@ -64,6 +90,7 @@ class Admission:
 
     def open(self) -> None:
         """Take jobs freely (no hold)."""
+        self.outage = False
         if not self._open:
             self._open = True
             self._tickets = 0

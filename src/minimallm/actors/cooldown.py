@@ -2,7 +2,8 @@
 overload, an outage — and tells the Pacer (:class:`Hold` / :class:`Release`).
 
 The decisions are the pure :class:`~minimallm._policy.pause.PauseControl`; this actor
-feeds it what it hears — overload answers and every probe's outcome from the Workers,
+feeds it what it hears — overload answers and every probe's outcome from the Workers
+(with several endpoints also every attempt that found no server),
 steps of congestion and the server's reachability from the Limiter (drained in bulk per
 wake-up) — wakes at the moments it asks for (a lost probe, an outage's budget), and
 forwards its decisions. It never holds a permit or a slot itself: a hold closes the
@@ -11,6 +12,7 @@ Pacer's gate, and the Pacer lets one probe through when the hold ends.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -44,15 +46,19 @@ class CooldownStatistics:
 class Cooldown:
     """Actor owning the shared pause."""
 
-    __slots__ = ("_control", "_inbox", "_overloads", "_pacer")
+    __slots__ = ("_control", "_inbox", "_others_up", "_overloads", "_pacer")
 
     def __init__(
         self,
         control: PauseControl,
         inbox: trio.MemoryReceiveChannel[CooldownMessage],
         pacer: trio.MemorySendChannel[Hold | Release],
+        others_up: Callable[[], bool] | None = None,
     ) -> None:
+        """``others_up``: several endpoints: is another one up (not in an outage) now?
+        An outage is not given up while one is."""
         self._control = control
+        self._others_up = others_up
         self._inbox = inbox
         self._pacer = pacer
         self._overloads = 0
@@ -86,7 +92,8 @@ class Cooldown:
                 return
             for message in burst:
                 decision = self._handle(message) or decision
-            decision = self._control.tick(trio.current_time()) or decision
+            others_up = self._others_up is not None and self._others_up()
+            decision = self._control.tick(trio.current_time(), others_up=others_up) or decision
             await self._tell(decision)
 
     def _handle(self, message: CooldownMessage) -> PauseDecision | None:
@@ -97,15 +104,20 @@ class Cooldown:
             )
         if isinstance(message, ReachEvent):
             return control.on_reach(message.at, message.reachable)
-        if message.kind == "overload":
+        kind = message.kind
+        if kind == "overload":
             self._overloads += 1
+        others_up = (
+            kind in ("unreachable", "timeout") and self._others_up is not None and self._others_up()
+        )
         return control.on_attempt(
             message.done_at,
-            message.kind,
+            kind,
             retry_after_s=message.retry_after_s,
             exhausted=message.rate is not None and message.rate.exhausted,
             probe=message.probe is not None,
             gone=message.upstream_gone,
+            others_up=others_up,
         )
 
     async def _tell(self, decision: PauseDecision | None) -> None:

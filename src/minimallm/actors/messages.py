@@ -78,13 +78,16 @@ class Job(NamedTuple):
     ``waiting``: after refusals, the cancel scope whose deadline (MAX_WAIT_S) bounds the
     caller's wait for this attempt to go out; the Worker lifts the deadline as it sends
     (a request held too long by a shared pause ends then; an attempt once sent is not
-    cut)."""
+    cut); and its attempts so far that were excused (``moves``: with several endpoints,
+    they bound how often one request moves on from an endpoint found down,
+    :func:`~minimallm.actors.excuse.excused`)."""
 
     body: bytes
     reply: Reply[Any]
     events: trio.MemorySendChannel[Any] | None = None
     order: int = 0
     waiting: trio.CancelScope | None = None
+    moves: int = 0
 
 
 class AttemptReport(NamedTuple):

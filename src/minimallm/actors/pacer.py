@@ -23,6 +23,12 @@ answers that carried ``x-ratelimit-*`` headers and from the Limiter's
 :class:`CongestionEvent`. At most one request per Worker is queued: a newer one
 replaces it (a Worker whose caller left asks again for its next job).
 
+With several endpoints ``RPM`` is one total for the key: every endpoint's Pacer takes
+its send times from one shared RPM schedule (plain state, all in one trio run), and
+paces its endpoint's learned rate on a schedule of its own; a send needs a slot of
+both. The total thus goes where the work goes (an endpoint in an outage, or a small
+one, asks for fewer slots and leaves them to the others) and is never exceeded.
+
 With several endpoints the Pacer of each also keeps its endpoint's
 :class:`~minimallm.actors.admission.Admission`: closed during a hold (and every queued
 Worker is sent its job back, ``Slot(back=True)``, for the other endpoints), one job
@@ -90,6 +96,7 @@ class Pacer:
         "_heap",
         "_hold",
         "_inbox",
+        "_learned",
         "_planned_slot",
         "_queue",
         "_rate",
@@ -104,8 +111,13 @@ class Pacer:
         inbox: trio.MemoryReceiveChannel[PacerMessage],
         gate: tuple[trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]],
         admission: Admission | None = None,
+        learned: PacingSchedule | None = None,
     ) -> None:
+        """``schedule``: the RPM cap (with one endpoint also the learned rate's);
+        ``learned``: several endpoints: this endpoint's own schedule for its learned
+        rate, ``schedule`` being the RPM total shared by all their Pacers."""
         self._schedule = schedule
+        self._learned = learned
         self._admission = admission  # several endpoints: which jobs this one may take
         self._rate = rate
         self._inbox = inbox
@@ -202,6 +214,8 @@ class Pacer:
         hold = self._hold
         admission = self._admission
         if hold is not None:
+            if admission is not None:
+                admission.outage = hold.reason == "outage"
             self._take_baton()
             if now < hold.until:
                 self._wake_at = hold.until
@@ -227,13 +241,22 @@ class Pacer:
             return
         self._take_baton()
         schedule = self._schedule
+        learned = self._learned
         while self._queue:
-            at = schedule.peek(now, interval)
+            if learned is None:
+                at = schedule.peek(now, interval)
+            else:  # the shared RPM total and this endpoint's learned rate
+                at = max(schedule.peek(now), learned.peek(now, interval))
             if at > now:
                 self._wake_at = self._planned_slot = at
                 return
             # a Worker waited for this slot: any lateness is our wake-up's (keep the grid)
-            schedule.take(now, interval, waited=planned is not None and now >= planned)
+            waited = planned is not None and now >= planned
+            if learned is None:
+                schedule.take(now, interval, waited=waited)
+            else:
+                schedule.take(now, waited=waited)
+                learned.take(now, interval, waited=waited)
             self._rate.on_send(now)
             planned = None
             if hold is not None:  # the one probe after a hold, still on the schedule

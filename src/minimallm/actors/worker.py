@@ -47,8 +47,9 @@ from minimallm._http.transport import (
     outcome_from_reply,
     timeout_outcome,
 )
-from minimallm._outcome.attempts import AttemptError, AttemptOutcome, AttemptSuccess
+from minimallm._outcome.attempts import AttemptOutcome, AttemptSuccess
 from minimallm.actors.admission import Admission
+from minimallm.actors.excuse import excused
 from minimallm.actors.messages import (
     BATON,
     AttemptReport,
@@ -248,8 +249,9 @@ class Worker:
         if reply.cancelled:  # interrupted because the caller left: not the server's doing
             return
         await self._report(job, result, sent_at, probe)
-        if probe is not None:
-            result = excused(result, probe)
+        admission = self._ch.admission
+        if probe is not None or admission is not None:  # else nothing is excused
+            result = excused(result, probe, job.moves, admission, sent_at)
         reply.send_value((result, sent_at))
 
     async def _pull(self, jobs: trio.MemoryReceiveChannel[Job], admission: Admission) -> Job | None:
@@ -360,6 +362,9 @@ class Worker:
                 result.status,
             )
         ch = self._ch
+        admission = ch.admission
+        if admission is not None and kind in _ANSWERS and sent_at > admission.answered_sent:
+            admission.answered_sent = sent_at
         try:  # every report (the permit's fate is in it): never dropped
             ch.limiter.send_nowait(report)
         except trio.WouldBlock:
@@ -368,20 +373,13 @@ class Worker:
             _send_lossy(ch.pacer, report)
         if kind == "overload" or probe is not None:
             _send_lossy(ch.cooldown, report)
+        elif admission is not None and kind in ("unreachable", "timeout"):
+            _send_lossy(ch.cooldown, report)  # an endpoint given up may be held again
         if job.events is not None:
             _send_lossy(job.events, report)
 
 
-def excused(result: AttemptOutcome, probe: str | None) -> AttemptOutcome:
-    """An outage probe that found no server is the client's own business, not an
-    attempt of its request."""
-    if (
-        probe == "outage"
-        and isinstance(result, AttemptError)
-        and result.kind in ("unreachable", "timeout")
-    ):
-        return dataclasses.replace(result, excused=True)
-    return result
+_ANSWERS = frozenset(("ok", "overload", "failed"))
 
 
 def _send_lossy(channel: trio.MemorySendChannel[Any], report: AttemptReport) -> None:

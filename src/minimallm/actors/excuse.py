@@ -1,0 +1,53 @@
+"""Which failed attempts are not the request's: :func:`excused`.
+
+The Worker marks an attempt *excused* when its failure is the client's own business
+(an outage probe) or, with several endpoints, an endpoint's (found down while another
+is up); the request door then sends the request again at once, without counting the
+attempt against ``MAX_ATTEMPTS`` and without a backoff. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from minimallm._outcome.attempts import AttemptError, AttemptOutcome
+from minimallm._policy.flow import QUIET_AFTER
+from minimallm.actors.admission import Admission
+
+__all__ = ["excused"]
+
+
+def excused(
+    result: AttemptOutcome,
+    probe: str | None,
+    moves: int = 0,
+    admission: Admission | None = None,
+    sent_at: float = 0.0,
+) -> AttemptOutcome:
+    """An outage probe that found no server is the client's own business, not an
+    attempt of its request. So is, with several endpoints and another one up, an
+    attempt that
+
+    - found no server (it never reached one): ``moves`` (the request's excused
+      attempts so far) bounds how often, to what the endpoints' flow control needs to
+      find them down and hold them (:data:`~minimallm._policy.flow.QUIET_AFTER` each),
+      so a request does not bounce for ever between endpoints nobody holds;
+    - timed out, sent at ``sent_at``, while the endpoint answered nothing sent after
+      it (a silent endpoint: a blackhole, a hung server), once per endpoint at most (a
+      request too long for TIMEOUT_S times out everywhere, and then counts). One caught
+      in a blackhole that ended before its TIMEOUT_S, with later attempts answered,
+      cannot be told from a request too long, and counts.
+
+    The request goes again at once, to whichever endpoint takes it."""
+    if not isinstance(result, AttemptError):
+        return result
+    kind = result.kind
+    if probe == "outage" and kind in ("unreachable", "timeout"):
+        return dataclasses.replace(result, excused=True)
+    if admission is None or not admission.others_up():
+        return result
+    if (kind == "unreachable" and moves < QUIET_AFTER * admission.endpoints) or (
+        kind == "timeout" and moves < admission.endpoints and admission.answered_sent < sent_at
+    ):
+        return dataclasses.replace(result, excused=True)
+    return result
