@@ -161,6 +161,14 @@ def build_endpoint(
     gate = trio.open_memory_channel[object](1)  # holds the baton while unpaced
     admission = Admission() if several else None
 
+    pacer = Pacer(
+        PacingSchedule(rpm_share(cfg.rpm, count, number)),
+        # a bucket with twice MAX_OUTSTANDING left cannot be emptied before its next answer
+        RateControl(plenty=max(64, 2 * cap)),
+        pacer_recv,
+        gate,
+        admission,
+    )
     limiter = Limiter(
         ConcurrencyControl(cap),
         limiter_recv,
@@ -169,14 +177,8 @@ def build_endpoint(
         jobs_recv if admission is None else admission,  # who waits for a job, idle
         (pacer_send, cooldown_send),
         assume_answered=several,  # one down from the start is held too
-    )
-    pacer = Pacer(
-        PacingSchedule(rpm_share(cfg.rpm, count, number)),
-        # a bucket with twice MAX_OUTSTANDING left cannot be emptied before its next answer
-        RateControl(plenty=max(64, 2 * cap)),
-        pacer_recv,
-        gate,
-        admission,
+        slot_waiters=lambda: pacer.statistics().waiting,  # ... and who waits for a slot
+        pacer=pacer_send,  # refusals not the concurrency's doing
     )
     pause = PauseControl(
         CooldownState(

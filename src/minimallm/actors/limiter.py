@@ -6,11 +6,15 @@ switch while one is ready) and *keeps* it from one attempt to the next: only as 
 Workers take jobs as there are permits, and each sends its next request on its own
 warm connection. Every attempt's :class:`AttemptReport` comes here (so the Limiter sees
 every answer, what its controller learns from); it says whether the Worker kept its
-permit. To lower the limit the Limiter takes idle permits back from the channel, and
-for permits held by Workers puts :data:`REVOKE` tokens in the revocation channel: the
-next Worker to finish an attempt (or to take a job) takes a token and returns its
-permit. To raise it, it withdraws tokens not yet taken, then mints permits. It drains
-its whole inbox per wake-up: at high rates one wake-up per burst of answers.
+permit. Until a Worker got an answer through, a refused attempt's permit comes back
+with its report, and is issued again only after the Limiter has taken the refusal in:
+a first wave refused within a millisecond would otherwise send the next jobs, and be
+refused again, before the Limiter could freeze the permits. To lower the limit the
+Limiter takes idle permits back from the channel, and for permits held by Workers
+puts :data:`REVOKE` tokens in the revocation channel: the next Worker to finish an
+attempt (or to take a job) takes a token and returns its permit. To raise it, it
+withdraws tokens not yet taken, then mints permits. It drains its whole inbox per
+wake-up: at high rates one wake-up per burst of answers.
 
 Invariant: permits in existence (idle in the channel + held by Workers) minus the
 revocations under way <= the limit <= cap, whenever the Limiter has run; a Worker never
@@ -20,12 +24,18 @@ Being the one actor that sees every attempt, it also sums them up for the others
 (:mod:`minimallm._policy.flow`): a step of congestion or the return to calm, and a
 server that stopped or started answering, go to the Pacer and the Cooldown as
 :class:`CongestionEvent` and :class:`ReachEvent` — rare messages, so a healthy client
-sends those two actors nothing.
+sends those two actors nothing. A refusal that came while fewer attempts were out
+than the limit allows (a server with few slots refuses only when they are full: this
+one is a rate's doing, if anything's) goes to the Pacer as :class:`Refused`; a
+Worker waiting for the Pacer's slot holds a permit but makes no attempt, so it does
+not count as out (``slot_waiters``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,7 +44,7 @@ import trio
 from minimallm._policy.concurrency import ConcurrencyControl
 from minimallm._policy.flow import CongestionEvent, FlowWatch, ReachEvent
 from minimallm.actors._inbox import receive_burst
-from minimallm.actors.messages import PERMIT, REVOKE, AttemptReport
+from minimallm.actors.messages import PERMIT, REVOKE, AttemptReport, Refused
 
 __all__ = ["Limiter", "LimiterStatistics"]
 
@@ -77,11 +87,13 @@ class Limiter:
         "_inbox",
         "_jobs",
         "_listeners",
+        "_pacer",
         "_permits_in",
         "_permits_out",
         "_revocations_in",
         "_revocations_out",
         "_revoking",
+        "_slot_waiters",
         "_watch",
     )
 
@@ -95,13 +107,23 @@ class Limiter:
         listeners: tuple[trio.MemorySendChannel[Any], ...] = (),
         *,
         assume_answered: bool = False,  # several endpoints: see FlowWatch
+        slot_waiters: Callable[[], int] | None = None,
+        pacer: trio.MemorySendChannel[Any] | None = None,
     ) -> None:
+        """``slot_waiters``: how many Workers holding a permit wait for the Pacer's
+        slot (the Pacer's ``statistics().waiting``): they make
+        no attempt yet, so a paced client does not look like one that uses its
+        whole concurrency (which would let the limit grow past what a server with
+        few slots serves). ``pacer``: where to tell of refusals that came while the
+        concurrency was not full (:class:`Refused`)."""
         self._control = control
         self._watch = FlowWatch(control.signal, assume_answered=assume_answered)
         self._inbox = inbox
         self._permits_in, self._permits_out = permits
         self._revocations_in, self._revocations_out = revocations
         self._jobs = jobs  # read for statistics only: Workers waiting there hold a permit
+        self._slot_waiters = slot_waiters
+        self._pacer = pacer
         self._listeners = listeners  # the Pacer's and the Cooldown's inboxes
         self._existing = 0  # permits in the channel + permits Workers hold
         self._revoking = 0  # revocations asked for and not yet answered by a returned permit
@@ -117,6 +139,8 @@ class Limiter:
         """Permits held by Workers that are making an attempt (not waiting for a job)."""
         held = self._existing - self._idle()
         idle: int = self._jobs.statistics().tasks_waiting_receive
+        if self._slot_waiters is not None:
+            idle += self._slot_waiters()
         return max(0, held - idle)
 
     def statistics(self) -> LimiterStatistics:
@@ -159,15 +183,26 @@ class Limiter:
         """Take in one report; ``busy``: permits busy with an attempt before it, returned
         as after it (a permit that came back is no longer busy)."""
         if not message.kept:
-            self._existing -= 1  # a permit came back (revoked)
-            self._revoking = max(0, self._revoking - 1)
+            self._existing -= 1  # a permit came back (revoked, or its attempt refused)
+            if not message.unasked:
+                self._revoking = max(0, self._revoking - 1)
             busy = max(0, busy - 1)
         gone = message.upstream_gone
         if message.answered and not (gone and self._watch.quiet):
             others = max(0, busy - (1 if message.kept else 0))
-            self._control.on_answer(
-                message.done_at, message.sent_at, message.kind == "overload", others
-            )
+            refused = message.kind == "overload"
+            control = self._control
+            if refused and self._pacer is not None and others + 2 < control.limit:
+                # not the concurrency's doing: a server with few slots refuses only when
+                # they are full (at most one above its slots with the limit it settles on)
+                # ... nor while fewer were out than the level decided since it was sent
+                below = (
+                    others + 1 < 0.75 * control.stable
+                    and message.sent_at > control.decided_at > -math.inf
+                )
+                with contextlib.suppress(trio.WouldBlock):
+                    self._pacer.send_nowait(Refused(message.sent_at, message.done_at, below))
+            self._control.on_answer(message.done_at, message.sent_at, refused, others)
         limit = self._control.limit
         events = self._watch.observe(
             message.done_at, message.sent_at, message.kind, limit, gone=gone
