@@ -204,7 +204,11 @@ def test_refusals_that_pacing_does_not_stop_forget_the_limited_rate() -> None:
 def test_refusals_whatever_the_pace_strike_the_limited_rate_out() -> None:
     rc = limited()
     t = 1.0
-    for _ in range(3):  # each refusal soon after the cut before it: three strikes
+    for strike in range(1, 5):  # each refusal soon after the cut before it: a strike
         t = paced(rc, t, t + 0.2)
+        before = rc.rate(t)
+        assert before is not None
         rc.on_refusal(t, t - 0.01)
-    assert rc.rate(t) is None
+        if strike < 4:  # the cut before was not enough: 10 % at least
+            assert rc.rate(t) == pytest.approx(0.9 * before)
+    assert rc.rate(t) is None  # the fourth in a row: no rate limit's refusals

@@ -54,8 +54,9 @@ limit (a storm, refusals whatever the load: :mod:`minimallm._policy.flow` judges
 those). So a refusal with more than a quarter of the last second's sends refused is
 no overshoot (the congestion steps deal with it); a further step within ``QUIET_S``
 of the cut forgets the rate at once; an overshoot within ``QUIET_S`` of the last cut,
-or before the rate grew 2 % past it, is a *strike*, and the ``STRIKES``-th in a row
-forgets it. Either way it is not learned as a rate limit's again in that episode.
+or before the rate grew 2 % past it, is a *strike* (the cut was not enough: cut 10 %
+at least), and the ``STRIKES``-th in a row forgets it. Either way it is not learned as
+a rate limit's again in that episode.
 
 *Persisting overload without headers*. When overload persists although the concurrency
 limit is down to one attempt at a time (a step of congestion at that floor, told by
@@ -101,7 +102,9 @@ QUIET_S = 1.0
 """An overshoot sooner than this after the last cut (seconds) is a strike."""
 STRIKE_GROWTH = 1.02
 """An overshoot before the rate grew this much past the last cut is a strike."""
-STRIKES = 3
+STRIKE_CUT = 0.9
+"""A strike cuts the rate at least this much (the cut before was not enough)."""
+STRIKES = 4
 _HEADERS_STALE_S = 60.0
 
 
@@ -267,16 +270,20 @@ class RateControl:
             self._limited = False
         self._floor_depth = floor_depth
 
-    def on_refusal(self, now: float, sent_at: float, *, below: bool = False) -> None:
-        """An attempt sent at ``sent_at`` was refused (an overload answer) at ``now``,
-        not for the concurrency limit's sake (``below``: with fewer attempts out than
-        the concurrency that held): a limited rate's overshoot cuts it (see the
-        module docstring)."""
+    def on_refusal(
+        self, now: float, sent_at: float, *, below: bool = False, full: bool = False
+    ) -> None:
+        """An attempt sent at ``sent_at`` was refused (an overload answer) at ``now``;
+        ``full``: while the concurrency limit was (nearly) used up, so perhaps for its
+        sake; ``below``: with fewer attempts out than the concurrency that held. A
+        limited rate's overshoot cuts it (see the module docstring)."""
         if below:
             self._below_at = now
-        if not self._limited or self._learned is None or sent_at <= self._cut_at:
+        if not self._limited or self._learned is None:
             return
         self._refusals.add(now)
+        if full or sent_at <= self._cut_at:
+            return
         sends = self._sends.rate(now)
         share = self._refusals.count(now) / max(1.0, self._sends.count(now))
         if sends < BINDING * self._learned or share > OVERSHOOT_SHARE:
@@ -288,7 +295,8 @@ class RateControl:
         delivers now (requests per second). Cut to just under it; but an overshoot
         before the rate grew back past where the last cut put it (by
         ``STRIKE_GROWTH``), or within ``QUIET_S`` of that cut, is a *strike*: the cut
-        did not help. The ``STRIKES``-th in a row forgets the rate for the rest of the
+        did not help (cut at least to ``STRIKE_CUT`` x the rate). The ``STRIKES``-th in a
+        row forgets the rate for the rest of the
         episode: refusals that pacing under what the server delivers does not stop
         are no rate limit's (a server with few slots refusing as its latency varies,
         refusals whatever the load)."""
@@ -301,9 +309,10 @@ class RateControl:
                 self._forget()
                 self._no_bucket = True
                 return
+            self._limit(now, min(LIMITED_BELOW * delivered, STRIKE_CUT * learned))
         else:
             self._strikes = 0
-        self._limit(now, LIMITED_BELOW * min(learned, delivered))
+            self._limit(now, LIMITED_BELOW * min(learned, delivered))
 
     def _limit(self, now: float, rate: float) -> None:
         """Pace at ``rate`` (if lower than now) as a rate limit's, probing gently."""

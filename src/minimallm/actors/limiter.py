@@ -24,10 +24,10 @@ Being the one actor that sees every attempt, it also sums them up for the others
 (:mod:`minimallm._policy.flow`): a step of congestion or the return to calm, and a
 server that stopped or started answering, go to the Pacer and the Cooldown as
 :class:`CongestionEvent` and :class:`ReachEvent` — rare messages, so a healthy client
-sends those two actors nothing. A refusal that came while fewer attempts were out
-than the limit allows (a server with few slots refuses only when they are full: this
-one is a rate's doing, if anything's) goes to the Pacer as :class:`Refused`; a
-Worker waiting for the Pacer's slot holds a permit but makes no attempt, so it does
+sends those two actors nothing. Every refusal goes to the Pacer as :class:`Refused`,
+saying whether the concurrency was (nearly) used up: a server with few slots refuses
+only when they are full, so one that came with fewer out is a rate's doing, if
+anything's. A Worker waiting for the Pacer's slot holds a permit but makes no attempt, so it does
 not count as out (``slot_waiters``).
 """
 
@@ -114,8 +114,7 @@ class Limiter:
         slot (the Pacer's ``statistics().waiting``): they make
         no attempt yet, so a paced client does not look like one that uses its
         whole concurrency (which would let the limit grow past what a server with
-        few slots serves). ``pacer``: where to tell of refusals that came while the
-        concurrency was not full (:class:`Refused`)."""
+        few slots serves). ``pacer``: where to tell of refusals (:class:`Refused`)."""
         self._control = control
         self._watch = FlowWatch(control.signal, assume_answered=assume_answered)
         self._inbox = inbox
@@ -192,16 +191,18 @@ class Limiter:
             others = max(0, busy - (1 if message.kept else 0))
             refused = message.kind == "overload"
             control = self._control
-            if refused and self._pacer is not None and others + 2 < control.limit:
-                # not the concurrency's doing: a server with few slots refuses only when
-                # they are full (at most one above its slots with the limit it settles on)
-                # ... nor while fewer were out than the level decided since it was sent
+            if refused and self._pacer is not None:
+                # full: perhaps the concurrency's doing (a server with few slots refuses
+                # only when they are full, at most one above them with the limit it
+                # settles on); below: fewer out than the level decided since it was sent
+                full = others + 2 >= control.limit
                 below = (
                     others + 1 < 0.75 * control.stable
                     and message.sent_at > control.decided_at > -math.inf
                 )
+                refusal = Refused(message.sent_at, message.done_at, below, full)
                 with contextlib.suppress(trio.WouldBlock):
-                    self._pacer.send_nowait(Refused(message.sent_at, message.done_at, below))
+                    self._pacer.send_nowait(refusal)
             self._control.on_answer(message.done_at, message.sent_at, refused, others)
         limit = self._control.limit
         events = self._watch.observe(

@@ -118,12 +118,14 @@ class AttemptReport(NamedTuple):
 class Refused(NamedTuple):
     """Limiter → Pacer: an attempt sent at ``sent_at`` was refused at ``at`` while fewer
     attempts were out than the concurrency limit allows (so it is not the limit's
-    doing: a rate may be); ``below``: fewer even than the concurrency that held (a
-    server with few slots never refuses then: a rate limit's sign)."""
+    doing: a rate may be), unless ``full`` (the limit was nearly used up); ``below``:
+    fewer even than the concurrency that held (a server with few slots never refuses
+    then: a rate limit's sign)."""
 
     sent_at: float
     at: float
     below: bool = False
+    full: bool = False
 
 
 class WantSlot(NamedTuple):

@@ -190,7 +190,9 @@ class Pacer:
             if message.rate is not None:
                 self._rate.on_headers(message.done_at, message.rate, message.tokens)
         elif isinstance(message, Refused):
-            self._rate.on_refusal(message.at, message.sent_at, below=message.below)
+            self._rate.on_refusal(
+                message.at, message.sent_at, below=message.below, full=message.full
+            )
         elif isinstance(message, CongestionEvent):
             self._rate.on_congestion(
                 message.at,
