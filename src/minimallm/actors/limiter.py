@@ -27,8 +27,7 @@ server that stopped or started answering, go to the Pacer and the Cooldown as
 sends those two actors nothing. Every refusal goes to the Pacer as :class:`Refused`,
 saying whether the concurrency was (nearly) used up: a server with few slots refuses
 only when they are full, so one that came with fewer out is a rate's doing, if
-anything's. A Worker waiting for the Pacer's slot holds a permit but makes no attempt, so it does
-not count as out (``slot_waiters``).
+anything's (a Worker waiting for the Pacer's slot holds a permit but is not out).
 """
 
 from __future__ import annotations
@@ -94,6 +93,7 @@ class Limiter:
         "_revocations_out",
         "_revoking",
         "_slot_waiters",
+        "_waiting",
         "_watch",
     )
 
@@ -110,11 +110,11 @@ class Limiter:
         slot_waiters: Callable[[], int] | None = None,
         pacer: trio.MemorySendChannel[Any] | None = None,
     ) -> None:
-        """``slot_waiters``: how many Workers holding a permit wait for the Pacer's
-        slot (the Pacer's ``statistics().waiting``): they make
-        no attempt yet, so a paced client does not look like one that uses its
-        whole concurrency (which would let the limit grow past what a server with
-        few slots serves). ``pacer``: where to tell of refusals (:class:`Refused`)."""
+        """``pacer``: where to tell of refusals (:class:`Refused`); ``slot_waiters``:
+        how many Workers holding a permit wait for the Pacer's slot (its
+        ``statistics().waiting``): they make no attempt yet, so they do not count as
+        out when a refusal is told (the concurrency controller sees them as busy, as
+        before: while the pace binds, its limit may grow towards what it allows)."""
         self._control = control
         self._watch = FlowWatch(control.signal, assume_answered=assume_answered)
         self._inbox = inbox
@@ -122,6 +122,7 @@ class Limiter:
         self._revocations_in, self._revocations_out = revocations
         self._jobs = jobs  # read for statistics only: Workers waiting there hold a permit
         self._slot_waiters = slot_waiters
+        self._waiting = 0  # Workers waiting for a slot, as of this wake-up
         self._pacer = pacer
         self._listeners = listeners  # the Pacer's and the Cooldown's inboxes
         self._existing = 0  # permits in the channel + permits Workers hold
@@ -138,8 +139,6 @@ class Limiter:
         """Permits held by Workers that are making an attempt (not waiting for a job)."""
         held = self._existing - self._idle()
         idle: int = self._jobs.statistics().tasks_waiting_receive
-        if self._slot_waiters is not None:
-            idle += self._slot_waiters()
         return max(0, held - idle)
 
     def statistics(self) -> LimiterStatistics:
@@ -173,6 +172,8 @@ class Limiter:
         """One wake-up: take in the messages (maybe none: a deadline passed), let the
         controller see the time, bring the permits to the limit. No checkpoint."""
         busy = self._busy()  # read once: nothing else runs during a wake-up
+        if self._slot_waiters is not None and self._pacer is not None:
+            self._waiting = self._slot_waiters()
         for message in burst:
             busy = self._handle(message, busy)
         self._control.tick(now, busy)
@@ -194,10 +195,12 @@ class Limiter:
             if refused and self._pacer is not None:
                 # full: perhaps the concurrency's doing (a server with few slots refuses
                 # only when they are full, at most one above them with the limit it
-                # settles on); below: fewer out than the level decided since it was sent
-                full = others + 2 >= control.limit
+                # settles on); below: fewer out than the level decided since it was
+                # sent. Out: making an attempt, not waiting for the Pacer's slot
+                out = max(0, others - self._waiting)
+                full = out + 2 >= control.limit
                 below = (
-                    others + 1 < 0.75 * control.stable
+                    out + 1 < 0.75 * control.stable
                     and message.sent_at > control.decided_at > -math.inf
                 )
                 refusal = Refused(message.sent_at, message.done_at, below, full)
