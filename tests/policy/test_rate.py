@@ -166,7 +166,8 @@ def test_the_limited_rate_grows_gently_and_faster_the_longer_no_refusal_comes() 
     rc = limited()
     t = paced(rc, 1.0, 2.0)
     first = rc.rate(t)
-    assert first == pytest.approx(194.0 * 1.01, rel=0.003)  # about 1 %/s at first
+    # 4 %/s at first, growing 25 % a second: the estimate made at the step is often low
+    assert first == pytest.approx(194.0 * 1.045, rel=0.003)
     t = paced(rc, t, 6.0)
     r5 = rc.rate(t)
     t = paced(rc, t, 7.0)

@@ -41,8 +41,9 @@ starts just under what was delivered, and the headroom is probed gently::
     learned = 0.97 * min(learned, sends/s - refusals/s)  at a refusal of an attempt
                                                          sent after the last cut, when
                                                          sends/s >= 0.8 x learned
-    learned *= 1 + g * dt        per round trip without one; g = 1 %/s after a cut,
-                                 growing 25 % a second up to 10 %/s
+    learned *= 1 + g * dt        per round trip without one; g = 1 %/s after a cut
+                                 (4 %/s once learned), growing 25 % a second up to
+                                 10 %/s
 
 A bucket of ``b`` requests refilling at ``R`` thus sees a refusal about once every
 few seconds (the paced client first refills it, then drains it at the slowly
@@ -54,9 +55,9 @@ limit (a storm, refusals whatever the load: :mod:`minimallm._policy.flow` judges
 those). So a refusal with more than a quarter of the last second's sends refused is
 no overshoot (the congestion steps deal with it); a further step within ``QUIET_S``
 of the cut forgets the rate at once; an overshoot within ``QUIET_S`` of the last cut,
-or before the rate grew 2 % past it, is a *strike* (the cut was not enough: cut 10 %
-at least), and the ``STRIKES``-th in a row forgets it. Either way it is not learned as
-a rate limit's again in that episode.
+or before the rate grew 2 % past it, is a *strike* (soon after: the cut was not enough,
+cut 10 % at least), and the ``STRIKES``-th in a row forgets it. Either way it is not
+learned as a rate limit's again in that episode.
 
 *Persisting overload without headers*. When overload persists although the concurrency
 limit is down to one attempt at a time (a step of congestion at that floor, told by
@@ -86,6 +87,9 @@ _WINDOW_S = 1.0
 LIMITED_BELOW = 0.97
 """A limited rate starts this far under what the server delivered."""
 GROWTH_MIN_PER_S = 0.01
+GROWTH_LEARNED_PER_S = 0.04
+"""The growth right after a rate limit's rate is learned (its estimate, made while the
+client was still finding its pace, is often low): 4 %/s, not the 1 %/s after a cut."""
 GROWTH_MAX_PER_S = 0.1
 GROWTH_SPEEDUP_PER_S = 1.25
 OVERSHOOT_SHARE = 0.25
@@ -252,7 +256,7 @@ class RateControl:
             and not self._no_bucket
             and (rttvar_s <= STEADY * (srtt_s or 0.0) or now - self._below_at <= EVIDENCE_S)
         ):
-            self._limit(now, LIMITED_BELOW * during)
+            self._limit(now, LIMITED_BELOW * during, GROWTH_LEARNED_PER_S)
             # what the server delivered over the last second (or before the episode)
             # is within reach at once: an estimate over a short span may be low
             best = LIMITED_BELOW * max(delivered_per_s, baseline_per_s)
@@ -295,34 +299,38 @@ class RateControl:
         delivers now (requests per second). Cut to just under it; but an overshoot
         before the rate grew back past where the last cut put it (by
         ``STRIKE_GROWTH``), or within ``QUIET_S`` of that cut, is a *strike*: the cut
-        did not help (cut at least to ``STRIKE_CUT`` x the rate). The ``STRIKES``-th in a
-        row forgets the rate for the rest of the
-        episode: refusals that pacing under what the server delivers does not stop
-        are no rate limit's (a server with few slots refusing as its latency varies,
-        refusals whatever the load)."""
+        did not help (soon after it: cut at least to ``STRIKE_CUT`` x the rate). The
+        ``STRIKES``-th in a row forgets the rate for the rest of the episode: refusals
+        that pacing under what the server delivers does not stop are no rate limit's
+        (a server with few slots refusing as its latency varies, refusals whatever
+        the load)."""
         learned = self._learned
         if learned is None or now - self._cut_at < self._round_trip():
             return  # answers to attempts sent before the cut took effect
-        if now - self._cut_at < QUIET_S or learned < STRIKE_GROWTH * self._cut_to:
+        soon = now - self._cut_at < QUIET_S
+        if soon or learned < STRIKE_GROWTH * self._cut_to:
             self._strikes += 1
             if self._strikes >= STRIKES:
                 self._forget()
                 self._no_bucket = True
                 return
-            self._limit(now, min(LIMITED_BELOW * delivered, STRIKE_CUT * learned))
+            # soon after the cut: it was not enough, cut harder
+            most = STRIKE_CUT * learned if soon else learned
+            self._limit(now, min(LIMITED_BELOW * delivered, most))
         else:
             self._strikes = 0
             self._limit(now, LIMITED_BELOW * min(learned, delivered))
 
-    def _limit(self, now: float, rate: float) -> None:
-        """Pace at ``rate`` (if lower than now) as a rate limit's, probing gently."""
+    def _limit(self, now: float, rate: float, growth: float = GROWTH_MIN_PER_S) -> None:
+        """Pace at ``rate`` (if lower than now) as a rate limit's, probing gently
+        (``growth`` per second at first)."""
         rate = max(self._min_rate, rate)
         if self._learned is not None and self._limited and rate >= self._learned:
             return
         self._learned = self._threshold = self._cut_to = rate
         self._limited = True
         self._cut_at = self._grown_at = now
-        self._growth = GROWTH_MIN_PER_S
+        self._growth = growth
         self._next_growth = now + self._round_trip()
         self._underused_since = None
 
