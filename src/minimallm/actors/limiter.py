@@ -122,7 +122,7 @@ class Limiter:
         self._revocations_in, self._revocations_out = revocations
         self._jobs = jobs  # read for statistics only: Workers waiting there hold a permit
         self._slot_waiters = slot_waiters
-        self._waiting = 0  # Workers waiting for a slot, as of this wake-up
+        self._waiting: int | None = None  # Workers waiting for a slot (read once a wake-up)
         self._pacer = pacer
         self._listeners = listeners  # the Pacer's and the Cooldown's inboxes
         self._existing = 0  # permits in the channel + permits Workers hold
@@ -172,8 +172,7 @@ class Limiter:
         """One wake-up: take in the messages (maybe none: a deadline passed), let the
         controller see the time, bring the permits to the limit. No checkpoint."""
         busy = self._busy()  # read once: nothing else runs during a wake-up
-        if self._slot_waiters is not None and self._pacer is not None:
-            self._waiting = self._slot_waiters()
+        self._waiting = None  # read at the first refusal, if any (off the healthy path)
         for message in burst:
             busy = self._handle(message, busy)
         self._control.tick(now, busy)
@@ -197,6 +196,9 @@ class Limiter:
                 # only when they are full, at most one above them with the limit it
                 # settles on); below: fewer out than the level decided since it was
                 # sent. Out: making an attempt, not waiting for the Pacer's slot
+                if self._waiting is None:
+                    waiters = self._slot_waiters
+                    self._waiting = 0 if waiters is None else waiters()
                 out = max(0, others - self._waiting)
                 full = out + 2 >= control.limit
                 below = (
