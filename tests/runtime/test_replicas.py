@@ -41,7 +41,8 @@ def test_unequal_replicas_share_the_work_by_capacity() -> None:
     # each replica's slots are found by refusals (429 above them): a refused request
     # waits one base backoff, not a doubling one (flow control decides how fast all
     # send), so a few hundred refusals, not the thousands of a client that never learns
-    assert sum(r.count("429") for r in replicas) <= 0.15 * 6000
+    # (220 of 6,000 in virtual time, 3.7 %; 253 before the token-bucket work)
+    assert sum(r.count("429") for r in replicas) <= 0.05 * 6000
 
 
 def test_a_replica_down_for_20_s_costs_no_request_and_rejoins() -> None:

@@ -114,6 +114,17 @@ class ConcurrencyControl:
         return max(1, min(self.cap, int(self._level)))
 
     @property
+    def stable(self) -> int:
+        """The highest limit that held a round trip without overload (after a
+        decrease: the level decided)."""
+        return self._stable
+
+    @property
+    def decided_at(self) -> float:
+        """When the limit was last lowered (seconds; -inf: never)."""
+        return self._last_decrease
+
+    @property
     def frozen(self) -> bool:
         """True between a step of congestion and the decision it leads to: no new
         attempts go out meanwhile."""

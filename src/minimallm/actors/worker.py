@@ -13,7 +13,8 @@ connection). A Worker never waits for a permit with a job in hand. One attempt::
     go       ◄─ the Pacer: the baton if open, else WantSlot → Slot
     started  ─► the Watchdog                     (send_nowait; TIMEOUT_S from here)
     POST on the own connection; classify the answer (``_outcome``: one table)
-    report   ─► Limiter (kept, or back when revoked); the Pacer if the answer had rate headers;
+    report   ─► Limiter (kept, or back when revoked, or refused before any success);
+                the Pacer if the answer had rate headers;
                 the Cooldown if it was an overload or a probe; the batch's Monitor
     outcome  ─► the caller's Reply
 
@@ -110,6 +111,7 @@ class Worker:
         "_phase",
         "_scope",
         "_seq",
+        "_through",
         "_timeout_s",
         "_transport",
         "_wall",
@@ -140,6 +142,7 @@ class Worker:
         self._scope: trio.CancelScope | None = None
         self._expired = 0
         self._attempts = 0
+        self._through = False  # an attempt of this Worker succeeded
 
     def __repr__(self) -> str:
         s = self.statistics()
@@ -342,7 +345,10 @@ class Worker:
         self, job: Job, result: AttemptOutcome, sent_at: float, probe: str | None
     ) -> None:
         kind = result.kind
-        kept = not self._revoked()
+        revoked = self._revoked()
+        self._through = self._through or kind == "ok"
+        # refused before any success: the permit goes back (see actors/limiter.py)
+        kept = not revoked and (self._through or kind != "overload")
         self._permit = kept
         done_at = trio.current_time()
         if isinstance(result, AttemptSuccess):
@@ -360,6 +366,7 @@ class Worker:
                 probe,
                 kept,
                 result.status,
+                not kept and not revoked,
             )
         ch = self._ch
         admission = ch.admission
