@@ -213,3 +213,18 @@ def test_refusals_whatever_the_pace_strike_the_limited_rate_out() -> None:
         if strike < 4:  # the cut before was not enough: 10 % at least
             assert rc.rate(t) == pytest.approx(0.9 * before)
     assert rc.rate(t) is None  # the fourth in a row: no rate limit's refusals
+
+
+def test_a_latency_steady_for_a_moment_only_is_no_sign() -> None:
+    # a server with few slots and a varying latency: its rttvar dips under STEADY now
+    # and then, and a step at such a moment is no rate limit's (its steps come every
+    # few ms while the concurrency probes one above the slots); steady means steady
+    # for EVIDENCE_S
+    rc = RateControl()
+    step = {"delivered_per_s": 150.0, "baseline_per_s": 0.0, "srtt_s": 0.1}
+    rc.on_congestion(0.8, 0, depth=1, **step)
+    rc.on_congestion(0.9, 0, depth=2, during_per_s=150.0, rttvar_s=0.03, **step)
+    rc.on_congestion(1.0, 0, depth=3, during_per_s=150.0, rttvar_s=0.009, **step)
+    assert rc.source(1.0) is None
+    rc.on_congestion(3.0, 0, depth=4, during_per_s=150.0, rttvar_s=0.009, **step)
+    assert rc.source(3.0) == "learned"  # steady for EVIDENCE_S since the last variation

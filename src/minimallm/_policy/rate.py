@@ -30,7 +30,8 @@ among them, what the server sustains while refusing; a storm that refuses everyt
 delivers none; fresh rate headers say more, and win). A server with a few slots shows
 the same while the concurrency finds them, so one more sign is needed: a refusal while
 fewer attempts were out than the concurrency that held (slots refuse only when full),
-or a steady latency (its ``rttvar`` at most ``STEADY`` of it: then a bucket and slots
+or a steady latency (its ``rttvar`` at most ``STEADY`` of it at every step told for
+``EVIDENCE_S``: a dip of a varying latency is no sign; then a bucket and slots
 are the same server to a client, ``slots = rate x latency``, and a rate keeps a
 refused attempt's permit from being re-used at once). The rate is then *limited*: it
 starts just under what was delivered, and the headroom is probed gently::
@@ -97,7 +98,8 @@ OVERSHOOT_SHARE = 0.25
 STEADY = 0.1
 """Latency varying by at most this share of it: steady (see the module docstring)."""
 EVIDENCE_S = 2.0
-"""A refusal below the concurrency that held counts as a rate limit's sign this long."""
+"""A refusal below the concurrency that held counts as a rate limit's sign this long;
+the latency is steady once no step told of it varying for this long."""
 BINDING = 0.8
 """A refusal cuts a limited rate only while the client sends at this share of it or
 more over the last second: below, something else holds it back (a concurrency limit
@@ -136,6 +138,7 @@ class RateControl:
         "_threshold",
         "_tokens_per_request",
         "_underused_since",
+        "_unsteady_at",
         "idle_s",
         "plenty",
         "srtt_s",
@@ -156,6 +159,7 @@ class RateControl:
         self._cut_at = math.inf  # when it was last set; refusals of attempts sent after count
         self._cut_to = 0.0  # and to what
         self._below_at = -math.inf  # the last refusal below the concurrency that held
+        self._unsteady_at = -math.inf  # the last step told with an unsteady latency
         self._growth = GROWTH_MIN_PER_S
         self._grown_at = 0.0
         self._strikes = 0  # overshoots in a row, each soon after the cut before
@@ -230,6 +234,8 @@ class RateControl:
         load) forgets the learned rate."""
         if srtt_s is not None:
             self.srtt_s = srtt_s
+            if rttvar_s > STEADY * srtt_s:
+                self._unsteady_at = now
         if independent:
             self._forget()
             self._floor_depth = self._depth = 0
@@ -254,7 +260,7 @@ class RateControl:
             and during > 2 * self._min_rate
             and self._header(now) is None
             and not self._no_bucket
-            and (rttvar_s <= STEADY * (srtt_s or 0.0) or now - self._below_at <= EVIDENCE_S)
+            and (now - self._unsteady_at > EVIDENCE_S or now - self._below_at <= EVIDENCE_S)
         ):
             self._limit(now, LIMITED_BELOW * during, GROWTH_LEARNED_PER_S)
             # what the server delivered over the last second (or before the episode)

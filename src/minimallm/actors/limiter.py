@@ -206,8 +206,10 @@ class Limiter:
             if refused and self._pacer is not None:
                 # full: perhaps the concurrency's doing (a server with few slots refuses
                 # only when they are full, at most one above them with the limit it
-                # settles on); below: fewer out than the level decided since it was
-                # sent. Out: making an attempt, not waiting for the Pacer's slot
+                # settles on); below: fewer out than a level shown to hold before it
+                # was sent (a round trip of clean answers after a decision: not the
+                # cap, a restored level, or survivors counted while their wave's
+                # refusals still come). Out: making an attempt, not waiting for a slot
                 if self._waiting is None:
                     waiters = self._slot_waiters
                     self._waiting = 0 if waiters is None else waiters()
@@ -215,7 +217,7 @@ class Limiter:
                 full = out + 2 >= control.limit
                 below = (
                     out + 1 < 0.75 * control.stable
-                    and message.sent_at > control.decided_at > -math.inf
+                    and message.sent_at > control.held_at > -math.inf
                 )
                 refusal = Refused(message.sent_at, message.done_at, below, full)
                 with contextlib.suppress(trio.WouldBlock):
