@@ -6,7 +6,8 @@ explicit word first:
 
 *The server's headers* (``x-ratelimit-*``, see :mod:`minimallm._policy.ratelimit`). The
 bucket's refill rate ``R`` (requests, or tokens divided by the tokens a request uses) is
-what the server sustains; the client sends at ``R`` scaled by how full the bucket is::
+what the server sustains; the client sends at ``R`` scaled by how full the bucket is
+(:meth:`~minimallm._policy.ratelimit.RateLimitInfo.pace`)::
 
     rate = R * (0.75 + 0.5 * fill)          fill = remaining / limit, in [0, 1]
 
@@ -186,29 +187,12 @@ class RateControl:
         if tokens is not None and tokens > 0:
             tpr = self._tokens_per_request
             self._tokens_per_request = tokens if tpr is None else tpr + (tokens - tpr) / 16
-        rates: list[float] = []
-        plenty = 0
-        tpr = self._tokens_per_request
-        left = info.remaining_requests
-        if left is not None and left >= self.plenty:
-            plenty += 1
-        else:
-            r_req, fill_req = info.request_rate(), info.request_fill()
-            if r_req is not None and fill_req is not None:
-                rates.append(r_req * (0.75 + 0.5 * fill_req))
-        left = info.remaining_tokens
-        if left is not None and tpr and left >= self.plenty * tpr:
-            plenty += 1
-        else:
-            r_tok, fill_tok = info.token_rate(), info.token_fill()
-            if r_tok is not None and fill_tok is not None and tpr:
-                rates.append(r_tok / tpr * (0.75 + 0.5 * fill_tok))
-        if not rates:
+        rate, plenty = info.pace(self._tokens_per_request, self.plenty)
+        if rate is None:
             if plenty:  # the server's word: nothing binds now
                 self._header_rate = None
                 self._header_at = -math.inf
             return
-        rate = min(rates)
         prev = self._header_rate
         self._header_rate = rate if prev is None else prev + (rate - prev) / 4
         self._header_at = now

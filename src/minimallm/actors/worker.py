@@ -16,6 +16,7 @@ connection). A Worker never waits for a permit with a job in hand. One attempt::
     report   ─► Limiter (kept, or back when revoked, or refused before any success);
                 the Pacer if the answer had rate headers;
                 the Cooldown if it was an overload or a probe; the batch's Monitor
+                (the fan-out: actors/reports.py)
     outcome  ─► the caller's Reply
 
 TIMEOUT_S bounds the whole attempt (connect + send + wait + read): the Watchdog calls
@@ -59,6 +60,7 @@ from minimallm.actors.messages import (
     Slot,
     WantSlot,
 )
+from minimallm.actors.reports import deliver
 
 __all__ = ["Worker", "WorkerChannels", "WorkerStatistics"]
 
@@ -368,34 +370,7 @@ class Worker:
                 result.status,
                 not kept and not revoked,
             )
-        ch = self._ch
-        admission = ch.admission
-        if admission is not None and kind in _ANSWERS and sent_at > admission.answered_sent:
-            admission.answered_sent = sent_at
-        try:  # every report (the permit's fate is in it): never dropped
-            ch.limiter.send_nowait(report)
-        except trio.WouldBlock:
-            await ch.limiter.send(report)  # the Limiter is behind: wait for it
-        if report.rate is not None:  # the server's word about its rate
-            _send_lossy(ch.pacer, report)
-        if kind == "overload" or probe is not None:
-            _send_lossy(ch.cooldown, report)
-        elif admission is not None and kind in ("unreachable", "timeout"):
-            _send_lossy(ch.cooldown, report)  # an endpoint given up may be held again
-        if job.events is not None:
-            _send_lossy(job.events, report)
-
-
-_ANSWERS = frozenset(("ok", "overload", "failed"))
-
-
-def _send_lossy(channel: trio.MemorySendChannel[Any], report: AttemptReport) -> None:
-    """Reports feed estimates; one lost to a full inbox (an actor starved for thousands
-    of attempts) costs a sample, while blocking a Worker would cost throughput."""
-    try:  # noqa: SIM105  (on the hot path: suppress() costs a context manager per report)
-        channel.send_nowait(report)
-    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
+        await deliver(self._ch, report, job.events)
 
 
 class _Left(Exception):
