@@ -65,16 +65,24 @@ class _Recording(FakeServer):
 
 
 class TokenBucketServer(_Recording):
-    """``rate`` tokens a second, ``burst`` at most; no token: 429 with Retry-After
-    (whole seconds up), retry-after-ms, and x-ratelimit-* headers on every answer."""
+    """``rate`` tokens a second, ``burst`` at most; no token: 429. ``manners``: what the
+    answers say, like the mock's options: ``"headers"`` (Retry-After in whole seconds
+    up, retry-after-ms, and x-ratelimit-* on every answer), ``"retry-after"`` (only a
+    whole-second Retry-After on a 429), ``"bare"`` (nothing at all)."""
 
-    def __init__(self, rate: float, burst: int, latency: float = 0.0) -> None:
+    def __init__(
+        self, rate: float, burst: int, latency: float = 0.0, manners: str = "headers"
+    ) -> None:
         super().__init__()
-        self.rate, self.burst, self.latency = rate, burst, latency
+        if manners not in ("headers", "retry-after", "bare"):
+            raise ValueError(f"manners must be headers, retry-after or bare, got {manners!r}")
+        self.rate, self.burst, self.latency, self.manners = rate, burst, latency, manners
         self._tokens = float(burst)
         self._at = 0.0
 
     def _headers(self, now: float) -> dict[str, str]:
+        if self.manners != "headers":
+            return {}
         remaining = int(self._tokens)
         reset_ms = (self.burst - self._tokens) / self.rate * 1000
         return {
@@ -91,8 +99,10 @@ class TokenBucketServer(_Recording):
             wait = (1.0 - self._tokens) / self.rate
             self.log.append((now, "429"))
             headers = self._headers(now)
-            headers["retry-after"] = str(math.ceil(wait))
-            headers["retry-after-ms"] = f"{wait * 1000:.0f}"
+            if self.manners != "bare":
+                headers["retry-after"] = str(max(1, math.ceil(wait)))
+            if self.manners == "headers":
+                headers["retry-after-ms"] = f"{wait * 1000:.0f}"
             await trio.sleep(REFUSAL_S)
             return HttpReply(429, headers, b'{"error": {"message": "rate limit"}}')
         self._tokens -= 1.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from minimallm._policy import ConcurrencyControl
@@ -163,3 +165,21 @@ def test_a_limit_told_from_outside_holds_and_grows_one_per_round_trip() -> None:
         t += 0.4 / 62
         cc.on_answer(t, t - 0.4, False, cc.limit - 1)
     assert cc.limit == 61
+
+
+def test_a_level_is_shown_to_hold_only_after_a_round_trip_of_clean_answers() -> None:
+    # held_at (the Limiter's 'below' sign trusts ``stable`` only after it): never for
+    # the cap, not right after a decision (survivors may still be refused), and no
+    # longer once a level is restored (the one before the episode: no answer decided it)
+    cc = ConcurrencyControl(64)
+    assert cc.held_at == -math.inf
+    burst(cc, 64, 32)
+    cc.on_answer(0.1, 0.0, False, 31)  # decided: 32, srtt 0.1
+    assert cc.stable == 32 and cc.held_at == -math.inf
+    t = 0.1
+    while t < 0.35:
+        t += 0.01
+        cc.on_answer(t, t - 0.1, False, 31)
+    assert 0.3 <= cc.held_at <= 0.31  # two round trips after the decision
+    cc.restore(0.4, 64)
+    assert cc.stable == 64 and cc.held_at == -math.inf

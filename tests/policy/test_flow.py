@@ -41,7 +41,11 @@ def test_steps_and_calm_with_the_rates_before_and_now() -> None:
         t += 0.005
         feed(sig, w, t, t - 0.05, "ok")
     events = [e for _ in range(8) for e in feed(sig, w, t, t - 0.05, "overload")]
-    assert events == [CongestionEvent(t, 1, 0, 200.0, 200.0, pytest.approx(0.05), limit_before=8)]
+    assert events == [
+        CongestionEvent(
+            t, 1, 0, 200.0, 200.0, pytest.approx(0.05), limit_before=8, rttvar_s=pytest.approx(0.0)
+        )
+    ]
     t += 1.5
     (second,) = feed(sig, w, t, t - 0.1, "overload")
     assert isinstance(second, CongestionEvent) and (second.depth, second.floor_depth) == (2, 0)
@@ -106,7 +110,8 @@ def test_refusals_that_stay_when_the_client_backs_off_are_load_independent() -> 
     ends = [e for e in events if isinstance(e, CongestionEvent) and e.independent]
     assert len(ends) == 1
     assert (ends[0].depth, ends[0].limit_before) == (0, 32)
-    assert 0.3 <= sig.floor <= 0.7 and sig.depth == 0
+    # the share tolerated: the mean of two windows of 64 answers in a row
+    assert 0.25 <= sig.floor <= 0.7 and sig.depth == 0
 
 
 def test_refusals_that_stop_when_the_client_backs_off_are_a_real_limit() -> None:

@@ -3,7 +3,8 @@
 The Limiter is driven wake-up by wake-up (``_react``, what its ``run`` loop does with
 each burst of its inbox, without the waiting) by simulated Workers that take permits,
 report attempts (overloads, successes, failures, no answer), keep or give back their
-permit as a revocation token tells them, and by time passing. After every step the
+permit as a revocation token tells them (or, refused before any success, unasked),
+and by time passing. After every step the
 invariant of ``actors/limiter.py`` must hold:
 
 - permits in existence (idle in the channel + held by Workers) never exceed the cap;
@@ -67,13 +68,17 @@ class LimiterMachine(RuleBasedStateMachine):
         self.in_flight.append(self.now)
 
     @precondition(lambda self: bool(self.in_flight))
-    @rule(kind=st.sampled_from(KINDS), which=st.integers(0, 100))
-    def an_attempt_ends(self, kind: str, which: int) -> None:
+    @rule(kind=st.sampled_from(KINDS), which=st.integers(0, 100), through=st.booleans())
+    def an_attempt_ends(self, kind: str, which: int, through: bool = True) -> None:
+        """``through``: the Worker got an answer through before; until then a refused
+        attempt's permit comes back unasked (see actors/worker.py)."""
         sent_at = self.in_flight.pop(which % len(self.in_flight))
-        kept = not self._revoked()
+        revoked = self._revoked()
+        kept = not revoked and (through or kind != "overload")
         if not kept:
             self.holding -= 1
-        self.pending.append(AttemptReport(sent_at, self.now, kind, kept=kept))  # type: ignore[arg-type]
+        report = AttemptReport(sent_at, self.now, kind, kept=kept, unasked=not kept and not revoked)  # type: ignore[arg-type]
+        self.pending.append(report)
 
     def _revoked(self) -> bool:
         try:

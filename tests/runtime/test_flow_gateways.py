@@ -5,6 +5,7 @@ nginx families are benchmarks (``python -m benchmarks --family nginx-limit-req``
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import math
@@ -108,6 +109,33 @@ def test_nginx_limit_conn_16_no_request_sits_in_a_backoff_while_the_server_is_id
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert max(gaps) < 1.0, max(gaps)
     assert server.service_s / 16 / wall >= 0.85, wall
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_slot_server_is_never_learned_as_a_rate_with_more_items_than_max_outstanding(
+    seed: int,
+) -> None:
+    """Row 'nginx limit_conn 16' with twice MAX_OUTSTANDING items in progress: the
+    concurrency keeps probing one above the 16 slots, episode after episode (steps
+    every few ms, a restore to the cap now and then), and no step may be read as a
+    token bucket's: not a momentary dip of the latency's variation (sigma 0.3 is no
+    steady latency), nor a refusal 'below' a level that never held (the cap restored,
+    or survivors counted while their wave's refusals were still coming)."""
+    server = CapacityServer(16, median=0.1, sigma=0.3, seed=seed, headers={})
+    lines = io.StringIO()
+    results, _wall = run_virtual_batch(
+        server,
+        1600,
+        progress=lines,
+        max_outstanding=128,
+        max_attempts=10,
+        timeout_s=10.0,
+        batch=BatchConfig(num_workers=256, heartbeat_s=1.0, max_failures=None),
+    )
+    assert [r for r in results if isinstance(r, MinimaLlmFailure)] == []
+    assert "held back by server concurrency" in lines.getvalue()  # the lines do say it
+    rate_lines = [line for line in lines.getvalue().splitlines() if "server rate" in line]
+    assert rate_lines == [], rate_lines[:3]
 
 
 def test_litellm_calendar_windows_are_used_as_they_reopen() -> None:

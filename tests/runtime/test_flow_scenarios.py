@@ -8,6 +8,7 @@ import bisect
 import io
 import random
 
+import pytest
 import trio
 import trio.testing
 
@@ -44,6 +45,35 @@ def test_token_bucket_with_headers_goodput_and_few_429s() -> None:
     goodput = 4000 / wall
     assert goodput >= 0.95 * 200
     assert server.outcomes("429") <= 0.05 * 4000
+
+
+@pytest.mark.parametrize(
+    ("manners", "most_429s"), [("headers", 0.05), ("retry-after", 0.05), ("bare", 0.10)]
+)
+def test_a_token_bucket_is_learned_as_a_rate_whatever_it_says(
+    manners: str, most_429s: float
+) -> None:
+    # issue 16's benchmark rows in virtual time: 200/s, burst 20, 100 ms answers, 4,000
+    # requests, 128 outstanding (and 256 requests in the batch at once, the defaults'
+    # ratio), the bucket telling its rate in headers, only a whole-second Retry-After,
+    # or nothing. A refused request's attempt frees its permit within a millisecond, so
+    # no concurrency limit bounds the sends: only a learned rate stops the refusals
+    server = TokenBucketServer(rate=200.0, burst=20, latency=0.1, manners=manners)
+    results, wall = run_virtual_batch(
+        server,
+        4000,
+        max_outstanding=128,
+        max_attempts=10,
+        timeout_s=10.0,
+        batch=BatchConfig(num_workers=256, heartbeat_s=0, max_failures=None),
+    )
+    assert all(isinstance(r, MinimaLlmResponse) for r in results)
+    assert 4000 / wall >= 0.95 * 200, wall
+    assert server.outcomes("429") <= most_429s * 4000, server.outcomes("429")
+    # refused requests re-enter paced: no second holds a herd of sends
+    sends = sorted(t for t, _ in server.log)
+    busiest = max(bisect.bisect_left(sends, t + 1.0) - i for i, t in enumerate(sends))
+    assert busiest <= 200 + 20 + 128, busiest
 
 
 def test_a_server_with_32_slots_is_kept_full() -> None:

@@ -41,7 +41,8 @@ def test_unequal_replicas_share_the_work_by_capacity() -> None:
     # each replica's slots are found by refusals (429 above them): a refused request
     # waits one base backoff, not a doubling one (flow control decides how fast all
     # send), so a few hundred refusals, not the thousands of a client that never learns
-    assert sum(r.count("429") for r in replicas) <= 0.15 * 6000
+    # (220 of 6,000 in virtual time, 3.7 %; 253 before the token-bucket work)
+    assert sum(r.count("429") for r in replicas) <= 0.05 * 6000
 
 
 def test_a_replica_down_for_20_s_costs_no_request_and_rejoins() -> None:
@@ -194,7 +195,10 @@ def test_a_request_caught_in_a_blackholed_replica_moves_on_without_losing_an_att
         Replica(16, seed=2, down=(5.0, math.inf), blackhole=True),
         Replica(32, seed=3),
     ]
-    results, _wall, stats = run(replicas, 6000, max_attempts=1, timeout_s=5.0)
+    # 8,000: the batch still runs when the outage is told (~16 s: the second round of
+    # timeouts there); 6,000 may all be done by then (15.3 s once the token-bucket work
+    # was in), leaving no snapshot to show it
+    results, _wall, stats = run(replicas, 8000, max_attempts=1, timeout_s=5.0)
     failures = [r for r in results if isinstance(r, MinimaLlmFailure)]
     assert failures == [], (len(failures), failures[:1])
     assert replicas[1].count("blackholed") >= 4

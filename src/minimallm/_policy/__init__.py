@@ -13,6 +13,7 @@ module             decides                                            used by
 ``congestion``     sporadic vs sustained overload; congestion steps   all three below
 ``concurrency``    the adaptive concurrency limit (<= MAX_OUTSTANDING) the Limiter
 ``rate``           the learned send rate (<= the RPM cap)             the Pacer
+``counter``        events per second over a sliding window            ``rate``
 ``pacing``         send times on an absolute schedule; the RPM cap    the Pacer
 ``cooldown``       how long a shared pause lasts                      the Cooldown
 ``pause``          when everyone pauses: sustained overload, outages  the Cooldown

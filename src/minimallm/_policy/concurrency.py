@@ -59,6 +59,7 @@ class ConcurrencyControl:
         "_decide_by",
         "_frozen_from",
         "_held",
+        "_held_at",
         "_last_decrease",
         "_level",
         "_level_since",
@@ -93,6 +94,7 @@ class ConcurrencyControl:
         self._level_since = 0.0
         self._frozen_from: float | None = None  # limit before the freeze, while frozen
         self._held = True  # a round trip of clean answers since the last decrease
+        self._held_at = -math.inf  # when they were last seen (the cap was never shown)
         self._decide_by = math.inf
         self._probe_wait_s = 1.0
         self._probe_at = -math.inf
@@ -112,6 +114,19 @@ class ConcurrencyControl:
     def limit(self) -> int:
         """Attempts allowed in flight, in ``[1, cap]``."""
         return max(1, min(self.cap, int(self._level)))
+
+    @property
+    def stable(self) -> int:
+        """The highest limit that held a round trip without overload (after a
+        decrease: the level decided)."""
+        return self._stable
+
+    @property
+    def held_at(self) -> float:
+        """When a level decided after a decrease was last shown to hold (a round trip
+        of clean answers; seconds): ``stable`` is a level the server took. -inf: never
+        (the cap at the start, or a level restored since: no answer decided those)."""
+        return self._held_at
 
     @property
     def frozen(self) -> bool:
@@ -164,6 +179,7 @@ class ConcurrencyControl:
         self._level = self._ssthresh = float(level)
         self._stable = level
         self._held = True
+        self._held_at = -math.inf
         self._level_since = now
 
     def limit_to(self, now: float, sent_at: float, level: int) -> None:
@@ -250,6 +266,7 @@ class ConcurrencyControl:
         rtt = self.srtt_s or 0.0
         if not self._held and now - self._last_decrease >= 2.0 * rtt:
             self._held = True
+            self._held_at = now
         if int(self._level) > self._stable and now - self._level_since >= 2.0 * rtt:
             self._stable = int(self._level)
             self._probe_wait_s = max(1.0, self._probe_wait_s / 2.0)

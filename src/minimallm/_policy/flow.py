@@ -8,16 +8,20 @@ Cooldown act on, so a healthy client sends each of them nothing at all:
   with how many steps came while the concurrency limit was already 1 (``floor_depth``:
   the Pacer cuts the rate at the first such step, the Cooldown pauses at the second),
   the rate of successes over the last second (``delivered_per_s``), that rate when the
-  episode began (``baseline_per_s``, what the server gave before it pushed back) and
-  the smoothed latency of successes (``srtt_s``);
+  episode began (``baseline_per_s``, what the server gave before it pushed back), the
+  smoothed latency of successes (``srtt_s``), and the rate of successes among the
+  attempts sent since the episode's first step (``during_per_s``: what the server
+  sustains while it refuses; 0 in a storm that refuses everything, the bucket's rate
+  for a token bucket, see :mod:`minimallm._policy.rate`);
 - *load-independent refusals*: during an episode, in windows of ``JUDGE_ANSWERS``
   answers to attempts sent after it began: once the client sends no faster than the
   most the server delivered during the episode (``JUDGE_SEND`` x that, successes per
   second over a second, looked at when a window is judged) and the refusals in
-  the window still come at
-  ``JUDGE_SHARE`` of the episode's share or more (and at least ``JUDGE_FLOOR``), backing
-  off did not lower them: a real limit (a token bucket, a few slots) would refuse
-  almost nothing at that pace. The refusals do not depend on the load: the signal
+  the window still come at ``JUDGE_SHARE`` of the episode's share or more (and at
+  least ``JUDGE_FLOOR``), in two windows in a row (one may hold the answers to attempts
+  sent before the client's last reaction took hold: a rate just learned), backing off
+  did not lower them: a real limit (a token bucket, a few slots) would refuse almost
+  nothing at that pace. The refusals do not depend on the load: the signal
   tolerates that share (:meth:`~minimallm._policy.congestion.OverloadSignal.tolerate`),
   the episode ends with ``independent`` set, and the others undo their reactions
   (the concurrency limit returns to where it was, the learned rate and any pause end);
@@ -98,6 +102,15 @@ class CongestionEvent:
     """The episode ended because its refusals do not depend on the load."""
     limit_before: int = 0
     """The concurrency limit when the episode began."""
+    during_per_s: float = 0.0
+    """Successes per second among the attempts sent since the episode's first step::
+
+        during_per_s = successes of those attempts / (now - first step - srtt)
+
+    (0 until a round trip has passed since the step): what the server sustains while
+    refusing."""
+    rttvar_s: float = 0.0
+    """How much the latency of successes varies (seconds)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +130,14 @@ class FlowWatch:
         "_baseline",
         "_best",
         "_depth",
+        "_during_n",
         "_first_at",
         "_first_fast",
         "_floor_depth",
         "_judge_from",
         "_judge_n",
         "_judge_over",
+        "_judged",
         "_last_answer_at",
         "_last_ok_at",
         "_limit_before",
@@ -131,10 +146,12 @@ class FlowWatch:
         "_quiet_run",
         "_recent_latencies",
         "_share_before",
+        "_step1_at",
         "_successes",
         "_wave_left",
         "_wave_until",
         "quiet_after",
+        "rttvar_s",
         "signal",
         "srtt_s",
     )
@@ -152,15 +169,20 @@ class FlowWatch:
         self.signal = signal
         self.quiet_after = quiet_after
         self.srtt_s: float | None = None
+        self.rttvar_s = 0.0
+        """How much the latency of successes varies (seconds, as TCP's RTTVAR)."""
         self._successes: deque[float] = deque()  # done times within the last second
         self._baseline = 0.0
         self._best = 0.0  # the most the server delivered (per s) during the episode
         self._first_at: float | None = None  # when the first attempt answered went out
         self._depth = 0
         self._floor_depth = 0
+        self._step1_at = math.inf  # the current episode's first step
+        self._during_n = 0  # successes of attempts sent since then
         self._judge_from = 0.0  # answers to attempts sent after this are judged
         self._judge_n = 0
         self._judge_over = 0
+        self._judged: float | None = None  # the window before's share, if it passed
         self._limit_before = 0
         self._share_before = 0.0
         self._answered = assume_answered
@@ -254,10 +276,16 @@ class FlowWatch:
                 self._quiet = True
                 events.append(ReachEvent(now, False))
         if kind == "ok":
+            if sent_at > self._step1_at:
+                self._during_n += 1
             self._last_ok_at = now
             latency = max(0.0, now - sent_at)
             srtt = self.srtt_s
-            self.srtt_s = latency if srtt is None else srtt + (latency - srtt) / 8
+            if srtt is None:
+                self.srtt_s, self.rttvar_s = latency, latency / 2
+            else:  # as TCP does (RFC 6298)
+                self.rttvar_s += (abs(latency - srtt) - self.rttvar_s) / 4
+                self.srtt_s = srtt + (latency - srtt) / 8
             self._recent_latencies.append((now, latency))
             if self._first_fast is None:
                 self._first_wave(now, sent_at, latency, in_flight)
@@ -268,13 +296,16 @@ class FlowWatch:
         depth = self.signal.depth
         if depth != self._depth:
             if self._depth == 0:
+                self._step1_at, self._during_n = now, 0
                 self._baseline = self.delivered_per_s(now)
                 self._limit_before = limit
                 self._share_before = self.signal.share
                 self._best = self._baseline
                 self._judge_from, self._judge_n, self._judge_over = now, 0, 0
+                self._judged = None
             if depth == 0:
                 self._floor_depth = 0
+                self._step1_at = math.inf
             elif depth > self._depth and limit <= 1:
                 self._floor_depth += 1
             self._depth = depth
@@ -286,6 +317,7 @@ class FlowWatch:
             if share is not None:
                 self.signal.tolerate(share)
                 self._depth = self._floor_depth = 0
+                self._step1_at = math.inf
                 events.append(self._event(now, independent=True))
         return events
 
@@ -304,7 +336,24 @@ class FlowWatch:
         if sent_per_s > JUDGE_SEND * best:
             return None  # still sending faster than the server delivered: not judged yet
         share = over / n
-        return share if share >= max(JUDGE_FLOOR, JUDGE_SHARE * self._share_before) else None
+        if share < max(JUDGE_FLOOR, JUDGE_SHARE * self._share_before):
+            self._judged = None
+            return None
+        # two windows in a row: one may still hold the answers to attempts sent before
+        # the client's last reaction took hold (a rate just learned)
+        before, self._judged = self._judged, share
+        if before is None:
+            return None
+        self._judged = None
+        return (before + share) / 2
+
+    def during_per_s(self, now: float) -> float:
+        """Successes per second among attempts sent since the episode's first step
+        (see :attr:`CongestionEvent.during_per_s`)."""
+        span = now - self._step1_at - (self.srtt_s or 0.0)
+        if not span > (self.srtt_s or 0.0) or not math.isfinite(span):
+            return 0.0  # too early to tell (or no episode)
+        return self._during_n / max(span, 0.01)
 
     def _first_wave(self, now: float, sent_at: float, latency: float, in_flight: int) -> None:
         """A success while the first wave's fastest tenth is not known yet."""
@@ -326,4 +375,6 @@ class FlowWatch:
             self.srtt_s,
             independent,
             self._limit_before,
+            self.during_per_s(now),
+            self.rttvar_s,
         )

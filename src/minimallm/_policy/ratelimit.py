@@ -125,6 +125,34 @@ class RateLimitInfo:
         """True when the server says no request (or no token) is left now."""
         return self.remaining_requests == 0 or self.remaining_tokens == 0
 
+    def pace(self, tokens_per_request: float | None, plenty: int) -> tuple[float | None, bool]:
+        """The send rate these headers ask for (requests per second; None: they set
+        none) and whether a bucket said it has ``plenty`` requests (or requests'
+        worth of tokens) left. Each bucket that is not plenty asks for its refill
+        rate ``R`` scaled by how full it is (the slower one wins)::
+
+            rate = R * (0.75 + 0.5 * fill)          fill = remaining / limit
+
+        (see :mod:`minimallm._policy.rate`)."""
+        rates: list[float] = []
+        said_plenty = False
+        tpr = tokens_per_request
+        left = self.remaining_requests
+        if left is not None and left >= plenty:
+            said_plenty = True
+        else:
+            r_req, fill_req = self.request_rate(), self.request_fill()
+            if r_req is not None and fill_req is not None:
+                rates.append(r_req * (0.75 + 0.5 * fill_req))
+        left = self.remaining_tokens
+        if left is not None and tpr and left >= plenty * tpr:
+            said_plenty = True
+        else:
+            r_tok, fill_tok = self.token_rate(), self.token_fill()
+            if r_tok is not None and fill_tok is not None and tpr:
+                rates.append(r_tok / tpr * (0.75 + 0.5 * fill_tok))
+        return (min(rates) if rates else None), said_plenty
+
 
 def _fill(limit: int | None, remaining: int | None) -> float | None:
     if limit is None or remaining is None or limit <= 0:

@@ -163,15 +163,6 @@ def build_endpoint(
     gate = trio.open_memory_channel[object](1)  # holds the baton while unpaced
     admission = Admission(fleet) if fleet is not None else None
 
-    limiter = Limiter(
-        ConcurrencyControl(cap),
-        limiter_recv,
-        permits,
-        revocations,
-        jobs_recv if admission is None else admission,  # who waits for a job, idle
-        (pacer_send, cooldown_send),
-        assume_answered=several,  # one down from the start is held too
-    )
     pacer = Pacer(
         rpm,
         # a bucket with twice MAX_OUTSTANDING left cannot be emptied before its next answer
@@ -180,6 +171,17 @@ def build_endpoint(
         gate,
         admission,
         PacingSchedule(0) if several else None,  # its own learned rate's
+    )
+    limiter = Limiter(
+        ConcurrencyControl(cap),
+        limiter_recv,
+        permits,
+        revocations,
+        jobs_recv if admission is None else admission,  # who waits for a job, idle
+        (pacer_send, cooldown_send),
+        assume_answered=several,  # one down from the start is held too
+        slot_waiters=lambda: pacer.statistics().waiting,  # ... and who waits for a slot
+        pacer=pacer_send,  # refusals not the concurrency's doing
     )
     pause = PauseControl(
         CooldownState(

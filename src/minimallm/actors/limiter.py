@@ -6,11 +6,15 @@ switch while one is ready) and *keeps* it from one attempt to the next: only as 
 Workers take jobs as there are permits, and each sends its next request on its own
 warm connection. Every attempt's :class:`AttemptReport` comes here (so the Limiter sees
 every answer, what its controller learns from); it says whether the Worker kept its
-permit. To lower the limit the Limiter takes idle permits back from the channel, and
-for permits held by Workers puts :data:`REVOKE` tokens in the revocation channel: the
-next Worker to finish an attempt (or to take a job) takes a token and returns its
-permit. To raise it, it withdraws tokens not yet taken, then mints permits. It drains
-its whole inbox per wake-up: at high rates one wake-up per burst of answers.
+permit. Until a Worker got an answer through, a refused attempt's permit comes back
+with its report, and is issued again only after the Limiter has taken the refusal in:
+a first wave refused within a millisecond would otherwise send the next jobs, and be
+refused again, before the Limiter could freeze the permits. To lower the limit the
+Limiter takes idle permits back from the channel, and for permits held by Workers
+puts :data:`REVOKE` tokens in the revocation channel: the next Worker to finish an
+attempt (or to take a job) takes a token and returns its permit. To raise it, it
+withdraws tokens not yet taken, then mints permits. It drains its whole inbox per
+wake-up: at high rates one wake-up per burst of answers.
 
 Invariant: permits in existence (idle in the channel + held by Workers) minus the
 revocations under way <= the limit <= cap, whenever the Limiter has run; a Worker never
@@ -20,12 +24,17 @@ Being the one actor that sees every attempt, it also sums them up for the others
 (:mod:`minimallm._policy.flow`): a step of congestion or the return to calm, and a
 server that stopped or started answering, go to the Pacer and the Cooldown as
 :class:`CongestionEvent` and :class:`ReachEvent` — rare messages, so a healthy client
-sends those two actors nothing.
+sends those two actors nothing. Every refusal goes to the Pacer as :class:`Refused`,
+saying whether the concurrency was (nearly) used up: a server with few slots refuses
+only when they are full, so one that came with fewer out is a rate's doing, if
+anything's (a Worker waiting for the Pacer's slot holds a permit but is not out).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,7 +43,7 @@ import trio
 from minimallm._policy.concurrency import ConcurrencyControl
 from minimallm._policy.flow import CongestionEvent, FlowWatch, ReachEvent
 from minimallm.actors._inbox import receive_burst
-from minimallm.actors.messages import PERMIT, REVOKE, AttemptReport
+from minimallm.actors.messages import PERMIT, REVOKE, AttemptReport, Refused
 
 __all__ = ["Limiter", "LimiterStatistics"]
 
@@ -86,11 +95,14 @@ class Limiter:
         "_inbox",
         "_jobs",
         "_listeners",
+        "_pacer",
         "_permits_in",
         "_permits_out",
         "_revocations_in",
         "_revocations_out",
         "_revoking",
+        "_slot_waiters",
+        "_waiting",
         "_watch",
     )
 
@@ -104,13 +116,23 @@ class Limiter:
         listeners: tuple[trio.MemorySendChannel[Any], ...] = (),
         *,
         assume_answered: bool = False,  # several endpoints: see FlowWatch
+        slot_waiters: Callable[[], int] | None = None,
+        pacer: trio.MemorySendChannel[Any] | None = None,
     ) -> None:
+        """``pacer``: where to tell of refusals (:class:`Refused`); ``slot_waiters``:
+        how many Workers holding a permit wait for the Pacer's slot (its
+        ``statistics().waiting``): they make no attempt yet, so they do not count as
+        out when a refusal is told (the concurrency controller sees them as busy, as
+        before: while the pace binds, its limit may grow towards what it allows)."""
         self._control = control
         self._watch = FlowWatch(control.signal, assume_answered=assume_answered)
         self._inbox = inbox
         self._permits_in, self._permits_out = permits
         self._revocations_in, self._revocations_out = revocations
         self._jobs = jobs  # read for statistics only: Workers waiting there hold a permit
+        self._slot_waiters = slot_waiters
+        self._waiting: int | None = None  # Workers waiting for a slot (read once a wake-up)
+        self._pacer = pacer
         self._listeners = listeners  # the Pacer's and the Cooldown's inboxes
         self._existing = 0  # permits in the channel + permits Workers hold
         self._revoking = 0  # revocations asked for and not yet answered by a returned permit
@@ -162,6 +184,7 @@ class Limiter:
         """One wake-up: take in the messages (maybe none: a deadline passed), let the
         controller see the time, bring the permits to the limit. No checkpoint."""
         busy = self._busy()  # read once: nothing else runs during a wake-up
+        self._waiting = None  # read at the first refusal, if any (off the healthy path)
         for message in burst:
             busy = self._handle(message, busy)
         self._control.tick(now, busy)
@@ -171,15 +194,35 @@ class Limiter:
         """Take in one report; ``busy``: permits busy with an attempt before it, returned
         as after it (a permit that came back is no longer busy)."""
         if not message.kept:
-            self._existing -= 1  # a permit came back (revoked)
-            self._revoking = max(0, self._revoking - 1)
+            self._existing -= 1  # a permit came back (revoked, or its attempt refused)
+            if not message.unasked:
+                self._revoking = max(0, self._revoking - 1)
             busy = max(0, busy - 1)
         gone = message.upstream_gone
         if message.answered and not (gone and self._watch.quiet):
             others = max(0, busy - (1 if message.kept else 0))
-            self._control.on_answer(
-                message.done_at, message.sent_at, message.kind == "overload", others
-            )
+            refused = message.kind == "overload"
+            control = self._control
+            if refused and self._pacer is not None:
+                # full: perhaps the concurrency's doing (a server with few slots refuses
+                # only when they are full, at most one above them with the limit it
+                # settles on); below: fewer out than a level shown to hold before it
+                # was sent (a round trip of clean answers after a decision: not the
+                # cap, a restored level, or survivors counted while their wave's
+                # refusals still come). Out: making an attempt, not waiting for a slot
+                if self._waiting is None:
+                    waiters = self._slot_waiters
+                    self._waiting = 0 if waiters is None else waiters()
+                out = max(0, others - self._waiting)
+                full = out + 2 >= control.limit
+                below = (
+                    out + 1 < 0.75 * control.stable
+                    and message.sent_at > control.held_at > -math.inf
+                )
+                refusal = Refused(message.sent_at, message.done_at, below, full)
+                with contextlib.suppress(trio.WouldBlock):
+                    self._pacer.send_nowait(refusal)
+            self._control.on_answer(message.done_at, message.sent_at, refused, others)
         elif message.kind == "timeout":
             self._busy_timeout(message)
         limit = self._control.limit

@@ -36,6 +36,7 @@ __all__ = [
     "AttemptStarted",
     "Hold",
     "Job",
+    "Refused",
     "Release",
     "Reply",
     "Slot",
@@ -94,8 +95,10 @@ class AttemptReport(NamedTuple):
     """An attempt is over: sent and done at (trio time, seconds), how it ended for flow
     control, the server's Retry-After (seconds) and rate-limit headers, the tokens it
     used, whether it went out as the Pacer's probe (and why the Pacer was probing),
-    whether the Worker keeps its permit (``kept``; False: the permit comes back), and
-    the HTTP status of an answer that was not a success (None otherwise)."""
+    whether the Worker keeps its permit (``kept``; False: the permit comes back), the
+    HTTP status of an answer that was not a success (None otherwise), and whether a
+    permit that came back was refused rather than revoked (``unasked``: no revocation
+    token was taken for it)."""
 
     sent_at: float
     done_at: float
@@ -106,6 +109,7 @@ class AttemptReport(NamedTuple):
     probe: str | None = None
     kept: bool = False
     status: int | None = None
+    unasked: bool = False
 
     @property
     def answered(self) -> bool:
@@ -117,6 +121,19 @@ class AttemptReport(NamedTuple):
         """A gateway answered for a server behind it that is not there (see
         :func:`minimallm._policy.flow.upstream_gone`)."""
         return self.kind == "overload" and upstream_gone(self.status, self.retry_after_s)
+
+
+class Refused(NamedTuple):
+    """Limiter → Pacer: an attempt sent at ``sent_at`` was refused at ``at`` while fewer
+    attempts were out than the concurrency limit allows (so it is not the limit's
+    doing: a rate may be), unless ``full`` (the limit was nearly used up); ``below``:
+    fewer even than the concurrency that held (a server with few slots never refuses
+    then: a rate limit's sign)."""
+
+    sent_at: float
+    at: float
+    below: bool = False
+    full: bool = False
 
 
 class WantSlot(NamedTuple):

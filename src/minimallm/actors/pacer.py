@@ -19,8 +19,8 @@ Two ways to let a Worker send, so that an unpaced client pays nothing:
 A slot is granted only to a Worker that asked, i.e. holds a permit and can send at once,
 so a slot is never spent while an attempt still waits for a concurrency permit. The
 Pacer learns the server's rate (:mod:`minimallm._policy.rate`) from the reports of
-answers that carried ``x-ratelimit-*`` headers and from the Limiter's
-:class:`CongestionEvent`. At most one request per Worker is queued: a newer one
+answers that carried ``x-ratelimit-*`` headers, and from the Limiter's
+:class:`CongestionEvent` and :class:`Refused`. At most one request per Worker is queued: a newer one
 replaces it (a Worker whose caller left asks again for its next job).
 
 With several endpoints ``RPM`` is one total for the key: every endpoint's Pacer takes
@@ -48,11 +48,19 @@ from minimallm._policy.pacing import PacingSchedule
 from minimallm._policy.rate import RateControl
 from minimallm.actors._inbox import receive_burst
 from minimallm.actors.admission import Admission
-from minimallm.actors.messages import BATON, AttemptReport, Hold, Release, Slot, WantSlot
+from minimallm.actors.messages import (
+    BATON,
+    AttemptReport,
+    Hold,
+    Refused,
+    Release,
+    Slot,
+    WantSlot,
+)
 
 __all__ = ["Pacer", "PacerMessage", "PacerStatistics"]
 
-PacerMessage = WantSlot | AttemptReport | Hold | Release | CongestionEvent | ReachEvent
+PacerMessage = WantSlot | AttemptReport | Hold | Release | CongestionEvent | ReachEvent | Refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +201,10 @@ class Pacer:
         elif isinstance(message, AttemptReport):
             if message.rate is not None:
                 self._rate.on_headers(message.done_at, message.rate, message.tokens)
+        elif isinstance(message, Refused):
+            self._rate.on_refusal(
+                message.at, message.sent_at, below=message.below, full=message.full
+            )
         elif isinstance(message, CongestionEvent):
             self._rate.on_congestion(
                 message.at,
@@ -201,6 +213,9 @@ class Pacer:
                 baseline_per_s=message.baseline_per_s,
                 srtt_s=message.srtt_s,
                 independent=message.independent,
+                depth=message.depth,
+                during_per_s=message.during_per_s,
+                rttvar_s=message.rttvar_s,
             )
         elif isinstance(message, Hold):
             self._hold = _HoldState(message)

@@ -13,8 +13,10 @@ connection). A Worker never waits for a permit with a job in hand. One attempt::
     go       ◄─ the Pacer: the baton if open, else WantSlot → Slot
     started  ─► the Watchdog                     (send_nowait; TIMEOUT_S from here)
     POST on the own connection; classify the answer (``_outcome``: one table)
-    report   ─► Limiter (kept, or back when revoked); the Pacer if the answer had rate headers;
+    report   ─► Limiter (kept, or back when revoked, or refused before any success);
+                the Pacer if the answer had rate headers;
                 the Cooldown if it was an overload or a probe; the batch's Monitor
+                (the fan-out: actors/reports.py)
     outcome  ─► the caller's Reply
 
 TIMEOUT_S bounds the whole attempt (connect + send + wait + read): the Watchdog calls
@@ -58,6 +60,7 @@ from minimallm.actors.messages import (
     Slot,
     WantSlot,
 )
+from minimallm.actors.reports import deliver
 
 __all__ = ["Worker", "WorkerChannels", "WorkerStatistics"]
 
@@ -110,6 +113,7 @@ class Worker:
         "_phase",
         "_scope",
         "_seq",
+        "_through",
         "_timeout_s",
         "_transport",
         "_wall",
@@ -140,6 +144,7 @@ class Worker:
         self._scope: trio.CancelScope | None = None
         self._expired = 0
         self._attempts = 0
+        self._through = False  # an attempt of this Worker succeeded
 
     def __repr__(self) -> str:
         s = self.statistics()
@@ -342,7 +347,10 @@ class Worker:
         self, job: Job, result: AttemptOutcome, sent_at: float, probe: str | None
     ) -> None:
         kind = result.kind
-        kept = not self._revoked()
+        revoked = self._revoked()
+        self._through = self._through or kind == "ok"
+        # refused before any success: the permit goes back (see actors/limiter.py)
+        kept = not revoked and (self._through or kind != "overload")
         self._permit = kept
         done_at = trio.current_time()
         if isinstance(result, AttemptSuccess):
@@ -360,35 +368,9 @@ class Worker:
                 probe,
                 kept,
                 result.status,
+                not kept and not revoked,
             )
-        ch = self._ch
-        admission = ch.admission
-        if admission is not None and kind in _ANSWERS and sent_at > admission.answered_sent:
-            admission.answered_sent = sent_at
-        try:  # every report (the permit's fate is in it): never dropped
-            ch.limiter.send_nowait(report)
-        except trio.WouldBlock:
-            await ch.limiter.send(report)  # the Limiter is behind: wait for it
-        if report.rate is not None:  # the server's word about its rate
-            _send_lossy(ch.pacer, report)
-        if kind == "overload" or probe is not None:
-            _send_lossy(ch.cooldown, report)
-        elif admission is not None and kind in ("unreachable", "timeout"):
-            _send_lossy(ch.cooldown, report)  # an endpoint given up may be held again
-        if job.events is not None:
-            _send_lossy(job.events, report)
-
-
-_ANSWERS = frozenset(("ok", "overload", "failed"))
-
-
-def _send_lossy(channel: trio.MemorySendChannel[Any], report: AttemptReport) -> None:
-    """Reports feed estimates; one lost to a full inbox (an actor starved for thousands
-    of attempts) costs a sample, while blocking a Worker would cost throughput."""
-    try:  # noqa: SIM105  (on the hot path: suppress() costs a context manager per report)
-        channel.send_nowait(report)
-    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
+        await deliver(self._ch, report, job.events)
 
 
 class _Left(Exception):

@@ -1,0 +1,58 @@
+"""Where a Worker's :class:`AttemptReport` goes once it is built: the fan-out.
+
+Every report goes to the Limiter (the permit's fate is in it: never dropped; a Worker
+waits when the Limiter is behind). The others are fed only what they learn from, and
+lossily: the Pacer an answer with rate headers, the Cooldown an overload or a probe's
+answer (with several endpoints, also a connection failure or a timeout: an endpoint
+given up may be held again), the request's own events channel every report. With
+several endpoints the endpoint's :class:`~minimallm.actors.admission.Admission` also
+learns when the latest answered attempt was sent.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from minimallm.actors.messages import AttemptReport
+
+if TYPE_CHECKING:
+    from minimallm.actors.worker import WorkerChannels
+
+__all__ = ["deliver"]
+
+_ANSWERS = frozenset(("ok", "overload", "failed"))
+
+
+async def deliver(
+    ch: WorkerChannels,
+    report: AttemptReport,
+    events: trio.MemorySendChannel[Any] | None,
+) -> None:
+    """Send ``report`` where it belongs (see the module docstring)."""
+    kind = report.kind
+    admission = ch.admission
+    if admission is not None and kind in _ANSWERS and report.sent_at > admission.answered_sent:
+        admission.answered_sent = report.sent_at
+    try:  # every report (the permit's fate is in it): never dropped
+        ch.limiter.send_nowait(report)
+    except trio.WouldBlock:
+        await ch.limiter.send(report)  # the Limiter is behind: wait for it
+    if report.rate is not None:  # the server's word about its rate
+        _send_lossy(ch.pacer, report)
+    if kind == "overload" or report.probe is not None:
+        _send_lossy(ch.cooldown, report)
+    elif admission is not None and kind in ("unreachable", "timeout"):
+        _send_lossy(ch.cooldown, report)  # an endpoint given up may be held again
+    if events is not None:
+        _send_lossy(events, report)
+
+
+def _send_lossy(channel: trio.MemorySendChannel[Any], report: AttemptReport) -> None:
+    """Reports feed estimates; one lost to a full inbox (an actor starved for thousands
+    of attempts) costs a sample, while blocking a Worker would cost throughput."""
+    try:  # noqa: SIM105  (on the hot path: suppress() costs a context manager per report)
+        channel.send_nowait(report)
+    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass

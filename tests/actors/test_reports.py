@@ -1,0 +1,67 @@
+"""A Worker's report fan-out (actors/reports.py): the Limiter gets every report, the
+Pacer only rate headers, the Cooldown overloads and probes, the request every one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from minimallm._policy.ratelimit import RateLimitInfo
+from minimallm.actors.messages import AttemptReport
+from minimallm.actors.reports import deliver
+from minimallm.actors.worker import WorkerChannels
+
+
+def _drain(ch: trio.MemoryReceiveChannel[Any]) -> list[Any]:
+    out = []
+    while True:
+        try:
+            out.append(ch.receive_nowait())
+        except trio.WouldBlock:
+            return out
+
+
+async def test_each_actor_gets_the_reports_it_learns_from() -> None:
+    pairs = {name: trio.open_memory_channel[Any](16) for name in ("limiter", "pacer", "cd")}
+    events_in, events_out = trio.open_memory_channel[Any](16)
+    unused = trio.open_memory_channel[Any](1)
+    ch = WorkerChannels(
+        jobs=unused[1],
+        permits=unused[1],
+        revocations=unused[1],
+        gate=unused,
+        limiter=pairs["limiter"][0],
+        pacer=pairs["pacer"][0],
+        cooldown=pairs["cd"][0],
+        watchdog=unused[0],
+    )
+    ok = AttemptReport(0.0, 0.1, "ok", kept=True)
+    headed = AttemptReport(0.0, 0.1, "ok", rate=RateLimitInfo(limit_requests=10), kept=True)
+    refused = AttemptReport(0.0, 0.1, "overload", kept=True)
+    for report in (ok, headed, refused):
+        await deliver(ch, report, events_in)
+    assert _drain(pairs["limiter"][1]) == [ok, headed, refused]
+    assert _drain(pairs["pacer"][1]) == [headed]
+    assert _drain(pairs["cd"][1]) == [refused]
+    assert _drain(events_out) == [ok, headed, refused]
+
+
+async def test_a_full_inbox_loses_a_sample_but_never_blocks() -> None:
+    unused = trio.open_memory_channel[Any](1)
+    limiter = trio.open_memory_channel[Any](16)
+    pacer = trio.open_memory_channel[Any](0)  # nobody receiving: full at once
+    ch = WorkerChannels(
+        jobs=unused[1],
+        permits=unused[1],
+        revocations=unused[1],
+        gate=unused,
+        limiter=limiter[0],
+        pacer=pacer[0],
+        cooldown=unused[0],
+        watchdog=unused[0],
+    )
+    headed = AttemptReport(0.0, 0.1, "ok", rate=RateLimitInfo(limit_requests=10), kept=True)
+    with trio.fail_after(1):
+        await deliver(ch, headed, None)
+    assert _drain(limiter[1]) == [headed]
