@@ -281,15 +281,22 @@ class Pacer:
                 return
             self._grant(None)
 
-    def _grant(self, probe: str | None) -> None:
+    def _take_oldest(self) -> tuple[trio.MemorySendChannel[Slot], int] | None:
+        """The oldest waiting Worker's grant channel and seq, taken off the queue (stale
+        heap entries skipped); None when nobody waits."""
         heap, queue = self._heap, self._queue
-        while True:
+        while heap:
             _, asked, grant = heapq.heappop(heap)
             entry = queue.get(grant)
             if entry is not None and entry[1] == asked:
                 del queue[grant]
-                seq = entry[2]
-                break
+                return grant, entry[2]
+        return None
+
+    def _grant(self, probe: str | None) -> None:
+        taken = self._take_oldest()
+        assert taken is not None  # called only while a Worker waits
+        grant, seq = taken
         self._granted += 1
         try:  # noqa: SIM105  (suppress() costs a context manager per grant)
             grant.send_nowait(Slot(seq, probe))
@@ -301,17 +308,12 @@ class Pacer:
         if self._admission is None:
             return
         self._admission.close()
-        heap, queue = self._heap, self._queue
-        while queue:
-            _, asked, grant = heapq.heappop(heap)
-            entry = queue.get(grant)
-            if entry is not None and entry[1] == asked:
-                del queue[grant]
-                try:  # noqa: SIM105
-                    grant.send_nowait(Slot(entry[2], back=True))
-                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
-        heap.clear()
+        while (taken := self._take_oldest()) is not None:
+            grant, seq = taken
+            try:  # noqa: SIM105
+                grant.send_nowait(Slot(seq, back=True))
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
 
     def _give_baton(self) -> None:
         if not self._baton_out:
