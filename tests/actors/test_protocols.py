@@ -345,8 +345,8 @@ async def test_worker_permit_baton_attempt_report_reply(
         ch["gate"][0].send_nowait(BATON)
         reply: Reply[Any] = Reply()
         await ch["jobs"][0].send(Job(BODY, reply))
-        result, sent_at = await reply.receive()
-        assert trio.current_time() == 2.0 and sent_at == 0.0
+        result, sent_at, done_at = await reply.receive()
+        assert trio.current_time() == 2.0 and (sent_at, done_at) == (0.0, 2.0)
         assert result.text == "echo: p"
         [started] = drain(ch["watchdog"][1])
         assert started == AttemptStarted(60.0, 0, 1)
@@ -401,7 +401,7 @@ async def test_worker_the_watchdogs_expiry_makes_a_timeout(
         await ch["jobs"][0].send(Job(BODY, reply))
         await trio.sleep(5.0)
         worker.expire(1)  # what the Watchdog does at the deadline
-        result, _ = await reply.receive()
+        result, _, _ = await reply.receive()
         assert (result.error_type, result.status) == ("TimeoutError", 408)
         assert trio.current_time() == 5.0
         nursery.cancel_scope.cancel()
@@ -414,7 +414,7 @@ async def test_monitor_ticks_on_an_absolute_schedule_and_ends_with_done(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     from minimallm import BatchConfig
-    from minimallm.actors.monitor import ItemFinished, ItemStarted
+    from minimallm.actors.monitor import ItemFinished
 
     shown: list[tuple[float, str, int]] = []
 
@@ -431,13 +431,11 @@ async def test_monitor_ticks_on_an_absolute_schedule_and_ends_with_done(
     monitor = Monitor(BatchConfig(stall_s=100.0), 3, events, Sink())
     async with trio.open_nursery() as nursery:
         await nursery.start(monitor.run)
-        for i in range(3):
-            events_in.send_nowait(ItemStarted(i, 0.0))
         await trio.sleep(3.0)
-        events_in.send_nowait(ItemFinished(0, 3.0, "ok"))
+        events_in.send_nowait(ItemFinished(0, 0.0, 3.0, "ok"))
         await trio.sleep(2.5)
-        events_in.send_nowait(ItemFinished(1, 5.5, "ok"))
-        events_in.send_nowait(ItemFinished(2, 5.5, "ok"))
+        events_in.send_nowait(ItemFinished(1, 0.0, 5.5, "ok"))
+        events_in.send_nowait(ItemFinished(2, 0.0, 5.5, "ok"))
         await events_in.aclose()
     assert shown == [
         (2.0, "tick", 0),

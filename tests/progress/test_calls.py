@@ -64,8 +64,7 @@ def test_the_summary_names_the_calls_made_not_those_cut_off() -> None:
         counter.end(MinimaLlmFailure("r", "ParseError", "no", 2))
     tally = ProgressTally(10, 0.0)
     for i in range(3):
-        tally.item_started(i, 0.0)
-        tally.item_finished(i, 0.3, "failed", attempts=2)
+        tally.item_finished(0.0, 0.3, "failed", attempts=2)
     [first, *_] = format_summary(tally.snapshot("done", 0.4, calls=counter.counts()))
     assert first == (
         "[minimallm] finished 3/10 in 0:00:00 | ok 0 (cached 0) | failed 3 | retries 3"

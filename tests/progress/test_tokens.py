@@ -88,13 +88,11 @@ def test_same_as_decoding_the_whole_body(
 def test_the_tally_and_the_summary_count_every_kind_of_token() -> None:
     tally = ProgressTally(3, 0.0)
     for i, (p, c, ca, re) in enumerate([(100, 50, 80, 30), (20, 10, None, None)]):
-        tally.item_started(i, 0.0)
         tally.item_finished(
-            i, 1.0, "ok", prompt_tokens=p, completion_tokens=c, cached_tokens=ca,
+            0.0, 1.0, "ok", prompt_tokens=p, completion_tokens=c, cached_tokens=ca,
             reasoning_tokens=re,
         )  # fmt: skip
-    tally.item_started(2, 0.0)
-    tally.item_finished(2, 1.0, "cached")
+    tally.item_finished(0.0, 1.0, "cached")
     snap = tally.snapshot("done", 2.0)
     assert (snap.prompt_tokens, snap.completion_tokens) == (120, 60)
     assert (snap.cached_tokens, snap.reasoning_tokens, snap.total_tokens) == (80, 30, 180)

@@ -40,7 +40,6 @@ from minimallm.actors.monitor import (
     EVENT_BUFFER,
     CachedItems,
     ItemFinished,
-    ItemStarted,
     Monitor,
     MonitorEvent,
 )
@@ -110,7 +109,12 @@ async def run_batch(
     budget = FailureBudget(cfg.max_failures, cfg.keep_failure_summaries)
     tokens = TokenBudget(cfg.max_total_tokens, calls)
     events_send, events_recv = trio.open_memory_channel[MonitorEvent](EVENT_BUFFER)
-    monitor = Monitor(cfg, total, events_recv, sink, runtime, calls)
+    began: dict[int, float] = {}  # items in progress: index -> when it began
+
+    def in_progress() -> tuple[int, float | None]:
+        return len(began), min(began.values(), default=None)
+
+    monitor = Monitor(cfg, total, events_recv, sink, runtime, calls, in_progress)
     source: Iterator[tuple[int, Any]] = enumerate(items)
     exhausted = False
 
@@ -150,12 +154,7 @@ async def run_batch(
         return taken
 
     async def run_item(stop: _Stop, index: int, item: Any) -> None:
-        # events inline (no coroutine per event): try send_nowait, wait only when full
-        started: MonitorEvent = ItemStarted(index, trio.current_time())
-        try:
-            events_send.send_nowait(started)
-        except trio.WouldBlock:
-            await events_send.send(started)
+        started_at = began[index] = trio.current_time()
         try:
             result = await fn(index, item, events_send)
         except PROGRAMMING_ERRORS as exc:
@@ -164,8 +163,12 @@ async def run_batch(
         except BackendClosedError as exc:
             stop(exc)
             return
+        finally:
+            del began[index]
+        # the event inline (no coroutine per event): try send_nowait, wait only when full
         finished: MonitorEvent = ItemFinished(
             index,
+            started_at,
             trio.current_time(),
             result.kind,
             result.attempts,
@@ -175,6 +178,7 @@ async def run_batch(
             result.failure,
             result.cached_tokens,
             result.reasoning_tokens,
+            result.server_s,
         )
         try:
             events_send.send_nowait(finished)

@@ -40,7 +40,8 @@ them toward ``max_failures``."""
 
 class ItemResult(NamedTuple, Generic[R]):
     """One item's value and what the Monitor needs to know about it (token counts:
-    None where the server did not say; a cache hit used none)."""
+    None where the server did not say; a cache hit used none; ``server_s``: the
+    server's time for the attempt that answered, None when none did)."""
 
     value: R | None
     kind: ItemKind
@@ -51,12 +52,16 @@ class ItemResult(NamedTuple, Generic[R]):
     failure: MinimaLlmFailure | None = None
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
+    server_s: float | None = None
 
 
 def response_item(
-    result: MinimaLlmResponse | MinimaLlmFailure, attempts: int, first_sent_at: float | None
+    result: MinimaLlmResponse | MinimaLlmFailure,
+    attempts: int,
+    first_sent_at: float | None,
+    server_s: float | None = None,
 ) -> ItemResult[Any]:
-    """ItemResult for a request's result."""
+    """ItemResult for a request's result (``server_s``: see :class:`ItemResult`)."""
     if isinstance(result, MinimaLlmFailure):
         return ItemResult(result, "failed", attempts, first_sent_at, failure=result)
     if result.cached:
@@ -72,6 +77,7 @@ def response_item(
         None,
         cached_tokens,
         reasoning_tokens,
+        server_s,
     )
 
 

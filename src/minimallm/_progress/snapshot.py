@@ -169,7 +169,6 @@ class ProgressTally:
         "_last_failed",
         "_recent_server",
         "_recent_waiting",
-        "_started",
         "_uncached_done",
         "attempts",
         "cached",
@@ -199,7 +198,6 @@ class ProgressTally:
         self.cached_tokens = self.reasoning_tokens = 0
         self.tokens_reported = False
         self.latency = LatencyHistogram()  # whole items, start to finish
-        self._started: dict[int, float] = {}  # index -> start, items in progress
         self._attempt_times = _Window(_RATE_WINDOW_S)
         self._done_times = _Window(_RATE_WINDOW_S)
         self._uncached_done = 0
@@ -209,26 +207,23 @@ class ProgressTally:
 
     # -- events ---------------------------------------------------------------------------
 
-    def item_started(self, index: int, at: float) -> None:
-        """Item ``index`` began at ``at``."""
-        self._started[index] = at
-
     def item_finished(
         self,
-        index: int,
+        started: float,
         at: float,
         kind: str,
-        *,
         attempts: int = 0,
         first_sent_at: float | None = None,
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
         cached_tokens: int | None = None,
         reasoning_tokens: int | None = None,
+        server_s: float | None = None,
     ) -> None:
-        """Item ``index`` ended at ``at`` as ``kind`` (ok, cached, failed, none), having
-        used these tokens (None: not reported)."""
-        started = self._started.pop(index, at)
+        """An item begun at ``started`` ended at ``at`` as ``kind`` (ok, cached, failed,
+        none), having used these tokens (None: not reported); ``server_s``: the server's
+        time for the attempt that answered it, counted here as an attempt (the others
+        come through :meth:`attempt`)."""
         self.done += 1
         self.retries += max(0, attempts - 1)
         if kind == "failed" and attempts:
@@ -251,6 +246,10 @@ class ProgressTally:
             self.none += 1
         else:
             self.failed += 1
+        if server_s is not None:
+            self.attempts += 1
+            self._attempt_times.add(at)
+            self._recent_server.append(server_s)
         if kind != "cached":
             self._uncached_done += 1
             self._done_times.add(at)
@@ -281,15 +280,6 @@ class ProgressTally:
         a failed item (the reports are lossy when the Monitor is behind: the larger)."""
         return max(self.retries, self._failed_attempts - self._last_failed)
 
-    @property
-    def in_progress(self) -> int:
-        """Items started and not finished."""
-        return len(self._started)
-
-    def oldest_age(self, now: float) -> float | None:
-        """Seconds the oldest item in progress has been running, or None."""
-        return now - min(self._started.values()) if self._started else None
-
     def eta(self, now: float) -> float | None:
         """Seconds until done at the rate of items that needed the server, or None."""
         if self.total is None:
@@ -313,8 +303,11 @@ class ProgressTally:
         failure_number: int = 0,
         stalled_s: float | None = None,
         calls: CallCounts | None = None,
+        in_progress: int = 0,
+        oldest_start: float | None = None,
     ) -> BatchProgress:
-        """A frozen snapshot at ``now``; ``calls``: the LM calls the items made."""
+        """A frozen snapshot at ``now``; ``calls``: the LM calls the items made;
+        ``in_progress``: items begun and not finished, the oldest at ``oldest_start``."""
         since = self.start
         c = calls or _NO_CALLS
         return BatchProgress(
@@ -326,7 +319,7 @@ class ProgressTally:
             cached=self.cached,
             failed=self.failed,
             none=self.none,
-            in_progress=self.in_progress,
+            in_progress=in_progress,
             attempts=self.attempts,
             retries=self.live_retries,
             send_rate=self._attempt_times.rate(now, since),
@@ -343,7 +336,7 @@ class ProgressTally:
             failure=failure,
             failure_number=failure_number,
             stalled_s=stalled_s,
-            oldest_s=self.oldest_age(now),
+            oldest_s=None if oldest_start is None else max(0.0, now - oldest_start),
             http_in_flight=http_in_flight,
             cached_tokens=self.cached_tokens + c.cached_tokens,
             reasoning_tokens=self.reasoning_tokens + c.reasoning_tokens,

@@ -49,12 +49,14 @@ __all__ = ["Traced", "invalid_request", "request"]
 
 
 class Traced(NamedTuple):
-    """One request's result, the HTTP attempts it took, and when the first went out
-    (trio time, seconds; None when none did: a cache hit, an invalid request)."""
+    """One request's result, the HTTP attempts it took, when the first went out (trio
+    time, seconds; None when none did: a cache hit, an invalid request), and the
+    server's time for the attempt that answered (seconds; None when none did)."""
 
     result: MinimaLlmResult
     attempts: int
     first_sent_at: float | None
+    server_s: float | None = None
 
 
 async def request(
@@ -72,8 +74,8 @@ async def request(
     key) and sends a seed and, for a request without a temperature, a rising one
     (``_requests.reask_request``); ``missed_key``: a batch's bulk lookup already
     missed under this key (no second hash, no second read); ``events``: a batch
-    Monitor's inbox for every attempt's report; ``index``: the request's place in its
-    batch (named when it is invalid). Raises only
+    Monitor's inbox for the report of every attempt that did not answer the request;
+    ``index``: the request's place in its batch (named when it is invalid). Raises only
     :class:`~minimallm.BackendClosedError` (or its subclass ``BackendFailedError``):
     anything the server does is in the result."""
     cache = rt.cache
@@ -150,7 +152,7 @@ async def _from_server(
     estimate = 0 if gate is None else gate.estimate(req)
     last: AttemptError | None = None  # the latest attempt's failure
     moves = 0  # attempts excused so far (see actors.excuse.excused)
-    attempted: tuple[AttemptOutcome, float] | None
+    attempted: tuple[AttemptOutcome, float, float] | None
     while True:
         if gate is not None:
             reservation = await gate.reserve(estimate)
@@ -162,12 +164,12 @@ async def _from_server(
             if attempted is None:  # never sent: nothing used
                 gate.settle(reservation, 0, None, None, trio.current_time())
             else:
-                _settle(gate, reservation, *attempted)
+                _settle(gate, reservation, attempted[0], attempted[1])
         if attempted is None:  # held (a shared pause) until its MAX_WAIT_S was up
             assert retries is not None and last is not None
             reason = retries.expired().reason
             return Traced(_failure(rt, req, last, sent_at, reason), len(sent_at), sent_at[0])
-        result, sent = attempted
+        result, sent, done = attempted
         if isinstance(result, AttemptSuccess):
             response = MinimaLlmResponse(
                 req.request_id,
@@ -178,7 +180,8 @@ async def _from_server(
                 result.completion_tokens,
                 result.total_tokens,
             )
-            return Traced(response, len(sent_at) + 1, sent_at[0] if sent_at else sent)
+            first = sent_at[0] if sent_at else sent
+            return Traced(response, len(sent_at) + 1, first, done - sent)
         if result.excused:  # the client's own probe of a server it believes down, or
             moves += 1  # a replica found down while another is up: go again at once
             continue
@@ -204,13 +207,14 @@ async def _attempt(
     order: int,
     waiting: trio.CancelScope | None = None,
     moves: int = 0,
-) -> tuple[AttemptOutcome, float]:
-    """One attempt through the Worker pool: its outcome and when it was sent;
+) -> tuple[AttemptOutcome, float, float]:
+    """One attempt through the Worker pool: its outcome, when it was sent and when it
+    ended;
     ``waiting``: see :func:`_attempt_by`; ``moves``: the request's excused attempts so far
     (see :func:`minimallm.actors.excuse.excused`)."""
     if rt.life.closed:
         raise rt.life.closed_error()
-    reply: Reply[tuple[AttemptOutcome, float]] = Reply()
+    reply: Reply[tuple[AttemptOutcome, float, float]] = Reply()
     job = Job(body, reply, events, order, waiting, moves)
     try:
         rt.jobs.send_nowait(job)
@@ -231,7 +235,7 @@ async def _attempt_by(
     order: int,
     send_by: float,
     moves: int = 0,
-) -> tuple[AttemptOutcome, float] | None:
+) -> tuple[AttemptOutcome, float, float] | None:
     """:func:`_attempt`, or None if it had not gone out by ``send_by`` (trio time,
     seconds: MAX_WAIT_S after the request's first refusal). The deadline bounds only
     the wait: the Worker lifts it as it sends, so an attempt once sent is not cut."""

@@ -74,7 +74,8 @@ puts it straight back and sends. The Pacer takes it away to pace or to hold."""
 
 class Job(NamedTuple):
     """One HTTP attempt to make: the request body, where the outcome goes, the batch
-    Monitor's inbox (None outside a batch) for the attempt's report, the request's
+    Monitor's inbox (None outside a batch) for the attempt's report (unless it
+    succeeded: the request's answer tells the Monitor), the request's
     ``order`` (its number in the order requests arrived; its retries keep it), and
     ``waiting``: after refusals, the cancel scope whose deadline (MAX_WAIT_S) bounds the
     caller's wait for this attempt to go out; the Worker lifts the deadline as it sends

@@ -3,11 +3,16 @@ first failures, the summary — told by events, shown through a sink.
 
 Inbox (``send_nowait`` into a bounded buffer, drained many per wake-up):
 
-- from the batch's item runners: :class:`ItemStarted`, :class:`ItemFinished`,
-  :class:`CachedItems` (hits answered in bulk);
-- from the Workers, for attempts made for this batch:
-  :class:`~minimallm.actors.messages.AttemptReport` (attempts are counted as they
-  happen, and the server's own time per attempt is told apart from waiting in line).
+- from the batch's item runners: :class:`ItemFinished` (with when the item began, and
+  the server's time for the attempt that answered it), :class:`CachedItems` (hits
+  answered in bulk);
+- from the Workers, for attempts made for this batch that did not answer their
+  request (refused, failed, no answer): :class:`~minimallm.actors.messages.AttemptReport`
+  (retries are counted as they happen, not when their item ends).
+
+Which items are in progress (how many, since when) is the engine's own record: the
+Monitor reads it only when it shows a stall, through the ``in_progress`` callable it
+was given, as it reads the runtime's ``statistics()`` for what binds.
 
 It wakes on its own for the sink's ticks (absolute deadlines ``start + k * tick_s``:
 no drift) and when ``stall_s`` passed without a finished item. What binds comes from
@@ -33,7 +38,7 @@ from minimallm._types import MinimaLlmFailure
 from minimallm.actors._inbox import receive_burst
 from minimallm.actors.messages import AttemptReport
 
-__all__ = ["EVENT_BUFFER", "CachedItems", "ItemFinished", "ItemKind", "ItemStarted", "Monitor"]
+__all__ = ["EVENT_BUFFER", "CachedItems", "InProgress", "ItemFinished", "ItemKind", "Monitor"]
 
 EVENT_BUFFER = 8192
 """Events buffered for the Monitor (bounded: item runners wait when it is full)."""
@@ -50,19 +55,19 @@ class MonitorStatistics:
     failures_shown: int
 
 
-class ItemStarted(NamedTuple):
-    """Item ``item`` (its index in the batch) began at ``at`` (trio time, seconds)."""
-
-    item: int
-    at: float
+InProgress = Callable[[], tuple[int, float | None]]
+"""The engine's items in progress: how many, and when the oldest began (None: none)."""
 
 
 class ItemFinished(NamedTuple):
-    """Item ``item`` (its index in the batch) ended at ``at`` as ``kind`` after
-    ``attempts`` HTTP attempts, the first sent at ``first_sent_at`` (None: none was
-    sent), with its token counts and, for a failure, the failure."""
+    """Item ``item`` (its index in the batch), begun at ``started_at``, ended at ``at``
+    (trio time, seconds) as ``kind`` after ``attempts`` HTTP attempts, the first sent at
+    ``first_sent_at`` (None: none was sent), with its token counts, for a failure the
+    failure, and for an answer from the server the server's time for the attempt that
+    answered (``server_s``; that attempt was not reported on its own)."""
 
     item: int
+    started_at: float
     at: float
     kind: ItemKind
     attempts: int = 0
@@ -72,6 +77,7 @@ class ItemFinished(NamedTuple):
     failure: MinimaLlmFailure | None = None
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
+    server_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +88,23 @@ class CachedItems:
     at: float
 
 
-MonitorEvent = ItemStarted | ItemFinished | CachedItems | AttemptReport
+MonitorEvent = ItemFinished | CachedItems | AttemptReport
 
 
 class Monitor:
     """Actor owning one batch's tally."""
 
-    __slots__ = ("_calls", "_cfg", "_inbox", "_printed", "_runtime", "_sink", "_tally", "_total")
+    __slots__ = (
+        "_calls",
+        "_cfg",
+        "_in_progress",
+        "_inbox",
+        "_printed",
+        "_runtime",
+        "_sink",
+        "_tally",
+        "_total",
+    )
 
     def __init__(
         self,
@@ -98,6 +114,7 @@ class Monitor:
         sink: ProgressSink,
         runtime: Callable[[], Any] | None = None,
         calls: CallCounter | None = None,
+        in_progress: InProgress | None = None,
     ) -> None:
         self._cfg = cfg
         self._total = total
@@ -105,6 +122,7 @@ class Monitor:
         self._sink = sink
         self._runtime = runtime  # () -> RuntimeStatistics: what binds, HTTP in flight
         self._calls = calls  # LM calls the items' own code makes (run_dspy_batch)
+        self._in_progress = in_progress
         self._tally: ProgressTally | None = None
         self._printed = 0
 
@@ -166,25 +184,24 @@ class Monitor:
         """Fold one event into the tally; True when an item finished."""
         tally = self._tally
         assert tally is not None
-        if isinstance(e, AttemptReport):
-            tally.attempt(e.sent_at, e.done_at, e.answered, e.kind == "ok")
-            return False
-        if isinstance(e, ItemStarted):
-            tally.item_started(e.item, e.at)
-            return False
-        if isinstance(e, CachedItems):
+        if type(e) is not ItemFinished:
+            if isinstance(e, AttemptReport):
+                tally.attempt(e.sent_at, e.done_at, e.answered, e.kind == "ok")
+                return False
+            assert isinstance(e, CachedItems)
             tally.cached_in_bulk(e.count)
             return True
         tally.item_finished(
-            e.item,
+            e.started_at,
             e.at,
             e.kind,
-            attempts=e.attempts,
-            first_sent_at=e.first_sent_at,
-            prompt_tokens=e.prompt_tokens,
-            completion_tokens=e.completion_tokens,
-            cached_tokens=e.cached_tokens,
-            reasoning_tokens=e.reasoning_tokens,
+            e.attempts,
+            e.first_sent_at,
+            e.prompt_tokens,
+            e.completion_tokens,
+            e.cached_tokens,
+            e.reasoning_tokens,
+            e.server_s,
         )
         if e.failure is not None and self._printed < self._cfg.print_first_failures:
             self._printed += 1
@@ -203,6 +220,7 @@ class Monitor:
         assert tally is not None
         binding: str | None = None
         in_flight: int | None = None
+        in_progress, oldest = (0, None) if self._in_progress is None else self._in_progress()
         if self._runtime is not None and kind != "failure":
             try:
                 stats = self._runtime()
@@ -221,5 +239,7 @@ class Monitor:
                 failure=failure,
                 failure_number=self._printed,
                 stalled_s=stalled_s,
+                in_progress=in_progress,
+                oldest_start=oldest,
             )
         )

@@ -4,7 +4,8 @@ Every report goes to the Limiter (the permit's fate is in it: never dropped; a W
 waits when the Limiter is behind). The others are fed only what they learn from, and
 lossily: the Pacer an answer with rate headers, the Cooldown an overload or a probe's
 answer (with several endpoints, also a connection failure or a timeout: an endpoint
-given up may be held again), the request's own events channel every report. With
+given up may be held again), the request's own events channel every report but a
+success's (the request's answer tells its batch's Monitor that one itself). With
 several endpoints the endpoint's :class:`~minimallm.actors.admission.Admission` also
 learns when the latest answered attempt was sent.
 """
@@ -45,7 +46,7 @@ async def deliver(
         _send_lossy(ch.cooldown, report)
     elif admission is not None and kind in ("unreachable", "timeout"):
         _send_lossy(ch.cooldown, report)  # an endpoint given up may be held again
-    if events is not None:
+    if events is not None and kind != "ok":
         _send_lossy(events, report)
 
 

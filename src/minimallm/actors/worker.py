@@ -253,11 +253,11 @@ class Worker:
         result, sent_at = await self._attempt(job)
         if reply.cancelled:  # interrupted because the caller left: not the server's doing
             return
-        await self._report(job, result, sent_at, probe)
+        done_at = await self._report(job, result, sent_at, probe)
         admission = self._ch.admission
         if probe is not None or admission is not None:  # else nothing is excused
             result = excused(result, probe, job.moves, admission, sent_at)
-        reply.send_value((result, sent_at))
+        reply.send_value((result, sent_at, done_at))
 
     async def _pull(self, jobs: trio.MemoryReceiveChannel[Job], admission: Admission) -> Job | None:
         """Several endpoints: the next job this endpoint may send (None: the channel
@@ -345,7 +345,8 @@ class Worker:
 
     async def _report(
         self, job: Job, result: AttemptOutcome, sent_at: float, probe: str | None
-    ) -> None:
+    ) -> float:
+        """Report the attempt (see ``actors/reports.py``); returns when it ended."""
         kind = result.kind
         revoked = self._revoked()
         self._through = self._through or kind == "ok"
@@ -371,6 +372,7 @@ class Worker:
                 not kept and not revoked,
             )
         await deliver(self._ch, report, job.events)
+        return done_at
 
 
 class _Left(Exception):
