@@ -98,6 +98,7 @@ class LatencyHistogram:
 
     __slots__ = ("_buckets", "_count")
     _RATIO = 1.02
+    _LOG_RATIO = math.log(_RATIO)  # what math.log(x, 1.02) divides by, computed once
     _FLOOR_S = 1e-4
 
     def __init__(self) -> None:
@@ -114,9 +115,10 @@ class LatencyHistogram:
         b = (
             0
             if seconds <= self._FLOOR_S
-            else 1 + int(math.log(seconds / self._FLOOR_S, self._RATIO))
+            else 1 + int(math.log(seconds / self._FLOOR_S) / self._LOG_RATIO)
         )
-        self._buckets[b] = self._buckets.get(b, 0) + 1
+        buckets = self._buckets
+        buckets[b] = buckets.get(b, 0) + 1
         self._count += 1
 
     def percentile(self, q: float) -> float | None:
@@ -225,12 +227,14 @@ class ProgressTally:
         time for the attempt that answered it, counted here as an attempt (the others
         come through :meth:`attempt`)."""
         self.done += 1
-        self.retries += max(0, attempts - 1)
+        if attempts > 1:
+            self.retries += attempts - 1
         if kind == "failed" and attempts:
             self._last_failed += 1
-        self.latency.add(max(0.0, at - started))
+        self.latency.add(at - started)  # <= 0 is the lowest bucket
         if first_sent_at is not None:
-            self._recent_waiting.append(max(0.0, first_sent_at - started))
+            waited = first_sent_at - started
+            self._recent_waiting.append(waited if waited > 0.0 else 0.0)
         if prompt_tokens is not None or completion_tokens is not None:
             self.tokens_reported = True
             self.prompt_tokens += prompt_tokens or 0
