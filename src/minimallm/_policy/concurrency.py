@@ -151,21 +151,25 @@ class ConcurrencyControl:
         """An attempt sent at ``sent_at`` was answered at ``now``; ``others`` attempts
         are still in flight (not counting this one). Connection failures and timeouts
         are not answers: do not report them here."""
-        step = self.signal.observe(now, sent_at, overloaded, can_step=not self.frozen)
+        frozen = self._frozen_from is not None  # self.frozen, without a property call
+        step = self.signal.observe(now, sent_at, overloaded, not frozen)
         if overloaded:
             if step and sent_at > self._last_decrease:  # not one decided already
                 self._freeze(now)
             elif (
-                not self.frozen
+                not frozen
                 and sent_at > self._last_decrease
                 and self._level >= max(self._stable, self._ssthresh) + 1
                 and others >= self._stable
             ):
                 self._refused_probe(now)
             return
-        latency = max(0.0, now - sent_at)
-        self.srtt_s = latency if self.srtt_s is None else self.srtt_s + (latency - self.srtt_s) / 8
-        if self.frozen:
+        latency = now - sent_at
+        if latency < 0.0:
+            latency = 0.0
+        srtt = self.srtt_s
+        self.srtt_s = latency if srtt is None else srtt + (latency - srtt) / 8
+        if frozen:
             self._decide(now, others + 1)
             return
         self._grow(now, others + 1)

@@ -102,9 +102,7 @@ class OverloadSignal:
     def __repr__(self) -> str:
         return f"<OverloadSignal share={self.share:.3f} depth={self.depth} steps={self.steps}>"
 
-    def observe(
-        self, now: float, sent_at: float, overloaded: bool, *, can_step: bool = True
-    ) -> bool:
+    def observe(self, now: float, sent_at: float, overloaded: bool, can_step: bool = True) -> bool:
         """Record one answer (received at ``now`` to an attempt sent at ``sent_at``);
         True when it starts a new step of congestion. ``can_step`` False: the client is
         still carrying out its reaction to the current step (nothing new can be

@@ -238,7 +238,6 @@ class FlowWatch:
         sent_at: float,
         kind: AttemptKind,
         limit: int,
-        *,
         gone: bool = False,
         in_flight: int = 1,
     ) -> list[CongestionEvent | ReachEvent]:
@@ -279,7 +278,9 @@ class FlowWatch:
             if sent_at > self._step1_at:
                 self._during_n += 1
             self._last_ok_at = now
-            latency = max(0.0, now - sent_at)
+            latency = now - sent_at
+            if latency < 0.0:
+                latency = 0.0
             srtt = self.srtt_s
             if srtt is None:
                 self.srtt_s, self.rttvar_s = latency, latency / 2

@@ -198,10 +198,13 @@ class Limiter:
             if not message.unasked:
                 self._revoking = max(0, self._revoking - 1)
             busy = max(0, busy - 1)
-        gone = message.upstream_gone
+        kind = message.kind
+        refused = kind == "overload"
+        gone = refused and message.upstream_gone
         if message.answered and not (gone and self._watch.quiet):
-            others = max(0, busy - (1 if message.kept else 0))
-            refused = message.kind == "overload"
+            others = busy - 1 if message.kept else busy
+            if others < 0:
+                others = 0
             control = self._control
             if refused and self._pacer is not None:
                 # full: perhaps the concurrency's doing (a server with few slots refuses
@@ -223,12 +226,10 @@ class Limiter:
                 with contextlib.suppress(trio.WouldBlock):
                     self._pacer.send_nowait(refusal)
             self._control.on_answer(message.done_at, message.sent_at, refused, others)
-        elif message.kind == "timeout":
+        elif kind == "timeout":
             self._busy_timeout(message)
         limit = self._control.limit
-        events = self._watch.observe(
-            message.done_at, message.sent_at, message.kind, limit, gone=gone, in_flight=busy
-        )
+        events = self._watch.observe(message.done_at, message.sent_at, kind, limit, gone, busy)
         for event in events:
             if isinstance(event, CongestionEvent) and event.independent:
                 self._control.restore(event.at, event.limit_before)
