@@ -41,7 +41,7 @@ async def test_each_actor_gets_the_reports_it_learns_from() -> None:
     headed = AttemptReport(0.0, 0.1, "ok", rate=RateLimitInfo(limit_requests=10), kept=True)
     refused = AttemptReport(0.0, 0.1, "overload", kept=True)
     for report in (ok, headed, refused):
-        await deliver(ch, report, events_in)
+        assert deliver(ch, report, events_in)
     assert _drain(pairs["limiter"][1]) == [ok, headed, refused]
     assert _drain(pairs["pacer"][1]) == [headed]
     assert _drain(pairs["cd"][1]) == [refused]
@@ -63,6 +63,27 @@ async def test_a_full_inbox_loses_a_sample_but_never_blocks() -> None:
         watchdog=unused[0],
     )
     headed = AttemptReport(0.0, 0.1, "ok", rate=RateLimitInfo(limit_requests=10), kept=True)
-    with trio.fail_after(1):
-        await deliver(ch, headed, None)
+    assert deliver(ch, headed, None)
     assert _drain(limiter[1]) == [headed]
+
+
+async def test_a_full_limiter_inbox_is_told_and_the_others_still_get_theirs() -> None:
+    unused = trio.open_memory_channel[Any](1)
+    limiter = trio.open_memory_channel[Any](1)
+    cooldown = trio.open_memory_channel[Any](4)
+    ch = WorkerChannels(
+        jobs=unused[1],
+        permits=unused[1],
+        revocations=unused[1],
+        gate=unused,
+        limiter=limiter[0],
+        pacer=unused[0],
+        cooldown=cooldown[0],
+        watchdog=unused[0],
+    )
+    first = AttemptReport(0.0, 0.1, "ok", kept=True)
+    refused = AttemptReport(0.0, 0.2, "overload", kept=True)
+    assert deliver(ch, first, None)
+    assert not deliver(ch, refused, None)  # the Limiter is behind: the Worker waits
+    assert _drain(limiter[1]) == [first]
+    assert _drain(cooldown[1]) == [refused]

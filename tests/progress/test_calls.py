@@ -63,7 +63,7 @@ def test_the_summary_names_the_calls_made_not_those_cut_off() -> None:
     for _ in range(12):
         counter.end(MinimaLlmFailure("r", "ParseError", "no", 2))
     tally = ProgressTally(10, 0.0)
-    for i in range(3):
+    for _ in range(3):
         tally.item_finished(0.0, 0.3, "failed", attempts=2)
     [first, *_] = format_summary(tally.snapshot("done", 0.4, calls=counter.counts()))
     assert first == (

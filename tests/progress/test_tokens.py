@@ -87,7 +87,7 @@ def test_same_as_decoding_the_whole_body(
 
 def test_the_tally_and_the_summary_count_every_kind_of_token() -> None:
     tally = ProgressTally(3, 0.0)
-    for i, (p, c, ca, re) in enumerate([(100, 50, 80, 30), (20, 10, None, None)]):
+    for p, c, ca, re in [(100, 50, 80, 30), (20, 10, None, None)]:
         tally.item_finished(
             0.0, 1.0, "ok", prompt_tokens=p, completion_tokens=c, cached_tokens=ca,
             reasoning_tokens=re,

@@ -1,7 +1,8 @@
 """Where a Worker's :class:`AttemptReport` goes once it is built: the fan-out.
 
-Every report goes to the Limiter (the permit's fate is in it: never dropped; a Worker
-waits when the Limiter is behind). The others are fed only what they learn from, and
+Every report goes to the Limiter (the permit's fate is in it: never dropped; when the
+Limiter is behind, :func:`deliver` says so and the Worker waits to hand it over). The
+others are fed only what they learn from, and
 lossily: the Pacer an answer with rate headers, the Cooldown an overload or a probe's
 answer (with several endpoints, also a connection failure or a timeout: an endpoint
 given up may be held again), the request's own events channel every report but a
@@ -26,20 +27,23 @@ __all__ = ["deliver"]
 _ANSWERS = frozenset(("ok", "overload", "failed"))
 
 
-async def deliver(
+def deliver(
     ch: WorkerChannels,
     report: AttemptReport,
     events: trio.MemorySendChannel[Any] | None,
-) -> None:
-    """Send ``report`` where it belongs (see the module docstring)."""
+) -> bool:
+    """Send ``report`` where it belongs (see the module docstring), without waiting:
+    False when the Limiter's inbox is full and it did not take the report (the caller
+    then waits to send it there: ``await ch.limiter.send(report)``)."""
     kind = report.kind
     admission = ch.admission
     if admission is not None and kind in _ANSWERS and report.sent_at > admission.answered_sent:
         admission.answered_sent = report.sent_at
     try:  # every report (the permit's fate is in it): never dropped
         ch.limiter.send_nowait(report)
+        taken = True
     except trio.WouldBlock:
-        await ch.limiter.send(report)  # the Limiter is behind: wait for it
+        taken = False  # the Limiter is behind: the caller waits for it
     if report.rate is not None:  # the server's word about its rate
         _send_lossy(ch.pacer, report)
     if kind == "overload" or report.probe is not None:
@@ -48,6 +52,7 @@ async def deliver(
         _send_lossy(ch.cooldown, report)  # an endpoint given up may be held again
     if events is not None and kind != "ok":
         _send_lossy(events, report)
+    return taken
 
 
 def _send_lossy(channel: trio.MemorySendChannel[Any], report: AttemptReport) -> None:

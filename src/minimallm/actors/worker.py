@@ -253,11 +253,13 @@ class Worker:
         result, sent_at = await self._attempt(job)
         if reply.cancelled:  # interrupted because the caller left: not the server's doing
             return
-        done_at = await self._report(job, result, sent_at, probe)
+        report = self._report(result, sent_at, probe)
+        if not deliver(self._ch, report, job.events):
+            await self._ch.limiter.send(report)  # the Limiter is behind: wait for it
         admission = self._ch.admission
         if probe is not None or admission is not None:  # else nothing is excused
             result = excused(result, probe, job.moves, admission, sent_at)
-        reply.send_value((result, sent_at, done_at))
+        reply.send_value((result, sent_at, report.done_at))
 
     async def _pull(self, jobs: trio.MemoryReceiveChannel[Job], admission: Admission) -> Job | None:
         """Several endpoints: the next job this endpoint may send (None: the channel
@@ -343,10 +345,9 @@ class Worker:
             self._phase = _Phase.IDLE
         return outcome_from_reply(reply, wall_clock=self._wall), sent_at
 
-    async def _report(
-        self, job: Job, result: AttemptOutcome, sent_at: float, probe: str | None
-    ) -> float:
-        """Report the attempt (see ``actors/reports.py``); returns when it ended."""
+    def _report(self, result: AttemptOutcome, sent_at: float, probe: str | None) -> AttemptReport:
+        """The attempt's report (where it goes: ``actors/reports.py``); whether the
+        Worker keeps its permit is decided here."""
         kind = result.kind
         revoked = self._revoked()
         self._through = self._through or kind == "ok"
@@ -371,8 +372,7 @@ class Worker:
                 result.status,
                 not kept and not revoked,
             )
-        await deliver(self._ch, report, job.events)
-        return done_at
+        return report
 
 
 class _Left(Exception):
