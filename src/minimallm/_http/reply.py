@@ -5,11 +5,18 @@ read the body (:func:`scan_head`), and the other headers parsed only if somebody
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 
 from minimallm._http.errors import RemoteProtocolError
 
 __all__ = ["HttpReply", "LazyHeaders", "scan_head"]
+
+_FRAMING = re.compile(
+    rb"\r\n(connection|content-encoding|transfer-encoding|content-length):"
+    rb"([^\r]*(?:\r(?!\n)[^\r]*)*)"  # the value: up to the line's CRLF
+)
+"""The framing headers and Content-Encoding in a lower-cased head: name, raw value."""
 
 
 class HttpReply:
@@ -70,9 +77,9 @@ def scan_head(raw: bytes) -> tuple[int, int | None, bool, bool, bytes | None]:
     """(status, Content-Length or None, chunked, keep-alive, Content-Encoding or None)
     of a response head; the encoding lower-cased, as sent (``b"gzip"``).
 
-    Only the framing headers and Content-Encoding are looked up (a find per name in the lower-cased
-    head: ~2 µs for a 20-header answer instead of ~11 µs to parse every line); the
-    rest is parsed only if somebody reads ``HttpReply.headers``. A framing header
+    Only the framing headers and Content-Encoding are looked up (one regex scan of the
+    lower-cased head: ~2 µs for a 20-header answer instead of ~11 µs to parse every
+    line); the rest is parsed only if somebody reads ``HttpReply.headers``. A framing header
     that is present but malformed (space before the colon, say) is refused, as h11
     does, rather than mistaken for "read until close"."""
     end = raw.find(b"\r\n")
@@ -88,16 +95,24 @@ def scan_head(raw: bytes) -> tuple[int, int | None, bool, bool, bytes | None]:
         raise RemoteProtocolError(f"malformed status line {status_line[:80]!r}")
     lower = raw.lower()
     keep_alive = version == b"HTTP/1.1"
-    for value in _values(lower, b"\r\nconnection:"):
-        tokens = {t.strip() for t in value.split(b",")}
-        if b"close" in tokens:
-            keep_alive = False
-        elif b"keep-alive" in tokens:
-            keep_alive = True
-    encodings = _values(lower, b"\r\ncontent-encoding:")
+    encodings: list[bytes] = []
+    codings: list[bytes] = []
+    lengths: list[bytes] = []
+    for name, raw_value in _FRAMING.findall(lower):
+        value = raw_value.strip()
+        if name == b"content-length":
+            lengths.append(value)
+        elif name == b"connection":
+            tokens = {t.strip() for t in value.split(b",")}
+            if b"close" in tokens:
+                keep_alive = False
+            elif b"keep-alive" in tokens:
+                keep_alive = True
+        elif name == b"transfer-encoding":
+            codings.append(value)
+        else:
+            encodings.append(value)
     encoding = b",".join(encodings) if encodings else None
-    codings = _values(lower, b"\r\ntransfer-encoding:")
-    lengths = _values(lower, b"\r\ncontent-length:")
     if (
         not codings
         and not lengths
@@ -116,17 +131,3 @@ def scan_head(raw: bytes) -> tuple[int, int | None, bool, bool, bytes | None]:
             raise RemoteProtocolError("conflicting Content-Length headers")
         length = int(value)
     return int(code), length, False, keep_alive, encoding
-
-
-def _values(lower_head: bytes, key: bytes) -> list[bytes]:
-    """Every value of the header ``key`` (``b"\\r\\nname:"``), stripped."""
-    values: list[bytes] = []
-    i = lower_head.find(key)
-    while i >= 0:
-        start = i + len(key)
-        end = lower_head.find(b"\r\n", start)
-        if end < 0:
-            end = len(lower_head)
-        values.append(lower_head[start:end].strip())
-        i = lower_head.find(key, end)
-    return values
