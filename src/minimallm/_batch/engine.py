@@ -189,7 +189,11 @@ async def run_batch(
             verdict = budget.record(result.failure)
         elif result.kind in ("ok", "cached"):
             budget.success()
-        spent = tokens.spend(result.prompt_tokens, result.completion_tokens)
+        spent = (
+            None
+            if tokens.max_total_tokens is None  # no budget: nothing to count against
+            else tokens.spend(result.prompt_tokens, result.completion_tokens)
+        )
         await deliver(index, result.value)
         if verdict is not None:
             stop(BatchAbortedError(verdict, [], list(budget.recent)))

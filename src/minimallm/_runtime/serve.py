@@ -94,25 +94,29 @@ class Life:
     actor failure. Shared by the supervisor (which writes it) and the callers (which
     read it); plain state, not an actor."""
 
-    __slots__ = ("failure", "orders", "stop_requested", "stopped")
+    __slots__ = ("closed", "failure", "orders", "stop_requested", "stopped")
 
     def __init__(self) -> None:
         self.failure: BackendFailedError | None = None
         self.stop_requested = trio.Event()
         self.stopped = trio.Event()
+        self.closed = False
+        """True once a stop was asked for, the runtime ended, or an actor failed (read
+        by every attempt: a plain attribute, set by :meth:`stop` and :meth:`record`)."""
         self.orders = 0
         """Requests numbered as they come: the Pacer serves older requests first."""
 
-    @property
-    def closed(self) -> bool:
-        """True once a stop was asked for, the runtime ended, or an actor failed."""
-        return self.stop_requested.is_set() or self.stopped.is_set() or self.failure is not None
+    def stop(self) -> None:
+        """Ask the runtime to stop (idempotent)."""
+        self.closed = True
+        self.stop_requested.set()
 
     def record(self, name: str, exc: BaseException) -> None:
         """Actor ``name`` raised ``exc``: the first failure (a bug) is what every caller
         will be told. Recorded before the nursery cancels the other actors, so the jobs
         they hold are answered with it, not with a bland "closed"."""
         if self.failure is None and not isinstance(exc, trio.Cancelled | KeyboardInterrupt):
+            self.closed = True
             self.failure = BackendFailedError(
                 f"minimallm's {name} failed: {type(exc).__name__}: {exc}"
             )
@@ -175,7 +179,7 @@ class Runtime:
     def stop(self) -> None:
         """Ask :func:`serve` to end (connections close, waiting calls get
         BackendClosedError, the CacheWriter commits what it holds)."""
-        self.life.stop_requested.set()
+        self.life.stop()
 
     async def aclose(self) -> None:
         """Stop and wait until every actor has ended."""
@@ -338,5 +342,5 @@ async def serve(
                 break
             job.reply.send(outcome.Error(life.closed_error()))
         jobs_recv.close()
-        life.stop_requested.set()
+        life.stop()
         life.stopped.set()
