@@ -35,7 +35,7 @@ from minimallm._errors import MinimaLlmError
 from minimallm._progress import ProgressSink, ProgressTally
 from minimallm._progress.calls import CallCounter
 from minimallm._types import MinimaLlmFailure
-from minimallm.actors._inbox import receive_burst
+from minimallm.actors._inbox import receive_all
 from minimallm.actors.messages import AttemptReport
 
 __all__ = ["EVENT_BUFFER", "CachedItems", "InProgress", "ItemFinished", "ItemKind", "Monitor"]
@@ -147,15 +147,22 @@ class Monitor:
         task_status.started()
         try:
             while True:
-                burst = await receive_burst(inbox, min(next_tick, next_stall))
-                if burst is None:
-                    return
-                if burst:
-                    for event in burst:
-                        if self._record(event):
+                # One cancel scope per deadline, not per wake-up (entering and leaving
+                # one costs ~8 µs, and the Monitor wakes every few items): the deadline
+                # stays as it was when the scope opened; reaching it, the Monitor looks
+                # at the time and decides (a stall deadline that progress moved on is
+                # set again from the last progress).
+                with trio.move_on_at(min(next_tick, next_stall)):
+                    while True:
+                        burst = await receive_all(inbox)
+                        if burst is None:
+                            return
+                        progressed = False
+                        for event in burst:
+                            if self._record(event):
+                                progressed = True
+                        if progressed:
                             last_progress = trio.current_time()
-                    next_stall = max(next_stall, last_progress + self._cfg.stall_s)
-                    continue
                 now = trio.current_time()
                 if now >= next_tick:
                     self._drain()
