@@ -177,7 +177,7 @@ def _problem(req: object) -> str | None:
 
 
 def _messages_problem(messages: object) -> str | None:
-    if not isinstance(messages, list | tuple):
+    if type(messages) is not list and not isinstance(messages, (list, tuple)):
         return f"messages must be {_SHAPE}, got {_kind(messages)}"
     if not messages:
         return f"messages must be {_SHAPE}, got an empty {type(messages).__name__}"
