@@ -110,6 +110,7 @@ async def run_batch(
     tokens = TokenBudget(cfg.max_total_tokens, calls)
     events_send, events_recv = trio.open_memory_channel[MonitorEvent](EVENT_BUFFER)
     began: dict[int, float] = {}  # items in progress: index -> when it began
+    now = trio.lowlevel.current_clock().current_time  # trio.current_time(), two calls fewer
 
     def in_progress() -> tuple[int, float | None]:
         return len(began), min(began.values(), default=None)
@@ -154,7 +155,7 @@ async def run_batch(
         return taken
 
     async def run_item(stop: _Stop, index: int, item: Any) -> None:
-        started_at = began[index] = trio.current_time()
+        started_at = began[index] = now()
         try:
             result = await fn(index, item, events_send)
         except PROGRAMMING_ERRORS as exc:
@@ -169,7 +170,7 @@ async def run_batch(
         finished: MonitorEvent = ItemFinished(
             index,
             started_at,
-            trio.current_time(),
+            now(),
             result.kind,
             result.attempts,
             result.first_sent_at,

@@ -108,6 +108,7 @@ class Worker:
         "_grants_out",
         "_headers",
         "_index",
+        "_now",
         "_orphan",
         "_permit",
         "_phase",
@@ -145,6 +146,7 @@ class Worker:
         self._expired = 0
         self._attempts = 0
         self._through = False  # an attempt of this Worker succeeded
+        self._now: Callable[[], float] = trio.current_time  # the run's clock (see run)
 
     def __repr__(self) -> str:
         s = self.statistics()
@@ -180,6 +182,9 @@ class Worker:
         to the next (see the module docstring) until the Limiter revokes it."""
         jobs = self._ch.jobs
         admission = self._ch.admission
+        # the run's clock, read directly: trio.current_time() goes through two more
+        # calls, and a Worker reads the time twice per attempt
+        self._now = trio.lowlevel.current_clock().current_time
         task_status.started()
         job: Job | None = None
         try:
@@ -328,7 +333,7 @@ class Worker:
     async def _attempt(self, job: Job) -> tuple[AttemptOutcome, float]:
         self._attempts += 1
         seq = self._seq
-        sent_at = trio.current_time()
+        sent_at = self._now()
         started = AttemptStarted(sent_at + self._timeout_s, self._index, seq)
         try:
             self._ch.watchdog.send_nowait(started)
@@ -354,7 +359,7 @@ class Worker:
         # refused before any success: the permit goes back (see actors/limiter.py)
         kept = not revoked and (self._through or kind != "overload")
         self._permit = kept
-        done_at = trio.current_time()
+        done_at = self._now()
         if isinstance(result, AttemptSuccess):
             report = AttemptReport(
                 sent_at, done_at, kind, None, result.rate, result.total_tokens, probe, kept
