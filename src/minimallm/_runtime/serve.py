@@ -24,11 +24,11 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
 import outcome
-from minimallm._cache.stage import WRITE_BUFFER, CacheStage, open_cache, warn_cache
 from minimallm._config.settings import MinimaLlmConfig
 from minimallm._errors import BackendClosedError, BackendFailedError, ServerWaitWarning
 from minimallm._http.proxy import proxy_secrets
@@ -44,11 +44,13 @@ from minimallm._runtime.endpoint import (
 )
 from minimallm._runtime.tokens import TokenGate
 from minimallm.actors.admission import Admission
-from minimallm.actors.cache_writer import CacheRow, CacheWriter, Flush
 from minimallm.actors.cooldown import Cooldown, CooldownStatistics
 from minimallm.actors.limiter import Limiter, LimiterStatistics
 from minimallm.actors.messages import Job
 from minimallm.actors.pacer import Pacer, PacerStatistics
+
+if TYPE_CHECKING:  # imported by serve() only when the prompt cache is used (SQLite…)
+    from minimallm._cache.stage import CacheStage
 
 __all__ = [
     "REPORT_BUFFER",
@@ -235,7 +237,14 @@ async def serve(
     one :class:`~minimallm.BackendFailedError`)."""
     options = options or RuntimeOptions()
     life = Life()
-    opened = await open_cache(cfg)  # None: no CACHE_DIR, or it cannot be used
+    secret = cfg.api_key_value()
+    url = cfg.chat_completions_url
+    secrets = tuple(filter(None, (secret, *proxy_secrets(url, trust_env=cfg.trust_env_proxy))))
+    cached = None  # the prompt cache's stage and its CacheWriter
+    if cfg.cache_dir is not None:  # its modules (SQLite…) are imported only when it is used
+        from minimallm._cache.stage import open_stage
+
+        cached = await open_stage(cfg, secrets)  # None: it cannot be used (warned)
 
     # -- channels -------------------------------------------------------------------
     urls = cfg.chat_completions_urls
@@ -244,12 +253,8 @@ async def serve(
     # wake-up when a Worker takes it); it then waits once, for the reply. One channel
     # for every endpoint's Workers (see _runtime/endpoint.py).
     jobs_send, jobs_recv = trio.open_memory_channel[Job](cfg.max_outstanding * len(urls))
-    writes_send, writes_recv = trio.open_memory_channel[CacheRow | Flush](WRITE_BUFFER)
-    secret = cfg.api_key_value()
     headers = request_headers(secret, compress=cfg.compress_gzip)
     make_transport = options.transport_factory or transport_factory_for(cfg)
-    url = cfg.chat_completions_url
-    secrets = tuple(filter(None, (secret, *proxy_secrets(url, trust_env=cfg.trust_env_proxy))))
 
     def orphan(job: Job, exc: BaseException) -> None:
         """A Worker stopped while holding ``job`` (``exc``: why): tell its caller."""
@@ -278,12 +283,7 @@ async def serve(
         )
         endpoints.append(endpoint)
         actors.extend(its_actors)
-    cache = None
-    if opened is not None:
-        store, sources = opened
-        cache = CacheStage(
-            cfg.model, store, writes_send, sources, force_refresh=cfg.force_refresh, secrets=secrets
-        )
+    cache = None if cached is None else cached[0]
     first = endpoints[0]
     rng = options.rng or random.Random()
     runtime = Runtime(
@@ -313,9 +313,8 @@ async def serve(
     # -- one supervisor -------------------------------------------------------------
     try:
         async with trio.open_nursery() as last:  # the CacheWriter: stops last
-            if opened is not None:
-                writer = CacheWriter(opened[0], writes_recv, warn_cache)
-                await last.start(life.supervised, "CacheWriter", writer.run)
+            if cached is not None:
+                await last.start(life.supervised, "CacheWriter", cached[1].run)
             async with trio.open_nursery() as flow:
                 for name, run in actors:
                     await flow.start(life.supervised, name, run)
