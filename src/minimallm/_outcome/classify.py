@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from minimallm._http import errors as http_errors
 from minimallm._outcome.attempts import AttemptError, AttemptKind
@@ -52,8 +51,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
     """One class of failed attempt: what it is called, whether it is retried, whether
     it signals overload, and how flow control reads it."""
 

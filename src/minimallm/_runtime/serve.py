@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import trio
 
@@ -65,8 +65,7 @@ __all__ = [
 TransportFactory = Callable[[str], HttpTransport]
 
 
-@dataclass(frozen=True, slots=True)
-class RuntimeOptions:
+class RuntimeOptions(NamedTuple):
     """Seams for tests: the HTTP transport (``transport_factory(url)``; see
     :mod:`minimallm.testing`), the jitter source, the wall clock."""
 
@@ -75,8 +74,7 @@ class RuntimeOptions:
     wall_clock: Callable[[], float] = time.time
 
 
-@dataclass(frozen=True, slots=True)
-class RuntimeStatistics:
+class RuntimeStatistics(NamedTuple):
     """The runtime now: each flow-control actor's snapshot (the first endpoint's),
     callers waiting for a Worker, attempts on the wire (all endpoints), which limit
     binds (None: none), and each endpoint's state."""
