@@ -71,12 +71,12 @@ def render(problems: Iterable[Problem], names: Mapping[str, str]) -> str:
     return "\n".join([head, *(f"  {line}" for line in lines)])
 
 
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+_URL_USERINFO = r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@"  # compiled on first use (re's cache)
 
 
 def _show(value: object) -> str:
     if isinstance(value, str):  # never show a password written into a URL
-        value = _URL_USERINFO.sub(r"\1***@", value)
+        value = re.sub(_URL_USERINFO, r"\1***@", value)
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
