@@ -90,7 +90,7 @@ class EndpointStatistics(NamedTuple):
         return held or "open"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # a handle: equal only to itself
 class Endpoint:
     """One endpoint's flow-control actors (read for statistics)."""
 

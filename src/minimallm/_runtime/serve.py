@@ -144,7 +144,7 @@ class Life:
             raise
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # a handle: equal to itself only
 class Runtime:
     """The handle :func:`serve` hands back: what the request door needs (the job
     channel to the Workers, the cache stage, the jitter source) and the flow-control
