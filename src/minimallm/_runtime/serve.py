@@ -1,12 +1,12 @@
 """``serve()``: the one function that wires a backend's actors and supervises them.
 
-It opens the prompt cache's store, creates every channel, starts every actor of one
-backend (the CacheWriter, and for each endpoint of the model a Limiter, a Pacer, a
-Cooldown, a Watchdog and MAX_OUTSTANDING Workers: :mod:`.endpoint`) under one
-supervisor, and hands back a frozen :class:`Runtime` handle
-(``task_status.started(runtime)``) that the request door (:mod:`.request`) and
-``statistics()`` use. Who talks to whom reads top to bottom here
-and nowhere else (the messages are drawn in :mod:`minimallm.actors.messages`).
+It opens the prompt cache's store (with CACHE_DIR set: only then are the cache's
+modules and SQLite imported), creates every channel, starts every actor of one backend
+(the CacheWriter, and for each endpoint of the model a Limiter, a Pacer, a Cooldown, a
+Watchdog and MAX_OUTSTANDING Workers: :mod:`.endpoint`) under one supervisor, and hands
+back a frozen :class:`Runtime` handle (``task_status.started(runtime)``) that the
+request door (:mod:`.request`) and ``statistics()`` use. Who talks to whom reads top to
+bottom here and nowhere else (the messages are drawn in :mod:`minimallm.actors.messages`).
 
 Supervision: the first actor that fails is recorded as a
 :class:`~minimallm.BackendFailedError` naming it, the others are cancelled, and every
