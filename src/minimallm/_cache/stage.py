@@ -8,7 +8,8 @@ in flight share one HTTP call), :meth:`CacheStage.lookup` (a disk read in a work
 thread), :meth:`CacheStage.remember` and :meth:`CacheStage.store` (to the CacheWriter
 actor). It is not an actor: nothing here runs on its own. Batches read in bulk
 (:meth:`CacheStage.lookup_many`: one thread hop per chunk, not per request). The stage
-and its writer are created by :func:`minimallm._runtime.serve.serve`.
+and its writer are created by :func:`open_stage`, which
+:func:`minimallm._runtime.serve.serve` calls (and imports) only when CACHE_DIR is set.
 """
 
 from __future__ import annotations
