@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import dataclasses
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
@@ -73,7 +72,7 @@ class OpenAIMinimaLlm:
         self.cfg = cfg
         options = options or RuntimeOptions()
         if transport is not None:
-            options = dataclasses.replace(options, transport_factory=transport)
+            options = options._replace(transport_factory=transport)
         self._options = options
         self._hosts: dict[trio.lowlevel.TrioToken, Host] = {}
 

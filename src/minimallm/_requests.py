@@ -21,9 +21,9 @@ each) on top of the encoding; the slow search for a culprit runs only on failure
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -86,6 +86,10 @@ def check_request(req: object, index: int | None = None) -> str | None:
     return f"{request_label(index, getattr(req, 'request_id', None))}: {problem}"
 
 
+_GZIP = 16 + zlib.MAX_WBITS
+"""zlib's gzip container (what ``gzip.compress(mtime=0)`` writes), without the gzip module."""
+
+
 def encode_request(
     model: str, req: MinimaLlmRequest, *, compress: bool, index: int | None = None
 ) -> bytes:
@@ -99,7 +103,7 @@ def encode_request(
         except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
             problem = _culprit(payload) or "cannot be encoded as JSON"
         else:
-            return gzip.compress(body, compresslevel=5) if compress else body
+            return zlib.compress(body, 5, wbits=_GZIP) if compress else body
     request_id = getattr(req, "request_id", None)
     raise InvalidRequestError(
         f"{request_label(index, request_id)}: {problem}",

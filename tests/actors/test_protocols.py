@@ -4,7 +4,6 @@ And nothing of an actor's state is reachable except through its channels and its
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
@@ -496,7 +495,7 @@ def test_the_runtime_handle_is_frozen_and_shows_only_snapshots_and_stop() -> Non
 
 
 def test_statistics_are_frozen_snapshots() -> None:
-    fields = {f.name: None for f in dataclasses.fields(RuntimeStatistics)}
+    fields = dict.fromkeys(RuntimeStatistics._fields)
     stats = RuntimeStatistics(**fields)  # type: ignore[arg-type]
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):  # a NamedTuple: cheaper to define than a dataclass
         stats.in_flight = 3  # type: ignore[misc]

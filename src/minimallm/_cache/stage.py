@@ -8,7 +8,8 @@ in flight share one HTTP call), :meth:`CacheStage.lookup` (a disk read in a work
 thread), :meth:`CacheStage.remember` and :meth:`CacheStage.store` (to the CacheWriter
 actor). It is not an actor: nothing here runs on its own. Batches read in bulk
 (:meth:`CacheStage.lookup_many`: one thread hop per chunk, not per request). The stage
-and its writer are created by :func:`minimallm._runtime.serve.serve`.
+and its writer are created by :func:`open_stage`, which
+:func:`minimallm._runtime.serve.serve` calls (and imports) only when CACHE_DIR is set.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 
 import trio
 
+from minimallm._cache.flight import Flight
 from minimallm._cache.lookup import CacheSources, LookupCache, request_model
 from minimallm._cache.store import (
     CachedAnswer,
@@ -34,12 +36,19 @@ from minimallm._outcome.redact import redact
 from minimallm._types import (
     MinimaLlmRequest,
     MinimaLlmResponse,
-    MinimaLlmResult,
     raw_json_text,
 )
-from minimallm.actors.cache_writer import CacheRow, Flush
+from minimallm.actors.cache_writer import CacheRow, CacheWriter, Flush
 
-__all__ = ["NO_KEY", "CacheStage", "Flight", "cached_response", "safe_key", "warn_cache"]
+__all__ = [
+    "NO_KEY",
+    "CacheStage",
+    "Flight",
+    "cached_response",
+    "open_stage",
+    "safe_key",
+    "warn_cache",
+]
 
 RECENT_ANSWERS = 4096
 """Answers kept in memory so a process reads its own writes before they commit."""
@@ -51,17 +60,6 @@ WRITE_BUFFER = 1024
 def warn_cache(message: str) -> None:
     """Cache trouble never stops a batch: it is a warning (category CacheWarning)."""
     warnings.warn(message, CacheWarning, stacklevel=2)
-
-
-class Flight:
-    """An HTTP call for one cache key that others may join: they wait for ``done`` and
-    read ``result`` (None: the leader was cancelled; look again)."""
-
-    __slots__ = ("done", "result")
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.result: MinimaLlmResult | None = None
 
 
 class CacheStage:
@@ -239,3 +237,20 @@ async def open_cache(cfg: MinimaLlmConfig) -> tuple[PromptCache, CacheSources] |
     sources = CacheSources(cache, cfg.model, lookups=lookups, synonyms=cfg.model_synonyms)
     cache.close_with(sources.close_lookups)
     return cache, sources
+
+
+async def open_stage(
+    cfg: MinimaLlmConfig, secrets: tuple[str, ...]
+) -> tuple[CacheStage, CacheWriter] | None:
+    """The cache stage for ``cfg`` and the CacheWriter that commits its writes (for
+    :func:`minimallm._runtime.serve.serve` to start), or None when there is no cache
+    or it cannot be used (see :func:`open_cache`). ``secrets`` are never stored."""
+    opened = await open_cache(cfg)
+    if opened is None:
+        return None
+    store, sources = opened
+    writes_send, writes_recv = trio.open_memory_channel[CacheRow | Flush](WRITE_BUFFER)
+    stage = CacheStage(
+        cfg.model, store, writes_send, sources, force_refresh=cfg.force_refresh, secrets=secrets
+    )
+    return stage, CacheWriter(store, writes_recv, warn_cache)

@@ -14,7 +14,6 @@ The models themselves, their defaults and the list of variables live in
 
 from __future__ import annotations
 
-import difflib
 import re
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -72,12 +71,12 @@ def render(problems: Iterable[Problem], names: Mapping[str, str]) -> str:
     return "\n".join([head, *(f"  {line}" for line in lines)])
 
 
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+_URL_USERINFO = r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@"  # compiled on first use (re's cache)
 
 
 def _show(value: object) -> str:
     if isinstance(value, str):  # never show a password written into a URL
-        value = _URL_USERINFO.sub(r"\1***@", value)
+        value = re.sub(_URL_USERINFO, r"\1***@", value)
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -233,6 +232,8 @@ class Settings(BaseModel):
     def _unknown(cls, field: str) -> str:
         if field in cls._UNKNOWN_HINTS:
             return cls._UNKNOWN_HINTS[field]
+        import difflib  # only for an unknown setting or a variable no setting reads
+
         close = difflib.get_close_matches(field, list(cls.model_fields), n=1)
         return "unknown setting" + (f" (did you mean {close[0]}?)" if close else "")
 
@@ -329,6 +330,10 @@ def likely_meant(name: str, known: Collection[str], env: Collection[str]) -> str
     candidates = [k for k in known if k not in env and k.partition("_")[0] == head]
     if upper in candidates:
         return upper
+    if not candidates:
+        return None
+    import difflib  # here: a from_env whose variables share no first word with ours skips it
+
     close = difflib.get_close_matches(upper, candidates, n=1, cutoff=0.85)
     return close[0] if close else None
 

@@ -94,8 +94,11 @@ async def _handshake(
 
 
 async def _open_tcp(host: str, port: int, proxy: Proxy | None) -> trio.SocketStream:
+    # An ASCII name goes as bytes: as text, the socket module would run it through the
+    # idna codec (importing encodings.idna and stringprep on a process's first dial).
+    name = host.encode("ascii") if host.isascii() else host
     try:
-        return await trio.open_tcp_stream(host, port)
+        return await trio.open_tcp_stream(name, port)
     except OSError as exc:
         if proxy is None:
             raise ConnectError(_connect_failure(exc, host, port, None)) from exc

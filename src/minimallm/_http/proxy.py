@@ -33,7 +33,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import trio
@@ -46,8 +46,7 @@ __all__ = ["Proxy", "ProxySettings", "open_tunnel", "proxy_secrets"]
 _MAX_CONNECT_HEAD = 16 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Proxy:
+class Proxy(NamedTuple):
     """One forward proxy. ``source`` is the variable it came from (for messages);
     ``authorization`` the ``Proxy-Authorization`` value, or None. The repr hides it."""
 
@@ -107,8 +106,7 @@ class Proxy:
         return cls(scheme, parts.hostname, port or default, source, auth)
 
 
-@dataclass(frozen=True, slots=True)
-class ProxySettings:
+class ProxySettings(NamedTuple):
     """The proxy variables as urllib reads them: ``proxies`` maps a scheme (``http``,
     ``https``, ``all``, ``no``) to its value, ``names`` the scheme to the variable it
     came from (``HTTPS_PROXY`` or ``https_proxy``)."""

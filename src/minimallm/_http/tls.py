@@ -21,7 +21,7 @@ import functools
 import os
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from minimallm._http.errors import ConnectError, TLSVerificationError
 
@@ -33,8 +33,7 @@ TRUST_HINT = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class TlsTrust:
+class TlsTrust(NamedTuple):
     """What to trust: ``cafile``/``capath`` (None: certifi), or nothing (``verify=False``).
 
     ``source`` says where the choice came from, for messages (``"CA_BUNDLE"``,

@@ -14,11 +14,11 @@ the proxy and CA variables once, at that moment, and all transports share one
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import ssl
 import warnings
+import zlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -197,7 +197,11 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 def encode_body(payload: Mapping[str, Any], *, compress: bool) -> bytes:
     """Serialise (and gzip when ``compress``) the payload: compact UTF-8 JSON."""
     body = _JSON.encode(payload).encode("utf-8")
-    return gzip.compress(body, compresslevel=5) if compress else body
+    return zlib.compress(body, 5, wbits=_GZIP) if compress else body
+
+
+_GZIP = 16 + zlib.MAX_WBITS
+"""zlib's gzip container (what ``gzip.compress(mtime=0)`` writes), without the gzip module."""
 
 
 USER_AGENT = f"minimallm/{__version__}".encode("ascii")

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from minimallm._http import errors as http_errors
 from minimallm._outcome.attempts import AttemptError, AttemptKind
@@ -52,8 +51,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
     """One class of failed attempt: what it is called, whether it is retried, whether
     it signals overload, and how flow control reads it."""
 
@@ -186,15 +184,15 @@ def status_row(status: int) -> Row:
 
 
 # Words in an error body worth decoding it for (the common answer is skipped unread).
-_QUOTA_HINT = re.compile(rb"quota|billing", re.IGNORECASE)
-_REFUSAL_HINT = re.compile(rb"context|token|too long|content_", re.IGNORECASE)
+# The patterns are compiled on first use (re's cache): most runs see no error answer.
+_QUOTA_HINT = rb"(?i)quota|billing"
+_REFUSAL_HINT = rb"(?i)context|token|too long|content_"
 _QUOTA_WORDS = ("quota", "billing")
-_CONTEXT = re.compile(
-    r"context_length_exceeded|maximum context length|context length|context window"
+_CONTEXT = (
+    r"(?i)context_length_exceeded|maximum context length|context length|context window"
     r"|exceeds? the (?:available )?context|context size|prompt is too long"
     r"|input is too long|too many (?:input )?tokens|tokens.{0,60}must be <= \d+"
-    r"|maximum (?:input|prompt) length",
-    re.IGNORECASE,
+    r"|maximum (?:input|prompt) length"
 )
 _FILTER_CODES = frozenset({"content_filter", "content_policy_violation"})
 _MAX_SCAN_BYTES = 64 * 1024
@@ -213,19 +211,19 @@ def named_answer_row(status: int, body: bytes) -> Row | None:
     if len(body) > _MAX_SCAN_BYTES:
         return None
     if status in (429, 403):
-        if _QUOTA_HINT.search(body) is None:
+        if re.search(_QUOTA_HINT, body) is None:
             return None
         code, kind, _ = _error_fields(body)
         if any(word in text for text in (code, kind) for word in _QUOTA_WORDS):
             return QUOTA_EXCEEDED
         return None
-    if not 400 <= status < 500 or _REFUSAL_HINT.search(body) is None:
+    if not 400 <= status < 500 or re.search(_REFUSAL_HINT, body) is None:
         return None
     code, kind, message = _error_fields(body)
     if code in _FILTER_CODES or kind in _FILTER_CODES:
         return CONTENT_FILTERED
     if status in (400, 413, 422) and (
-        code == "context_length_exceeded" or _CONTEXT.search(message) is not None
+        code == "context_length_exceeded" or re.search(_CONTEXT, message) is not None
     ):
         return CONTEXT_LENGTH_EXCEEDED
     return None

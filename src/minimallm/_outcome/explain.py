@@ -33,10 +33,11 @@ MAX_PARSE_BYTES = 64 * 1024
 """Bodies larger than this are not decoded as JSON (an error body is small)."""
 
 _TEXT_BYTES = 4096  # of a non-JSON body, only this much is looked at
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-_SPACES = re.compile(r"\s+")
-_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"<[^>]*>")
+# Patterns compiled on first use (re's cache): most runs explain no failure.
+_CONTROL = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+"
+_SPACES = r"\s+"
+_TITLE = r"(?is)<title[^>]*>(.*?)</title>"
+_TAG = r"<[^>]*>"
 _MAX_DETAILS = 3  # FastAPI validation errors listed
 
 
@@ -90,8 +91,8 @@ def _from_text(text: str) -> str | None:
     if _looks_binary(text) or text.lstrip()[:1] in ("{", "[", '"'):
         return None  # garbage, or JSON too large (or broken) to read as JSON
     if text.lstrip()[:1] == "<":  # an HTML (or XML) error page: its title says it
-        match = _TITLE.search(text)
-        return _clean(_TAG.sub(" ", match.group(1))) if match else None
+        match = re.search(_TITLE, text)
+        return _clean(re.sub(_TAG, " ", match.group(1))) if match else None
     for line in text.splitlines():
         cleaned = _clean(line)
         if cleaned:
@@ -109,5 +110,5 @@ def _clean(value: object) -> str | None:
     at most EXPLANATION_CHARS; None for anything but non-blank text."""
     if not isinstance(value, str):
         return None
-    text = _SPACES.sub(" ", _CONTROL.sub(" ", value[: EXPLANATION_CHARS * 2])).strip()
+    text = re.sub(_SPACES, " ", re.sub(_CONTROL, " ", value[: EXPLANATION_CHARS * 2])).strip()
     return text[:EXPLANATION_CHARS] or None

@@ -30,8 +30,7 @@ Nothing waiting: nothing binds; the pace is the server's latency.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from minimallm._policy.retrying import describe_wait
 
@@ -55,8 +54,7 @@ Limit = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Binding:
+class Binding(NamedTuple):
     """The limit that holds the client back (``limit``) and a short description."""
 
     limit: Limit

@@ -37,8 +37,7 @@ Pure: no I/O, no clock (``now`` is passed in, seconds).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from minimallm._policy.cooldown import CooldownState
 
@@ -50,8 +49,7 @@ __all__ = ["PauseControl", "PauseDecision"]
 Reason = Literal["cooldown", "outage"]
 
 
-@dataclass(frozen=True, slots=True)
-class PauseDecision:
+class PauseDecision(NamedTuple):
     """What the Pacer must do: ``hold`` until ``until`` then let one probe go, or
     (``hold`` False) release. ``reason`` says why it holds."""
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["RateLimitInfo", "parse_duration", "parse_rate_limit_headers"]
 
@@ -83,8 +83,7 @@ def _seconds(headers: Mapping[str, str], name: str, now_wall: float | None) -> f
     return seconds
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimitInfo:
+class RateLimitInfo(NamedTuple):
     """One answer's ``x-ratelimit-*`` headers (None where absent or unreadable).
     Counts are requests or tokens; ``reset_*_s`` are seconds until the bucket is full."""
 

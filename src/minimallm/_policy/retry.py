@@ -137,12 +137,12 @@ def backoff_delay(
 
 # --------------------------------------------------------------------------- Retry-After
 
-_NUMBER = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*")
+_NUMBER = r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*"  # compiled on first use
 
 
 def _parse_seconds(value: str) -> float | None:
     """A decimal number of seconds, negative clamped to 0; None if not a finite number."""
-    if _NUMBER.fullmatch(value) is None:
+    if re.fullmatch(_NUMBER, value) is None:
         return None
     seconds = float(value)
     if not math.isfinite(seconds):  # e.g. "1e999"

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from minimallm._policy.retry import retry_delay
 
@@ -55,8 +55,7 @@ def describe_wait(seconds: float) -> str:
     return f"{seconds / 3600:.0f} h"
 
 
-@dataclass(frozen=True, slots=True)
-class GiveUp:
+class GiveUp(NamedTuple):
     """The request ends with its last attempt's failure; ``reason`` (None: the failure
     speaks for itself, i.e. not retryable or out of attempts) is added to its message."""
 

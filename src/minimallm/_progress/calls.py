@@ -9,9 +9,8 @@ batch's Monitor reads the counts at each progress report.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from minimallm._progress.tokens import detail_tokens
 from minimallm._types import MinimaLlmFailure, MinimaLlmResponse, MinimaLlmResult
@@ -19,8 +18,7 @@ from minimallm._types import MinimaLlmFailure, MinimaLlmResponse, MinimaLlmResul
 __all__ = ["CallCounter", "CallCounts"]
 
 
-@dataclass(frozen=True, slots=True)
-class CallCounts:
+class CallCounts(NamedTuple):
     """What :class:`CallCounter` counted so far (see its fields)."""
 
     started: int = 0
@@ -57,7 +55,7 @@ class CallCounter:
         """A call is about to go out."""
         with self._lock:
             c = self._counts
-            self._counts = dataclasses.replace(c, started=c.started + 1)
+            self._counts = c._replace(started=c.started + 1)
 
     def end(self, result: MinimaLlmResult) -> None:
         """A call ended with ``result``."""

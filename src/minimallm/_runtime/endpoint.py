@@ -33,6 +33,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import trio
 
@@ -67,8 +68,7 @@ WATCHDOG_BUFFER = 65536
 Actors = list[tuple[str, Callable[..., Awaitable[None]]]]
 
 
-@dataclass(frozen=True, slots=True)
-class EndpointStatistics:
+class EndpointStatistics(NamedTuple):
     """One endpoint now: its number (1-based, as listed), URL, each flow-control
     actor's snapshot, attempts on the wire, what binds it, and its state in words
     (``open``, ``outage, probing``, ``cooldown``)."""
@@ -90,7 +90,7 @@ class EndpointStatistics:
         return held or "open"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # a handle: equal only to itself
 class Endpoint:
     """One endpoint's flow-control actors (read for statistics)."""
 

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import trio
 
-from minimallm._cache.stage import Flight
+from minimallm._cache.flight import Flight
 from minimallm._errors import InvalidRequestError
 from minimallm._outcome.attempts import AttemptError, AttemptOutcome, AttemptSuccess
 from minimallm._outcome.redact import MESSAGE_CHARS, redacted_raw, snippet

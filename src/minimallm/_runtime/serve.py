@@ -1,12 +1,12 @@
 """``serve()``: the one function that wires a backend's actors and supervises them.
 
-It opens the prompt cache's store, creates every channel, starts every actor of one
-backend (the CacheWriter, and for each endpoint of the model a Limiter, a Pacer, a
-Cooldown, a Watchdog and MAX_OUTSTANDING Workers: :mod:`.endpoint`) under one
-supervisor, and hands back a frozen :class:`Runtime` handle
-(``task_status.started(runtime)``) that the request door (:mod:`.request`) and
-``statistics()`` use. Who talks to whom reads top to bottom here
-and nowhere else (the messages are drawn in :mod:`minimallm.actors.messages`).
+It opens the prompt cache's store (with CACHE_DIR set: only then are the cache's
+modules and SQLite imported), creates every channel, starts every actor of one backend
+(the CacheWriter, and for each endpoint of the model a Limiter, a Pacer, a Cooldown, a
+Watchdog and MAX_OUTSTANDING Workers: :mod:`.endpoint`) under one supervisor, and hands
+back a frozen :class:`Runtime` handle (``task_status.started(runtime)``) that the
+request door (:mod:`.request`) and ``statistics()`` use. Who talks to whom reads top to
+bottom here and nowhere else (the messages are drawn in :mod:`minimallm.actors.messages`).
 
 Supervision: the first actor that fails is recorded as a
 :class:`~minimallm.BackendFailedError` naming it, the others are cancelled, and every
@@ -24,11 +24,11 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import trio
 
 import outcome
-from minimallm._cache.stage import WRITE_BUFFER, CacheStage, open_cache, warn_cache
 from minimallm._config.settings import MinimaLlmConfig
 from minimallm._errors import BackendClosedError, BackendFailedError, ServerWaitWarning
 from minimallm._http.proxy import proxy_secrets
@@ -44,11 +44,13 @@ from minimallm._runtime.endpoint import (
 )
 from minimallm._runtime.tokens import TokenGate
 from minimallm.actors.admission import Admission
-from minimallm.actors.cache_writer import CacheRow, CacheWriter, Flush
 from minimallm.actors.cooldown import Cooldown, CooldownStatistics
 from minimallm.actors.limiter import Limiter, LimiterStatistics
 from minimallm.actors.messages import Job
 from minimallm.actors.pacer import Pacer, PacerStatistics
+
+if TYPE_CHECKING:  # imported by serve() only when the prompt cache is used (SQLite…)
+    from minimallm._cache.stage import CacheStage
 
 __all__ = [
     "REPORT_BUFFER",
@@ -63,8 +65,7 @@ __all__ = [
 TransportFactory = Callable[[str], HttpTransport]
 
 
-@dataclass(frozen=True, slots=True)
-class RuntimeOptions:
+class RuntimeOptions(NamedTuple):
     """Seams for tests: the HTTP transport (``transport_factory(url)``; see
     :mod:`minimallm.testing`), the jitter source, the wall clock."""
 
@@ -73,8 +74,7 @@ class RuntimeOptions:
     wall_clock: Callable[[], float] = time.time
 
 
-@dataclass(frozen=True, slots=True)
-class RuntimeStatistics:
+class RuntimeStatistics(NamedTuple):
     """The runtime now: each flow-control actor's snapshot (the first endpoint's),
     callers waiting for a Worker, attempts on the wire (all endpoints), which limit
     binds (None: none), and each endpoint's state."""
@@ -148,7 +148,7 @@ class Life:
             raise
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # a handle: equal to itself only
 class Runtime:
     """The handle :func:`serve` hands back: what the request door needs (the job
     channel to the Workers, the cache stage, the jitter source) and the flow-control
@@ -239,7 +239,14 @@ async def serve(
     one :class:`~minimallm.BackendFailedError`)."""
     options = options or RuntimeOptions()
     life = Life()
-    opened = await open_cache(cfg)  # None: no CACHE_DIR, or it cannot be used
+    secret = cfg.api_key_value()
+    url = cfg.chat_completions_url
+    secrets = tuple(filter(None, (secret, *proxy_secrets(url, trust_env=cfg.trust_env_proxy))))
+    cached = None  # the prompt cache's stage and its CacheWriter
+    if cfg.cache_dir is not None:  # its modules (SQLite…) are imported only when it is used
+        from minimallm._cache.stage import open_stage
+
+        cached = await open_stage(cfg, secrets)  # None: it cannot be used (warned)
 
     # -- channels -------------------------------------------------------------------
     urls = cfg.chat_completions_urls
@@ -248,12 +255,8 @@ async def serve(
     # wake-up when a Worker takes it); it then waits once, for the reply. One channel
     # for every endpoint's Workers (see _runtime/endpoint.py).
     jobs_send, jobs_recv = trio.open_memory_channel[Job](cfg.max_outstanding * len(urls))
-    writes_send, writes_recv = trio.open_memory_channel[CacheRow | Flush](WRITE_BUFFER)
-    secret = cfg.api_key_value()
     headers = request_headers(secret, compress=cfg.compress_gzip)
     make_transport = options.transport_factory or transport_factory_for(cfg)
-    url = cfg.chat_completions_url
-    secrets = tuple(filter(None, (secret, *proxy_secrets(url, trust_env=cfg.trust_env_proxy))))
 
     def orphan(job: Job, exc: BaseException) -> None:
         """A Worker stopped while holding ``job`` (``exc``: why): tell its caller."""
@@ -282,12 +285,7 @@ async def serve(
         )
         endpoints.append(endpoint)
         actors.extend(its_actors)
-    cache = None
-    if opened is not None:
-        store, sources = opened
-        cache = CacheStage(
-            cfg.model, store, writes_send, sources, force_refresh=cfg.force_refresh, secrets=secrets
-        )
+    cache = None if cached is None else cached[0]
     first = endpoints[0]
     rng = options.rng or random.Random()
     runtime = Runtime(
@@ -317,9 +315,8 @@ async def serve(
     # -- one supervisor -------------------------------------------------------------
     try:
         async with trio.open_nursery() as last:  # the CacheWriter: stops last
-            if opened is not None:
-                writer = CacheWriter(opened[0], writes_recv, warn_cache)
-                await last.start(life.supervised, "CacheWriter", writer.run)
+            if cached is not None:
+                await last.start(life.supervised, "CacheWriter", cached[1].run)
             async with trio.open_nursery() as flow:
                 for name, run in actors:
                     await flow.start(life.supervised, name, run)

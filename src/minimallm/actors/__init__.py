@@ -17,7 +17,8 @@ snapshot. They are created and started in one place, ``minimallm._runtime.serve.
     per batch:    Monitor (heartbeat, what binds, stalls, failures, summary)
 """
 
-from minimallm.actors.cache_writer import CacheWriter
+from typing import TYPE_CHECKING, Any
+
 from minimallm.actors.cooldown import Cooldown
 from minimallm.actors.limiter import Limiter
 from minimallm.actors.monitor import Monitor
@@ -25,4 +26,17 @@ from minimallm.actors.pacer import Pacer
 from minimallm.actors.watchdog import Watchdog
 from minimallm.actors.worker import Worker
 
+if TYPE_CHECKING:
+    from minimallm.actors.cache_writer import CacheWriter as CacheWriter
+
 __all__ = ["CacheWriter", "Cooldown", "Limiter", "Monitor", "Pacer", "Watchdog", "Worker"]
+
+
+def __getattr__(name: str) -> Any:
+    """``CacheWriter`` on first access: it brings the prompt cache's store (SQLite),
+    which a run without a cache never imports."""
+    if name == "CacheWriter":
+        from minimallm.actors.cache_writer import CacheWriter
+
+        return CacheWriter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

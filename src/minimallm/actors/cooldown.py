@@ -13,7 +13,7 @@ Pacer's gate, and the Pacer lets one probe through when the hold ends.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import trio
 
@@ -27,8 +27,7 @@ __all__ = ["Cooldown", "CooldownMessage", "CooldownStatistics"]
 CooldownMessage = AttemptReport | CongestionEvent | ReachEvent
 
 
-@dataclass(frozen=True, slots=True)
-class CooldownStatistics:
+class CooldownStatistics(NamedTuple):
     """The Cooldown now: the shared deadline (trio time, s; ``-inf`` before any pause),
     the level (s), why the client is held (``cooldown``, ``outage`` or None), since
     when an outage lasts, overload answers heard and pauses so far, and the server's

@@ -8,8 +8,6 @@ attempt against ``MAX_ATTEMPTS`` and without a backoff. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-import dataclasses
-
 from minimallm._outcome.attempts import AttemptError, AttemptOutcome
 from minimallm._policy.flow import QUIET_AFTER
 from minimallm.actors.admission import Admission
@@ -43,11 +41,11 @@ def excused(
         return result
     kind = result.kind
     if probe == "outage" and kind in ("unreachable", "timeout"):
-        return dataclasses.replace(result, excused=True)
+        return result._replace(excused=True)
     if admission is None or not admission.others_up():
         return result
     if (kind == "unreachable" and moves < QUIET_AFTER * admission.endpoints) or (
         kind == "timeout" and moves < admission.endpoints and admission.answered_sent < sent_at
     ):
-        return dataclasses.replace(result, excused=True)
+        return result._replace(excused=True)
     return result

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import trio
 
@@ -63,8 +63,7 @@ __all__ = ["Pacer", "PacerMessage", "PacerStatistics"]
 PacerMessage = WantSlot | AttemptReport | Hold | Release | CongestionEvent | ReachEvent | Refused
 
 
-@dataclass(frozen=True, slots=True)
-class PacerStatistics:
+class PacerStatistics(NamedTuple):
     """The Pacer now. ``mode``: ``open``, ``paced``, ``held`` or ``probing``;
     ``rate_per_s``: the pace in requests/s (None when open); ``rate_source``: what
     sets it (``rpm``, ``headers``, ``learned``); ``waiting``: Workers waiting for a

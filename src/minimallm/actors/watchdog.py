@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import trio
 
@@ -27,8 +27,7 @@ from minimallm.actors.messages import AttemptStarted
 __all__ = ["Watchdog", "WatchdogStatistics"]
 
 
-@dataclass(frozen=True, slots=True)
-class WatchdogStatistics:
+class WatchdogStatistics(NamedTuple):
     """Workers with an attempt being watched now, and deadlines reached so far (an
     attempt that had already ended ignores its deadline)."""
 
