@@ -49,8 +49,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from minimallm._policy.congestion import OverloadSignal
 
@@ -85,8 +84,7 @@ JUDGE_SHARE = 0.6
 JUDGE_FLOOR = 0.15
 
 
-@dataclass(frozen=True, slots=True)
-class CongestionEvent:
+class CongestionEvent(NamedTuple):
     """The congestion episode changed at ``at``: ``depth`` steps so far (0: calm), of
     which ``floor_depth`` came while the concurrency limit was already down to 1 (so
     fewer attempts at once could not help: the rate, then a pause, must); with
@@ -113,8 +111,7 @@ class CongestionEvent:
     """How much the latency of successes varies (seconds)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ReachEvent:
+class ReachEvent(NamedTuple):
     """At ``at`` the server looked gone (``reachable`` False: attempts in a row found no
     server) or answered again (True)."""
 

@@ -35,8 +35,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import trio
 
@@ -61,8 +60,7 @@ class _Waiters(Protocol):
     def statistics(self) -> Any: ...
 
 
-@dataclass(frozen=True, slots=True)
-class LimiterStatistics:
+class LimiterStatistics(NamedTuple):
     """The Limiter now: ``limit`` (of ``cap``), permits ``held`` by Workers, of which
     ``busy`` with an attempt (the others wait for a job), Workers ``waiting`` for a
     permit, whether the limit was ``learned`` from the server (below the cap) or is

@@ -65,7 +65,8 @@ REVOKE: Final = _Token("REVOKE")
 # The per-attempt messages (Job, AttemptReport, WantSlot, Slot, AttemptStarted) are
 # NamedTuples: as immutable as a frozen dataclass and ~4x cheaper to build (a frozen
 # dataclass sets each field through object.__setattr__), and several are built per
-# attempt. The rare ones (Hold, Release) stay dataclasses.
+# attempt. Hold is one too (cheaper to define at import); Release, with no field,
+# stays a dataclass (an empty tuple would be false).
 
 BATON: Final = _Token("BATON")
 """Sends are neither paced nor held: a Worker takes the baton from the Pacer's gate,
@@ -157,8 +158,7 @@ class Slot(NamedTuple):
     back: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Hold:
+class Hold(NamedTuple):
     """Cooldown → Pacer: send nothing until ``until`` (trio time, seconds); then, with
     ``probe``, let exactly one attempt go and hold again until told; ``reason`` is
     ``"cooldown"`` or ``"outage"``."""

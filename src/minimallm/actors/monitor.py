@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import trio
@@ -46,8 +45,7 @@ EVENT_BUFFER = 8192
 ItemKind = Literal["ok", "cached", "failed", "none"]
 
 
-@dataclass(frozen=True, slots=True)
-class MonitorStatistics:
+class MonitorStatistics(NamedTuple):
     """Items done, of ``total`` (None: unknown), and failures shown in full so far."""
 
     done: int
@@ -80,11 +78,10 @@ class ItemFinished(NamedTuple):
     server_s: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CachedItems:
-    """``count`` items were answered from the cache in bulk at ``at``."""
+class CachedItems(NamedTuple):
+    """``hits`` items were answered from the cache in bulk at ``at``."""
 
-    count: int
+    hits: int
     at: float
 
 
@@ -196,7 +193,7 @@ class Monitor:
                 tally.attempt(e.sent_at, e.done_at, e.answered, e.kind == "ok")
                 return False
             assert isinstance(e, CachedItems)
-            tally.cached_in_bulk(e.count)
+            tally.cached_in_bulk(e.hits)
             return True
         tally.item_finished(
             e.started_at,

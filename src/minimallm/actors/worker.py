@@ -33,12 +33,11 @@ When the runtime stops, every Worker is cancelled; a job it held goes to the run
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
@@ -71,8 +70,7 @@ class _Phase(enum.Enum):
     SENDING = 2
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class WorkerStatistics:
+class WorkerStatistics(NamedTuple):
     """``phase``: ``idle``, ``waiting`` (for a slot) or ``sending``; ``permit``: holds
     one; ``attempts`` made so far."""
 
@@ -81,8 +79,7 @@ class WorkerStatistics:
     attempts: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class WorkerChannels:
+class WorkerChannels(NamedTuple):
     """Everything a Worker talks to (built once by the runtime's wiring)."""
 
     jobs: trio.MemoryReceiveChannel[Job]
