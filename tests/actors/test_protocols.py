@@ -413,6 +413,7 @@ async def test_monitor_ticks_on_an_absolute_schedule_and_ends_with_done(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     from minimallm import BatchConfig
+    from minimallm._batch.items import ItemResult
     from minimallm.actors.monitor import ItemFinished
 
     shown: list[tuple[float, str, int]] = []
@@ -431,10 +432,10 @@ async def test_monitor_ticks_on_an_absolute_schedule_and_ends_with_done(
     async with trio.open_nursery() as nursery:
         await nursery.start(monitor.run)
         await trio.sleep(3.0)
-        events_in.send_nowait(ItemFinished(0, 0.0, 3.0, "ok"))
+        events_in.send_nowait(ItemFinished(0, 0.0, 3.0, ItemResult(None, "ok")))
         await trio.sleep(2.5)
-        events_in.send_nowait(ItemFinished(1, 0.0, 5.5, "ok"))
-        events_in.send_nowait(ItemFinished(2, 0.0, 5.5, "ok"))
+        events_in.send_nowait(ItemFinished(1, 0.0, 5.5, ItemResult(None, "ok")))
+        events_in.send_nowait(ItemFinished(2, 0.0, 5.5, ItemResult(None, "ok")))
         await events_in.aclose()
     assert shown == [
         (2.0, "tick", 0),

@@ -167,20 +167,7 @@ async def run_batch(
         finally:
             del began[index]
         # the event inline (no coroutine per event): try send_nowait, wait only when full
-        finished: MonitorEvent = ItemFinished(
-            index,
-            started_at,
-            now(),
-            result.kind,
-            result.attempts,
-            result.first_sent_at,
-            result.prompt_tokens,
-            result.completion_tokens,
-            result.failure,
-            result.cached_tokens,
-            result.reasoning_tokens,
-            result.server_s,
-        )
+        finished: MonitorEvent = ItemFinished(index, started_at, now(), result)
         try:
             events_send.send_nowait(finished)
         except trio.WouldBlock:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import trio
 
@@ -36,6 +36,9 @@ from minimallm._progress.calls import CallCounter
 from minimallm._types import MinimaLlmFailure
 from minimallm.actors._inbox import receive_all
 from minimallm.actors.messages import AttemptReport
+
+if TYPE_CHECKING:  # the batch's own type; _batch.items imports ItemKind from here
+    from minimallm._batch.items import ItemResult
 
 __all__ = ["EVENT_BUFFER", "CachedItems", "InProgress", "ItemFinished", "ItemKind", "Monitor"]
 
@@ -59,23 +62,14 @@ InProgress = Callable[[], tuple[int, float | None]]
 
 class ItemFinished(NamedTuple):
     """Item ``item`` (its index in the batch), begun at ``started_at``, ended at ``at``
-    (trio time, seconds) as ``kind`` after ``attempts`` HTTP attempts, the first sent at
-    ``first_sent_at`` (None: none was sent), with its token counts, for a failure the
-    failure, and for an answer from the server the server's time for the attempt that
-    answered (``server_s``; that attempt was not reported on its own)."""
+    (trio time, seconds) with ``result``: its kind, attempts, tokens, failure, and for
+    an answer from the server the server's time for the attempt that answered
+    (``server_s``; that attempt was not reported on its own)."""
 
     item: int
     started_at: float
     at: float
-    kind: ItemKind
-    attempts: int = 0
-    first_sent_at: float | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    failure: MinimaLlmFailure | None = None
-    cached_tokens: int | None = None
-    reasoning_tokens: int | None = None
-    server_s: float | None = None
+    result: ItemResult[Any]
 
 
 class CachedItems(NamedTuple):
@@ -195,21 +189,22 @@ class Monitor:
             assert isinstance(e, CachedItems)
             tally.cached_in_bulk(e.hits)
             return True
+        r = e.result
         tally.item_finished(
             e.started_at,
             e.at,
-            e.kind,
-            e.attempts,
-            e.first_sent_at,
-            e.prompt_tokens,
-            e.completion_tokens,
-            e.cached_tokens,
-            e.reasoning_tokens,
-            e.server_s,
+            r.kind,
+            r.attempts,
+            r.first_sent_at,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.cached_tokens,
+            r.reasoning_tokens,
+            r.server_s,
         )
-        if e.failure is not None and self._printed < self._cfg.print_first_failures:
+        if r.failure is not None and self._printed < self._cfg.print_first_failures:
             self._printed += 1
-            self._show("failure", e.at, failure=e.failure)
+            self._show("failure", e.at, failure=r.failure)
         return True
 
     def _show(
