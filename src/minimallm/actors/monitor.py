@@ -11,8 +11,8 @@ Inbox (``send_nowait`` into a bounded buffer, drained many per wake-up):
   (retries are counted as they happen, not when their item ends).
 
 Which items are in progress (how many, since when) is the engine's own record: the
-Monitor reads it only when it shows a stall, through the ``in_progress`` callable it
-was given, as it reads the runtime's ``statistics()`` for what binds.
+Monitor reads it when it shows progress, through the ``in_progress`` callable it was
+given, as it reads the runtime's ``statistics()`` for what binds.
 
 It wakes on its own for the sink's ticks (absolute deadlines ``start + k * tick_s``:
 no drift) and when ``stall_s`` passed without a finished item. What binds comes from
