@@ -205,6 +205,17 @@ def test_a_request_caught_in_a_blackholed_replica_moves_on_without_losing_an_att
     assert any(s.endpoints[1].state == "outage, probing" for _, s in stats)
 
 
+def test_a_lone_request_at_a_blackholed_replica_moves_on_without_losing_an_attempt() -> None:
+    # one request (a lone call, the last of a batch) is all the traffic replica 1 gets,
+    # and its idle Workers take it first each time: replica 1 is held only after
+    # QUIET_AFTER timeouts in a row there, all of them this request's. They are the
+    # replica's silence, not the request's: none counts (before: the third failed it)
+    replicas = [Replica(8, seed=1, down=(0.0, math.inf), blackhole=True), Replica(8, seed=2)]
+    results, _wall, _stats = run(replicas, 1, max_attempts=1, timeout_s=2.0)
+    assert [r for r in results if isinstance(r, MinimaLlmFailure)] == []
+    assert replicas[0].count("blackholed") >= 1  # it did meet the blackhole
+
+
 def test_a_replica_given_up_while_all_were_down_is_held_again_once_another_is_back() -> None:
     # both down from 1 s, past the 6 s budget: requests fail, as with one endpoint;
     # replica 1 returns at 20 s, replica 2 never does: from then on replica 2 is held
