@@ -32,6 +32,16 @@ def test_an_outage_probe_that_found_no_server_is_excused() -> None:
     assert not excused(REFUSED, None).excused  # one endpoint: it counts
 
 
+def test_with_several_endpoints_a_probe_timeout_counts_once_the_request_moved_enough() -> None:
+    # a lone request too long for TIMEOUT_S gets every endpoint held (it is all their
+    # traffic, and they look silent); it must not then be their excused probe for ever
+    a, _b = fleet(2)
+    assert excused(TIMEOUT, "outage", 2 * QUIET_AFTER - 1, a).excused
+    assert not excused(TIMEOUT, "outage", 2 * QUIET_AFTER, a).excused
+    assert excused(REFUSED, "outage", 2 * QUIET_AFTER, a).excused  # it never got there
+    assert excused(TIMEOUT, "outage", 100).excused  # one endpoint: as before
+
+
 def test_no_server_while_another_endpoint_is_up_moves_the_request() -> None:
     a, b = fleet(2)
     assert excused(REFUSED, None, 0, a).excused

@@ -39,16 +39,19 @@ def excused(
     traffic (the last of a batch, a lone call). ``moves`` (the request's excused
     attempts so far) bounds how often, to that many per endpoint, so a request does
     not bounce for ever between endpoints nobody holds, and one too long for
-    TIMEOUT_S, timing out everywhere, counts in the end."""
+    TIMEOUT_S, timing out everywhere, counts in the end. With several endpoints the
+    bound holds for an outage probe that timed out too: such a lone request gets every
+    endpoint held (it looks silent everywhere) and is then every outage's probe; it
+    must not be excused until the outage budget runs out."""
     if not isinstance(result, AttemptError):
         return result
     kind = result.kind
-    if probe == "outage" and kind in ("unreachable", "timeout"):
+    # with several endpoints, how often one request moves on (see above)
+    moving = admission is None or moves < QUIET_AFTER * admission.endpoints
+    if probe == "outage" and (kind == "unreachable" or (kind == "timeout" and moving)):
         return result._replace(excused=True)
-    if admission is None or not admission.others_up():
+    if admission is None or not moving or not admission.others_up():
         return result
-    if moves < QUIET_AFTER * admission.endpoints and (
-        kind == "unreachable" or (kind == "timeout" and admission.answered_sent < sent_at)
-    ):
+    if kind == "unreachable" or (kind == "timeout" and admission.answered_sent < sent_at):
         return result._replace(excused=True)
     return result
