@@ -32,6 +32,16 @@ def test_an_outage_probe_that_found_no_server_is_excused() -> None:
     assert not excused(REFUSED, None).excused  # one endpoint: it counts
 
 
+def test_with_several_endpoints_a_probe_timeout_counts_once_the_request_moved_enough() -> None:
+    # a lone request too long for TIMEOUT_S gets every endpoint held (it is all their
+    # traffic, and they look silent); it must not then be their excused probe for ever
+    a, _b = fleet(2)
+    assert excused(TIMEOUT, "outage", 2 * QUIET_AFTER - 1, a).excused
+    assert not excused(TIMEOUT, "outage", 2 * QUIET_AFTER, a).excused
+    assert excused(REFUSED, "outage", 2 * QUIET_AFTER, a).excused  # it never got there
+    assert excused(TIMEOUT, "outage", 100).excused  # one endpoint: as before
+
+
 def test_no_server_while_another_endpoint_is_up_moves_the_request() -> None:
     a, b = fleet(2)
     assert excused(REFUSED, None, 0, a).excused
@@ -44,12 +54,15 @@ def test_no_server_while_another_endpoint_is_up_moves_the_request() -> None:
     assert not excused(REFUSED, None, 0, a).excused
 
 
-def test_a_timeout_at_a_silent_endpoint_moves_the_request_once_per_endpoint() -> None:
+def test_a_timeout_at_a_silent_endpoint_moves_the_request_until_it_can_be_held() -> None:
     a, _b = fleet(2)
     a.answered_sent = 10.0  # the endpoint answered an attempt sent at 10.0
     assert excused(TIMEOUT, None, 0, a, sent_at=12.0).excused  # nothing since 12.0: silent
-    assert excused(TIMEOUT, None, 1, a, sent_at=12.0).excused
-    assert not excused(TIMEOUT, None, 2, a, sent_at=12.0).excused  # timed out everywhere
+    # a lone request may be all the endpoint's traffic: excused as often as its flow
+    # control needs to hold it (QUIET_AFTER in a row), then it counts (too long for
+    # TIMEOUT_S: it timed out everywhere)
+    assert excused(TIMEOUT, None, 2 * QUIET_AFTER - 1, a, sent_at=12.0).excused
+    assert not excused(TIMEOUT, None, 2 * QUIET_AFTER, a, sent_at=12.0).excused
     # it answered attempts sent after this one: this request is slow, not the endpoint
     assert not excused(TIMEOUT, None, 0, a, sent_at=9.0).excused
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import Phase, given, settings
+from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
 from minimallm import MinimaLlmFailure
@@ -27,6 +27,15 @@ PROBE_GAP_S = 0.5  # the first probe interval (BASE_BACKOFF_S), doubling to 2 s
     max_attempts=st.sampled_from([1, 2, 6]),
     seed=st.integers(min_value=0, max_value=1000),
     blackhole=st.booleans(),
+)
+@example(  # r269's third attempt timed out: two counted, one blackhole timeout not excused
+    slots=[11, 12],
+    down_at=2.1959306737266795,
+    down_for=math.inf,
+    which=1,
+    max_attempts=2,
+    seed=138,
+    blackhole=True,
 )
 def test_one_replica_down_costs_no_request_and_gets_only_probes(
     slots: list[int],

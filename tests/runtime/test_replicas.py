@@ -22,6 +22,7 @@ from minimallm import (
     MinimaLlmResponse,
     OpenAIMinimaLlm,
 )
+from minimallm._policy.flow import QUIET_AFTER
 from minimallm._runtime.serve import RuntimeOptions
 from replicas import Replica, run
 
@@ -203,6 +204,41 @@ def test_a_request_caught_in_a_blackholed_replica_moves_on_without_losing_an_att
     assert failures == [], (len(failures), failures[:1])
     assert replicas[1].count("blackholed") >= 4
     assert any(s.endpoints[1].state == "outage, probing" for _, s in stats)
+
+
+def test_a_lone_request_at_a_blackholed_replica_moves_on_without_losing_an_attempt() -> None:
+    # one request (a lone call, the last of a batch) is all the traffic replica 1 gets,
+    # and its idle Workers take it first each time: replica 1 is held only after
+    # QUIET_AFTER timeouts in a row there, all of them this request's. They are the
+    # replica's silence, not the request's: none counts (before: the third failed it)
+    replicas = [Replica(8, seed=1, down=(0.0, math.inf), blackhole=True), Replica(8, seed=2)]
+    results, _wall, _stats = run(replicas, 1, max_attempts=1, timeout_s=2.0)
+    assert [r for r in results if isinstance(r, MinimaLlmFailure)] == []
+    assert replicas[0].count("blackholed") >= 1  # it did meet the blackhole
+
+
+class _OneTooLong(Replica):
+    """A replica that answers ``q199`` only after 10 s (beyond TIMEOUT_S in the test)."""
+
+    async def _answer(self, body: bytes) -> Any:
+        if b'"q199"' in body:
+            self.log.append((trio.current_time(), "long"))
+            await trio.sleep(10.0)
+        return await super()._answer(body)
+
+
+def test_a_lone_request_too_long_for_the_timeout_fails_without_looping_as_a_probe() -> None:
+    # the batch's last request takes 10 s, TIMEOUT_S is 2: alone, it times out at each
+    # replica in turn, which look silent and are held; it is then every outage's probe.
+    # Its moves are bounded: it fails after its attempts (before: 71 attempts, the
+    # probes excused until the outage budget, MAX_ATTEMPTS x MAX_BACKOFF_S, ran out)
+    replicas = [_OneTooLong(8, seed=0), _OneTooLong(8, seed=1)]
+    results, wall, _stats = run(replicas, 200, max_attempts=6, timeout_s=2.0)
+    failures = [r for r in results if isinstance(r, MinimaLlmFailure)]
+    assert [f.request_id for f in failures] == ["r199"]
+    sent = sum(r.count("long") for r in replicas)
+    assert sent <= 2 * (6 + QUIET_AFTER), sent
+    assert wall < 60.0, wall
 
 
 def test_a_replica_given_up_while_all_were_down_is_held_again_once_another_is_back() -> None:
