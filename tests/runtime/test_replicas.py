@@ -140,11 +140,13 @@ def test_rpm_is_one_total_that_a_replica_down_leaves_to_the_others() -> None:
 
 def test_rpm_is_one_total_shared_by_work_not_evenly() -> None:
     # 3000/min (50/s) for the key; replica 1 serves ~9/s (1 slot), replica 2 ~70/s: an
-    # even split (25/s each) would deliver ~34/s; the total goes where the work goes
+    # even split (25/s each) would deliver ~34/s; the total goes where the work goes.
+    # 0.85: trio's scheduler order is unseeded, and runs land at 44-48/s (one in ~50
+    # below 45/s); any of them is far above the even split's ~34/s
     replicas = [Replica(1, seed=1), Replica(8, seed=2)]
     results, wall, _stats = run(replicas, 3000, rpm=3000)
     assert all(isinstance(r, MinimaLlmResponse) for r in results)
-    assert 3000 / wall >= 0.9 * 50, 3000 / wall
+    assert 3000 / wall >= 0.85 * 50, 3000 / wall
     assert _most_in_a_minute(replicas) <= 3000
 
 
