@@ -14,6 +14,21 @@ from minimallm.actors.reports import deliver
 from minimallm.actors.worker import WorkerChannels
 
 
+def _channels(**inboxes: trio.MemorySendChannel[Any]) -> WorkerChannels:
+    """A Worker's channels with the given inboxes (limiter, pacer, cooldown); the others
+    unused."""
+    unused = trio.open_memory_channel[Any](1)
+    taken = {name: inboxes.get(name, unused[0]) for name in ("limiter", "pacer", "cooldown")}
+    return WorkerChannels(
+        jobs=unused[1],
+        permits=unused[1],
+        revocations=unused[1],
+        gate=unused,
+        watchdog=unused[0],
+        **taken,
+    )
+
+
 def _drain(ch: trio.MemoryReceiveChannel[Any]) -> list[Any]:
     out = []
     while True:
@@ -26,17 +41,7 @@ def _drain(ch: trio.MemoryReceiveChannel[Any]) -> list[Any]:
 async def test_each_actor_gets_the_reports_it_learns_from() -> None:
     pairs = {name: trio.open_memory_channel[Any](16) for name in ("limiter", "pacer", "cd")}
     events_in, events_out = trio.open_memory_channel[Any](16)
-    unused = trio.open_memory_channel[Any](1)
-    ch = WorkerChannels(
-        jobs=unused[1],
-        permits=unused[1],
-        revocations=unused[1],
-        gate=unused,
-        limiter=pairs["limiter"][0],
-        pacer=pairs["pacer"][0],
-        cooldown=pairs["cd"][0],
-        watchdog=unused[0],
-    )
+    ch = _channels(limiter=pairs["limiter"][0], pacer=pairs["pacer"][0], cooldown=pairs["cd"][0])
     ok = AttemptReport(0.0, 0.1, "ok", kept=True)
     headed = AttemptReport(0.0, 0.1, "ok", rate=RateLimitInfo(limit_requests=10), kept=True)
     refused = AttemptReport(0.0, 0.1, "overload", kept=True)
@@ -49,38 +54,18 @@ async def test_each_actor_gets_the_reports_it_learns_from() -> None:
 
 
 async def test_a_full_inbox_loses_a_sample_but_never_blocks() -> None:
-    unused = trio.open_memory_channel[Any](1)
     limiter = trio.open_memory_channel[Any](16)
     pacer = trio.open_memory_channel[Any](0)  # nobody receiving: full at once
-    ch = WorkerChannels(
-        jobs=unused[1],
-        permits=unused[1],
-        revocations=unused[1],
-        gate=unused,
-        limiter=limiter[0],
-        pacer=pacer[0],
-        cooldown=unused[0],
-        watchdog=unused[0],
-    )
+    ch = _channels(limiter=limiter[0], pacer=pacer[0])
     headed = AttemptReport(0.0, 0.1, "ok", rate=RateLimitInfo(limit_requests=10), kept=True)
     assert deliver(ch, headed, None)
     assert _drain(limiter[1]) == [headed]
 
 
 async def test_a_full_limiter_inbox_is_told_and_the_others_still_get_theirs() -> None:
-    unused = trio.open_memory_channel[Any](1)
     limiter = trio.open_memory_channel[Any](1)
     cooldown = trio.open_memory_channel[Any](4)
-    ch = WorkerChannels(
-        jobs=unused[1],
-        permits=unused[1],
-        revocations=unused[1],
-        gate=unused,
-        limiter=limiter[0],
-        pacer=unused[0],
-        cooldown=cooldown[0],
-        watchdog=unused[0],
-    )
+    ch = _channels(limiter=limiter[0], cooldown=cooldown[0])
     first = AttemptReport(0.0, 0.1, "ok", kept=True)
     refused = AttemptReport(0.0, 0.2, "overload", kept=True)
     assert deliver(ch, first, None)

@@ -36,12 +36,7 @@ async def receive_burst(inbox: trio.MemoryReceiveChannel[T], deadline: float) ->
                 burst.append(await inbox.receive())
             except trio.EndOfChannel:
                 return None
-    while burst:
-        try:
-            burst.append(inbox.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            break
-    return burst
+    return _with_waiting(inbox, burst) if burst else burst
 
 
 async def receive_all(inbox: trio.MemoryReceiveChannel[T]) -> list[T] | None:
@@ -52,6 +47,11 @@ async def receive_all(inbox: trio.MemoryReceiveChannel[T]) -> list[T] | None:
         burst = [await inbox.receive()]
     except trio.EndOfChannel:
         return None
+    return _with_waiting(inbox, burst)
+
+
+def _with_waiting(inbox: trio.MemoryReceiveChannel[T], burst: list[T]) -> list[T]:
+    """``burst`` and every message already waiting after it."""
     while True:
         try:
             burst.append(inbox.receive_nowait())
