@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -110,3 +111,13 @@ class FakeTransport:
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+def drain(channel: trio.MemoryReceiveChannel[Any]) -> list[Any]:
+    """Every message waiting in ``channel`` now, without waiting."""
+    out = []
+    while True:
+        try:
+            out.append(channel.receive_nowait())
+        except trio.WouldBlock:
+            return out

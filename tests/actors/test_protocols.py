@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from fakes import FakeServer, Script
+from fakes import FakeServer, Script, drain
 from minimallm._policy import (
     ConcurrencyControl,
     CooldownState,
@@ -41,15 +41,6 @@ from minimallm.actors.worker import WorkerChannels
 @pytest.fixture
 def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
-
-
-def drain(channel: trio.MemoryReceiveChannel[Any]) -> list[Any]:
-    out = []
-    while True:
-        try:
-            out.append(channel.receive_nowait())
-        except trio.WouldBlock:
-            return out
 
 
 def report(sent: float, done: float, kind: str = "ok", **kw: Any) -> AttemptReport:

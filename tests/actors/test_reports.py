@@ -8,6 +8,7 @@ from typing import Any
 
 import trio
 
+from fakes import drain
 from minimallm._policy.ratelimit import RateLimitInfo
 from minimallm.actors.messages import AttemptReport
 from minimallm.actors.reports import deliver
@@ -29,15 +30,6 @@ def _channels(**inboxes: trio.MemorySendChannel[Any]) -> WorkerChannels:
     )
 
 
-def _drain(ch: trio.MemoryReceiveChannel[Any]) -> list[Any]:
-    out = []
-    while True:
-        try:
-            out.append(ch.receive_nowait())
-        except trio.WouldBlock:
-            return out
-
-
 async def test_each_actor_gets_the_reports_it_learns_from() -> None:
     pairs = {name: trio.open_memory_channel[Any](16) for name in ("limiter", "pacer", "cd")}
     events_in, events_out = trio.open_memory_channel[Any](16)
@@ -47,10 +39,10 @@ async def test_each_actor_gets_the_reports_it_learns_from() -> None:
     refused = AttemptReport(0.0, 0.1, "overload", kept=True)
     for report in (ok, headed, refused):
         assert deliver(ch, report, events_in)
-    assert _drain(pairs["limiter"][1]) == [ok, headed, refused]
-    assert _drain(pairs["pacer"][1]) == [headed]
-    assert _drain(pairs["cd"][1]) == [refused]
-    assert _drain(events_out) == [refused]  # a success comes with its item instead
+    assert drain(pairs["limiter"][1]) == [ok, headed, refused]
+    assert drain(pairs["pacer"][1]) == [headed]
+    assert drain(pairs["cd"][1]) == [refused]
+    assert drain(events_out) == [refused]  # a success comes with its item instead
 
 
 async def test_a_full_inbox_loses_a_sample_but_never_blocks() -> None:
@@ -59,7 +51,7 @@ async def test_a_full_inbox_loses_a_sample_but_never_blocks() -> None:
     ch = _channels(limiter=limiter[0], pacer=pacer[0])
     headed = AttemptReport(0.0, 0.1, "ok", rate=RateLimitInfo(limit_requests=10), kept=True)
     assert deliver(ch, headed, None)
-    assert _drain(limiter[1]) == [headed]
+    assert drain(limiter[1]) == [headed]
 
 
 async def test_a_full_limiter_inbox_is_told_and_the_others_still_get_theirs() -> None:
@@ -70,5 +62,5 @@ async def test_a_full_limiter_inbox_is_told_and_the_others_still_get_theirs() ->
     refused = AttemptReport(0.0, 0.2, "overload", kept=True)
     assert deliver(ch, first, None)
     assert not deliver(ch, refused, None)  # the Limiter is behind: the Worker waits
-    assert _drain(limiter[1]) == [first]
-    assert _drain(cooldown[1]) == [refused]
+    assert drain(limiter[1]) == [first]
+    assert drain(cooldown[1]) == [refused]
