@@ -9,7 +9,7 @@ from minimallm._progress import ProgressTally
 def test_an_answered_item_counts_its_attempt_and_the_servers_time() -> None:
     tally = ProgressTally(3, 0.0)
     # item 0: one refused attempt (reported on its own), then the answer (with the item)
-    tally.attempt(0.0, 0.5, answered=True, ok=False)
+    tally.attempt_failed(0.0, 0.5, answered=True)
     tally.item_finished(0.0, 2.0, "ok", attempts=2, first_sent_at=0.0, server_s=1.0)
     # item 1: answered at once; item 2: from the cache (no attempt)
     tally.item_finished(0.0, 3.0, "ok", attempts=1, first_sent_at=0.0, server_s=3.0)

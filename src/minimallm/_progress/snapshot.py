@@ -225,7 +225,7 @@ class ProgressTally:
         """An item begun at ``started`` ended at ``at`` as ``kind`` (ok, cached, failed,
         none), having used these tokens (None: not reported); ``server_s``: the server's
         time for the attempt that answered it, counted here as an attempt (the others
-        come through :meth:`attempt`)."""
+        come through :meth:`attempt_failed`)."""
         self.done += 1
         if attempts > 1:
             self.retries += attempts - 1
@@ -266,11 +266,11 @@ class ProgressTally:
         self.ok += count
         self.cached += count
 
-    def attempt(self, sent_at: float, done_at: float, answered: bool, ok: bool = True) -> None:
-        """An HTTP attempt ended (the server answered, or not; it succeeded, or not)."""
+    def attempt_failed(self, sent_at: float, done_at: float, answered: bool) -> None:
+        """An HTTP attempt ended without answering its item (the server answered, or
+        not); one that answered comes with its item (:meth:`item_finished`)."""
         self.attempts += 1
-        if not ok:
-            self._failed_attempts += 1
+        self._failed_attempts += 1
         self._attempt_times.add(done_at)
         if answered:
             self._recent_server.append(max(0.0, done_at - sent_at))

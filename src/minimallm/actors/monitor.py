@@ -184,7 +184,7 @@ class Monitor:
         assert tally is not None
         if type(e) is not ItemFinished:
             if isinstance(e, AttemptReport):
-                tally.attempt(e.sent_at, e.done_at, e.answered, e.kind == "ok")
+                tally.attempt_failed(e.sent_at, e.done_at, e.answered)
                 return False
             assert isinstance(e, CachedItems)
             tally.cached_in_bulk(e.hits)

@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["deliver"]
 
-_ANSWERS = frozenset(("ok", "overload", "failed"))
-
 
 def deliver(
     ch: WorkerChannels,
@@ -37,7 +35,7 @@ def deliver(
     then waits to send it there: ``await ch.limiter.send(report)``)."""
     kind = report.kind
     admission = ch.admission
-    if admission is not None and kind in _ANSWERS and report.sent_at > admission.answered_sent:
+    if admission is not None and report.answered and report.sent_at > admission.answered_sent:
         admission.answered_sent = report.sent_at
     try:  # every report (the permit's fate is in it): never dropped
         ch.limiter.send_nowait(report)
