@@ -4,6 +4,7 @@ And nothing of an actor's state is reachable except through its channels and its
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -22,8 +23,8 @@ from minimallm._policy import (
 from minimallm._policy.flow import CongestionEvent, ReachEvent
 from minimallm._runtime.serve import Runtime, RuntimeStatistics
 from minimallm.actors import CacheWriter, Cooldown, Limiter, Monitor, Pacer, Watchdog, Worker
+from minimallm.actors.gate import SendGate
 from minimallm.actors.messages import (
-    BATON,
     PERMIT,
     REVOKE,
     AttemptReport,
@@ -35,6 +36,7 @@ from minimallm.actors.messages import (
     Slot,
     WantSlot,
 )
+from minimallm.actors.watchdog import Watches
 from minimallm.actors.worker import WorkerChannels
 
 
@@ -111,16 +113,16 @@ async def test_limiter_decides_at_the_deadline_without_a_success(
 # -- Pacer --------------------------------------------------------------------------------
 
 
-async def test_pacer_without_rpm_leaves_the_baton_in_the_gate(
+async def test_pacer_without_rpm_opens_the_gate(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     _, inbox = trio.open_memory_channel[Any](10)
-    gate = trio.open_memory_channel[object](1)
+    gate = SendGate()
     pacer = Pacer(PacingSchedule(0), RateControl(), inbox, gate)
+    assert not gate.open  # shut until the Pacer runs
     async with trio.open_nursery() as nursery:
         await nursery.start(pacer.run)
-        assert gate[1].receive_nowait() is BATON
-        gate[0].send_nowait(BATON)  # a Worker puts it straight back
+        assert gate.open
         assert pacer.statistics().mode == "open"
         nursery.cancel_scope.cancel()
 
@@ -129,12 +131,12 @@ async def test_pacer_grants_slots_on_the_rpm_schedule(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     inbox_in, inbox = trio.open_memory_channel[Any](10)
-    gate = trio.open_memory_channel[object](1)
+    gate = SendGate()
     pacer = Pacer(PacingSchedule(60), RateControl(), inbox, gate)
     grants: list[tuple[float, Slot]] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(pacer.run)
-        assert drain(gate[1]) == []  # paced: no baton
+        assert not gate.open  # paced: every send asks for a slot
         channels = [trio.open_memory_channel[Slot](1) for _ in range(3)]
         for seq, (grant_in, _) in enumerate(channels):
             inbox_in.send_nowait(WantSlot(seq, grant_in))
@@ -155,7 +157,7 @@ async def test_pacer_grants_the_oldest_request_first_whatever_order_workers_ask_
 ) -> None:
     # trio may run a wave of woken Workers in reverse: their requests 2, 1, 0 ask first
     inbox_in, inbox = trio.open_memory_channel[Any](10)
-    gate = trio.open_memory_channel[object](1)
+    gate = SendGate()
     pacer = Pacer(PacingSchedule(60), RateControl(), inbox, gate)
     async with trio.open_nursery() as nursery:
         await nursery.start(pacer.run)
@@ -174,15 +176,14 @@ async def test_pacer_holds_then_lets_exactly_one_probe_go_then_releases(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     inbox_in, inbox = trio.open_memory_channel[Any](10)
-    gate = trio.open_memory_channel[object](1)
+    gate = SendGate()
     pacer = Pacer(PacingSchedule(0), RateControl(), inbox, gate)
     async with trio.open_nursery() as nursery:
         await nursery.start(pacer.run)
-        assert gate[1].receive_nowait() is BATON
-        gate[0].send_nowait(BATON)
+        assert gate.open
         inbox_in.send_nowait(Hold(until=3.0, probe=True, reason="cooldown"))
         await trio.sleep(0.5)
-        assert drain(gate[1]) == [] and pacer.statistics().mode == "held"
+        assert not gate.open and pacer.statistics().mode == "held"
         grants = [trio.open_memory_channel[Slot](1) for _ in range(2)]
         for seq, (grant_in, _) in enumerate(grants):
             inbox_in.send_nowait(WantSlot(seq, grant_in))
@@ -195,7 +196,7 @@ async def test_pacer_holds_then_lets_exactly_one_probe_go_then_releases(
         inbox_in.send_nowait(Release())
         await trio.testing.wait_all_tasks_blocked()
         assert drain(grants[1][1]) == [Slot(1)]
-        assert gate[1].receive_nowait() is BATON  # open again
+        assert gate.open  # open again
         nursery.cancel_scope.cancel()
 
 
@@ -203,7 +204,7 @@ async def test_pacer_paces_at_the_rate_the_servers_headers_give(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     inbox_in, inbox = trio.open_memory_channel[Any](10)
-    gate = trio.open_memory_channel[object](1)
+    gate = SendGate()
     pacer = Pacer(PacingSchedule(0), RateControl(), inbox, gate)
     half_full = RateLimitInfo(limit_requests=20, remaining_requests=10, reset_requests_s=2.5)
     async with trio.open_nursery() as nursery:
@@ -270,19 +271,37 @@ async def test_watchdog_ends_an_attempt_exactly_at_its_deadline(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     inbox_in, inbox = trio.open_memory_channel[AttemptStarted](10)
+    watches = Watches(3)
     expired: list[tuple[int, int, float]] = []
 
     def handle(worker: int) -> Any:
         return lambda seq: expired.append((worker, seq, trio.current_time()))
 
-    watchdog = Watchdog(inbox, [handle(0), handle(1)], tick_s=1.0)
+    def start(worker: int, seq: int, deadline: float) -> None:
+        """What a Worker does as it sends an attempt."""
+        watches.seqs[worker], watches.deadlines[worker] = seq, deadline
+        if watches.idle:
+            inbox_in.send_nowait(AttemptStarted(deadline, worker, seq))
+
+    watchdog = Watchdog(inbox, watches, [handle(0), handle(1), handle(2)])
     async with trio.open_nursery() as nursery:
         await nursery.start(watchdog.run)
-        inbox_in.send_nowait(AttemptStarted(5.5, 0, 1))
+        await trio.testing.wait_all_tasks_blocked()
+        assert watches.idle  # nothing in flight: it waits to be told
+        start(0, 1, 5.5)
         await trio.sleep(2.0)
-        inbox_in.send_nowait(AttemptStarted(7.25, 1, 1))
+        assert not watches.idle
+        start(1, 1, 7.25)
+        start(2, 4, 6.0)
+        await trio.sleep(1.0)
+        watches.deadlines[2] = math.inf  # attempt 4 of Worker 2 ended in time
         await trio.sleep(10)
         assert expired == [(0, 1, 5.5), (1, 1, 7.25)]
+        assert watches.deadlines == [math.inf] * 3 and watches.idle
+        assert watchdog.statistics() == (0, 2)
+        start(2, 5, 20.0)  # the next attempt, told to the idle Watchdog
+        await trio.sleep(10)
+        assert expired[-1] == (2, 5, 20.0)
         nursery.cancel_scope.cancel()
 
 
@@ -294,11 +313,12 @@ def worker_for(server: FakeServer, timeout_s: float = 60.0) -> tuple[Worker, dic
         "jobs": trio.open_memory_channel[Job](0),
         "permits": trio.open_memory_channel[object](1),
         "revocations": trio.open_memory_channel[object](1),
-        "gate": trio.open_memory_channel[object](1),
         "limiter": trio.open_memory_channel[Any](10),
         "pacer": trio.open_memory_channel[Any](10),
         "cooldown": trio.open_memory_channel[Any](10),
         "watchdog": trio.open_memory_channel[AttemptStarted](10),
+        "gate": SendGate(),
+        "watches": Watches(1),
     }
     channels = WorkerChannels(
         jobs=ch["jobs"][1],
@@ -309,6 +329,7 @@ def worker_for(server: FakeServer, timeout_s: float = 60.0) -> tuple[Worker, dic
         pacer=ch["pacer"][0],
         cooldown=ch["cooldown"][0],
         watchdog=ch["watchdog"][0],
+        watches=ch["watches"],
     )
     orphans: list[Job] = []
     worker = Worker(
@@ -325,33 +346,39 @@ def worker_for(server: FakeServer, timeout_s: float = 60.0) -> tuple[Worker, dic
 BODY = b'{"model":"m","messages":[{"role":"user","content":"p"}]}'
 
 
-async def test_worker_permit_baton_attempt_report_reply(
+async def test_worker_permit_open_gate_attempt_report_reply(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     worker, ch = worker_for(FakeServer(lambda c, n: Script(latency=2.0)))
+    watches = ch["watches"]
     async with trio.open_nursery() as nursery:
         await nursery.start(worker.run)
         ch["permits"][0].send_nowait(PERMIT)
-        ch["gate"][0].send_nowait(BATON)
+        ch["gate"].open = True
         reply: Reply[Any] = Reply()
+        watches.idle = True  # an idle Watchdog is told of the attempt
         await ch["jobs"][0].send(Job(BODY, reply))
+        await trio.sleep(1.0)
+        assert (watches.seqs, watches.deadlines) == ([1], [60.0])  # watched while out
         result, sent_at, done_at = await reply.receive()
         assert trio.current_time() == 2.0 and (sent_at, done_at) == (0.0, 2.0)
         assert result.text == "echo: p"
+        assert watches.deadlines == [math.inf]  # ended: nothing to watch
         [started] = drain(ch["watchdog"][1])
         assert started == AttemptStarted(60.0, 0, 1)
         [done] = drain(ch["limiter"][1])
         assert (done.sent_at, done.done_at, done.kind, done.kept) == (0.0, 2.0, "ok", True)
-        assert drain(ch["gate"][1]) == [BATON]  # put straight back
+        assert drain(ch["pacer"][1]) == []  # the open gate: the Pacer was not asked
         assert worker.statistics().permit  # kept for the next job
         # revoked: the next report gives the permit back
         ch["revocations"][0].send_nowait(REVOKE)
         reply2: Reply[Any] = Reply()
-        ch["gate"][0].send_nowait(BATON)
+        watches.idle = False  # a Watchdog that is awake reads the deadline itself
         await ch["jobs"][0].send(Job(BODY, reply2))
         await reply2.receive()
         [done2] = drain(ch["limiter"][1])
         assert done2.kept is False and not worker.statistics().permit
+        assert drain(ch["watchdog"][1]) == []
         nursery.cancel_scope.cancel()
 
 
@@ -363,7 +390,7 @@ async def test_worker_a_caller_who_leaves_ends_the_attempt_at_once(
     async with trio.open_nursery() as nursery:
         await nursery.start(worker.run)
         ch["permits"][0].send_nowait(PERMIT)
-        ch["gate"][0].send_nowait(BATON)
+        ch["gate"].open = True
 
         async def caller() -> None:
             with trio.move_on_after(3.0):
@@ -386,7 +413,7 @@ async def test_worker_the_watchdogs_expiry_makes_a_timeout(
     async with trio.open_nursery() as nursery:
         await nursery.start(worker.run)
         ch["permits"][0].send_nowait(PERMIT)
-        ch["gate"][0].send_nowait(BATON)
+        ch["gate"].open = True
         reply: Reply[Any] = Reply()
         await ch["jobs"][0].send(Job(BODY, reply))
         await trio.sleep(5.0)

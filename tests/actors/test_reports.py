@@ -10,8 +10,10 @@ import trio
 
 from fakes import drain
 from minimallm._policy.ratelimit import RateLimitInfo
+from minimallm.actors.gate import SendGate
 from minimallm.actors.messages import AttemptReport
 from minimallm.actors.reports import deliver
+from minimallm.actors.watchdog import Watches
 from minimallm.actors.worker import WorkerChannels
 
 
@@ -24,8 +26,9 @@ def _channels(**inboxes: trio.MemorySendChannel[Any]) -> WorkerChannels:
         jobs=unused[1],
         permits=unused[1],
         revocations=unused[1],
-        gate=unused,
+        gate=SendGate(),
         watchdog=unused[0],
+        watches=Watches(1),
         **taken,
     )
 

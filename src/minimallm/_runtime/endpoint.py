@@ -50,10 +50,11 @@ from minimallm._policy import (
 )
 from minimallm.actors.admission import Admission
 from minimallm.actors.cooldown import Cooldown, CooldownMessage, CooldownStatistics
+from minimallm.actors.gate import SendGate
 from minimallm.actors.limiter import Limiter, LimiterMessage, LimiterStatistics
 from minimallm.actors.messages import AttemptStarted, Job
 from minimallm.actors.pacer import Pacer, PacerMessage, PacerStatistics
-from minimallm.actors.watchdog import Watchdog
+from minimallm.actors.watchdog import Watchdog, Watches
 from minimallm.actors.worker import Worker, WorkerChannels
 
 __all__ = ["Endpoint", "EndpointStatistics", "build_endpoint"]
@@ -61,9 +62,6 @@ __all__ = ["Endpoint", "EndpointStatistics", "build_endpoint"]
 REPORT_BUFFER = 4096
 """Messages buffered for the Limiter, Pacer and Cooldown (each drains its inbox per
 wake-up; bounded, and a Worker's report to the Limiter waits when it is full)."""
-
-WATCHDOG_BUFFER = 65536
-"""Attempt starts buffered for the Watchdog (it drains them at least once a second)."""
 
 Actors = list[tuple[str, Callable[..., Awaitable[None]]]]
 
@@ -159,8 +157,10 @@ def build_endpoint(
     limiter_send, limiter_recv = trio.open_memory_channel[LimiterMessage](REPORT_BUFFER)
     pacer_send, pacer_recv = trio.open_memory_channel[PacerMessage](REPORT_BUFFER)
     cooldown_send, cooldown_recv = trio.open_memory_channel[CooldownMessage](REPORT_BUFFER)
-    watchdog_send, watchdog_recv = trio.open_memory_channel[AttemptStarted](WATCHDOG_BUFFER)
-    gate = trio.open_memory_channel[object](1)  # holds the baton while unpaced
+    # an idle Watchdog hears of the next attempt: at most one word per Worker waits
+    watchdog_send, watchdog_recv = trio.open_memory_channel[AttemptStarted](cap)
+    watches = Watches(cap)  # the Workers' attempts in flight, for the Watchdog
+    gate = SendGate()  # open while unpaced (the Pacer's word, read by the Workers)
     admission = Admission(fleet) if fleet is not None else None
 
     pacer = Pacer(
@@ -209,6 +209,7 @@ def build_endpoint(
         pacer=pacer_send,
         cooldown=cooldown_send,
         watchdog=watchdog_send,
+        watches=watches,
         admission=admission,
         requeue=jobs_send.clone() if several else None,
     )
@@ -224,9 +225,7 @@ def build_endpoint(
         )
         for i in range(cap)
     ]
-    watchdog = Watchdog(
-        watchdog_recv, [w.expire for w in workers], tick_s=min(1.0, cfg.timeout_s / 2)
-    )
+    watchdog = Watchdog(watchdog_recv, watches, [w.expire for w in workers])
     tag = f" (endpoint {number})" if several else ""
     actors: Actors = [
         (f"Limiter{tag}", limiter.run),

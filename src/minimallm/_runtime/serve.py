@@ -37,7 +37,6 @@ from minimallm._policy import Binding, PacingSchedule
 from minimallm._policy.retrying import RetryPolicy
 from minimallm._runtime.endpoint import (
     REPORT_BUFFER,
-    WATCHDOG_BUFFER,
     Endpoint,
     EndpointStatistics,
     build_endpoint,
@@ -54,7 +53,6 @@ if TYPE_CHECKING:  # imported by serve() only when the prompt cache is used (SQL
 
 __all__ = [
     "REPORT_BUFFER",
-    "WATCHDOG_BUFFER",
     "Life",
     "Runtime",
     "RuntimeOptions",

@@ -4,7 +4,7 @@ snapshot. They are created and started in one place, ``minimallm._runtime.serve.
 
     caller ─ Job ─► Worker x MAX_OUTSTANDING ─ POST ─► server
                      ▲  ▲  │
-        Limiter ─ permits  │   Pacer ─ baton / slots (RPM, learned rate, holds)
+        Limiter ─ permits  │   Pacer ─ send gate / slots (RPM, learned rate, holds)
                      │     │     ▲
                      └─────┴─ AttemptReport ─► Limiter, Pacer, Cooldown, Monitor
                                  Cooldown ─ Hold / Release ─► Pacer

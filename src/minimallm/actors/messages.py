@@ -5,8 +5,9 @@ Who sends what to whom (the wiring is ``minimallm._runtime.serve.serve``)::
     caller ── Job ──────────────► Workers (one shared channel; a Worker pulls jobs)
     Limiter ── PERMIT ──────────► Workers (a channel of permits; a Worker keeps its permit)
     Limiter ── REVOKE ──────────► Workers (give a permit back: the limit fell)
-    Pacer ── BATON / Slot ──────► Workers (the baton while unpaced; else Slots on request;
-                                  several endpoints: Slot(back=True) hands a job back)
+    Pacer ── SendGate / Slot ───► Workers (the gate open while unpaced; else Slots on
+                                  request; several endpoints: Slot(back=True) hands a
+                                  job back)
     Worker ── WantSlot ─────────► Pacer
     Worker ── AttemptReport ────► Limiter (kept, or the permit back), Pacer, Cooldown,
                                   and the batch's Monitor when the Job names one
@@ -29,7 +30,6 @@ from minimallm._policy.flow import upstream_gone
 from minimallm._policy.ratelimit import RateLimitInfo
 
 __all__ = [
-    "BATON",
     "PERMIT",
     "REVOKE",
     "AttemptReport",
@@ -67,10 +67,6 @@ REVOKE: Final = _Token("REVOKE")
 # dataclass sets each field through object.__setattr__), and several are built per
 # attempt. Hold is one too (cheaper to define at import); Release, with no field,
 # stays a dataclass (an empty tuple would be false).
-
-BATON: Final = _Token("BATON")
-"""Sends are neither paced nor held: a Worker takes the baton from the Pacer's gate,
-puts it straight back and sends. The Pacer takes it away to pace or to hold."""
 
 
 class Job(NamedTuple):

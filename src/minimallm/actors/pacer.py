@@ -3,10 +3,10 @@ and the holds the Cooldown asks for (a shared pause, an outage) with their probe
 
 Two ways to let a Worker send, so that an unpaced client pays nothing:
 
-- **Open**: no RPM, no learned rate, no hold. The baton lies in the gate channel
-  (buffer 1); a Worker takes it with ``receive_nowait()``, puts it straight back and
-  sends. No message, no task switch, and the Pacer is not involved at all.
-- **Paced or held**: the Pacer has taken the baton. A Worker that finds the gate empty
+- **Open**: no RPM, no learned rate, no hold. The Pacer opens the endpoint's
+  :class:`~minimallm.actors.gate.SendGate` (a flag only it writes); a Worker that finds
+  it open sends. No message, no task switch, and the Pacer is not involved at all.
+- **Paced or held**: the Pacer has shut the gate. A Worker that finds it shut
   sends :class:`WantSlot` (it already holds a permit, so it can send the moment it is
   told) and waits for a :class:`Slot` on its own grant channel. The Pacer grants slots
   oldest request first (the order requests arrived, whatever order the Workers asked
@@ -48,8 +48,8 @@ from minimallm._policy.pacing import PacingSchedule
 from minimallm._policy.rate import RateControl
 from minimallm.actors._inbox import receive_burst
 from minimallm.actors.admission import Admission
+from minimallm.actors.gate import SendGate
 from minimallm.actors.messages import (
-    BATON,
     AttemptReport,
     Hold,
     Refused,
@@ -96,9 +96,7 @@ class Pacer:
     __slots__ = (
         "_admission",
         "_asked",
-        "_baton_out",
-        "_gate_in",
-        "_gate_out",
+        "_gate",
         "_granted",
         "_heap",
         "_hold",
@@ -116,7 +114,7 @@ class Pacer:
         schedule: PacingSchedule,
         rate: RateControl,
         inbox: trio.MemoryReceiveChannel[PacerMessage],
-        gate: tuple[trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]],
+        gate: SendGate,
         admission: Admission | None = None,
         learned: PacingSchedule | None = None,
     ) -> None:
@@ -128,8 +126,8 @@ class Pacer:
         self._admission = admission  # several endpoints: which jobs this one may take
         self._rate = rate
         self._inbox = inbox
-        self._gate_in, self._gate_out = gate
-        self._baton_out = False  # True while the baton lies in the gate
+        self._gate = gate  # written here only
+        gate.open = False
         # who waits for a slot: grant -> (order, asked, seq), and a heap of the same
         # (order, asked, grant) whose entries no longer in the queue are skipped
         self._queue: dict[trio.MemorySendChannel[Slot], tuple[int, int, int]] = {}
@@ -155,7 +153,7 @@ class Pacer:
         hold = self._hold
         if hold is not None:
             mode = "probing" if hold.probe and now >= hold.until else "held"
-        elif self._baton_out:
+        elif self._gate.open:
             mode = "open"
         else:
             mode = "paced"
@@ -230,7 +228,7 @@ class Pacer:
         if hold is not None:
             if admission is not None:
                 admission.outage = hold.reason == "outage"
-            self._take_baton()
+            self._gate.open = False
             if now < hold.until:
                 self._wake_at = hold.until
                 self._refuse()
@@ -249,11 +247,11 @@ class Pacer:
             admission.open()
         interval = self._interval(now)
         if hold is None and not self._schedule.rpm and interval is None:
-            self._give_baton()
+            self._gate.open = True
             while self._queue:
                 self._grant(None)
             return
-        self._take_baton()
+        self._gate.open = False
         schedule = self._schedule
         learned = self._learned
         while self._queue:
@@ -313,14 +311,3 @@ class Pacer:
                 grant.send_nowait(Slot(seq, back=True))
             except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
-
-    def _give_baton(self) -> None:
-        if not self._baton_out:
-            self._gate_in.send_nowait(BATON)
-            self._baton_out = True
-
-    def _take_baton(self) -> None:
-        if self._baton_out:
-            # Workers put the baton back without a checkpoint, so it is always in the gate.
-            self._gate_out.receive_nowait()
-            self._baton_out = False

@@ -10,8 +10,8 @@ connection). A Worker never waits for a permit with a job in hand. One attempt::
 
     permit   ◄─ the Limiter's permit channel     (kept between attempts)
     job      ◄─ the shared job channel           (receive_nowait first: no switch if ready)
-    go       ◄─ the Pacer: the baton if open, else WantSlot → Slot
-    started  ─► the Watchdog                     (send_nowait; TIMEOUT_S from here)
+    go       ◄─ the Pacer: at once while its SendGate is open, else WantSlot → Slot
+    deadline ─► the Watchdog's Watches           (two list stores; TIMEOUT_S from here)
     POST on the own connection; classify the answer (``_outcome``: one table)
     report   ─► Limiter (kept, or back when revoked, or refused before any success);
                 the Pacer if the answer had rate headers;
@@ -33,6 +33,7 @@ When the runtime stops, every Worker is cancelled; a job it held goes to the run
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import time
@@ -51,8 +52,8 @@ from minimallm._http.transport import (
 from minimallm._outcome.attempts import AttemptOutcome, AttemptSuccess
 from minimallm.actors.admission import Admission
 from minimallm.actors.excuse import excused
+from minimallm.actors.gate import SendGate
 from minimallm.actors.messages import (
-    BATON,
     AttemptReport,
     AttemptStarted,
     Job,
@@ -60,6 +61,7 @@ from minimallm.actors.messages import (
     WantSlot,
 )
 from minimallm.actors.reports import deliver
+from minimallm.actors.watchdog import Watches
 
 __all__ = ["Worker", "WorkerChannels", "WorkerStatistics"]
 
@@ -85,11 +87,12 @@ class WorkerChannels(NamedTuple):
     jobs: trio.MemoryReceiveChannel[Job]
     permits: trio.MemoryReceiveChannel[object]
     revocations: trio.MemoryReceiveChannel[object]
-    gate: tuple[trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]]
+    gate: SendGate
     limiter: trio.MemorySendChannel[Any]
     pacer: trio.MemorySendChannel[Any]
     cooldown: trio.MemorySendChannel[Any]
-    watchdog: trio.MemorySendChannel[AttemptStarted]
+    watchdog: trio.MemorySendChannel[AttemptStarted]  # tells an idle Watchdog
+    watches: Watches  # this endpoint's attempts in flight, as the Watchdog sees them
     admission: Admission | None = None  # several endpoints: may this one take a job now?
     requeue: trio.MemorySendChannel[Job] | None = None  # several endpoints: hand a job back
 
@@ -235,11 +238,7 @@ class Worker:
         seq = self._seq
         reply.bind(self.interrupt, seq)
         probe: str | None = None
-        try:
-            gate_in, gate_out = self._ch.gate
-            gate_out.receive_nowait()
-            gate_in.send_nowait(BATON)
-        except trio.WouldBlock:
+        if not self._ch.gate.open:  # paced or held: ask the Pacer
             try:
                 slot = await self._wait_for_slot(seq, job.order)
             except _Left:
@@ -330,12 +329,15 @@ class Worker:
     async def _attempt(self, job: Job) -> tuple[AttemptOutcome, float]:
         self._attempts += 1
         seq = self._seq
+        index = self._index
         sent_at = self._now()
-        started = AttemptStarted(sent_at + self._timeout_s, self._index, seq)
-        try:
-            self._ch.watchdog.send_nowait(started)
-        except trio.WouldBlock:
-            await self._ch.watchdog.send(started)
+        deadline = sent_at + self._timeout_s
+        watches = self._ch.watches
+        watches.seqs[index] = seq
+        watches.deadlines[index] = deadline
+        if watches.idle:  # the Watchdog waits for an attempt to start: tell it
+            with contextlib.suppress(trio.WouldBlock):  # full: it has word already
+                self._ch.watchdog.send_nowait(AttemptStarted(deadline, index, seq))
         self._phase = _Phase.SENDING
         try:
             reply = await self._transport.post(self._headers, job.body)
@@ -345,6 +347,7 @@ class Worker:
             return outcome_from_exception(exc), sent_at
         finally:
             self._phase = _Phase.IDLE
+            watches.deadlines[index] = math.inf
         return outcome_from_reply(reply, wall_clock=self._wall), sent_at
 
     def _report(self, result: AttemptOutcome, sent_at: float, probe: str | None) -> AttemptReport:
