@@ -23,7 +23,7 @@ from minimallm._policy import (
 from minimallm._policy.flow import CongestionEvent, ReachEvent
 from minimallm._runtime.serve import Runtime, RuntimeStatistics
 from minimallm.actors import CacheWriter, Cooldown, Limiter, Monitor, Pacer, Watchdog, Worker
-from minimallm.actors.gate import SendGate
+from minimallm.actors.flags import Revoking, SendGate
 from minimallm.actors.messages import (
     PERMIT,
     REVOKE,
@@ -60,16 +60,21 @@ async def test_limiter_mints_permits_revokes_on_a_step_and_tells_the_others(
     revocations = trio.open_memory_channel[object](8)
     _, jobs = trio.open_memory_channel[Any](0)
     told_in, told = trio.open_memory_channel[Any](100)
-    limiter = Limiter(ConcurrencyControl(8), inbox, permits, revocations, jobs, (told_in,))
+    revoking = Revoking()
+    limiter = Limiter(
+        ConcurrencyControl(8), inbox, permits, revocations, jobs, (told_in,), revoking=revoking
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(limiter.run)
         assert drain(permits[1]) == [PERMIT] * 8  # the cap, at once
+        assert not revoking.pending  # Workers need not look for a revocation
         # the permits are "held" now (taken); 8 overloads in a row: a step at t=1
         for _ in range(8):
             inbox_in.send_nowait(report(0.5, 1.0, "overload", kept=True))
         await trio.sleep(1.0)
         assert limiter.statistics().frozen
         assert drain(revocations[1]) == [REVOKE] * 8  # frozen: every held permit back
+        assert revoking.pending  # shown to the Workers until the permits come back
         [step] = drain(told)
         assert step == CongestionEvent(1.0, 1, 0, 0.0, 0.0, None, limit_before=8)
         # 8 permits come back (revoked); then the first success decides: 1 survived
@@ -79,6 +84,7 @@ async def test_limiter_mints_permits_revokes_on_a_step_and_tells_the_others(
         await trio.testing.wait_all_tasks_blocked()
         stats = limiter.statistics()
         assert (stats.limit, stats.frozen, stats.decreases) == (1, False, 1)
+        assert not revoking.pending  # every revocation answered
         nursery.cancel_scope.cancel()
 
 
@@ -319,6 +325,7 @@ def worker_for(server: FakeServer, timeout_s: float = 60.0) -> tuple[Worker, dic
         "watchdog": trio.open_memory_channel[AttemptStarted](10),
         "gate": SendGate(),
         "watches": Watches(1),
+        "revoking": Revoking(),
     }
     channels = WorkerChannels(
         jobs=ch["jobs"][1],
@@ -330,6 +337,7 @@ def worker_for(server: FakeServer, timeout_s: float = 60.0) -> tuple[Worker, dic
         cooldown=ch["cooldown"][0],
         watchdog=ch["watchdog"][0],
         watches=ch["watches"],
+        revoking=ch["revoking"],
     )
     orphans: list[Job] = []
     worker = Worker(
@@ -372,6 +380,7 @@ async def test_worker_permit_open_gate_attempt_report_reply(
         assert worker.statistics().permit  # kept for the next job
         # revoked: the next report gives the permit back
         ch["revocations"][0].send_nowait(REVOKE)
+        ch["revoking"].pending = True  # as the Limiter shows it
         reply2: Reply[Any] = Reply()
         watches.idle = False  # a Watchdog that is awake reads the deadline itself
         await ch["jobs"][0].send(Job(BODY, reply2))

@@ -10,7 +10,7 @@ import trio
 
 from fakes import drain
 from minimallm._policy.ratelimit import RateLimitInfo
-from minimallm.actors.gate import SendGate
+from minimallm.actors.flags import Revoking, SendGate
 from minimallm.actors.messages import AttemptReport
 from minimallm.actors.reports import deliver
 from minimallm.actors.watchdog import Watches
@@ -29,6 +29,7 @@ def _channels(**inboxes: trio.MemorySendChannel[Any]) -> WorkerChannels:
         gate=SendGate(),
         watchdog=unused[0],
         watches=Watches(1),
+        revoking=Revoking(),
         **taken,
     )
 

@@ -50,7 +50,7 @@ from minimallm._policy import (
 )
 from minimallm.actors.admission import Admission
 from minimallm.actors.cooldown import Cooldown, CooldownMessage, CooldownStatistics
-from minimallm.actors.gate import SendGate
+from minimallm.actors.flags import Revoking, SendGate
 from minimallm.actors.limiter import Limiter, LimiterMessage, LimiterStatistics
 from minimallm.actors.messages import AttemptStarted, Job
 from minimallm.actors.pacer import Pacer, PacerMessage, PacerStatistics
@@ -160,6 +160,7 @@ def build_endpoint(
     # an idle Watchdog hears of the next attempt: at most one word per Worker waits
     watchdog_send, watchdog_recv = trio.open_memory_channel[AttemptStarted](cap)
     watches = Watches(cap)  # the Workers' attempts in flight, for the Watchdog
+    revoking = Revoking()  # set by the Limiter while it wants permits back
     gate = SendGate()  # open while unpaced (the Pacer's word, read by the Workers)
     admission = Admission(fleet) if fleet is not None else None
 
@@ -182,6 +183,7 @@ def build_endpoint(
         assume_answered=several,  # one down from the start is held too
         slot_waiters=lambda: pacer.statistics().waiting,  # ... and who waits for a slot
         pacer=pacer_send,  # refusals not the concurrency's doing
+        revoking=revoking,
     )
     pause = PauseControl(
         CooldownState(
@@ -210,6 +212,7 @@ def build_endpoint(
         cooldown=cooldown_send,
         watchdog=watchdog_send,
         watches=watches,
+        revoking=revoking,
         admission=admission,
         requeue=jobs_send.clone() if several else None,
     )

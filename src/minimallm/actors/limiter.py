@@ -42,6 +42,7 @@ import trio
 from minimallm._policy.concurrency import ConcurrencyControl
 from minimallm._policy.flow import CongestionEvent, FlowWatch, ReachEvent
 from minimallm.actors._inbox import receive_burst
+from minimallm.actors.flags import Revoking
 from minimallm.actors.messages import PERMIT, REVOKE, AttemptReport, Refused
 
 __all__ = ["Limiter", "LimiterStatistics"]
@@ -99,6 +100,7 @@ class Limiter:
         "_revocations_in",
         "_revocations_out",
         "_revoking",
+        "_revoking_shown",
         "_slot_waiters",
         "_waiting",
         "_watch",
@@ -116,12 +118,14 @@ class Limiter:
         assume_answered: bool = False,  # several endpoints: see FlowWatch
         slot_waiters: Callable[[], int] | None = None,
         pacer: trio.MemorySendChannel[Any] | None = None,
+        revoking: Revoking | None = None,
     ) -> None:
         """``pacer``: where to tell of refusals (:class:`Refused`); ``slot_waiters``:
         how many Workers holding a permit wait for the Pacer's slot (its
         ``statistics().waiting``): they make no attempt yet, so they do not count as
         out when a refusal is told (the concurrency controller sees them as busy, as
-        before: while the pace binds, its limit may grow towards what it allows)."""
+        before: while the pace binds, its limit may grow towards what it allows);
+        ``revoking``: the flag the Workers read before looking for a revocation."""
         self._control = control
         self._watch = FlowWatch(control.signal, assume_answered=assume_answered)
         self._inbox = inbox
@@ -134,6 +138,7 @@ class Limiter:
         self._listeners = listeners  # the Pacer's and the Cooldown's inboxes
         self._existing = 0  # permits in the channel + permits Workers hold
         self._revoking = 0  # revocations asked for and not yet answered by a returned permit
+        self._revoking_shown = Revoking() if revoking is None else revoking
 
     def __repr__(self) -> str:
         s = self.statistics()
@@ -279,3 +284,4 @@ class Limiter:
         while self._existing < want:
             self._permits_in.send_nowait(PERMIT)
             self._existing += 1
+        self._revoking_shown.pending = self._revoking > 0  # else no token waits

@@ -4,7 +4,7 @@ and the holds the Cooldown asks for (a shared pause, an outage) with their probe
 Two ways to let a Worker send, so that an unpaced client pays nothing:
 
 - **Open**: no RPM, no learned rate, no hold. The Pacer opens the endpoint's
-  :class:`~minimallm.actors.gate.SendGate` (a flag only it writes); a Worker that finds
+  :class:`~minimallm.actors.flags.SendGate` (a flag only it writes); a Worker that finds
   it open sends. No message, no task switch, and the Pacer is not involved at all.
 - **Paced or held**: the Pacer has shut the gate. A Worker that finds it shut
   sends :class:`WantSlot` (it already holds a permit, so it can send the moment it is
@@ -48,7 +48,7 @@ from minimallm._policy.pacing import PacingSchedule
 from minimallm._policy.rate import RateControl
 from minimallm.actors._inbox import receive_burst
 from minimallm.actors.admission import Admission
-from minimallm.actors.gate import SendGate
+from minimallm.actors.flags import SendGate
 from minimallm.actors.messages import (
     AttemptReport,
     Hold,

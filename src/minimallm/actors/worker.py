@@ -52,7 +52,7 @@ from minimallm._http.transport import (
 from minimallm._outcome.attempts import AttemptOutcome, AttemptSuccess
 from minimallm.actors.admission import Admission
 from minimallm.actors.excuse import excused
-from minimallm.actors.gate import SendGate
+from minimallm.actors.flags import Revoking, SendGate
 from minimallm.actors.messages import (
     AttemptReport,
     AttemptStarted,
@@ -93,6 +93,7 @@ class WorkerChannels(NamedTuple):
     cooldown: trio.MemorySendChannel[Any]
     watchdog: trio.MemorySendChannel[AttemptStarted]  # tells an idle Watchdog
     watches: Watches  # this endpoint's attempts in flight, as the Watchdog sees them
+    revoking: Revoking  # set while REVOKE tokens may wait in ``revocations``
     admission: Admission | None = None  # several endpoints: may this one take a job now?
     requeue: trio.MemorySendChannel[Job] | None = None  # several endpoints: hand a job back
 
@@ -224,6 +225,8 @@ class Worker:
 
     def _revoked(self) -> bool:
         """True (and the token taken) if the Limiter asked for a permit back."""
+        if not self._ch.revoking.pending:  # no token waits: no look (and no exception)
+            return False
         try:
             self._ch.revocations.receive_nowait()
         except trio.WouldBlock:
