@@ -152,9 +152,11 @@ def _report(rng: random.Random, run: Run, now: float, outcome: str) -> AttemptRe
         revoked = False
     through = rng.random() < 0.7  # its Worker got an answer through before
     kept = not revoked and (through or kind != "overload")
+    done_at = max(sent_at, now - rng.choice((0.0, 0.0, 0.0, 0.0005)))
     if not kept:
         run.holding -= 1
-    done_at = max(sent_at, now - rng.choice((0.0, 0.0, 0.0, 0.0005)))
+    elif rng.random() < 0.8:  # its Worker sends its next job at once (the limit binds)
+        run.in_flight.append(done_at)
     return AttemptReport(
         sent_at,
         done_at,

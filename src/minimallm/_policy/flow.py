@@ -324,8 +324,11 @@ class FlowWatch:
         where it causes no event and does not read ``limit``: no episode (the signal's
         depth, already fed, and this watch's are 0) and no attempt in a row that found
         no server. True when done so; False: nothing done, call :meth:`observe`. The
-        Limiter calls it for every success."""
+        Limiter calls it for every success. ``in_flight`` < 0: not known (read only
+        when needed: while the first wave's fastest tenth is not known yet)."""
         if self._depth or self.signal.depth or self._quiet_run or self._quiet:
+            return False
+        if in_flight < 0 and self._first_fast is None:
             return False
         # unlike observe, it leaves alone what cannot change here: _quiet_from is
         # inf while _quiet_run is 0, and _step1_at while _depth is 0
