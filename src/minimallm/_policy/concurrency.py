@@ -174,6 +174,44 @@ class ConcurrencyControl:
             return
         self._grow(now, others + 1)
 
+    def on_success(self, now: float, sent_at: float, others: int) -> bool:
+        """``on_answer(now, sent_at, False, others)``, the same decisions for every
+        sequence of answers (shown against a frozen copy of the code before it in
+        ``tests/actors/test_limiter_differential.py``), cheaper when calm (not frozen,
+        no episode, no floor of refusals), as a healthy server keeps it: the Limiter
+        calls it for every success. It feeds the signal its share and run itself
+        (what ``signal.observe`` does for a success then), and calls ``_grow`` or
+        ``_confirm`` only when they may change something; in any other state it is
+        :meth:`on_answer`. ``others`` < 0: not known (the Limiter reads it only when
+        needed); then False, and nothing done, if the decision needs it (not calm, or
+        below the cap: is the limit what holds the client back?). Else True."""
+        signal = self.signal
+        level = self._level
+        if self._frozen_from is not None or signal.depth or signal.floor:
+            if others < 0:
+                return False
+            self.on_answer(now, sent_at, False, others)
+            return True
+        if others < 0 and level < self.cap:
+            return False
+        # signal.observe(now, sent_at, False, True) with no depth and no floor; its
+        # share + alpha * (0.0 - share), to the bit, and nothing to do at 0.0
+        share = signal.share
+        if share:
+            signal.share = share - signal._alpha * share
+        signal._run = 0
+        latency = now - sent_at
+        if latency < 0.0:
+            latency = 0.0
+        srtt = self.srtt_s  # as on_answer does, to the bit (* 0.125 is / 8)
+        self.srtt_s = latency if srtt is None else srtt + (latency - srtt) * 0.125
+        if level >= self.cap or others + 1 < int(level):  # _grow does not grow
+            if not self._held or level >= self._stable + 1:  # int(level) > stable
+                self._confirm(now)  # else it would change nothing
+            return True
+        self._grow(now, others + 1)
+        return True
+
     def restore(self, now: float, level: int) -> None:
         """The episode's refusals did not depend on the load (:mod:`.flow`): undo its
         decreases, back to ``level`` (the limit when it began), which is stable."""
@@ -205,7 +243,7 @@ class ConcurrencyControl:
     def tick(self, now: float, in_flight: int) -> None:
         """Time passed; ``in_flight`` attempts are out. Ends a freeze that saw no
         success by ``decide_s``."""
-        if self.frozen and now >= self._decide_by:
+        if self._frozen_from is not None and now >= self._decide_by:  # frozen
             self._decide(now, in_flight)
 
     # -- the rules ----------------------------------------------------------------------

@@ -319,6 +319,46 @@ class FlowWatch:
                 events.append(self._event(now, independent=True))
         return events
 
+    def observe_success(self, now: float, sent_at: float, in_flight: int) -> bool:
+        """``observe(now, sent_at, "ok", limit, False, in_flight)`` in the common state,
+        where it causes no event and does not read ``limit``: no episode (the signal's
+        depth, already fed, and this watch's are 0) and no attempt in a row that found
+        no server. True when done so; False: nothing done, call :meth:`observe`. The
+        Limiter calls it for every success. ``in_flight`` < 0: not known (read only
+        when needed: while the first wave's fastest tenth is not known yet)."""
+        if self._depth or self.signal.depth or self._quiet_run or self._quiet:
+            return False
+        if in_flight < 0 and self._first_fast is None:
+            return False
+        # unlike observe, it leaves alone what cannot change here: _quiet_from is
+        # inf while _quiet_run is 0, and _step1_at while _depth is 0
+        if self._first_at is None:
+            self._first_at = sent_at
+        self._answered = True
+        self._last_answer_at = self._last_ok_at = now
+        latency = now - sent_at
+        if latency < 0.0:
+            latency = 0.0
+        srtt = self.srtt_s
+        if srtt is None:
+            self.srtt_s, self.rttvar_s = latency, latency / 2
+        else:  # as observe does, to the bit (* 0.25 is / 4, without an int to convert)
+            rttvar = self.rttvar_s
+            error = latency - srtt
+            self.srtt_s = srtt + error * 0.125
+            if error < 0.0:
+                error = -error
+            self.rttvar_s = rttvar + (error - rttvar) * 0.25
+        self._recent_latencies.append((now, latency))
+        if self._first_fast is None:
+            self._first_wave(now, sent_at, latency, in_flight)
+        window = self._successes
+        window.append(now)
+        edge = now - _WINDOW_S
+        while window[0] <= edge:  # keep one second: memory stays flat
+            window.popleft()
+        return True
+
     def _no_server(self, sent_at: float) -> None:
         if not self._quiet_run:
             self._quiet_from = sent_at
