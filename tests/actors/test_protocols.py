@@ -311,6 +311,24 @@ async def test_watchdog_ends_an_attempt_exactly_at_its_deadline(
         nursery.cancel_scope.cancel()
 
 
+async def test_watchdog_wakes_at_least_every_tick_while_an_attempt_is_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # a virtual clock jumps to the next deadline whenever every task waits (on a thread,
+    # say): a far TIMEOUT_S must be reached in ticks, not in one jump
+    inbox_in, inbox = trio.open_memory_channel[AttemptStarted](10)
+    watches = Watches(1)
+    watchdog = Watchdog(inbox, watches, [lambda seq: None], tick_s=0.5)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watchdog.run)
+        await trio.testing.wait_all_tasks_blocked()
+        watches.seqs[0], watches.deadlines[0] = 1, 1e9
+        inbox_in.send_nowait(AttemptStarted(1e9, 0, 1))  # the idle Watchdog is told
+        await trio.testing.wait_all_tasks_blocked()
+        assert trio.lowlevel.current_statistics().seconds_to_next_deadline == 0.5
+        nursery.cancel_scope.cancel()
+
+
 # -- Worker ---------------------------------------------------------------------------------
 
 

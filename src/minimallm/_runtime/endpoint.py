@@ -228,7 +228,9 @@ def build_endpoint(
         )
         for i in range(cap)
     ]
-    watchdog = Watchdog(watchdog_recv, watches, [w.expire for w in workers])
+    watchdog = Watchdog(
+        watchdog_recv, watches, [w.expire for w in workers], tick_s=min(1.0, cfg.timeout_s / 2)
+    )
     tag = f" (endpoint {number})" if several else ""
     actors: Actors = [
         (f"Limiter{tag}", limiter.run),

@@ -4,9 +4,10 @@ It watches one endpoint's :class:`Watches`: for each Worker, the attempt it is s
 and that attempt's deadline, which the Worker writes as the attempt starts and clears
 as it ends (plain state in one trio run, like
 :class:`~minimallm.actors.admission.Admission`: two list stores per attempt, no message,
-no task switch). The Watchdog sleeps until the earliest deadline it saw, looks again
-(an attempt that ended meanwhile has cleared its deadline; attempts started since end
-later, since every attempt has the same TIMEOUT_S), and at a deadline calls that
+no task switch). The Watchdog sleeps until the earliest deadline it saw, or for at
+most ``tick_s``, looks again (an attempt that ended meanwhile has cleared its deadline;
+attempts started since end later, since every attempt has the same TIMEOUT_S), and at
+a deadline calls that
 Worker's expiry handle with the attempt number; a Worker whose attempt already ended
 ignores it. With nothing in flight it waits on its inbox and says so
 (:attr:`Watches.idle`): the Worker that starts the next attempt tells it
@@ -16,7 +17,10 @@ Why not a cancel scope per attempt: entering and leaving one costs ~8 µs of CPU
 a quarter of a whole request against a fast server. Why not a message per attempt (as
 before): building, sending and draining it cost ~7k CPU instructions per attempt at
 latency 0, where the stores cost next to nothing; the Watchdog wakes about once per
-TIMEOUT_S while attempts flow.
+``tick_s`` while attempts flow. The tick is kept for clocks that jump: a virtual clock
+(``MockClock`` with autojump) jumps straight to the next deadline whenever every task
+waits, e.g. on a thread, and would reach a far TIMEOUT_S in one jump; by ticks it
+crawls, as it did before.
 """
 
 from __future__ import annotations
@@ -63,16 +67,20 @@ class WatchdogStatistics(NamedTuple):
 class Watchdog:
     """Actor: interrupts attempts at their deadline (trio time, seconds)."""
 
-    __slots__ = ("_deadlines", "_expire", "_inbox", "_watches")
+    __slots__ = ("_deadlines", "_expire", "_inbox", "_tick_s", "_watches")
 
     def __init__(
         self,
         inbox: trio.MemoryReceiveChannel[AttemptStarted],
         watches: Watches,
         expire: Sequence[Callable[[int], None]],
+        *,
+        tick_s: float = 1.0,
     ) -> None:
-        """``expire[i]``: Worker ``i``'s expiry handle (called with the attempt number)."""
+        """``expire[i]``: Worker ``i``'s expiry handle (called with the attempt number);
+        ``tick_s``: the longest sleep while attempts are in flight (seconds)."""
         self._inbox = inbox
+        self._tick_s = tick_s
         self._watches = watches
         self._expire = tuple(expire)
         self._deadlines = 0
@@ -103,7 +111,7 @@ class Watchdog:
                         self._expire[worker](seqs[worker])
                 continue
             if earliest < math.inf:
-                await trio.sleep_until(earliest)
+                await trio.sleep_until(min(earliest, now + self._tick_s))
                 continue
             watches.idle = True  # nothing in flight: the next attempt's Worker tells
             try:
