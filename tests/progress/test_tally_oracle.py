@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any, Literal
+from typing import Any
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -335,8 +335,11 @@ def _apply(tally: Any, event: tuple[Any, ...]) -> BatchProgress | None:
     elif what == "bulk":
         tally.cached_in_bulk(event[1])
     else:
-        kind: ProgressKind = event[2]
-        return tally.snapshot(kind, event[1], in_progress=2, oldest_start=event[1] - 1.0)  # type: ignore[no-any-return]
+        shown: ProgressKind = event[2]
+        snap: BatchProgress = tally.snapshot(
+            shown, event[1], in_progress=2, oldest_start=event[1] - 1.0
+        )
+        return snap
     return None
 
 
@@ -400,6 +403,3 @@ def test_the_oracle_tells_a_changed_bucket_apart() -> None:
     new.item_finished(0.0, 0.0102, "ok")
     old.item_finished(0.0, 0.0102 * 1.02, "ok")
     assert new.snapshot("done", 1.0) != old.snapshot("done", 1.0)
-
-
-_ = (math, Literal, MinimaLlmFailure)
