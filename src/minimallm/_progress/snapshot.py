@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from math import floor as _floor
+from math import log as _log
 from typing import Literal
 
 from minimallm._progress.calls import CallCounts
@@ -92,72 +94,89 @@ class BatchProgress:
         return 1.0 if self.total == 0 else self.done / self.total
 
 
+_FLOOR_S = 1e-4
+_RATIO = 1.02
+_LOG_RATIO = math.log(_RATIO)  # what math.log(x, 1.02) divides by, computed once
+
+
 class LatencyHistogram:
     """Latencies in log-spaced buckets (2 % wide): constant memory for any batch size,
     percentiles within 2 %."""
 
-    __slots__ = ("_buckets", "_count")
-    _RATIO = 1.02
-    _LOG_RATIO = math.log(_RATIO)  # what math.log(x, 1.02) divides by, computed once
-    _FLOOR_S = 1e-4
+    __slots__ = ("_buckets",)
 
     def __init__(self) -> None:
-        self._buckets: dict[int, int] = {}
-        self._count = 0
+        self._buckets: dict[int, int] = {}  # bucket: samples (the tally adds to it too)
 
     @property
     def count(self) -> int:
         """Samples recorded."""
-        return self._count
+        return sum(self._buckets.values())
 
     def add(self, seconds: float) -> None:
         """Record one latency (seconds)."""
-        b = (
-            0
-            if seconds <= self._FLOOR_S
-            else 1 + int(math.log(seconds / self._FLOOR_S) / self._LOG_RATIO)
-        )
+        # floor, not int(): the same for the logarithm of a ratio >= 1, at a third of
+        # the cost (int() of a float goes through the type's call)
+        b = 0 if seconds <= _FLOOR_S else 1 + _floor(_log(seconds / _FLOOR_S) / _LOG_RATIO)
         buckets = self._buckets
         buckets[b] = buckets.get(b, 0) + 1
-        self._count += 1
 
     def percentile(self, q: float) -> float | None:
         """The q-th percentile (0..100) in seconds (bucket upper bound), None if empty."""
-        if not self._count:
+        count = self.count
+        if not count:
             return None
-        rank = max(1, math.ceil(self._count * q / 100.0))
+        rank = max(1, math.ceil(count * q / 100.0))
         seen = 0
         for b in sorted(self._buckets):
             seen += self._buckets[b]
             if seen >= rank:
-                return self._FLOOR_S * self._RATIO**b
+                return _FLOOR_S * _RATIO**b
         raise AssertionError("unreachable: ranks are bounded by the count")
 
 
 class _Window:
-    """Event times over the last ``window_s`` seconds (per-second buckets)."""
+    """Event times over the last ``window_s`` seconds, counted per second: the seconds
+    before the latest in ``_buckets`` (``[second, count]``), the latest one in
+    ``second`` and ``count``. An event before ``until`` (the end of the latest second,
+    -inf while there is none) counts in the latest one: the tally's hot path does that
+    inline (``if at < w.until: w.count += 1``) and calls :meth:`add` otherwise."""
 
-    __slots__ = ("_buckets", "_window_s")
+    __slots__ = ("_buckets", "_window_s", "count", "second", "until")
 
     def __init__(self, window_s: float) -> None:
         self._window_s = window_s
-        self._buckets: deque[list[float]] = deque()  # [second, count]
+        self._buckets: deque[list[int]] = deque()  # [second, count], before ``second``
+        self.second = 0
+        self.count = 0
+        self.until: float = -math.inf
 
     def add(self, at: float, count: int = 1) -> None:
-        second = math.floor(at)
-        if self._buckets and self._buckets[-1][0] >= second:
-            self._buckets[-1][1] += count
-        else:
-            self._buckets.append([second, count])
+        if at < self.until:  # the latest second or earlier: counted in the latest
+            self.count += count
+            return
+        if self.until != -math.inf:
+            self._buckets.append([self.second, self.count])
+        self.second = second = _floor(at)
+        self.count = count
+        self.until = second + 1
 
     def rate(self, now: float, since: float) -> float:
         """Events per second over the window, or since ``since`` if that is later."""
-        while self._buckets and self._buckets[0][0] < now - self._window_s:
-            self._buckets.popleft()
+        buckets = self._buckets
+        oldest = now - self._window_s
+        while buckets and buckets[0][0] < oldest:
+            buckets.popleft()
+        total = sum(b[1] for b in buckets)
+        if self.until != -math.inf:
+            if not buckets and self.second < oldest:  # the latest second is gone too
+                self.until = -math.inf
+            else:
+                total += self.count
         span = min(self._window_s, now - since)
         if span <= 0:
             return 0.0
-        return sum(b[1] for b in self._buckets) / span
+        return total / span
 
 
 class ProgressTally:
@@ -169,9 +188,9 @@ class ProgressTally:
         "_failed_attempts",
         "_first_uncached",
         "_last_failed",
+        "_latency_buckets",
         "_recent_server",
         "_recent_waiting",
-        "_uncached_done",
         "attempts",
         "cached",
         "cached_tokens",
@@ -200,9 +219,9 @@ class ProgressTally:
         self.cached_tokens = self.reasoning_tokens = 0
         self.tokens_reported = False
         self.latency = LatencyHistogram()  # whole items, start to finish
+        self._latency_buckets = self.latency._buckets  # item_finished adds to it inline
         self._attempt_times = _Window(_RATE_WINDOW_S)
         self._done_times = _Window(_RATE_WINDOW_S)
-        self._uncached_done = 0
         self._first_uncached: float | None = None
         self._recent_server: deque[float] = deque(maxlen=256)
         self._recent_waiting: deque[float] = deque(maxlen=256)
@@ -229,18 +248,24 @@ class ProgressTally:
         self.done += 1
         if attempts > 1:
             self.retries += attempts - 1
-        if kind == "failed" and attempts:
-            self._last_failed += 1
-        self.latency.add(at - started)  # <= 0 is the lowest bucket
+        # the latency histogram's add, inline (a call costs as much as the rest)
+        seconds = at - started  # <= 0 is the lowest bucket
+        b = 0 if seconds <= _FLOOR_S else 1 + _floor(_log(seconds / _FLOOR_S) / _LOG_RATIO)
+        buckets = self._latency_buckets
+        buckets[b] = buckets.get(b, 0) + 1
         if first_sent_at is not None:
             waited = first_sent_at - started
             self._recent_waiting.append(waited if waited > 0.0 else 0.0)
         if prompt_tokens is not None or completion_tokens is not None:
             self.tokens_reported = True
-            self.prompt_tokens += prompt_tokens or 0
-            self.completion_tokens += completion_tokens or 0
-            self.cached_tokens += cached_tokens or 0
-            self.reasoning_tokens += reasoning_tokens or 0
+            if prompt_tokens:
+                self.prompt_tokens += prompt_tokens
+            if completion_tokens:
+                self.completion_tokens += completion_tokens
+            if cached_tokens:
+                self.cached_tokens += cached_tokens
+            if reasoning_tokens:
+                self.reasoning_tokens += reasoning_tokens
         if kind == "ok":
             self.ok += 1
         elif kind == "cached":
@@ -250,13 +275,22 @@ class ProgressTally:
             self.none += 1
         else:
             self.failed += 1
+            if attempts and kind == "failed":
+                self._last_failed += 1
         if server_s is not None:
             self.attempts += 1
-            self._attempt_times.add(at)
+            w = self._attempt_times
+            if at < w.until:  # the window's add, inline
+                w.count += 1
+            else:
+                w.add(at)
             self._recent_server.append(server_s)
         if kind != "cached":
-            self._uncached_done += 1
-            self._done_times.add(at)
+            w = self._done_times
+            if at < w.until:
+                w.count += 1
+            else:
+                w.add(at)
             if self._first_uncached is None:
                 self._first_uncached = started
 
@@ -291,7 +325,7 @@ class ProgressTally:
         left = self.total - self.done
         if left <= 0:
             return 0.0
-        if self._first_uncached is None or not self._uncached_done:
+        if self._first_uncached is None:  # no item needed the server yet
             return None
         rate = self._done_times.rate(now, self._first_uncached)
         return None if rate <= 0 else left / rate

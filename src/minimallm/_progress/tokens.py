@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
-from minimallm._lazy_json import LazyJson, stored
+from minimallm._lazy_json import LazyJson
 from minimallm._types import _RAW, MinimaLlmResponse
 
 __all__ = ["detail_tokens", "usage_details"]
@@ -28,15 +28,18 @@ _REASONING = re.compile(
     r'"completion_tokens_details"\s*:\s*\{[^{}]*?"reasoning_tokens"\s*:\s*(\d+)'
 )
 _NONE: tuple[int | None, int | None] = (None, None)
+_raw_of = _RAW.__get__  # what ``stored(_RAW, response)`` reads, read directly
 
 
 def detail_tokens(response: MinimaLlmResponse) -> tuple[int | None, int | None]:
     """``(cached_tokens, reasoning_tokens)`` of ``response``; None where the server
     did not say."""
     # Not the response's own ``cached_tokens``/``reasoning_tokens``: those decode the
-    # whole body on first read, and a batch's progress reads every answer.
-    raw = stored(_RAW, response)  # without decoding a body kept as text
-    if not isinstance(raw, LazyJson):
+    # whole body on first read, and a batch's progress reads every answer. Called per
+    # answer: the slot read without ``stored``'s frame, the common case (a body kept as
+    # text that names neither count) in two substring scans.
+    raw = _raw_of(response)  # without decoding a body kept as text
+    if type(raw) is not LazyJson and not isinstance(raw, LazyJson):
         return usage_details(raw.get("usage") if isinstance(raw, Mapping) else None)
     text = raw.text
     if "cached_tokens" not in text and "reasoning_tokens" not in text:
