@@ -8,7 +8,7 @@ snapshot. They are created and started in one place, ``minimallm._runtime.serve.
                      │     │     ▲
                      └─────┴─ AttemptReport ─► Limiter, Pacer, Cooldown, Monitor
                                  Cooldown ─ Hold / Release ─► Pacer
-                     Worker ─ AttemptStarted ─► Watchdog (TIMEOUT_S)
+                     Worker ─ deadline (Watches) ─► Watchdog (TIMEOUT_S)
 
     per endpoint: the Limiter, Pacer, Cooldown, Watchdog and Workers above (several
                   endpoints of one model: their Workers share the one job channel; a

@@ -11,7 +11,8 @@ Who sends what to whom (the wiring is ``minimallm._runtime.serve.serve``)::
     Worker ── WantSlot ─────────► Pacer
     Worker ── AttemptReport ────► Limiter (kept, or the permit back), Pacer, Cooldown,
                                   and the batch's Monitor when the Job names one
-    Worker ── AttemptStarted ───► Watchdog
+    Worker ── AttemptStarted ───► Watchdog (only an idle one: it reads the Workers'
+                                  deadlines from its Watches otherwise)
     Cooldown ── Hold / Release ─► Pacer
     Worker ── Reply ────────────► caller (the attempt's outcome)
 """
@@ -170,8 +171,10 @@ class Release:
 
 
 class AttemptStarted(NamedTuple):
-    """Worker → Watchdog: Worker ``worker``'s attempt ``seq`` must end by ``deadline``
-    (trio time, seconds)."""
+    """Worker → an idle Watchdog: Worker ``worker``'s attempt ``seq`` must end by
+    ``deadline`` (trio time, seconds). Sent only while the Watchdog waits for an
+    attempt to start; otherwise it reads the deadline from its
+    :class:`~minimallm.actors.watchdog.Watches`."""
 
     deadline: float
     worker: int
