@@ -90,6 +90,21 @@ async def test_a_batch_stops_once_it_used_max_total_tokens(
     assert (last.cached_tokens, last.reasoning_tokens) == (8 * n, 3 * n)
 
 
+async def test_a_batch_reads_token_details_from_the_parsed_usage_not_the_body(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the parse already decoded `usage`: no second scan of each answer's body
+    def scan(response: object) -> None:
+        raise AssertionError("the body was scanned again")
+
+    monkeypatch.setattr("minimallm._batch.items.detail_tokens", scan)
+    snapshots: list[BatchProgress] = []
+    async with backend_for(usage_server(), num_workers=4) as backend:
+        results = await backend.run_batched(reqs(6), progress=snapshots.append)
+    assert all(isinstance(r, MinimaLlmResponse) for r in results)
+    assert (snapshots[-1].cached_tokens, snapshots[-1].reasoning_tokens) == (8 * 6, 3 * 6)
+
+
 async def test_cache_hits_use_no_tokens(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -7,10 +7,10 @@ values; only programming errors (:data:`PROGRAMMING_ERRORS`) escape an item.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from minimallm._progress.tokens import detail_tokens
+from minimallm._progress.tokens import detail_tokens, usage_details
 from minimallm._types import MinimaLlmFailure, MinimaLlmResponse
 from minimallm.actors.monitor import ItemKind
 
@@ -60,13 +60,18 @@ def response_item(
     attempts: int,
     first_sent_at: float | None,
     server_s: float | None = None,
+    usage: Mapping[str, Any] | None = None,
 ) -> ItemResult[Any]:
-    """ItemResult for a request's result (``server_s``: see :class:`ItemResult`)."""
+    """ItemResult for a request's result (``server_s``: see :class:`ItemResult`);
+    ``usage``: the answer's decoded ``usage`` when the parse held it (its token details
+    are read there; None: read from the response's body, without decoding it)."""
     if isinstance(result, MinimaLlmFailure):
         return ItemResult(result, "failed", attempts, first_sent_at, failure=result)
     if result.cached:
         return ItemResult(result, "cached", attempts, first_sent_at)
-    cached_tokens, reasoning_tokens = detail_tokens(result)
+    cached_tokens, reasoning_tokens = (
+        detail_tokens(result) if usage is None else usage_details(usage)
+    )
     return ItemResult(
         result,
         "ok",

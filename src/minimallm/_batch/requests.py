@@ -56,7 +56,9 @@ async def run_request_batch(
             traced = await request(
                 runtime, item, force_refresh=force_refresh, events=events, index=index
             )
-        return response_item(traced.result, traced.attempts, traced.first_sent_at, traced.server_s)
+        return response_item(
+            traced.result, traced.attempts, traced.first_sent_at, traced.server_s, traced.usage
+        )
 
     async def lookup(chunk: list[tuple[int, Any]]) -> list[tuple[int, Any, ItemResult[Any] | None]]:
         assert runtime.cache is not None

@@ -35,6 +35,10 @@ class AttemptSuccess(NamedTuple):
     completion_tokens: int | None = None
     total_tokens: int | None = None
     rate: RateLimitInfo | None = None
+    usage: Mapping[str, Any] | None = None
+    """The body's decoded ``usage`` object, as the parse held it (empty: the body had
+    none; None: not known here): a batch reads the answer's token details from it
+    instead of scanning the body again."""
 
     @property
     def kind(self) -> AttemptKind:

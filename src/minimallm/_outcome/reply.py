@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from minimallm._http.reply import HttpReply
@@ -34,6 +35,9 @@ from minimallm._outcome.classify import (
 from minimallm._outcome.explain import explanation, explanation_from_json
 from minimallm._policy.ratelimit import RateLimitInfo, parse_rate_limit_headers
 from minimallm._policy.retry import parse_retry_after
+
+_NO_USAGE: Mapping[str, Any] = MappingProxyType({})
+"""A success's ``usage`` when its body had none (parsed: nothing to read later)."""
 
 __all__ = ["BODY_KEEP_CHARS", "outcome_from_reply"]
 
@@ -139,8 +143,9 @@ def _parse_success(reply: HttpReply, rate: RateLimitInfo | None) -> AttemptOutco
             _int_or_none(usage.get("completion_tokens")),
             _int_or_none(usage.get("total_tokens")),
             rate,
+            usage,
         )
-    return AttemptSuccess(content, raw, rate=rate)
+    return AttemptSuccess(content, raw, rate=rate, usage=_NO_USAGE)
 
 
 def _without_text(

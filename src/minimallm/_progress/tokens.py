@@ -56,6 +56,8 @@ def usage_details(usage: object) -> tuple[int | None, int | None]:
         return _NONE
     prompt = usage.get("prompt_tokens_details")
     completion = usage.get("completion_tokens_details")
+    if prompt is None and completion is None:  # the common case: no calls below
+        return _NONE
     cached = prompt.get("cached_tokens") if _is_mapping(prompt) else None
     reasoning = completion.get("reasoning_tokens") if _is_mapping(completion) else None
     return _count(cached), _count(reasoning)

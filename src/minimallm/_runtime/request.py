@@ -23,6 +23,7 @@ for the reply.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import trio
@@ -50,13 +51,16 @@ __all__ = ["Traced", "invalid_request", "request"]
 
 class Traced(NamedTuple):
     """One request's result, the HTTP attempts it took, when the first went out (trio
-    time, seconds; None when none did: a cache hit, an invalid request), and the
-    server's time for the attempt that answered (seconds; None when none did)."""
+    time, seconds; None when none did: a cache hit, an invalid request), the
+    server's time for the attempt that answered (seconds; None when none did), and
+    that answer's decoded ``usage`` (empty when it had none; None when no answer came
+    from the server in this call), from which a batch reads its token details."""
 
     result: MinimaLlmResult
     attempts: int
     first_sent_at: float | None
     server_s: float | None = None
+    usage: Mapping[str, Any] | None = None
 
 
 async def request(
@@ -181,7 +185,7 @@ async def _from_server(
                 result.total_tokens,
             )
             first = sent_at[0] if sent_at else sent
-            return Traced(response, len(sent_at) + 1, first, done - sent)
+            return Traced(response, len(sent_at) + 1, first, done - sent, result.usage)
         if result.excused:  # the client's own probe of a server it believes down, or
             moves += 1  # a replica found down while another is up: go again at once
             continue
