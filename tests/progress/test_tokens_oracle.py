@@ -1,6 +1,8 @@
 """detail_tokens (_progress/tokens.py: the response's slot read directly, per answer)
 against a frozen copy of it as it was (the oracle): the same counts for every shape of
-answer and of ``raw`` it handles (a body kept as text, a decoded dict, none at all)."""
+answer and of ``raw`` it handles (a body kept as text, a decoded dict, none at all).
+A change meant to alter the counts ends this test's use: delete it with its oracle
+rather than bend the comparison."""
 
 from __future__ import annotations
 
