@@ -28,6 +28,7 @@ from actors.limiter_oracle.concurrency import ConcurrencyControl as OracleContro
 from actors.limiter_oracle.congestion import OverloadSignal as OracleSignal
 from actors.limiter_oracle.flow import FlowWatch as OracleWatch
 from actors.limiter_oracle.limiter import Limiter as OracleLimiter
+from fakes import drain
 from minimallm._policy.concurrency import ConcurrencyControl
 from minimallm.actors.limiter import Limiter
 from minimallm.actors.messages import AttemptReport
@@ -117,19 +118,10 @@ def _snapshot(run: Run) -> dict[str, Any]:
     state["revoking"] = lim._revoking
     state["idle"] = run.permits[1].statistics().current_buffer_used
     state["tokens"] = run.revocations[1].statistics().current_buffer_used
-    state["told"] = [(type(e).__name__, tuple(e)) for e in _drain(run.told)]
-    state["refused"] = [tuple(r) for r in _drain(run.refusals)]
+    state["told"] = [(type(e).__name__, tuple(e)) for e in drain(run.told)]
+    state["refused"] = [tuple(r) for r in drain(run.refusals)]
     state["wake_at"] = lim._control.wake_at()
     return state
-
-
-def _drain(channel: trio.MemoryReceiveChannel[Any]) -> list[Any]:
-    out = []
-    while True:
-        try:
-            out.append(channel.receive_nowait())
-        except trio.WouldBlock:
-            return out
 
 
 def _report(rng: random.Random, run: Run, now: float, outcome: str) -> AttemptReport:
