@@ -179,8 +179,8 @@ class ConcurrencyControl:
         sequence of answers (shown against a frozen copy of the code before it in
         ``tests/actors/test_limiter_differential.py``), cheaper when calm (not frozen,
         no episode, no floor of refusals), as a healthy server keeps it: the Limiter
-        calls it for every success. It feeds the signal its share and run itself
-        (what ``signal.observe`` does for a success then), and calls ``_grow`` or
+        calls it for every success. It tells the signal through its short path
+        (:meth:`OverloadSignal.calm_success`), and calls ``_grow`` or
         ``_confirm`` only when they may change something; in any other state it is
         :meth:`on_answer`. ``others`` < 0: not known (the Limiter reads it only when
         needed); then False, and nothing done, if the decision needs it (not calm, or
@@ -194,12 +194,7 @@ class ConcurrencyControl:
             return True
         if others < 0 and level < self.cap:
             return False
-        # signal.observe(now, sent_at, False, True) with no depth and no floor; its
-        # share + alpha * (0.0 - share), to the bit, and nothing to do at 0.0
-        share = signal.share
-        if share:
-            signal.share = share - signal._alpha * share
-        signal._run = 0
+        signal.calm_success()  # signal.observe(now, sent_at, False, True), calm
         latency = now - sent_at
         if latency < 0.0:
             latency = 0.0

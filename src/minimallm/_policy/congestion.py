@@ -125,6 +125,14 @@ class OverloadSignal:
         self.steps += 1
         return True
 
+    def calm_success(self) -> None:
+        """:meth:`observe` of a success while calm (no episode, no floor), where it only
+        moves the share down and ends a run of overloads (the same share, to the bit)."""
+        share = self.share
+        if share:
+            self.share = share - self._alpha * share
+        self._run = 0
+
     def tolerate(self, share: float) -> None:
         """Overloads at ``share`` (in [0, 1)) came whatever the load: make it the floor
         and end the episode (see the module docstring)."""
