@@ -49,9 +49,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from minimallm._policy.congestion import OverloadSignal
+from minimallm._policy.flow_events import CongestionEvent, ReachEvent
 
 if TYPE_CHECKING:
     from minimallm._outcome.attempts import AttemptKind
@@ -82,41 +83,6 @@ JUDGE_ANSWERS = 64
 JUDGE_SEND = 1.1
 JUDGE_SHARE = 0.6
 JUDGE_FLOOR = 0.15
-
-
-class CongestionEvent(NamedTuple):
-    """The congestion episode changed at ``at``: ``depth`` steps so far (0: calm), of
-    which ``floor_depth`` came while the concurrency limit was already down to 1 (so
-    fewer attempts at once could not help: the rate, then a pause, must); with
-    ``independent``, it ended because backing off did not lower the refusals."""
-
-    at: float
-    depth: int
-    floor_depth: int
-    delivered_per_s: float
-    baseline_per_s: float
-    srtt_s: float | None
-    independent: bool = False
-    """The episode ended because its refusals do not depend on the load."""
-    limit_before: int = 0
-    """The concurrency limit when the episode began."""
-    during_per_s: float = 0.0
-    """Successes per second among the attempts sent since the episode's first step::
-
-        during_per_s = successes of those attempts / (now - first step - srtt)
-
-    (0 until a round trip has passed since the step): what the server sustains while
-    refusing."""
-    rttvar_s: float = 0.0
-    """How much the latency of successes varies (seconds)."""
-
-
-class ReachEvent(NamedTuple):
-    """At ``at`` the server looked gone (``reachable`` False: attempts in a row found no
-    server) or answered again (True)."""
-
-    at: float
-    reachable: bool
 
 
 class FlowWatch:
@@ -274,23 +240,7 @@ class FlowWatch:
         if kind == "ok":
             if sent_at > self._step1_at:
                 self._during_n += 1
-            self._last_ok_at = now
-            latency = now - sent_at
-            if latency < 0.0:
-                latency = 0.0
-            srtt = self.srtt_s
-            if srtt is None:
-                self.srtt_s, self.rttvar_s = latency, latency / 2
-            else:  # as TCP does (RFC 6298)
-                self.rttvar_s += (abs(latency - srtt) - self.rttvar_s) / 4
-                self.srtt_s = srtt + (latency - srtt) / 8
-            self._recent_latencies.append((now, latency))
-            if self._first_fast is None:
-                self._first_wave(now, sent_at, latency, in_flight)
-            window = self._successes
-            window.append(now)
-            while window[0] <= now - _WINDOW_S:  # keep one second: memory stays flat
-                window.popleft()
+            self._succeeded(now, sent_at, in_flight)
         depth = self.signal.depth
         if depth != self._depth:
             if self._depth == 0:
@@ -335,14 +285,21 @@ class FlowWatch:
         if self._first_at is None:
             self._first_at = sent_at
         self._answered = True
-        self._last_answer_at = self._last_ok_at = now
+        self._last_answer_at = now
+        self._succeeded(now, sent_at, in_flight)
+        return True
+
+    def _succeeded(self, now: float, sent_at: float, in_flight: int) -> None:
+        """A success's latency, smoothed as TCP does (RFC 6298), and its place in the
+        last second's window."""
+        self._last_ok_at = now
         latency = now - sent_at
         if latency < 0.0:
             latency = 0.0
         srtt = self.srtt_s
         if srtt is None:
             self.srtt_s, self.rttvar_s = latency, latency / 2
-        else:  # as observe does, to the bit (* 0.25 is / 4, without an int to convert)
+        else:  # * 0.125 and * 0.25 are / 8 and / 4 to the bit, without an int to convert
             rttvar = self.rttvar_s
             error = latency - srtt
             self.srtt_s = srtt + error * 0.125
@@ -357,7 +314,6 @@ class FlowWatch:
         edge = now - _WINDOW_S
         while window[0] <= edge:  # keep one second: memory stays flat
             window.popleft()
-        return True
 
     def _no_server(self, sent_at: float) -> None:
         if not self._quiet_run:
