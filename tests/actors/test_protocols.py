@@ -24,6 +24,7 @@ from minimallm._policy.flow import CongestionEvent, ReachEvent
 from minimallm._runtime.serve import Runtime, RuntimeStatistics
 from minimallm.actors import CacheWriter, Cooldown, Limiter, Monitor, Pacer, Watchdog, Worker
 from minimallm.actors.flags import Revoking, SendGate
+from minimallm.actors.jobs import JobQueue
 from minimallm.actors.messages import (
     PERMIT,
     REVOKE,
@@ -334,7 +335,7 @@ async def test_watchdog_wakes_at_least_every_tick_while_an_attempt_is_out(
 
 def worker_for(server: FakeServer, timeout_s: float = 60.0) -> tuple[Worker, dict[str, Any]]:
     ch = {
-        "jobs": trio.open_memory_channel[Job](0),
+        "jobs": JobQueue(),
         "permits": trio.open_memory_channel[object](1),
         "revocations": trio.open_memory_channel[object](1),
         "limiter": trio.open_memory_channel[Any](10),
@@ -346,7 +347,7 @@ def worker_for(server: FakeServer, timeout_s: float = 60.0) -> tuple[Worker, dic
         "revoking": Revoking(),
     }
     channels = WorkerChannels(
-        jobs=ch["jobs"][1],
+        jobs=ch["jobs"],
         permits=ch["permits"][1],
         revocations=ch["revocations"][1],
         gate=ch["gate"],
@@ -383,7 +384,7 @@ async def test_worker_permit_open_gate_attempt_report_reply(
         ch["gate"].open = True
         reply: Reply[Any] = Reply()
         watches.idle = True  # an idle Watchdog is told of the attempt
-        await ch["jobs"][0].send(Job(BODY, reply))
+        ch["jobs"].put(Job(BODY, reply))
         await trio.sleep(1.0)
         assert (watches.seqs, watches.deadlines) == ([1], [60.0])  # watched while out
         result, sent_at, done_at = await reply.receive()
@@ -401,7 +402,7 @@ async def test_worker_permit_open_gate_attempt_report_reply(
         ch["revoking"].pending = True  # as the Limiter shows it
         reply2: Reply[Any] = Reply()
         watches.idle = False  # a Watchdog that is awake reads the deadline itself
-        await ch["jobs"][0].send(Job(BODY, reply2))
+        ch["jobs"].put(Job(BODY, reply2))
         await reply2.receive()
         [done2] = drain(ch["limiter"][1])
         assert done2.kept is False and not worker.statistics().permit
@@ -422,7 +423,7 @@ async def test_worker_a_caller_who_leaves_ends_the_attempt_at_once(
         async def caller() -> None:
             with trio.move_on_after(3.0):
                 reply: Reply[Any] = Reply()
-                await ch["jobs"][0].send(Job(BODY, reply))
+                ch["jobs"].put(Job(BODY, reply))
                 await reply.receive()
 
         await caller()
@@ -442,7 +443,7 @@ async def test_worker_the_watchdogs_expiry_makes_a_timeout(
         ch["permits"][0].send_nowait(PERMIT)
         ch["gate"].open = True
         reply: Reply[Any] = Reply()
-        await ch["jobs"][0].send(Job(BODY, reply))
+        ch["jobs"].put(Job(BODY, reply))
         await trio.sleep(5.0)
         worker.expire(1)  # what the Watchdog does at the deadline
         result, _, _ = await reply.receive()

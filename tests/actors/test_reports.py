@@ -11,6 +11,7 @@ import trio
 from fakes import drain
 from minimallm._policy.ratelimit import RateLimitInfo
 from minimallm.actors.flags import Revoking, SendGate
+from minimallm.actors.jobs import JobQueue
 from minimallm.actors.messages import AttemptReport
 from minimallm.actors.reports import deliver
 from minimallm.actors.watchdog import Watches
@@ -23,7 +24,7 @@ def _channels(**inboxes: trio.MemorySendChannel[Any]) -> WorkerChannels:
     unused = trio.open_memory_channel[Any](1)
     taken = {name: inboxes.get(name, unused[0]) for name in ("limiter", "pacer", "cooldown")}
     return WorkerChannels(
-        jobs=unused[1],
+        jobs=JobQueue(),
         permits=unused[1],
         revocations=unused[1],
         gate=SendGate(),

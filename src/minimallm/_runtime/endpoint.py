@@ -5,7 +5,7 @@ once per endpoint of ``OPENAI_BASE_URL``) and hands back its :class:`Endpoint` (
 actors the runtime's statistics read) and the actors to start. Every endpoint learns
 its own concurrency, rate and outages; ``MAX_OUTSTANDING`` caps each.
 
-Several endpoints of one model share **one job channel**: whichever endpoint has a
+Several endpoints of one model share **one job queue**: whichever endpoint has a
 free Worker holding a permit takes the next job, so work goes to the endpoints with the
 most free learned capacity, in proportion to it, with no bias by list order. An
 endpoint its Pacer holds (an outage, a shared pause) takes no jobs, hands back those it
@@ -51,6 +51,7 @@ from minimallm._policy import (
 from minimallm.actors.admission import Admission
 from minimallm.actors.cooldown import Cooldown, CooldownMessage, CooldownStatistics
 from minimallm.actors.flags import Revoking, SendGate
+from minimallm.actors.jobs import JobQueue
 from minimallm.actors.limiter import Limiter, LimiterMessage, LimiterStatistics
 from minimallm.actors.messages import AttemptStarted, Job
 from minimallm.actors.pacer import Pacer, PacerMessage, PacerStatistics
@@ -135,7 +136,7 @@ def build_endpoint(
     cfg: MinimaLlmConfig,
     number: int,
     url: str,
-    jobs: tuple[trio.MemorySendChannel[Job], trio.MemoryReceiveChannel[Job]],
+    jobs: JobQueue,
     *,
     fleet: list[Admission] | None,
     rpm: PacingSchedule,
@@ -150,7 +151,6 @@ def build_endpoint(
     open, see the module docstring); None with one. ``rpm``: the RPM schedule, one
     for all endpoints."""
     several = fleet is not None
-    jobs_send, jobs_recv = jobs
     cap = cfg.max_outstanding
     permits = trio.open_memory_channel[object](cap)
     revocations = trio.open_memory_channel[object](cap)  # "give a permit back" tokens
@@ -178,7 +178,7 @@ def build_endpoint(
         limiter_recv,
         permits,
         revocations,
-        jobs_recv if admission is None else admission,  # who waits for a job, idle
+        jobs if admission is None else admission,  # who waits for a job, idle
         (pacer_send, cooldown_send),
         assume_answered=several,  # one down from the start is held too
         slot_waiters=lambda: pacer.statistics().waiting,  # ... and who waits for a slot
@@ -203,7 +203,7 @@ def build_endpoint(
         pause, cooldown_recv, pacer_send, None if admission is None else admission.others_up
     )
     channels = WorkerChannels(
-        jobs=jobs_recv,
+        jobs=jobs,
         permits=permits[1],
         revocations=revocations[1],
         gate=gate,
@@ -214,7 +214,7 @@ def build_endpoint(
         watches=watches,
         revoking=revoking,
         admission=admission,
-        requeue=jobs_send.clone() if several else None,
+        requeue=jobs if several else None,
     )
     workers = [
         Worker(

@@ -219,15 +219,9 @@ async def _attempt(
     if rt.life.closed:
         raise rt.life.closed_error()
     reply: Reply[tuple[AttemptOutcome, float, float]] = Reply()
-    job = Job(body, reply, events, order, waiting, moves)
     try:
-        rt.jobs.send_nowait(job)
-    except trio.WouldBlock:
-        try:
-            await rt.jobs.send(job)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise rt.life.closed_error() from None
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        rt.jobs.put(Job(body, reply, events, order, waiting, moves))
+    except trio.ClosedResourceError:
         raise rt.life.closed_error() from None
     return await reply.receive()
 

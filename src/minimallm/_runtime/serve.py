@@ -44,6 +44,7 @@ from minimallm._runtime.endpoint import (
 from minimallm._runtime.tokens import TokenGate
 from minimallm.actors.admission import Admission
 from minimallm.actors.cooldown import Cooldown, CooldownStatistics
+from minimallm.actors.jobs import JobQueue
 from minimallm.actors.limiter import Limiter, LimiterStatistics
 from minimallm.actors.messages import Job
 from minimallm.actors.pacer import Pacer, PacerStatistics
@@ -149,11 +150,11 @@ class Life:
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # a handle: equal to itself only
 class Runtime:
     """The handle :func:`serve` hands back: what the request door needs (the job
-    channel to the Workers, the cache stage, the jitter source) and the flow-control
+    queue to the Workers, the cache stage, the jitter source) and the flow-control
     actors' snapshots. Frozen: the live state is in the actors and in :class:`Life`."""
 
     cfg: MinimaLlmConfig
-    jobs: trio.MemorySendChannel[Job]
+    jobs: JobQueue
     cache: CacheStage | None
     rng: random.Random
     secrets: tuple[str, ...]  # the API key and the proxy's credentials: never shown
@@ -194,8 +195,7 @@ class Runtime:
         ``pacer`` and ``cooldown`` are the first one's; ``endpoints`` has each)."""
         if self.life.stopped.is_set():
             raise BackendClosedError("the minimallm runtime is not running")
-        queue = self.jobs.statistics()
-        callers = queue.current_buffer_used + queue.tasks_waiting_send
+        callers = self.jobs.statistics().current_buffer_used
         each = tuple(e.statistics(callers) for e in self.endpoints)
         first = each[0]
         return RuntimeStatistics(
@@ -249,10 +249,10 @@ async def serve(
     # -- channels -------------------------------------------------------------------
     urls = cfg.chat_completions_urls
     several = len(urls) > 1
-    # Buffered: a caller hands its job over without waiting (and without a second
-    # wake-up when a Worker takes it); it then waits once, for the reply. One channel
-    # for every endpoint's Workers (see _runtime/endpoint.py).
-    jobs_send, jobs_recv = trio.open_memory_channel[Job](cfg.max_outstanding * len(urls))
+    # A caller hands its job over without waiting (and without a second wake-up when
+    # a Worker takes it); it then waits once, for the reply. One queue for every
+    # endpoint's Workers (see _runtime/endpoint.py).
+    jobs = JobQueue()
     headers = request_headers(secret, compress=cfg.compress_gzip)
     make_transport = options.transport_factory or transport_factory_for(cfg)
 
@@ -273,7 +273,7 @@ async def serve(
             cfg,
             number,
             url,
-            (jobs_send, jobs_recv),
+            jobs,
             fleet=fleet,
             rpm=rpm,
             make_transport=make_transport,
@@ -288,7 +288,7 @@ async def serve(
     rng = options.rng or random.Random()
     runtime = Runtime(
         cfg,
-        jobs_send,
+        jobs,
         cache,
         rng,
         secrets,
@@ -329,13 +329,9 @@ async def serve(
         raise failure from failure.__cause__  # one clear error, never a group
     finally:
         # callers still waiting for a Worker learn it at once: those whose job is in
-        # the queue by their reply, those still sending by the closed channel
-        while True:
-            try:
-                job = jobs_recv.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
+        # the queue by their reply, later ones by the closed queue
+        jobs.close()
+        while (job := jobs.take_nowait()) is not None:
             job.reply.send(outcome.Error(life.closed_error()))
-        jobs_recv.close()
         life.stop()
         life.stopped.set()

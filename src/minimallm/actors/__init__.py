@@ -11,7 +11,7 @@ snapshot. They are created and started in one place, ``minimallm._runtime.serve.
                      Worker ─ deadline (Watches) ─► Watchdog (TIMEOUT_S)
 
     per endpoint: the Limiter, Pacer, Cooldown, Watchdog and Workers above (several
-                  endpoints of one model: their Workers share the one job channel; a
+                  endpoints of one model: their Workers share the one job queue; a
                   held endpoint's Pacer closes its Admission, see ``admission``)
     per backend:  CacheWriter (batched SQLite commits, off the event loop)
     per batch:    Monitor (heartbeat, what binds, stalls, failures, summary)

@@ -1,13 +1,13 @@
 """Admission: whether one endpoint's Workers may take jobs now (several endpoints only).
 
 With several endpoints of one model every endpoint's Workers pull from the one shared
-job channel, so whichever endpoint has a free Worker holding a permit takes the next
+job queue, so whichever endpoint has a free Worker holding a permit takes the next
 job (the endpoint with the most free learned capacity gets the most work, whatever
 its place in the list). A Worker of an endpoint its Pacer holds (an outage, a shared
 pause) must not take a job it cannot send: its Pacer closes the endpoint's
 Admission, and the Worker waits here before pulling, and checks again after a pull
-(it may have waited in the channel since before the hold), handing a job it may not
-send back to the channel for the other endpoints. When a hold ends with a probe, the
+(it may have waited in the queue since before the hold), handing a job it may not
+send back to the queue for the other endpoints. When a hold ends with a probe, the
 Pacer admits exactly one job: the probe.
 
 The Admissions of one model's endpoints form a *fleet* (one list, shared): a Worker
@@ -83,7 +83,7 @@ class Admission:
         return any(not a.outage for a in self._fleet if a is not self)
 
     def statistics(self) -> _Idle:
-        """For the Limiter: its Workers waiting for a job, as a job channel reports them."""
+        """For the Limiter: its Workers waiting for a job, as the job queue reports them."""
         return _Idle(self.idle)
 
     # -- the Pacer ----------------------------------------------------------------------

@@ -58,7 +58,7 @@ serves in this share of TIMEOUT_S (a margin for its latency's spread)."""
 
 
 class _Waiters(Protocol):
-    """The job channel (or, with several endpoints, the endpoint's Admission): its
+    """The job queue (or, with several endpoints, the endpoint's Admission): its
     ``statistics().tasks_waiting_receive`` are Workers holding a permit, waiting for a job."""
 
     def statistics(self) -> Any: ...

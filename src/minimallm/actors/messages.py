@@ -2,7 +2,7 @@
 
 Who sends what to whom (the wiring is ``minimallm._runtime.serve.serve``)::
 
-    caller ── Job ──────────────► Workers (one shared channel; a Worker pulls jobs)
+    caller ── Job ──────────────► Workers (one shared JobQueue; a Worker pulls jobs)
     Limiter ── PERMIT ──────────► Workers (a channel of permits; a Worker keeps its permit)
     Limiter ── REVOKE ──────────► Workers (give a permit back: the limit fell)
     Pacer ── SendGate / Slot ───► Workers (the gate open while unpaced; else Slots on
@@ -147,7 +147,7 @@ class WantSlot(NamedTuple):
 class Slot(NamedTuple):
     """Send now. ``probe``: this send is the Pacer's one probe after a hold, and why it
     probes (``"cooldown"`` or ``"outage"``); None for an ordinary paced send. ``back``:
-    do not send; hand the job back to the shared channel (several endpoints: this one
+    do not send; hand the job back to the shared queue (several endpoints: this one
     is held, the others may take it)."""
 
     seq: int

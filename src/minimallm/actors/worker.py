@@ -9,7 +9,7 @@ few slots sees the next request only after it has finished the last one on that
 connection). A Worker never waits for a permit with a job in hand. One attempt::
 
     permit   ◄─ the Limiter's permit channel     (kept between attempts)
-    job      ◄─ the shared job channel           (receive_nowait first: no switch if ready)
+    job      ◄─ the shared JobQueue              (take_nowait first: no switch if ready)
     go       ◄─ the Pacer: at once while its SendGate is open, else WantSlot → Slot
     deadline ─► the Watchdog's Watches           (two list stores; TIMEOUT_S from here)
     POST on the own connection; classify the answer (``_outcome``: one table)
@@ -53,6 +53,7 @@ from minimallm._outcome.attempts import AttemptOutcome, AttemptSuccess
 from minimallm.actors.admission import Admission
 from minimallm.actors.excuse import excused
 from minimallm.actors.flags import Revoking, SendGate
+from minimallm.actors.jobs import JobQueue
 from minimallm.actors.messages import (
     AttemptReport,
     AttemptStarted,
@@ -84,7 +85,7 @@ class WorkerStatistics(NamedTuple):
 class WorkerChannels(NamedTuple):
     """Everything a Worker talks to (built once by the runtime's wiring)."""
 
-    jobs: trio.MemoryReceiveChannel[Job]
+    jobs: JobQueue
     permits: trio.MemoryReceiveChannel[object]
     revocations: trio.MemoryReceiveChannel[object]
     gate: SendGate
@@ -95,7 +96,7 @@ class WorkerChannels(NamedTuple):
     watches: Watches  # this endpoint's attempts in flight, as the Watchdog sees them
     revoking: Revoking  # set while REVOKE tokens may wait in ``revocations``
     admission: Admission | None = None  # several endpoints: may this one take a job now?
-    requeue: trio.MemorySendChannel[Job] | None = None  # several endpoints: hand a job back
+    requeue: JobQueue | None = None  # several endpoints: hand a job back (the same queue)
 
 
 class Worker:
@@ -178,7 +179,7 @@ class Worker:
     # -- the actor ------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Take a permit, then jobs, one attempt at a time, until the job channel closes
+        """Take a permit, then jobs, one attempt at a time, until the job queue closes
         or the runtime is cancelled. The permit stays with the Worker from one attempt
         to the next (see the module docstring) until the Limiter revokes it."""
         jobs = self._ch.jobs
@@ -197,15 +198,12 @@ class Worker:
                     if job is None:
                         return
                 else:
-                    try:
-                        job = jobs.receive_nowait()
-                    except trio.WouldBlock:
+                    job = jobs.take_nowait()
+                    if job is None:
                         try:
-                            job = await jobs.receive()
-                        except (trio.EndOfChannel, trio.ClosedResourceError):
+                            job = await jobs.take()
+                        except trio.EndOfChannel:
                             return
-                    except (trio.EndOfChannel, trio.ClosedResourceError):
-                        return
                 await self._serve(job)
                 job = None
         except BaseException as exc:
@@ -247,7 +245,7 @@ class Worker:
             except _Left:
                 return
             if slot.back:  # several endpoints, this one held: the others may send it
-                await self._hand_back(job)
+                self._hand_back(job)
                 return
             probe = slot.probe
         if reply.cancelled:
@@ -265,8 +263,8 @@ class Worker:
             result = excused(result, probe, job.moves, admission, sent_at)
         reply.send_value((result, sent_at, report.done_at))
 
-    async def _pull(self, jobs: trio.MemoryReceiveChannel[Job], admission: Admission) -> Job | None:
-        """Several endpoints: the next job this endpoint may send (None: the channel
+    async def _pull(self, jobs: JobQueue, admission: Admission) -> Job | None:
+        """Several endpoints: the next job this endpoint may send (None: the queue
         closed). Waits while the endpoint is held; a job taken while the endpoint went
         into a hold goes back to the channel. Counted as idle meanwhile (for the
         Limiter: a Worker waiting here holds a permit but makes no attempt)."""
@@ -274,34 +272,30 @@ class Worker:
         try:
             while True:
                 await admission.wait()
-                try:
-                    job = jobs.receive_nowait()
-                except trio.WouldBlock:
-                    job = await jobs.receive()
+                job = jobs.take_nowait()
+                if job is None:
+                    job = await jobs.take()
                 if admission.try_take():
                     return job
                 try:
-                    await self._hand_back(job)  # held since: for the other endpoints
+                    self._hand_back(job)  # held since: for the other endpoints
                 except BaseException as exc:
                     if not job.reply.cancelled:
                         self._orphan(job, exc)
                     raise
-        except (trio.EndOfChannel, trio.ClosedResourceError):
+        except trio.EndOfChannel:
             return None
         finally:
             admission.idle -= 1
 
-    async def _hand_back(self, job: Job) -> None:
-        """Several endpoints: put ``job`` back in the shared channel (this endpoint is
+    def _hand_back(self, job: Job) -> None:
+        """Several endpoints: put ``job`` back in the shared queue (this endpoint is
         held; a Worker of another takes it)."""
         requeue = self._ch.requeue
         assert requeue is not None  # an Admission comes with it
         if job.reply.cancelled:
             return
-        try:
-            requeue.send_nowait(job)
-        except trio.WouldBlock:
-            await requeue.send(job)
+        requeue.put(job)
 
     async def _wait_for_slot(self, seq: int, order: int) -> Slot:
         """Ask the Pacer for a slot and wait for it; raises _Left if the caller left."""
