@@ -44,7 +44,7 @@ from minimallm.actors.monitor import (
     MonitorEvent,
 )
 
-__all__ = ["LOOKUP_CHUNK", "Deliver", "Lookup", "run_batch"]
+__all__ = ["LOOKUP_CHUNK", "Deliver", "Finish", "ItemFn", "Lookup", "run_batch"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -52,8 +52,9 @@ R = TypeVar("R")
 LOOKUP_CHUNK = 512
 """Items asked of the cache per thread hop when a batch starts from the cache."""
 
-Deliver: TypeAlias = Callable[[int, Any], Awaitable[None]]
-"""Where each item's value goes, as soon as it is ready: ``deliver(index, value)``."""
+Deliver: TypeAlias = Callable[[int, Any], None]
+"""Where each item's value goes, as soon as it is ready: ``deliver(index, value)``
+(never waits: a consumer that must hold the batch back does it with the ``window``)."""
 
 Lookup: TypeAlias = Callable[
     [list[tuple[int, Any]]], Awaitable[list[tuple[int, Any, "ItemResult[Any] | None"]]]
@@ -62,11 +63,13 @@ Lookup: TypeAlias = Callable[
 hit)`` each, in order; a miss (``hit`` None) goes to the runners as the item returned
 (which may carry what the lookup learned, e.g. its key)."""
 
-ItemFn: TypeAlias = Callable[
-    [int, Any, trio.MemorySendChannel[MonitorEvent]], Awaitable["ItemResult[Any]"]
-]
-"""Runs one item: ``fn(index, item, events)``; ``events`` is the Monitor's inbox (the
-request path gives it to its Workers, whose attempt reports go there)."""
+ItemFn: TypeAlias = Callable[[int, Any, trio.MemorySendChannel[MonitorEvent]], Awaitable[Any]]
+"""Runs one item: ``fn(index, item, events)`` (what it returns goes to the batch's
+``finish``); ``events`` is the Monitor's inbox (the request path gives it to its
+Workers, whose attempt reports go there)."""
+
+Finish: TypeAlias = Callable[[Any], "ItemResult[Any]"]
+"""What an item's function returned, as the engine and the Monitor need it."""
 
 
 class _Stop:
@@ -92,6 +95,7 @@ def _noted(exc: BaseException, note: str) -> BaseException:
 async def run_batch(
     items: Iterable[Any],
     fn: ItemFn,
+    finish: Finish,
     cfg: BatchConfig,
     *,
     deliver: Deliver,
@@ -105,7 +109,8 @@ async def run_batch(
 ) -> FailureBudget:
     """Run every item (see the module docstring); returns the failure budget (its
     counts and the last failures). Raises one exception if the batch stops early.
-    ``calls``: LM calls the items' own code makes, shown in the progress."""
+    Each item runs as ``finish(await fn(index, item, events))``. ``calls``: LM calls
+    the items' own code makes, shown in the progress."""
     budget = FailureBudget(cfg.max_failures, cfg.keep_failure_summaries)
     tokens = TokenBudget(cfg.max_total_tokens, calls)
     events_send, events_recv = trio.open_memory_channel[MonitorEvent](EVENT_BUFFER)
@@ -157,7 +162,7 @@ async def run_batch(
     async def run_item(stop: _Stop, index: int, item: Any) -> None:
         started_at = began[index] = now()
         try:
-            result = await fn(index, item, events_send)
+            result = finish(await fn(index, item, events_send))
         except PROGRAMMING_ERRORS as exc:
             stop(_noted(exc, f"minimallm: raised while running item {describe(index, item)}"))
             return
@@ -182,7 +187,7 @@ async def run_batch(
             if tokens.max_total_tokens is None  # no budget: nothing to count against
             else tokens.spend(result.prompt_tokens, result.completion_tokens)
         )
-        await deliver(index, result.value)
+        deliver(index, result.value)
         if verdict is not None:
             stop(BatchAbortedError(verdict, [], list(budget.recent)))
         elif spent is not None:
@@ -227,7 +232,7 @@ async def run_batch(
                         await misses.send((index, item))
                     else:
                         budget.success()
-                        await deliver(index, hit.value)
+                        deliver(index, hit.value)
 
     async def guarded(
         stop: _Stop, what: str, run: Callable[..., Awaitable[None]], *args: Any
