@@ -34,15 +34,9 @@ from minimallm._batch.budget import FailureBudget, TokenBudget
 from minimallm._batch.items import PROGRAMMING_ERRORS, ItemResult
 from minimallm._config.settings import BatchConfig
 from minimallm._errors import BackendClosedError, BatchAbortedError, TokenBudgetExceededError
-from minimallm._progress import ProgressSink
+from minimallm._progress import ProgressSink, ProgressTally
 from minimallm._progress.calls import CallCounter
-from minimallm.actors.monitor import (
-    EVENT_BUFFER,
-    CachedItems,
-    ItemFinished,
-    Monitor,
-    MonitorEvent,
-)
+from minimallm.actors.monitor import EVENT_BUFFER, ItemFailed, Monitor, MonitorEvent
 
 __all__ = ["LOOKUP_CHUNK", "Deliver", "Finish", "ItemFn", "Lookup", "run_batch"]
 
@@ -120,7 +114,10 @@ async def run_batch(
     def in_progress() -> tuple[int, float | None]:
         return len(began), min(began.values(), default=None)
 
-    monitor = Monitor(cfg, total, events_recv, sink, runtime, calls, in_progress)
+    # the batch's record of finished items, written as each ends; the Monitor shows it
+    tally = ProgressTally(total, now())
+    item_finished = tally.item_finished
+    monitor = Monitor(cfg, tally, events_recv, sink, runtime, calls, in_progress)
     source: Iterator[tuple[int, Any]] = enumerate(items)
     exhausted = False
 
@@ -171,23 +168,24 @@ async def run_batch(
             return
         finally:
             del began[index]
-        # the event inline (no coroutine per event): try send_nowait, wait only when full
-        finished: MonitorEvent = ItemFinished(index, started_at, now(), result)
-        try:
-            events_send.send_nowait(finished)
-        except trio.WouldBlock:
-            await events_send.send(finished)
+        # counted in the batch's tally at once: a plain call, no message per item
+        at = now()
+        value, kind, tries, sent, prompt, completion, failure, cached, reasoning, server = result
+        item_finished(
+            started_at, at, kind, tries, sent, prompt, completion, cached, reasoning, server
+        )
         verdict = None
-        if result.failure is not None:
-            verdict = budget.record(result.failure)
-        elif result.kind in ("ok", "cached"):
+        if failure is not None:
+            await event(ItemFailed(at, failure))  # the Monitor shows the first ones
+            verdict = budget.record(failure)
+        elif kind == "ok" or kind == "cached":
             budget.success()
         spent = (
             None
             if tokens.max_total_tokens is None  # no budget: nothing to count against
-            else tokens.spend(result.prompt_tokens, result.completion_tokens)
+            else tokens.spend(prompt, completion)
         )
-        deliver(index, result.value)
+        deliver(index, value)
         if verdict is not None:
             stop(BatchAbortedError(verdict, [], list(budget.recent)))
         elif spent is not None:
@@ -226,7 +224,7 @@ async def run_batch(
                 looked = await lookup(chunk)
                 hits = sum(1 for _, _, hit in looked if hit is not None)
                 if hits:
-                    await event(CachedItems(hits, trio.current_time()))
+                    tally.cached_in_bulk(hits, now())
                 for index, item, hit in looked:
                     if hit is None:
                         await misses.send((index, item))
