@@ -156,44 +156,11 @@ async def run_batch(
             window.release()
         return taken
 
-    async def run_item(stop: _Stop, index: int, item: Any) -> None:
-        started_at = began[index] = now()
-        try:
-            result = finish(await fn(index, item, events_send))
-        except PROGRAMMING_ERRORS as exc:
-            stop(_noted(exc, f"minimallm: raised while running item {describe(index, item)}"))
-            return
-        except BackendClosedError as exc:
-            stop(exc)
-            return
-        finally:
-            del began[index]
-        # counted in the batch's tally at once: a plain call, no message per item
-        at = now()
-        value, kind, tries, sent, prompt, completion, failure, cached, reasoning, server = result
-        item_finished(
-            started_at, at, kind, tries, sent, prompt, completion, cached, reasoning, server
-        )
-        verdict = None
-        if failure is not None:
-            await event(ItemFailed(at, failure))  # the Monitor shows the first ones
-            verdict = budget.record(failure)
-        elif kind == "ok" or kind == "cached":
-            budget.success()
-        spent = (
-            None
-            if tokens.max_total_tokens is None  # no budget: nothing to count against
-            else tokens.spend(prompt, completion)
-        )
-        deliver(index, value)
-        if verdict is not None:
-            stop(BatchAbortedError(verdict, [], list(budget.recent)))
-        elif spent is not None:
-            stop(TokenBudgetExceededError(spent, [], list(budget.recent), tokens.used))
-
     async def runner(
         stop: _Stop, misses: trio.MemoryReceiveChannel[tuple[int, Any]] | None
     ) -> None:
+        """Run items one after another (no coroutine per item): each as
+        ``finish(await fn(index, item, events))``, counted in the tally, delivered."""
         while stop.error is None:
             if misses is None:
                 # no window: take the item without a coroutine (one fewer per item)
@@ -207,7 +174,42 @@ async def run_batch(
                     return
             if stop.error is not None:
                 return
-            await run_item(stop, *taken)
+            index, item = taken
+            started_at = began[index] = now()
+            try:
+                result = finish(await fn(index, item, events_send))
+            except PROGRAMMING_ERRORS as exc:
+                stop(_noted(exc, f"minimallm: raised while running item {describe(index, item)}"))
+                return
+            except BackendClosedError as exc:
+                stop(exc)
+                return
+            finally:
+                del began[index]
+            # counted in the batch's tally at once: a plain call, no message per item
+            at = now()
+            value, kind, tries, sent, prompt, completion, failure, cached, reasoning, server = (
+                result
+            )
+            item_finished(
+                started_at, at, kind, tries, sent, prompt, completion, cached, reasoning, server
+            )
+            verdict = None
+            if failure is not None:
+                await event(ItemFailed(at, failure))  # the Monitor shows the first ones
+                verdict = budget.record(failure)
+            elif kind == "ok" or kind == "cached":
+                budget.success()
+            spent = (
+                None
+                if tokens.max_total_tokens is None  # no budget: nothing to count against
+                else tokens.spend(prompt, completion)
+            )
+            deliver(index, value)
+            if verdict is not None:
+                stop(BatchAbortedError(verdict, [], list(budget.recent)))
+            elif spent is not None:
+                stop(TokenBudgetExceededError(spent, [], list(budget.recent), tokens.used))
 
     async def feeder(stop: _Stop, misses: trio.MemorySendChannel[tuple[int, Any]]) -> None:
         assert lookup is not None
