@@ -5,10 +5,11 @@ Three limits stay independent: ``num_workers`` items in progress here,
 MAX_OUTSTANDING HTTP attempts (the runtime's Limiter), RPM (its Pacer). Items are
 taken from the input one at a time as runners free up, so the input may be a generator
 of a million requests; each result goes to ``deliver(index, value)`` as soon as it is
-ready, and nothing per item is kept after that. With the prompt cache, a feeder reads
-the input ahead in chunks, answers hits in bulk and hands only misses to the runners.
-An optional ``window`` semaphore bounds how far the input is read ahead of what the
-consumer has taken (the ordered stream's reorder buffer).
+ready, and nothing per item is kept after that; each finished item is counted in the
+batch's tally, which the Monitor shows. With the prompt cache, a feeder reads the input
+ahead in chunks, answers hits in bulk and hands only misses to the runners. An optional
+``window`` semaphore bounds how far the input is read ahead of what the consumer has
+taken (a stream's: its reorder buffer and its channel).
 
 How a batch ends, always as one exception (never an ExceptionGroup):
 
