@@ -150,9 +150,26 @@ def _problem(req: object) -> str | None:
         return f"must be a MinimaLlmRequest, got {_kind(req)}"
     if not isinstance(req.request_id, str):
         return f"request_id must be a string, got {_kind(req.request_id)}"
-    problem = _messages_problem(req.messages)
-    if problem is not None:
-        return problem
+    # the messages, inline (the hot path: one pass, no call)
+    messages = req.messages
+    if type(messages) is not list and not isinstance(messages, (list, tuple)):
+        return f"messages must be {_SHAPE}, got {_kind(messages)}"
+    if not messages:
+        return f"messages must be {_SHAPE}, got an empty {type(messages).__name__}"
+    for i, message in enumerate(messages):
+        # `type(...) is dict` first: the common case skips the ABC check
+        if type(message) is not dict and not isinstance(message, Mapping):
+            if message is None:
+                return f"messages[{i}] is None; each message must be {_ONE}"
+            return f"messages[{i}] must be {_ONE}, got {_kind(message)}"
+        role = message.get("role")
+        content = message.get("content")
+        if type(role) is not str:
+            if role is None and "role" not in message:
+                return f"messages[{i}] has no 'role' (e.g. 'user', 'system', 'assistant')"
+            return f"messages[{i}]['role'] must be a string, got {_kind(role)}"
+        if content is not None and type(content) is not str and not isinstance(content, list):
+            return f"messages[{i}]['content'] must be {_CONTENT}, got {_kind(content)}"
     temperature = req.temperature
     if temperature is not None:
         if not _is_number(temperature):
@@ -177,28 +194,6 @@ def _problem(req: object) -> str | None:
     sample = req.sample
     if sample != 0 and (type(sample) is not int or sample < 0):
         return f"sample must be an integer >= 0 (0: no sample number), got {_kind(sample)}"
-    return None
-
-
-def _messages_problem(messages: object) -> str | None:
-    if type(messages) is not list and not isinstance(messages, (list, tuple)):
-        return f"messages must be {_SHAPE}, got {_kind(messages)}"
-    if not messages:
-        return f"messages must be {_SHAPE}, got an empty {type(messages).__name__}"
-    for i, message in enumerate(messages):
-        # `type(...) is dict` first: the common case skips the ABC check
-        if type(message) is not dict and not isinstance(message, Mapping):
-            if message is None:
-                return f"messages[{i}] is None; each message must be {_ONE}"
-            return f"messages[{i}] must be {_ONE}, got {_kind(message)}"
-        role = message.get("role")
-        content = message.get("content")
-        if type(role) is not str:
-            if role is None and "role" not in message:
-                return f"messages[{i}] has no 'role' (e.g. 'user', 'system', 'assistant')"
-            return f"messages[{i}]['role'] must be a string, got {_kind(role)}"
-        if content is not None and type(content) is not str and not isinstance(content, list):
-            return f"messages[{i}]['content'] must be {_CONTENT}, got {_kind(content)}"
     return None
 
 

@@ -1,7 +1,7 @@
-"""The Monitor folds a burst of events in one loop (actors/monitor.py: _record_all, each
-item unpacked at once): it shows what the per-event reading it replaced showed (each
-field of an item read by name and handed to the tally by keyword), failures in the
-middle of a burst included, with the tally as it stands at each of them."""
+"""The Monitor folds a burst of events in one loop (actors/monitor.py: _record_all): it
+shows what reading them one at a time shows (the Workers' attempt reports folded into
+the batch's tally, the first failures shown with the tally as it stands at each of
+them), whatever the engine already counted in the tally."""
 
 from __future__ import annotations
 
@@ -13,47 +13,44 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minimallm import BatchConfig
-from minimallm._batch.items import ItemResult
 from minimallm._progress import ProgressTally
 from minimallm._progress.snapshot import BatchProgress
 from minimallm._types import MinimaLlmFailure
 from minimallm.actors.messages import AttemptReport
-from minimallm.actors.monitor import CachedItems, ItemFinished, Monitor, MonitorEvent
+from minimallm.actors.monitor import ItemFailed, Monitor, MonitorEvent
 
 
-def reference(events: list[MonitorEvent], cfg: BatchConfig, total: int) -> list[BatchProgress]:
-    """What the Monitor showed before: one event at a time, fields read by name."""
+def counted(items: list[tuple[float, float, str]], total: int) -> ProgressTally:
+    """The engine's record: each item counted as it ended."""
     tally = ProgressTally(total, 0.0)
+    for started, at, kind in items:
+        tally.item_finished(started, at, kind, attempts=1, first_sent_at=started, server_s=0.1)
+    return tally
+
+
+def reference(
+    items: list[tuple[float, float, str]], events: list[MonitorEvent], cfg: BatchConfig
+) -> list[BatchProgress]:
+    """One event at a time, fields read by name."""
+    tally = counted(items, 100)
     shown: list[BatchProgress] = []
     printed = 0
     for e in events:
-        if isinstance(e, ItemFinished):
-            r = e.result
-            tally.item_finished(
-                e.started_at,
-                e.at,
-                r.kind,
-                attempts=r.attempts,
-                first_sent_at=r.first_sent_at,
-                prompt_tokens=r.prompt_tokens,
-                completion_tokens=r.completion_tokens,
-                cached_tokens=r.cached_tokens,
-                reasoning_tokens=r.reasoning_tokens,
-                server_s=r.server_s,
-            )
-            if r.failure is not None and printed < cfg.print_first_failures:
+        if isinstance(e, ItemFailed):
+            if printed < cfg.print_first_failures:
                 printed += 1
-                snap = tally.snapshot("failure", e.at, failure=r.failure, failure_number=printed)
-                shown.append(snap)
-        elif isinstance(e, AttemptReport):
-            tally.attempt_failed(e.sent_at, e.done_at, e.answered)
+                shown.append(
+                    tally.snapshot("failure", e.at, failure=e.failure, failure_number=printed)
+                )
         else:
-            tally.cached_in_bulk(e.hits)
+            tally.attempt_failed(e.sent_at, e.done_at, e.answered)
     shown.append(tally.snapshot("done", 0.0, failure_number=printed))
     return shown
 
 
-def shown_by_the_monitor(events: list[MonitorEvent], cfg: BatchConfig, total: int) -> list[Any]:
+def shown_by_the_monitor(
+    items: list[tuple[float, float, str]], events: list[MonitorEvent], cfg: BatchConfig
+) -> list[Any]:
     shown: list[Any] = []
 
     class Sink:
@@ -70,53 +67,40 @@ def shown_by_the_monitor(events: list[MonitorEvent], cfg: BatchConfig, total: in
         for e in events:  # all waiting: the Monitor takes them as one burst
             events_in.send_nowait(e)
         await events_in.aclose()
-        await Monitor(cfg, total, inbox, Sink()).run()
+        await Monitor(cfg, counted(items, 100), inbox, Sink()).run()
 
     trio.run(main, clock=trio.testing.MockClock())  # time stands at 0.0
     return shown
 
 
 _failure = MinimaLlmFailure(request_id="r", error_type="HTTPError", message="HTTP 500", attempts=2)
-_opt_int = st.one_of(st.none(), st.integers(0, 10**6))
-_opt_time = st.one_of(st.none(), st.floats(0.0, 5.0))
-_result = st.builds(
-    ItemResult,
-    st.none(),
-    st.sampled_from(["ok", "cached", "failed", "none"]),
-    st.integers(0, 3),
-    _opt_time,
-    _opt_int,
-    _opt_int,
-    st.one_of(st.none(), st.just(_failure)),
-    _opt_int,
-    _opt_int,
-    _opt_time,
+_items = st.lists(
+    st.tuples(
+        st.floats(0.0, 50.0), st.floats(0.0, 90.0), st.sampled_from(["ok", "cached", "failed"])
+    ),
+    max_size=20,
 )
-_item = st.builds(
-    ItemFinished, st.integers(0, 99), st.floats(0.0, 50.0), st.floats(0.0, 90.0), _result
-)
+_failed = st.builds(ItemFailed, st.floats(0.0, 90.0), st.just(_failure))
 _report = st.builds(
     AttemptReport,
     st.floats(0.0, 50.0),
     st.floats(0.0, 90.0),
     st.sampled_from(["overload", "failed", "timeout", "broken"]),
 )
-_bulk = st.builds(CachedItems, st.integers(0, 20), st.floats(0.0, 90.0))
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.one_of(_item, _item, _item, _report, _bulk), max_size=60), st.integers(0, 3))
+@given(_items, st.lists(st.one_of(_failed, _report, _report), max_size=60), st.integers(0, 3))
 def test_a_burst_shows_what_one_event_at_a_time_showed(
-    events: list[MonitorEvent], first_failures: int
+    items: list[tuple[float, float, str]], events: list[MonitorEvent], first_failures: int
 ) -> None:
     cfg = BatchConfig(print_first_failures=first_failures, stall_s=1e9)
-    assert shown_by_the_monitor(events, cfg, 100) == reference(events, cfg, 100)
+    assert shown_by_the_monitor(items, events, cfg) == reference(items, events, cfg)
 
 
-def test_the_reference_tells_swapped_token_counts_apart() -> None:
-    """Cached and reasoning tokens handed over the other way round change the summary."""
-    cfg = BatchConfig(stall_s=1e9)
-    item = ItemFinished(0, 0.0, 1.0, ItemResult(None, "ok", 1, 0.0, 10, 5, None, 3, 2, 0.5))
-    swapped = item._replace(result=item.result._replace(cached_tokens=2, reasoning_tokens=3))
-    assert shown_by_the_monitor([item], cfg, 1) == reference([item], cfg, 1)
-    assert shown_by_the_monitor([item], cfg, 1) != reference([swapped], cfg, 1)
+def test_the_reference_tells_the_first_failures_apart() -> None:
+    """Showing one failure more (or fewer) changes what is shown."""
+    events: list[MonitorEvent] = [ItemFailed(1.0, _failure), ItemFailed(2.0, _failure)]
+    one, two = BatchConfig(print_first_failures=1), BatchConfig(print_first_failures=2)
+    assert shown_by_the_monitor([], events, one) == reference([], events, one)
+    assert shown_by_the_monitor([], events, one) != reference([], events, two)

@@ -459,8 +459,7 @@ async def test_monitor_ticks_on_an_absolute_schedule_and_ends_with_done(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     from minimallm import BatchConfig
-    from minimallm._batch.items import ItemResult
-    from minimallm.actors.monitor import ItemFinished
+    from minimallm._progress import ProgressTally
 
     shown: list[tuple[float, str, int]] = []
 
@@ -474,14 +473,15 @@ async def test_monitor_ticks_on_an_absolute_schedule_and_ends_with_done(
             shown.append((trio.current_time(), "closed", -1))
 
     events_in, events = trio.open_memory_channel[Any](10)
-    monitor = Monitor(BatchConfig(stall_s=100.0), 3, events, Sink())
+    tally = ProgressTally(3, 0.0)  # the batch's record: its runners count items there
+    monitor = Monitor(BatchConfig(stall_s=100.0), tally, events, Sink())
     async with trio.open_nursery() as nursery:
         await nursery.start(monitor.run)
         await trio.sleep(3.0)
-        events_in.send_nowait(ItemFinished(0, 0.0, 3.0, ItemResult(None, "ok")))
+        tally.item_finished(0.0, 3.0, "ok")
         await trio.sleep(2.5)
-        events_in.send_nowait(ItemFinished(1, 0.0, 5.5, ItemResult(None, "ok")))
-        events_in.send_nowait(ItemFinished(2, 0.0, 5.5, ItemResult(None, "ok")))
+        tally.item_finished(0.0, 5.5, "ok")
+        tally.item_finished(0.0, 5.5, "ok")
         await events_in.aclose()
     assert shown == [
         (2.0, "tick", 0),

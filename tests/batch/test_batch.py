@@ -141,6 +141,23 @@ async def test_stall_warning_says_what_is_going_on(autojump_clock: trio.testing.
     ]
 
 
+async def test_a_stall_counts_from_the_last_item_that_finished(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """p0 ends at 5 s, p1 takes 100 s: nothing finished for 20 s at 25 s, not at 20 s
+    (the Monitor reads when the latest item ended from the batch's tally)."""
+    server = FakeServer(lambda c, n: Script(latency=5.0 if c == "p0" else 100.0))
+    lines = Lines()
+    batch = BatchConfig(num_workers=2, heartbeat_s=0, stall_s=20.0)
+    async with backend_for(server, batch) as backend:
+        await backend.run_batched(reqs(2), progress=lines)
+    stalls = [(t, line) for t, line in zip(lines.times, lines, strict=True) if "STALL" in line]
+    assert stalls[0] == (
+        25.0,
+        "[minimallm] STALL: nothing finished for 0:00:20 | 1 in progress, oldest 0:00:25",
+    )
+
+
 async def test_first_failures_are_printed_in_the_reference_format(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -113,6 +113,32 @@ async def test_a_lazy_input_is_read_only_a_window_ahead(
         assert server.in_flight == 0
 
 
+async def test_completion_order_reads_only_a_window_ahead_of_a_slow_consumer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Unordered too, the input is read at most ``window`` items ahead of what the
+    consumer has taken: no finished result waits outside the window (the engine hands
+    each over without waiting)."""
+    taken = 0
+
+    def requests() -> Iterator[MinimaLlmRequest]:
+        nonlocal taken
+        for i in range(1_000_000):
+            taken += 1
+            yield req(i)
+
+    async with backend_for(FakeServer(slow_first), num_workers=8) as backend:
+        async with backend.stream_batched(requests(), total=10**6) as results:
+            consumed = 0
+            async for _ in results:
+                consumed += 1
+                await trio.sleep(10_000)  # the batch runs as far ahead as it may
+                break
+        window = max(1024, 4 * 8)
+        assert consumed == 1
+        assert window < taken <= consumed + window
+
+
 async def test_an_abort_is_raised_from_the_loop_as_itself(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -200,8 +200,8 @@ class OldTally:
             if self._first_uncached is None:
                 self._first_uncached = started
 
-    def cached_in_bulk(self, count: int) -> None:
-        """``count`` items were answered from the cache at once."""
+    def cached_in_bulk(self, count: int, at: float) -> None:
+        """``count`` items were answered from the cache at once (at ``at``: no rate)."""
         self.done += count
         self.ok += count
         self.cached += count
@@ -318,7 +318,7 @@ _item = st.tuples(
     _small,  # server_s
 )
 _failed = st.tuples(st.just("attempt"), _times, _small, st.booleans())
-_bulk = st.tuples(st.just("bulk"), st.integers(0, 50))
+_bulk = st.tuples(st.just("bulk"), st.integers(0, 50), _times)
 _snap = st.tuples(st.just("snap"), _times, st.sampled_from(["tick", "failure", "stall", "done"]))
 
 
@@ -334,7 +334,7 @@ def _apply(tally: Any, event: tuple[Any, ...]) -> BatchProgress | None:
         _, sent_at, took, answered = event
         tally.attempt_failed(sent_at, sent_at + (took or 0.0), answered)
     elif what == "bulk":
-        tally.cached_in_bulk(event[1])
+        tally.cached_in_bulk(event[1], event[2])
     else:
         shown: ProgressKind = event[2]
         snap: BatchProgress = tally.snapshot(

@@ -85,6 +85,12 @@ def _describe(index: int, item: object) -> str:
     return f"item {index} ({text if len(text) <= 60 else text[:57] + '...'})"
 
 
+def _as_is(result: ItemResult[Any]) -> ItemResult[Any]:
+    """The batch's ``finish``: an item's coroutine (:func:`callable_item`) already
+    returns its :class:`ItemResult`."""
+    return result
+
+
 def _total(items: Iterable[Any]) -> int | None:
     try:
         return len(items)  # type: ignore[arg-type]
@@ -105,13 +111,14 @@ def _starter(
     run_item = call if on_trio else _bridge.asyncio_fn_for_trio(call)
     sink = make_sink(progress, cfg.heartbeat_s)
 
-    async def one(index: int, item: T, events: Any) -> ItemResult[Any]:
-        return await callable_item(index, run_item, item)
+    def one(index: int, item: T, events: Any) -> Awaitable[ItemResult[Any]]:
+        return callable_item(index, run_item, item)
 
     async def start(deliver: Deliver, window: trio.Semaphore | None) -> None:
         await run_batch(
             items,
             one,
+            _as_is,
             cfg,
             deliver=deliver,
             sink=sink,

@@ -18,11 +18,8 @@ async def collect(start: EngineStarter, n: int) -> list[Any]:
     function's own programming error."""
     results: list[Any] = [None] * n
 
-    async def deliver(index: int, value: Any) -> None:
-        results[index] = value
-
     try:
-        await start(deliver, None)
+        await start(results.__setitem__, None)
     except Exception as exc:
         with contextlib.suppress(AttributeError, TypeError):  # a class that refuses attributes
             exc.results = results  # type: ignore[attr-defined]

@@ -5,10 +5,11 @@ Three limits stay independent: ``num_workers`` items in progress here,
 MAX_OUTSTANDING HTTP attempts (the runtime's Limiter), RPM (its Pacer). Items are
 taken from the input one at a time as runners free up, so the input may be a generator
 of a million requests; each result goes to ``deliver(index, value)`` as soon as it is
-ready, and nothing per item is kept after that. With the prompt cache, a feeder reads
-the input ahead in chunks, answers hits in bulk and hands only misses to the runners.
-An optional ``window`` semaphore bounds how far the input is read ahead of what the
-consumer has taken (the ordered stream's reorder buffer).
+ready, and nothing per item is kept after that; each finished item is counted in the
+batch's tally, which the Monitor shows. With the prompt cache, a feeder reads the input
+ahead in chunks, answers hits in bulk and hands only misses to the runners. An optional
+``window`` semaphore bounds how far the input is read ahead of what the consumer has
+taken (a stream's: its reorder buffer and its channel).
 
 How a batch ends, always as one exception (never an ExceptionGroup):
 
@@ -34,17 +35,11 @@ from minimallm._batch.budget import FailureBudget, TokenBudget
 from minimallm._batch.items import PROGRAMMING_ERRORS, ItemResult
 from minimallm._config.settings import BatchConfig
 from minimallm._errors import BackendClosedError, BatchAbortedError, TokenBudgetExceededError
-from minimallm._progress import ProgressSink
+from minimallm._progress import ProgressSink, ProgressTally
 from minimallm._progress.calls import CallCounter
-from minimallm.actors.monitor import (
-    EVENT_BUFFER,
-    CachedItems,
-    ItemFinished,
-    Monitor,
-    MonitorEvent,
-)
+from minimallm.actors.monitor import EVENT_BUFFER, ItemFailed, Monitor, MonitorEvent
 
-__all__ = ["LOOKUP_CHUNK", "Deliver", "Lookup", "run_batch"]
+__all__ = ["LOOKUP_CHUNK", "Deliver", "Finish", "ItemFn", "Lookup", "run_batch"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -52,8 +47,9 @@ R = TypeVar("R")
 LOOKUP_CHUNK = 512
 """Items asked of the cache per thread hop when a batch starts from the cache."""
 
-Deliver: TypeAlias = Callable[[int, Any], Awaitable[None]]
-"""Where each item's value goes, as soon as it is ready: ``deliver(index, value)``."""
+Deliver: TypeAlias = Callable[[int, Any], None]
+"""Where each item's value goes, as soon as it is ready: ``deliver(index, value)``
+(never waits: a consumer that must hold the batch back does it with the ``window``)."""
 
 Lookup: TypeAlias = Callable[
     [list[tuple[int, Any]]], Awaitable[list[tuple[int, Any, "ItemResult[Any] | None"]]]
@@ -62,11 +58,13 @@ Lookup: TypeAlias = Callable[
 hit)`` each, in order; a miss (``hit`` None) goes to the runners as the item returned
 (which may carry what the lookup learned, e.g. its key)."""
 
-ItemFn: TypeAlias = Callable[
-    [int, Any, trio.MemorySendChannel[MonitorEvent]], Awaitable["ItemResult[Any]"]
-]
-"""Runs one item: ``fn(index, item, events)``; ``events`` is the Monitor's inbox (the
-request path gives it to its Workers, whose attempt reports go there)."""
+ItemFn: TypeAlias = Callable[[int, Any, trio.MemorySendChannel[MonitorEvent]], Awaitable[Any]]
+"""Runs one item: ``fn(index, item, events)`` (what it returns goes to the batch's
+``finish``); ``events`` is the Monitor's inbox (the request path gives it to its
+Workers, whose attempt reports go there)."""
+
+Finish: TypeAlias = Callable[[Any], "ItemResult[Any]"]
+"""What an item's function returned, as the engine and the Monitor need it."""
 
 
 class _Stop:
@@ -92,6 +90,7 @@ def _noted(exc: BaseException, note: str) -> BaseException:
 async def run_batch(
     items: Iterable[Any],
     fn: ItemFn,
+    finish: Finish,
     cfg: BatchConfig,
     *,
     deliver: Deliver,
@@ -105,7 +104,8 @@ async def run_batch(
 ) -> FailureBudget:
     """Run every item (see the module docstring); returns the failure budget (its
     counts and the last failures). Raises one exception if the batch stops early.
-    ``calls``: LM calls the items' own code makes, shown in the progress."""
+    Each item runs as ``finish(await fn(index, item, events))``. ``calls``: LM calls
+    the items' own code makes, shown in the progress."""
     budget = FailureBudget(cfg.max_failures, cfg.keep_failure_summaries)
     tokens = TokenBudget(cfg.max_total_tokens, calls)
     events_send, events_recv = trio.open_memory_channel[MonitorEvent](EVENT_BUFFER)
@@ -115,7 +115,10 @@ async def run_batch(
     def in_progress() -> tuple[int, float | None]:
         return len(began), min(began.values(), default=None)
 
-    monitor = Monitor(cfg, total, events_recv, sink, runtime, calls, in_progress)
+    # the batch's record of finished items, written as each ends; the Monitor shows it
+    tally = ProgressTally(total, now())
+    item_finished = tally.item_finished
+    monitor = Monitor(cfg, tally, events_recv, sink, runtime, calls, in_progress)
     source: Iterator[tuple[int, Any]] = enumerate(items)
     exhausted = False
 
@@ -154,43 +157,11 @@ async def run_batch(
             window.release()
         return taken
 
-    async def run_item(stop: _Stop, index: int, item: Any) -> None:
-        started_at = began[index] = now()
-        try:
-            result = await fn(index, item, events_send)
-        except PROGRAMMING_ERRORS as exc:
-            stop(_noted(exc, f"minimallm: raised while running item {describe(index, item)}"))
-            return
-        except BackendClosedError as exc:
-            stop(exc)
-            return
-        finally:
-            del began[index]
-        # the event inline (no coroutine per event): try send_nowait, wait only when full
-        finished: MonitorEvent = ItemFinished(index, started_at, now(), result)
-        try:
-            events_send.send_nowait(finished)
-        except trio.WouldBlock:
-            await events_send.send(finished)
-        verdict = None
-        if result.failure is not None:
-            verdict = budget.record(result.failure)
-        elif result.kind in ("ok", "cached"):
-            budget.success()
-        spent = (
-            None
-            if tokens.max_total_tokens is None  # no budget: nothing to count against
-            else tokens.spend(result.prompt_tokens, result.completion_tokens)
-        )
-        await deliver(index, result.value)
-        if verdict is not None:
-            stop(BatchAbortedError(verdict, [], list(budget.recent)))
-        elif spent is not None:
-            stop(TokenBudgetExceededError(spent, [], list(budget.recent), tokens.used))
-
     async def runner(
         stop: _Stop, misses: trio.MemoryReceiveChannel[tuple[int, Any]] | None
     ) -> None:
+        """Run items one after another (no coroutine per item): each as
+        ``finish(await fn(index, item, events))``, counted in the tally, delivered."""
         while stop.error is None:
             if misses is None:
                 # no window: take the item without a coroutine (one fewer per item)
@@ -204,7 +175,42 @@ async def run_batch(
                     return
             if stop.error is not None:
                 return
-            await run_item(stop, *taken)
+            index, item = taken
+            started_at = began[index] = now()
+            try:
+                result = finish(await fn(index, item, events_send))
+            except PROGRAMMING_ERRORS as exc:
+                stop(_noted(exc, f"minimallm: raised while running item {describe(index, item)}"))
+                return
+            except BackendClosedError as exc:
+                stop(exc)
+                return
+            finally:
+                del began[index]
+            # counted in the batch's tally at once: a plain call, no message per item
+            at = now()
+            value, kind, tries, sent, prompt, completion, failure, cached, reasoning, server = (
+                result
+            )
+            item_finished(
+                started_at, at, kind, tries, sent, prompt, completion, cached, reasoning, server
+            )
+            verdict = None
+            if failure is not None:
+                await event(ItemFailed(at, failure))  # the Monitor shows the first ones
+                verdict = budget.record(failure)
+            elif kind == "ok" or kind == "cached":
+                budget.success()
+            spent = (
+                None
+                if tokens.max_total_tokens is None  # no budget: nothing to count against
+                else tokens.spend(prompt, completion)
+            )
+            deliver(index, value)
+            if verdict is not None:
+                stop(BatchAbortedError(verdict, [], list(budget.recent)))
+            elif spent is not None:
+                stop(TokenBudgetExceededError(spent, [], list(budget.recent), tokens.used))
 
     async def feeder(stop: _Stop, misses: trio.MemorySendChannel[tuple[int, Any]]) -> None:
         assert lookup is not None
@@ -221,13 +227,13 @@ async def run_batch(
                 looked = await lookup(chunk)
                 hits = sum(1 for _, _, hit in looked if hit is not None)
                 if hits:
-                    await event(CachedItems(hits, trio.current_time()))
+                    tally.cached_in_bulk(hits, now())
                 for index, item, hit in looked:
                     if hit is None:
                         await misses.send((index, item))
                     else:
                         budget.success()
-                        await deliver(index, hit.value)
+                        deliver(index, hit.value)
 
     async def guarded(
         stop: _Stop, what: str, run: Callable[..., Awaitable[None]], *args: Any

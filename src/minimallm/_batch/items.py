@@ -7,10 +7,11 @@ values; only programming errors (:data:`PROGRAMMING_ERRORS`) escape an item.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from minimallm._progress.tokens import detail_tokens, usage_details
+from minimallm._runtime.request import Traced
 from minimallm._types import MinimaLlmFailure, MinimaLlmResponse
 from minimallm.actors.monitor import ItemKind
 
@@ -55,16 +56,12 @@ class ItemResult(NamedTuple, Generic[R]):
     server_s: float | None = None
 
 
-def response_item(
-    result: MinimaLlmResponse | MinimaLlmFailure,
-    attempts: int,
-    first_sent_at: float | None,
-    server_s: float | None = None,
-    usage: Mapping[str, Any] | None = None,
-) -> ItemResult[Any]:
-    """ItemResult for a request's result (``server_s``: see :class:`ItemResult`);
-    ``usage``: the answer's decoded ``usage`` when the parse held it (its token details
-    are read there; None: read from the response's body, without decoding it)."""
+def response_item(traced: Traced) -> ItemResult[Any]:
+    """ItemResult for what the request door answered: its result, attempts, when the
+    first went out, ``server_s`` (see :class:`ItemResult`) and ``usage``, the answer's
+    decoded ``usage`` when the parse held it (its token details are read there; None:
+    read from the response's body, without decoding it)."""
+    result, attempts, first_sent_at, server_s, usage = traced
     if isinstance(result, MinimaLlmFailure):
         return ItemResult(result, "failed", attempts, first_sent_at, failure=result)
     if result.cached:
@@ -118,5 +115,5 @@ def value_item(value: Any, cached: bool) -> ItemResult[Any]:
     if isinstance(value, MinimaLlmFailure):
         return ItemResult(value, "failed", value.attempts, failure=value)
     if isinstance(value, MinimaLlmResponse):
-        return response_item(value, 0, None)
+        return response_item(Traced(value, 0, None))
     return ItemResult(value, "cached" if cached else "ok")

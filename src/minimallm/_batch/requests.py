@@ -5,7 +5,7 @@ nor read twice."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, NamedTuple
 
 from minimallm._batch.engine import Deliver, run_batch
@@ -13,7 +13,7 @@ from minimallm._batch.items import ItemResult, response_item
 from minimallm._config.settings import BatchConfig
 from minimallm._progress import ProgressSink
 from minimallm._requests import request_label
-from minimallm._runtime.request import request
+from minimallm._runtime.request import Traced, request
 from minimallm._runtime.serve import Runtime
 from minimallm._types import MinimaLlmRequest
 
@@ -47,18 +47,11 @@ async def run_request_batch(
     """Answer every request (see ``_batch.engine``); the cache is flushed at the end,
     however the batch ends (shielded: a cancelled batch loses nothing)."""
 
-    async def one(index: int, item: Any, events: Any) -> ItemResult[Any]:
+    def one(index: int, item: Any, events: Any) -> Awaitable[Traced]:
+        # the door itself is the item's coroutine (no layer of its own here)
         if isinstance(item, Missed):
-            traced = await request(
-                runtime, item.req, missed_key=item.key, events=events, index=index
-            )
-        else:
-            traced = await request(
-                runtime, item, force_refresh=force_refresh, events=events, index=index
-            )
-        return response_item(
-            traced.result, traced.attempts, traced.first_sent_at, traced.server_s, traced.usage
-        )
+            return request(runtime, item.req, missed_key=item.key, events=events, index=index)
+        return request(runtime, item, force_refresh=force_refresh, events=events, index=index)
 
     async def lookup(chunk: list[tuple[int, Any]]) -> list[tuple[int, Any, ItemResult[Any] | None]]:
         assert runtime.cache is not None
@@ -75,6 +68,7 @@ async def run_request_batch(
         await run_batch(
             requests,
             one,
+            response_item,
             cfg,
             deliver=deliver,
             sink=sink,

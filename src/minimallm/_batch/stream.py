@@ -2,10 +2,10 @@
 
 :class:`TrioBatchStream` runs the engine in a nursery of the caller's trio run and
 yields ``(index, result)`` pairs, in completion order or (``ordered=True``) in input
-order as soon as the next one is ready. The reorder buffer is bounded: the engine reads
-the input at most ``window`` items ahead of the last item handed to the consumer, so a
-slow item holds back at most ``window`` finished ones, and a 10^6-item input is never
-read whole.
+order as soon as the next one is ready. Both are bounded: the engine reads the input at
+most ``window`` items ahead of what the consumer has taken, so a slow item (or a slow
+consumer) holds back at most ``window`` finished ones, the channel of ``window`` results
+never makes the engine wait to hand one over, and a 10^6-item input is never read whole.
 
 :class:`AsyncioBatchStream` and :class:`SyncBatchStream` give the same stream to asyncio
 and plain-thread code: the trio stream is held open in minimallm's trio thread, and
@@ -78,7 +78,7 @@ class TrioBatchStream(Generic[R]):
     def __init__(self, start: EngineStarter, *, ordered: bool, window: int) -> None:
         self._start = start
         self._ordered = ordered
-        self._window = trio.Semaphore(window) if ordered else None
+        self._window = trio.Semaphore(window)
         self._send, self._recv = trio.open_memory_channel[tuple[int, R | None]](window)
         self._pending: dict[int, R | None] = {}
         self._next = 0
@@ -93,14 +93,11 @@ class TrioBatchStream(Generic[R]):
         return self
 
     async def _engine(self) -> None:
-        send = self._send
+        send = self._send.send_nowait
 
-        async def deliver(index: int, value: Any) -> None:
-            # no checkpoint while there is room: a run of cache hits goes out in one go
-            try:
-                send.send_nowait((index, value))
-            except trio.WouldBlock:
-                await send.send((index, value))
+        def deliver(index: int, value: Any) -> None:
+            # always room: at most ``window`` items are out of the consumer's hands
+            send((index, value))
 
         async with self._send:
             try:
@@ -119,7 +116,9 @@ class TrioBatchStream(Generic[R]):
         # what is ready is taken without a checkpoint (one wake-up per burst, not per
         # result); the loop still yields whenever it has to wait
         if not self._ordered:
-            return await self._receive()
+            taken = await self._receive()
+            self._window.release()  # one more item of the input may be read
+            return taken
         while self._next not in self._pending:
             index, value = await self._receive()
             self._pending[index] = value
@@ -141,7 +140,6 @@ class TrioBatchStream(Generic[R]):
     def _take(self) -> tuple[int, R | None]:
         index = self._next
         self._next += 1
-        assert self._window is not None
         self._window.release()  # one more item of the input may be read
         return index, self._pending.pop(index)
 
@@ -170,6 +168,7 @@ class TrioBatchStream(Generic[R]):
                 break
             if not self._ordered:
                 burst.append((index, value))
+                self._window.release()
                 continue
             self._pending[index] = value
             while self._next in self._pending and len(burst) < BURST:

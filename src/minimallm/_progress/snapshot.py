@@ -180,7 +180,8 @@ class _Window:
 
 
 class ProgressTally:
-    """Counters and recent rates of one batch (owned by its Monitor)."""
+    """Counters and recent rates of one batch: its item runners count each item as it
+    ends, its Monitor folds the Workers' attempt reports in and shows it."""
 
     __slots__ = (
         "_attempt_times",
@@ -197,6 +198,7 @@ class ProgressTally:
         "completion_tokens",
         "done",
         "failed",
+        "last_done_at",
         "latency",
         "none",
         "ok",
@@ -211,6 +213,7 @@ class ProgressTally:
     def __init__(self, total: int | None, start: float) -> None:
         self.total = total
         self.start = start
+        self.last_done_at = start  # when the latest item ended (the Monitor's stall watch)
         self.done = self.ok = self.cached = self.failed = self.none = 0
         self.attempts = self.retries = 0
         self._failed_attempts = 0  # attempts that did not succeed, as they end
@@ -246,6 +249,7 @@ class ProgressTally:
         time for the attempt that answered it, counted here as an attempt (the others
         come through :meth:`attempt_failed`)."""
         self.done += 1
+        self.last_done_at = at
         if attempts > 1:
             self.retries += attempts - 1
         # the latency histogram's add, inline (a call costs as much as the rest)
@@ -294,8 +298,9 @@ class ProgressTally:
             if self._first_uncached is None:
                 self._first_uncached = started
 
-    def cached_in_bulk(self, count: int) -> None:
-        """``count`` items were answered from the cache at once."""
+    def cached_in_bulk(self, count: int, at: float) -> None:
+        """``count`` items were answered from the cache at once, at ``at``."""
+        self.last_done_at = at
         self.done += count
         self.ok += count
         self.cached += count

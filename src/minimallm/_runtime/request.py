@@ -81,127 +81,136 @@ async def request(
     Monitor's inbox for the report of every attempt that did not answer the request;
     ``index``: the request's place in its batch (named when it is invalid). Raises only
     :class:`~minimallm.BackendClosedError` (or its subclass ``BackendFailedError``):
-    anything the server does is in the result."""
+    anything the server does is in the result.
+
+    Encoded once, then attempted until success or a final failure, backing off between
+    attempts: failures count against MAX_ATTEMPTS (0: no limit), refusals against
+    MAX_WAIT_S (:mod:`minimallm._policy.retrying`)."""
+    # 1. the key (none without a cache, or for a request that cannot be encoded)
     cache = rt.cache
     key = missed_key
     if cache is not None and key is None:
         key = cache.key(req)
-    if cache is None or not key:  # no cache, or a request that cannot be encoded
-        return await _from_server(rt, req, events, index, force_refresh)
+    flight: Flight | None = None
     # CACHE_FORCE_REFRESH skips every read too, but asks the same request (no re-ask)
-    skip_reads = bool(force_refresh) or cache.force_all
-
-    # Recent answers, then single flight. Every check and the registration below
-    # happen without a checkpoint in between, so identical calls that arrive while
-    # the leader reads the disk join its flight instead of starting a second call.
-    while True:
-        if not skip_reads:
-            recent = cache.recent(key)
-            if recent is not None:
-                return Traced(
-                    replace_response(recent, request_id=req.request_id, cached=True), 0, None
-                )
-        flight = cache.flights.get(key)
-        if flight is None:
-            break
-        await flight.done.wait()
-        shared = flight.result
-        # None: the leader was cancelled; a cached answer is no answer for a caller
-        # that asked for a fresh one. Either way, look again (and maybe lead).
-        if shared is not None and not (skip_reads and _is_cached(shared)):
-            return Traced(replace_response(shared, request_id=req.request_id), 0, None)
-
-    flight = cache.flights[key] = Flight()
+    skip_reads = cache is None or not key or bool(force_refresh) or cache.force_all
+    if cache is not None and key:
+        # 2-3. Recent answers, then single flight. Every check and the registration
+        # below happen without a checkpoint in between, so identical calls that arrive
+        # while the leader reads the disk join its flight instead of starting a second.
+        while True:
+            if not skip_reads:
+                recent = cache.recent(key)
+                if recent is not None:
+                    return Traced(
+                        replace_response(recent, request_id=req.request_id, cached=True), 0, None
+                    )
+            flight = cache.flights.get(key)
+            if flight is None:
+                break
+            await flight.done.wait()
+            shared = flight.result
+            # None: the leader was cancelled; a cached answer is no answer for a caller
+            # that asked for a fresh one. Either way, look again (and maybe lead).
+            if shared is not None and not (skip_reads and _is_cached(shared)):
+                return Traced(replace_response(shared, request_id=req.request_id), 0, None)
+        flight = cache.flights[key] = Flight()
     try:
-        if not skip_reads and missed_key is None:
+        # 4. one disk read
+        if flight is not None and not skip_reads and missed_key is None:
+            assert cache is not None and key is not None
             hit = await cache.lookup(req, key)
             if hit is not None:
                 flight.result = hit
                 return Traced(hit, 0, None)
-        traced = await _from_server(rt, req, events, index, force_refresh)
-        result = flight.result = traced.result
-        if isinstance(result, MinimaLlmResponse):
-            cache.remember(key, result)  # before the joiners wake
+        # 5. encode once (a re-ask with its seed and temperature)
+        cfg = rt.cfg
+        sent_req = req
+        if force_refresh:
+            sent_req = reask_request(
+                req, force_refresh, cfg.retry_temperature_max, cfg.retry_temperature_halflife
+            )
+        try:
+            body = encode_request(cfg.model, sent_req, compress=cfg.compress_gzip, index=index)
+        except InvalidRequestError as exc:
+            body = None
+            traced = Traced(invalid_request(sent_req, index, exc), 0, None)
+        # 6. the attempts, through the Worker pool, backing off between them
+        sent_at: list[float] = []
+        retries: RetryState | None = None  # made at the first failure only
+        life = rt.life
+        order = life.orders = life.orders + 1  # the Pacer serves older requests first
+        gate = rt.tokens  # TPM: each attempt reserves its estimate, settled by its usage
+        estimate = 0 if gate is None or body is None else gate.estimate(sent_req)
+        last: AttemptError | None = None  # the latest attempt's failure
+        moves = 0  # attempts excused so far (see actors.excuse.excused)
+        attempted: tuple[AttemptOutcome, float, float] | None
+        while body is not None:  # (an invalid request makes none)
+            if gate is not None:
+                reservation = await gate.reserve(estimate)
+            if retries is None:
+                attempted = await _attempt(rt, body, events, order, None, moves)
+            else:  # after refusals, a wait for the send bounded by MAX_WAIT_S
+                attempted = await _attempt_by(rt, body, events, order, retries.send_by(), moves)
+            if gate is not None:
+                if attempted is None:  # never sent: nothing used
+                    gate.settle(reservation, 0, None, None, trio.current_time())
+                else:
+                    _settle(gate, reservation, attempted[0], attempted[1])
+            if attempted is None:  # held (a shared pause) until its MAX_WAIT_S was up
+                assert retries is not None and last is not None
+                reason = retries.expired().reason
+                failure = _failure(rt, sent_req, last, sent_at, reason)
+                traced = Traced(failure, len(sent_at), sent_at[0])
+                break
+            outcome, sent, done = attempted
+            if isinstance(outcome, AttemptSuccess):
+                response = MinimaLlmResponse(
+                    sent_req.request_id,
+                    outcome.text,
+                    outcome.raw,
+                    False,
+                    outcome.prompt_tokens,
+                    outcome.completion_tokens,
+                    outcome.total_tokens,
+                )
+                first = sent_at[0] if sent_at else sent
+                traced = Traced(response, len(sent_at) + 1, first, done - sent, outcome.usage)
+                break
+            if outcome.excused:  # the client's own probe of a server it believes down, or
+                moves += 1  # a replica found down while another is up: go again at once
+                continue
+            last = outcome
+            sent_at.append(sent)
+            if retries is None:
+                retries = RetryState(rt.retry)
+            wait = retries.after(
+                trio.current_time(),
+                retryable=outcome.retryable,
+                overload=outcome.overload,
+                retry_after_s=outcome.retry_after_s,
+            )
+            if isinstance(wait, GiveUp):
+                failure = _failure(rt, sent_req, outcome, sent_at, wait.reason)
+                traced = Traced(failure, len(sent_at), sent_at[0])
+                break
+            await trio.sleep(wait)
+        result = traced.result
+        if flight is not None:
+            flight.result = result
+            if isinstance(result, MinimaLlmResponse):
+                assert cache is not None and key is not None
+                cache.remember(key, result)  # before the joiners wake
     finally:
-        del cache.flights[key]
-        flight.done.set()
-    if isinstance(result, MinimaLlmResponse):
+        if flight is not None:
+            assert cache is not None and key is not None
+            del cache.flights[key]
+            flight.done.set()
+    # 7. store
+    if flight is not None and isinstance(result, MinimaLlmResponse):
+        assert cache is not None and key is not None
         await cache.store(key, result, req)
     return traced
-
-
-async def _from_server(
-    rt: Runtime,
-    req: MinimaLlmRequest,
-    events: trio.MemorySendChannel[Any] | None,
-    index: int | None,
-    reask: int = 0,
-) -> Traced:
-    """Encode once (re-ask ``reask`` with its seed and temperature), then attempt
-    until success or a final failure, backing off between attempts: failures count
-    against MAX_ATTEMPTS (0: no limit), refusals against MAX_WAIT_S
-    (:mod:`minimallm._policy.retrying`)."""
-    cfg = rt.cfg
-    if reask:
-        req = reask_request(req, reask, cfg.retry_temperature_max, cfg.retry_temperature_halflife)
-    try:
-        body = encode_request(cfg.model, req, compress=cfg.compress_gzip, index=index)
-    except InvalidRequestError as exc:
-        return Traced(invalid_request(req, index, exc), 0, None)
-    sent_at: list[float] = []
-    retries: RetryState | None = None  # made at the first failure only
-    life = rt.life
-    order = life.orders = life.orders + 1  # the Pacer serves older requests first
-    gate = rt.tokens  # TPM: each attempt reserves its estimate, settled by its usage
-    estimate = 0 if gate is None else gate.estimate(req)
-    last: AttemptError | None = None  # the latest attempt's failure
-    moves = 0  # attempts excused so far (see actors.excuse.excused)
-    attempted: tuple[AttemptOutcome, float, float] | None
-    while True:
-        if gate is not None:
-            reservation = await gate.reserve(estimate)
-        if retries is None:
-            attempted = await _attempt(rt, body, events, order, None, moves)
-        else:  # after refusals, a wait for the send bounded by MAX_WAIT_S
-            attempted = await _attempt_by(rt, body, events, order, retries.send_by(), moves)
-        if gate is not None:
-            if attempted is None:  # never sent: nothing used
-                gate.settle(reservation, 0, None, None, trio.current_time())
-            else:
-                _settle(gate, reservation, attempted[0], attempted[1])
-        if attempted is None:  # held (a shared pause) until its MAX_WAIT_S was up
-            assert retries is not None and last is not None
-            reason = retries.expired().reason
-            return Traced(_failure(rt, req, last, sent_at, reason), len(sent_at), sent_at[0])
-        result, sent, done = attempted
-        if isinstance(result, AttemptSuccess):
-            response = MinimaLlmResponse(
-                req.request_id,
-                result.text,
-                result.raw,
-                False,
-                result.prompt_tokens,
-                result.completion_tokens,
-                result.total_tokens,
-            )
-            first = sent_at[0] if sent_at else sent
-            return Traced(response, len(sent_at) + 1, first, done - sent, result.usage)
-        if result.excused:  # the client's own probe of a server it believes down, or
-            moves += 1  # a replica found down while another is up: go again at once
-            continue
-        last = result
-        sent_at.append(sent)
-        if retries is None:
-            retries = RetryState(rt.retry)
-        wait = retries.after(
-            trio.current_time(),
-            retryable=result.retryable,
-            overload=result.overload,
-            retry_after_s=result.retry_after_s,
-        )
-        if isinstance(wait, GiveUp):
-            return Traced(_failure(rt, req, result, sent_at, wait.reason), len(sent_at), sent_at[0])
-        await trio.sleep(wait)
 
 
 async def _attempt(

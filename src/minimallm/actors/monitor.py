@@ -1,31 +1,32 @@
 """Monitor: one batch's progress — heartbeat, what holds the client back, stalls, the
 first failures, the summary — told by events, shown through a sink.
 
-Inbox (``send_nowait`` into a bounded buffer, drained many per wake-up):
+What happened to the batch's items is the engine's own record, written as it happens
+with no message: its item runners count each finished item in the batch's
+:class:`~minimallm._progress.ProgressTally` (a plain call; the cache reader counts hits
+answered in bulk there too), and which items are in progress (how many, since when) the
+Monitor reads through the ``in_progress`` callable it was given, as it reads the
+runtime's ``statistics()`` for what binds. Only what must be told goes to its inbox
+(``send_nowait`` into a bounded buffer, drained many per wake-up):
 
-- from the batch's item runners: :class:`ItemFinished` (with when the item began, and
-  the server's time for the attempt that answered it), :class:`CachedItems` (hits
-  answered in bulk);
+- from the item runners: :class:`ItemFailed` (the first failures are shown as they
+  happen);
 - from the Workers, for attempts made for this batch that did not answer their
   request (refused, failed, no answer): :class:`~minimallm.actors.messages.AttemptReport`
-  (retries are counted as they happen, not when their item ends).
-
-Which items are in progress (how many, since when) is the engine's own record: the
-Monitor reads it when it shows progress, through the ``in_progress`` callable it was
-given, as it reads the runtime's ``statistics()`` for what binds.
+  (retries are counted as they happen, not when their item ends), folded into the tally.
 
 It wakes on its own for the sink's ticks (absolute deadlines ``start + k * tick_s``:
-no drift) and when ``stall_s`` passed without a finished item. What binds comes from
-the runtime's ``statistics()`` snapshot at that moment. When the inbox closes (the
-batch ended) or the Monitor is cancelled (abort, Ctrl-C), it shows the summary itself:
-nobody touches its state from outside.
+no drift) and when ``stall_s`` passed without a finished item (the tally's
+``last_done_at``). What binds comes from the runtime's ``statistics()`` snapshot at that
+moment. When the inbox closes (the batch ended) or the Monitor is cancelled (abort,
+Ctrl-C), it shows the summary itself.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import trio
 
@@ -37,10 +38,7 @@ from minimallm._types import MinimaLlmFailure
 from minimallm.actors._inbox import receive_all
 from minimallm.actors.messages import AttemptReport
 
-if TYPE_CHECKING:  # the batch's own type; _batch.items imports ItemKind from here
-    from minimallm._batch.items import ItemResult
-
-__all__ = ["EVENT_BUFFER", "CachedItems", "InProgress", "ItemFinished", "ItemKind", "Monitor"]
+__all__ = ["EVENT_BUFFER", "InProgress", "ItemFailed", "ItemKind", "Monitor"]
 
 EVENT_BUFFER = 8192
 """Events buffered for the Monitor (bounded: item runners wait when it is full)."""
@@ -60,30 +58,19 @@ InProgress = Callable[[], tuple[int, float | None]]
 """The engine's items in progress: how many, and when the oldest began (None: none)."""
 
 
-class ItemFinished(NamedTuple):
-    """Item ``item`` (its index in the batch), begun at ``started_at``, ended at ``at``
-    (trio time, seconds) with ``result``: its kind, attempts, tokens, failure, and for
-    an answer from the server the server's time for the attempt that answered
-    (``server_s``; that attempt was not reported on its own)."""
+class ItemFailed(NamedTuple):
+    """An item ended at ``at`` (trio time, seconds) with ``failure`` (already counted
+    in the tally)."""
 
-    item: int
-    started_at: float
     at: float
-    result: ItemResult[Any]
+    failure: MinimaLlmFailure
 
 
-class CachedItems(NamedTuple):
-    """``hits`` items were answered from the cache in bulk at ``at``."""
-
-    hits: int
-    at: float
-
-
-MonitorEvent = ItemFinished | CachedItems | AttemptReport
+MonitorEvent = ItemFailed | AttemptReport
 
 
 class Monitor:
-    """Actor owning one batch's tally."""
+    """Actor showing one batch's tally."""
 
     __slots__ = (
         "_calls",
@@ -100,7 +87,7 @@ class Monitor:
     def __init__(
         self,
         cfg: BatchConfig,
-        total: int | None,
+        tally: ProgressTally,
         inbox: trio.MemoryReceiveChannel[MonitorEvent],
         sink: ProgressSink,
         runtime: Callable[[], Any] | None = None,
@@ -108,13 +95,12 @@ class Monitor:
         in_progress: InProgress | None = None,
     ) -> None:
         self._cfg = cfg
-        self._total = total
+        self._tally = tally  # the batch's record (see the module docstring)
         self._inbox = inbox
         self._sink = sink
         self._runtime = runtime  # () -> RuntimeStatistics: what binds, HTTP in flight
         self._calls = calls  # LM calls the items' own code makes (run_dspy_batch)
         self._in_progress = in_progress
-        self._tally: ProgressTally | None = None
         self._printed = 0
 
     def __repr__(self) -> str:
@@ -124,15 +110,14 @@ class Monitor:
     def statistics(self) -> MonitorStatistics:
         """A frozen snapshot: items done of the total (None: unknown), failures shown."""
         t = self._tally
-        return MonitorStatistics(0 if t is None else t.done, self._total, self._printed)
+        return MonitorStatistics(t.done, t.total, self._printed)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Consume events until the inbox closes; show the summary on the way out."""
-        start = trio.current_time()
-        self._tally = ProgressTally(self._total, start)
+        tally = self._tally
+        start = tally.start
         tick_s = self._sink.tick_s
         next_tick = start + tick_s if tick_s > 0 else math.inf
-        last_progress = start
         next_stall = start + self._cfg.stall_s
         inbox = self._inbox
         task_status.started()
@@ -148,14 +133,14 @@ class Monitor:
                         burst = await receive_all(inbox)
                         if burst is None:
                             return
-                        if self._record_all(burst):
-                            last_progress = trio.current_time()
+                        self._record_all(burst)
                 now = trio.current_time()
                 if now >= next_tick:
                     self._drain()
                     self._show("tick", now)
                     next_tick += tick_s * max(1, math.floor((now - next_tick) / tick_s) + 1)
                 if now >= next_stall:
+                    last_progress = tally.last_done_at
                     if now - last_progress >= self._cfg.stall_s:
                         self._show("stall", now, stalled_s=now - last_progress)
                         next_stall = now + self._cfg.stall_s
@@ -175,31 +160,18 @@ class Monitor:
                 break
         self._record_all(waiting)
 
-    def _record_all(self, burst: list[MonitorEvent]) -> bool:
-        """Fold events into the tally, in order; True when an item finished. Per item
-        (the hot path): the event unpacked at once (a NamedTuple's field costs a lookup
-        each), the tally's method read once per burst."""
+    def _record_all(self, burst: list[MonitorEvent]) -> None:
+        """Fold the Workers' reports into the tally and show the first failures, in
+        order."""
         tally = self._tally
-        assert tally is not None
-        item_finished = tally.item_finished
-        progressed = False
         for e in burst:
-            if type(e) is not ItemFinished:
-                if isinstance(e, AttemptReport):
-                    tally.attempt_failed(e.sent_at, e.done_at, e.answered)
-                else:
-                    assert isinstance(e, CachedItems)
-                    tally.cached_in_bulk(e.hits)
-                    progressed = True
-                continue
-            _, started, at, r = e
-            _, kind, tries, sent, p, c, failure, ca, re, server = r  # ItemResult's order
-            item_finished(started, at, kind, tries, sent, p, c, ca, re, server)
-            progressed = True
-            if failure is not None and self._printed < self._cfg.print_first_failures:
-                self._printed += 1
-                self._show("failure", at, failure=failure)
-        return progressed
+            if type(e) is ItemFailed:
+                if self._printed < self._cfg.print_first_failures:
+                    self._printed += 1
+                    self._show("failure", e.at, failure=e.failure)
+            else:
+                assert isinstance(e, AttemptReport)
+                tally.attempt_failed(e.sent_at, e.done_at, e.answered)
 
     def _show(
         self,
@@ -210,7 +182,6 @@ class Monitor:
         stalled_s: float | None = None,
     ) -> None:
         tally = self._tally
-        assert tally is not None
         binding: str | None = None
         in_flight: int | None = None
         in_progress, oldest = (0, None) if self._in_progress is None else self._in_progress()
