@@ -43,6 +43,15 @@ async def test_request_on_the_wire_and_keep_alive() -> None:
     assert body == b"hello" and peer.requests[1][1] == b"again"
 
 
+async def test_a_body_larger_than_the_socket_buffer_is_sent_whole() -> None:
+    """The kernel takes part of it at once, the rest as the server reads."""
+    body = bytes(range(256)) * (16 << 10)  # 4 MiB
+    async with scripted(ok(b"big"), ok(b"small")) as (conn, peer):
+        assert (await conn.post(HEADERS, body)).body == b"big"
+        assert (await conn.post(HEADERS, b"x")).body == b"small"
+    assert peer.requests[0][1] == body and peer.requests[1][1] == b"x"
+
+
 async def test_chunked_answer_with_extension_and_trailer() -> None:
     answer = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
