@@ -76,6 +76,18 @@ async def test_interim_1xx_is_skipped_and_204_has_no_body() -> None:
         assert (reply.status, reply.body) == (204, b"")
 
 
+async def test_a_204_with_a_body_gives_no_body_and_is_not_reused() -> None:
+    """The body after a 204 is bytes nobody asked for, even when it came whole."""
+    async with scripted(b"HTTP/1.1 204 No\r\ncontent-length: 3\r\n\r\nabc", ok(b"b")) as (
+        conn,
+        peer,
+    ):
+        reply = await conn.post(HEADERS, b"x")
+        assert (reply.status, reply.body) == (204, b"")
+        assert "closed" in repr(conn)
+    assert peer.connections == 1
+
+
 async def test_answer_framed_by_close_then_reconnect() -> None:
     box: list[Peer] = []
 
@@ -500,6 +512,17 @@ async def test_an_answer_over_the_cap_is_refused(answer: bytes, message: str) ->
         with pytest.raises(errors.ResponseTooLarge, match=message), trio.fail_after(5):
             await conn.post(HEADERS, b"x")
         assert "closed" in repr(conn)
+
+
+@pytest.mark.parametrize("cap", [10, 11])
+async def test_a_small_cap_holds_for_an_answer_that_came_whole(cap: int) -> None:
+    async with scripted(ok(b"x" * 11)) as (conn, _):
+        conn._cap = cap  # as max_response_bytes=cap would
+        if cap < 11:
+            with pytest.raises(errors.ResponseTooLarge, match="Content-Length: 11"):
+                await conn.post(HEADERS, b"x")
+        else:
+            assert (await conn.post(HEADERS, b"x")).body == b"x" * 11
 
 
 async def test_an_answer_exactly_at_the_cap_is_accepted() -> None:
