@@ -16,8 +16,8 @@ import pytest
 import trio
 from scripted import HEADERS, Peer, answering, ok, read_request, scripted, serve
 
-from minimallm._http import errors
-from minimallm._http.connection import Http11Connection
+from minimallm._http import connection, errors
+from minimallm._http.connection import IDLE_CHECK_S, Http11Connection
 from minimallm._http.reply import LazyHeaders
 
 
@@ -43,6 +43,15 @@ async def test_request_on_the_wire_and_keep_alive() -> None:
     assert body == b"hello" and peer.requests[1][1] == b"again"
 
 
+async def test_a_body_larger_than_the_socket_buffer_is_sent_whole() -> None:
+    """The kernel takes part of it at once, the rest as the server reads."""
+    body = bytes(range(256)) * (16 << 10)  # 4 MiB
+    async with scripted(ok(b"big"), ok(b"small")) as (conn, peer):
+        assert (await conn.post(HEADERS, body)).body == b"big"
+        assert (await conn.post(HEADERS, b"x")).body == b"small"
+    assert peer.requests[0][1] == body and peer.requests[1][1] == b"x"
+
+
 async def test_chunked_answer_with_extension_and_trailer() -> None:
     answer = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -65,6 +74,18 @@ async def test_interim_1xx_is_skipped_and_204_has_no_body() -> None:
         assert (reply.status, reply.body) == (200, b"a")
         reply = await conn.post(HEADERS, b"x")
         assert (reply.status, reply.body) == (204, b"")
+
+
+async def test_a_204_with_a_body_gives_no_body_and_is_not_reused() -> None:
+    """The body after a 204 is bytes nobody asked for, even when it came whole."""
+    async with scripted(b"HTTP/1.1 204 No\r\ncontent-length: 3\r\n\r\nabc", ok(b"b")) as (
+        conn,
+        peer,
+    ):
+        reply = await conn.post(HEADERS, b"x")
+        assert (reply.status, reply.body) == (204, b"")
+        assert "closed" in repr(conn)
+    assert peer.connections == 1
 
 
 async def test_answer_framed_by_close_then_reconnect() -> None:
@@ -106,9 +127,17 @@ async def test_connection_close_and_http10_are_not_reused(first: bytes) -> None:
     assert peer.connections == 2
 
 
-async def test_idle_connection_closed_by_the_server_is_replaced() -> None:
+@pytest.mark.parametrize("idle_s", [0.0, IDLE_CHECK_S - 0.001, IDLE_CHECK_S, 75.0])
+async def test_idle_connection_closed_by_the_server_is_replaced(
+    idle_s: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle IDLE_CHECK_S or longer: the check before reuse sees the close, and the
+    request goes out once, on a new connection. Idle less: the connection is reused
+    without the check, and the close is caught as the race (sent again at once)."""
     box: list[Peer] = []
     closed = trio.Event()
+    now = [1000.0]
+    monkeypatch.setattr(connection, "monotonic", lambda: now[0])
 
     async def handler(stream: trio.SocketStream, index: int) -> None:
         buf = bytearray()
@@ -122,9 +151,12 @@ async def test_idle_connection_closed_by_the_server_is_replaced() -> None:
         conn = Http11Connection(url)
         assert (await conn.post(HEADERS, b"x")).body == b"c0"
         await closed.wait()  # on loopback the FIN is queued before close() returns
+        now[0] += idle_s
         assert (await conn.post(HEADERS, b"x")).body == b"c1"
         await conn.aclose()
     assert peer.connections == 2
+    assert conn.resent == (0 if idle_s >= IDLE_CHECK_S else 1)
+    assert len(peer.requests) == 2  # the one on the closed connection was never read
 
 
 BROKEN = [
@@ -491,6 +523,17 @@ async def test_an_answer_over_the_cap_is_refused(answer: bytes, message: str) ->
         with pytest.raises(errors.ResponseTooLarge, match=message), trio.fail_after(5):
             await conn.post(HEADERS, b"x")
         assert "closed" in repr(conn)
+
+
+@pytest.mark.parametrize("cap", [10, 11])
+async def test_a_small_cap_holds_for_an_answer_that_came_whole(cap: int) -> None:
+    async with scripted(ok(b"x" * 11)) as (conn, _):
+        conn._cap = cap  # as max_response_bytes=cap would
+        if cap < 11:
+            with pytest.raises(errors.ResponseTooLarge, match="Content-Length: 11"):
+                await conn.post(HEADERS, b"x")
+        else:
+            assert (await conn.post(HEADERS, b"x")).body == b"x" * 11
 
 
 async def test_an_answer_exactly_at_the_cap_is_accepted() -> None:

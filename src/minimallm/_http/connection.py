@@ -18,8 +18,13 @@ head and body in one send; responses framed by ``Content-Length``, by
 HTTP/1.0 without keep-alive); 1xx interim answers skipped. What it does not: HTTP/2,
 redirects, pipelining.
 
-Keep-alive reuse. An idle connection the server has closed is noticed before reuse
-(a readable idle socket: one ``poll(0)``). The race that check cannot see, the server
+Keep-alive reuse. A connection idle for ``IDLE_CHECK_S`` or longer that the server
+has closed is noticed before reuse (a readable idle socket: one ``poll(0)``, a system
+call); one that finished its last answer more recently is reused without looking:
+servers close idle connections after seconds (nginx 75 s, uvicorn and Node 5 s), and
+a close that comes sooner is caught as the race below (bytes a broken server sends
+after its answer, in a later segment, then fail the next answer's framing instead of
+closing the connection first). The race that check cannot see, the server
 closing just as the request goes out, shows as a failed send or an EOF/reset before
 any byte of the answer on a *reused* connection: the request is then sent again at
 once on a fresh connection (SPEC §3.4: not an attempt, no backoff). Only once, and
@@ -39,6 +44,7 @@ import select
 import socket
 import ssl
 from collections.abc import Sequence
+from time import monotonic
 from urllib.parse import urlsplit
 
 import trio
@@ -58,10 +64,16 @@ from minimallm._http.errors import (
 )
 from minimallm._http.framing import MAX_HEAD_BYTES, AnswerReader, reason
 from minimallm._http.proxy import Proxy
-from minimallm._http.reply import HttpReply, LazyHeaders
+from minimallm._http.reply import HttpReply, LazyHeaders, scan_head
 from minimallm._http.streams import TlsSocket
 
-__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "MAX_HEAD_BYTES", "Http11Connection", "HttpReply"]
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "IDLE_CHECK_S",
+    "MAX_HEAD_BYTES",
+    "Http11Connection",
+    "HttpReply",
+]
 
 _log = logging.getLogger("minimallm.http")
 """Debug lines per connection (connect, close, stale re-send), never per request; no headers."""
@@ -70,6 +82,17 @@ DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """Largest response body accepted, on the wire and decoded, bytes (64 MiB)."""
 
 _NO_BODY_STATUSES = frozenset({204, 304})
+
+IDLE_CHECK_S = 1.0
+"""A kept-alive connection idle this long or longer (seconds) is checked for a close by
+the server before it is reused; one idle less is reused without the check (see the
+module docstring)."""
+
+
+def _over_cap(length: int, cap: int) -> str:
+    return (
+        f"the answer has Content-Length: {length}, over the cap of {cap} bytes (MAX_RESPONSE_BYTES)"
+    )
 
 
 class Http11Connection(AnswerReader):
@@ -90,6 +113,7 @@ class Http11Connection(AnswerReader):
         "_head_prefix",
         "_host",
         "_idle_poll",
+        "_idle_since",
         "_interrupted",
         "_origin_tls",
         "_port",
@@ -143,6 +167,7 @@ class Http11Connection(AnswerReader):
         self._head_prefix = b""
         self._sock: trio.socket.SocketType | socket.socket | None = None
         self._idle_poll: select.poll | None = None
+        self._idle_since = 0.0
         self._connecting: trio.CancelScope | None = None
         self._interrupted = False
         self.connects = 0
@@ -170,37 +195,55 @@ class Http11Connection(AnswerReader):
         head = self._head(headers) + b"content-length: %d\r\n\r\n" % len(body)
         self._interrupted = False
         try:
-            await self._send(head + body)
-            raw, status, length, chunked, reusable, encoding = await self._read_head()
-            if status == 407 and self._proxy is not None:
-                raise ProxyRejectedError(
-                    f"{self._proxy.label} (from {self._proxy.source}) answered 407 Proxy "
-                    f"Authentication Required: check the user:password in {self._proxy.source}"
-                )
-            if status in _NO_BODY_STATUSES:
-                answer = b""
-            elif chunked:
-                answer = await self._read_chunked()
-            elif length is not None:
-                if length > self._cap:
-                    raise ResponseTooLarge(
-                        f"the answer has Content-Length: {length}, over the cap of "
-                        f"{self._cap} bytes (MAX_RESPONSE_BYTES)"
-                    )
-                answer = await self._read_exact(length)
-            else:
-                answer = await self._read_to_close()
-                reusable = False
+            first = await self._send(head + body)
+            end = first.find(b"\r\n\r\n") if first.startswith(b"HTTP/1.1 2") else -1
+            if end < 0:  # an interim 1xx first, a head in pieces, or any other answer
+                self._buf += first
+                raw, status, length, chunked, reusable, encoding = await self._read_head()
+                answer = await self._body(status, length, chunked, encoding)
+            else:  # the head came whole in the first bytes: nearly always
+                raw = bytes(first[:end])
+                status, length, chunked, reusable, encoding = scan_head(raw)
+                answer = bytes(first[end + 4 :])
+                if length != len(answer) or status != 200 or encoding is not None:
+                    self._buf += answer  # not (or not only) the whole plain body
+                    answer = await self._body(status, length, chunked, encoding)
+                elif length > self._cap:
+                    raise ResponseTooLarge(_over_cap(length, self._cap))
             if self._buf:  # bytes nobody asked for: the framing cannot be trusted
                 reusable = False
-            if encoding is not None:
-                answer = decode_body(answer, encoding, self._cap)
         except BaseException:
             self._close()
             raise
-        if not reusable:
+        if reusable:
+            self._idle_since = monotonic()
+        else:
             self._close()
         return HttpReply(status, LazyHeaders(raw), answer)
+
+    async def _body(
+        self, status: int, length: int | None, chunked: bool, encoding: bytes | None
+    ) -> bytes:
+        """The body of an answer whose head was read, decoded (closes the connection
+        when the server's closing frames it)."""
+        if status == 407 and self._proxy is not None:
+            raise ProxyRejectedError(
+                f"{self._proxy.label} (from {self._proxy.source}) answered 407 Proxy "
+                f"Authentication Required: check the user:password in {self._proxy.source}"
+            )
+        if status in _NO_BODY_STATUSES:
+            answer = b""
+        elif chunked:
+            answer = await self._read_chunked()
+        elif length is not None:
+            if length > self._cap:
+                raise ResponseTooLarge(_over_cap(length, self._cap))
+            answer = await self._read_exact(length)
+        else:
+            answer = await self._read_to_close()
+        if encoding is not None:
+            answer = decode_body(answer, encoding, self._cap)
+        return answer
 
     async def aclose(self) -> None:
         """Close the connection (idempotent; the next ``post`` reconnects)."""
@@ -230,14 +273,17 @@ class Http11Connection(AnswerReader):
             self._head_for = headers
         return self._head_prefix
 
-    async def _send(self, data: bytes) -> None:
-        """Send the request and wait for the first bytes of the answer (into the buffer).
+    async def _send(self, data: bytes) -> bytes | bytearray:
+        """Send the request and return the first bytes of the answer (the buffer is
+        empty between answers).
 
         A reused connection that yields nothing (the send fails, or EOF/reset before any
         byte of the answer) had been closed by the server as the request went out: send
         it again at once on a fresh connection. A fresh connection doing the same is the
         server's failure."""
-        reused = self._stream is not None and not self._went_stale()
+        reused = self._stream is not None and (
+            monotonic() - self._idle_since < IDLE_CHECK_S or not self._went_stale()
+        )
         first: bytes | bytearray
         while True:
             if not reused:
@@ -261,8 +307,7 @@ class Http11Connection(AnswerReader):
                         raise
                     first = b""
             if first:
-                self._buf += first
-                return
+                return first
             if not reused:
                 raise RemoteProtocolError("Server disconnected without sending a response.")
             reused = False

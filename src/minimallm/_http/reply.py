@@ -60,8 +60,9 @@ class LazyHeaders(Mapping[str, str]):
 
     def mentions(self, lowercase_name_prefix: bytes) -> bool:
         """True if a header name starting with the prefix may be present (a byte search
-        of the raw head, case-insensitive, no parsing)."""
-        return lowercase_name_prefix in self._raw.lower()
+        of the raw head, case-insensitive, no parsing; ``find``, not ``in``, see
+        :func:`_scan_plain_200`)."""
+        return self._raw.lower().find(lowercase_name_prefix) >= 0
 
     def __getitem__(self, key: str) -> str:
         return self._map()[key]
@@ -77,11 +78,58 @@ def scan_head(raw: bytes) -> tuple[int, int | None, bool, bool, bytes | None]:
     """(status, Content-Length or None, chunked, keep-alive, Content-Encoding or None)
     of a response head; the encoding lower-cased, as sent (``b"gzip"``).
 
-    Only the framing headers and Content-Encoding are looked up (one regex scan of the
-    lower-cased head: ~2 µs for a 20-header answer instead of ~11 µs to parse every
-    line); the rest is parsed only if somebody reads ``HttpReply.headers``. A framing header
-    that is present but malformed (space before the colon, say) is refused, as h11
-    does, rather than mistaken for "read until close"."""
+    Only the framing headers and Content-Encoding are looked up; the rest is parsed
+    only if somebody reads ``HttpReply.headers``. A framing header that is present but
+    malformed (space before the colon, say) is refused, as h11 does, rather than
+    mistaken for "read until close".
+
+    The common answer (``HTTP/1.1 200``, one plain Content-Length, ``Connection:
+    keep-alive``/``close`` or none, no Transfer- or Content-Encoding) is read by a few
+    byte searches (:func:`_scan_plain_200`, ~1.5 µs less); every other head by one
+    regex scan of the lower-cased head (:func:`_scan_any`). Both answer the same
+    (``tests/http/test_reply.py``)."""
+    if raw.startswith(b"HTTP/1.1 200 "):
+        lower = raw.lower()
+        found = _scan_plain_200(lower)
+        if found is not None:
+            return found
+    return _scan_any(raw)
+
+
+_LENGTH = b"\r\ncontent-length:"
+_CONNECTION = b"\r\nconnection:"
+
+
+def _scan_plain_200(lower: bytes) -> tuple[int, int | None, bool, bool, bytes | None] | None:
+    """:func:`scan_head` of a lower-cased ``HTTP/1.1 200`` head with one Content-Length
+    of digits, no Transfer- or Content-Encoding and at most one Connection header that
+    says ``keep-alive`` or ``close`` (or None: anything else, for :func:`_scan_any`).
+    Each step is one C call (~1.5k instructions each, far more than the bytes it reads);
+    ``find``, never ``in``: ``bytes.__contains__`` first tries its operand as an int."""
+    if lower.find(b"encoding:") >= 0:  # Transfer- or Content-Encoding, or a value that says so
+        return None
+    _, found, rest = lower.partition(_LENGTH)
+    if not found or rest.find(_LENGTH) >= 0:
+        return None
+    value = rest.partition(b"\r\n")[0].strip()
+    if not value.isdigit():
+        return None
+    _, found, rest = lower.partition(_CONNECTION)
+    if not found:
+        return 200, int(value), False, True, None
+    if rest.find(_CONNECTION) >= 0:
+        return None
+    token = rest.partition(b"\r\n")[0].strip()
+    if token == b"keep-alive":
+        return 200, int(value), False, True, None
+    if token == b"close":
+        return 200, int(value), False, False, None
+    return None
+
+
+def _scan_any(raw: bytes) -> tuple[int, int | None, bool, bool, bytes | None]:
+    """:func:`scan_head` of any head: one regex scan of the lower-cased head (~2 µs for
+    a 20-header answer instead of ~11 µs to parse every line)."""
     end = raw.find(b"\r\n")
     status_line = raw if end < 0 else raw[:end]
     version, _, rest = status_line.partition(b" ")

@@ -45,8 +45,13 @@ class PlainSocket:
         self._sock = sock
 
     async def send_all(self, data: bytes) -> None:
-        """Send every byte of ``data``."""
-        await _send_all(self._sock, data)
+        """Send every byte of ``data``: one ``send`` when the kernel takes it all."""
+        try:
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            await _send_all(self._sock, memoryview(data)[sent:])
 
     async def receive_some(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` once some arrived; b"" at EOF."""
@@ -144,7 +149,7 @@ class TlsSocket:
             return True
 
 
-async def _send_all(sock: socket.socket, data: bytes) -> None:
+async def _send_all(sock: socket.socket, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         try:

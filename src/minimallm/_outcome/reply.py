@@ -197,7 +197,8 @@ def _keep_raw(body: bytes, data: dict[str, Any]) -> Mapping[str, Any]:
 
 
 def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    # type(), not isinstance: a bool is no count, and json makes no other int subclass
+    return value if type(value) is int else None
 
 
 def _bad_body(
