@@ -18,13 +18,8 @@ head and body in one send; responses framed by ``Content-Length``, by
 HTTP/1.0 without keep-alive); 1xx interim answers skipped. What it does not: HTTP/2,
 redirects, pipelining.
 
-Keep-alive reuse. A connection idle for ``IDLE_CHECK_S`` or longer that the server
-has closed is noticed before reuse (a readable idle socket: one ``poll(0)``, a system
-call); one that finished its last answer more recently is reused without looking:
-servers close idle connections after seconds (nginx 75 s, uvicorn and Node 5 s), and
-a close that comes sooner is caught as the race below (bytes a broken server sends
-after its answer, in a later segment, then fail the next answer's framing instead of
-closing the connection first). The race that check cannot see, the server
+Keep-alive reuse. An idle connection the server has closed is noticed before reuse
+(a readable idle socket: one ``poll(0)``). The race that check cannot see, the server
 closing just as the request goes out, shows as a failed send or an EOF/reset before
 any byte of the answer on a *reused* connection: the request is then sent again at
 once on a fresh connection (SPEC §3.4: not an attempt, no backoff). Only once, and
@@ -44,7 +39,6 @@ import select
 import socket
 import ssl
 from collections.abc import Sequence
-from time import monotonic
 from urllib.parse import urlsplit
 
 import trio
@@ -67,13 +61,7 @@ from minimallm._http.proxy import Proxy
 from minimallm._http.reply import HttpReply, LazyHeaders, scan_head
 from minimallm._http.streams import TlsSocket
 
-__all__ = [
-    "DEFAULT_MAX_RESPONSE_BYTES",
-    "IDLE_CHECK_S",
-    "MAX_HEAD_BYTES",
-    "Http11Connection",
-    "HttpReply",
-]
+__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "MAX_HEAD_BYTES", "Http11Connection", "HttpReply"]
 
 _log = logging.getLogger("minimallm.http")
 """Debug lines per connection (connect, close, stale re-send), never per request; no headers."""
@@ -82,11 +70,6 @@ DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """Largest response body accepted, on the wire and decoded, bytes (64 MiB)."""
 
 _NO_BODY_STATUSES = frozenset({204, 304})
-
-IDLE_CHECK_S = 1.0
-"""A kept-alive connection idle this long or longer (seconds) is checked for a close by
-the server before it is reused; one idle less is reused without the check (see the
-module docstring)."""
 
 
 def _over_cap(length: int, cap: int) -> str:
@@ -113,7 +96,6 @@ class Http11Connection(AnswerReader):
         "_head_prefix",
         "_host",
         "_idle_poll",
-        "_idle_since",
         "_interrupted",
         "_origin_tls",
         "_port",
@@ -167,7 +149,6 @@ class Http11Connection(AnswerReader):
         self._head_prefix = b""
         self._sock: trio.socket.SocketType | socket.socket | None = None
         self._idle_poll: select.poll | None = None
-        self._idle_since = 0.0
         self._connecting: trio.CancelScope | None = None
         self._interrupted = False
         self.connects = 0
@@ -215,9 +196,7 @@ class Http11Connection(AnswerReader):
         except BaseException:
             self._close()
             raise
-        if reusable:
-            self._idle_since = monotonic()
-        else:
+        if not reusable:
             self._close()
         return HttpReply(status, LazyHeaders(raw), answer)
 
@@ -281,9 +260,7 @@ class Http11Connection(AnswerReader):
         byte of the answer) had been closed by the server as the request went out: send
         it again at once on a fresh connection. A fresh connection doing the same is the
         server's failure."""
-        reused = self._stream is not None and (
-            monotonic() - self._idle_since < IDLE_CHECK_S or not self._went_stale()
-        )
+        reused = self._stream is not None and not self._went_stale()
         first: bytes | bytearray
         while True:
             if not reused:
