@@ -49,6 +49,18 @@ def req(i: int) -> MinimaLlmRequest:
     return MinimaLlmRequest(f"id{i}", [{"role": "user", "content": f"p{i}"}])
 
 
+class Lazy:
+    """A generator of 10^6 requests that counts how many were taken from it."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+
+    def requests(self) -> Iterator[MinimaLlmRequest]:
+        for i in range(1_000_000):
+            self.taken += 1
+            yield req(i)
+
+
 def slow_first(content: str, n: int) -> Script:
     """p0 takes 10 s, every other item 1 s."""
     return Script(latency=10.0 if content == "p0" else 1.0)
@@ -91,22 +103,15 @@ async def test_a_lazy_input_is_read_only_a_window_ahead(
 ) -> None:
     """A generator of 10^6 requests: the ordered stream reads at most ``window`` ahead
     of what it has handed out, and stopping early stops the batch."""
-    taken = 0
-
-    def requests() -> Iterator[MinimaLlmRequest]:
-        nonlocal taken
-        for i in range(1_000_000):
-            taken += 1
-            yield req(i)
-
+    lazy = Lazy()
     server = FakeServer(slow_first)
     async with backend_for(server, num_workers=8) as backend:
-        async with backend.stream_batched(requests(), ordered=True, total=10**6) as results:
+        async with backend.stream_batched(lazy.requests(), ordered=True, total=10**6) as results:
             async for index, _ in results:
                 if index == 99:
                     break
         window = max(1024, 4 * 8)
-        assert 100 <= taken <= 100 + window + 8
+        assert 100 <= lazy.taken <= 100 + window + 8
         sent = len(server.sent)
         await trio.sleep(100)
         assert len(server.sent) == sent  # nothing more was sent after the early exit
@@ -119,16 +124,9 @@ async def test_completion_order_reads_only_a_window_ahead_of_a_slow_consumer(
     """Unordered too, the input is read at most ``window`` items ahead of what the
     consumer has taken: no finished result waits outside the window (the engine hands
     each over without waiting)."""
-    taken = 0
-
-    def requests() -> Iterator[MinimaLlmRequest]:
-        nonlocal taken
-        for i in range(1_000_000):
-            taken += 1
-            yield req(i)
-
+    lazy = Lazy()
     async with backend_for(FakeServer(slow_first), num_workers=8) as backend:
-        async with backend.stream_batched(requests(), total=10**6) as results:
+        async with backend.stream_batched(lazy.requests(), total=10**6) as results:
             consumed = 0
             async for _ in results:
                 consumed += 1
@@ -136,7 +134,7 @@ async def test_completion_order_reads_only_a_window_ahead_of_a_slow_consumer(
                 break
         window = max(1024, 4 * 8)
         assert consumed == 1
-        assert window < taken <= consumed + window
+        assert window < lazy.taken <= consumed + window
 
 
 async def test_an_abort_is_raised_from_the_loop_as_itself(
