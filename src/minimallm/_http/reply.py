@@ -88,12 +88,12 @@ def scan_head(raw: bytes) -> tuple[int, int | None, bool, bool, bytes | None]:
     byte searches (:func:`_scan_plain_200`, ~1.5 µs less); every other head by one
     regex scan of the lower-cased head (:func:`_scan_any`). Both answer the same
     (``tests/http/test_reply.py``)."""
+    lower = raw.lower()  # once, for whichever reading answers
     if raw.startswith(b"HTTP/1.1 200 "):
-        lower = raw.lower()
         found = _scan_plain_200(lower)
         if found is not None:
             return found
-    return _scan_any(raw)
+    return _scan_any(raw, lower)
 
 
 _LENGTH = b"\r\ncontent-length:"
@@ -127,9 +127,10 @@ def _scan_plain_200(lower: bytes) -> tuple[int, int | None, bool, bool, bytes | 
     return None
 
 
-def _scan_any(raw: bytes) -> tuple[int, int | None, bool, bool, bytes | None]:
-    """:func:`scan_head` of any head: one regex scan of the lower-cased head (~2 µs for
-    a 20-header answer instead of ~11 µs to parse every line)."""
+def _scan_any(raw: bytes, lower: bytes) -> tuple[int, int | None, bool, bool, bytes | None]:
+    """:func:`scan_head` of any head (``lower``: it lower-cased): one regex scan of the
+    lower-cased head (~2 µs for a 20-header answer instead of ~11 µs to parse every
+    line)."""
     end = raw.find(b"\r\n")
     status_line = raw if end < 0 else raw[:end]
     version, _, rest = status_line.partition(b" ")
@@ -141,7 +142,6 @@ def _scan_any(raw: bytes) -> tuple[int, int | None, bool, bool, bytes | None]:
         or rest[3:4] not in (b"", b" ")
     ):
         raise RemoteProtocolError(f"malformed status line {status_line[:80]!r}")
-    lower = raw.lower()
     keep_alive = version == b"HTTP/1.1"
     encodings: list[bytes] = []
     codings: list[bytes] = []
