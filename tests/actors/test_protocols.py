@@ -504,8 +504,9 @@ async def test_monitor_ticks_on_an_absolute_schedule_and_ends_with_done(
         (Monitor, {"run", "statistics"}),
         (Pacer, {"run", "statistics"}),
         (Watchdog, {"run", "statistics"}),
-        # a Worker's two handles end the attempt they name, nothing else (see its doc)
-        (Worker, {"run", "statistics", "interrupt", "expire"}),
+        # a Worker's two handles end the attempt they name, nothing else (see its doc);
+        # attempt_here and let_go serve a batch item's door in the Worker's own task
+        (Worker, {"run", "statistics", "interrupt", "expire", "attempt_here", "let_go"}),
     ],
 )
 def test_an_actor_shows_nothing_but_run_and_statistics(actor: type, public: set[str]) -> None:

@@ -111,7 +111,9 @@ def _starter(
     run_item = call if on_trio else _bridge.asyncio_fn_for_trio(call)
     sink = make_sink(progress, cfg.heartbeat_s)
 
-    def one(index: int, item: T, events: Any) -> Awaitable[ItemResult[Any]]:
+    def one(
+        index: int, item: T, events: Any, worker: Any, order: int
+    ) -> Awaitable[ItemResult[Any]]:
         return callable_item(index, run_item, item)
 
     async def start(deliver: Deliver, window: trio.Semaphore | None) -> None:

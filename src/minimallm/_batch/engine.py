@@ -1,13 +1,20 @@
-"""The batch engine (trio): ``num_workers`` item runners over a lazy input, a Monitor,
-the failure budget, and one clear exception when the batch stops early.
+"""The batch engine (trio): ``num_workers`` items in progress over a lazy input, a
+Monitor, the failure budget, and one clear exception when the batch stops early.
 
 Three limits stay independent: ``num_workers`` items in progress here,
 MAX_OUTSTANDING HTTP attempts (the runtime's Limiter), RPM (its Pacer). Items are
-taken from the input one at a time as runners free up, so the input may be a generator
-of a million requests; each result goes to ``deliver(index, value)`` as soon as it is
+taken from the input one at a time as others end, so the input may be a generator of a
+million requests; each result goes to ``deliver(index, value)`` as soon as it is
 ready, and nothing per item is kept after that; each finished item is counted in the
-batch's tally, which the Monitor shows. With the prompt cache, a feeder reads the input
-ahead in chunks, answers hits in bulk and hands only misses to the runners. An optional
+batch's tally, which the Monitor shows.
+
+Where an item runs: a user's function in one of ``num_workers`` runner tasks; a
+request (with a ``pool``) in the task of the Worker that takes it
+(:class:`~minimallm.actors.messages.ItemJob`). Then the item that ends queues the
+next one from the Worker's task, and a keeper task waits only when the input has none
+ready (the window is full, the cache reader is behind). With the prompt cache, a
+feeder reads the input ahead in chunks, answers hits in bulk and hands only misses on
+to the items in progress. An optional
 ``window`` semaphore bounds how far the input is read ahead of what the consumer has
 taken (a stream's: its reorder buffer and its channel).
 
@@ -27,6 +34,7 @@ connections), and every result delivered before stays delivered.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from functools import partial
 from typing import Any, TypeAlias, TypeVar
 
 import trio
@@ -37,9 +45,10 @@ from minimallm._config.settings import BatchConfig
 from minimallm._errors import BackendClosedError, BatchAbortedError, TokenBudgetExceededError
 from minimallm._progress import ProgressSink, ProgressTally
 from minimallm._progress.calls import CallCounter
+from minimallm.actors.messages import ItemJob
 from minimallm.actors.monitor import EVENT_BUFFER, ItemFailed, Monitor, MonitorEvent
 
-__all__ = ["LOOKUP_CHUNK", "Deliver", "Finish", "ItemFn", "Lookup", "run_batch"]
+__all__ = ["LOOKUP_CHUNK", "Deliver", "Finish", "ItemFn", "Lookup", "Pool", "run_batch"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -58,28 +67,39 @@ Lookup: TypeAlias = Callable[
 hit)`` each, in order; a miss (``hit`` None) goes to the runners as the item returned
 (which may carry what the lookup learned, e.g. its key)."""
 
-ItemFn: TypeAlias = Callable[[int, Any, trio.MemorySendChannel[MonitorEvent]], Awaitable[Any]]
-"""Runs one item: ``fn(index, item, events)`` (what it returns goes to the batch's
-``finish``); ``events`` is the Monitor's inbox (the request path gives it to its
-Workers, whose attempt reports go there)."""
+ItemFn: TypeAlias = Callable[
+    [int, Any, trio.MemorySendChannel[MonitorEvent], Any, int], Awaitable[Any]
+]
+"""Runs one item: ``fn(index, item, events, worker, order)`` (what it returns goes to
+the batch's ``finish``); ``events`` is the Monitor's inbox (the request path gives it
+to its Workers, whose attempt reports go there); with a ``pool``, ``worker`` is the
+Worker whose task runs the item and ``order`` the number the pool gave it (else None
+and 0)."""
+
+Pool: TypeAlias = Callable[[ItemJob], None]
+"""Where a batch whose items the Workers run hands each item (to the runtime's job
+queue; raises :class:`BackendClosedError` once the runtime stopped)."""
 
 Finish: TypeAlias = Callable[[Any], "ItemResult[Any]"]
 """What an item's function returned, as the engine and the Monitor need it."""
 
 
 class _Stop:
-    """The first reason the batch stops (later ones are consequences)."""
+    """The first reason the batch stops (later ones are consequences); stopping cancels
+    the batch's tasks and, through ``also``, its items in the Workers."""
 
-    __slots__ = ("error", "scope")
+    __slots__ = ("also", "error", "scope")
 
-    def __init__(self, scope: trio.CancelScope) -> None:
+    def __init__(self, scope: trio.CancelScope, also: Callable[[], None]) -> None:
         self.scope = scope
+        self.also = also
         self.error: BaseException | None = None
 
     def __call__(self, error: BaseException) -> None:
         if self.error is None:
             self.error = error
         self.scope.cancel()
+        self.also()
 
 
 def _noted(exc: BaseException, note: str) -> BaseException:
@@ -101,11 +121,15 @@ async def run_batch(
     lookup: Lookup | None = None,
     window: trio.Semaphore | None = None,
     calls: CallCounter | None = None,
+    pool: Pool | None = None,
 ) -> FailureBudget:
     """Run every item (see the module docstring); returns the failure budget (its
     counts and the last failures). Raises one exception if the batch stops early.
-    Each item runs as ``finish(await fn(index, item, events))``. ``calls``: LM calls
-    the items' own code makes, shown in the progress."""
+    Each item runs as ``finish(await fn(index, item, events, worker, order))``: in one of
+    ``num_workers`` runner tasks (``worker`` None), or, with a ``pool``, in the task of
+    the Worker that takes it (:class:`~minimallm.actors.messages.ItemJob`; the batch
+    queues the next item as each one ends, so no task wakes to hand items over).
+    ``calls``: LM calls the items' own code makes, shown in the progress."""
     budget = FailureBudget(cfg.max_failures, cfg.keep_failure_summaries)
     tokens = TokenBudget(cfg.max_total_tokens, calls)
     events_send, events_recv = trio.open_memory_channel[MonitorEvent](EVENT_BUFFER)
@@ -121,12 +145,7 @@ async def run_batch(
     monitor = Monitor(cfg, tally, events_recv, sink, runtime, calls, in_progress)
     source: Iterator[tuple[int, Any]] = enumerate(items)
     exhausted = False
-
-    async def event(e: MonitorEvent) -> None:
-        try:
-            events_send.send_nowait(e)
-        except trio.WouldBlock:
-            await events_send.send(e)
+    lanes = cfg.num_workers if total is None else min(cfg.num_workers, max(total, 1))
 
     def take_item(stop: _Stop) -> tuple[int, Any] | None:
         """The next input item, or None at the end (or when the input raised)."""
@@ -157,11 +176,46 @@ async def run_batch(
             window.release()
         return taken
 
+    def complete(
+        stop: _Stop, index: int, started_at: float, result: ItemResult[Any]
+    ) -> ItemFailed | None:
+        """An item ended: counted in the tally (a plain call, no message per item), in
+        the budgets, delivered. Returns its ItemFailed if the Monitor's inbox was full
+        (the caller waits to hand it over)."""
+        at = now()
+        value, kind, tries, sent, prompt, completion, failure, cached, reasoning, server = result
+        item_finished(
+            started_at, at, kind, tries, sent, prompt, completion, cached, reasoning, server
+        )
+        verdict = None
+        late: ItemFailed | None = None
+        if failure is not None:
+            late = ItemFailed(at, failure)  # the Monitor shows the first ones
+            try:
+                events_send.send_nowait(late)
+                late = None
+            except trio.WouldBlock:
+                pass
+            verdict = budget.record(failure)
+        elif kind == "ok" or kind == "cached":
+            budget.success()
+        spent = (
+            None
+            if tokens.max_total_tokens is None  # no budget: nothing to count against
+            else tokens.spend(prompt, completion)
+        )
+        deliver(index, value)
+        if verdict is not None:
+            stop(BatchAbortedError(verdict, [], list(budget.recent)))
+        elif spent is not None:
+            stop(TokenBudgetExceededError(spent, [], list(budget.recent), tokens.used))
+        return late
+
     async def runner(
         stop: _Stop, misses: trio.MemoryReceiveChannel[tuple[int, Any]] | None
     ) -> None:
         """Run items one after another (no coroutine per item): each as
-        ``finish(await fn(index, item, events))``, counted in the tally, delivered."""
+        ``finish(await fn(index, item, events, None, 0))``, completed."""
         while stop.error is None:
             if misses is None:
                 # no window: take the item without a coroutine (one fewer per item)
@@ -178,7 +232,7 @@ async def run_batch(
             index, item = taken
             started_at = began[index] = now()
             try:
-                result = finish(await fn(index, item, events_send))
+                result = finish(await fn(index, item, events_send, None, 0))
             except PROGRAMMING_ERRORS as exc:
                 stop(_noted(exc, f"minimallm: raised while running item {describe(index, item)}"))
                 return
@@ -187,30 +241,143 @@ async def run_batch(
                 return
             finally:
                 del began[index]
-            # counted in the batch's tally at once: a plain call, no message per item
-            at = now()
-            value, kind, tries, sent, prompt, completion, failure, cached, reasoning, server = (
-                result
-            )
-            item_finished(
-                started_at, at, kind, tries, sent, prompt, completion, cached, reasoning, server
-            )
-            verdict = None
-            if failure is not None:
-                await event(ItemFailed(at, failure))  # the Monitor shows the first ones
-                verdict = budget.record(failure)
-            elif kind == "ok" or kind == "cached":
-                budget.success()
-            spent = (
-                None
-                if tokens.max_total_tokens is None  # no budget: nothing to count against
-                else tokens.spend(prompt, completion)
-            )
-            deliver(index, value)
-            if verdict is not None:
-                stop(BatchAbortedError(verdict, [], list(budget.recent)))
-            elif spent is not None:
-                stop(TokenBudgetExceededError(spent, [], list(budget.recent), tokens.used))
+            late = complete(stop, index, started_at, result)
+            if late is not None:
+                await events_send.send(late)
+
+    # -- with a pool: the items run in the Workers' tasks ------------------------------
+    queued: dict[int, ItemJob] = {}  # items handed to the pool and not ended yet
+    misses_recv: trio.MemoryReceiveChannel[tuple[int, Any]] | None = None
+    drained = trio.Event()  # no item in the pool, and none will go (the end, or a stop)
+    ending = False  # the batch is ending: no more items go to the pool
+    wanted = trio.Event()  # the input had no item ready: the keeper waits for one
+
+    def cancel_queued() -> None:
+        """(stopping) Cancel every item in the pool: a queued one ends now, a running
+        one as its cancellation reaches it."""
+        nonlocal ending
+        ending = True
+        for index, job in list(queued.items()):
+            job.cancel()
+            if job.scope is None:  # not started: no Worker will run it
+                del queued[index]
+                del began[index]
+        if not queued:
+            drained.set()
+
+    async def run_in_worker(stop: _Stop, index: int, item: Any, worker: Any, order: int) -> None:
+        """One item, in the task of the Worker that took it. Anything the door itself
+        raises (other than a closed backend) is the Worker failing: the runtime tells
+        the batch. What the batch does with the result is the batch's: an error there
+        stops the batch, not the Worker."""
+        try:
+            try:
+                traced = await fn(index, item, events_send, worker, order)
+            except PROGRAMMING_ERRORS as exc:
+                stop(_noted(exc, f"minimallm: raised while running item {describe(index, item)}"))
+                return
+            except BackendClosedError as exc:
+                stop(exc)
+                return
+            try:
+                late = complete(stop, index, began[index], finish(traced))
+                if late is not None:
+                    await events_send.send(late)
+            except Exception as exc:
+                stop(_noted(exc, "minimallm: raised by the batch's item runner"))
+        finally:  # ended (after its failure reached the Monitor: the batch may end now)
+            del began[index]
+            del queued[index]
+            if ending and not queued:
+                drained.set()
+        refill(stop)
+
+    def failed_in_pool(stop: _Stop, index: int, error: BaseException) -> None:
+        """The runtime stopped before or while running item ``index``."""
+        if queued.pop(index, None) is not None:
+            began.pop(index, None)
+        stop(error)
+        if not queued:
+            drained.set()
+
+    def ready(stop: _Stop) -> tuple[int, Any] | bool | None:
+        """The next item if one is ready without waiting; None: no more; False: the
+        input has none ready (the keeper waits for it)."""
+        nonlocal exhausted
+        if misses_recv is not None:
+            try:
+                return misses_recv.receive_nowait()
+            except trio.WouldBlock:
+                return False
+            except trio.EndOfChannel:
+                exhausted = True
+                return None
+        if window is not None:
+            if exhausted:
+                return None
+            try:
+                window.acquire_nowait()
+            except trio.WouldBlock:
+                return False
+            taken = take_item(stop)
+            if taken is None:
+                window.release()
+            return taken
+        return take_item(stop)
+
+    def launch(stop: _Stop, taken: tuple[int, Any]) -> None:
+        """Hand item ``taken`` to the pool."""
+        assert pool is not None
+        index, item = taken
+        began[index] = now()
+        job = queued[index] = ItemJob(
+            partial(run_in_worker, stop, index, item), partial(failed_in_pool, stop, index)
+        )
+        try:
+            pool(job)
+        except BackendClosedError as exc:
+            failed_in_pool(stop, index, exc)
+
+    def refill(stop: _Stop) -> bool:
+        """Hand items to the pool while fewer than ``num_workers`` are in it and the
+        input has one ready; True if it had none ready (the keeper is told)."""
+        nonlocal ending
+        while not ending and len(queued) < lanes:
+            taken = ready(stop)
+            if taken is False:
+                wanted.set()
+                return True
+            if taken is None or taken is True:
+                ending = True
+                break
+            launch(stop, taken)
+        if ending and not queued:
+            drained.set()
+        return False
+
+    async def keeper(stop: _Stop) -> None:
+        """Fills the pool at the start, and whenever the input had no item ready (the
+        window is full, or the cache reader is behind): waits for one."""
+        nonlocal wanted, exhausted, ending
+        while not ending:
+            wanted = trio.Event()
+            if not refill(stop):
+                await wanted.wait()  # the pool is full: the items that end refill it
+                continue
+            if misses_recv is not None:
+                try:
+                    taken = await misses_recv.receive()
+                except trio.EndOfChannel:
+                    exhausted = ending = True
+                    taken = None
+            else:
+                taken = await next_item(stop)
+            if taken is None:
+                ending = True
+                if not queued:
+                    drained.set()
+                return
+            launch(stop, taken)
 
     async def feeder(stop: _Stop, misses: trio.MemorySendChannel[tuple[int, Any]]) -> None:
         assert lookup is not None
@@ -256,20 +423,29 @@ async def run_batch(
         except BaseException as exc:
             stop(_noted(exc, "minimallm: raised while showing the batch's progress"))
 
-    async with trio.open_nursery() as batch:
-        stop = _Stop(batch.cancel_scope)
-        await batch.start(monitor_task, stop)
-        async with trio.open_nursery() as runners:
-            misses_recv: trio.MemoryReceiveChannel[tuple[int, Any]] | None = None
-            if lookup is not None:
-                misses_send, misses_recv = trio.open_memory_channel[tuple[int, Any]](
-                    cfg.num_workers
-                )
-                runners.start_soon(guarded, stop, "cache reader", feeder, misses_send)
-            workers = cfg.num_workers if total is None else min(cfg.num_workers, max(total, 1))
-            for _ in range(workers):
-                runners.start_soon(guarded, stop, "item runner", runner, misses_recv)
-        await events_send.aclose()  # the Monitor shows the summary and ends
+    try:
+        async with trio.open_nursery() as batch:
+            stop = _Stop(batch.cancel_scope, cancel_queued)
+            await batch.start(monitor_task, stop)
+            async with trio.open_nursery() as runners:
+                if lookup is not None:
+                    misses_send, misses_recv = trio.open_memory_channel[tuple[int, Any]](
+                        cfg.num_workers
+                    )
+                    runners.start_soon(guarded, stop, "cache reader", feeder, misses_send)
+                if pool is not None:
+                    runners.start_soon(guarded, stop, "item feeder", keeper)
+                    await drained.wait()
+                    runners.cancel_scope.cancel()  # the keeper (the cache reader has ended)
+                else:
+                    for _ in range(lanes):
+                        runners.start_soon(guarded, stop, "item runner", runner, misses_recv)
+            await events_send.aclose()  # the Monitor shows the summary and ends
+    finally:
+        if queued:  # cancelled from outside, or stopped: the Workers let go of its items
+            cancel_queued()
+            with trio.CancelScope(shield=True):
+                await drained.wait()
     if stop.error is not None:
         raise stop.error
     return budget

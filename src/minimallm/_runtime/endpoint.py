@@ -53,7 +53,7 @@ from minimallm.actors.cooldown import Cooldown, CooldownMessage, CooldownStatist
 from minimallm.actors.flags import Revoking, SendGate
 from minimallm.actors.jobs import JobQueue
 from minimallm.actors.limiter import Limiter, LimiterMessage, LimiterStatistics
-from minimallm.actors.messages import AttemptStarted, Job
+from minimallm.actors.messages import AttemptStarted, ItemJob, Job
 from minimallm.actors.pacer import Pacer, PacerMessage, PacerStatistics
 from minimallm.actors.watchdog import Watchdog, Watches
 from minimallm.actors.worker import Worker, WorkerChannels
@@ -142,7 +142,7 @@ def build_endpoint(
     rpm: PacingSchedule,
     make_transport: Callable[[str], HttpTransport],
     headers: tuple[tuple[bytes, bytes], ...],
-    orphan: Callable[[Job, BaseException], None],
+    orphan: Callable[[Job | ItemJob, BaseException], None],
     wall_clock: Callable[[], float],
 ) -> tuple[Endpoint, Actors]:
     """Endpoint ``number``'s channels and actors, its Workers pulling from ``jobs``

@@ -16,15 +16,20 @@ One request's whole path on this side of the Workers, top to bottom:
 
 What happens between the job and the reply (permit, slot, socket) is the Worker's
 (``actors/worker.py``); flow control is in the Limiter, Pacer and Cooldown actors and
-their pure cores (``_policy/``). One request costs three task switches here: the
-Worker wakes for the job, the Worker wakes when the answer arrives, the caller wakes
-for the reply.
+their pure cores (``_policy/``). A caller's request costs three task switches here:
+the Worker wakes for the job, the Worker wakes when the answer arrives, the caller
+wakes for the reply. A batch's item costs one: its door runs in the task of the Worker
+that took it (``worker``), whose connection makes the first attempt; the door lets go
+of the Worker (:meth:`~minimallm.actors.worker.Worker.let_go`) before it waits for
+anything else (an identical request in flight, the disk, tokens, a backoff, an
+endpoint held), so a Worker never waits on other requests, and its later attempts go
+through the queue as a caller's do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
 
@@ -45,6 +50,9 @@ from minimallm._types import (
     replace_response,
 )
 from minimallm.actors.messages import Job, Reply
+
+if TYPE_CHECKING:
+    from minimallm.actors.worker import Worker
 
 __all__ = ["Traced", "invalid_request", "request"]
 
@@ -71,6 +79,8 @@ async def request(
     missed_key: str | None = None,
     events: trio.MemorySendChannel[Any] | None = None,
     index: int | None = None,
+    worker: Worker | None = None,
+    order: int = 0,
 ) -> Traced:
     """Answer ``req``: from the cache, by joining an identical call in flight, or from
     the server. ``force_refresh`` (0, or the number of this re-ask; ``True`` is 1)
@@ -79,7 +89,12 @@ async def request(
     (``_requests.reask_request``); ``missed_key``: a batch's bulk lookup already
     missed under this key (no second hash, no second read); ``events``: a batch
     Monitor's inbox for the report of every attempt that did not answer the request;
-    ``index``: the request's place in its batch (named when it is invalid). Raises only
+    ``index``: the request's place in its batch (named when it is invalid);
+    ``worker``: the Worker whose task runs this door (a batch's item, see
+    :class:`~minimallm.actors.messages.ItemJob`): the first attempt goes out on its
+    connection, and the door lets go of it before waiting for anything else; ``order``:
+    the request's number in the order requests arrived, when its caller gave it one
+    (0: numbered here). Raises only
     :class:`~minimallm.BackendClosedError` (or its subclass ``BackendFailedError``):
     anything the server does is in the result.
 
@@ -108,6 +123,8 @@ async def request(
             flight = cache.flights.get(key)
             if flight is None:
                 break
+            _let_go(worker)  # the leader may need a Worker to answer
+            worker = None
             await flight.done.wait()
             shared = flight.result
             # None: the leader was cancelled; a cached answer is no answer for a caller
@@ -119,6 +136,8 @@ async def request(
         # 4. one disk read
         if flight is not None and not skip_reads and missed_key is None:
             assert cache is not None and key is not None
+            _let_go(worker)
+            worker = None
             hit = await cache.lookup(req, key)
             if hit is not None:
                 flight.result = hit
@@ -139,7 +158,8 @@ async def request(
         sent_at: list[float] = []
         retries: RetryState | None = None  # made at the first failure only
         life = rt.life
-        order = life.orders = life.orders + 1  # the Pacer serves older requests first
+        if not order:  # the Pacer serves older requests first
+            order = life.orders = life.orders + 1
         gate = rt.tokens  # TPM: each attempt reserves its estimate, settled by its usage
         estimate = 0 if gate is None or body is None else gate.estimate(sent_req)
         last: AttemptError | None = None  # the latest attempt's failure
@@ -147,8 +167,18 @@ async def request(
         attempted: tuple[AttemptOutcome, float, float] | None
         while body is not None:  # (an invalid request makes none)
             if gate is not None:
+                _let_go(worker)  # the budget frees up as other requests end
+                worker = None
                 reservation = await gate.reserve(estimate)
-            if retries is None:
+            if worker is not None:  # on the Worker's own connection, in its task
+                if life.closed:
+                    raise life.closed_error()
+                attempted = await worker.attempt_here(body, events, order, moves)
+                if attempted is None:  # its endpoint is held: through the queue, to others
+                    _let_go(worker)
+                    worker = None
+                    continue
+            elif retries is None:
                 attempted = await _attempt(rt, body, events, order, None, moves)
             else:  # after refusals, a wait for the send bounded by MAX_WAIT_S
                 attempted = await _attempt_by(rt, body, events, order, retries.send_by(), moves)
@@ -177,6 +207,8 @@ async def request(
                 first = sent_at[0] if sent_at else sent
                 traced = Traced(response, len(sent_at) + 1, first, done - sent, outcome.usage)
                 break
+            _let_go(worker)  # backoff and retries: without holding the Worker
+            worker = None
             if outcome.excused:  # the client's own probe of a server it believes down, or
                 moves += 1  # a replica found down while another is up: go again at once
                 continue
@@ -249,6 +281,14 @@ async def _attempt_by(
     with trio.CancelScope(deadline=send_by) as waiting:
         return await _attempt(rt, body, events, order, waiting, moves)
     return None
+
+
+def _let_go(worker: Worker | None) -> None:
+    """The door, about to wait for something other than its own attempt, lets go of
+    the Worker that runs it (if one does): a Worker waiting on other requests could
+    wait for itself."""
+    if worker is not None:
+        worker.let_go()
 
 
 def _settle(gate: TokenGate, reservation: Reservation, result: AttemptOutcome, sent: float) -> None:

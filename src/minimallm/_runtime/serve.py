@@ -46,7 +46,7 @@ from minimallm.actors.admission import Admission
 from minimallm.actors.cooldown import Cooldown, CooldownStatistics
 from minimallm.actors.jobs import JobQueue
 from minimallm.actors.limiter import Limiter, LimiterStatistics
-from minimallm.actors.messages import Job
+from minimallm.actors.messages import ItemJob, Job
 from minimallm.actors.pacer import Pacer, PacerStatistics
 
 if TYPE_CHECKING:  # imported by serve() only when the prompt cache is used (SQLite…)
@@ -222,6 +222,14 @@ def _fleet_binding(each: tuple[EndpointStatistics, ...]) -> Binding | None:
     return Binding(named[0][0].limit, "; ".join(text for _, text in named))
 
 
+def refuse(job: Job | ItemJob, error: Exception) -> None:
+    """Tell ``job``'s caller the runtime cannot serve it (``error``)."""
+    if isinstance(job, Job):
+        job.reply.send(outcome.Error(error))
+    elif not job.cancelled:
+        job.fail(error)
+
+
 def _warn_long_wait(message: str) -> None:
     warnings.warn(f"minimallm: {message}", ServerWaitWarning, stacklevel=2)
 
@@ -256,12 +264,10 @@ async def serve(
     headers = request_headers(secret, compress=cfg.compress_gzip)
     make_transport = options.transport_factory or transport_factory_for(cfg)
 
-    def orphan(job: Job, exc: BaseException) -> None:
+    def orphan(job: Job | ItemJob, exc: BaseException) -> None:
         """A Worker stopped while holding ``job`` (``exc``: why): tell its caller."""
         life.record("Worker", exc)
-        job.reply.send(
-            outcome.Error(life.closed_error("the minimallm runtime stopped during the request"))
-        )
+        refuse(job, life.closed_error("the minimallm runtime stopped during the request"))
 
     # -- actors: one flow-control set per endpoint ------------------------------------
     endpoints: list[Endpoint] = []
@@ -332,6 +338,6 @@ async def serve(
         # the queue by their reply, later ones by the closed queue
         jobs.close()
         while (job := jobs.take_nowait()) is not None:
-            job.reply.send(outcome.Error(life.closed_error()))
+            refuse(job, life.closed_error())
         life.stop()
         life.stopped.set()

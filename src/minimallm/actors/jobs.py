@@ -19,9 +19,10 @@ What it keeps from the channel:
 
 What it drops:
 - it is unbounded. A caller never waits to hand its job over. Every queued job
-  belongs to a caller whose coroutine is waiting for the reply anyway, so the queue
-  holds at most one small :class:`~minimallm.actors.messages.Job` per waiting
-  caller;
+  belongs to a caller whose coroutine is waiting for the reply anyway, or is a batch's
+  item in progress (:class:`~minimallm.actors.messages.ItemJob`, at most
+  ``num_workers`` per batch), so the queue holds at most one small job per waiting
+  caller or item;
 - it has no clones and no separate send and receive ends. The wiring
   (``_runtime/serve.py``) is the only place that hands it out.
 """
@@ -34,7 +35,7 @@ from typing import NamedTuple
 import trio
 
 import outcome
-from minimallm.actors.messages import Job
+from minimallm.actors.messages import ItemJob, Job
 
 __all__ = ["JobQueue", "JobQueueStatistics"]
 
@@ -54,7 +55,7 @@ class JobQueue:
     __slots__ = ("_closed", "_jobs", "_takers")
 
     def __init__(self) -> None:
-        self._jobs: deque[Job] = deque()
+        self._jobs: deque[Job | ItemJob] = deque()
         self._takers: deque[trio.lowlevel.Task] = deque()  # parked in take(), oldest first
         self._closed = False
 
@@ -66,7 +67,7 @@ class JobQueue:
         """A frozen snapshot."""
         return JobQueueStatistics(len(self._jobs), len(self._takers))
 
-    def put(self, job: Job) -> None:
+    def put(self, job: Job | ItemJob) -> None:
         """Hand ``job`` to the Worker that has waited longest, or queue it; never
         blocks. Raises ``trio.ClosedResourceError`` once the queue is closed."""
         if self._closed:
@@ -76,13 +77,13 @@ class JobQueue:
         else:
             self._jobs.append(job)
 
-    def take_nowait(self) -> Job | None:
+    def take_nowait(self) -> Job | ItemJob | None:
         """The oldest queued job, or None when there is none (no exception: an empty
         queue is the common case)."""
         jobs = self._jobs
         return jobs.popleft() if jobs else None
 
-    async def take(self) -> Job:
+    async def take(self) -> Job | ItemJob:
         """The oldest job, waiting for one if need be (a checkpoint when it waits).
         Raises ``trio.EndOfChannel`` once the queue is closed and empty."""
         if self._jobs:
@@ -97,7 +98,7 @@ class JobQueue:
             takers.remove(task)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        job: Job | None = await trio.lowlevel.wait_task_rescheduled(abort)
+        job: Job | ItemJob | None = await trio.lowlevel.wait_task_rescheduled(abort)
         if job is None:  # woken by close()
             raise trio.EndOfChannel
         return job

@@ -3,6 +3,8 @@
 Who sends what to whom (the wiring is ``minimallm._runtime.serve.serve``)::
 
     caller ── Job ──────────────► Workers (one shared JobQueue; a Worker pulls jobs)
+    batch ── ItemJob ───────────► Workers (the same queue: an item whose whole request
+                                  the Worker runs in its own task, see ItemJob)
     Limiter ── PERMIT ──────────► Workers (a channel of permits; a Worker keeps its permit)
     Limiter ── REVOKE ──────────► Workers (give a permit back: the limit fell)
     Pacer ── SendGate / Slot ───► Workers (the gate open while unpaced; else Slots on
@@ -19,7 +21,7 @@ Who sends what to whom (the wiring is ``minimallm._runtime.serve.serve``)::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
@@ -36,6 +38,7 @@ __all__ = [
     "AttemptReport",
     "AttemptStarted",
     "Hold",
+    "ItemJob",
     "Job",
     "Refused",
     "Release",
@@ -88,6 +91,55 @@ class Job(NamedTuple):
     order: int = 0
     waiting: trio.CancelScope | None = None
     moves: int = 0
+
+    @property
+    def cancelled(self) -> bool:
+        """The caller left: the job needs no Worker any more."""
+        return self.reply.cancelled
+
+
+class ItemJob:
+    """A batch's item, for the Worker that takes it to run whole in its own task.
+
+    ``run(worker)`` is the item's request door (``_runtime/request.py``) with that
+    Worker: its first attempt goes out on the Worker's own connection, so handing the
+    request over and bringing its answer back cost no task switch, and the Worker finds
+    the batch's next item already queued when it is done (the batch queues it as this
+    one ends). Anything else the request has to wait for (an identical request in
+    flight, a retry's backoff, a held endpoint) the door waits for after letting go of
+    the Worker (:meth:`~minimallm.actors.worker.Worker.let_go`).
+
+    ``fail(error)``: the runtime stopped before or while running it (the batch stops
+    with ``error``). ``order``: its number in the order requests arrived, given as it is
+    queued (Workers that take items in that order may start them in any order: trio
+    runs a wave of woken tasks in either order). ``scope``: the cancel scope it runs
+    in (set by the Worker as it starts it; None while queued); the batch cancels a
+    running item through it, and a queued one by :meth:`cancel` (a Worker then skips
+    it). Mutable, unlike the other
+    messages: it is the item's own record while it is in progress."""
+
+    __slots__ = ("cancelled", "fail", "order", "run", "scope")
+
+    def __init__(
+        self,
+        run: Callable[[Any, int], Awaitable[None]],
+        fail: Callable[[BaseException], None],
+    ) -> None:
+        self.run = run
+        self.fail = fail
+        self.order = 0
+        self.scope: trio.CancelScope | None = None
+        self.cancelled = False
+
+    def __repr__(self) -> str:
+        state = "cancelled" if self.cancelled else "queued" if self.scope is None else "running"
+        return f"<ItemJob {state}>"
+
+    def cancel(self) -> None:
+        """Stop the item: a queued one is skipped, a running one is cancelled."""
+        self.cancelled = True
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 class AttemptReport(NamedTuple):

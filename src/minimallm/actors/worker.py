@@ -24,8 +24,19 @@ TIMEOUT_S bounds the whole attempt (connect + send + wait + read): the Watchdog 
 ``interrupt()`` closes the socket and wakes the waiting read). A caller that leaves (it
 was cancelled, its batch aborted) calls :meth:`Worker.interrupt` through its Reply: a
 waiting Worker stops waiting, a sending one closes its half-used connection. These two
-handles are the only ways into a Worker from outside, and all they can do is end the
-attempt they name (an attempt number that is no longer current is ignored).
+handles are the only ways into a Worker from another task, and all they can do is end
+the attempt they name (an attempt number that is no longer current is ignored).
+
+A batch's item comes as an :class:`~minimallm.actors.messages.ItemJob`: the Worker
+runs the item's whole request door in its own task (``_runtime/request.py``), and the
+door makes its first attempt through :meth:`Worker.attempt_here`, the same attempt as a
+job's, on the same connection. No task wakes to hand the request over or to bring the
+answer back, and the batch queues its next item as this one ends, so the Worker finds
+it waiting. Before the door waits for anything but its own attempt it calls
+:meth:`Worker.let_go`: a new task of the Worker's own nursery takes over as the
+Worker's driver (same connection, same permit), and the door finishes in the old one,
+no longer the Worker. Batch items run in a cancel scope that lasts from one item to the
+next; the batch cancels a running item through it, and the driver opens a new one.
 
 When the runtime stops, every Worker is cancelled; a job it held goes to the runtime's
 ``orphan`` handler, which answers its caller (the backend closed, or the runtime failed).
@@ -57,6 +68,7 @@ from minimallm.actors.jobs import JobQueue
 from minimallm.actors.messages import (
     AttemptReport,
     AttemptStarted,
+    ItemJob,
     Job,
     Slot,
     WantSlot,
@@ -105,12 +117,14 @@ class Worker:
     __slots__ = (
         "_attempts",
         "_ch",
+        "_driver",
         "_expired",
         "_grants_in",
         "_grants_out",
         "_headers",
         "_index",
         "_now",
+        "_nursery",
         "_orphan",
         "_permit",
         "_phase",
@@ -130,7 +144,7 @@ class Worker:
         *,
         headers: tuple[tuple[bytes, bytes], ...],
         timeout_s: float,
-        orphan: Callable[[Job, BaseException], None],
+        orphan: Callable[[Job | ItemJob, BaseException], None],
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._index = index
@@ -149,6 +163,8 @@ class Worker:
         self._attempts = 0
         self._through = False  # an attempt of this Worker succeeded
         self._now: Callable[[], float] = trio.current_time  # the run's clock (see run)
+        self._driver = 0  # which task drives the Worker now (see let_go)
+        self._nursery: trio.Nursery  # the Worker's own tasks (see run)
 
     def __repr__(self) -> str:
         s = self.statistics()
@@ -181,37 +197,69 @@ class Worker:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Take a permit, then jobs, one attempt at a time, until the job queue closes
         or the runtime is cancelled. The permit stays with the Worker from one attempt
-        to the next (see the module docstring) until the Limiter revokes it."""
-        jobs = self._ch.jobs
-        admission = self._ch.admission
+        to the next (see the module docstring) until the Limiter revokes it. The
+        Worker's tasks (its driver, and a batch item's door after :meth:`let_go`) run in
+        its own nursery, so any of them failing is this Worker failing."""
         # the run's clock, read directly: trio.current_time() goes through two more
         # calls, and a Worker reads the time twice per attempt
         self._now = trio.lowlevel.current_clock().current_time
-        task_status.started()
-        job: Job | None = None
         try:
-            while True:
-                if not self._permit:
-                    await self._take_permit()
-                if admission is not None:
-                    job = await self._pull(jobs, admission)
-                    if job is None:
-                        return
-                else:
-                    job = jobs.take_nowait()
-                    if job is None:
-                        try:
-                            job = await jobs.take()
-                        except trio.EndOfChannel:
-                            return
-                await self._serve(job)
-                job = None
-        except BaseException as exc:
-            if job is not None and not job.reply.cancelled:
-                self._orphan(job, exc)  # the runtime tells the caller why (a bug, or a stop)
-            raise
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await self._drive(self._driver)
         finally:
             await self._transport.aclose()
+
+    def let_go(self) -> None:
+        """(a batch item's door, running in this Worker's task) The door is about to
+        wait for something other than its own attempt: a new task takes over as this
+        Worker's driver (same connection, same permit), and the door's task, no longer
+        the Worker, ends when the door does. Called at most once per item."""
+        self._driver += 1
+        self._nursery.start_soon(self._drive, self._driver, name=f"Worker {self._index}")
+
+    async def _drive(self, me: int) -> None:
+        """The Worker's loop, while this task is its driver (``me``: see :meth:`let_go`).
+        Batch items run in a cancel scope that lasts from one item to the next (a scope
+        per item would cost as much as the hop it saves); the batch cancels the one
+        running through it, and a new scope follows."""
+        jobs = self._ch.jobs
+        admission = self._ch.admission
+        job: Job | ItemJob | None = None
+        try:
+            while True:
+                with trio.CancelScope() as items:
+                    while True:
+                        if not self._permit:
+                            await self._take_permit()
+                        if admission is not None:
+                            job = await self._pull(jobs, admission)
+                            if job is None:
+                                return
+                        else:
+                            job = jobs.take_nowait()
+                            if job is None:
+                                try:
+                                    job = await jobs.take()
+                                except trio.EndOfChannel:
+                                    return
+                        if isinstance(job, Job):
+                            await self._serve(job)
+                        elif not job.cancelled:
+                            job.scope = items
+                            await job.run(self, job.order)
+                            if self._driver != me:  # the door let go of the Worker
+                                return
+                            job.scope = None
+                        job = None
+                if self._driver != me:  # its door, cancelled by its batch after let_go
+                    return
+                job = None
+        except BaseException as exc:
+            if job is not None and not job.cancelled:
+                self._orphan(job, exc)  # the runtime tells the caller why (a bug, or a stop)
+            raise
 
     async def _take_permit(self) -> None:
         permits = self._ch.permits
@@ -252,18 +300,58 @@ class Worker:
             return
         if job.waiting is not None:  # sent now: the caller's wait is over
             job.waiting.deadline = math.inf
-        result, sent_at = await self._attempt(job)
+        result, sent_at = await self._attempt(job.body)
         if reply.cancelled:  # interrupted because the caller left: not the server's doing
             return
+        reply.send_value(await self._reported(result, sent_at, probe, job.events, job.moves))
+
+    async def attempt_here(
+        self,
+        body: bytes,
+        events: trio.MemorySendChannel[Any] | None,
+        order: int,
+        moves: int,
+    ) -> tuple[AttemptOutcome, float, float] | None:
+        """(a batch item's door, running in this Worker's task) One attempt on this
+        Worker's connection, as :meth:`_serve` makes a job's: its outcome, when it was
+        sent and when it ended; None if this endpoint is held (several endpoints: the
+        door sends it through the queue, to the others). Cancelled with the item (the
+        connection, half used, is closed)."""
+        self._seq += 1
+        seq = self._seq
+        probe: str | None = None
+        if not self._ch.gate.open:  # paced or held: ask the Pacer
+            await self._want_slot(seq, order)
+            self._phase = _Phase.WAITING
+            try:
+                slot = await self._grant(seq)
+            finally:
+                self._phase = _Phase.IDLE
+            if slot.back:
+                return None
+            probe = slot.probe
+        result, sent_at = await self._attempt(body)
+        return await self._reported(result, sent_at, probe, events, moves)
+
+    async def _reported(
+        self,
+        result: AttemptOutcome,
+        sent_at: float,
+        probe: str | None,
+        events: trio.MemorySendChannel[Any] | None,
+        moves: int,
+    ) -> tuple[AttemptOutcome, float, float]:
+        """The attempt reported to flow control (and the batch's Monitor): what the
+        caller gets."""
         report = self._report(result, sent_at, probe)
-        if not deliver(self._ch, report, job.events):
+        if not deliver(self._ch, report, events):
             await self._ch.limiter.send(report)  # the Limiter is behind: wait for it
         admission = self._ch.admission
         if probe is not None or admission is not None:  # else nothing is excused
-            result = excused(result, probe, job.moves, admission, sent_at)
-        reply.send_value((result, sent_at, report.done_at))
+            result = excused(result, probe, moves, admission, sent_at)
+        return result, sent_at, report.done_at
 
-    async def _pull(self, jobs: JobQueue, admission: Admission) -> Job | None:
+    async def _pull(self, jobs: JobQueue, admission: Admission) -> Job | ItemJob | None:
         """Several endpoints: the next job this endpoint may send (None: the queue
         closed). Waits while the endpoint is held; a job taken while the endpoint went
         into a hold goes back to the channel. Counted as idle meanwhile (for the
@@ -280,7 +368,7 @@ class Worker:
                 try:
                     self._hand_back(job)  # held since: for the other endpoints
                 except BaseException as exc:
-                    if not job.reply.cancelled:
+                    if not job.cancelled:
                         self._orphan(job, exc)
                     raise
         except trio.EndOfChannel:
@@ -288,17 +376,29 @@ class Worker:
         finally:
             admission.idle -= 1
 
-    def _hand_back(self, job: Job) -> None:
+    def _hand_back(self, job: Job | ItemJob) -> None:
         """Several endpoints: put ``job`` back in the shared queue (this endpoint is
         held; a Worker of another takes it)."""
         requeue = self._ch.requeue
         assert requeue is not None  # an Admission comes with it
-        if job.reply.cancelled:
+        if job.cancelled:
             return
         requeue.put(job)
 
     async def _wait_for_slot(self, seq: int, order: int) -> Slot:
         """Ask the Pacer for a slot and wait for it; raises _Left if the caller left."""
+        await self._want_slot(seq, order)
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            self._phase = _Phase.WAITING
+            try:
+                return await self._grant(seq)
+            finally:
+                self._phase = _Phase.IDLE
+                self._scope = None
+        raise _Left
+
+    async def _want_slot(self, seq: int, order: int) -> None:
         grants = self._grants_out
         while True:  # a grant for an attempt given up earlier may still lie here
             try:
@@ -310,20 +410,14 @@ class Worker:
             self._ch.pacer.send_nowait(want)
         except trio.WouldBlock:
             await self._ch.pacer.send(want)
-        with trio.CancelScope() as scope:
-            self._scope = scope
-            self._phase = _Phase.WAITING
-            try:
-                while True:
-                    slot = await grants.receive()
-                    if slot.seq == seq:
-                        return slot
-            finally:
-                self._phase = _Phase.IDLE
-                self._scope = None
-        raise _Left
 
-    async def _attempt(self, job: Job) -> tuple[AttemptOutcome, float]:
+    async def _grant(self, seq: int) -> Slot:
+        while True:
+            slot = await self._grants_out.receive()
+            if slot.seq == seq:
+                return slot
+
+    async def _attempt(self, body: bytes) -> tuple[AttemptOutcome, float]:
         self._attempts += 1
         seq = self._seq
         index = self._index
@@ -337,7 +431,7 @@ class Worker:
                 self._ch.watchdog.send_nowait(AttemptStarted(deadline, index, seq))
         self._phase = _Phase.SENDING
         try:
-            reply = await self._transport.post(self._headers, job.body)
+            reply = await self._transport.post(self._headers, body)
         except TRANSPORT_EXCEPTIONS as exc:
             if self._expired == seq:
                 return timeout_outcome(self._timeout_s), sent_at
