@@ -33,7 +33,7 @@ connections), and every result delivered before stays delivered.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any, TypeAlias, TypeVar
 
@@ -41,6 +41,7 @@ import trio
 
 from minimallm._batch.budget import FailureBudget, TokenBudget
 from minimallm._batch.items import PROGRAMMING_ERRORS, ItemResult
+from minimallm._batch.source import ItemSource, Taken, noted
 from minimallm._config.settings import BatchConfig
 from minimallm._errors import BackendClosedError, BatchAbortedError, TokenBudgetExceededError
 from minimallm._progress import ProgressSink, ProgressTally
@@ -102,11 +103,6 @@ class _Stop:
         self.also()
 
 
-def _noted(exc: BaseException, note: str) -> BaseException:
-    exc.add_note(note)
-    return exc
-
-
 async def run_batch(
     items: Iterable[Any],
     fn: ItemFn,
@@ -143,38 +139,8 @@ async def run_batch(
     tally = ProgressTally(total, now())
     item_finished = tally.item_finished
     monitor = Monitor(cfg, tally, events_recv, sink, runtime, calls, in_progress)
-    source: Iterator[tuple[int, Any]] = enumerate(items)
-    exhausted = False
+    source = ItemSource(items, window)
     lanes = cfg.num_workers if total is None else min(cfg.num_workers, max(total, 1))
-
-    def take_item(stop: _Stop) -> tuple[int, Any] | None:
-        """The next input item, or None at the end (or when the input raised)."""
-        nonlocal exhausted
-        if exhausted:
-            return None
-        try:
-            return next(source)
-        except StopIteration:
-            exhausted = True
-        except Exception as exc:
-            exhausted = True
-            stop(_noted(exc, "minimallm: raised by the batch's input while taking an item"))
-        return None
-
-    async def next_item(stop: _Stop) -> tuple[int, Any] | None:
-        """:func:`take_item`, within the ``window`` (when there is one)."""
-        if window is None:
-            return take_item(stop)
-        if exhausted:
-            return None
-        try:
-            window.acquire_nowait()
-        except trio.WouldBlock:
-            await window.acquire()
-        taken = take_item(stop)
-        if taken is None:
-            window.release()
-        return taken
 
     def complete(
         stop: _Stop, index: int, started_at: float, result: ItemResult[Any]
@@ -211,22 +177,14 @@ async def run_batch(
             stop(TokenBudgetExceededError(spent, [], list(budget.recent), tokens.used))
         return late
 
-    async def runner(
-        stop: _Stop, misses: trio.MemoryReceiveChannel[tuple[int, Any]] | None
-    ) -> None:
+    async def runner(stop: _Stop) -> None:
         """Run items one after another (no coroutine per item): each as
         ``finish(await fn(index, item, events, None, 0))``, completed."""
+        quick = window is None and source.misses is None  # taken without a coroutine
         while stop.error is None:
-            if misses is None:
-                # no window: take the item without a coroutine (one fewer per item)
-                taken = take_item(stop) if window is None else await next_item(stop)
-                if taken is None:
-                    return
-            else:
-                try:
-                    taken = await misses.receive()
-                except trio.EndOfChannel:
-                    return
+            taken = source.take(stop) if quick else await source.wait(stop)
+            if taken is None:
+                return
             if stop.error is not None:
                 return
             index, item = taken
@@ -234,7 +192,7 @@ async def run_batch(
             try:
                 result = finish(await fn(index, item, events_send, None, 0))
             except PROGRAMMING_ERRORS as exc:
-                stop(_noted(exc, f"minimallm: raised while running item {describe(index, item)}"))
+                stop(noted(exc, f"minimallm: raised while running item {describe(index, item)}"))
                 return
             except BackendClosedError as exc:
                 stop(exc)
@@ -247,7 +205,6 @@ async def run_batch(
 
     # -- with a pool: the items run in the Workers' tasks ------------------------------
     queued: dict[int, ItemJob] = {}  # items handed to the pool and not ended yet
-    misses_recv: trio.MemoryReceiveChannel[tuple[int, Any]] | None = None
     drained = trio.Event()  # no item in the pool, and none will go (the end, or a stop)
     ending = False  # the batch is ending: no more items go to the pool
     wanted = trio.Event()  # the input had no item ready: the keeper waits for one
@@ -274,7 +231,7 @@ async def run_batch(
             try:
                 traced = await fn(index, item, events_send, worker, order)
             except PROGRAMMING_ERRORS as exc:
-                stop(_noted(exc, f"minimallm: raised while running item {describe(index, item)}"))
+                stop(noted(exc, f"minimallm: raised while running item {describe(index, item)}"))
                 return
             except BackendClosedError as exc:
                 stop(exc)
@@ -284,7 +241,7 @@ async def run_batch(
                 if late is not None:
                     await events_send.send(late)
             except Exception as exc:
-                stop(_noted(exc, "minimallm: raised by the batch's item runner"))
+                stop(noted(exc, "minimallm: raised by the batch's item runner"))
         finally:  # ended (after its failure reached the Monitor: the batch may end now)
             del began[index]
             del queued[index]
@@ -300,32 +257,7 @@ async def run_batch(
         if not queued:
             drained.set()
 
-    def ready(stop: _Stop) -> tuple[int, Any] | bool | None:
-        """The next item if one is ready without waiting; None: no more; False: the
-        input has none ready (the keeper waits for it)."""
-        nonlocal exhausted
-        if misses_recv is not None:
-            try:
-                return misses_recv.receive_nowait()
-            except trio.WouldBlock:
-                return False
-            except trio.EndOfChannel:
-                exhausted = True
-                return None
-        if window is not None:
-            if exhausted:
-                return None
-            try:
-                window.acquire_nowait()
-            except trio.WouldBlock:
-                return False
-            taken = take_item(stop)
-            if taken is None:
-                window.release()
-            return taken
-        return take_item(stop)
-
-    def launch(stop: _Stop, taken: tuple[int, Any]) -> None:
+    def launch(stop: _Stop, taken: Taken) -> None:
         """Hand item ``taken`` to the pool."""
         assert pool is not None
         index, item = taken
@@ -343,7 +275,7 @@ async def run_batch(
         input has one ready; True if it had none ready (the keeper is told)."""
         nonlocal ending
         while not ending and len(queued) < lanes:
-            taken = ready(stop)
+            taken = source.ready(stop)
             if taken is False:
                 wanted.set()
                 return True
@@ -358,20 +290,13 @@ async def run_batch(
     async def keeper(stop: _Stop) -> None:
         """Fills the pool at the start, and whenever the input had no item ready (the
         window is full, or the cache reader is behind): waits for one."""
-        nonlocal wanted, exhausted, ending
+        nonlocal wanted, ending
         while not ending:
             wanted = trio.Event()
             if not refill(stop):
                 await wanted.wait()  # the pool is full: the items that end refill it
                 continue
-            if misses_recv is not None:
-                try:
-                    taken = await misses_recv.receive()
-                except trio.EndOfChannel:
-                    exhausted = ending = True
-                    taken = None
-            else:
-                taken = await next_item(stop)
+            taken = await source.wait(stop)
             if taken is None:
                 ending = True
                 if not queued:
@@ -379,13 +304,13 @@ async def run_batch(
                 return
             launch(stop, taken)
 
-    async def feeder(stop: _Stop, misses: trio.MemorySendChannel[tuple[int, Any]]) -> None:
+    async def feeder(stop: _Stop, misses: trio.MemorySendChannel[Taken]) -> None:
         assert lookup is not None
         async with misses:
             while True:
-                chunk: list[tuple[int, Any]] = []
+                chunk: list[Taken] = []
                 while len(chunk) < LOOKUP_CHUNK:
-                    taken = await next_item(stop)
+                    taken = await source.next(stop)
                     if taken is None:
                         break
                     chunk.append(taken)
@@ -413,7 +338,7 @@ async def run_batch(
         except BackendClosedError as exc:  # e.g. the feeder's cache read during aclose()
             stop(exc)
         except BaseException as exc:  # a bug, or the user's progress callback
-            stop(_noted(exc, f"minimallm: raised by the batch's {what}"))
+            stop(noted(exc, f"minimallm: raised by the batch's {what}"))
 
     async def monitor_task(stop: _Stop, *, task_status: trio.TaskStatus[None]) -> None:
         try:
@@ -421,7 +346,7 @@ async def run_batch(
         except (trio.Cancelled, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            stop(_noted(exc, "minimallm: raised while showing the batch's progress"))
+            stop(noted(exc, "minimallm: raised while showing the batch's progress"))
 
     try:
         async with trio.open_nursery() as batch:
@@ -429,9 +354,7 @@ async def run_batch(
             await batch.start(monitor_task, stop)
             async with trio.open_nursery() as runners:
                 if lookup is not None:
-                    misses_send, misses_recv = trio.open_memory_channel[tuple[int, Any]](
-                        cfg.num_workers
-                    )
+                    misses_send, source.misses = trio.open_memory_channel[Taken](cfg.num_workers)
                     runners.start_soon(guarded, stop, "cache reader", feeder, misses_send)
                 if pool is not None:
                     runners.start_soon(guarded, stop, "item feeder", keeper)
@@ -439,7 +362,7 @@ async def run_batch(
                     runners.cancel_scope.cancel()  # the keeper (the cache reader has ended)
                 else:
                     for _ in range(lanes):
-                        runners.start_soon(guarded, stop, "item runner", runner, misses_recv)
+                        runners.start_soon(guarded, stop, "item runner", runner)
             await events_send.aclose()  # the Monitor shows the summary and ends
     finally:
         if queued:  # cancelled from outside, or stopped: the Workers let go of its items

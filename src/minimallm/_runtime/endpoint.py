@@ -214,7 +214,6 @@ def build_endpoint(
         watches=watches,
         revoking=revoking,
         admission=admission,
-        requeue=jobs if several else None,
     )
     workers = [
         Worker(

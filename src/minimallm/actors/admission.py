@@ -24,11 +24,16 @@ for the Pacer's probe slot, as a lone client must).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 import trio
 
-__all__ = ["Admission"]
+if TYPE_CHECKING:
+    from minimallm.actors.jobs import JobQueue
+    from minimallm.actors.messages import ItemJob, Job
+
+__all__ = ["Admission", "pull"]
 
 
 class _Idle(NamedTuple):
@@ -124,3 +129,35 @@ class Admission:
         it does already."""
         while not (self._open or self._tickets):
             await self._lot.park()
+
+
+async def pull(
+    jobs: JobQueue,
+    admission: Admission,
+    orphan: Callable[[Job | ItemJob, BaseException], None],
+) -> Job | ItemJob | None:
+    """(a Worker of one of several endpoints) The next job this endpoint may send (None:
+    the queue closed). Waits while the endpoint is held; a job taken while the endpoint
+    went into a hold goes back to the queue, for the other endpoints (``orphan``: tells
+    the job's caller if that fails). Counted as idle meanwhile (for the Limiter: a
+    Worker waiting here holds a permit but makes no attempt)."""
+    admission.idle += 1
+    try:
+        while True:
+            await admission.wait()
+            job = jobs.take_nowait()
+            if job is None:
+                job = await jobs.take()
+            if admission.try_take():
+                return job
+            if job.cancelled:
+                continue
+            try:
+                jobs.put(job)  # held since: for the other endpoints
+            except BaseException as exc:
+                orphan(job, exc)
+                raise
+    except trio.EndOfChannel:
+        return None
+    finally:
+        admission.idle -= 1

@@ -1,4 +1,5 @@
-"""Where a Worker's :class:`AttemptReport` goes once it is built: the fan-out.
+"""A Worker's :class:`AttemptReport`: how it is built (:func:`report_of`), and where it
+goes (:func:`deliver`, the fan-out).
 
 Every report goes to the Limiter (the permit's fate is in it: never dropped; when the
 Limiter is behind, :func:`deliver` says so and the Worker waits to hand it over). The
@@ -17,12 +18,44 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from minimallm._outcome.attempts import AttemptOutcome, AttemptSuccess
 from minimallm.actors.messages import AttemptReport
 
 if TYPE_CHECKING:
     from minimallm.actors.worker import WorkerChannels
 
-__all__ = ["deliver"]
+__all__ = ["deliver", "report_of"]
+
+
+def report_of(
+    result: AttemptOutcome,
+    sent_at: float,
+    done_at: float,
+    probe: str | None,
+    kept: bool,
+    revoked: bool,
+) -> AttemptReport:
+    """The report of an attempt sent at ``sent_at`` and ended at ``done_at`` with
+    ``result``; ``probe``: why the Pacer had it probe (None: no probe); ``kept``: the
+    Worker keeps its permit; ``revoked``: the Worker gave it back because the Limiter
+    asked (else a permit given back was refused)."""
+    kind = result.kind
+    if isinstance(result, AttemptSuccess):
+        return AttemptReport(
+            sent_at, done_at, kind, None, result.rate, result.total_tokens, probe, kept
+        )
+    return AttemptReport(
+        sent_at,
+        done_at,
+        kind,
+        result.retry_after_s,
+        result.rate,
+        None,
+        probe,
+        kept,
+        result.status,
+        not kept and not revoked,
+    )
 
 
 def deliver(

@@ -1,12 +1,11 @@
 """Worker: owns one HTTP connection and makes one attempt at a time, pulling jobs.
 
 There are exactly MAX_OUTSTANDING Workers, each a long-lived task. A Worker first takes
-a permit from the Limiter and keeps it from one attempt to the next until the Limiter
-revokes it (a token in the revocation channel, looked at after every attempt, so a job
-once taken is always sent): only as many Workers take jobs as the concurrency limit
-allows, and a Worker's next request goes out on the same warm connection (a server with
-few slots sees the next request only after it has finished the last one on that
-connection). A Worker never waits for a permit with a job in hand. One attempt::
+a permit from the Limiter and keeps it from one attempt to the next (:mod:`.permit`):
+only as many Workers take jobs as the concurrency limit allows, and a Worker's next
+request goes out on the same warm connection (a server with few slots sees the next
+request only after it has finished the last one on that connection). A Worker never
+waits for a permit with a job in hand. One attempt::
 
     permit   ◄─ the Limiter's permit channel     (kept between attempts)
     job      ◄─ the shared JobQueue              (take_nowait first: no switch if ready)
@@ -60,8 +59,8 @@ from minimallm._http.transport import (
     outcome_from_reply,
     timeout_outcome,
 )
-from minimallm._outcome.attempts import AttemptOutcome, AttemptSuccess
-from minimallm.actors.admission import Admission
+from minimallm._outcome.attempts import AttemptOutcome
+from minimallm.actors.admission import Admission, pull
 from minimallm.actors.excuse import excused
 from minimallm.actors.flags import Revoking, SendGate
 from minimallm.actors.jobs import JobQueue
@@ -73,7 +72,8 @@ from minimallm.actors.messages import (
     Slot,
     WantSlot,
 )
-from minimallm.actors.reports import deliver
+from minimallm.actors.permit import Permit
+from minimallm.actors.reports import deliver, report_of
 from minimallm.actors.watchdog import Watches
 
 __all__ = ["Worker", "WorkerChannels", "WorkerStatistics"]
@@ -108,7 +108,6 @@ class WorkerChannels(NamedTuple):
     watches: Watches  # this endpoint's attempts in flight, as the Watchdog sees them
     revoking: Revoking  # set while REVOKE tokens may wait in ``revocations``
     admission: Admission | None = None  # several endpoints: may this one take a job now?
-    requeue: JobQueue | None = None  # several endpoints: hand a job back (the same queue)
 
 
 class Worker:
@@ -130,7 +129,6 @@ class Worker:
         "_phase",
         "_scope",
         "_seq",
-        "_through",
         "_timeout_s",
         "_transport",
         "_wall",
@@ -156,12 +154,11 @@ class Worker:
         self._wall = wall_clock
         self._grants_in, self._grants_out = trio.open_memory_channel[Slot](1)
         self._seq = 0
-        self._permit = False  # holds a permit from the Limiter
+        self._permit = Permit(channels.permits, channels.revocations, channels.revoking)
         self._phase = _Phase.IDLE
         self._scope: trio.CancelScope | None = None
         self._expired = 0
         self._attempts = 0
-        self._through = False  # an attempt of this Worker succeeded
         self._now: Callable[[], float] = trio.current_time  # the run's clock (see run)
         self._driver = 0  # which task drives the Worker now (see let_go)
         self._nursery: trio.Nursery  # the Worker's own tasks (see run)
@@ -173,7 +170,7 @@ class Worker:
     def statistics(self) -> WorkerStatistics:
         """A frozen snapshot: what the Worker does now, whether it holds a permit, how
         many attempts it made."""
-        return WorkerStatistics(self._phase.name.lower(), self._permit, self._attempts)
+        return WorkerStatistics(self._phase.name.lower(), self._permit.held, self._attempts)
 
     # -- the two handles ------------------------------------------------------------------
 
@@ -226,15 +223,16 @@ class Worker:
         running through it, and a new scope follows."""
         jobs = self._ch.jobs
         admission = self._ch.admission
+        permit = self._permit
         job: Job | ItemJob | None = None
         try:
             while True:
                 with trio.CancelScope() as items:
                     while True:
-                        if not self._permit:
-                            await self._take_permit()
+                        if not permit.held:
+                            await permit.take()
                         if admission is not None:
-                            job = await self._pull(jobs, admission)
+                            job = await pull(jobs, admission, self._orphan)
                             if job is None:
                                 return
                         else:
@@ -261,24 +259,6 @@ class Worker:
                 self._orphan(job, exc)  # the runtime tells the caller why (a bug, or a stop)
             raise
 
-    async def _take_permit(self) -> None:
-        permits = self._ch.permits
-        try:
-            permits.receive_nowait()
-        except trio.WouldBlock:
-            await permits.receive()
-        self._permit = True
-
-    def _revoked(self) -> bool:
-        """True (and the token taken) if the Limiter asked for a permit back."""
-        if not self._ch.revoking.pending:  # no token waits: no look (and no exception)
-            return False
-        try:
-            self._ch.revocations.receive_nowait()
-        except trio.WouldBlock:
-            return False
-        return True
-
     async def _serve(self, job: Job) -> None:
         reply = job.reply
         if reply.cancelled:
@@ -293,7 +273,7 @@ class Worker:
             except _Left:
                 return
             if slot.back:  # several endpoints, this one held: the others may send it
-                self._hand_back(job)
+                self._ch.jobs.put(job)
                 return
             probe = slot.probe
         if reply.cancelled:
@@ -350,40 +330,6 @@ class Worker:
         if probe is not None or admission is not None:  # else nothing is excused
             result = excused(result, probe, moves, admission, sent_at)
         return result, sent_at, report.done_at
-
-    async def _pull(self, jobs: JobQueue, admission: Admission) -> Job | ItemJob | None:
-        """Several endpoints: the next job this endpoint may send (None: the queue
-        closed). Waits while the endpoint is held; a job taken while the endpoint went
-        into a hold goes back to the channel. Counted as idle meanwhile (for the
-        Limiter: a Worker waiting here holds a permit but makes no attempt)."""
-        admission.idle += 1
-        try:
-            while True:
-                await admission.wait()
-                job = jobs.take_nowait()
-                if job is None:
-                    job = await jobs.take()
-                if admission.try_take():
-                    return job
-                try:
-                    self._hand_back(job)  # held since: for the other endpoints
-                except BaseException as exc:
-                    if not job.cancelled:
-                        self._orphan(job, exc)
-                    raise
-        except trio.EndOfChannel:
-            return None
-        finally:
-            admission.idle -= 1
-
-    def _hand_back(self, job: Job | ItemJob) -> None:
-        """Several endpoints: put ``job`` back in the shared queue (this endpoint is
-        held; a Worker of another takes it)."""
-        requeue = self._ch.requeue
-        assert requeue is not None  # an Admission comes with it
-        if job.cancelled:
-            return
-        requeue.put(job)
 
     async def _wait_for_slot(self, seq: int, order: int) -> Slot:
         """Ask the Pacer for a slot and wait for it; raises _Left if the caller left."""
@@ -444,31 +390,8 @@ class Worker:
     def _report(self, result: AttemptOutcome, sent_at: float, probe: str | None) -> AttemptReport:
         """The attempt's report (where it goes: ``actors/reports.py``); whether the
         Worker keeps its permit is decided here."""
-        kind = result.kind
-        revoked = self._revoked()
-        self._through = self._through or kind == "ok"
-        # refused before any success: the permit goes back (see actors/limiter.py)
-        kept = not revoked and (self._through or kind != "overload")
-        self._permit = kept
-        done_at = self._now()
-        if isinstance(result, AttemptSuccess):
-            report = AttemptReport(
-                sent_at, done_at, kind, None, result.rate, result.total_tokens, probe, kept
-            )
-        else:
-            report = AttemptReport(
-                sent_at,
-                done_at,
-                kind,
-                result.retry_after_s,
-                result.rate,
-                None,
-                probe,
-                kept,
-                result.status,
-                not kept and not revoked,
-            )
-        return report
+        kept, revoked = self._permit.settle(result.kind)
+        return report_of(result, sent_at, self._now(), probe, kept, revoked)
 
 
 class _Left(Exception):
