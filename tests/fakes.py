@@ -7,14 +7,17 @@ seen by the "server" is tracked, so tests can assert limits and pacing exactly.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
+from minimallm import BatchConfig, MinimaLlmConfig, MinimaLlmRequest, OpenAIMinimaLlm
 from minimallm._http import errors as http_errors
 from minimallm._http.transport import HttpReply
+from minimallm._runtime.serve import RuntimeOptions
 
 OK_BODY = {"choices": [{"message": {"role": "assistant", "content": ""}}]}
 
@@ -121,3 +124,25 @@ def drain(channel: trio.MemoryReceiveChannel[Any]) -> list[Any]:
             out.append(channel.receive_nowait())
         except trio.WouldBlock:
             return out
+
+
+def backend_for(server: FakeServer, **cfg: Any) -> OpenAIMinimaLlm:
+    """A backend whose transport is ``server`` (rpm 0, no jitter, 4 items at once;
+    ``cfg``: other settings)."""
+    settings: dict[str, Any] = {
+        "base_url": "http://fake.invalid",
+        "model": "m",
+        "rpm": 0,
+        "base_backoff_s": 0.5,
+        "jitter": 0.0,
+        "batch": BatchConfig(heartbeat_s=0, num_workers=4),
+    }
+    settings.update(cfg)
+    return OpenAIMinimaLlm(
+        MinimaLlmConfig(**settings), options=RuntimeOptions(server.transport, random.Random(0))
+    )
+
+
+def req(i: int, content: str | None = None) -> MinimaLlmRequest:
+    """Request ``id{i}`` asking ``content`` (``p{i}`` by default)."""
+    return MinimaLlmRequest(f"id{i}", [{"role": "user", "content": content or f"p{i}"}])

@@ -4,7 +4,6 @@ completed results reachable, a bad item only fails itself."""
 from __future__ import annotations
 
 import asyncio
-import random
 import sqlite3
 import warnings
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from fakes import FakeServer, Script
+from fakes import FakeServer, Script, backend_for, req
 from minimallm import (
     BackendClosedError,
     BackendFailedError,
@@ -28,32 +27,12 @@ from minimallm import (
     run_batched_callable,
 )
 from minimallm._errors import CacheWarning
-from minimallm._runtime.serve import RuntimeOptions
 from minimallm.mock import MockServerThread
 
 
 @pytest.fixture
 def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
-
-
-def backend_for(server: FakeServer, **cfg: Any) -> OpenAIMinimaLlm:
-    settings: dict[str, Any] = {
-        "base_url": "http://fake.invalid",
-        "model": "m",
-        "rpm": 0,
-        "base_backoff_s": 0.5,
-        "jitter": 0.0,
-        "batch": BatchConfig(heartbeat_s=0, num_workers=4),
-    }
-    settings.update(cfg)
-    return OpenAIMinimaLlm(
-        MinimaLlmConfig(**settings), options=RuntimeOptions(server.transport, random.Random(0))
-    )
-
-
-def req(i: int, content: str | None = None) -> MinimaLlmRequest:
-    return MinimaLlmRequest(f"id{i}", [{"role": "user", "content": content or f"p{i}"}])
 
 
 # -- a user's programming error -----------------------------------------------------------

@@ -7,45 +7,19 @@ runner tasks, and the Workers go on serving."""
 from __future__ import annotations
 
 import collections
-import random
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from fakes import FakeServer, Script
+from fakes import FakeServer, Script, backend_for, req
 from minimallm import (
     BatchAbortedError,
     BatchConfig,
-    MinimaLlmConfig,
     MinimaLlmFailure,
-    MinimaLlmRequest,
     MinimaLlmResponse,
-    OpenAIMinimaLlm,
 )
-from minimallm._runtime.serve import RuntimeOptions
-
-
-def _backend(server: FakeServer, **cfg: Any) -> OpenAIMinimaLlm:
-    settings: dict[str, Any] = {
-        "base_url": "http://fake.invalid",
-        "model": "m",
-        "rpm": 0,
-        "base_backoff_s": 0.5,
-        "jitter": 0.0,
-        "max_outstanding": 4,
-        "batch": BatchConfig(heartbeat_s=0, num_workers=4),
-    }
-    settings.update(cfg)
-    return OpenAIMinimaLlm(
-        MinimaLlmConfig(**settings), options=RuntimeOptions(server.transport, random.Random(0))
-    )
-
-
-def _req(i: int, content: str | None = None) -> MinimaLlmRequest:
-    return MinimaLlmRequest(f"id{i}", [{"role": "user", "content": content or f"p{i}"}])
 
 
 class _Steps(trio.abc.Instrument):
@@ -65,10 +39,10 @@ async def test_no_task_wakes_per_item_besides_the_worker_that_runs_it(
     # woke for each job handed over; here a Worker steps about once per attempt (its
     # answer), and the batch's own tasks only at its start and end
     steps = _Steps()
-    backend = _backend(FakeServer(lambda c, n: Script(latency=0.05)))
+    backend = backend_for(FakeServer(lambda c, n: Script(latency=0.05)))
     trio.lowlevel.add_instrument(steps)
     try:
-        results = await backend.run_batched([_req(i) for i in range(400)])
+        results = await backend.run_batched([req(i) for i in range(400)])
     finally:
         trio.lowlevel.remove_instrument(steps)
         await backend.aclose()
@@ -88,10 +62,10 @@ async def test_identical_requests_wait_for_their_leader_without_holding_its_work
     # thread must not let it run to the deadline.)
     mock_clock.autojump_threshold = 0.3
     server = FakeServer(lambda c, n: Script(latency=0.1, status=500 if n == 0 else 200))
-    backend = _backend(server, max_outstanding=1, cache_dir=str(tmp_path))
+    backend = backend_for(server, max_outstanding=1, cache_dir=str(tmp_path))
     try:
         with trio.fail_after(60):
-            results = await backend.run_batched([_req(0, "same"), _req(1, "same")])
+            results = await backend.run_batched([req(0, "same"), req(1, "same")])
     finally:
         await backend.aclose()
     assert [r.request_id for r in results] == ["id0", "id1"]
@@ -109,10 +83,10 @@ async def test_a_stopped_batch_leaves_the_workers_serving(
         return Script(latency=0.01 if content in ("p0", "p1", "p2") else 5.0, status=400)
 
     server = FakeServer(script)
-    backend = _backend(server, batch=BatchConfig(heartbeat_s=0, num_workers=4, max_failures=2))
+    backend = backend_for(server, batch=BatchConfig(heartbeat_s=0, num_workers=4, max_failures=2))
     try:
         with pytest.raises(BatchAbortedError) as info:
-            await backend.run_batched([_req(i) for i in range(50)])
+            await backend.run_batched([req(i) for i in range(50)])
         assert trio.current_time() < 1.0  # no wait for the items in their 5 s attempts
         partial = info.value.results  # type: ignore[attr-defined]
         assert sum(isinstance(r, MinimaLlmFailure) for r in partial) == 3
@@ -120,7 +94,7 @@ async def test_a_stopped_batch_leaves_the_workers_serving(
         sent_before = len(server.sent)
         assert sent_before < 10  # the queued items never went out
         with trio.fail_after(10):
-            again = await backend.generate(_req(99))
+            again = await backend.generate(req(99))
         assert isinstance(again, MinimaLlmFailure)  # a 400, served by a Worker
         assert len(server.sent) == sent_before + 1
     finally:
@@ -131,15 +105,15 @@ async def test_a_batch_cancelled_from_outside_ends_at_once_and_the_workers_go_on
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     server = FakeServer(lambda c, n: Script(latency=30.0 if n == 0 else 0.1))
-    backend = _backend(server)
+    backend = backend_for(server)
     try:
         with trio.move_on_after(1.0) as scope:
-            await backend.run_batched([_req(i) for i in range(20)])
+            await backend.run_batched([req(i) for i in range(20)])
         assert scope.cancelled_caught
         assert trio.current_time() < 1.5  # no wait for the 30 s attempts
         assert all(s.cancelled for s in server.sent)  # the Workers closed them
         with trio.fail_after(10):
-            again = await backend.generate(_req(0))  # its second attempt: 0.1 s
+            again = await backend.generate(req(0))  # its second attempt: 0.1 s
         assert isinstance(again, MinimaLlmResponse)
     finally:
         await backend.aclose()

@@ -85,6 +85,11 @@ Finish: TypeAlias = Callable[[Any], "ItemResult[Any]"]
 """What an item's function returned, as the engine and the Monitor need it."""
 
 
+ITEM_STOPS: tuple[type[BaseException], ...] = (*PROGRAMMING_ERRORS, BackendClosedError)
+"""What an item may raise that stops its batch (anything else the item's own function
+raises is its failure value, see ``_batch/items.py``)."""
+
+
 class _Stop:
     """The first reason the batch stops (later ones are consequences); stopping cancels
     the batch's tasks and, through ``also``, its items in the Workers."""
@@ -142,6 +147,12 @@ async def run_batch(
     source = ItemSource(items, window)
     lanes = cfg.num_workers if total is None else min(cfg.num_workers, max(total, 1))
 
+    def item_raised(stop: _Stop, exc: BaseException, index: int, item: Any) -> None:
+        """Item ``index`` raised ``exc`` (one of :data:`ITEM_STOPS`): the batch stops."""
+        if not isinstance(exc, BackendClosedError):
+            exc = noted(exc, f"minimallm: raised while running item {describe(index, item)}")
+        stop(exc)
+
     def complete(
         stop: _Stop, index: int, started_at: float, result: ItemResult[Any]
     ) -> ItemFailed | None:
@@ -191,11 +202,8 @@ async def run_batch(
             started_at = began[index] = now()
             try:
                 result = finish(await fn(index, item, events_send, None, 0))
-            except PROGRAMMING_ERRORS as exc:
-                stop(noted(exc, f"minimallm: raised while running item {describe(index, item)}"))
-                return
-            except BackendClosedError as exc:
-                stop(exc)
+            except ITEM_STOPS as exc:
+                item_raised(stop, exc, index, item)
                 return
             finally:
                 del began[index]
@@ -230,11 +238,8 @@ async def run_batch(
         try:
             try:
                 traced = await fn(index, item, events_send, worker, order)
-            except PROGRAMMING_ERRORS as exc:
-                stop(noted(exc, f"minimallm: raised while running item {describe(index, item)}"))
-                return
-            except BackendClosedError as exc:
-                stop(exc)
+            except ITEM_STOPS as exc:
+                item_raised(stop, exc, index, item)
                 return
             try:
                 late = complete(stop, index, began[index], finish(traced))

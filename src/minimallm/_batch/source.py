@@ -66,10 +66,7 @@ class ItemSource:
             window.acquire_nowait()
         except trio.WouldBlock:
             await window.acquire()
-        taken = self.take(stop)
-        if taken is None:
-            window.release()
-        return taken
+        return self._take_within(window, stop)
 
     def ready(self, stop: Callable[[BaseException], None]) -> Taken | bool | None:
         """The next item if one is there without waiting (a miss, or an input item
@@ -92,6 +89,12 @@ class ItemSource:
             window.acquire_nowait()
         except trio.WouldBlock:
             return False
+        return self._take_within(window, stop)
+
+    def _take_within(
+        self, window: trio.Semaphore, stop: Callable[[BaseException], None]
+    ) -> Taken | None:
+        """:meth:`take` once room in the window is held (given back at the end)."""
         taken = self.take(stop)
         if taken is None:
             window.release()
