@@ -37,6 +37,7 @@ from minimallm.actors.messages import (
     Slot,
     WantSlot,
 )
+from minimallm.actors.report_inbox import ReportInbox
 from minimallm.actors.watchdog import Watches
 from minimallm.actors.worker import WorkerChannels
 
@@ -56,7 +57,7 @@ def report(sent: float, done: float, kind: str = "ok", **kw: Any) -> AttemptRepo
 async def test_limiter_mints_permits_revokes_on_a_step_and_tells_the_others(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    inbox_in, inbox = trio.open_memory_channel[Any](100)
+    inbox_in = inbox = ReportInbox(100)
     permits = trio.open_memory_channel[object](8)
     revocations = trio.open_memory_channel[object](8)
     _, jobs = trio.open_memory_channel[Any](0)
@@ -92,7 +93,7 @@ async def test_limiter_mints_permits_revokes_on_a_step_and_tells_the_others(
 async def test_limiter_decides_at_the_deadline_without_a_success(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    inbox_in, inbox = trio.open_memory_channel[Any](100)
+    inbox_in = inbox = ReportInbox(100)
     permits = trio.open_memory_channel[object](4)
     revocations = trio.open_memory_channel[object](4)
     _, jobs = trio.open_memory_channel[Any](0)

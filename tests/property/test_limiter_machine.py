@@ -26,6 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from minimallm._policy.concurrency import ConcurrencyControl
 from minimallm.actors.limiter import Limiter, LimiterMessage
 from minimallm.actors.messages import AttemptReport
+from minimallm.actors.report_inbox import ReportInbox
 
 KINDS = ("ok", "overload", "failed", "unreachable", "timeout", "broken")
 
@@ -40,12 +41,12 @@ class LimiterMachine(RuleBasedStateMachine):
     def start(self, cap: int) -> None:
         self.cap = cap
         self.now = 1000.0
-        self.inbox_send, inbox_recv = trio.open_memory_channel[LimiterMessage](10_000)
+        inbox = ReportInbox(10_000)  # (reports go straight to _react here)
         self.permits = trio.open_memory_channel[object](cap)
         self.revocations = trio.open_memory_channel[object](cap)
         _jobs_send, self.jobs_recv = trio.open_memory_channel[Any](0)
         self.limiter = Limiter(
-            ConcurrencyControl(cap), inbox_recv, self.permits, self.revocations, self.jobs_recv
+            ConcurrencyControl(cap), inbox, self.permits, self.revocations, self.jobs_recv
         )
         self.holding = 0  # Workers holding a permit (each holds at most one)
         self.in_flight: list[float] = []  # send times of the attempts holders are making

@@ -52,9 +52,10 @@ from minimallm.actors.admission import Admission
 from minimallm.actors.cooldown import Cooldown, CooldownMessage, CooldownStatistics
 from minimallm.actors.flags import Revoking, SendGate
 from minimallm.actors.jobs import JobQueue
-from minimallm.actors.limiter import Limiter, LimiterMessage, LimiterStatistics
+from minimallm.actors.limiter import Limiter, LimiterStatistics
 from minimallm.actors.messages import AttemptStarted, ItemJob, Job
 from minimallm.actors.pacer import Pacer, PacerMessage, PacerStatistics
+from minimallm.actors.report_inbox import ReportInbox
 from minimallm.actors.watchdog import Watchdog, Watches
 from minimallm.actors.worker import Worker, WorkerChannels
 
@@ -154,7 +155,7 @@ def build_endpoint(
     cap = cfg.max_outstanding
     permits = trio.open_memory_channel[object](cap)
     revocations = trio.open_memory_channel[object](cap)  # "give a permit back" tokens
-    limiter_send, limiter_recv = trio.open_memory_channel[LimiterMessage](REPORT_BUFFER)
+    reports = ReportInbox(REPORT_BUFFER)  # the Limiter's: every attempt's report
     pacer_send, pacer_recv = trio.open_memory_channel[PacerMessage](REPORT_BUFFER)
     cooldown_send, cooldown_recv = trio.open_memory_channel[CooldownMessage](REPORT_BUFFER)
     # an idle Watchdog hears of the next attempt: at most one word per Worker waits
@@ -175,7 +176,7 @@ def build_endpoint(
     )
     limiter = Limiter(
         ConcurrencyControl(cap),
-        limiter_recv,
+        reports,
         permits,
         revocations,
         jobs if admission is None else admission,  # who waits for a job, idle
@@ -207,7 +208,7 @@ def build_endpoint(
         permits=permits[1],
         revocations=revocations[1],
         gate=gate,
-        limiter=limiter_send,
+        limiter=reports,
         pacer=pacer_send,
         cooldown=cooldown_send,
         watchdog=watchdog_send,

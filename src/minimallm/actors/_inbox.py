@@ -1,5 +1,6 @@
-"""How the reporting actors (Limiter, Pacer, Cooldown, Monitor) read their inbox: in
-bursts, one wake-up for every message that arrived meanwhile."""
+"""How the reporting actors (Pacer, Cooldown, Monitor) read their inbox: in bursts, one
+wake-up for every message that arrived meanwhile. (The Limiter's inbox, on every
+attempt's path, is its own: :mod:`.report_inbox`.)"""
 
 from __future__ import annotations
 

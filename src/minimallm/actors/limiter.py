@@ -14,7 +14,8 @@ Limiter takes idle permits back from the channel, and for permits held by Worker
 puts :data:`REVOKE` tokens in the revocation channel: the next Worker to finish an
 attempt (or to take a job) takes a token and returns its permit. To raise it, it
 withdraws tokens not yet taken, then mints permits. It drains its whole inbox per
-wake-up: at high rates one wake-up per burst of answers.
+wake-up, a :class:`~minimallm.actors.report_inbox.ReportInbox`: any report but a calm
+success wakes it at once; calm ones, in bursts of an eighth of the permits out.
 
 Invariant: permits in existence (idle in the channel + held by Workers) minus the
 revocations under way <= the limit <= cap, whenever the Limiter has run; a Worker never
@@ -41,9 +42,9 @@ import trio
 
 from minimallm._policy.concurrency import ConcurrencyControl
 from minimallm._policy.flow import CongestionEvent, FlowWatch, ReachEvent
-from minimallm.actors._inbox import receive_burst
 from minimallm.actors.flags import Revoking
 from minimallm.actors.messages import PERMIT, REVOKE, AttemptReport, Refused
+from minimallm.actors.report_inbox import ReportInbox
 
 if TYPE_CHECKING:
     from minimallm._outcome.attempts import AttemptKind
@@ -112,7 +113,7 @@ class Limiter:
     def __init__(
         self,
         control: ConcurrencyControl,
-        inbox: trio.MemoryReceiveChannel[LimiterMessage],
+        inbox: ReportInbox,
         permits: tuple[trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]],
         revocations: tuple[trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]],
         jobs: _Waiters,
@@ -181,10 +182,12 @@ class Limiter:
         task_status.started()
         inbox = self._inbox
         while True:
-            burst = await receive_burst(inbox, self._control.wake_at())
+            burst = await inbox.burst(self._control.wake_at())
             if burst is None:
                 return
             self._react(burst, trio.current_time())
+            # a wake-up per eighth of the permits out in calm answers (see ReportInbox)
+            inbox.linger = self._existing // 8 or 1
 
     def _react(self, burst: list[LimiterMessage], now: float) -> None:
         """One wake-up: take in the messages (maybe none: a deadline passed), let the

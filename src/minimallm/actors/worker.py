@@ -73,6 +73,7 @@ from minimallm.actors.messages import (
     WantSlot,
 )
 from minimallm.actors.permit import Permit
+from minimallm.actors.report_inbox import ReportInbox
 from minimallm.actors.reports import deliver, report_of
 from minimallm.actors.watchdog import Watches
 
@@ -101,7 +102,7 @@ class WorkerChannels(NamedTuple):
     permits: trio.MemoryReceiveChannel[object]
     revocations: trio.MemoryReceiveChannel[object]
     gate: SendGate
-    limiter: trio.MemorySendChannel[Any]
+    limiter: ReportInbox
     pacer: trio.MemorySendChannel[Any]
     cooldown: trio.MemorySendChannel[Any]
     watchdog: trio.MemorySendChannel[AttemptStarted]  # tells an idle Watchdog
