@@ -216,6 +216,7 @@ async def run_batch(
     drained = trio.Event()  # no item in the pool, and none will go (the end, or a stop)
     ending = False  # the batch is ending: no more items go to the pool
     wanted = trio.Event()  # the input had no item ready: the keeper waits for one
+    awaited = 0  # 1 while the keeper waits for an item: its place among the num_workers
 
     def cancel_queued() -> None:
         """(stopping) Cancel every item in the pool: a queued one ends now, a running
@@ -279,7 +280,7 @@ async def run_batch(
         """Hand items to the pool while fewer than ``num_workers`` are in it and the
         input has one ready; True if it had none ready (the keeper is told)."""
         nonlocal ending
-        while not ending and len(queued) < lanes:
+        while not ending and len(queued) + awaited < lanes:
             taken = source.ready(stop)
             if taken is False:
                 wanted.set()
@@ -295,13 +296,17 @@ async def run_batch(
     async def keeper(stop: _Stop) -> None:
         """Fills the pool at the start, and whenever the input had no item ready (the
         window is full, or the cache reader is behind): waits for one."""
-        nonlocal wanted, ending
+        nonlocal wanted, ending, awaited
         while not ending:
             wanted = trio.Event()
             if not refill(stop):
                 await wanted.wait()  # the pool is full: the items that end refill it
                 continue
-            taken = await source.wait(stop)
+            awaited = 1  # its item's place is kept meanwhile
+            try:
+                taken = await source.wait(stop)
+            finally:
+                awaited = 0
             if taken is None:
                 ending = True
                 if not queued:
