@@ -19,6 +19,7 @@ from minimallm import (
     BatchConfig,
     MinimaLlmFailure,
     MinimaLlmResponse,
+    TokenBudgetExceededError,
 )
 
 
@@ -117,3 +118,34 @@ async def test_a_batch_cancelled_from_outside_ends_at_once_and_the_workers_go_on
         assert isinstance(again, MinimaLlmResponse)
     finally:
         await backend.aclose()
+
+
+async def test_a_batch_stopped_by_its_own_item_leaves_that_worker_serving_the_next_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The item that spends max_total_tokens stops its batch from its Worker's own task,
+    # cancelling the scope its Worker runs items in, with no checkpoint left to end
+    # it; the next job that Worker takes (a caller's, waiting meanwhile) must not run
+    # in that cancelled scope.
+    server = FakeServer(lambda c, n: Script(latency=0.01))
+    backend = backend_for(
+        server,
+        max_outstanding=1,
+        batch=BatchConfig(heartbeat_s=0, num_workers=2, max_total_tokens=8),
+    )
+    answered: list[object] = []
+
+    async def caller() -> None:
+        await trio.sleep(0.015)  # queued while the one Worker runs the batch's item
+        with trio.fail_after(60):
+            answered.append(await backend.generate(req(99, "hello")))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(caller)
+            with pytest.raises(TokenBudgetExceededError):
+                await backend.run_batched([req(i) for i in range(10)])
+    finally:
+        await backend.aclose()
+    assert [type(r) for r in answered] == [MinimaLlmResponse]
+    assert [s.content for s in server.sent if s.cancelled] == []

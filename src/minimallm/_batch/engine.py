@@ -65,7 +65,7 @@ Lookup: TypeAlias = Callable[
     [list[tuple[int, Any]]], Awaitable[list[tuple[int, Any, "ItemResult[Any] | None"]]]
 ]
 """The prompt cache, in bulk: for a chunk of ``(index, item)`` pairs, ``(index, item,
-hit)`` each, in order; a miss (``hit`` None) goes to the runners as the item returned
+hit)`` each, in order; a miss (``hit`` None) goes on to run as the item returned
 (which may carry what the lookup learned, e.g. its key)."""
 
 ItemFn: TypeAlias = Callable[

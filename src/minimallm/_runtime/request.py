@@ -20,10 +20,10 @@ their pure cores (``_policy/``). A caller's request costs three task switches he
 the Worker wakes for the job, the Worker wakes when the answer arrives, the caller
 wakes for the reply. A batch's item costs one: its door runs in the task of the Worker
 that took it (``worker``), whose connection makes the first attempt; the door lets go
-of the Worker (:meth:`~minimallm.actors.worker.Worker.let_go`) before it waits for
-anything else (an identical request in flight, the disk, tokens, a backoff, an
-endpoint held), so a Worker never waits on other requests, and its later attempts go
-through the queue as a caller's do.
+of the Worker (:meth:`~minimallm.actors.worker.Worker.let_go`) before it waits on other
+requests (an identical one in flight, a cache read, tokens, a backoff, an endpoint
+held), and its later attempts go through the queue as a caller's do. Storing the
+answer may wait for the CacheWriter with the Worker held (it needs no Worker).
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ class Job(NamedTuple):
 class ItemJob:
     """A batch's item, for the Worker that takes it to run whole in its own task.
 
-    ``run(worker)`` is the item's request door (``_runtime/request.py``) with that
+    ``run(worker, order)`` is the item's request door (``_runtime/request.py``) with that
     Worker: its first attempt goes out on the Worker's own connection, so handing the
     request over and bringing its answer back cost no task switch, and the Worker finds
     the batch's next item already queued when it is done (the batch queues it as this

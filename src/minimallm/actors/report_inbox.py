@@ -11,7 +11,9 @@ as :class:`~minimallm.actors.jobs.JobQueue` is for jobs:
   them: with 64 out, a wake-up per 8 answers instead of nearly one per answer). Any
   other report (a refusal, a failure, a timeout, a permit coming back) wakes it at
   once, and it reads the calm ones before it, in the order they came. The Limiter's
-  own deadline (:meth:`burst`) takes whatever waits.
+  own deadline (:meth:`burst`) takes whatever waits. When traffic stops, up to
+  ``linger`` - 1 calm reports may wait unread until the next report: they change no
+  permit, only what the Limiter's cores have counted.
 
 Bounded like the channel it replaces: :meth:`send_nowait` raises ``trio.WouldBlock``
 when ``size`` reports wait (the Limiter is behind), and :meth:`send` waits for room.

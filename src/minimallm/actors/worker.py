@@ -218,10 +218,9 @@ class Worker:
         self._nursery.start_soon(self._drive, self._driver, name=f"Worker {self._index}")
 
     async def _drive(self, me: int) -> None:
-        """The Worker's loop, while this task is its driver (``me``: see :meth:`let_go`).
-        Batch items run in a cancel scope that lasts from one item to the next (a scope
-        per item would cost as much as the hop it saves); the batch cancels the one
-        running through it, and a new scope follows."""
+        """The Worker's loop while this task drives it (``me``: see :meth:`let_go`). Batch
+        items share a cancel scope from one to the next (one each would cost as much as
+        the hop it saves); once the batch cancels it, the next job gets a new one."""
         jobs = self._ch.jobs
         admission = self._ch.admission
         permit = self._permit
@@ -251,6 +250,8 @@ class Worker:
                             if self._driver != me:  # the door let go of the Worker
                                 return
                             job.scope = None
+                            if items.cancel_called:  # (the item stopped its own batch)
+                                break
                         job = None
                 if self._driver != me:  # its door, cancelled by its batch after let_go
                     return
