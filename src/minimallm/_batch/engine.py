@@ -218,6 +218,11 @@ async def run_batch(
     wanted = trio.Event()  # the input had no item ready: the keeper waits for one
     awaited = 0  # 1 while the keeper waits for an item: its place among the num_workers
 
+    def drain_if_done() -> None:
+        """The batch is drained once it is ending and its last item in the pool ended."""
+        if ending and not queued:
+            drained.set()
+
     def cancel_queued() -> None:
         """(stopping) Cancel every item in the pool: a queued one ends now, a running
         one as its cancellation reaches it."""
@@ -228,8 +233,7 @@ async def run_batch(
             if job.scope is None:  # not started: no Worker will run it
                 del queued[index]
                 del began[index]
-        if not queued:
-            drained.set()
+        drain_if_done()
 
     async def run_in_worker(stop: _Stop, index: int, item: Any, worker: Any, order: int) -> None:
         """One item, in the task of the Worker that took it. Anything the door itself
@@ -251,17 +255,15 @@ async def run_batch(
         finally:  # ended (after its failure reached the Monitor: the batch may end now)
             del began[index]
             del queued[index]
-            if ending and not queued:
-                drained.set()
+            drain_if_done()
         refill(stop)
 
     def failed_in_pool(stop: _Stop, index: int, error: BaseException) -> None:
         """The runtime stopped before or while running item ``index``."""
         if queued.pop(index, None) is not None:
             began.pop(index, None)
-        stop(error)
-        if not queued:
-            drained.set()
+        stop(error)  # (the batch is ending now)
+        drain_if_done()
 
     def launch(stop: _Stop, taken: Taken) -> None:
         """Hand item ``taken`` to the pool."""
@@ -285,12 +287,11 @@ async def run_batch(
             if taken is False:
                 wanted.set()
                 return True
-            if taken is None or taken is True:
+            if taken is None:
                 ending = True
                 break
             launch(stop, taken)
-        if ending and not queued:
-            drained.set()
+        drain_if_done()
         return False
 
     async def keeper(stop: _Stop) -> None:
@@ -309,8 +310,7 @@ async def run_batch(
                 awaited = 0
             if taken is None:
                 ending = True
-                if not queued:
-                    drained.set()
+                drain_if_done()
                 return
             launch(stop, taken)
 

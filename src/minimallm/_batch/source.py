@@ -9,7 +9,7 @@ reader hands on (it reads the input ahead in chunks and answers hits in bulk).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
@@ -68,7 +68,7 @@ class ItemSource:
             await window.acquire()
         return self._take_within(window, stop)
 
-    def ready(self, stop: Callable[[BaseException], None]) -> Taken | bool | None:
+    def ready(self, stop: Callable[[BaseException], None]) -> Taken | Literal[False] | None:
         """The next item if one is there without waiting (a miss, or an input item
         within the window); None: no more; False: none is there yet."""
         misses = self.misses
