@@ -179,6 +179,10 @@ def decode_body(headers: dict[str, str], body: bytes) -> bytes:
     return out
 
 
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+"""Reason phrases by status (``HTTPStatus(status)`` costs an enum lookup per answer)."""
+
+
 def render_response(
     status: int,
     body: bytes,
@@ -191,10 +195,7 @@ def render_response(
 ) -> bytes:
     """Serialise one response; ``content_length`` overrides the true length (the mock's
     "cut" fault announces more bytes than it sends); ``server``: the Server header."""
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Unknown"
+    reason = _REASONS.get(status, "Unknown")
     length = len(body) if content_length is None else content_length
     lines = [
         f"HTTP/1.1 {status} {reason}",

@@ -21,6 +21,10 @@ __all__ = [
 ]
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+"""``json.dumps(..., separators=(",", ":"))`` without a new encoder per answer."""
+
+
 def seconds_text(seconds: float) -> str:
     """A ``Retry-After`` value in seconds: ``1.0`` -> ``"1"``, ``0.5`` -> ``"0.5"``."""
     return f"{seconds:g}"
@@ -148,7 +152,7 @@ def completion_body(
     if reasoning:
         usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
     out["usage"] = usage
-    return json.dumps(out, separators=(",", ":")).encode()
+    return _COMPACT.encode(out).encode()
 
 
 def _choice(

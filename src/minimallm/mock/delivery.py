@@ -16,6 +16,7 @@ from minimallm.mock.config import MockServerConfig
 from minimallm.mock.decide import BLACKHOLE, Verdict
 from minimallm.mock.faults import OK
 from minimallm.mock.listeners import wait_watching
+from minimallm.mock.sockets import ServerStream
 from minimallm.mock.state import MockState
 
 __all__ = ["MODEL_PATHS", "After", "Delivery"]
@@ -40,7 +41,7 @@ class Delivery:
 
     async def deliver(
         self,
-        stream: trio.SocketStream,
+        stream: ServerStream,
         parser: RequestParser,
         request: HttpRequest,
         body: Any,
@@ -122,6 +123,6 @@ class Delivery:
             shape=shape,
         )
 
-    async def _responder_failed(self, stream: trio.SocketStream, keep: bool) -> None:
+    async def _responder_failed(self, stream: ServerStream, keep: bool) -> None:
         self._state.responder_failed()
         await stream.send_all(error_response(500, "mock responder raised", keep_alive=keep))

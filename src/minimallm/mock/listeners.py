@@ -1,4 +1,5 @@
-"""The mock server's sockets: listeners, open connections, and waiting on a connection.
+"""The mock server's connections and listening over time: open connections (reset
+together), refuse outages, and waiting on a connection (the sockets: ``sockets.py``).
 
 During a ``refuse`` outage the listener is closed (connects are refused) and every open
 connection is reset; afterwards the server listens on the same port again.
@@ -15,11 +16,11 @@ from functools import partial
 import trio
 
 from minimallm._http.server import RequestParser
+from minimallm.mock.sockets import ServerListener, ServerStream
 
 __all__ = [
     "Connections",
     "RefusalWindow",
-    "open_listeners",
     "reset_with_rst",
     "serve_listening",
     "wait_watching",
@@ -32,20 +33,9 @@ RefusalWindow = tuple[float, float, str]
 """``(start_s, end_s, label)`` of a refuse outage, seconds from the first chat request."""
 
 
-def reset_with_rst(stream: trio.SocketStream) -> None:
+def reset_with_rst(stream: ServerStream) -> None:
     """Make the next close of ``stream`` send an RST instead of a FIN."""
     stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-
-
-async def open_listeners(host: str, port: int) -> list[trio.SocketListener]:
-    """Listen on ``host:port``; with port 0 only the first address is kept (a name with
-    several addresses would otherwise get a different free port on each)."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    if port == 0:
-        for extra in listeners[1:]:
-            await extra.aclose()
-        listeners = listeners[:1]
-    return listeners
 
 
 class Connections:
@@ -54,10 +44,10 @@ class Connections:
     __slots__ = ("_open",)
 
     def __init__(self) -> None:
-        self._open: dict[int, tuple[trio.CancelScope, trio.SocketStream]] = {}
+        self._open: dict[int, tuple[trio.CancelScope, ServerStream]] = {}
 
     @contextmanager
-    def track(self, conn_id: int, stream: trio.SocketStream) -> Iterator[trio.CancelScope]:
+    def track(self, conn_id: int, stream: ServerStream) -> Iterator[trio.CancelScope]:
         """Register a connection for the ``with`` block; run its handler inside the
         scope yielded, which ``reset_all`` cancels."""
         with trio.CancelScope() as scope:
@@ -83,11 +73,11 @@ class Connections:
 
 
 async def serve_listening(
-    listeners: list[trio.SocketListener],
+    listeners: list[ServerListener],
     *,
-    handler: Callable[[trio.SocketStream], Awaitable[object]],
+    handler: Callable[[ServerStream], Awaitable[object]],
     handler_nursery: trio.Nursery,
-    reopen: Callable[[], Awaitable[list[trio.SocketListener]]],
+    reopen: Callable[[], Awaitable[list[ServerListener]]],
     windows: Sequence[RefusalWindow] = (),
     origin: Callable[[], Awaitable[float]] | None = None,
     refuse: Callable[[str], None] | None = None,
@@ -119,7 +109,7 @@ async def serve_listening(
 
 
 async def wait_watching(
-    stream: trio.SocketStream, parser: RequestParser, wait: Callable[[], Awaitable[object]]
+    stream: ServerStream, parser: RequestParser, wait: Callable[[], Awaitable[object]]
 ) -> bool:
     """Await ``wait()`` while reading the socket: True once it completed, False if the
     client went away first (EOF or reset; ``wait`` is cancelled). Bytes that arrive (a

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible mock server on raw trio sockets.
+"""The OpenAI-compatible mock server on its own plain sockets (``sockets.py``).
 
 Endpoints: ``POST /v1/chat/completions`` (also ``/chat/completions``), ``GET /v1/models``
 (also ``/models``), and control endpoints that are neither counted nor recorded:
@@ -41,12 +41,12 @@ from minimallm.mock.faults import NO_DIRECTIVES, OK, DirectiveError, parse_direc
 from minimallm.mock.listeners import (
     Connections,
     RefusalWindow,
-    open_listeners,
     reset_with_rst,
     serve_listening,
     wait_watching,
 )
 from minimallm.mock.records import Arrival, MockStats, RecordedRequest
+from minimallm.mock.sockets import ServerStream, open_listeners
 from minimallm.mock.state import MockState
 from minimallm.mock.timeline import Outage
 
@@ -54,6 +54,17 @@ __all__ = ["MockServer", "serve_mock"]
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 _RECV_BYTES = 65536
+
+
+def _json_body(raw: bytes) -> Any:
+    """The decoded body (None when empty); raises ValueError as ``json.loads`` does.
+    A body that opens as UTF-8 JSON (``{`` and no NUL after it) is decoded first:
+    ``json.loads`` on bytes guesses the encoding (UTF-16/32, a BOM) on every call."""
+    if not raw:
+        return None
+    if raw[:1] == b"{" and raw[1:2] != b"\x00":
+        return json.loads(raw.decode("utf-8"))  # UnicodeDecodeError is a ValueError
+    return json.loads(raw)
 
 
 class MockServer:
@@ -167,7 +178,7 @@ class MockServer:
     def _refuse(self, label: str) -> None:
         self.state.connections_reset(label, self._connections.reset_all())
 
-    async def _handle_connection(self, stream: trio.SocketStream) -> None:
+    async def _handle_connection(self, stream: ServerStream) -> None:
         conn_id = self.state.connection_opened()
         parser = RequestParser()
         after = After.CLOSE
@@ -183,7 +194,7 @@ class MockServer:
             await stream.aclose()
 
     async def _serve_requests(
-        self, stream: trio.SocketStream, parser: RequestParser, conn_id: int
+        self, stream: ServerStream, parser: RequestParser, conn_id: int
     ) -> After:
         while True:
             try:
@@ -215,7 +226,7 @@ class MockServer:
             if after is not After.KEEP:
                 return after
 
-    async def _control(self, stream: trio.SocketStream, request: HttpRequest) -> After:
+    async def _control(self, stream: ServerStream, request: HttpRequest) -> After:
         if request.path == "/mock/stats" and request.method == "GET":
             body = json.dumps(self.stats.as_dict()).encode()
             await stream.send_all(render_response(200, body, keep_alive=request.keep_alive))
@@ -237,7 +248,7 @@ class MockServer:
 
     async def _answer(
         self,
-        stream: trio.SocketStream,
+        stream: ServerStream,
         parser: RequestParser,
         conn_id: int,
         request: HttpRequest,
@@ -251,8 +262,7 @@ class MockServer:
         problem: tuple[int, str] | None = None
         is_chat = request.path in CHAT_PATHS
         try:
-            raw = decode_body(request.headers, request.body)
-            body = json.loads(raw) if raw else None
+            body = _json_body(decode_body(request.headers, request.body))
             if is_chat:
                 if request.method != "POST":
                     problem = (405, f"{request.method} not allowed here; use POST")
@@ -308,7 +318,7 @@ class MockServer:
 
     async def _deliver_in_slot(
         self,
-        stream: trio.SocketStream,
+        stream: ServerStream,
         parser: RequestParser,
         request: HttpRequest,
         body: Any,

@@ -46,12 +46,14 @@ class MockState:
         "_requests_total",
         "_responder_errors",
         "_started_at",
+        "_watchers",
     )
 
     def __init__(self, config: MockServerConfig) -> None:
         self._config = config
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified on every gauge change
+        self._watchers = 0  # threads in wait_for: nobody to notify (the usual case) is free
         self._decider = Decider(config, random.Random(config.seed))
         self._records: deque[RecordedRequest] = deque(maxlen=config.max_records)
         self._arrivals: deque[Arrival] = deque(maxlen=config.max_arrivals)
@@ -77,14 +79,14 @@ class MockState:
             self._open_connections += 1
             self._connections_accepted += 1
             self._next_conn_id += 1
-            self._changed.notify_all()
+            self._notify()
             return self._next_conn_id
 
     def connection_closed(self) -> None:
         """Count a closed connection."""
         with self._lock:
             self._open_connections -= 1
-            self._changed.notify_all()
+            self._notify()
 
     def admit(
         self,
@@ -111,7 +113,7 @@ class MockState:
             self._requests_total += 1
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
-            self._changed.notify_all()
+            self._notify()
             if fixed_kind is not None:
                 verdict = Verdict(fixed_kind)
             else:
@@ -158,13 +160,13 @@ class MockState:
         with self._lock:
             self._queued += 1
             self._max_queued = max(self._max_queued, self._queued)
-            self._changed.notify_all()
+            self._notify()
 
     def queue_left(self) -> None:
         """A request stopped waiting for a capacity slot (it got one, or left)."""
         with self._lock:
             self._queued -= 1
-            self._changed.notify_all()
+            self._notify()
 
     def connections_reset(self, label: str, count: int) -> None:
         """Count connections an outage (phase ``label``) reset."""
@@ -191,7 +193,7 @@ class MockState:
         """The request admitted earlier was answered or abandoned."""
         with self._lock:
             self._in_flight -= 1
-            self._changed.notify_all()
+            self._notify()
 
     def next_answer_number(self) -> int:
         """A fresh number for a completion id."""
@@ -216,12 +218,21 @@ class MockState:
         (False): tests wait for what the server thread does without polling."""
         deadline = time.monotonic() + timeout_s
         with self._changed:
-            while not predicate(self._snapshot_locked()):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._changed.wait(remaining)
-            return True
+            self._watchers += 1
+            try:
+                while not predicate(self._snapshot_locked()):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._changed.wait(remaining)
+                return True
+            finally:
+                self._watchers -= 1
+
+    def _notify(self) -> None:
+        """(holding the lock) A gauge changed: wake the threads in :meth:`wait_for`."""
+        if self._watchers:
+            self._changed.notify_all()
 
     def _snapshot_locked(self) -> MockStats:
         return MockStats(
