@@ -184,7 +184,8 @@ def run_child(
     return result
 
 
-def _server_cpu(pid: int) -> float | None:
+def server_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) process ``pid`` has used so far; None without psutil."""
     if psutil is None:
         return None
     times = psutil.Process(pid).cpu_times()
@@ -200,10 +201,10 @@ def run_once(
     timeout_s: float | None = None,
 ) -> Run:
     """One row, one round: run ``client`` in a fresh process against ``server``."""
-    cpu0 = _server_cpu(server.pid)
+    cpu0 = server_cpu(server.pid)
     seen0 = server.stats.requests_total
     out = run_child(client, server.base_url, scenario, options=options, timeout_s=timeout_s)
-    cpu1 = _server_cpu(server.pid)
+    cpu1 = server_cpu(server.pid)
     return Run(
         client=client,
         ok=out["ok"],

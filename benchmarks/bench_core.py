@@ -86,6 +86,8 @@ class CoreRun:
     wall_s: float
     vmhwm_kib: int
     server_requests: int
+    server_cpu_s: float | None = None
+    """The mock server's CPU meanwhile (None without psutil)."""
 
     @property
     def ok(self) -> bool:
@@ -96,6 +98,12 @@ class CoreRun:
     def cpu_us(self) -> float:
         """CPU per request, microseconds (the whole process's)."""
         return 1e6 * self.cpu_s / self.n
+
+    @property
+    def server_cpu_us(self) -> float | None:
+        """The server's CPU per request, microseconds: when it nears the client's wall
+        time per request, the server set the pace and the client waited on it."""
+        return None if self.server_cpu_s is None else 1e6 * self.server_cpu_s / self.n
 
     @property
     def rss_mib(self) -> float:
@@ -119,6 +127,7 @@ def run_one(
 ) -> CoreRun:
     """Run ``_core_child.py`` once; its CPU from ``os.wait4`` (the child alone)."""
     seen = server.stats.requests_total
+    server_cpu0 = _harness.server_cpu(server.pid)
     cmd = [sys.executable, str(CHILD), client, server.base_url, str(n), str(concurrency), str(rpm)]
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
@@ -127,6 +136,7 @@ def run_one(
         out = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
+        server_cpu1 = _harness.server_cpu(server.pid)
         proc.returncode = os.waitstatus_to_exitcode(status)
         proc.stdout.close()
         if proc.returncode != 0 or not out.strip():
@@ -144,6 +154,9 @@ def run_one(
         wall_s=wall,
         vmhwm_kib=line["vmhwm_kib"],
         server_requests=server.stats.requests_total - seen,
+        server_cpu_s=(
+            None if server_cpu0 is None or server_cpu1 is None else server_cpu1 - server_cpu0
+        ),
     )
 
 
@@ -151,7 +164,8 @@ def _log(run: CoreRun, quiet: bool) -> None:
     if not quiet:
         print(
             f"  {run.client:<9} n={run.n:<7,} rpm={run.rpm:<9,} {run.cpu_us:7.1f} µs/req "
-            f"{run.rss_mib:6.1f} MiB {run.wall_s:6.2f} s ok={run.ok}",
+            f"{run.rss_mib:6.1f} MiB {run.wall_s:6.2f} s ok={run.ok}"
+            + ("" if run.server_cpu_us is None else f" server {run.server_cpu_us:.1f} µs/req"),
             file=sys.stderr,
             flush=True,
         )
@@ -214,8 +228,8 @@ def cpu_table(runs: list[CoreRun], n: int, small: int, large: int) -> list[str]:
         f"(a) CPU per request, whole process, latency 0, 64 in flight; median of {rounds}",
         "",
         f"| client | CPU µs/req at {n:,} | marginal µs/req {small:,} → {large:,} "
-        f"| wall s at {n:,} | req/s at {n:,} |",
-        "|---|---:|---:|---:|---:|",
+        f"| wall s at {n:,} | req/s at {n:,} | server CPU µs/req at {n:,} |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     figures: dict[str, tuple[float, float]] = {}
     for client in CLIENTS:
@@ -227,9 +241,13 @@ def cpu_table(runs: list[CoreRun], n: int, small: int, large: int) -> list[str]:
             for lo, hi in zip(lows, highs, strict=True)
         )
         wall = _median(runs, "wall_s", client=client, n=n)
+        served = [r.server_cpu_us for r in runs if r.client == client and r.n == n]
+        known = [us for us in served if us is not None]
+        server = f"{statistics.median(known):.1f}" if known else "—"
         figures[client] = (per_req, marginal)
         lines.append(
-            f"| {client} | {per_req:.1f} | {marginal:.1f} | {wall:.2f} | {n / wall:,.0f} |"
+            f"| {client} | {per_req:.1f} | {marginal:.1f} | {wall:.2f} | {n / wall:,.0f} "
+            f"| {server} |"
         )
     (mine, mine_m), (base, base_m) = figures["minimallm"], figures["aiohttp"]
     lines += [

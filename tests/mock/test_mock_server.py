@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from minimallm import ConfigError
@@ -569,3 +569,67 @@ def test_parser_edge_cases() -> None:
         with pytest.raises(HttpError) as info:
             q.next_request()
         assert info.value.status == status
+
+
+class _HandlerSteps(trio.abc.Instrument):
+    """Counts the task steps of the mock's connection handlers."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("_run_handler"):
+            self.steps += 1
+
+
+async def test_a_pipelining_client_gets_a_turn_per_request_not_one_burst(
+    nursery: trio.Nursery,
+) -> None:
+    """Answering does not yield, so the handler yields before each request that was
+    already in its buffer: a client that pipelines cannot hold the server."""
+    server = await start(nursery)
+    n = 100
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    counter = _HandlerSteps()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        await stream.send_all(raw("GET", "/v1/models") * n)
+        received = b""
+        while received.count(b"HTTP/1.1 200") < n:
+            received += await stream.receive_some(65536)
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+        await stream.aclose()
+    assert counter.steps >= n
+
+
+@settings(max_examples=300, deadline=None)
+@example(b'{"a":"\xed\xa0\x80"}')  # an encoded lone surrogate: json.loads takes it
+@given(
+    st.one_of(
+        st.binary(max_size=40),
+        st.builds(lambda b: b"{" + b, st.binary(max_size=40)),
+        st.builds(
+            lambda text, codec: json.dumps({"t": text}, ensure_ascii=False).encode(
+                codec, "surrogatepass"
+            ),
+            st.text(st.characters(exclude_categories=()), max_size=10),  # surrogates too
+            st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32-be"]),
+        ),
+    )
+)
+def test_request_bodies_decode_as_json_loads_decodes_them(raw_body: bytes) -> None:
+    """The mock's fast path for UTF-8 bodies decodes what ``json.loads(bytes)`` decodes
+    and refuses what it refuses (BOMs, UTF-16/32, lone surrogates, bad UTF-8)."""
+    from minimallm.mock.server import _json_body
+
+    def outcome(decode: Callable[[bytes], Any]) -> tuple[str, str]:
+        try:
+            return "ok", repr(decode(raw_body))  # repr: NaN is not equal to itself
+        except ValueError as exc:
+            return type(exc).__name__, ""
+
+    if raw_body:
+        assert outcome(_json_body) == outcome(json.loads)
+    else:
+        assert _json_body(raw_body) is None

@@ -3,6 +3,7 @@ sockets: what a handler relies on of a trio stream, and its errors."""
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 
@@ -115,3 +116,56 @@ async def test_serve_listeners_runs_a_handler_per_connection() -> None:
                 await client.send_all(word)
                 assert await client.receive_some(100) == word.upper()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_cancelled_send_sends_nothing() -> None:
+    listener, client, server = await _pair()
+    async with listener, client, server:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await server.send_all(b"late answer")
+        assert scope.cancelled_caught
+        await server.send_all(b"next")
+        assert await client.receive_some(100) == b"next"
+
+
+class _AbortedOnce(socket.socket):
+    """A listening socket whose first accept fails as a connection reset before it was
+    accepted does on BSD."""
+
+    aborted = False
+
+    def accept(self) -> tuple[socket.socket, object]:
+        if not self.aborted:
+            self.aborted = True
+            raise ConnectionAbortedError(errno.ECONNABORTED, "Software caused connection abort")
+        return super().accept()
+
+
+async def test_accept_skips_a_connection_lost_before_it_was_accepted() -> None:
+    [bound] = await open_listeners("127.0.0.1", 0)
+    listener = ServerListener(_AbortedOnce(fileno=bound.socket.detach()))
+    port = listener.socket.getsockname()[1]
+    async with listener, await trio.open_tcp_stream("127.0.0.1", port) as client:
+        server = await listener.accept()
+        assert isinstance(listener.socket, _AbortedOnce) and listener.socket.aborted
+        async with server:
+            await client.send_all(b"still served")
+            assert await server.receive_some(100) == b"still served"
+
+
+class _ClosedUnderfoot(socket.socket):
+    """A connection closed by another task just as this one woke to read it."""
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+
+async def test_a_socket_closed_as_a_task_wakes_is_closed_not_broken() -> None:
+    listener, client, server = await _pair()
+    async with listener, client:
+        stream = ServerStream(_ClosedUnderfoot(fileno=server._sock.detach()))
+        async with stream:
+            await client.send_all(b"x")
+            with pytest.raises(trio.ClosedResourceError):
+                await stream.receive_some(100)

@@ -58,8 +58,8 @@ class Connections:
                 del self._open[conn_id]
 
     def reset_all(self) -> int:
-        """Reset every open connection (RST on close) and end its handler; return how
-        many there were."""
+        """Reset every open connection (RST on close) and end its handler (at its next
+        checkpoint; it sends nothing more); return how many there were."""
         for scope, stream in self._open.values():
             reset_with_rst(stream)
             scope.cancel()

@@ -63,7 +63,8 @@ def _json_body(raw: bytes) -> Any:
     if not raw:
         return None
     if raw[:1] == b"{" and raw[1:2] != b"\x00":
-        return json.loads(raw.decode("utf-8"))  # UnicodeDecodeError is a ValueError
+        # as json.loads(bytes) decodes; UnicodeDecodeError is a ValueError
+        return json.loads(raw.decode("utf-8", "surrogatepass"))
     return json.loads(raw)
 
 
@@ -196,6 +197,11 @@ class MockServer:
     async def _serve_requests(
         self, stream: ServerStream, parser: RequestParser, conn_id: int
     ) -> After:
+        """Answer the connection's requests in order. A request that was already in the
+        buffer when the one before it was answered (the client pipelines) waits for the
+        scheduler's next turn: answering does not yield (``sockets.ServerStream``), and a
+        client must not keep the server from its other connections."""
+        answered = False  # a request answered since the last read
         while True:
             try:
                 request = parser.next_request()
@@ -209,7 +215,11 @@ class MockServer:
                 if not data:
                     return After.CLOSE
                 parser.feed(data)
+                answered = False
                 continue
+            if answered:  # pipelined: the others' turn first
+                await trio.lowlevel.checkpoint()
+            answered = True
             if request.path.startswith("/mock/"):
                 after = await self._control(stream, request)
             elif MockBatchApi.handles(request.path):  # the Batch API (batch_api.py)

@@ -11,35 +11,71 @@ none of that; the client's streams (``minimallm._http.streams``) skip the same w
 The listeners are bound by trio's ``open_tcp_listeners`` (its address and option
 handling), then taken over as plain sockets; ``trio.serve_listeners`` serves them as
 any trio listener (it accepts, starts a handler per connection, and retries when the
-process is out of file descriptors).
+process is out of file descriptors). Like trio's listener, :meth:`ServerListener.accept`
+skips the errors of a connection that died before it was accepted.
 """
 
 from __future__ import annotations
 
+import errno
 import socket
+from contextlib import suppress
 
 import trio
 
 __all__ = ["ServerListener", "ServerStream", "open_listeners"]
+
+_SKIPPED_ACCEPT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (  # trio's list (trio/_highlevel_socket.py): a connection lost early
+        "EPERM",  # Linux: denied by the firewall
+        "ECONNABORTED",  # BSDs: closed or reset before accept
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+        "ENOSR",
+        "ESOCKTNOSUPPORT",
+        "EPROTONOSUPPORT",
+        "ETIMEDOUT",
+        "ECONNRESET",
+    )
+    if hasattr(errno, name)
+)
+"""``accept(2)`` errors that concern one connection, not the listener: skipped."""
+
+
+def _failure(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
+    """What a failed ``send``/``recv`` means: closed here (another task closed the
+    socket as this one woke) or the client went away."""
+    if exc.errno == errno.EBADF:
+        return trio.ClosedResourceError("the connection was closed")
+    return trio.BrokenResourceError(f"the client went away: {exc}")
 
 
 class ServerStream(trio.abc.AsyncResource):
     """One accepted connection. What a handler needs of a trio stream, with its errors:
     :meth:`send_all`, :meth:`receive_some` (``b""`` at EOF), :meth:`aclose`, and
     :meth:`setsockopt` (``SO_LINGER`` to reset). A peer that went away raises
-    ``trio.BrokenResourceError``; a stream closed here (or while another task waited on
-    it) raises ``trio.ClosedResourceError``.
+    ``trio.BrokenResourceError``; a stream closed here (also by another task while this
+    one waited on it) raises ``trio.ClosedResourceError``.
 
-    ``send_all`` does not yield when the kernel takes the whole answer (it nearly
-    always does): the handler's next :meth:`receive_some` waits for the next request
-    anyway, and it always yields, so a client that pipelines without pause cannot keep
-    the server from its other connections."""
+    ``send_all`` checks for cancellation but does not yield when the kernel takes the
+    whole answer (it nearly always does): the handler's next :meth:`receive_some` waits
+    for the next request anyway, and it always yields. A handler that answers requests
+    already in its buffer (a client pipelining) yields between them itself
+    (``server.py``)."""
 
     __slots__ = ("_sock",)
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as trio's streams do
+        with suppress(OSError):  # as trio's streams do (it fails on a reset one on macOS)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
 
     def setsockopt(self, level: int, option: int, value: bytes) -> None:
@@ -51,6 +87,7 @@ class ServerStream(trio.abc.AsyncResource):
         sock = self._sock
         if sock.fileno() < 0:
             raise trio.ClosedResourceError("the connection was closed")
+        await trio.lowlevel.checkpoint_if_cancelled()  # (it yields only when cancelled)
         view = memoryview(data)
         while view:
             try:
@@ -59,7 +96,7 @@ class ServerStream(trio.abc.AsyncResource):
                 await trio.lowlevel.wait_writable(sock)
                 continue
             except OSError as exc:
-                raise trio.BrokenResourceError(f"the client went away: {exc}") from exc
+                raise _failure(exc) from exc
             view = view[sent:]
 
     async def receive_some(self, max_bytes: int) -> bytes:
@@ -76,7 +113,7 @@ class ServerStream(trio.abc.AsyncResource):
             except BlockingIOError:  # a spurious wake-up
                 continue
             except OSError as exc:
-                raise trio.BrokenResourceError(f"the client went away: {exc}") from exc
+                raise _failure(exc) from exc
 
     async def aclose(self) -> None:
         """Close the connection (a task waiting on it gets ClosedResourceError)."""
@@ -95,8 +132,9 @@ class ServerListener(trio.abc.Listener[ServerStream]):
         self.socket = sock
 
     async def accept(self) -> ServerStream:
-        """The next connection (``OSError`` from ``accept(2)`` goes to the caller:
-        ``trio.serve_listeners`` waits and retries when file descriptors run out)."""
+        """The next connection. Errors of a connection lost before it was accepted are
+        skipped (see ``_SKIPPED_ACCEPT_ERRNOS``); any other goes to the caller
+        (``trio.serve_listeners`` waits and retries when file descriptors run out)."""
         sock = self.socket
         while True:
             if sock.fileno() < 0:
@@ -107,8 +145,19 @@ class ServerListener(trio.abc.Listener[ServerStream]):
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(sock)
                 continue
+            except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    raise trio.ClosedResourceError("the listener was closed") from None
+                if exc.errno in _SKIPPED_ACCEPT_ERRNOS:
+                    continue
+                raise
+            try:
+                stream = ServerStream(conn)
+            except BaseException:
+                conn.close()
+                raise
             await trio.lowlevel.cancel_shielded_checkpoint()
-            return ServerStream(conn)
+            return stream
 
     async def aclose(self) -> None:
         """Stop listening (connects are refused from now on)."""

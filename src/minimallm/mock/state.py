@@ -52,7 +52,7 @@ class MockState:
     def __init__(self, config: MockServerConfig) -> None:
         self._config = config
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)  # notified on every gauge change
+        self._changed = threading.Condition(self._lock)  # a gauge changed (see _notify)
         self._watchers = 0  # threads in wait_for: nobody to notify (the usual case) is free
         self._decider = Decider(config, random.Random(config.seed))
         self._records: deque[RecordedRequest] = deque(maxlen=config.max_records)
