@@ -4,7 +4,8 @@ by the mock server (:mod:`minimallm.mock`) and ``minimallm serve`` (:mod:`minima
 Hand-written rather than h11 because neither server may be the bottleneck of a
 benchmark: this parser does one ``find`` and a few splits per request. Measured parse +
 render of a typical request: ~15 µs here against ~120-150 µs with h11 0.16, when the
-whole server spends ~125 µs of CPU per request (7,000 req/s on one core).
+whole server then spent ~125 µs of CPU per request (the mock now spends ~60 µs serving
+a fast client at latency 0: ``benchmarks/bench_core.py``'s server column).
 
 It supports what OpenAI clients send: keep-alive, pipelining, ``Content-Length``
 bodies, ``Expect: 100-continue`` and ``Content-Encoding: gzip``. Chunked request bodies
