@@ -21,7 +21,7 @@ import ssl
 
 import trio
 
-__all__ = ["PlainSocket", "TlsSocket"]
+__all__ = ["PlainSocket", "TlsSocket", "send_all_to"]
 
 _RECEIVE_BYTES = 64 * 1024
 
@@ -51,7 +51,7 @@ class PlainSocket:
         except BlockingIOError:
             sent = 0
         if sent < len(data):
-            await _send_all(self._sock, memoryview(data)[sent:])
+            await send_all_to(self._sock, memoryview(data)[sent:])
 
     async def receive_some(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` once some arrived; b"" at EOF."""
@@ -131,7 +131,7 @@ class TlsSocket:
     async def _flush(self) -> None:
         data = self._outgoing.read()
         if data:
-            await _send_all(self._sock, data)
+            await send_all_to(self._sock, data)
 
     async def _fill(self) -> bool:
         """Move what the socket has into the incoming BIO; False at EOF."""
@@ -149,7 +149,11 @@ class TlsSocket:
             return True
 
 
-async def _send_all(sock: socket.socket, data: bytes | memoryview) -> None:
+async def send_all_to(sock: socket.socket, data: bytes | memoryview) -> None:
+    """Send every byte of ``data`` on the non-blocking ``sock``, waiting for room when
+    the kernel's buffer is full (no checkpoint when it takes everything at once).
+    Errors are the socket's ``OSError``; ``trio.ClosedResourceError`` if the socket is
+    closed while this waits."""
     view = memoryview(data)
     while view:
         try:

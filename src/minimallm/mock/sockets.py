@@ -23,6 +23,8 @@ from contextlib import suppress
 
 import trio
 
+from minimallm._http.streams import send_all_to
+
 __all__ = ["ServerListener", "ServerStream", "open_listeners"]
 
 _SKIPPED_ACCEPT_ERRNOS = frozenset(
@@ -88,16 +90,10 @@ class ServerStream(trio.abc.AsyncResource):
         if sock.fileno() < 0:
             raise trio.ClosedResourceError("the connection was closed")
         await trio.lowlevel.checkpoint_if_cancelled()  # (it yields only when cancelled)
-        view = memoryview(data)
-        while view:
-            try:
-                sent = sock.send(view)
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
-                continue
-            except OSError as exc:
-                raise _failure(exc) from exc
-            view = view[sent:]
+        try:
+            await send_all_to(sock, data)
+        except OSError as exc:
+            raise _failure(exc) from exc
 
     async def receive_some(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` once some arrived; ``b""`` at EOF. Waits for the socket
