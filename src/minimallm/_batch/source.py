@@ -57,15 +57,12 @@ class ItemSource:
 
     async def next(self, stop: Callable[[BaseException], None]) -> Taken | None:
         """:meth:`take`, within the window (waiting for room when there is none)."""
+        taken = self._take_now(stop)
+        if taken is not False:
+            return taken
         window = self._window
-        if window is None:
-            return self.take(stop)
-        if self.exhausted:
-            return None
-        try:
-            window.acquire_nowait()
-        except trio.WouldBlock:
-            await window.acquire()
+        assert window is not None  # only a full window makes one wait
+        await window.acquire()
         return self._take_within(window, stop)
 
     def ready(self, stop: Callable[[BaseException], None]) -> Taken | Literal[False] | None:
@@ -80,6 +77,11 @@ class ItemSource:
             except trio.EndOfChannel:
                 self.exhausted = True
                 return None
+        return self._take_now(stop)
+
+    def _take_now(self, stop: Callable[[BaseException], None]) -> Taken | Literal[False] | None:
+        """The next input item within the window without waiting; False: the window
+        is full."""
         window = self._window
         if window is None:
             return self.take(stop)

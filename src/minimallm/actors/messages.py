@@ -115,8 +115,8 @@ class ItemJob:
     runs a wave of woken tasks in either order). ``scope``: the cancel scope it runs
     in (set by the Worker as it starts it; None while queued); the batch cancels a
     running item through it, and a queued one by :meth:`cancel` (a Worker then skips
-    it). Mutable, unlike the other
-    messages: it is the item's own record while it is in progress."""
+    it). Mutable, unlike the other messages: it is the item's own record while it is in
+    progress."""
 
     __slots__ = ("cancelled", "fail", "order", "run", "scope")
 
